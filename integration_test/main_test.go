@@ -1,0 +1,131 @@
+// Package integration_test replays Floodgate's scenarios against a real
+// redis-server: TTL decay, NOSCRIPT after SCRIPT FLUSH, memory, Cluster
+// slots and concurrency across OS processes.
+//
+// The tests start their own redis-server (from PATH, free loopback port, no
+// persistence) unless REDIS_URL is set. Without either they skip, except
+// when CI is set, where they fail: CI must exercise real Redis.
+package integration_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/floodgate/floodgate/internal/redisproc"
+	"github.com/floodgate/floodgate/limiter"
+)
+
+// redisURL is the shared server for tests that need no special setup.
+var (
+	redisURL   string
+	noRedisWhy string
+	prefixSeq  atomic.Int64
+)
+
+func TestMain(m *testing.M) {
+	if role := os.Getenv(workerEnv); role != "" {
+		os.Exit(runWorker(role))
+	}
+	var srv *redisproc.Server
+	redisURL = os.Getenv("REDIS_URL")
+	if redisURL == "" {
+		var err error
+		srv, err = redisproc.Start(context.Background(), redisproc.Options{})
+		if err != nil {
+			noRedisWhy = err.Error()
+		} else {
+			redisURL = "redis://" + srv.Addr
+		}
+	}
+	code := m.Run()
+	if srv != nil {
+		srv.Stop()
+	}
+	os.Exit(code)
+}
+
+// needRedis skips (or, under CI, fails) when no real Redis is available.
+func needRedis(t testing.TB) {
+	t.Helper()
+	if redisURL != "" {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("CI is set but no Redis: %s (install redis-server or set REDIS_URL)", noRedisWhy)
+	}
+	t.Skipf("no Redis: %s (install redis-server or set REDIS_URL)", noRedisWhy)
+}
+
+// needRedisServer is needRedis for tests that must start their own servers
+// (restarts, Cluster, ACL, TLS).
+func needRedisServer(t testing.TB) {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err == nil {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("CI is set but redis-server is not on PATH")
+	}
+	t.Skip("redis-server is not on PATH")
+}
+
+// client connects to the shared server.
+func client(t testing.TB) *redis.Client {
+	t.Helper()
+	needRedis(t)
+	opt, err := redis.ParseURL(redisURL)
+	if err != nil {
+		t.Fatalf("REDIS_URL %q: %v", redisURL, err)
+	}
+	opt.PoolSize = 128
+	opt.ContextTimeoutEnabled = true
+	rdb := redis.NewClient(opt)
+	t.Cleanup(func() { rdb.Close() })
+	return rdb
+}
+
+// uniquePrefix isolates one test's keys on the shared server, and deletes
+// them at the end.
+func uniquePrefix(t testing.TB, rdb redis.UniversalClient) string {
+	t.Helper()
+	p := fmt.Sprintf("fgtest%d_%d:", os.Getpid(), prefixSeq.Add(1))
+	t.Cleanup(func() { deleteKeys(rdb, p+"*") })
+	return p
+}
+
+func deleteKeys(rdb redis.UniversalClient, pattern string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	iter := rdb.Scan(ctx, 0, pattern, 1000).Iterator()
+	var batch []string
+	for iter.Next(ctx) {
+		batch = append(batch, iter.Val())
+		if len(batch) == 1000 {
+			rdb.Unlink(ctx, batch...)
+			batch = batch[:0]
+		}
+	}
+	if len(batch) > 0 {
+		rdb.Unlink(ctx, batch...)
+	}
+}
+
+// newLimiter builds a Limiter on rdb with its own prefix.
+func newLimiter(t testing.TB, rdb redis.UniversalClient, cfg limiter.Config) *limiter.Limiter {
+	t.Helper()
+	if cfg.KeyPrefix == "" || cfg.KeyPrefix == limiter.DefaultConfig().KeyPrefix {
+		cfg.KeyPrefix = uniquePrefix(t, rdb)
+	}
+	l, err := limiter.New(rdb, cfg)
+	if err != nil {
+		t.Fatalf("limiter.New: %v", err)
+	}
+	return l
+}

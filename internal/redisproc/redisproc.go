@@ -1,0 +1,175 @@
+// Package redisproc starts and stops throwaway redis-server processes on
+// loopback: for integration tests, and for loadgen's embedded default.
+package redisproc
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrNotInstalled means no redis-server binary is on PATH.
+var ErrNotInstalled = errors.New("redisproc: redis-server not found on PATH")
+
+// Options configure a server. The zero value starts a plain in-memory
+// server on a free port.
+type Options struct {
+	// Port to listen on; 0 picks a free one.
+	Port int
+	// Args are extra redis-server arguments ("--requirepass", "x").
+	Args []string
+	// Password, when the Args set one, so Start can wait for readiness.
+	Password string
+	// Dir is the working directory; empty means a new temporary one,
+	// removed by Stop.
+	Dir string
+}
+
+// Server is one running redis-server.
+type Server struct {
+	Addr string
+	Port int
+
+	cmd     *exec.Cmd
+	dir     string
+	ownDir  bool
+	out     *syncBuffer
+	done    chan struct{}
+	stopped sync.Once
+}
+
+// FreePort asks the kernel for a loopback port nobody listens on.
+func FreePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("redisproc: finding a free port: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Start runs redis-server without persistence on 127.0.0.1 and waits until
+// it answers PING (at most 10 s).
+func Start(ctx context.Context, opt Options) (*Server, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, ErrNotInstalled
+	}
+	port := opt.Port
+	if port == 0 {
+		if port, err = FreePort(); err != nil {
+			return nil, err
+		}
+	}
+	s := &Server{Port: port, Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), dir: opt.Dir, out: &syncBuffer{}, done: make(chan struct{})}
+	if s.dir == "" {
+		if s.dir, err = os.MkdirTemp("", "floodgate-redis-"); err != nil {
+			return nil, fmt.Errorf("redisproc: %w", err)
+		}
+		s.ownDir = true
+	}
+	args := append([]string{
+		"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", s.dir,
+		"--protected-mode", "no", "--loglevel", "warning",
+	}, opt.Args...)
+	s.cmd = exec.Command(bin, args...)
+	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
+	// Its own process group, so a Ctrl-C aimed at us does not race our Stop.
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := s.cmd.Start(); err != nil {
+		s.cleanDir()
+		return nil, fmt.Errorf("redisproc: starting redis-server: %w", err)
+	}
+	go func() { _ = s.cmd.Wait(); close(s.done) }()
+	if err := s.waitReady(ctx, opt.Password); err != nil {
+		s.Kill()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) waitReady(ctx context.Context, password string) error {
+	rdb := redis.NewClient(&redis.Options{Addr: s.Addr, Password: password, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	defer rdb.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		select {
+		case <-s.done:
+			return fmt.Errorf("redisproc: redis-server exited at start: %s", bytes.TrimSpace([]byte(s.out.String())))
+		default:
+		}
+		pctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		err := rdb.Ping(pctx).Err()
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return fmt.Errorf("redisproc: redis-server on %s not ready: %w", s.Addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Stop terminates the server (SIGTERM, then SIGKILL after 5 s) and removes
+// its temporary directory. It is safe to call more than once.
+func (s *Server) Stop() {
+	s.stopped.Do(func() {
+		_ = s.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-s.done:
+		case <-time.After(5 * time.Second):
+			_ = s.cmd.Process.Kill()
+			<-s.done
+		}
+		s.cleanDir()
+	})
+}
+
+// Kill stops the server with SIGKILL, as a crash would, and waits for it
+// to exit. The directory stays (Stop or a restart may reuse it).
+func (s *Server) Kill() {
+	_ = s.cmd.Process.Kill()
+	<-s.done
+}
+
+// Output returns what the server printed so far (for test failures).
+func (s *Server) Output() string { return s.out.String() }
+
+// Dir is the server's working directory.
+func (s *Server) Dir() string { return s.dir }
+
+func (s *Server) cleanDir() {
+	if s.ownDir {
+		_ = os.RemoveAll(s.dir)
+	}
+}
+
+// syncBuffer collects the server's output from exec's copying goroutine.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

@@ -1,0 +1,80 @@
+package limiter
+
+import (
+	"strconv"
+	"time"
+)
+
+// Decision is the answer to one request.
+//
+// With the seed's defaults (10 s cooldown, 20 per hour), a user's first
+// message at 12:00:00 gets {Allowed: true, Remaining: 19, ResetAfter: 1h};
+// a second message at 12:00:04 gets {Allowed: false, Reason: ReasonCooldown,
+// Remaining: 19, RetryAfter: 6s, ResetAfter: 59m56s}.
+type Decision struct {
+	// Allowed reports whether the request may go ahead. When it is true the
+	// request has been counted.
+	Allowed bool
+	// Reason says which limit denied the request; ReasonNone when allowed.
+	// When several limits deny, it is the one with the longest wait.
+	Reason Reason
+	// Remaining is how many more requests the limit would admit right now
+	// after this decision: 19 after a user's first message with a limit of
+	// 20. It is Unlimited (-1) when the policy keeps no count (cooldown
+	// only).
+	Remaining int
+	// RetryAfter is 0 when allowed; otherwise the shortest wait after which
+	// the same request would be allowed, if nothing else happens meanwhile:
+	// 6s for a message 4 s into a 10 s cooldown.
+	RetryAfter time.Duration
+	// ResetAfter is how long until the policy's state is empty again (the
+	// window holds no request, the cooldown is over): 1h right after an
+	// accepted message with a 1 h window.
+	ResetAfter time.Duration
+	// Degraded is true when Redis could not be reached and the decision
+	// followed the policy's FailureMode (local limits, open or closed)
+	// instead of the shared state.
+	Degraded bool
+	// Cached is true when this process answered a repeat denial from its
+	// local deny cache, without a Redis round trip.
+	Cached bool
+}
+
+// Unlimited is Decision.Remaining when the policy keeps no count.
+const Unlimited = -1
+
+// Reason says why a request was denied.
+type Reason uint8
+
+const (
+	// ReasonNone: the request was allowed.
+	ReasonNone Reason = iota
+	// ReasonCooldown: the user's previous accepted request is more recent
+	// than Config.UserCooldown.
+	ReasonCooldown
+	// ReasonHourly: the user already has MaxRequestsPerUserHour requests in
+	// the sliding window.
+	ReasonHourly
+	// ReasonRate: an external API's rate (Bucket) is used up.
+	ReasonRate
+	// ReasonBackoff: an LLM endpoint failed and is backing off.
+	ReasonBackoff
+	// ReasonProbing: an endpoint's backoff ran out and another caller holds
+	// the single half-open probe.
+	ReasonProbing
+	// ReasonSlots: every concurrent-user slot is taken.
+	ReasonSlots
+	// ReasonRedisDown: Redis could not be reached and the policy fails
+	// closed.
+	ReasonRedisDown
+)
+
+var reasonNames = [...]string{"none", "cooldown", "hourly", "rate", "backoff", "probing", "slots", "redis_down"}
+
+// String returns a short lower-case name, stable for logs and metric labels.
+func (r Reason) String() string {
+	if int(r) < len(reasonNames) {
+		return reasonNames[r]
+	}
+	return "Reason(" + strconv.Itoa(int(r)) + ")"
+}

@@ -1,0 +1,78 @@
+package limiter
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+)
+
+// epoch is where every miniredis clock starts: a round, recent instant.
+var epoch = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+
+// testRedis is a miniredis whose clock only moves when the test says.
+type testRedis struct {
+	t   *testing.T
+	mr  *miniredis.Miniredis
+	rdb *redis.Client
+	now time.Time
+}
+
+func newTestRedis(t *testing.T) *testRedis {
+	t.Helper()
+	mr := miniredis.RunT(t)
+	mr.SetTime(epoch)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	return &testRedis{t: t, mr: mr, rdb: rdb, now: epoch}
+}
+
+// advance moves both the TIME the scripts read and the TTLs.
+func (r *testRedis) advance(d time.Duration) {
+	r.t.Helper()
+	r.now = r.now.Add(d)
+	r.mr.SetTime(r.now)
+	r.mr.FastForward(d)
+}
+
+// at moves the clock to epoch+d (never backwards).
+func (r *testRedis) at(d time.Duration) {
+	r.t.Helper()
+	target := epoch.Add(d)
+	if target.Before(r.now) {
+		r.t.Fatalf("at(%v): clock is already at %v", d, r.now.Sub(epoch))
+	}
+	r.advance(target.Sub(r.now))
+}
+
+func newTestLimiter(t *testing.T, cfg Config) (*Limiter, *testRedis) {
+	t.Helper()
+	r := newTestRedis(t)
+	l, err := New(r.rdb, cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return l, r
+}
+
+// userConfig is the seed's per-user setup with the cache off, so every
+// decision reaches Redis.
+func userConfig(cooldown time.Duration, limit int, window time.Duration) Config {
+	cfg := DefaultConfig()
+	cfg.UserCooldown = cooldown
+	cfg.MaxRequestsPerUserHour = limit
+	cfg.UserWindow = window
+	cfg.LocalCacheSize = 0
+	return cfg
+}
+
+func mustAllow(t *testing.T, l *Limiter, user string) Decision {
+	t.Helper()
+	d, err := l.Allow(context.Background(), user)
+	if err != nil {
+		t.Fatalf("Allow(%q): %v", user, err)
+	}
+	return d
+}

@@ -1,0 +1,228 @@
+// Package limiter is Floodgate: a Redis-backed rate limiter shared by every
+// replica of a chat bot that answers users through an LLM.
+//
+// One Limiter, built by New from any redis.UniversalClient (single node,
+// Sentinel or Cluster), holds the policies of the seed's RateLimiter:
+//
+//   - Allow: a per-user cooldown and a per-user sliding-window limit
+//     (10 s and 20 per hour by default), decided in one Lua script;
+//   - Backoff: LLM endpoint failures with exponential backoff and a single
+//     half-open probe across all replicas;
+//   - Bucket: external API rates (GCRA);
+//   - Slots: a cap on users served at once, as expiring leases.
+//
+// Every decision is one round trip to Redis, reads the clock from Redis
+// TIME (so replicas with skewed clocks agree) and either applies all of its
+// effects or none. Every key carries a TTL, so idle users cost nothing and
+// no sweeper is needed. A Limiter is safe for concurrent use.
+package limiter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"syscall"
+	"time"
+	"unicode/utf8"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/floodgate/floodgate/scripts/lua"
+)
+
+// Errors with stated contracts; test them with errors.Is.
+var (
+	// ErrInvalidUser: a user id is empty or longer than MaxUserLen bytes.
+	// Nothing was sent to Redis.
+	ErrInvalidUser = errors.New("limiter: invalid user id")
+	// ErrInvalidName: an endpoint, API or slot-pool name is empty, longer
+	// than MaxNameLen bytes or not valid UTF-8. Nothing was sent to Redis.
+	ErrInvalidName = errors.New("limiter: invalid name")
+	// ErrInvalidArgument: a numeric argument (rate, burst, size, lease, n)
+	// is out of range. Nothing was sent to Redis.
+	ErrInvalidArgument = errors.New("limiter: invalid argument")
+	// ErrRedisUnavailable wraps the Redis error when a policy fails closed
+	// or cannot decide without Redis.
+	ErrRedisUnavailable = errors.New("limiter: redis unavailable")
+)
+
+// Policy names, as given to an Observer.
+const (
+	PolicyUser    = "user"
+	PolicyBackoff = "backoff"
+	PolicyBucket  = "bucket"
+	PolicySlots   = "slots"
+)
+
+// Observer receives what a Limiter does, for metrics. Implementations must
+// be safe for concurrent use and fast: they run on the decision path.
+type Observer interface {
+	// ObserveDecision is called once per decision.
+	ObserveDecision(policy string, d Decision)
+	// ObserveRedis is called after each Redis round trip with its script
+	// or command name, duration and error (nil on success).
+	ObserveRedis(op string, took time.Duration, err error)
+}
+
+// Limiter holds Floodgate's policies over one Redis. Build it with New; the
+// zero value is not usable. It is safe for concurrent use.
+type Limiter struct {
+	rdb    redis.UniversalClient
+	cfg    Config
+	prefix string
+	obs    Observer
+}
+
+// New returns a Limiter using rdb with cfg, after cfg.Validate. It does not
+// contact Redis; scripts load on first use and again after a restart
+// (NOSCRIPT). For bounded calls, rdb should honour context deadlines
+// (ContextTimeoutEnabled, as NewClient sets): each call gets
+// Config.RedisTimeout.
+func New(rdb redis.UniversalClient, cfg Config) (*Limiter, error) {
+	if rdb == nil {
+		return nil, errors.New("limiter: New needs a Redis client, got nil")
+	}
+	if cfg.KeyPrefix == "" {
+		cfg.KeyPrefix = DefaultConfig().KeyPrefix
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	l := &Limiter{rdb: rdb, cfg: cfg, prefix: cfg.KeyPrefix, obs: cfg.Observer}
+	l.initUser()
+	return l, nil
+}
+
+// Config returns the settings the Limiter runs with.
+func (l *Limiter) Config() Config { return l.cfg }
+
+// Client returns the Redis client the Limiter uses.
+func (l *Limiter) Client() redis.UniversalClient { return l.rdb }
+
+// script is a Lua script from scripts/lua with the name used in metrics.
+type script struct {
+	name string
+	*redis.Script
+}
+
+func newScript(file string) script {
+	return script{name: strings.TrimSuffix(file, ".lua"), Script: redis.NewScript(lua.Source(file))}
+}
+
+// run evaluates s within Config.RedisTimeout (EVALSHA, then EVAL after a
+// NOSCRIPT) and returns its integer array reply.
+func (l *Limiter) run(ctx context.Context, s script, keys []string, args ...any) ([]int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, l.cfg.RedisTimeout)
+	defer cancel()
+	start := time.Now()
+	res, err := s.Run(ctx, l.rdb, keys, args...).Result()
+	if l.obs != nil {
+		l.obs.ObserveRedis(s.name, time.Since(start), err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("limiter: %s on %s: %w", s.name, keys[0], err)
+	}
+	return int64s(s.name, res)
+}
+
+// int64s converts a script's array reply.
+func int64s(name string, res any) ([]int64, error) {
+	arr, ok := res.([]any)
+	if !ok {
+		return nil, fmt.Errorf("limiter: %s replied %T, want an array", name, res)
+	}
+	out := make([]int64, len(arr))
+	for i, v := range arr {
+		n, ok := v.(int64)
+		if !ok {
+			return nil, fmt.Errorf("limiter: %s reply[%d] is %T, want an integer", name, i, v)
+		}
+		out[i] = n
+	}
+	return out, nil
+}
+
+func (l *Limiter) observe(policy string, d Decision) Decision {
+	if l.obs != nil {
+		l.obs.ObserveDecision(policy, d)
+	}
+	return d
+}
+
+// IsUnavailable reports whether err means Redis could not be reached or did
+// not answer in time (as opposed to Redis answering with an error). Such
+// errors trigger a policy's FailureMode.
+func IsUnavailable(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, ErrRedisUnavailable) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, redis.ErrClosed) || errors.Is(err, redis.ErrPoolTimeout) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed) {
+		return true
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return true
+	}
+	msg := err.Error()
+	// Redis answers these while it cannot serve: loading after a restart,
+	// a cluster slot without a master, a replica promoted mid-call.
+	for _, p := range []string{"LOADING", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "READONLY", "EOF", "connection refused", "i/o timeout"} {
+		if strings.Contains(msg, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// ms converts Go durations to the whole milliseconds the scripts use.
+func ms(d time.Duration) int64 { return d.Milliseconds() }
+
+// fromMs converts a script's milliseconds back.
+func fromMs(n int64) time.Duration { return time.Duration(n) * time.Millisecond }
+
+// validUser checks a user id before it becomes part of a key.
+func validUser(user string) error {
+	if user == "" {
+		return fmt.Errorf("%w: empty", ErrInvalidUser)
+	}
+	if len(user) > MaxUserLen {
+		return fmt.Errorf("%w: %d bytes, at most %d", ErrInvalidUser, len(user), MaxUserLen)
+	}
+	return nil
+}
+
+// validName checks an endpoint, API or slot-pool name. Names come from
+// configuration, not from chat users, so they must also be valid UTF-8.
+func validName(kind, name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("%w: empty %s name", ErrInvalidName, kind)
+	case len(name) > MaxNameLen:
+		return fmt.Errorf("%w: %s name of %d bytes, at most %d", ErrInvalidName, kind, len(name), MaxNameLen)
+	case !utf8.ValidString(name):
+		return fmt.Errorf("%w: %s name %q is not UTF-8", ErrInvalidName, kind, name)
+	}
+	return nil
+}
+
+// key builds "<prefix>{<kind>:<id>}<suffix>". Every key of one user,
+// endpoint, API or pool shares the braces' hash tag, so a script's keys sit
+// in one Cluster slot. Prefix and suffix are fixed, so distinct ids give
+// distinct keys even when an id holds '{', '}' or ':'.
+func (l *Limiter) key(kind, id, suffix string) string {
+	var b strings.Builder
+	b.Grow(len(l.prefix) + len(kind) + len(id) + len(suffix) + 3)
+	b.WriteString(l.prefix)
+	b.WriteByte('{')
+	b.WriteString(kind)
+	b.WriteByte(':')
+	b.WriteString(id)
+	b.WriteByte('}')
+	b.WriteString(suffix)
+	return b.String()
+}

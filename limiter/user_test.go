@@ -1,0 +1,286 @@
+package limiter
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+// step is one request at an instant (from epoch) and the exact decision.
+type step struct {
+	at   time.Duration
+	want Decision
+}
+
+func runSteps(t *testing.T, l *Limiter, r *testRedis, user string, steps []step) {
+	t.Helper()
+	for i, s := range steps {
+		r.at(s.at)
+		got := mustAllow(t, l, user)
+		if got != s.want {
+			t.Fatalf("step %d at %v:\n got %+v\nwant %+v", i, s.at, got, s.want)
+		}
+	}
+}
+
+func allowed(remaining int, reset time.Duration) Decision {
+	return Decision{Allowed: true, Remaining: remaining, ResetAfter: reset}
+}
+
+func denied(reason Reason, remaining int, retry, reset time.Duration) Decision {
+	return Decision{Reason: reason, Remaining: remaining, RetryAfter: retry, ResetAfter: reset}
+}
+
+func TestCooldownEdges(t *testing.T) {
+	const ms = time.Millisecond
+	l, r := newTestLimiter(t, userConfig(10*time.Second, 20, time.Hour))
+	runSteps(t, l, r, "alice", []step{
+		{0, allowed(19, time.Hour)},
+		{4 * time.Second, denied(ReasonCooldown, 19, 6*time.Second, time.Hour-4*time.Second)},
+		{9999 * ms, denied(ReasonCooldown, 19, 1*ms, time.Hour-9999*ms)},
+		{10 * time.Second, allowed(18, time.Hour)},
+		{10*time.Second + 1*ms, denied(ReasonCooldown, 18, 9999*ms, time.Hour-1*ms)},
+		{20 * time.Second, allowed(17, time.Hour)},
+	})
+}
+
+func TestCooldownOnlyUsesStringKey(t *testing.T) {
+	l, r := newTestLimiter(t, userConfig(10*time.Second, 0, time.Hour))
+	runSteps(t, l, r, "bob", []step{
+		{0, allowed(Unlimited, 10*time.Second)},
+		{3 * time.Second, denied(ReasonCooldown, Unlimited, 7*time.Second, 7*time.Second)},
+		{9999 * time.Millisecond, denied(ReasonCooldown, Unlimited, time.Millisecond, time.Millisecond)},
+		{10 * time.Second, allowed(Unlimited, 10*time.Second)},
+	})
+	key := "floodgate:{u:bob}:cd"
+	if ttl := r.mr.TTL(key); ttl <= 0 || ttl > 10*time.Second {
+		t.Fatalf("TTL of %s = %v, want in (0, 10s]", key, ttl)
+	}
+	if r.mr.Exists("floodgate:{u:bob}:w") {
+		t.Fatal("cooldown-only mode wrote a window key")
+	}
+}
+
+func TestHourlyWindowExact(t *testing.T) {
+	l, r := newTestLimiter(t, userConfig(10*time.Second, 20, time.Hour))
+	var steps []step
+	// 20 requests, one a minute: each allowed, Remaining counting down.
+	for i := 0; i < 20; i++ {
+		at := time.Duration(i) * time.Minute
+		steps = append(steps, step{at, allowed(19-i, time.Hour)})
+	}
+	// The 21st within the hour: denied until the first (at 0) ages out at 1h.
+	steps = append(steps,
+		step{20 * time.Minute, denied(ReasonHourly, 0, 40*time.Minute, 59*time.Minute)},
+		step{time.Hour - time.Millisecond, denied(ReasonHourly, 0, time.Millisecond, 19*time.Minute+time.Millisecond)},
+		// Exactly when the oldest ages out, the same request passes...
+		step{time.Hour, allowed(0, time.Hour)},
+		// ...and the next waits for the second oldest (at 1m).
+		step{time.Hour + 30*time.Second, denied(ReasonHourly, 0, 30*time.Second, time.Hour-30*time.Second)},
+		step{time.Hour + time.Minute, allowed(0, time.Hour)},
+	)
+	runSteps(t, l, r, "carol", steps)
+	if n, _ := r.rdb.ZCard(context.Background(), "floodgate:{u:carol}:w").Result(); n != 21 {
+		t.Fatalf("window holds %d members, want 20 requests + the base", n)
+	}
+}
+
+func TestDeniedRequestConsumesNothing(t *testing.T) {
+	l, r := newTestLimiter(t, userConfig(10*time.Second, 3, time.Minute))
+	ctx := context.Background()
+	mustAllow(t, l, "dave")
+	before, _ := r.rdb.ZRangeWithScores(ctx, "floodgate:{u:dave}:w", 0, -1).Result()
+	ttlBefore := r.mr.TTL("floodgate:{u:dave}:w")
+	for i := 0; i < 50; i++ {
+		if d := mustAllow(t, l, "dave"); d.Allowed {
+			t.Fatalf("request %d allowed during cooldown", i)
+		}
+	}
+	after, _ := r.rdb.ZRangeWithScores(ctx, "floodgate:{u:dave}:w", 0, -1).Result()
+	if len(before) != len(after) {
+		t.Fatalf("denials changed the window: %v -> %v", before, after)
+	}
+	for i := range before {
+		if before[i] != after[i] {
+			t.Fatalf("denials changed the window: %v -> %v", before, after)
+		}
+	}
+	if ttl := r.mr.TTL("floodgate:{u:dave}:w"); ttl != ttlBefore {
+		t.Fatalf("denials changed the TTL: %v -> %v", ttlBefore, ttl)
+	}
+}
+
+func TestWindowOnlyNoCooldown(t *testing.T) {
+	l, r := newTestLimiter(t, userConfig(0, 3, time.Minute))
+	runSteps(t, l, r, "erin", []step{
+		{0, allowed(2, time.Minute)},
+		{0, allowed(1, time.Minute)},
+		{0, allowed(0, time.Minute)},
+		{0, denied(ReasonHourly, 0, time.Minute, time.Minute)},
+		{59 * time.Second, denied(ReasonHourly, 0, time.Second, time.Second)},
+		// All three aged out together at exactly 1m.
+		{time.Minute, allowed(2, time.Minute)},
+		{time.Minute, allowed(1, time.Minute)},
+	})
+}
+
+func TestSameMillisecondMembersStayUnique(t *testing.T) {
+	// Many requests in one instant: each needs its own member, or ZADD would
+	// overwrite one and the window would under-count.
+	l, r := newTestLimiter(t, userConfig(0, MaxWindowRequests, time.Hour))
+	for i := 0; i < MaxWindowRequests; i++ {
+		if d := mustAllow(t, l, "frank"); !d.Allowed || d.Remaining != MaxWindowRequests-1-i {
+			t.Fatalf("request %d: %+v", i, d)
+		}
+	}
+	if d := mustAllow(t, l, "frank"); d.Allowed {
+		t.Fatalf("request %d allowed past the limit", MaxWindowRequests+1)
+	}
+	if n, _ := r.rdb.ZCard(context.Background(), "floodgate:{u:frank}:w").Result(); n != MaxWindowRequests+1 {
+		t.Fatalf("window holds %d members, want %d", n, MaxWindowRequests+1)
+	}
+}
+
+func TestWindowAgesOutAndRestarts(t *testing.T) {
+	l, r := newTestLimiter(t, userConfig(0, 2, time.Minute))
+	mustAllow(t, l, "gina")
+	mustAllow(t, l, "gina")
+	r.at(10 * time.Minute) // key long expired
+	if r.mr.Exists("floodgate:{u:gina}:w") {
+		t.Fatal("window key outlived its TTL")
+	}
+	if d := mustAllow(t, l, "gina"); !d.Allowed || d.Remaining != 1 {
+		t.Fatalf("after idle: %+v", d)
+	}
+}
+
+func TestRebaseKeepsScoresSmall(t *testing.T) {
+	// A user active for days: the base must move so relative scores stay
+	// small, and decisions stay exact across a rebase.
+	l, r := newTestLimiter(t, userConfig(0, 3, time.Hour))
+	ctx := context.Background()
+	for i := 0; i < 200; i++ {
+		r.advance(25 * time.Minute)
+		if d := mustAllow(t, l, "hank"); !d.Allowed {
+			t.Fatalf("request %d at %v denied: %+v", i, r.now.Sub(epoch), d)
+		}
+		zs, err := r.rdb.ZRangeWithScores(ctx, "floodgate:{u:hank}:w", 0, -1).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, z := range zs {
+			if z.Member != "b" && (z.Score < 0 || z.Score > 8388607) {
+				t.Fatalf("request %d: score %v outside 24 bits: %v", i, z.Score, zs)
+			}
+		}
+	}
+	// 3 per hour, 25 min apart: a 4th right now must wait for the oldest.
+	mustAllow(t, l, "hank")
+	d := mustAllow(t, l, "hank")
+	if d.Allowed || d.Reason != ReasonHourly {
+		t.Fatalf("limit not held after rebases: %+v", d)
+	}
+}
+
+func TestEveryUserKeyHasTTL(t *testing.T) {
+	for _, cfg := range []Config{
+		userConfig(10*time.Second, 20, time.Hour),
+		userConfig(10*time.Second, 0, time.Hour),
+		userConfig(0, 5, time.Minute),
+	} {
+		l, r := newTestLimiter(t, cfg)
+		for _, u := range []string{"a", "b{x}", "c:d", "\x00\xff"} {
+			mustAllow(t, l, u)
+		}
+		keys := r.mr.Keys()
+		if len(keys) != 4 {
+			t.Fatalf("%d keys for 4 users: %q", len(keys), keys)
+		}
+		for _, k := range keys {
+			if ttl := r.mr.TTL(k); ttl <= 0 || ttl > cfg.MaxIdleTime {
+				t.Fatalf("key %q has TTL %v", k, ttl)
+			}
+		}
+	}
+}
+
+func TestReset(t *testing.T) {
+	l, r := newTestLimiter(t, userConfig(10*time.Second, 20, time.Hour))
+	ctx := context.Background()
+	mustAllow(t, l, "ivy")
+	if d := mustAllow(t, l, "ivy"); d.Allowed {
+		t.Fatal("second request allowed in cooldown")
+	}
+	if err := l.Reset(ctx, "ivy"); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.mr.Keys()) != 0 {
+		t.Fatalf("Reset left %q", r.mr.Keys())
+	}
+	if d := mustAllow(t, l, "ivy"); !d.Allowed || d.Remaining != 19 {
+		t.Fatalf("after Reset: %+v", d)
+	}
+	if err := l.Reset(ctx, ""); !errors.Is(err, ErrInvalidUser) {
+		t.Fatalf("Reset(\"\") = %v, want ErrInvalidUser", err)
+	}
+}
+
+func TestBadUsers(t *testing.T) {
+	l, r := newTestLimiter(t, DefaultConfig())
+	for _, u := range []string{"", strings.Repeat("x", MaxUserLen+1)} {
+		if _, err := l.Allow(context.Background(), u); !errors.Is(err, ErrInvalidUser) {
+			t.Fatalf("Allow(%d bytes) = %v, want ErrInvalidUser", len(u), err)
+		}
+	}
+	if len(r.mr.Keys()) != 0 {
+		t.Fatalf("bad users reached Redis: %q", r.mr.Keys())
+	}
+	// The longest valid id and ids with key syntax in them are fine and
+	// distinct.
+	for _, u := range []string{strings.Repeat("y", MaxUserLen), "a}", "a", "{a}", "a:w"} {
+		if d := mustAllow(t, l, u); !d.Allowed {
+			t.Fatalf("first request of %q denied", u)
+		}
+	}
+	if n := len(r.mr.Keys()); n != 5 {
+		t.Fatalf("%d keys for 5 distinct users", n)
+	}
+}
+
+func TestForeignKeyIsAnError(t *testing.T) {
+	l, r := newTestLimiter(t, DefaultConfig())
+	r.mr.ZAdd("floodgate:{u:zed}:w", 1, "x")
+	if _, err := l.Allow(context.Background(), "zed"); err == nil || !strings.Contains(err.Error(), "not a floodgate window") {
+		t.Fatalf("Allow on a foreign sorted set = %v", err)
+	}
+	r.mr.Set("floodgate:{u:yan}:w", "string")
+	if _, err := l.Allow(context.Background(), "yan"); err == nil || !strings.Contains(err.Error(), "WRONGTYPE") {
+		t.Fatalf("Allow on a foreign string = %v", err)
+	}
+}
+
+func TestAllOff(t *testing.T) {
+	l, r := newTestLimiter(t, userConfig(0, 0, time.Hour))
+	for i := 0; i < 5; i++ {
+		if d := mustAllow(t, l, "u"); !d.Allowed || d.Remaining != Unlimited {
+			t.Fatalf("%+v", d)
+		}
+	}
+	if len(r.mr.Keys()) != 0 {
+		t.Fatal("policy off but keys written")
+	}
+}
+
+func TestNewRejectsBadInput(t *testing.T) {
+	r := newTestRedis(t)
+	if _, err := New(nil, DefaultConfig()); err == nil {
+		t.Fatal("New(nil) succeeded")
+	}
+	cfg := DefaultConfig()
+	cfg.UserCooldown = -time.Second
+	if _, err := New(r.rdb, cfg); err == nil || !strings.Contains(err.Error(), "FLOODGATE_USER_COOLDOWN") {
+		t.Fatalf("New with negative cooldown = %v", err)
+	}
+}
