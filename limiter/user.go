@@ -3,6 +3,8 @@ package limiter
 import (
 	"context"
 	"fmt"
+	"slices"
+	"time"
 )
 
 // The per-user policy: a cooldown between a user's accepted requests and a
@@ -19,7 +21,10 @@ import (
 // Keeping the cooldown in the window's newest entry saves the ~117 bytes a
 // second key would cost per user.
 
-var userAllow = newScript("user_allow.lua")
+var (
+	userAllow  = newScript("user_allow.lua")
+	userImport = newScript("user_import.lua")
+)
 
 func (l *Limiter) initUser() {}
 
@@ -83,6 +88,41 @@ func (l *Limiter) Reset(ctx context.Context, user string) error {
 	// they share a slot, so one DEL suffices on a Cluster too.
 	if err := l.rdb.Del(ctx, l.key("u", user, ":w"), l.key("u", user, ":cd")).Err(); err != nil {
 		return fmt.Errorf("limiter: reset user: %w", err)
+	}
+	return nil
+}
+
+// Import replaces what Floodgate holds for user with the given times of
+// past accepted requests, laid out exactly as Allow would have left them:
+// the newest MaxRequestsPerUserHour times still inside the window, and the
+// cooldown running from the newest one. Times in the future (clock skew)
+// count as now. It is meant for migrating from an in-process limiter and
+// for benchmarks that need an hour of history at once; a bot never needs it.
+func (l *Limiter) Import(ctx context.Context, user string, accepted []time.Time) error {
+	if err := validUser(user); err != nil {
+		return err
+	}
+	if l.cfg.UserCooldown == 0 && l.cfg.MaxRequestsPerUserHour == 0 {
+		return nil
+	}
+	keep := max(l.cfg.MaxRequestsPerUserHour, 1)
+	msTimes := make([]int64, len(accepted))
+	for i, t := range accepted {
+		msTimes[i] = t.UnixMilli()
+	}
+	slices.Sort(msTimes)
+	if len(msTimes) > keep {
+		msTimes = msTimes[len(msTimes)-keep:]
+	}
+	args := make([]any, 0, 3+len(msTimes))
+	args = append(args, l.cfg.MaxRequestsPerUserHour, ms(l.cfg.UserWindow), ms(l.cfg.UserCooldown))
+	for _, m := range msTimes {
+		args = append(args, m)
+	}
+	ctx, cancel := context.WithTimeout(ctx, l.cfg.RedisTimeout)
+	defer cancel()
+	if err := userImport.Run(ctx, l.rdb, []string{l.userKey(user)}, args...).Err(); err != nil {
+		return fmt.Errorf("limiter: user_import: %w", err)
 	}
 	return nil
 }

@@ -284,3 +284,51 @@ func TestNewRejectsBadInput(t *testing.T) {
 		t.Fatalf("New with negative cooldown = %v", err)
 	}
 }
+
+func TestImportMatchesLiveTraffic(t *testing.T) {
+	// The same history, once lived through Allow and once imported, must
+	// leave identical decisions afterwards.
+	cfg := userConfig(10*time.Second, 5, time.Hour)
+	live, lr := newTestLimiter(t, cfg)
+	imp, ir := newTestLimiter(t, cfg)
+	offsets := []time.Duration{0, 7 * time.Minute, 20 * time.Minute, 41 * time.Minute, 59*time.Minute + 55*time.Second}
+	var times []time.Time
+	for _, o := range offsets {
+		lr.at(o)
+		if d := mustAllow(t, live, "u"); !d.Allowed {
+			t.Fatalf("live request at %v denied", o)
+		}
+		times = append(times, epoch.Add(o))
+	}
+	ir.at(offsets[len(offsets)-1])
+	// Older, out-of-window and extra times must not matter.
+	extra := append([]time.Time{epoch.Add(-2 * time.Hour)}, times...)
+	if err := imp.Import(context.Background(), "u", extra); err != nil {
+		t.Fatal(err)
+	}
+	for _, at := range []time.Duration{time.Hour, time.Hour + 7*time.Minute, time.Hour + 7*time.Minute + time.Millisecond} {
+		lr.at(at)
+		ir.at(at)
+		a, b := mustAllow(t, live, "u"), mustAllow(t, imp, "u")
+		if a != b {
+			t.Fatalf("at %v: live %+v, imported %+v", at, a, b)
+		}
+	}
+	if lt, it := lr.mr.TTL("floodgate:{u:u}:w"), ir.mr.TTL("floodgate:{u:u}:w"); lt != it {
+		t.Fatalf("TTL live %v, imported %v", lt, it)
+	}
+}
+
+func TestImportCooldownOnly(t *testing.T) {
+	l, r := newTestLimiter(t, userConfig(10*time.Second, 0, time.Hour))
+	r.at(time.Minute)
+	if err := l.Import(context.Background(), "v", []time.Time{epoch.Add(56 * time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	if d := mustAllow(t, l, "v"); d.Allowed || d.RetryAfter != 6*time.Second {
+		t.Fatalf("after import: %+v", d)
+	}
+	if err := l.Import(context.Background(), "", nil); !errors.Is(err, ErrInvalidUser) {
+		t.Fatalf("Import(\"\") = %v", err)
+	}
+}

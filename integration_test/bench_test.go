@@ -1,0 +1,99 @@
+package integration_test
+
+import (
+	"context"
+	"math/rand/v2"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/floodgate/floodgate/limiter"
+)
+
+// Benchmarks report each figure as a ratio to a PING round trip measured
+// in the same run on the same server, because this machine is shared and
+// absolute numbers drift. Run them with:
+//
+//	go test ./integration_test -run '^$' -bench . -benchtime 3s
+
+// rate runs op from g goroutines for about d and returns ops per second
+// and the per-call latencies of the first goroutine.
+func rate(b *testing.B, g int, d time.Duration, op func(rng *rand.Rand) error) (float64, []time.Duration) {
+	b.Helper()
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	var lat []time.Duration
+	stop := time.Now().Add(d)
+	start := time.Now()
+	for i := 0; i < g; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(i), uint64(time.Now().UnixNano())))
+			for time.Now().Before(stop) {
+				t0 := time.Now()
+				if err := op(rng); err != nil {
+					b.Error(err)
+					return
+				}
+				if i == 0 {
+					lat = append(lat, time.Since(t0))
+				}
+				n.Add(1)
+			}
+		}(i)
+	}
+	wg.Wait()
+	return float64(n.Load()) / time.Since(start).Seconds(), lat
+}
+
+func p50(lat []time.Duration) time.Duration {
+	if len(lat) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), lat...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2]
+}
+
+func benchClient(b *testing.B) *redis.Client {
+	b.Helper()
+	rdb := client(b)
+	return rdb
+}
+
+// BenchmarkAllowVsPing measures Allow (cooldown + window, local cache off,
+// users drawn from 100,000 so most decisions write) against PING, at 1 and
+// 32 goroutines. Metrics: allow/s, ping/s, rate_ratio (allow/ping), and at
+// 1 goroutine p50_ratio (Allow p50 / PING p50).
+func BenchmarkAllowVsPing(b *testing.B) {
+	rdb := benchClient(b)
+	cfg := limiter.DefaultConfig()
+	cfg.LocalCacheSize = 0
+	l := newLimiter(b, rdb, cfg)
+	ctx := context.Background()
+	for _, g := range []int{1, 32} {
+		b.Run("goroutines="+strconv.Itoa(g), func(b *testing.B) {
+			d := time.Duration(b.N) * time.Millisecond
+			d = min(max(d, 500*time.Millisecond), 5*time.Second)
+			ping, pingLat := rate(b, g, d, func(*rand.Rand) error { return rdb.Ping(ctx).Err() })
+			allow, allowLat := rate(b, g, d, func(rng *rand.Rand) error {
+				_, err := l.Allow(ctx, "bench-"+strconv.Itoa(rng.IntN(100_000)))
+				return err
+			})
+			b.ReportMetric(allow, "allow/s")
+			b.ReportMetric(ping, "ping/s")
+			b.ReportMetric(allow/ping, "rate_ratio")
+			if g == 1 {
+				b.ReportMetric(float64(p50(allowLat))/float64(p50(pingLat)), "p50_ratio")
+				b.ReportMetric(float64(p50(pingLat).Microseconds()), "ping_p50_us")
+			}
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}

@@ -1,0 +1,302 @@
+package integration_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/floodgate/floodgate/internal/redisproc"
+	"github.com/floodgate/floodgate/limiter"
+)
+
+func init() {
+	workers["user-admission"] = userAdmissionWorker
+}
+
+// userAdmissionWorker is one bot replica: 64 goroutines sending requests
+// for random users among USERS, until each goroutine has sent ROUNDS.
+// It returns how many requests were admitted per user.
+func userAdmissionWorker(ctx context.Context) (any, error) {
+	opt, err := redis.ParseURL(os.Getenv("REDIS_URL"))
+	if err != nil {
+		return nil, err
+	}
+	opt.PoolSize = 64
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	cfg := limiter.DefaultConfig()
+	cfg.KeyPrefix = os.Getenv("PREFIX")
+	cfg.UserCooldown = 0
+	cfg.MaxRequestsPerUserHour = 20
+	cfg.RedisTimeout = 5 * time.Second
+	if os.Getenv("CACHE") == "" {
+		cfg.LocalCacheSize = 0
+	}
+	l, err := limiter.New(rdb, cfg)
+	if err != nil {
+		return nil, err
+	}
+	users, _ := strconv.Atoi(os.Getenv("USERS"))
+	rounds, _ := strconv.Atoi(os.Getenv("ROUNDS"))
+	return admitConcurrently(ctx, l, users, 64, rounds)
+}
+
+// admitConcurrently runs goroutines × rounds Allow calls on users "user-0"
+// .. and counts admissions per user.
+func admitConcurrently(ctx context.Context, l *limiter.Limiter, users, goroutines, rounds int) (map[string]int, error) {
+	var mu sync.Mutex
+	counts := map[string]int{}
+	errs := make(chan error, goroutines)
+	var wg sync.WaitGroup
+	for g := 0; g < goroutines; g++ {
+		wg.Add(1)
+		go func(seed uint64) {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(seed, uint64(os.Getpid())))
+			for i := 0; i < rounds; i++ {
+				u := "user-" + strconv.Itoa(rng.IntN(users))
+				d, err := l.Allow(ctx, u)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if d.Allowed {
+					mu.Lock()
+					counts[u]++
+					mu.Unlock()
+				}
+			}
+		}(uint64(g))
+	}
+	wg.Wait()
+	close(errs)
+	return counts, <-errs
+}
+
+// TestExactAdmissionAcrossProcesses: 3 OS processes × 64 goroutines send
+// 3 × 64 × 100 = 19,200 requests for 50 users with a limit of 20 and no
+// cooldown. Every user must get exactly 20: no more (atomicity), no fewer
+// (no lost updates).
+func TestExactAdmissionAcrossProcesses(t *testing.T) {
+	rdb := client(t)
+	prefix := uniquePrefix(t, rdb)
+	const procs, users = 3, 50
+	results := runWorkers[map[string]int](t, "user-admission", procs, map[string]string{
+		"PREFIX": prefix, "USERS": strconv.Itoa(users), "ROUNDS": "100",
+	})
+	total := map[string]int{}
+	for i, r := range results {
+		n := 0
+		for u, c := range r {
+			total[u] += c
+			n += c
+		}
+		t.Logf("process %d admitted %d", i, n)
+	}
+	if len(total) != users {
+		t.Fatalf("%d users admitted anything, want %d", len(total), users)
+	}
+	for u, c := range total {
+		if c != 20 {
+			t.Errorf("%s admitted %d times across %d processes, want exactly 20", u, c, procs)
+		}
+	}
+}
+
+func TestNoScriptAfterFlush(t *testing.T) {
+	rdb := client(t)
+	cfg := limiter.DefaultConfig()
+	cfg.LocalCacheSize = 0
+	l := newLimiter(t, rdb, cfg)
+	ctx := context.Background()
+	if d, err := l.Allow(ctx, "n1"); err != nil || !d.Allowed {
+		t.Fatalf("first Allow: %+v, %v", d, err)
+	}
+	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	d, err := l.Allow(ctx, "n1")
+	if err != nil {
+		t.Fatalf("Allow after SCRIPT FLUSH: %v", err)
+	}
+	if d.Allowed || d.Reason != limiter.ReasonCooldown {
+		t.Fatalf("after SCRIPT FLUSH the state was lost: %+v", d)
+	}
+}
+
+func TestRealTTLDecay(t *testing.T) {
+	rdb := client(t)
+	cfg := limiter.DefaultConfig()
+	cfg.UserCooldown = 100 * time.Millisecond
+	cfg.MaxRequestsPerUserHour = 2
+	cfg.UserWindow = 400 * time.Millisecond
+	cfg.LocalCacheSize = 0
+	l := newLimiter(t, rdb, cfg)
+	ctx := context.Background()
+	allow := func() limiter.Decision {
+		t.Helper()
+		d, err := l.Allow(ctx, "decay")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	if d := allow(); !d.Allowed {
+		t.Fatalf("first: %+v", d)
+	}
+	if d := allow(); d.Allowed || d.Reason != limiter.ReasonCooldown || d.RetryAfter <= 0 || d.RetryAfter > 100*time.Millisecond {
+		t.Fatalf("in cooldown: %+v", d)
+	}
+	time.Sleep(120 * time.Millisecond)
+	if d := allow(); !d.Allowed || d.Remaining != 0 {
+		t.Fatalf("after cooldown: %+v", d)
+	}
+	time.Sleep(120 * time.Millisecond)
+	d := allow()
+	if d.Allowed || d.Reason != limiter.ReasonHourly || d.RetryAfter > 400*time.Millisecond {
+		t.Fatalf("window full: %+v", d)
+	}
+	key := cfg.KeyPrefix
+	keys, _ := rdb.Keys(ctx, l.Config().KeyPrefix+"*").Result()
+	if len(keys) != 1 {
+		t.Fatalf("keys %v, want the one window key", keys)
+	}
+	key = keys[0]
+	if ttl := rdb.PTTL(ctx, key).Val(); ttl <= 0 || ttl > 400*time.Millisecond {
+		t.Fatalf("PTTL %v", ttl)
+	}
+	// Redis itself must drop the key once the newest request leaves the
+	// window: nothing needs a sweeper.
+	deadline := time.Now().Add(3 * time.Second)
+	for rdb.Exists(ctx, key).Val() == 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still exists long after its window", key)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if d := allow(); !d.Allowed || d.Remaining != 1 {
+		t.Fatalf("after decay: %+v", d)
+	}
+}
+
+// TestUserKeysShareSlot asks a cluster-enabled redis-server where each key
+// of a user lives: all of a user's keys must hash to one slot, whatever
+// bytes the id holds.
+func TestUserKeysShareSlot(t *testing.T) {
+	needRedisServer(t)
+	srv, err := redisproc.Start(context.Background(), redisproc.Options{Args: []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop()
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer rdb.Close()
+	ctx := context.Background()
+	slotsSeen := map[int64]bool{}
+	for _, u := range []string{"alice", "a}b", "{x}", "a:b", "\x00\xff", strings.Repeat("z", limiter.MaxUserLen), "user-123"} {
+		w := "floodgate:{u:" + u + "}:w"
+		cd := "floodgate:{u:" + u + "}:cd"
+		s1, err1 := rdb.ClusterKeySlot(ctx, w).Result()
+		s2, err2 := rdb.ClusterKeySlot(ctx, cd).Result()
+		if err1 != nil || err2 != nil {
+			t.Fatal(err1, err2)
+		}
+		if s1 != s2 {
+			t.Errorf("user %q: %s in slot %d, %s in slot %d", u, w, s1, cd, s2)
+		}
+		slotsSeen[s1] = true
+	}
+	if len(slotsSeen) < 4 {
+		t.Errorf("users landed in only %d slots: hash tags do not spread", len(slotsSeen))
+	}
+}
+
+// TestMemoryPerUser fills 50,000 users with a full hour of history (20
+// requests each, spread over the hour, as Allow leaves them) and reads
+// INFO used_memory. The design goal is at most 420 bytes per user.
+func TestMemoryPerUser(t *testing.T) {
+	needRedisServer(t)
+	srv, err := redisproc.Start(context.Background(), redisproc.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop()
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 64})
+	defer rdb.Close()
+	cfg := limiter.DefaultConfig()
+	cfg.RedisTimeout = 10 * time.Second
+	l, err := limiter.New(rdb, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	const users = 50_000
+	before := usedMemory(t, rdb)
+	now := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, 32)
+	for g := 0; g < 32; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(g), 1))
+			for i := g; i < users; i += 32 {
+				times := make([]time.Time, 20)
+				for j := range times {
+					times[j] = now.Add(-time.Duration(rng.Int64N(int64(time.Hour - time.Minute))))
+				}
+				if err := l.Import(ctx, fmt.Sprintf("user_%05d", i), times); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	after := usedMemory(t, rdb)
+	per := float64(after-before) / users
+	enc, _ := rdb.ObjectEncoding(ctx, "floodgate:{u:user_00001}:w").Result()
+	card, _ := rdb.ZCard(ctx, "floodgate:{u:user_00001}:w").Result()
+	t.Logf("50,000 users x 20 requests: %.1f bytes/user of used_memory (encoding %s, %d members, %s)", per, enc, card, runtime.Version())
+	if enc != "listpack" {
+		t.Errorf("window encoding %q, want listpack", enc)
+	}
+	if card != 21 {
+		t.Errorf("window holds %d members, want 20 + base", card)
+	}
+	if per > 420 {
+		t.Errorf("%.1f bytes per user, design goal is at most 420", per)
+	}
+}
+
+func usedMemory(t *testing.T, rdb *redis.Client) int64 {
+	t.Helper()
+	info, err := rdb.Info(context.Background(), "memory").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "used_memory:"); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatal("INFO memory has no used_memory")
+	return 0
+}
