@@ -97,3 +97,29 @@ func BenchmarkAllowVsPing(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkAllowManyVsPing measures AllowMany with batches of 100 users
+// from 32 goroutines, in decisions per second, against PING from 32
+// goroutines. Target: batch_ratio >= 3.
+func BenchmarkAllowManyVsPing(b *testing.B) {
+	rdb := benchClient(b)
+	cfg := limiter.DefaultConfig()
+	cfg.LocalCacheSize = 0
+	l := newLimiter(b, rdb, cfg)
+	ctx := context.Background()
+	const g, batch = 32, 100
+	d := min(max(time.Duration(b.N)*time.Millisecond, 500*time.Millisecond), 5*time.Second)
+	ping, _ := rate(b, g, d, func(*rand.Rand) error { return rdb.Ping(ctx).Err() })
+	batches, _ := rate(b, g, d, func(rng *rand.Rand) error {
+		us := make([]string, batch)
+		for i := range us {
+			us[i] = "bench-" + strconv.Itoa(rng.IntN(100_000))
+		}
+		_, err := l.AllowMany(ctx, us)
+		return err
+	})
+	b.ReportMetric(batches*batch, "decisions/s")
+	b.ReportMetric(ping, "ping/s")
+	b.ReportMetric(batches*batch/ping, "batch_ratio")
+	b.ReportMetric(0, "ns/op")
+}

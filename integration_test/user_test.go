@@ -3,6 +3,7 @@ package integration_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"runtime"
@@ -36,6 +37,11 @@ func userAdmissionWorker(ctx context.Context) (any, error) {
 	cfg := limiter.DefaultConfig()
 	cfg.KeyPrefix = os.Getenv("PREFIX")
 	cfg.UserCooldown = 0
+	if c := os.Getenv("COOLDOWN"); c != "" {
+		if cfg.UserCooldown, err = time.ParseDuration(c); err != nil {
+			return nil, err
+		}
+	}
 	cfg.MaxRequestsPerUserHour = 20
 	cfg.RedisTimeout = 5 * time.Second
 	if os.Getenv("CACHE") == "" {
@@ -47,6 +53,12 @@ func userAdmissionWorker(ctx context.Context) (any, error) {
 	}
 	users, _ := strconv.Atoi(os.Getenv("USERS"))
 	rounds, _ := strconv.Atoi(os.Getenv("ROUNDS"))
+	if d, err := time.ParseDuration(os.Getenv("RUN_FOR")); err == nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+		rounds = math.MaxInt
+	}
 	return admitConcurrently(ctx, l, users, 64, rounds)
 }
 
@@ -62,9 +74,12 @@ func admitConcurrently(ctx context.Context, l *limiter.Limiter, users, goroutine
 		go func(seed uint64) {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(seed, uint64(os.Getpid())))
-			for i := 0; i < rounds; i++ {
+			for i := 0; i < rounds && ctx.Err() == nil; i++ {
 				u := "user-" + strconv.Itoa(rng.IntN(users))
 				d, err := l.Allow(ctx, u)
+				if err != nil && ctx.Err() != nil {
+					return
+				}
 				if err != nil {
 					errs <- err
 					return
@@ -80,6 +95,32 @@ func admitConcurrently(ctx context.Context, l *limiter.Limiter, users, goroutine
 	wg.Wait()
 	close(errs)
 	return counts, <-errs
+}
+
+// TestDenyCacheNeverOverAdmits: the same contention with both policies on
+// (20 ms cooldown, 20 per hour) and the local deny cache on in each of 3
+// processes, for 1.5 s. Users can get 20 requests in after 0.4 s of
+// cooldowns, so each must end with exactly 20: more would mean the cache
+// (or the script) admitted what Redis denies; fewer, that the cache denied
+// past the RetryAfter Redis gave.
+func TestDenyCacheNeverOverAdmits(t *testing.T) {
+	rdb := client(t)
+	prefix := uniquePrefix(t, rdb)
+	const users = 30
+	results := runWorkers[map[string]int](t, "user-admission", 3, map[string]string{
+		"PREFIX": prefix, "USERS": strconv.Itoa(users), "COOLDOWN": "20ms", "CACHE": "1", "RUN_FOR": "1500ms",
+	})
+	total := map[string]int{}
+	for _, r := range results {
+		for u, c := range r {
+			total[u] += c
+		}
+	}
+	for i := 0; i < users; i++ {
+		if c := total["user-"+strconv.Itoa(i)]; c != 20 {
+			t.Errorf("user-%d admitted %d times, want exactly 20", i, c)
+		}
+	}
 }
 
 // TestExactAdmissionAcrossProcesses: 3 OS processes × 64 goroutines send

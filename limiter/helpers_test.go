@@ -14,13 +14,13 @@ var epoch = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 
 // testRedis is a miniredis whose clock only moves when the test says.
 type testRedis struct {
-	t   *testing.T
+	t   testing.TB
 	mr  *miniredis.Miniredis
 	rdb *redis.Client
 	now time.Time
 }
 
-func newTestRedis(t *testing.T) *testRedis {
+func newTestRedis(t testing.TB) *testRedis {
 	t.Helper()
 	mr := miniredis.RunT(t)
 	mr.SetTime(epoch)
@@ -76,3 +76,12 @@ func mustAllow(t *testing.T, l *Limiter, user string) Decision {
 	}
 	return d
 }
+
+func init() {
+	// go-redis logs every failed dial; the outage tests make many on purpose.
+	redis.SetLogger(quietLogger{})
+}
+
+type quietLogger struct{}
+
+func (quietLogger) Printf(context.Context, string, ...any) {}

@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unicode/utf8"
@@ -43,6 +44,10 @@ var (
 	// ErrInvalidArgument: a numeric argument (rate, burst, size, lease, n)
 	// is out of range. Nothing was sent to Redis.
 	ErrInvalidArgument = errors.New("limiter: invalid argument")
+	// ErrForeignKey: a key under Floodgate's prefix holds data Floodgate did
+	// not write (another program shares the prefix). That request fails;
+	// nothing was written.
+	ErrForeignKey = errors.New("limiter: key holds data Floodgate did not write (does another program use the prefix?)")
 	// ErrRedisUnavailable wraps the Redis error when a policy fails closed
 	// or cannot decide without Redis.
 	ErrRedisUnavailable = errors.New("limiter: redis unavailable")
@@ -73,6 +78,18 @@ type Limiter struct {
 	cfg    Config
 	prefix string
 	obs    Observer
+
+	health health
+
+	// The per-user policy's in-process parts (user.go, denycache.go,
+	// user_local.go, batch.go).
+	cache   *denyCache
+	local   *localUsers
+	batcher batcher
+	// user_allow's ARGV, prepared once, and whether one call may carry
+	// many users' keys (not on a Cluster).
+	userArgs []any
+	multiKey bool
 }
 
 // New returns a Limiter using rdb with cfg, after cfg.Validate. It does not
@@ -91,6 +108,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Limiter, error) {
 		return nil, err
 	}
 	l := &Limiter{rdb: rdb, cfg: cfg, prefix: cfg.KeyPrefix, obs: cfg.Observer}
+	l.health.interval = redisRetryInterval
 	l.initUser()
 	return l, nil
 }
@@ -113,8 +131,14 @@ func newScript(file string) script {
 
 // run evaluates s within Config.RedisTimeout (EVALSHA, then EVAL after a
 // NOSCRIPT) and returns its integer array reply.
-func (l *Limiter) run(ctx context.Context, s script, keys []string, args ...any) ([]int64, error) {
-	ctx, cancel := context.WithTimeout(ctx, l.cfg.RedisTimeout)
+//
+// While Redis is marked down (see health) it fails at once with an error
+// wrapping ErrRedisUnavailable instead of waiting for another timeout.
+func (l *Limiter) run(parent context.Context, s script, keys []string, args ...any) ([]int64, error) {
+	if err := l.health.check(); err != nil {
+		return nil, fmt.Errorf("limiter: %s on %s: %w", s.name, keys[0], err)
+	}
+	ctx, cancel := context.WithTimeout(parent, l.cfg.RedisTimeout)
 	defer cancel()
 	start := time.Now()
 	res, err := s.Run(ctx, l.rdb, keys, args...).Result()
@@ -122,9 +146,46 @@ func (l *Limiter) run(ctx context.Context, s script, keys []string, args ...any)
 		l.obs.ObserveRedis(s.name, time.Since(start), err)
 	}
 	if err != nil {
+		l.health.failed(parent, err)
 		return nil, fmt.Errorf("limiter: %s on %s: %w", s.name, keys[0], err)
 	}
+	l.health.ok()
 	return int64s(s.name, res)
+}
+
+// health remembers that Redis just failed to answer, so that for
+// redisRetryInterval every call falls back at once instead of each waiting
+// out Config.RedisTimeout; the first call after the interval tries Redis
+// again, and shared limits resume by themselves when it answers.
+type health struct {
+	downUntil atomic.Int64 // UnixNano; 0 when up
+	interval  time.Duration
+}
+
+// redisRetryInterval is how long calls skip Redis after it was unreachable.
+const redisRetryInterval = time.Second
+
+func (h *health) check() error {
+	until := h.downUntil.Load()
+	if until == 0 || time.Now().UnixNano() >= until {
+		return nil
+	}
+	return fmt.Errorf("%w: no answer lately, retrying in %v", ErrRedisUnavailable,
+		time.Duration(until-time.Now().UnixNano()).Round(time.Millisecond))
+}
+
+// failed marks Redis down when err says it is unreachable, unless the
+// caller's own context ended (their deadline, not Redis's fault).
+func (h *health) failed(parent context.Context, err error) {
+	if parent.Err() == nil && IsUnavailable(err) {
+		h.downUntil.Store(time.Now().Add(h.interval).UnixNano())
+	}
+}
+
+func (h *health) ok() {
+	if h.downUntil.Load() != 0 {
+		h.downUntil.Store(0)
+	}
 }
 
 // int64s converts a script's array reply.

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // The per-user policy: a cooldown between a user's accepted requests and a
@@ -26,7 +28,15 @@ var (
 	userImport = newScript("user_import.lua")
 )
 
-func (l *Limiter) initUser() {}
+// initUser prepares the arguments every decision sends, once, so the hot
+// path formats nothing.
+func (l *Limiter) initUser() {
+	l.userArgs = []any{l.cfg.MaxRequestsPerUserHour, ms(l.cfg.UserWindow), ms(l.cfg.UserCooldown)}
+	_, cluster := l.rdb.(*redis.ClusterClient)
+	l.multiKey = !cluster
+	l.cache = newDenyCache(l.cfg.LocalCacheSize)
+	l.local = newLocalUsers(l.cfg)
+}
 
 // userKey is the one key a decision touches.
 func (l *Limiter) userKey(user string) string {
@@ -40,9 +50,13 @@ func (l *Limiter) userKey(user string) string {
 // window, counts it when allowed, and says when to come back when not.
 //
 // user is any non-empty byte string of at most MaxUserLen bytes (a Twitch
-// login, a numeric id); anything else is ErrInvalidUser. Errors from Redis
-// are returned wrapped; see Config.OnRedisError for what happens while Redis
-// cannot be reached.
+// login, a numeric id); anything else is ErrInvalidUser. A repeat request
+// of a user this process saw denied is answered from the local deny cache
+// (Decision.Cached) until the RetryAfter Redis gave; see
+// Config.LocalCacheSize. Concurrent calls are coalesced into pipelines.
+// While Redis cannot be reached the decision follows Config.OnRedisError
+// and is marked Degraded, with a nil error; other Redis errors are
+// returned wrapped.
 func (l *Limiter) Allow(ctx context.Context, user string) (Decision, error) {
 	if err := validUser(user); err != nil {
 		return Decision{}, err
@@ -50,22 +64,23 @@ func (l *Limiter) Allow(ctx context.Context, user string) (Decision, error) {
 	if l.cfg.UserCooldown == 0 && l.cfg.MaxRequestsPerUserHour == 0 {
 		return l.observe(PolicyUser, Decision{Allowed: true, Remaining: Unlimited}), nil
 	}
-	r, err := l.run(ctx, userAllow, []string{l.userKey(user)},
-		l.cfg.MaxRequestsPerUserHour, ms(l.cfg.UserWindow), ms(l.cfg.UserCooldown))
-	if err != nil {
-		return Decision{}, err
+	sent := time.Now()
+	if l.cache != nil {
+		if d, ok := l.cache.get(user, sent); ok {
+			return l.observe(PolicyUser, d), nil
+		}
 	}
-	d, err := userDecision(r)
-	if err != nil {
-		return Decision{}, err
-	}
-	return l.observe(PolicyUser, d), nil
+	rep := l.allowRedis(ctx, user)
+	return l.userResult(ctx, user, sent, rep.r, rep.err)
 }
 
 // userDecision reads user_allow.lua's reply.
 func userDecision(r []int64) (Decision, error) {
 	if len(r) != 5 {
 		return Decision{}, fmt.Errorf("limiter: user_allow replied %d values, want 5", len(r))
+	}
+	if r[0] < 0 {
+		return Decision{}, ErrForeignKey
 	}
 	return Decision{
 		Allowed:    r[0] == 1,
@@ -76,8 +91,10 @@ func userDecision(r []int64) (Decision, error) {
 	}, nil
 }
 
-// Reset forgets everything about user on every replica: their cooldown and
-// window start afresh.
+// Reset forgets everything Redis holds about user: their cooldown and
+// window start afresh on every replica. This replica's deny cache forgets
+// them too; another replica that denied the user a moment ago may keep
+// answering from its own cache until the RetryAfter it was given.
 func (l *Limiter) Reset(ctx context.Context, user string) error {
 	if err := validUser(user); err != nil {
 		return err
@@ -86,6 +103,10 @@ func (l *Limiter) Reset(ctx context.Context, user string) error {
 	defer cancel()
 	// Both layouts, in case the window was switched on or off recently;
 	// they share a slot, so one DEL suffices on a Cluster too.
+	if l.cache != nil {
+		l.cache.drop(user)
+	}
+	l.local.reset(user)
 	if err := l.rdb.Del(ctx, l.key("u", user, ":w"), l.key("u", user, ":cd")).Err(); err != nil {
 		return fmt.Errorf("limiter: reset user: %w", err)
 	}
@@ -121,6 +142,9 @@ func (l *Limiter) Import(ctx context.Context, user string, accepted []time.Time)
 	}
 	ctx, cancel := context.WithTimeout(ctx, l.cfg.RedisTimeout)
 	defer cancel()
+	if l.cache != nil {
+		l.cache.drop(user)
+	}
 	if err := userImport.Run(ctx, l.rdb, []string{l.userKey(user)}, args...).Err(); err != nil {
 		return fmt.Errorf("limiter: user_import: %w", err)
 	}

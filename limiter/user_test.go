@@ -252,12 +252,20 @@ func TestBadUsers(t *testing.T) {
 func TestForeignKeyIsAnError(t *testing.T) {
 	l, r := newTestLimiter(t, DefaultConfig())
 	r.mr.ZAdd("floodgate:{u:zed}:w", 1, "x")
-	if _, err := l.Allow(context.Background(), "zed"); err == nil || !strings.Contains(err.Error(), "not a floodgate window") {
+	if _, err := l.Allow(context.Background(), "zed"); !errors.Is(err, ErrForeignKey) {
 		t.Fatalf("Allow on a foreign sorted set = %v", err)
 	}
 	r.mr.Set("floodgate:{u:yan}:w", "string")
-	if _, err := l.Allow(context.Background(), "yan"); err == nil || !strings.Contains(err.Error(), "WRONGTYPE") {
+	if _, err := l.Allow(context.Background(), "yan"); !errors.Is(err, ErrForeignKey) {
 		t.Fatalf("Allow on a foreign string = %v", err)
+	}
+	// In a batch, a foreign key fails its own request only.
+	d, err := l.AllowMany(context.Background(), []string{"ok1", "yan"})
+	if !errors.Is(err, ErrForeignKey) || len(d) != 2 || !d[0].Allowed || d[1].Allowed || !strings.Contains(err.Error(), "users[1]") {
+		t.Fatalf("AllowMany with a foreign key = %v, %v", d, err)
+	}
+	if got := mustAllow(t, l, "ok1"); got.Allowed {
+		t.Fatalf("ok1's request in the batch was not counted: %+v", got)
 	}
 }
 

@@ -1,0 +1,135 @@
+package limiter
+
+import (
+	"hash/maphash"
+	"sync"
+	"time"
+)
+
+// denyCache remembers, per process, users Redis has just denied and until
+// when, so their repeat requests (most of a spammer's traffic) are answered
+// without a round trip.
+//
+// It can only deny, never admit, so it cannot over-admit. It never denies
+// past what Redis said: an entry ends at the instant the request was SENT
+// plus RetryAfter, which is no later than Redis's own answer, and it is
+// measured on the monotonic clock, immune to wall-clock jumps. Reset on
+// this replica drops the entry; other replicas keep denying the user at
+// most until the RetryAfter Redis gave them.
+//
+// Memory is bounded: 64 shards each hold at most size/64 entries (at least
+// one); a full shard first drops expired entries among a few it samples,
+// then the one among them that would expire soonest.
+type denyCache struct {
+	seed   maphash.Seed
+	shards [denyShards]denyShard
+	per    int
+}
+
+const (
+	denyShards = 64
+	// denySample is how many entries a full shard looks at to evict one,
+	// as Redis samples keys for its own eviction.
+	denySample = 8
+)
+
+type denyShard struct {
+	mu sync.Mutex
+	m  map[string]denyEntry
+}
+
+type denyEntry struct {
+	until time.Time // monotonic
+	d     Decision
+}
+
+func newDenyCache(size int) *denyCache {
+	if size <= 0 {
+		return nil
+	}
+	c := &denyCache{seed: maphash.MakeSeed(), per: max(size/denyShards, 1)}
+	for i := range c.shards {
+		c.shards[i].m = make(map[string]denyEntry)
+	}
+	return c
+}
+
+func (c *denyCache) shard(user string) *denyShard {
+	return &c.shards[maphash.String(c.seed, user)%denyShards]
+}
+
+// get returns the cached denial for user with RetryAfter and ResetAfter
+// counted down to now, or false.
+func (c *denyCache) get(user string, now time.Time) (Decision, bool) {
+	s := c.shard(user)
+	s.mu.Lock()
+	e, ok := s.m[user]
+	if ok && !now.Before(e.until) {
+		delete(s.m, user)
+		ok = false
+	}
+	s.mu.Unlock()
+	if !ok {
+		return Decision{}, false
+	}
+	left := e.until.Sub(now)
+	d := e.d
+	d.ResetAfter -= d.RetryAfter - left
+	d.RetryAfter = left
+	d.Cached = true
+	return d, true
+}
+
+// put remembers that user was denied with d by a request sent at sent.
+func (c *denyCache) put(user string, sent time.Time, d Decision) {
+	if d.Allowed || d.RetryAfter <= 0 {
+		return
+	}
+	until := sent.Add(d.RetryAfter)
+	s := c.shard(user)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.m[user]; !ok && len(s.m) >= c.per {
+		s.evict(sent)
+	}
+	s.m[user] = denyEntry{until: until, d: d}
+}
+
+// evict drops expired entries among a sample, or else the soonest to expire.
+func (s *denyShard) evict(now time.Time) {
+	var victim string
+	var soonest time.Time
+	seen, freed := 0, false
+	for u, e := range s.m {
+		if !now.Before(e.until) {
+			delete(s.m, u)
+			freed = true
+		} else if victim == "" || e.until.Before(soonest) {
+			victim, soonest = u, e.until
+		}
+		if seen++; seen >= denySample {
+			break
+		}
+	}
+	if !freed && victim != "" {
+		delete(s.m, victim)
+	}
+}
+
+func (c *denyCache) drop(user string) {
+	s := c.shard(user)
+	s.mu.Lock()
+	delete(s.m, user)
+	s.mu.Unlock()
+}
+
+// len counts entries, expired or not (for tests and metrics).
+func (c *denyCache) len() int {
+	n := 0
+	for i := range c.shards {
+		c.shards[i].mu.Lock()
+		n += len(c.shards[i].m)
+		c.shards[i].mu.Unlock()
+	}
+	return n
+}

@@ -1,0 +1,123 @@
+package limiter
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+func TestLocalUsersMirrorsScript(t *testing.T) {
+	lu := newLocalUsers(userConfig(10*time.Second, 3, time.Minute))
+	t0 := time.Now()
+	for _, s := range []struct {
+		at   time.Duration
+		want Decision
+	}{
+		{0, allowed(2, time.Minute)},
+		{9999 * time.Millisecond, denied(ReasonCooldown, 2, time.Millisecond, time.Minute-9999*time.Millisecond)},
+		{10 * time.Second, allowed(1, time.Minute)},
+		{20 * time.Second, allowed(0, time.Minute)},
+		{30 * time.Second, denied(ReasonHourly, 0, 30*time.Second, 50*time.Second)},
+		{time.Minute, allowed(0, time.Minute)},
+	} {
+		if got := lu.allow("u", t0.Add(s.at)); got != s.want {
+			t.Fatalf("at %v: got %+v, want %+v", s.at, got, s.want)
+		}
+	}
+	lu.reset("u")
+	if got := lu.allow("u", t0.Add(time.Minute)); !got.Allowed || got.Remaining != 2 {
+		t.Fatalf("after reset: %+v", got)
+	}
+}
+
+func TestLocalUsersBounded(t *testing.T) {
+	lu := newLocalUsers(userConfig(0, 1, time.Hour))
+	t0 := time.Now()
+	for i := 0; i < maxLocalUsers+500; i++ {
+		lu.allow(string(rune(i))+"x", t0)
+	}
+	if n := len(lu.m); n > maxLocalUsers {
+		t.Fatalf("%d local users, bound %d", n, maxLocalUsers)
+	}
+}
+
+// outage closes miniredis and returns a Limiter that retries Redis on
+// every call (no health interval), so tests need no real waiting.
+func outageLimiter(t *testing.T, mode FailureMode) (*Limiter, *testRedis) {
+	t.Helper()
+	cfg := userConfig(10*time.Second, 20, time.Hour)
+	cfg.OnRedisError = mode
+	cfg.RedisTimeout = 200 * time.Millisecond
+	l, r := newTestLimiter(t, cfg)
+	l.health.interval = 0
+	mustAllow(t, l, "before")
+	r.mr.Close()
+	return l, r
+}
+
+func TestOutageFailLocal(t *testing.T) {
+	l, r := outageLimiter(t, FailLocal)
+	d := mustAllow(t, l, "u")
+	if !d.Allowed || !d.Degraded || d.Remaining != 19 {
+		t.Fatalf("first request in outage: %+v", d)
+	}
+	d = mustAllow(t, l, "u")
+	if d.Allowed || !d.Degraded || d.Reason != ReasonCooldown {
+		t.Fatalf("second request in outage: %+v", d)
+	}
+	// Redis is back: shared limits again, by themselves.
+	if err := r.mr.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	d = mustAllow(t, l, "u")
+	if !d.Allowed || d.Degraded {
+		t.Fatalf("after restart: %+v", d)
+	}
+}
+
+func TestOutageFailOpenAndClosed(t *testing.T) {
+	l, _ := outageLimiter(t, FailOpen)
+	for i := 0; i < 3; i++ {
+		if d := mustAllow(t, l, "u"); !d.Allowed || !d.Degraded {
+			t.Fatalf("fail-open: %+v", d)
+		}
+	}
+	l, _ = outageLimiter(t, FailClosed)
+	if d := mustAllow(t, l, "u"); d.Allowed || !d.Degraded || d.Reason != ReasonRedisDown || d.RetryAfter <= 0 {
+		t.Fatalf("fail-closed: %+v", d)
+	}
+}
+
+func TestOutageShortCircuits(t *testing.T) {
+	l, _ := outageLimiter(t, FailLocal)
+	l.health.interval = time.Hour
+	mustAllow(t, l, "u") // marks Redis down
+	start := time.Now()
+	for i := 0; i < 100; i++ {
+		if d := mustAllow(t, l, "v"); !d.Degraded {
+			t.Fatalf("%+v", d)
+		}
+	}
+	// 100 calls that each waited for Redis would take 100 timeouts; the
+	// bound here is loose on purpose, it only tells "skipped" from "waited".
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("calls kept waiting for a down Redis: %v", took)
+	}
+	_, err := l.run(context.Background(), userAllow, []string{"k"}, 1, 1, 1)
+	if !errors.Is(err, ErrRedisUnavailable) || !IsUnavailable(err) {
+		t.Fatalf("run while down = %v, want ErrRedisUnavailable", err)
+	}
+}
+
+func TestCallerCancellationIsNotAnOutage(t *testing.T) {
+	l, _ := newTestLimiter(t, userConfig(10*time.Second, 20, time.Hour))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := l.Allow(ctx, "u"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Allow with a cancelled context = %v", err)
+	}
+	if err := l.health.check(); err != nil {
+		t.Fatalf("a caller's cancellation marked Redis down: %v", err)
+	}
+}
