@@ -172,20 +172,46 @@ func (s *Slots) TryAcquire(ctx context.Context, holder string) (*Lease, error) {
 		return nil, err
 	}
 	member := newMember(holder)
-	r, err := s.l.run(ctx, slotsAcquire, []string{s.holders, s.waiters, s.alive},
-		s.size, ms(s.lease), member, 0, ms(s.waiterTTL()), 0)
+	r, err := s.acquireOnce(ctx, member, false, 0)
 	if err != nil {
 		return s.fallback(ctx, member, holder, false, err)
 	}
-	if len(r) != 4 {
-		return nil, fmt.Errorf("limiter: slots_acquire replied %d values, want 4", len(r))
-	}
-	if r[0] != 1 {
-		s.l.observe(PolicySlots, Decision{Reason: ReasonSlots, RetryAfter: fromMs(r[3])})
+	if !r.granted {
+		s.l.observe(PolicySlots, Decision{Reason: ReasonSlots, RetryAfter: r.hint})
 		return nil, fmt.Errorf("%w in pool %q (size %d)", ErrNoSlot, s.name, s.size)
 	}
-	s.l.observe(PolicySlots, Decision{Allowed: true, Remaining: int(r[1])})
+	s.l.observe(PolicySlots, Decision{Allowed: true, Remaining: r.remaining})
 	return &Lease{s: s, holder: holder, member: member}, nil
+}
+
+// acquireReply is slots_acquire.lua's reply.
+type acquireReply struct {
+	granted   bool
+	remaining int           // free slots left, when granted
+	position  int           // place in the queue (0: first), when waiting
+	arrival   int64         // µs, to pass to the next poll
+	hint      time.Duration // until the earliest lease expires, when full
+}
+
+// acquireOnce runs slots_acquire.lua once for member: as TryAcquire, or as
+// one poll of Acquire (wait) with the arrival of the previous poll.
+func (s *Slots) acquireOnce(ctx context.Context, member string, wait bool, arrival int64) (acquireReply, error) {
+	mode := 0
+	if wait {
+		mode = 1
+	}
+	r, err := s.l.run(ctx, slotsAcquire, []string{s.holders, s.waiters, s.alive},
+		s.size, ms(s.lease), member, mode, ms(s.waiterTTL()), arrival)
+	if err != nil {
+		return acquireReply{}, err
+	}
+	if len(r) != 4 {
+		return acquireReply{}, fmt.Errorf("limiter: slots_acquire replied %d values, want 4", len(r))
+	}
+	if r[0] == 1 {
+		return acquireReply{granted: true, remaining: int(r[1])}, nil
+	}
+	return acquireReply{position: int(r[1]), arrival: r[2], hint: fromMs(r[3])}, nil
 }
 
 // Acquire takes a slot for holder, waiting first come, first served: a
@@ -201,14 +227,12 @@ func (s *Slots) Acquire(ctx context.Context, holder string) (lease *Lease, err e
 		return nil, err
 	}
 	member := newMember(holder)
-	keys := []string{s.holders, s.waiters, s.alive}
 	var (
 		arrival int64 // µs, from Redis: our place in the queue
 		inLocal bool  // in the in-process queue
 		down    bool  // the last poll found Redis unreachable
 		sleep   = pollMin
 		timer   *time.Timer
-		wttl    = ms(s.waiterTTL())
 		pollCap = s.pollCap()
 	)
 	defer func() {
@@ -222,7 +246,7 @@ func (s *Slots) Acquire(ctx context.Context, holder string) (lease *Lease, err e
 		// (and holders, in case a grant's reply was lost). When we end up
 		// degraded, Redis is likely down: do not make the caller wait for
 		// it; the waiter's heartbeat lapses anyway.
-		leave := func() { _, _ = s.l.run(context.WithoutCancel(ctx), slotsLeave, keys, member) }
+		leave := func() { s.leave(context.WithoutCancel(ctx), member) }
 		switch {
 		case lease != nil && !lease.Degraded():
 		case lease == nil && !down:
@@ -235,17 +259,14 @@ func (s *Slots) Acquire(ctx context.Context, holder string) (lease *Lease, err e
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("limiter: waiting for a slot in pool %q: %w", s.name, err)
 		}
-		hint := time.Duration(0)
-		r, err := s.l.run(ctx, slotsAcquire, keys, s.size, ms(s.lease), member, 1, wttl, arrival)
+		r, err := s.acquireOnce(ctx, member, true, arrival)
 		down = err != nil && IsUnavailable(err)
 		switch {
-		case err == nil && len(r) != 4:
-			return nil, fmt.Errorf("limiter: slots_acquire replied %d values, want 4", len(r))
-		case err == nil && r[0] == 1:
-			s.l.observe(PolicySlots, Decision{Allowed: true, Remaining: int(r[1])})
+		case err == nil && r.granted:
+			s.l.observe(PolicySlots, Decision{Allowed: true, Remaining: r.remaining})
 			return &Lease{s: s, holder: holder, member: member}, nil
 		case err == nil:
-			arrival, hint = r[2], fromMs(r[3])
+			arrival = r.arrival
 		case ctx.Err() != nil:
 			return nil, fmt.Errorf("limiter: waiting for a slot in pool %q: %w", s.name, ctx.Err())
 		case !IsUnavailable(err):
@@ -261,8 +282,8 @@ func (s *Slots) Acquire(ctx context.Context, holder string) (lease *Lease, err e
 			}
 		}
 		wait := sleep
-		if hint > 0 && hint < wait {
-			wait = hint
+		if r.hint > 0 && r.hint < wait {
+			wait = r.hint
 		}
 		sleep = min(2*sleep, pollCap)
 		if timer == nil {
@@ -276,6 +297,11 @@ func (s *Slots) Acquire(ctx context.Context, holder string) (lease *Lease, err e
 		case <-timer.C:
 		}
 	}
+}
+
+// leave takes member out of the queue and the holders (slots_leave.lua).
+func (s *Slots) leave(ctx context.Context, member string) {
+	_, _ = s.l.run(ctx, slotsLeave, []string{s.holders, s.waiters, s.alive}, member)
 }
 
 // fallback handles a failed acquisition per Config.SlotsOnRedisError.
