@@ -19,7 +19,9 @@ import (
 //	<prefix>{s:<pool>}:e  sorted set: waiting members by heartbeat expiry (ms)
 //
 // A member is a random 128-bit token followed by the holder's name, so a
-// holder name can be reused while every grant stays distinct. Scripts
+// holder name can be reused while every grant stays distinct. With
+// holders of up to 37 bytes (Twitch logins have at most 25) a member is at
+// most 64 bytes, so sets of up to 128 stay compact listpacks. Scripts
 // prune expired leases and waiters before deciding; each key's TTL is the
 // time until its last entry expires, so an idle pool costs nothing.
 
@@ -260,7 +262,7 @@ func (s *Slots) Acquire(ctx context.Context, holder string) (lease *Lease, err e
 			return nil, fmt.Errorf("limiter: waiting for a slot in pool %q: %w", s.name, err)
 		}
 		r, err := s.acquireOnce(ctx, member, true, arrival)
-		down = err != nil && IsUnavailable(err)
+		down = err != nil && ctx.Err() == nil && IsUnavailable(err)
 		switch {
 		case err == nil && r.granted:
 			s.l.observe(PolicySlots, Decision{Allowed: true, Remaining: r.remaining})
