@@ -232,20 +232,31 @@ func TestSlotsCrashedHolderReclaimed(t *testing.T) {
 	if _, err := s.TryAcquire(ctx, "next"); !errors.Is(err, limiter.ErrNoSlot) {
 		t.Fatalf("right after the kill: TryAcquire = %v, want ErrNoSlot", err)
 	}
+	// Every one of the dead replica's slots comes back, one by one as
+	// their leases (taken a few ms apart) run out.
 	actx, cancel := context.WithTimeout(ctx, lease+10*time.Second)
 	defer cancel()
-	got, err := s.Acquire(actx, "next")
-	if err != nil {
-		t.Fatalf("the dead holder's slots never came back: %v", err)
+	var ours []*limiter.Lease
+	for i := range seedSlots {
+		got, err := s.Acquire(actx, fmt.Sprintf("next-%d", i))
+		if err != nil {
+			t.Fatalf("the dead holder's slot %d never came back: %v", i, err)
+		}
+		ours = append(ours, got)
 	}
-	t.Logf("slots taken %v before the kill; reclaimed %v after it, %v after being taken (lease %v)",
-		killedAt.Sub(heldAt).Round(time.Millisecond), time.Since(killedAt).Round(time.Millisecond),
+	t.Logf("slots taken %v before the kill; all %d reclaimed %v after it, %v after being taken (lease %v)",
+		killedAt.Sub(heldAt).Round(time.Millisecond), seedSlots, time.Since(killedAt).Round(time.Millisecond),
 		time.Since(heldAt).Round(time.Millisecond), lease)
-	if n, err := s.InUse(ctx); err != nil || n != 1 {
-		t.Fatalf("after reclaiming: InUse = %d, %v; want 1 (ours)", n, err)
+	if n, err := s.InUse(ctx); err != nil || n != seedSlots {
+		t.Fatalf("after reclaiming: InUse = %d, %v; want %d (all ours)", n, err, seedSlots)
 	}
-	if err := got.Release(ctx); err != nil {
-		t.Fatal(err)
+	for _, l := range ours {
+		if err := l.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := s.InUse(ctx); err != nil || n != 0 {
+		t.Fatalf("after releasing: InUse = %d, %v; want 0", n, err)
 	}
 }
 
