@@ -1,0 +1,236 @@
+package integration_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/floodgate/floodgate/limiter"
+)
+
+// Environment of the Bucket and Slots worker processes.
+const (
+	bsPrefixEnv = "FLOODGATE_TEST_BS_PREFIX" // the test's KeyPrefix
+	bsStartEnv  = "FLOODGATE_TEST_BS_START"  // unix ns at which to begin
+	bsForEnv    = "FLOODGATE_TEST_BS_FOR"    // how long to run
+)
+
+func init() {
+	workers["bucket-flat-out"] = bucketFlatOut
+}
+
+// bsLimiterFromEnv builds a worker's Limiter on REDIS_URL with the test's
+// prefix. Redis trouble fails closed, so a slow Redis can only lower the
+// counts, and gets a generous timeout on a shared, noisy machine.
+func bsLimiterFromEnv(cfg limiter.Config) (*limiter.Limiter, *redis.Client, error) {
+	opt, err := redis.ParseURL(os.Getenv("REDIS_URL"))
+	if err != nil {
+		return nil, nil, err
+	}
+	opt.PoolSize = 64
+	opt.ContextTimeoutEnabled = true
+	rdb := redis.NewClient(opt)
+	cfg.KeyPrefix = os.Getenv(bsPrefixEnv)
+	cfg.RedisTimeout = 2 * time.Second
+	cfg.BucketOnRedisError = limiter.FailClosed
+	cfg.SlotsOnRedisError = limiter.FailClosed
+	l, err := limiter.New(rdb, cfg)
+	if err != nil {
+		rdb.Close()
+		return nil, nil, err
+	}
+	return l, rdb, nil
+}
+
+// bsSchedule reads when to start and for how long, and sleeps until the
+// start: every worker process begins at the same instant.
+func bsSchedule() (start, end time.Time, err error) {
+	ns, err := strconv.ParseInt(os.Getenv(bsStartEnv), 10, 64)
+	if err != nil {
+		return start, end, fmt.Errorf("%s: %v", bsStartEnv, err)
+	}
+	d, err := time.ParseDuration(os.Getenv(bsForEnv))
+	if err != nil {
+		return start, end, fmt.Errorf("%s: %v", bsForEnv, err)
+	}
+	start = time.Unix(0, ns)
+	time.Sleep(time.Until(start))
+	return start, start.Add(d), nil
+}
+
+// bucketResult is what one flat-out worker process saw.
+type bucketResult struct {
+	Allowed  int
+	Denied   int
+	Degraded int
+	LastDone int64 // unix ns when its last call returned
+}
+
+// The IGDB limits of the test: 4 per second, burst 2.
+const (
+	igdbRate  = 4
+	igdbBurst = 2
+)
+
+// bucketFlatOut calls the IGDB bucket as fast as 4 goroutines can until
+// the end of the schedule.
+func bucketFlatOut(ctx context.Context) (any, error) {
+	cfg := limiter.DefaultConfig()
+	cfg.APIRates = limiter.APIRates{"igdb": {PerSecond: igdbRate, Burst: igdbBurst}}
+	l, rdb, err := bsLimiterFromEnv(cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer rdb.Close()
+	b, err := l.APIBucket("igdb")
+	if err != nil {
+		return nil, err
+	}
+	_, end, err := bsSchedule()
+	if err != nil {
+		return nil, err
+	}
+	var (
+		mu   sync.Mutex
+		res  bucketResult
+		errs []error
+		wg   sync.WaitGroup
+	)
+	for range 4 {
+		wg.Go(func() {
+			var r bucketResult
+			for time.Now().Before(end) {
+				d, err := b.Allow(ctx)
+				if err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+					return
+				}
+				switch {
+				case d.Degraded:
+					r.Degraded++
+				case d.Allowed:
+					r.Allowed++
+				default:
+					r.Denied++
+				}
+			}
+			done := time.Now().UnixNano()
+			mu.Lock()
+			res.Allowed += r.Allowed
+			res.Denied += r.Denied
+			res.Degraded += r.Degraded
+			res.LastDone = max(res.LastDone, done)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		return nil, errs[0]
+	}
+	return res, nil
+}
+
+// Four replicas call a 4 req/s API flat out for 10 s: the API sees at most
+// 4*10 + burst calls (GCRA admits burst + span*rate over any span), and
+// not many fewer.
+func TestBucketAcrossProcesses(t *testing.T) {
+	rdb := client(t)
+	prefix := uniquePrefix(t, rdb)
+	const (
+		procs    = 4
+		duration = 10 * time.Second
+	)
+	start := time.Now().Add(2 * time.Second) // time for the processes to start
+	res := runWorkers[bucketResult](t, "bucket-flat-out", procs, map[string]string{
+		bsPrefixEnv: prefix,
+		bsStartEnv:  strconv.FormatInt(start.UnixNano(), 10),
+		bsForEnv:    duration.String(),
+	})
+	var allowed, denied, degraded int
+	var lastDone int64
+	for i, r := range res {
+		t.Logf("process %d: %d allowed, %d denied, %d degraded", i, r.Allowed, r.Denied, r.Degraded)
+		allowed += r.Allowed
+		denied += r.Denied
+		degraded += r.Degraded
+		lastDone = max(lastDone, r.LastDone)
+	}
+	// Every admission happened between start and the last reply. Over
+	// exactly 10 s that is 4*10 + burst; a last reply arriving later than
+	// one interval after the end (a very slow Redis) may add one each.
+	interval := time.Second / igdbRate
+	span := time.Duration(lastDone - start.UnixNano())
+	bound := igdbRate*int(duration/time.Second) + igdbBurst + int(max(0, span-duration)/interval)
+	t.Logf("%d processes, %v: %d calls allowed (bound %d over a span of %v, floor %d), %d denied, %d degraded",
+		procs, duration, allowed, bound, span.Round(time.Millisecond), igdbRate*10-2, denied, degraded)
+	if allowed > bound {
+		t.Fatalf("the API saw %d calls, more than %d", allowed, bound)
+	}
+	if allowed < igdbRate*10-2 {
+		t.Fatalf("the API saw only %d calls in %v at %d/s", allowed, duration, igdbRate)
+	}
+	if degraded > 0 {
+		t.Fatalf("%d decisions were degraded: Redis timed out", degraded)
+	}
+}
+
+// Against real Redis, the TAT is an exact integer of µs and the key lives
+// until the bucket is full again; Wait paces calls at the rate.
+func TestBucketOnRealRedis(t *testing.T) {
+	rdb := client(t)
+	cfg := limiter.DefaultConfig()
+	cfg.RedisTimeout = 2 * time.Second
+	l := newLimiter(t, rdb, cfg)
+	ctx := context.Background()
+	b := l.Bucket("wiki", 2, 3) // 500 ms apart, burst 3
+	for i, want := range []int{2, 1, 0} {
+		// ResetAfter is exact at Redis's instant, which moves on between
+		// calls: the first is 500 ms, then slightly under 1 s and 1.5 s.
+		d, err := b.Allow(ctx)
+		full := time.Duration(500*(i+1)) * time.Millisecond
+		if err != nil || !d.Allowed || d.Remaining != want || d.ResetAfter > full || d.ResetAfter < full-200*time.Millisecond {
+			t.Fatalf("Allow %d = %+v, %v", i, d, err)
+		}
+	}
+	d, err := b.Allow(ctx)
+	if err != nil || d.Allowed || d.Reason != limiter.ReasonRate || d.RetryAfter <= 0 || d.RetryAfter > 500*time.Millisecond {
+		t.Fatalf("4th Allow = %+v, %v", d, err)
+	}
+	key := l.Config().KeyPrefix + "{api:wiki}:t"
+	v, err := rdb.Get(ctx, key).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tat, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		t.Fatalf("TAT %q is not an integer: %v", v, err)
+	}
+	now, err := rdb.Time(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ahead := time.Duration(tat-now.UnixMicro()) * time.Microsecond; ahead <= time.Second || ahead > 1500*time.Millisecond {
+		t.Fatalf("TAT is %v ahead of Redis TIME, want (1s, 1.5s]", ahead)
+	}
+	if pttl := rdb.PTTL(ctx, key).Val(); pttl <= time.Second || pttl > 1500*time.Millisecond {
+		t.Fatalf("PTTL = %v, want (1s, 1.5s]", pttl)
+	}
+	// Wait takes the next token when it comes, and the one after.
+	begin := time.Now()
+	for range 2 {
+		if err := b.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if took := time.Since(begin); took < 500*time.Millisecond {
+		t.Fatalf("two Waits on an empty bucket at 2/s took %v, want at least 500ms", took)
+	}
+}

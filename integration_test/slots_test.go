@@ -1,0 +1,412 @@
+package integration_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"sort"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/floodgate/floodgate/limiter"
+)
+
+const (
+	slotsHoldEnv     = "FLOODGATE_TEST_SLOTS_HOLD"     // slots the holder takes
+	slotsLeaseEnv    = "FLOODGATE_TEST_SLOTS_LEASE"    // their lease
+	slotsSpacingEnv  = "FLOODGATE_TEST_SLOTS_SPACING"  // between arrivals (fairness)
+	slotsPerProcEnv  = "FLOODGATE_TEST_SLOTS_PER_PROC" // waiters per process (fairness)
+	slotsProcsEnv    = "FLOODGATE_TEST_SLOTS_PROCS"    // processes (fairness)
+	slotsCounterName = "{s:llm}:test-inside"           // INCR/DECR around held sections
+	slotsGrantsName  = "{s:llm}:test-grants"           // INCR at each grant (fairness)
+	seedSlots        = 7                               // max_concurrent_users
+	heldLine         = "held"                          // the holder's signal
+)
+
+func init() {
+	workers["slots-contend"] = slotsContend
+	workers["slots-hold"] = slotsHold
+	workers["slots-fair"] = slotsFair
+}
+
+// contendResult is what one contending worker process saw.
+type contendResult struct {
+	Acquired      int
+	MaxInside     int64 // highest value of the shared counter it saw
+	MaxInUse      int   // highest InUse it sampled
+	ReleaseErrors int
+}
+
+// slotsContend: 4 goroutines acquire a slot of the seed's 7, mark the held
+// section with INCR/DECR of a shared counter, hold 0-3 ms and release,
+// until the end of the schedule; a fifth samples InUse.
+func slotsContend(ctx context.Context) (any, error) {
+	l, rdb, err := bsLimiterFromEnv(limiter.DefaultConfig())
+	if err != nil {
+		return nil, err
+	}
+	defer rdb.Close()
+	s := l.Slots("llm", seedSlots, 10*time.Second)
+	counter := l.Config().KeyPrefix + slotsCounterName
+	_, end, err := bsSchedule()
+	if err != nil {
+		return nil, err
+	}
+	var (
+		mu   sync.Mutex
+		res  contendResult
+		errs []error
+		wg   sync.WaitGroup
+	)
+	fail := func(err error) {
+		mu.Lock()
+		errs = append(errs, err)
+		mu.Unlock()
+	}
+	wctx, cancel := context.WithDeadline(ctx, end)
+	defer cancel()
+	for g := range 4 {
+		holder := fmt.Sprintf("w%s-g%d", os.Getenv("WORKER_INDEX"), g)
+		wg.Go(func() {
+			for wctx.Err() == nil {
+				lease, err := s.Acquire(wctx, holder)
+				if err != nil {
+					if wctx.Err() == nil {
+						fail(err)
+					}
+					return
+				}
+				n, err := rdb.Incr(ctx, counter).Result()
+				if err != nil {
+					fail(err)
+					return
+				}
+				time.Sleep(time.Duration(rand.IntN(3000)) * time.Microsecond)
+				rdb.Decr(ctx, counter)
+				rerr := lease.Release(ctx)
+				mu.Lock()
+				res.Acquired++
+				res.MaxInside = max(res.MaxInside, n)
+				if rerr != nil {
+					res.ReleaseErrors++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Go(func() {
+		for wctx.Err() == nil {
+			n, err := s.InUse(ctx)
+			if err != nil {
+				fail(err)
+				return
+			}
+			mu.Lock()
+			res.MaxInUse = max(res.MaxInUse, n)
+			mu.Unlock()
+			time.Sleep(time.Millisecond)
+		}
+	})
+	wg.Wait()
+	if len(errs) > 0 {
+		return nil, errs[0]
+	}
+	return res, nil
+}
+
+// 4 processes x 4 goroutines contend for the seed's 7 slots for 5 s: never
+// more than 7 are inside the held section at once, by a shared counter
+// and by InUse.
+func TestSlotsNeverOverCapacityAcrossProcesses(t *testing.T) {
+	rdb := client(t)
+	prefix := uniquePrefix(t, rdb)
+	const procs = 4
+	start := time.Now().Add(2 * time.Second)
+	res := runWorkers[contendResult](t, "slots-contend", procs, map[string]string{
+		bsPrefixEnv: prefix,
+		bsStartEnv:  strconv.FormatInt(start.UnixNano(), 10),
+		bsForEnv:    "5s",
+	})
+	var acquired, releaseErrors, maxInUse int
+	var maxInside int64
+	for i, r := range res {
+		t.Logf("process %d: %d acquisitions, max inside %d, max InUse %d", i, r.Acquired, r.MaxInside, r.MaxInUse)
+		acquired += r.Acquired
+		releaseErrors += r.ReleaseErrors
+		maxInside = max(maxInside, r.MaxInside)
+		maxInUse = max(maxInUse, r.MaxInUse)
+	}
+	t.Logf("%d processes x 4 holders, 5 s: %d acquisitions, at most %d inside at once (counter), %d held (InUse), limit %d",
+		procs, acquired, maxInside, maxInUse, seedSlots)
+	if maxInside > seedSlots || maxInUse > seedSlots {
+		t.Fatalf("%d inside / %d held at once, more than %d slots", maxInside, maxInUse, seedSlots)
+	}
+	if maxInside < 2 || acquired < 100 {
+		t.Fatalf("no real contention: %d acquisitions, at most %d at once", acquired, maxInside)
+	}
+	if releaseErrors > 0 {
+		t.Fatalf("%d releases failed: leases were lost while held", releaseErrors)
+	}
+	if v := rdb.Get(context.Background(), prefix+slotsCounterName).Val(); v != "0" {
+		t.Fatalf("counter ends at %q, want 0", v)
+	}
+}
+
+// slotsHold takes FLOODGATE_TEST_SLOTS_HOLD slots, says so on stdout and
+// never releases them: the test kills it with SIGKILL.
+func slotsHold(ctx context.Context) (any, error) {
+	l, rdb, err := bsLimiterFromEnv(limiter.DefaultConfig())
+	if err != nil {
+		return nil, err
+	}
+	defer rdb.Close()
+	n, _ := strconv.Atoi(os.Getenv(slotsHoldEnv))
+	lease, err := time.ParseDuration(os.Getenv(slotsLeaseEnv))
+	if err != nil {
+		return nil, err
+	}
+	s := l.Slots("llm", seedSlots, lease)
+	for i := range n {
+		if _, err := s.TryAcquire(ctx, fmt.Sprintf("crashing-%d", i)); err != nil {
+			return nil, err
+		}
+	}
+	fmt.Println(heldLine)
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// A replica takes every slot and is killed (SIGKILL, so nothing is
+// released): the slots stay taken until the lease runs out, then are
+// reclaimed.
+func TestSlotsCrashedHolderReclaimed(t *testing.T) {
+	rdb := client(t)
+	prefix := uniquePrefix(t, rdb)
+	const lease = 2 * time.Second
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), workerEnv+"=slots-hold", "REDIS_URL="+redisURL,
+		bsPrefixEnv+"="+prefix, slotsHoldEnv+"="+strconv.Itoa(seedSlots), slotsLeaseEnv+"="+lease.String())
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	sc := bufio.NewScanner(out)
+	if !sc.Scan() || sc.Text() != heldLine {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("holder process did not report %q (got %q)", heldLine, sc.Text())
+	}
+	heldAt := time.Now()
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	killedAt := time.Now()
+
+	cfg := limiter.DefaultConfig()
+	cfg.KeyPrefix = prefix
+	cfg.SlotsOnRedisError = limiter.FailClosed
+	cfg.RedisTimeout = 2 * time.Second
+	l := newLimiter(t, rdb, cfg)
+	s := l.Slots("llm", seedSlots, lease)
+	ctx := context.Background()
+	if n, err := s.InUse(ctx); err != nil || n != seedSlots {
+		t.Fatalf("right after the kill: InUse = %d, %v; want %d", n, err, seedSlots)
+	}
+	if _, err := s.TryAcquire(ctx, "next"); !errors.Is(err, limiter.ErrNoSlot) {
+		t.Fatalf("right after the kill: TryAcquire = %v, want ErrNoSlot", err)
+	}
+	// Every one of the dead replica's slots comes back, one by one as
+	// their leases (taken a few ms apart) run out.
+	actx, cancel := context.WithTimeout(ctx, lease+10*time.Second)
+	defer cancel()
+	var ours []*limiter.Lease
+	for i := range seedSlots {
+		got, err := s.Acquire(actx, fmt.Sprintf("next-%d", i))
+		if err != nil {
+			t.Fatalf("the dead holder's slot %d never came back: %v", i, err)
+		}
+		ours = append(ours, got)
+	}
+	t.Logf("slots taken %v before the kill; all %d reclaimed %v after it, %v after being taken (lease %v)",
+		killedAt.Sub(heldAt).Round(time.Millisecond), seedSlots, time.Since(killedAt).Round(time.Millisecond),
+		time.Since(heldAt).Round(time.Millisecond), lease)
+	if n, err := s.InUse(ctx); err != nil || n != seedSlots {
+		t.Fatalf("after reclaiming: InUse = %d, %v; want %d (all ours)", n, err, seedSlots)
+	}
+	for _, l := range ours {
+		if err := l.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := s.InUse(ctx); err != nil || n != 0 {
+		t.Fatalf("after releasing: InUse = %d, %v; want 0", n, err)
+	}
+}
+
+// fairGrant is one waiter's scheduled index, when it called Acquire
+// (unix ns; the processes share the host's clock), how late that was
+// against its schedule, and its grant position.
+type fairGrant struct {
+	Index  int
+	Called int64
+	Late   time.Duration
+	Grant  int64
+}
+
+// slotsFair runs FLOODGATE_TEST_SLOTS_PER_PROC waiters; waiter g of
+// process w arrives at start + (g*procs + w)*spacing, so arrivals
+// alternate between processes. Each records its grant position (INCR),
+// holds the slot 5 ms and releases it.
+func slotsFair(ctx context.Context) (any, error) {
+	l, rdb, err := bsLimiterFromEnv(limiter.DefaultConfig())
+	if err != nil {
+		return nil, err
+	}
+	defer rdb.Close()
+	s := l.Slots("llm", 1, 10*time.Second)
+	grants := l.Config().KeyPrefix + slotsGrantsName
+	w, _ := strconv.Atoi(os.Getenv("WORKER_INDEX"))
+	perProc, _ := strconv.Atoi(os.Getenv(slotsPerProcEnv))
+	procs, _ := strconv.Atoi(os.Getenv(slotsProcsEnv))
+	spacing, err := time.ParseDuration(os.Getenv(slotsSpacingEnv))
+	if err != nil {
+		return nil, err
+	}
+	start, _, err := bsSchedule()
+	if err != nil {
+		return nil, err
+	}
+	var (
+		mu   sync.Mutex
+		res  []fairGrant
+		errs []error
+		wg   sync.WaitGroup
+	)
+	for g := range perProc {
+		idx := g*procs + w
+		wg.Go(func() {
+			at := start.Add(time.Duration(idx) * spacing)
+			time.Sleep(time.Until(at))
+			called := time.Now()
+			lease, err := s.Acquire(ctx, fmt.Sprintf("waiter-%d", idx))
+			if err == nil {
+				var n int64
+				n, err = rdb.Incr(ctx, grants).Result()
+				time.Sleep(5 * time.Millisecond)
+				if rerr := lease.Release(ctx); err == nil {
+					err = rerr
+				}
+				mu.Lock()
+				res = append(res, fairGrant{idx, called.UnixNano(), called.Sub(at), n})
+				mu.Unlock()
+			}
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		return nil, errs[0]
+	}
+	return res, nil
+}
+
+// 20 callers in 4 processes call Acquire 40 ms apart (alternating
+// processes) while the only slot is held; once it is freed they are
+// served one by one. Grant order must follow the order of the calls (by
+// the host's clock, shared by the processes): two calls less than 20 ms
+// apart may reach Redis in either order, so only inversions between calls
+// further apart count, and we allow at most 1 (a poll stalled by the host).
+func TestSlotsAcquireFairAcrossProcesses(t *testing.T) {
+	rdb := client(t)
+	prefix := uniquePrefix(t, rdb)
+	const (
+		procs   = 4
+		perProc = 5
+		n       = procs * perProc
+		spacing = 40 * time.Millisecond
+		maxInv  = 1
+		// A call and its first poll at Redis are a round trip apart; two
+		// calls closer than this may reach Redis in either order.
+		grossGap = 20 * time.Millisecond
+	)
+	cfg := limiter.DefaultConfig()
+	cfg.KeyPrefix = prefix
+	cfg.RedisTimeout = 2 * time.Second // the host is shared and noisy
+	l := newLimiter(t, rdb, cfg)
+	s := l.Slots("llm", 1, 10*time.Second)
+	ctx := context.Background()
+	gate, err := s.TryAcquire(ctx, "gate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now().Add(2 * time.Second)
+	// Free the slot once everyone has queued.
+	released := make(chan error, 1)
+	go func() {
+		time.Sleep(time.Until(start.Add(n*spacing + 500*time.Millisecond)))
+		if w, err := s.Waiting(ctx); err == nil {
+			t.Logf("%d callers queued when the slot is freed", w)
+		}
+		released <- gate.Release(ctx)
+	}()
+	res := runWorkers[[]fairGrant](t, "slots-fair", procs, map[string]string{
+		bsPrefixEnv:     prefix,
+		bsStartEnv:      strconv.FormatInt(start.UnixNano(), 10),
+		bsForEnv:        "0s",
+		slotsSpacingEnv: spacing.String(),
+		slotsPerProcEnv: strconv.Itoa(perProc),
+		slotsProcsEnv:   strconv.Itoa(procs),
+	})
+	if err := <-released; err != nil {
+		t.Fatal(err)
+	}
+	var all []fairGrant
+	for _, r := range res {
+		all = append(all, r...)
+	}
+	if len(all) != n {
+		t.Fatalf("%d grants, want %d", len(all), n)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].Called < all[j].Called })
+	inversions, gross := 0, 0
+	order := make([]int64, n)
+	var late time.Duration
+	for i := range all {
+		order[i] = all[i].Grant
+		late = max(late, all[i].Late)
+		for j := i + 1; j < n; j++ {
+			if all[i].Grant > all[j].Grant {
+				inversions++
+				if time.Duration(all[j].Called-all[i].Called) > grossGap {
+					gross++
+				}
+			}
+		}
+	}
+	t.Logf("grant position by arrival: %v; %d inverted pairs of %d, %d of them more than %v apart (tolerance %d); latest call %v behind schedule",
+		order, inversions, n*(n-1)/2, gross, grossGap, maxInv, late.Round(time.Millisecond))
+	if gross > maxInv {
+		t.Fatalf("%d inverted pairs: Acquire is not first come, first served", inversions)
+	}
+}

@@ -1,0 +1,342 @@
+package limiter
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+	"weak"
+)
+
+// External API rates (seed: wikipedia_rate_limit: 1.0, igdb_rate_limit:
+// 4.0 req/s), decided by bucket_allow.lua with GCRA on one key per API:
+//
+//	<prefix>{api:<name>}:t   string: the theoretical arrival time in µs
+//
+// The key lives only while it matters (its TTL is the time until the
+// bucket is full again), so an idle API costs nothing.
+
+var bucketAllow = newScript("bucket_allow.lua")
+
+const (
+	// maxBucketRefill bounds burst * interval, the time an empty bucket
+	// takes to fill: it keeps TAT below 2^53 µs, where Lua's doubles are
+	// still exact integers, and turns typos (a rate of 1e-9) into errors.
+	maxBucketRefill = maxPolicyDuration
+	// redisDownRetry is Decision.RetryAfter when a Bucket fails closed: a
+	// guess at when Redis may answer again, so Wait neither spins nor
+	// sleeps through a short outage.
+	redisDownRetry = 100 * time.Millisecond
+)
+
+// A Bucket limits calls to one external API across every replica, with the
+// generic cell rate algorithm (GCRA): it admits bursts of up to burst calls
+// and perSecond calls per second on average, so over any span of W seconds
+// at most burst + W*perSecond calls pass. It is the distributed
+// counterpart of golang.org/x/time/rate's Limiter, and its methods mirror
+// Allow/AllowN/Wait/WaitN.
+//
+// Each decision is one round trip to Redis and reads Redis TIME, so
+// replicas with skewed clocks agree; the only state is the API's TAT key.
+// The emission interval (1/perSecond) is rounded up to a whole microsecond,
+// so the rate is never exceeded.
+//
+// Build a Bucket with Limiter.Bucket or Limiter.APIBucket; the zero value
+// is not usable. A Bucket is immutable and safe for concurrent use; Buckets
+// of the same name on one Limiter share the API's key in Redis and, under
+// FailLocal, one in-process fallback.
+type Bucket struct {
+	l         *Limiter
+	name      string
+	key       string
+	perSecond float64
+	interval  int64 // emission interval, µs
+	burst     int
+	err       error // invalid arguments, returned by every method
+	local     *localGCRA
+}
+
+// Bucket returns the Bucket of the API name, admitting perSecond calls per
+// second on average and bursts of up to burst calls. perSecond must be in
+// (0, 1e6] and burst in [1, 1<<20], with burst/perSecond (the time an empty
+// bucket takes to refill) at most 30 days; name is non-empty UTF-8 of at
+// most MaxNameLen bytes. Bucket cannot fail: invalid arguments make every
+// method return an error wrapping ErrInvalidArgument or ErrInvalidName,
+// without contacting Redis.
+func (l *Limiter) Bucket(name string, perSecond float64, burst int) *Bucket {
+	b := &Bucket{l: l, name: name, perSecond: perSecond, burst: burst}
+	if l == nil {
+		b.err = fmt.Errorf("%w: Bucket called on a nil Limiter", ErrInvalidArgument)
+		return b
+	}
+	if b.err = validName("API", name); b.err != nil {
+		return b
+	}
+	if b.err = validRate(name, perSecond, burst); b.err != nil {
+		return b
+	}
+	b.key = l.key("api", name, ":t")
+	b.interval = int64(math.Ceil(1e6 / perSecond))
+	b.local = l.locals().gcra(name)
+	return b
+}
+
+// validRate checks a Bucket's rate and burst.
+func validRate(name string, perSecond float64, burst int) error {
+	if math.IsNaN(perSecond) || perSecond <= 0 || perSecond > maxAPIRate {
+		return fmt.Errorf("%w: API %q: rate must be above 0 and at most %g per second, got %g", ErrInvalidArgument, name, float64(maxAPIRate), perSecond)
+	}
+	if burst < 1 || burst > maxBurst {
+		return fmt.Errorf("%w: API %q: burst must be between 1 and %d, got %d", ErrInvalidArgument, name, maxBurst, burst)
+	}
+	if refill := float64(burst) / perSecond; refill > maxBucketRefill.Seconds() {
+		return fmt.Errorf("%w: API %q: burst %d at %g per second takes %.0f s to refill, at most %v", ErrInvalidArgument, name, burst, perSecond, refill, maxBucketRefill)
+	}
+	return nil
+}
+
+// APIBucket returns the Bucket of an API listed in Config.APIRates (seed:
+// "wikipedia" at 1/s, "igdb" at 4/s). An API that is not listed is an
+// error wrapping ErrInvalidName that names it and the configured ones.
+func (l *Limiter) APIBucket(name string) (*Bucket, error) {
+	if l == nil {
+		return nil, fmt.Errorf("%w: APIBucket called on a nil Limiter", ErrInvalidArgument)
+	}
+	r, ok := l.cfg.APIRates[name]
+	if !ok {
+		known := make([]string, 0, len(l.cfg.APIRates))
+		for n := range l.cfg.APIRates {
+			known = append(known, n)
+		}
+		sort.Strings(known)
+		return nil, fmt.Errorf("%w: API %q is not in Config.APIRates (%s); configured: [%s]",
+			ErrInvalidName, name, envName("APIRates"), strings.Join(known, ", "))
+	}
+	b := l.Bucket(name, r.PerSecond, r.Burst)
+	return b, b.err
+}
+
+// Name returns the API's name.
+func (b *Bucket) Name() string { return b.name }
+
+// Limit returns the rate in calls per second and the burst, as given.
+func (b *Bucket) Limit() (perSecond float64, burst int) { return b.perSecond, b.burst }
+
+// Allow is AllowN(ctx, 1).
+func (b *Bucket) Allow(ctx context.Context) (Decision, error) {
+	return b.AllowN(ctx, 1)
+}
+
+// AllowN decides whether n calls may happen now and takes n tokens when
+// they may. A denied request takes nothing; its Decision says exactly when
+// to retry (RetryAfter), how many tokens are left (Remaining) and when the
+// bucket will be full (ResetAfter). Reason is ReasonRate when denied.
+//
+// n must be between 1 and the burst (more could never pass): anything else
+// is ErrInvalidArgument. While Redis cannot be reached, the Decision follows
+// Config.BucketOnRedisError and is marked Degraded: FailLocal runs the same
+// GCRA in this process, FailOpen allows, FailClosed denies with
+// ReasonRedisDown. Other Redis errors are returned.
+func (b *Bucket) AllowN(ctx context.Context, n int) (Decision, error) {
+	if err := b.check(n); err != nil {
+		return Decision{}, err
+	}
+	r, err := b.l.run(ctx, bucketAllow, []string{b.key}, b.interval, b.burst, n)
+	if err != nil {
+		if ctx.Err() != nil || !IsUnavailable(err) {
+			return Decision{}, err
+		}
+		return b.l.observe(PolicyBucket, b.degraded(n)), nil
+	}
+	if len(r) != 4 {
+		return Decision{}, fmt.Errorf("limiter: bucket_allow replied %d values, want 4", len(r))
+	}
+	d := Decision{
+		Allowed:    r[0] == 1,
+		Remaining:  int(r[1]),
+		RetryAfter: time.Duration(r[2]) * time.Microsecond,
+		ResetAfter: time.Duration(r[3]) * time.Microsecond,
+	}
+	if !d.Allowed {
+		d.Reason = ReasonRate
+	}
+	return b.l.observe(PolicyBucket, d), nil
+}
+
+func (b *Bucket) check(n int) error {
+	if b == nil {
+		return fmt.Errorf("%w: nil Bucket; use Limiter.Bucket", ErrInvalidArgument)
+	}
+	if b.err != nil {
+		return b.err
+	}
+	if b.l == nil || b.local == nil {
+		return fmt.Errorf("%w: zero Bucket; use Limiter.Bucket", ErrInvalidArgument)
+	}
+	if n < 1 || n > b.burst {
+		return fmt.Errorf("%w: API %q: n must be between 1 and the burst %d, got %d", ErrInvalidArgument, b.name, b.burst, n)
+	}
+	return nil
+}
+
+// degraded decides without Redis, per Config.BucketOnRedisError.
+func (b *Bucket) degraded(n int) Decision {
+	switch b.l.cfg.BucketOnRedisError {
+	case FailOpen:
+		return Decision{Allowed: true, Remaining: Unlimited, Degraded: true}
+	case FailClosed:
+		return Decision{Reason: ReasonRedisDown, RetryAfter: redisDownRetry, Degraded: true}
+	}
+	d := b.local.allow(b.interval, b.burst, n)
+	d.Degraded = true
+	return d
+}
+
+// Wait is WaitN(ctx, 1).
+func (b *Bucket) Wait(ctx context.Context) error {
+	return b.WaitN(ctx, 1)
+}
+
+// WaitN blocks until n calls may happen, takes the tokens and returns nil;
+// or returns an error when ctx ends first, when ctx's deadline comes before
+// the tokens would (at once, without waiting; the error wraps
+// context.DeadlineExceeded), when n is invalid, or on a Redis error that
+// Config.BucketOnRedisError does not cover. It sleeps for each denial's
+// RetryAfter on a timer, so it never spins; under FailClosed it keeps
+// trying every 100ms until Redis answers or ctx ends.
+func (b *Bucket) WaitN(ctx context.Context, n int) error {
+	if err := b.check(n); err != nil {
+		return err
+	}
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("limiter: waiting for API %q: %w", b.name, err)
+		}
+		d, err := b.AllowN(ctx, n)
+		if err != nil {
+			return err
+		}
+		if d.Allowed {
+			return nil
+		}
+		wait := d.RetryAfter
+		if wait <= 0 {
+			wait = time.Microsecond
+		}
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+			return fmt.Errorf("limiter: API %q: waiting %v would pass the context deadline: %w", b.name, wait, context.DeadlineExceeded)
+		}
+		if timer == nil {
+			timer = time.NewTimer(wait)
+		} else {
+			timer.Reset(wait)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("limiter: waiting for API %q: %w", b.name, ctx.Err())
+		case <-timer.C:
+		}
+	}
+}
+
+// gcraStep is bucket_allow.lua in Go, for the in-process fallback: n
+// tokens at now against tat, all in µs. It returns the decision and the
+// new TAT (unchanged when denied).
+func gcraStep(now, tat, interval int64, burst, n int) (Decision, int64) {
+	if tat < now {
+		tat = now
+	}
+	tolerance := int64(burst) * interval
+	newTat := tat + int64(n)*interval
+	allowAt := newTat - tolerance
+	if allowAt > now {
+		remaining := (now + tolerance - tat) / interval
+		return Decision{
+			Reason:     ReasonRate,
+			Remaining:  int(max(remaining, 0)),
+			RetryAfter: time.Duration(allowAt-now) * time.Microsecond,
+			ResetAfter: time.Duration(tat-now) * time.Microsecond,
+		}, tat
+	}
+	return Decision{
+		Allowed:    true,
+		Remaining:  int((now - allowAt) / interval),
+		ResetAfter: time.Duration(newTat-now) * time.Microsecond,
+	}, newTat
+}
+
+// localGCRA is one API's in-process GCRA state (FailLocal). Its clock is
+// this process's monotonic clock.
+type localGCRA struct {
+	mu  sync.Mutex
+	tat int64 // µs since localEpoch
+}
+
+var localEpoch = time.Now()
+
+func (g *localGCRA) allow(interval int64, burst, n int) Decision {
+	now := time.Since(localEpoch).Microseconds()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	d, tat := gcraStep(now, g.tat, interval, burst, n)
+	g.tat = tat
+	return d
+}
+
+// localState holds one Limiter's in-process fallbacks (FailLocal), one per
+// API or slot pool name, so that every Bucket or Slots of a name shares it,
+// however often the caller builds them.
+type localState struct {
+	mu      sync.Mutex
+	buckets map[string]*localGCRA
+	pools   map[string]*localSlots
+}
+
+func (s *localState) gcra(name string) *localGCRA {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g := s.buckets[name]
+	if g == nil {
+		g = &localGCRA{}
+		s.buckets[name] = g
+	}
+	return g
+}
+
+func (s *localState) slots(name string) *localSlots {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.pools[name]
+	if p == nil {
+		p = &localSlots{held: map[string]time.Time{}}
+		s.pools[name] = p
+	}
+	return p
+}
+
+// allLocals maps weak.Pointer[Limiter] to its *localState. It stands in
+// for a field of Limiter (whose definition this file does not own); the
+// entry goes away with its Limiter.
+var allLocals sync.Map
+
+func (l *Limiter) locals() *localState {
+	k := weak.Make(l)
+	if v, ok := allLocals.Load(k); ok {
+		return v.(*localState)
+	}
+	v, loaded := allLocals.LoadOrStore(k, &localState{buckets: map[string]*localGCRA{}, pools: map[string]*localSlots{}})
+	if !loaded {
+		runtime.AddCleanup(l, func(k weak.Pointer[Limiter]) { allLocals.Delete(k) }, k)
+	}
+	return v.(*localState)
+}

@@ -1,0 +1,523 @@
+package limiter
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Concurrent-user slots (seed: max_concurrent_users: 7): a counting
+// semaphore shared by every replica, made of expiring leases and a FIFO
+// queue of waiters, all in one Cluster slot:
+//
+//	<prefix>{s:<pool>}:h  sorted set: lease members by lease expiry (ms)
+//	<prefix>{s:<pool>}:w  sorted set: waiting members by arrival (µs)
+//	<prefix>{s:<pool>}:e  sorted set: waiting members by heartbeat expiry (ms)
+//
+// A member is a random 128-bit token followed by the holder's name, so a
+// holder name can be reused while every grant stays distinct. With
+// holders of up to 37 bytes (Twitch logins have at most 25) a member is at
+// most 64 bytes, so sets of up to 128 stay compact listpacks. Scripts
+// prune expired leases and waiters before deciding; each key's TTL is the
+// time until its last entry expires, so an idle pool costs nothing.
+
+var (
+	slotsAcquire = newScript("slots_acquire.lua")
+	slotsRefresh = newScript("slots_refresh.lua")
+	slotsRelease = newScript("slots_release.lua")
+	slotsLeave   = newScript("slots_leave.lua")
+	slotsInUse   = newScript("slots_inuse.lua")
+)
+
+// Errors of Slots with stated contracts; test them with errors.Is.
+var (
+	// ErrNoSlot: TryAcquire found every slot held, or the free ones owed
+	// to callers already queued in Acquire. Nothing was taken or queued.
+	ErrNoSlot = errors.New("limiter: no free slot")
+	// ErrLeaseLost: Refresh or Release found the lease no longer held: it
+	// was released already, or it expired (after which its slot may belong
+	// to someone else, whose lease this never touches). The caller must
+	// treat the slot as gone.
+	ErrLeaseLost = errors.New("limiter: slot lease lost")
+)
+
+const (
+	// maxSlotLease bounds a lease: a crashed replica's slots come back
+	// within this long.
+	maxSlotLease = 24 * time.Hour
+	// pollMin and pollMax bound Acquire's polling: it starts at pollMin
+	// and doubles up to min(lease/4, pollMax), so a freed slot is taken
+	// within about 50 ms without hammering Redis.
+	pollMin = time.Millisecond
+	pollMax = 50 * time.Millisecond
+	// minWaiterTTL is the shortest a waiter's heartbeat lasts: a waiter
+	// that stalls longer (GC, a noisy host) drops out and rejoins at its
+	// original place; a crashed one holds up the queue at most this long.
+	minWaiterTTL = 2 * time.Second
+)
+
+// Slots is a pool of size slots shared by every replica: at most size
+// holders (users being served by the LLM) hold one at a time. A slot is a
+// lease that expires unless refreshed, so a replica that crashes loses its
+// slots after one lease. TryAcquire takes a free slot or fails at once;
+// Acquire queues first come, first served until a slot frees or its
+// context ends.
+//
+// Acquire polls Redis rather than subscribing to releases: polling needs
+// no extra connection per waiter, works the same on a Cluster, and also
+// notices leases that simply expire. The pause between polls starts at
+// 1 ms and doubles up to min(lease/4, 50 ms), cut short when the earliest
+// lease expires sooner, so a freed slot is taken within about 50 ms. Each
+// poll renews the waiter's heartbeat; a waiter that stops polling
+// (crashed) is dropped after its heartbeat TTL (the larger of 2 s and
+// 4*(pause+Config.RedisTimeout)), and a cancelled Acquire removes itself
+// at once.
+//
+// Build Slots with Limiter.Slots; the zero value is not usable. Slots is
+// immutable and safe for concurrent use; Slots of the same name on one
+// Limiter share the pool in Redis and, under FailLocal, one in-process
+// pool.
+type Slots struct {
+	l       *Limiter
+	name    string
+	size    int
+	lease   time.Duration
+	holders string
+	waiters string
+	alive   string
+	err     error // invalid arguments, returned by every method
+	local   *localSlots
+}
+
+// Slots returns the pool name of size slots, each held for lease unless
+// refreshed. size must be in [1, 1<<20], lease in [1ms, 24h] (whole
+// milliseconds count), name non-empty UTF-8 of at most MaxNameLen bytes.
+// Slots cannot fail: invalid arguments make every method return an error
+// wrapping ErrInvalidArgument or ErrInvalidName, without contacting Redis.
+// Config.MaxConcurrentUsers and Config.SlotLease are the seed's values for
+// the LLM pool.
+func (l *Limiter) Slots(name string, size int, lease time.Duration) *Slots {
+	s := &Slots{l: l, name: name, size: size, lease: lease}
+	nameErr := validName("slot pool", name)
+	switch {
+	case l == nil:
+		s.err = fmt.Errorf("%w: Slots called on a nil Limiter", ErrInvalidArgument)
+	case nameErr != nil:
+		s.err = nameErr
+	case size < 1 || size > maxSlots:
+		s.err = fmt.Errorf("%w: slot pool %q: size must be between 1 and %d, got %d", ErrInvalidArgument, name, maxSlots, size)
+	case lease < time.Millisecond || lease > maxSlotLease:
+		s.err = fmt.Errorf("%w: slot pool %q: lease must be between 1ms and %v, got %v", ErrInvalidArgument, name, maxSlotLease, lease)
+	default:
+		s.holders = l.key("s", name, ":h")
+		s.waiters = l.key("s", name, ":w")
+		s.alive = l.key("s", name, ":e")
+		s.local = l.locals().slots(name)
+	}
+	return s
+}
+
+// Name returns the pool's name.
+func (s *Slots) Name() string { return s.name }
+
+// Size returns how many slots the pool has.
+func (s *Slots) Size() int { return s.size }
+
+func (s *Slots) check(holder string) error {
+	if err := s.checkPool(); err != nil {
+		return err
+	}
+	if err := validUser(holder); err != nil {
+		return fmt.Errorf("slot pool %q: holder: %w", s.name, err)
+	}
+	return nil
+}
+
+func (s *Slots) checkPool() error {
+	if s == nil {
+		return fmt.Errorf("%w: nil Slots; use Limiter.Slots", ErrInvalidArgument)
+	}
+	if s.err != nil {
+		return s.err
+	}
+	if s.l == nil || s.local == nil {
+		return fmt.Errorf("%w: zero Slots; use Limiter.Slots", ErrInvalidArgument)
+	}
+	return nil
+}
+
+// pollCap is the longest Acquire sleeps between polls.
+func (s *Slots) pollCap() time.Duration {
+	return max(pollMin, min(s.lease/4, pollMax))
+}
+
+// waiterTTL is how long a waiter stays queued without polling: many polls
+// long, even when each poll takes the whole RedisTimeout.
+func (s *Slots) waiterTTL() time.Duration {
+	return max(minWaiterTTL, 4*(s.pollCap()+s.l.cfg.RedisTimeout))
+}
+
+// TryAcquire takes a slot for holder if one is free and no earlier caller
+// is queued for it in Acquire; otherwise it returns ErrNoSlot at once.
+// holder names the user (ErrInvalidUser rules); the same holder may hold
+// several leases. While Redis cannot be reached it follows
+// Config.SlotsOnRedisError: FailLocal takes a slot of an in-process pool
+// of the same size, FailOpen returns a lease that holds nothing, both
+// marked Degraded; FailClosed returns an error wrapping
+// ErrRedisUnavailable.
+func (s *Slots) TryAcquire(ctx context.Context, holder string) (*Lease, error) {
+	if err := s.check(holder); err != nil {
+		return nil, err
+	}
+	member := newMember(holder)
+	r, err := s.acquireOnce(ctx, member, false, 0)
+	if err != nil {
+		return s.fallback(ctx, member, holder, false, err)
+	}
+	if !r.granted {
+		s.l.observe(PolicySlots, Decision{Reason: ReasonSlots, RetryAfter: r.hint})
+		return nil, fmt.Errorf("%w in pool %q (size %d)", ErrNoSlot, s.name, s.size)
+	}
+	s.l.observe(PolicySlots, Decision{Allowed: true, Remaining: r.remaining})
+	return &Lease{s: s, holder: holder, member: member}, nil
+}
+
+// acquireReply is slots_acquire.lua's reply.
+type acquireReply struct {
+	granted   bool
+	remaining int           // free slots left, when granted
+	position  int           // place in the queue (0: first), when waiting
+	arrival   int64         // µs, to pass to the next poll
+	hint      time.Duration // until the earliest lease expires, when full
+}
+
+// acquireOnce runs slots_acquire.lua once for member: as TryAcquire, or as
+// one poll of Acquire (wait) with the arrival of the previous poll.
+func (s *Slots) acquireOnce(ctx context.Context, member string, wait bool, arrival int64) (acquireReply, error) {
+	mode := 0
+	if wait {
+		mode = 1
+	}
+	r, err := s.l.run(ctx, slotsAcquire, []string{s.holders, s.waiters, s.alive},
+		s.size, ms(s.lease), member, mode, ms(s.waiterTTL()), arrival)
+	if err != nil {
+		return acquireReply{}, err
+	}
+	if len(r) != 4 {
+		return acquireReply{}, fmt.Errorf("limiter: slots_acquire replied %d values, want 4", len(r))
+	}
+	if r[0] == 1 {
+		return acquireReply{granted: true, remaining: int(r[1])}, nil
+	}
+	return acquireReply{position: int(r[1]), arrival: r[2], hint: fromMs(r[3])}, nil
+}
+
+// Acquire takes a slot for holder, waiting first come, first served: a
+// caller that started waiting earlier is served first, across replicas,
+// and TryAcquire never takes a slot a waiter is owed. It returns when it
+// holds a slot, or with an error when ctx ends (wrapping ctx.Err(); its
+// place in the queue is given up at once). holder and the Redis failure
+// modes are as for TryAcquire; under FailLocal, a wait that started on
+// Redis continues in the in-process pool's queue, and under FailClosed
+// the error ends the wait.
+func (s *Slots) Acquire(ctx context.Context, holder string) (lease *Lease, err error) {
+	if err := s.check(holder); err != nil {
+		return nil, err
+	}
+	member := newMember(holder)
+	var (
+		arrival int64 // µs, from Redis: our place in the queue
+		inLocal bool  // in the in-process queue
+		down    bool  // the last poll found Redis unreachable
+		sleep   = pollMin
+		timer   *time.Timer
+		pollCap = s.pollCap()
+	)
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+		if inLocal && (lease == nil || !lease.local) {
+			s.local.leave(member)
+		}
+		// Unless Redis granted the slot, take member out of Redis's queue
+		// (and holders, in case a grant's reply was lost). When we end up
+		// degraded, Redis is likely down: do not make the caller wait for
+		// it; the waiter's heartbeat lapses anyway.
+		leave := func() { s.leave(context.WithoutCancel(ctx), member) }
+		switch {
+		case lease != nil && !lease.Degraded():
+		case lease == nil && !down:
+			leave()
+		default:
+			go leave()
+		}
+	}()
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("limiter: waiting for a slot in pool %q: %w", s.name, err)
+		}
+		r, err := s.acquireOnce(ctx, member, true, arrival)
+		down = err != nil && ctx.Err() == nil && IsUnavailable(err)
+		switch {
+		case err == nil && r.granted:
+			s.l.observe(PolicySlots, Decision{Allowed: true, Remaining: r.remaining})
+			return &Lease{s: s, holder: holder, member: member}, nil
+		case err == nil:
+			arrival = r.arrival
+		case ctx.Err() != nil:
+			return nil, fmt.Errorf("limiter: waiting for a slot in pool %q: %w", s.name, ctx.Err())
+		case !IsUnavailable(err):
+			return nil, err
+		default:
+			if s.l.cfg.SlotsOnRedisError != FailLocal {
+				return s.fallback(ctx, member, holder, true, err)
+			}
+			inLocal = true
+			if s.local.acquire(member, s.size, s.lease, true) {
+				s.l.observe(PolicySlots, Decision{Allowed: true, Remaining: Unlimited, Degraded: true})
+				return &Lease{s: s, holder: holder, member: member, local: true}, nil
+			}
+		}
+		wait := sleep
+		if r.hint > 0 && r.hint < wait {
+			wait = r.hint
+		}
+		sleep = min(2*sleep, pollCap)
+		if timer == nil {
+			timer = time.NewTimer(wait)
+		} else {
+			timer.Reset(wait)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("limiter: waiting for a slot in pool %q: %w", s.name, ctx.Err())
+		case <-timer.C:
+		}
+	}
+}
+
+// leave takes member out of the queue and the holders (slots_leave.lua).
+func (s *Slots) leave(ctx context.Context, member string) {
+	_, _ = s.l.run(ctx, slotsLeave, []string{s.holders, s.waiters, s.alive}, member)
+}
+
+// fallback handles a failed acquisition per Config.SlotsOnRedisError.
+func (s *Slots) fallback(ctx context.Context, member, holder string, wait bool, err error) (*Lease, error) {
+	if ctx.Err() != nil || !IsUnavailable(err) {
+		return nil, err
+	}
+	switch s.l.cfg.SlotsOnRedisError {
+	case FailOpen:
+		s.l.observe(PolicySlots, Decision{Allowed: true, Remaining: Unlimited, Degraded: true})
+		return &Lease{s: s, holder: holder, member: member, open: true}, nil
+	case FailClosed:
+		s.l.observe(PolicySlots, Decision{Reason: ReasonRedisDown, Degraded: true})
+		return nil, fmt.Errorf("limiter: slot pool %q fails closed: %w: %w", s.name, ErrRedisUnavailable, err)
+	}
+	if s.local.acquire(member, s.size, s.lease, wait) {
+		s.l.observe(PolicySlots, Decision{Allowed: true, Remaining: Unlimited, Degraded: true})
+		return &Lease{s: s, holder: holder, member: member, local: true}, nil
+	}
+	s.l.observe(PolicySlots, Decision{Reason: ReasonSlots, Degraded: true})
+	return nil, fmt.Errorf("%w in pool %q (size %d, in-process while Redis is unavailable)", ErrNoSlot, s.name, s.size)
+}
+
+// InUse returns how many slots are held now across all replicas, for
+// metrics. It reads Redis only (leases held in-process under FailLocal are
+// not counted); errors are returned as they are.
+func (s *Slots) InUse(ctx context.Context) (int, error) {
+	held, _, err := s.usage(ctx)
+	return held, err
+}
+
+// Waiting returns how many callers are queued in Acquire now across all
+// replicas, for metrics; like InUse it reads Redis only.
+func (s *Slots) Waiting(ctx context.Context) (int, error) {
+	_, waiting, err := s.usage(ctx)
+	return waiting, err
+}
+
+func (s *Slots) usage(ctx context.Context) (held, waiting int, err error) {
+	if err := s.checkPool(); err != nil {
+		return 0, 0, err
+	}
+	r, err := s.l.run(ctx, slotsInUse, []string{s.holders, s.alive})
+	if err != nil {
+		return 0, 0, err
+	}
+	if len(r) != 2 {
+		return 0, 0, fmt.Errorf("limiter: slots_inuse replied %d values, want 2", len(r))
+	}
+	return int(r[0]), int(r[1]), nil
+}
+
+// newMember returns a fresh lease member: a random 128-bit token (26
+// base32 characters), then the holder's name.
+func newMember(holder string) string {
+	return rand.Text() + ":" + holder
+}
+
+// A Lease is one slot held by one holder, until Release or until it
+// expires (Slots' lease after the grant or the last Refresh). Its token
+// is unique, so Refresh and Release act on this grant only. A Lease is
+// safe for concurrent use.
+type Lease struct {
+	s      *Slots
+	holder string
+	member string
+	local  bool // held in the in-process pool (FailLocal)
+	open   bool // holds nothing (FailOpen)
+}
+
+// Holder returns the holder the lease was granted to.
+func (l *Lease) Holder() string { return l.holder }
+
+// Degraded reports whether the lease was granted without Redis, per
+// Config.SlotsOnRedisError: from the in-process pool (FailLocal) or
+// holding nothing (FailOpen). Such a lease is not counted on other
+// replicas.
+func (l *Lease) Degraded() bool { return l.local || l.open }
+
+// Refresh extends the lease to a full lease from now. It returns
+// ErrLeaseLost when the lease was released or expired (the slot may
+// belong to another holder by now), and an error wrapping
+// ErrRedisUnavailable when Redis cannot be reached (the lease then runs
+// out unless a later Refresh gets through).
+func (l *Lease) Refresh(ctx context.Context) error {
+	if l == nil || l.s == nil {
+		return fmt.Errorf("%w: nil or zero Lease", ErrInvalidArgument)
+	}
+	switch {
+	case l.open:
+		return nil
+	case l.local:
+		if !l.s.local.refresh(l.member, l.s.lease) {
+			return l.lost("refresh")
+		}
+		return nil
+	}
+	r, err := l.s.l.run(ctx, slotsRefresh, []string{l.s.holders}, l.member, ms(l.s.lease))
+	if err != nil {
+		return l.redisError("refresh", err)
+	}
+	if len(r) != 1 || r[0] != 1 {
+		return l.lost("refresh")
+	}
+	return nil
+}
+
+// Release gives the slot back. It returns ErrLeaseLost when the lease was
+// already released or expired: releasing twice, or after the slot was
+// granted again, frees nobody else's slot. When Redis cannot be reached
+// it returns an error wrapping ErrRedisUnavailable; the slot then comes
+// back when the lease expires.
+func (l *Lease) Release(ctx context.Context) error {
+	if l == nil || l.s == nil {
+		return fmt.Errorf("%w: nil or zero Lease", ErrInvalidArgument)
+	}
+	switch {
+	case l.open:
+		return nil
+	case l.local:
+		if !l.s.local.release(l.member) {
+			return l.lost("release")
+		}
+		return nil
+	}
+	r, err := l.s.l.run(ctx, slotsRelease, []string{l.s.holders}, l.member)
+	if err != nil {
+		return l.redisError("release", err)
+	}
+	if len(r) != 1 || r[0] != 1 {
+		return l.lost("release")
+	}
+	return nil
+}
+
+func (l *Lease) lost(op string) error {
+	return fmt.Errorf("%w: %s of %q's lease in pool %q", ErrLeaseLost, op, l.holder, l.s.name)
+}
+
+func (l *Lease) redisError(op string, err error) error {
+	if IsUnavailable(err) {
+		return fmt.Errorf("limiter: %s of %q's lease in pool %q: %w: %w", op, l.holder, l.s.name, ErrRedisUnavailable, err)
+	}
+	return err
+}
+
+// localSlots is one pool's in-process fallback (FailLocal): the same
+// expiring leases and FIFO queue as in Redis, on this process's monotonic
+// clock. Waiters always leave the queue when their Acquire returns, so
+// they need no heartbeat.
+type localSlots struct {
+	mu    sync.Mutex
+	held  map[string]time.Time // member → lease expiry
+	queue []string             // waiting members, earliest first
+}
+
+// acquire grants member a slot by the same rules as slots_acquire.lua;
+// with wait, a member that is not granted joins (or stays in) the queue.
+func (p *localSlots) acquire(member string, size int, lease time.Duration, wait bool) bool {
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for m, exp := range p.held {
+		if !exp.After(now) {
+			delete(p.held, m)
+		}
+	}
+	if _, ok := p.held[member]; ok {
+		return true
+	}
+	free := size - len(p.held)
+	rank := slices.Index(p.queue, member)
+	switch {
+	case rank < 0 && free > len(p.queue):
+	case rank < 0 && wait:
+		p.queue = append(p.queue, member)
+		return false
+	case rank < 0:
+		return false
+	case rank < free:
+		p.queue = slices.Delete(p.queue, rank, rank+1)
+	default:
+		return false
+	}
+	p.held[member] = now.Add(lease)
+	return true
+}
+
+func (p *localSlots) leave(member string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if i := slices.Index(p.queue, member); i >= 0 {
+		p.queue = slices.Delete(p.queue, i, i+1)
+	}
+}
+
+func (p *localSlots) refresh(member string, lease time.Duration) bool {
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	exp, ok := p.held[member]
+	if !ok || !exp.After(now) {
+		delete(p.held, member)
+		return false
+	}
+	p.held[member] = now.Add(lease)
+	return true
+}
+
+func (p *localSlots) release(member string) bool {
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	exp, ok := p.held[member]
+	delete(p.held, member)
+	return ok && exp.After(now)
+}

@@ -1,0 +1,58 @@
+-- bucket_allow.lua: one GCRA (generic cell rate algorithm) decision for an
+-- external API's rate, checked and applied atomically; a denied request
+-- writes nothing.
+--
+-- GCRA keeps one number per API, the theoretical arrival time (TAT): the
+-- instant at which the bucket would be full again. A request of n tokens
+-- passes when TAT + n*interval - burst*interval <= now, and then moves TAT
+-- to max(TAT, now) + n*interval. Over any span W this admits at most
+-- burst + floor(W / interval) tokens, whichever replica asks.
+--
+-- All arithmetic is on integer microseconds (exact in Lua's doubles below
+-- 2^53 µs, i.e. until the year 2255); the caller bounds burst*interval.
+--
+-- KEYS[1]  the API's TAT key, floodgate:{api:<name>}:t, a string holding
+--          the TAT in whole microseconds since the Unix epoch (Redis TIME).
+-- ARGV[1]  emission interval in µs (1e6 / rate, rounded up), >= 1
+-- ARGV[2]  burst, >= 1
+-- ARGV[3]  n, tokens this request takes, 1..burst
+--
+-- Returns {allowed, remaining, retry_after_us, reset_after_us}:
+--   allowed         1 or 0
+--   remaining       whole tokens left after this decision
+--   retry_after_us  0 when allowed, else the exact wait after which the same
+--                   request passes if nobody else takes tokens meanwhile
+--   reset_after_us  until the bucket is full again (TAT - now)
+-- The key's TTL is reset_after rounded up to a millisecond: once TAT is in
+-- the past, a missing key means the same (a full bucket).
+
+local key = KEYS[1]
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+
+local tat = now
+local stored = redis.call('GET', key)
+if stored then
+  local s = tonumber(stored)
+  if not s then
+    return redis.error_reply('floodgate: ' .. key .. ' is not a floodgate GCRA key')
+  end
+  if s > tat then tat = s end
+end
+
+local tolerance = burst * interval
+local newtat = tat + n * interval
+local allowat = newtat - tolerance
+if allowat > now then
+  local remaining = math.floor((now + tolerance - tat) / interval)
+  if remaining < 0 then remaining = 0 end
+  return {0, remaining, allowat - now, tat - now}
+end
+
+local ttl = math.ceil((newtat - now) / 1000)
+redis.call('SET', key, string.format('%d', newtat), 'PX', string.format('%d', ttl))
+return {1, math.floor((now - allowat) / interval), 0, newtat - now}
