@@ -206,12 +206,11 @@ func TestRealTTLDecay(t *testing.T) {
 	if d.Allowed || d.Reason != limiter.ReasonHourly || d.RetryAfter > 400*time.Millisecond {
 		t.Fatalf("window full: %+v", d)
 	}
-	key := cfg.KeyPrefix
 	keys, _ := rdb.Keys(ctx, l.Config().KeyPrefix+"*").Result()
 	if len(keys) != 1 {
 		t.Fatalf("keys %v, want the one window key", keys)
 	}
-	key = keys[0]
+	key := keys[0]
 	if ttl := rdb.PTTL(ctx, key).Val(); ttl <= 0 || ttl > 400*time.Millisecond {
 		t.Fatalf("PTTL %v", ttl)
 	}

@@ -4,12 +4,10 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"runtime"
 	"sort"
 	"strings"
 	"sync"
 	"time"
-	"weak"
 )
 
 // External API rates (seed: wikipedia_rate_limit: 1.0, igdb_rate_limit:
@@ -305,6 +303,9 @@ type localState struct {
 func (s *localState) gcra(name string) *localGCRA {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.buckets == nil {
+		s.buckets = map[string]*localGCRA{}
+	}
 	g := s.buckets[name]
 	if g == nil {
 		g = &localGCRA{}
@@ -316,6 +317,9 @@ func (s *localState) gcra(name string) *localGCRA {
 func (s *localState) slots(name string) *localSlots {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.pools == nil {
+		s.pools = map[string]*localSlots{}
+	}
 	p := s.pools[name]
 	if p == nil {
 		p = &localSlots{held: map[string]time.Time{}}
@@ -324,19 +328,6 @@ func (s *localState) slots(name string) *localSlots {
 	return p
 }
 
-// allLocals maps weak.Pointer[Limiter] to its *localState. It stands in
-// for a field of Limiter (whose definition this file does not own); the
-// entry goes away with its Limiter.
-var allLocals sync.Map
-
-func (l *Limiter) locals() *localState {
-	k := weak.Make(l)
-	if v, ok := allLocals.Load(k); ok {
-		return v.(*localState)
-	}
-	v, loaded := allLocals.LoadOrStore(k, &localState{buckets: map[string]*localGCRA{}, pools: map[string]*localSlots{}})
-	if !loaded {
-		runtime.AddCleanup(l, func(k weak.Pointer[Limiter]) { allLocals.Delete(k) }, k)
-	}
-	return v.(*localState)
-}
+// locals is the Limiter's in-process fallback state for buckets and pools,
+// shared per name however often callers build Buckets or Slots.
+func (l *Limiter) locals() *localState { return &l.fallback }

@@ -380,11 +380,8 @@ func (r APIRates) validate() error {
 		if err := validName("API", name); err != nil {
 			return err
 		}
-		if math.IsNaN(a.PerSecond) || a.PerSecond <= 0 || a.PerSecond > maxAPIRate {
-			return fmt.Errorf("API %q: rate must be above 0 and at most %g per second, got %g", name, float64(maxAPIRate), a.PerSecond)
-		}
-		if a.Burst < 1 || a.Burst > maxBurst {
-			return fmt.Errorf("API %q: burst must be between 1 and %d, got %d", name, maxBurst, a.Burst)
+		if err := validRate(name, a.PerSecond, a.Burst); err != nil {
+			return err
 		}
 	}
 	return nil

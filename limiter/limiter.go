@@ -86,6 +86,8 @@ type Limiter struct {
 	cache   *denyCache
 	local   *localUsers
 	batcher batcher
+	// Per-process fallbacks of Bucket and Slots (bucket.go).
+	fallback localState
 	// user_allow's ARGV, prepared once, and whether one call may carry
 	// many users' keys (not on a Cluster).
 	userArgs []any
