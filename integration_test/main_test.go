@@ -30,6 +30,8 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	// go-redis logs each failed dial; outage tests make many on purpose.
+	redis.SetLogger(quietLogger{})
 	if role := os.Getenv(workerEnv); role != "" {
 		os.Exit(runWorker(role))
 	}
@@ -129,3 +131,7 @@ func newLimiter(t testing.TB, rdb redis.UniversalClient, cfg limiter.Config) *li
 	}
 	return l
 }
+
+type quietLogger struct{}
+
+func (quietLogger) Printf(context.Context, string, ...any) {}
