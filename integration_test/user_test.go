@@ -340,3 +340,22 @@ func usedMemory(t *testing.T, rdb *redis.Client) int64 {
 	t.Fatal("INFO memory has no used_memory")
 	return 0
 }
+
+func TestWaitUserOnRealRedis(t *testing.T) {
+	rdb := client(t)
+	cfg := limiter.DefaultConfig()
+	cfg.UserCooldown = 80 * time.Millisecond
+	l := newLimiter(t, rdb, cfg)
+	ctx := context.Background()
+	if d, err := l.Allow(ctx, "waiter"); err != nil || !d.Allowed {
+		t.Fatalf("%+v %v", d, err)
+	}
+	start := time.Now()
+	d, err := l.Wait(ctx, "waiter")
+	if err != nil || !d.Allowed || d.Remaining != 18 {
+		t.Fatalf("Wait: %+v %v", d, err)
+	}
+	if took := time.Since(start); took < 60*time.Millisecond {
+		t.Fatalf("Wait returned after %v, before the 80 ms cooldown could pass", took)
+	}
+}

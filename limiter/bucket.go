@@ -210,41 +210,8 @@ func (b *Bucket) WaitN(ctx context.Context, n int) error {
 	if err := b.check(n); err != nil {
 		return err
 	}
-	var timer *time.Timer
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
-	for {
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("limiter: waiting for API %q: %w", b.name, err)
-		}
-		d, err := b.AllowN(ctx, n)
-		if err != nil {
-			return err
-		}
-		if d.Allowed {
-			return nil
-		}
-		wait := d.RetryAfter
-		if wait <= 0 {
-			wait = time.Microsecond
-		}
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
-			return fmt.Errorf("limiter: API %q: waiting %v would pass the context deadline: %w", b.name, wait, context.DeadlineExceeded)
-		}
-		if timer == nil {
-			timer = time.NewTimer(wait)
-		} else {
-			timer.Reset(wait)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("limiter: waiting for API %q: %w", b.name, ctx.Err())
-		case <-timer.C:
-		}
-	}
+	_, err := waitFor(ctx, fmt.Sprintf("API %q", b.name), func() (Decision, error) { return b.AllowN(ctx, n) })
+	return err
 }
 
 // gcraStep is bucket_allow.lua in Go, for the in-process fallback: n

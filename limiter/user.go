@@ -74,6 +74,15 @@ func (l *Limiter) Allow(ctx context.Context, user string) (Decision, error) {
 	return l.userResult(ctx, user, sent, rep.r, rep.err)
 }
 
+// Wait blocks until user's request is allowed (and counts it), sleeping
+// each RetryAfter Redis gives, or until ctx ends. Like x/time/rate's Wait
+// it fails at once, wrapping context.DeadlineExceeded, when the wait would
+// pass ctx's deadline. Bots mostly reply "slow down" instead; Wait suits
+// queued work such as scheduled messages.
+func (l *Limiter) Wait(ctx context.Context, user string) (Decision, error) {
+	return waitFor(ctx, fmt.Sprintf("user %q", user), func() (Decision, error) { return l.Allow(ctx, user) })
+}
+
 // userDecision reads user_allow.lua's reply.
 func userDecision(r []int64) (Decision, error) {
 	if len(r) != 5 {

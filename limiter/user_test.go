@@ -340,3 +340,22 @@ func TestImportCooldownOnly(t *testing.T) {
 		t.Fatalf("Import(\"\") = %v", err)
 	}
 }
+
+func TestWaitUser(t *testing.T) {
+	cfg := userConfig(30*time.Millisecond, 0, time.Hour)
+	l, _ := newTestLimiter(t, cfg)
+	ctx := context.Background()
+	// The success path sleeps through real time: see the integration test
+	// TestWaitUserOnRealRedis. Here: the deadline and bad input.
+	if _, err := l.Allow(ctx, "w"); err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 5*time.Millisecond)
+	defer cancel()
+	if _, err := l.Wait(short, "w"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Wait past the deadline = %v", err)
+	}
+	if _, err := l.Wait(ctx, ""); !errors.Is(err, ErrInvalidUser) {
+		t.Fatalf("Wait(\"\") = %v", err)
+	}
+}
