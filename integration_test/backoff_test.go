@@ -1,0 +1,332 @@
+package integration_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/floodgate/floodgate/internal/redisproc"
+	"github.com/floodgate/floodgate/limiter"
+)
+
+func init() {
+	workers["backoff-probe"] = backoffProbeWorker
+}
+
+// probeConfig: a 20 ms delay that never grows (multiplier 1), so a
+// half-open period comes every ~20 ms; a long LLMBackoffMax, so the key
+// outlives the gaps before and after the workers run; and a probe lease far
+// longer than any probe, so every probe ends by its own Failure.
+func probeConfig(prefix string) limiter.Config {
+	cfg := limiter.DefaultConfig()
+	cfg.KeyPrefix = prefix
+	cfg.LLMRetryDelay = 20 * time.Millisecond
+	cfg.LLMBackoffMultiplier = 1
+	cfg.LLMBackoffMax = time.Minute
+	cfg.LLMProbeLease = 30 * time.Second
+	cfg.RedisTimeout = 5 * time.Second
+	return cfg
+}
+
+const probeEndpoint = "http://localhost:1234"
+
+// probeResult is what one worker process saw.
+type probeResult struct {
+	Checks, Probes, Backoff, Probing int
+	// Overlaps counts probes that found another probe in flight.
+	Overlaps int
+}
+
+// backoffProbeWorker is one bot replica: 32 goroutines call Check on an
+// endpoint that keeps failing, until DURATION has passed. A goroutine that
+// gets the probe marks itself in flight (INCR on a shared counter: it must
+// read 1), holds the probe for 2 ms as a request would, unmarks itself and
+// reports Failure.
+func backoffProbeWorker(ctx context.Context) (any, error) {
+	opt, err := redis.ParseURL(os.Getenv("REDIS_URL"))
+	if err != nil {
+		return nil, err
+	}
+	opt.PoolSize = 64
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	prefix := os.Getenv("PREFIX")
+	l, err := limiter.New(rdb, probeConfig(prefix))
+	if err != nil {
+		return nil, err
+	}
+	b := l.Backoff("llm")
+	dur, err := time.ParseDuration(os.Getenv("DURATION"))
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(dur)
+	inFlight := prefix + "in-flight"
+	var mu sync.Mutex
+	var res probeResult
+	errs := make(chan error, 32)
+	var wg sync.WaitGroup
+	for g := 0; g < 32; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine probeResult
+			defer func() {
+				mu.Lock()
+				res.Checks += mine.Checks
+				res.Probes += mine.Probes
+				res.Backoff += mine.Backoff
+				res.Probing += mine.Probing
+				res.Overlaps += mine.Overlaps
+				mu.Unlock()
+			}()
+			for time.Now().Before(deadline) {
+				d, err := b.Check(ctx, probeEndpoint)
+				if err != nil {
+					errs <- err
+					return
+				}
+				mine.Checks++
+				switch {
+				case d.Allowed && d.Remaining == 0 && !d.Degraded:
+					mine.Probes++
+					n, err := rdb.Incr(ctx, inFlight).Result()
+					if err != nil {
+						errs <- err
+						return
+					}
+					if n != 1 {
+						mine.Overlaps++
+					}
+					time.Sleep(2 * time.Millisecond)
+					if err := rdb.Decr(ctx, inFlight).Err(); err != nil {
+						errs <- err
+						return
+					}
+					f, err := b.Failure(ctx, probeEndpoint)
+					if err != nil {
+						errs <- err
+						return
+					}
+					if f.Reason != limiter.ReasonBackoff || f.RetryAfter <= 0 || f.RetryAfter > 20*time.Millisecond {
+						errs <- fmt.Errorf("probe's Failure = %+v", f)
+						return
+					}
+				case d.Reason == limiter.ReasonBackoff:
+					mine.Backoff++
+				case d.Reason == limiter.ReasonProbing:
+					mine.Probing++
+				default:
+					errs <- fmt.Errorf("unexpected decision %+v: nobody reports Success", d)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// TestBackoffOneProbePerHalfOpenPeriodAcrossProcesses: 3 OS processes × 32
+// goroutines hammer Check on a failing endpoint for 2 s. Every half-open
+// period must hand out exactly one probe across all processes:
+//   - no probe ever finds another in flight (a shared counter reads 1);
+//   - every probe's Failure escalated, i.e. arrived in a half-open period
+//     of its own: the endpoint opened exactly 1 + probes times. Two probes
+//     in one period would make one Failure stale (counted, not opened).
+func TestBackoffOneProbePerHalfOpenPeriodAcrossProcesses(t *testing.T) {
+	rdb := client(t)
+	prefix := uniquePrefix(t, rdb)
+	l, err := limiter.New(rdb, probeConfig(prefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := l.Backoff("llm")
+	ctx := context.Background()
+	if _, err := b.Failure(ctx, probeEndpoint); err != nil {
+		t.Fatal(err)
+	}
+	const procs = 3
+	results := runWorkers[probeResult](t, "backoff-probe", procs, map[string]string{
+		"PREFIX": prefix, "DURATION": "2s",
+	})
+	var total probeResult
+	for i, r := range results {
+		t.Logf("process %d: %d checks, %d probes, %d backoff, %d probing", i, r.Checks, r.Probes, r.Backoff, r.Probing)
+		if r.Checks == 0 {
+			t.Errorf("process %d made no checks", i)
+		}
+		total.Checks += r.Checks
+		total.Probes += r.Probes
+		total.Backoff += r.Backoff
+		total.Probing += r.Probing
+		total.Overlaps += r.Overlaps
+	}
+	st, err := b.Status(ctx, probeEndpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("total: %d checks, %d probes; status %+v", total.Checks, total.Probes, st)
+	if total.Overlaps != 0 {
+		t.Errorf("%d probes found another probe in flight", total.Overlaps)
+	}
+	if st.Opens != total.Probes+1 || st.Failures != total.Probes+1 {
+		t.Errorf("endpoint opened %d times with %d failures; want exactly 1 + %d probes each", st.Opens, st.Failures, total.Probes)
+	}
+	if total.Probes < 10 {
+		t.Errorf("only %d half-open periods in 2 s with a 20 ms delay: the test did not exercise the probe", total.Probes)
+	}
+	if total.Probing == 0 {
+		t.Errorf("no caller was ever told another holds the probe: no contention")
+	}
+}
+
+// TestBackoffScheduleRealTime runs the schedule on real Redis TIME with
+// short delays: 50, 100, 200, 400, 400 ms. The delays each Failure returns
+// are exact (computed in the script); the time until the probe is granted
+// is checked loosely (the machine is shared).
+func TestBackoffScheduleRealTime(t *testing.T) {
+	rdb := client(t)
+	cfg := limiter.DefaultConfig()
+	cfg.LLMRetryDelay = 50 * time.Millisecond
+	cfg.LLMBackoffMax = 400 * time.Millisecond
+	cfg.LLMProbeLease = 5 * time.Second
+	l := newLimiter(t, rdb, cfg)
+	b := l.Backoff("llm")
+	ctx := context.Background()
+	key := l.Config().KeyPrefix + "{e:llm}:" + probeEndpoint
+
+	f, err := b.Failure(ctx, probeEndpoint)
+	if err != nil || f.RetryAfter != 50*time.Millisecond || f.Reason != limiter.ReasonBackoff {
+		t.Fatalf("first Failure = %+v %v", f, err)
+	}
+	for i, want := range []time.Duration{100, 200, 400, 400} {
+		want *= time.Millisecond
+		delay := f.RetryAfter
+		if ttl := rdb.PTTL(ctx, key).Val(); ttl <= 0 || ttl > delay+cfg.LLMBackoffMax {
+			t.Fatalf("round %d: PTTL %v, want within (0, %v]", i, ttl, delay+cfg.LLMBackoffMax)
+		}
+		opened := time.Now()
+		var d limiter.Decision
+		for {
+			d, err = b.Check(ctx, probeEndpoint)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Allowed {
+				break
+			}
+			if d.Reason != limiter.ReasonBackoff || d.RetryAfter > delay {
+				t.Fatalf("round %d: while open: %+v", i, d)
+			}
+			if time.Since(opened) > delay+2*time.Second {
+				t.Fatalf("round %d: still denied %v after a %v delay", i, time.Since(opened), delay)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		waited := time.Since(opened)
+		if d.Remaining != 0 || d.ResetAfter != cfg.LLMProbeLease {
+			t.Fatalf("round %d: the first allowed Check is not the probe: %+v", i, d)
+		}
+		if waited < delay-5*time.Millisecond {
+			t.Fatalf("round %d: probe after %v, before the %v delay ran out", i, waited, delay)
+		}
+		t.Logf("round %d: delay %v, probe after %v", i, delay, waited)
+		if d, _ := b.Check(ctx, probeEndpoint); d.Reason != limiter.ReasonProbing {
+			t.Fatalf("round %d: second caller in half-open: %+v", i, d)
+		}
+		f, err = b.Failure(ctx, probeEndpoint)
+		if err != nil || f.RetryAfter != want {
+			t.Fatalf("round %d: the probe's Failure = %+v %v, want a %v delay", i, f, err, want)
+		}
+	}
+	if err := b.Success(ctx, probeEndpoint); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := b.Check(ctx, probeEndpoint); err != nil || !d.Allowed || d.Remaining != limiter.Unlimited {
+		t.Fatalf("after Success: %+v %v", d, err)
+	}
+	if st, err := b.State(ctx, probeEndpoint); err != nil || st != limiter.StateClosed {
+		t.Fatalf("State after Success = %v %v", st, err)
+	}
+	if n := rdb.Exists(ctx, key).Val(); n != 0 {
+		t.Fatalf("a closed endpoint kept its key")
+	}
+	// And an idle failed endpoint is forgotten by Redis itself.
+	if _, err := b.Failure(ctx, probeEndpoint); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for rdb.Exists(ctx, key).Val() == 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s outlived its TTL (%v + %v)", key, cfg.LLMRetryDelay, cfg.LLMBackoffMax)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestBackoffPickOnCluster runs Pick over several endpoints on a real
+// one-node Redis Cluster: the script touches several keys, which Redis
+// refuses (CROSSSLOT) unless they share a slot. They do: the hash tag is
+// the Backoff's name, whatever the endpoints are called.
+func TestBackoffPickOnCluster(t *testing.T) {
+	needRedisServer(t)
+	ctx := context.Background()
+	srv, err := redisproc.Start(ctx, redisproc.Options{Args: []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop()
+	node := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer node.Close()
+	if err := node.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(node.ClusterInfo(ctx).Val(), "cluster_state:ok") {
+		if time.Now().After(deadline) {
+			t.Fatal("the one-node cluster never became ok")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{srv.Addr}})
+	defer cc.Close()
+	cfg := limiter.DefaultConfig()
+	l, err := limiter.New(cc, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := l.Backoff("llm")
+	eps := []string{"http://localhost:1234", "https://api.openai.com", "a}b", "{x}", "http://gpu-2:8000"}
+	slots := map[int64]bool{}
+	for _, ep := range eps[:len(eps)-1] {
+		if _, err := b.Failure(ctx, ep); err != nil {
+			t.Fatal(err)
+		}
+		slots[node.ClusterKeySlot(ctx, cfg.KeyPrefix+"{e:llm}:"+ep).Val()] = true
+	}
+	if len(slots) != 1 {
+		t.Fatalf("one Backoff's keys span %d slots", len(slots))
+	}
+	ep, d, err := b.Pick(ctx, eps...)
+	if err != nil {
+		t.Fatalf("Pick on a Cluster: %v", err)
+	}
+	if ep != "http://gpu-2:8000" || !d.Allowed || d.Remaining != limiter.Unlimited {
+		t.Fatalf("Pick = %q %+v, want the only closed endpoint", ep, d)
+	}
+	ep, d, err = b.Pick(ctx, eps[:len(eps)-1]...)
+	if err != nil || ep != "" || d.Reason != limiter.ReasonBackoff || d.RetryAfter <= 0 || d.RetryAfter > cfg.LLMRetryDelay {
+		t.Fatalf("Pick over open endpoints = %q %+v %v", ep, d, err)
+	}
+}

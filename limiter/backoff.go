@@ -1,0 +1,519 @@
+package limiter
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"weak"
+)
+
+// The LLM endpoint policy (seed: endpoint_failures, llm_retry_delay: 5,
+// llm_backoff_multiplier: 2, llm_backoff_max: 300): a circuit breaker with
+// exponential backoff whose state every replica shares through Redis.
+//
+// Keys, one small hash per endpoint that has failed since its last success:
+//
+//	<prefix>{e:<backoff>}:<endpoint>   fields o, d, u, p, f (backoff_check.lua)
+//
+// The hash tag is the Backoff's name, not the endpoint, so all endpoints of
+// one Backoff sit in one Cluster slot and Pick decides over several of them
+// in one script, one round trip. A bot has a handful of endpoints, so the
+// slot they share carries a handful of keys: nothing to balance. Endpoint
+// names may hold any UTF-8, braces included, because they come after the
+// tag; Backoff names may not hold '{' or '}', which would make two
+// (name, endpoint) pairs spell the same key.
+
+var (
+	backoffCheck   = newScript("backoff_check.lua")
+	backoffFailure = newScript("backoff_failure.lua")
+	backoffState   = newScript("backoff_state.lua")
+)
+
+// MaxPickEndpoints bounds how many endpoints one Pick may try, so one
+// script never walks an unbounded list.
+const MaxPickEndpoints = 64
+
+// State is where a circuit breaker stands, as in sony/gobreaker.
+type State int8
+
+const (
+	// StateClosed: the endpoint is in use; every caller is allowed.
+	StateClosed State = iota
+	// StateHalfOpen: the delay ran out; one caller at a time (the probe)
+	// may try the endpoint, the others wait for its result.
+	StateHalfOpen
+	// StateOpen: the endpoint failed and is backing off; nobody may use it.
+	StateOpen
+)
+
+var stateNames = [...]string{"closed", "half-open", "open"}
+
+// String returns "closed", "half-open" or "open".
+func (s State) String() string {
+	if s >= 0 && int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return "State(" + strconv.Itoa(int(s)) + ")"
+}
+
+// BackoffStatus is an endpoint's shared state, from Backoff.Status.
+type BackoffStatus struct {
+	State State
+	// Opens counts the open periods since the last success: 3 after the
+	// first failure and two failed probes (delays 5 s, 10 s, 20 s).
+	Opens int
+	// Failures counts every failure reported since the last success,
+	// including stale ones that arrived while the endpoint was open.
+	Failures int
+	// Delay is the nominal (unjittered) delay of the current or last open
+	// period; the next one is Delay times the multiplier, capped.
+	Delay time.Duration
+	// RetryAfter is, when open, the time until half-open; when half-open
+	// with a probe out, the time until the probe's lease ends; else 0.
+	RetryAfter time.Duration
+	// Probing is true when half-open and a caller holds the probe.
+	Probing bool
+}
+
+// Backoff is a circuit breaker with exponential backoff for LLM endpoints,
+// shared by every replica through Redis. Get one from Limiter.Backoff; the
+// zero value is not usable. It is safe for concurrent use and cheap to
+// create: its state lives in Redis (and, for FailLocal, in a per-Limiter
+// fallback shared by every Backoff of the same name).
+//
+// An endpoint starts closed: Check allows every caller. Each Failure from
+// closed opens it for LLMRetryDelay (seed: 5 s); while open, Check denies
+// with ReasonBackoff. When the delay runs out the endpoint is half-open:
+// exactly one caller across all replicas gets Allowed from Check (Decision
+// Remaining 0 instead of Unlimited marks it as the probe), the others get
+// ReasonProbing. The probe's Success closes the endpoint and resets the
+// delay; its Failure opens it again for the delay times
+// LLMBackoffMultiplier, capped at LLMBackoffMax: 5, 10, 20, 40, 80, 160,
+// 300, 300 s with the seed's settings. A probe that never reports (its
+// replica crashed) loses its lease after LLMProbeLease, and the next caller
+// becomes the probe.
+//
+// Reports are not tied to the Check that admitted them (no token crosses
+// the API), so the rules are stated by state:
+//   - Success, in any state, closes the endpoint: an answer is direct
+//     evidence the endpoint works.
+//   - Failure while closed or half-open opens it (half-open: with the next,
+//     longer delay). Failure while open is stale, from a request admitted
+//     before the endpoint opened: it is counted in BackoffStatus.Failures
+//     but changes nothing else, so the delay grows at most once per open
+//     period however many in-flight requests fail.
+//
+// LLMBackoffJitter shortens each open period by a random fraction of up to
+// that much; the random fraction is drawn in Go and passed to the script
+// (never the client's clock), and the schedule grows from the unjittered
+// delay, so jitter does not compound.
+//
+// No lock is held while a caller's request runs: the probe is a lease, not
+// a lock. A closed endpoint with no failure has no key; a failed one's key
+// lives until its last deadline (open period or probe lease) plus
+// LLMBackoffMax, after which a quiet endpoint is closed again.
+type Backoff struct {
+	l     *Limiter
+	name  string
+	err   error
+	local *localBreaker
+	// jitter draws the random fraction in [0, 1); tests pin it.
+	jitter func() float64
+	// now is the clock of the FailLocal fallback alone; tests pin it.
+	now func() time.Time
+}
+
+// Backoff returns the breaker named name, which namespaces its keys (the
+// seed has one: "llm"). Handles with the same name on the same Limiter share
+// all state. An invalid name (empty, longer than MaxNameLen, not UTF-8, or
+// holding '{' or '}') makes every method return ErrInvalidName; Err reports
+// it up front.
+func (l *Limiter) Backoff(name string) *Backoff {
+	b := &Backoff{l: l, name: name, jitter: rand.Float64, now: time.Now}
+	if err := validName("backoff", name); err != nil {
+		b.err = err
+		return b
+	}
+	if strings.ContainsAny(name, "{}") {
+		b.err = fmt.Errorf("%w: backoff name %q holds '{' or '}', which would break its hash tag", ErrInvalidName, name)
+		return b
+	}
+	b.local = localBreakerFor(l, name)
+	return b
+}
+
+// Name returns the Backoff's name.
+func (b *Backoff) Name() string { return b.name }
+
+// Err returns ErrInvalidName (wrapped) when the Backoff's name is invalid,
+// else nil.
+func (b *Backoff) Err() error { return b.err }
+
+// key is the state hash of endpoint.
+func (b *Backoff) key(endpoint string) string {
+	return b.l.key("e", b.name, ":"+endpoint)
+}
+
+func (b *Backoff) validate(endpoints ...string) error {
+	if b.err != nil {
+		return b.err
+	}
+	for _, e := range endpoints {
+		if err := validName("endpoint", e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Check reports whether a caller may use endpoint now. Allowed means the
+// endpoint is closed (Remaining is Unlimited) or it is half-open and this
+// caller now holds the single probe (Remaining is 0, ResetAfter is the
+// probe's lease): it should make its request and report the outcome with
+// Success or Failure. Denied decisions carry ReasonBackoff (open) or
+// ReasonProbing (another caller holds the probe) and RetryAfter, the time
+// until that changes. Every caller should report its outcome; reporting is
+// what drives the breaker.
+func (b *Backoff) Check(ctx context.Context, endpoint string) (Decision, error) {
+	if err := b.validate(endpoint); err != nil {
+		return Decision{}, err
+	}
+	_, d, err := b.check(ctx, []string{endpoint})
+	return d, err
+}
+
+// Pick returns the first of endpoints, in order, that Check would allow,
+// with its Decision, in one round trip: the seed's fallback from a local
+// model to OpenAI is Pick(ctx, local, openai). A half-open endpoint whose
+// probe is free counts as usable (the caller becomes its probe), so the
+// preferred endpoint comes back into use as soon as it works. When none is
+// usable it returns "" and a denied Decision whose RetryAfter is the
+// shortest wait until one may be, with that endpoint's Reason. It takes 1 to
+// MaxPickEndpoints endpoints (else ErrInvalidArgument).
+func (b *Backoff) Pick(ctx context.Context, endpoints ...string) (string, Decision, error) {
+	if len(endpoints) == 0 || len(endpoints) > MaxPickEndpoints {
+		return "", Decision{}, fmt.Errorf("%w: Pick takes 1 to %d endpoints, got %d", ErrInvalidArgument, MaxPickEndpoints, len(endpoints))
+	}
+	if err := b.validate(endpoints...); err != nil {
+		return "", Decision{}, err
+	}
+	i, d, err := b.check(ctx, endpoints)
+	if err != nil || i < 0 {
+		return "", d, err
+	}
+	return endpoints[i], d, nil
+}
+
+// check runs backoff_check.lua over endpoints and returns the index of the
+// one answered for (-1 if none is usable) with its decision.
+func (b *Backoff) check(ctx context.Context, endpoints []string) (int, Decision, error) {
+	keys := make([]string, len(endpoints))
+	for i, e := range endpoints {
+		keys[i] = b.key(e)
+	}
+	cfg := &b.l.cfg
+	r, err := b.l.run(ctx, backoffCheck, keys, ms(cfg.LLMProbeLease), ms(cfg.LLMBackoffMax))
+	if err != nil {
+		if !IsUnavailable(err) {
+			return -1, Decision{}, err
+		}
+		i, d := b.degradedCheck(endpoints)
+		return i, b.l.observe(PolicyBackoff, d), nil
+	}
+	if len(r) != 6 || r[0] < 0 || r[0] > int64(len(endpoints)) {
+		return -1, Decision{}, fmt.Errorf("limiter: backoff_check replied %v for %d endpoints", r, len(endpoints))
+	}
+	d := Decision{
+		Allowed:    r[1] == 1,
+		Reason:     Reason(r[2]),
+		Remaining:  int(r[3]),
+		RetryAfter: fromMs(r[4]),
+		ResetAfter: fromMs(r[5]),
+	}
+	return int(r[0]) - 1, b.l.observe(PolicyBackoff, d), nil
+}
+
+// degradedCheck answers while Redis cannot be reached.
+func (b *Backoff) degradedCheck(endpoints []string) (int, Decision) {
+	switch b.l.cfg.BackoffOnRedisError {
+	case FailOpen:
+		return 0, Decision{Allowed: true, Remaining: Unlimited, Degraded: true}
+	case FailClosed:
+		return -1, b.redisDown()
+	default:
+		i, d := b.local.check(b.now(), endpoints, b.l.cfg.LLMProbeLease, b.l.cfg.LLMBackoffMax)
+		d.Degraded = true
+		return i, d
+	}
+}
+
+// redisDown is the FailClosed decision. Nothing says when Redis will be
+// back; the first backoff delay is the natural time to try again.
+func (b *Backoff) redisDown() Decision {
+	w := b.l.cfg.LLMRetryDelay
+	return Decision{Reason: ReasonRedisDown, RetryAfter: w, ResetAfter: w, Degraded: true}
+}
+
+// Failure reports that a request to endpoint failed (an error or timeout
+// from the LLM, not a bad prompt). It returns a denied Decision with
+// ReasonBackoff whose RetryAfter is the wait now in force: the new delay
+// when this failure opened the endpoint (from closed or half-open), the
+// rest of the current open period when it was already open (a stale
+// failure, which never extends or grows the delay).
+//
+// While Redis cannot be reached: FailLocal records the failure in the
+// per-process fallback and returns its decision, FailOpen returns an
+// allowing decision, FailClosed one with ReasonRedisDown; all Degraded.
+func (b *Backoff) Failure(ctx context.Context, endpoint string) (Decision, error) {
+	if err := b.validate(endpoint); err != nil {
+		return Decision{}, err
+	}
+	cfg := &b.l.cfg
+	sc := backoffSchedule(*cfg)
+	cut := jitterCut(cfg.LLMBackoffJitter, b.jitter)
+	r, err := b.l.run(ctx, backoffFailure, []string{b.key(endpoint)}, sc.base, sc.multPPM, sc.max, cut)
+	if err != nil {
+		if !IsUnavailable(err) {
+			return Decision{}, err
+		}
+		switch cfg.BackoffOnRedisError {
+		case FailOpen:
+			return Decision{Allowed: true, Remaining: Unlimited, Degraded: true}, nil
+		case FailClosed:
+			return b.redisDown(), nil
+		}
+		d := b.local.failure(b.now(), endpoint, sc, cut)
+		d.Degraded = true
+		return d, nil
+	}
+	if len(r) != 5 || r[1] <= 0 {
+		return Decision{}, fmt.Errorf("limiter: backoff_failure replied %v", r)
+	}
+	w := fromMs(r[1])
+	return Decision{Reason: ReasonBackoff, RetryAfter: w, ResetAfter: w}, nil
+}
+
+// Success reports that a request to endpoint succeeded: the endpoint closes
+// on every replica and its delay starts again from LLMRetryDelay. While
+// Redis cannot be reached it returns nil (the outage follows
+// BackoffOnRedisError: FailLocal closes the endpoint in the per-process
+// fallback); other Redis errors are returned.
+func (b *Backoff) Success(ctx context.Context, endpoint string) error {
+	if err := b.validate(endpoint); err != nil {
+		return err
+	}
+	// The fallback too, so a later outage does not resurrect an old failure.
+	b.local.success(endpoint)
+	key := b.key(endpoint)
+	ctx, cancel := context.WithTimeout(ctx, b.l.cfg.RedisTimeout)
+	defer cancel()
+	start := time.Now()
+	err := b.l.rdb.Del(ctx, key).Err()
+	if b.l.obs != nil {
+		b.l.obs.ObserveRedis("backoff_success", time.Since(start), err)
+	}
+	if err != nil && !IsUnavailable(err) {
+		return fmt.Errorf("limiter: backoff_success on %s: %w", key, err)
+	}
+	return nil
+}
+
+// State returns where endpoint stands in Redis: closed, open or half-open.
+// See Status for details. Unlike the decisions, the inspectors do not fall
+// back: while Redis cannot be reached they return the error (IsUnavailable
+// reports true).
+func (b *Backoff) State(ctx context.Context, endpoint string) (State, error) {
+	s, err := b.Status(ctx, endpoint)
+	return s.State, err
+}
+
+// Status returns endpoint's shared state in Redis, without changing it.
+func (b *Backoff) Status(ctx context.Context, endpoint string) (BackoffStatus, error) {
+	if err := b.validate(endpoint); err != nil {
+		return BackoffStatus{}, err
+	}
+	r, err := b.l.run(ctx, backoffState, []string{b.key(endpoint)})
+	if err != nil {
+		return BackoffStatus{}, err
+	}
+	if len(r) != 6 || r[0] < 0 || r[0] > int64(StateOpen) {
+		return BackoffStatus{}, fmt.Errorf("limiter: backoff_state replied %v", r)
+	}
+	return BackoffStatus{
+		State:      State(r[0]),
+		Opens:      int(r[1]),
+		Failures:   int(r[2]),
+		Delay:      fromMs(r[3]),
+		RetryAfter: fromMs(r[4]),
+		Probing:    r[5] == 1,
+	}, nil
+}
+
+// schedule is the backoff settings in the scripts' integer units.
+type schedule struct {
+	base, multPPM, max int64 // ms, millionths, ms
+}
+
+func backoffSchedule(cfg Config) schedule {
+	return schedule{
+		base:    max(ms(cfg.LLMRetryDelay), 1),
+		multPPM: int64(math.Round(cfg.LLMBackoffMultiplier * 1e6)),
+		max:     max(ms(cfg.LLMBackoffMax), 1),
+	}
+}
+
+// next is the nominal delay after prev (0: none yet), as backoff_failure.lua
+// computes it: prev times the multiplier, at least base, at most max.
+func (s schedule) next(prev int64) int64 {
+	switch {
+	case prev <= 0:
+		return s.base
+	case prev >= s.max:
+		return s.max
+	}
+	return min(max(prev*s.multPPM/1e6, s.base), s.max)
+}
+
+// jittered is how long an open period with nominal delay d lasts given the
+// jitter cut in millionths: never less than 1 ms.
+func jittered(d, cut int64) int64 {
+	return max(d-d*cut/1e6, 1)
+}
+
+// jitterCut turns the jitter setting and a random fraction in [0, 1) into
+// the cut the scripts take: floor(jitter * frac * 1e6), within 0..999999.
+func jitterCut(jitter float64, frac func() float64) int64 {
+	if jitter <= 0 {
+		return 0
+	}
+	c := int64(jitter * frac() * 1e6)
+	return min(max(c, 0), 999_999)
+}
+
+// localBreaker is the FailLocal fallback: the same breaker as the scripts,
+// per process, on the local clock, under a mutex. It starts empty (every
+// endpoint closed) and is consulted only while Redis cannot be reached.
+type localBreaker struct {
+	mu sync.Mutex
+	m  map[string]*localEndpoint
+}
+
+type localEndpoint struct {
+	opens, failures int
+	delay           int64     // nominal, ms
+	until, probe    time.Time // open until; probe lease end (zero: none)
+	forget          time.Time // like the key's TTL
+}
+
+// localSweepAt is the map size past which inserting sweeps forgotten
+// entries, so arbitrary endpoint names cannot grow the map without bound.
+const localSweepAt = 1024
+
+// breakerID names a fallback: the Limiter, held weakly so the registry does
+// not keep it alive, and the Backoff's name.
+type breakerID struct {
+	l    weak.Pointer[Limiter]
+	name string
+}
+
+// localBreakers maps breakerID to *localBreaker, so every handle that
+// Limiter.Backoff returns for one name shares one fallback; an entry goes
+// when its Limiter is garbage collected.
+var localBreakers sync.Map
+
+func localBreakerFor(l *Limiter, name string) *localBreaker {
+	id := breakerID{weak.Make(l), name}
+	if v, ok := localBreakers.Load(id); ok {
+		return v.(*localBreaker)
+	}
+	v, loaded := localBreakers.LoadOrStore(id, &localBreaker{m: map[string]*localEndpoint{}})
+	if !loaded {
+		runtime.AddCleanup(l, func(id breakerID) { localBreakers.Delete(id) }, id)
+	}
+	return v.(*localBreaker)
+}
+
+// get returns endpoint's live entry, or nil (closed); lb.mu is held.
+func (lb *localBreaker) get(endpoint string, now time.Time) *localEndpoint {
+	e := lb.m[endpoint]
+	if e != nil && !now.Before(e.forget) {
+		delete(lb.m, endpoint)
+		return nil
+	}
+	return e
+}
+
+func (lb *localBreaker) check(now time.Time, endpoints []string, lease, keep time.Duration) (int, Decision) {
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	best := Decision{RetryAfter: -1}
+	for i, ep := range endpoints {
+		e := lb.get(ep, now)
+		if e == nil {
+			return i, Decision{Allowed: true, Remaining: Unlimited}
+		}
+		var d Decision
+		switch {
+		case now.Before(e.until):
+			d = Decision{Reason: ReasonBackoff, RetryAfter: e.until.Sub(now)}
+		case now.Before(e.probe):
+			d = Decision{Reason: ReasonProbing, RetryAfter: e.probe.Sub(now)}
+		default:
+			e.probe = now.Add(lease)
+			e.forget = later(e.forget, e.probe.Add(keep))
+			return i, Decision{Allowed: true, ResetAfter: lease}
+		}
+		if best.RetryAfter < 0 || d.RetryAfter < best.RetryAfter {
+			best = d
+		}
+	}
+	best.ResetAfter = best.RetryAfter
+	return -1, best
+}
+
+func (lb *localBreaker) failure(now time.Time, endpoint string, s schedule, cut int64) Decision {
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	e := lb.get(endpoint, now)
+	if e == nil {
+		if len(lb.m) >= localSweepAt {
+			for k, v := range lb.m {
+				if !now.Before(v.forget) {
+					delete(lb.m, k)
+				}
+			}
+		}
+		e = &localEndpoint{}
+		lb.m[endpoint] = e
+	}
+	e.failures++
+	if now.Before(e.until) {
+		w := e.until.Sub(now)
+		return Decision{Reason: ReasonBackoff, RetryAfter: w, ResetAfter: w}
+	}
+	e.opens++
+	e.delay = s.next(e.delay)
+	w := fromMs(jittered(e.delay, cut))
+	e.until, e.probe = now.Add(w), time.Time{}
+	e.forget = e.until.Add(fromMs(s.max))
+	return Decision{Reason: ReasonBackoff, RetryAfter: w, ResetAfter: w}
+}
+
+func (lb *localBreaker) success(endpoint string) {
+	lb.mu.Lock()
+	delete(lb.m, endpoint)
+	lb.mu.Unlock()
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}

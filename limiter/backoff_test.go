@@ -1,0 +1,728 @@
+package limiter
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+const (
+	local  = "http://localhost:1234"
+	openai = "https://api.openai.com"
+	sec    = time.Second
+	msec   = time.Millisecond
+)
+
+// backoffConfig is the seed's backoff (5 s, x2, 300 s), no jitter, a 30 s
+// probe lease.
+func backoffConfig() Config {
+	cfg := DefaultConfig()
+	cfg.LocalCacheSize = 0
+	return cfg
+}
+
+func newTestBackoff(t *testing.T, cfg Config) (*Backoff, *testRedis) {
+	t.Helper()
+	l, r := newTestLimiter(t, cfg)
+	return l.Backoff("llm"), r
+}
+
+// Decisions Backoff gives, exactly.
+var closedOK = Decision{Allowed: true, Remaining: Unlimited}
+
+func probe(lease time.Duration) Decision { return Decision{Allowed: true, ResetAfter: lease} }
+func backingOff(w time.Duration) Decision {
+	return Decision{Reason: ReasonBackoff, RetryAfter: w, ResetAfter: w}
+}
+func probing(w time.Duration) Decision {
+	return Decision{Reason: ReasonProbing, RetryAfter: w, ResetAfter: w}
+}
+
+// bstep is one report or check at an instant (from epoch) and its exact
+// decision. op: 'c' Check, 'f' Failure, 's' Success (want ignored).
+type bstep struct {
+	at   time.Duration
+	op   byte
+	want Decision
+}
+
+func runBackoff(t *testing.T, b *Backoff, r *testRedis, endpoint string, steps []bstep) {
+	t.Helper()
+	ctx := context.Background()
+	for i, s := range steps {
+		r.at(s.at)
+		var got Decision
+		var err error
+		switch s.op {
+		case 'c':
+			got, err = b.Check(ctx, endpoint)
+		case 'f':
+			got, err = b.Failure(ctx, endpoint)
+		case 's':
+			err = b.Success(ctx, endpoint)
+			got = s.want
+		}
+		if err != nil {
+			t.Fatalf("step %d (%c at %v): %v", i, s.op, s.at, err)
+		}
+		if got != s.want {
+			t.Fatalf("step %d (%c at %v):\n got %+v\nwant %+v", i, s.op, s.at, got, s.want)
+		}
+	}
+}
+
+func mustStatus(t *testing.T, b *Backoff, endpoint string) BackoffStatus {
+	t.Helper()
+	s, err := b.Status(context.Background(), endpoint)
+	if err != nil {
+		t.Fatalf("Status(%q): %v", endpoint, err)
+	}
+	return s
+}
+
+func TestBackoffSeedSchedule(t *testing.T) {
+	b, r := newTestBackoff(t, backoffConfig())
+	steps := []bstep{
+		{0, 'c', closedOK},
+		{0, 'f', backingOff(5 * sec)},
+		{0, 'c', backingOff(5 * sec)},
+		{4999 * msec, 'c', backingOff(1 * msec)},
+	}
+	// Each probe fails: 5, 10, 20, 40, 80, 160, then capped at 300, 300.
+	at := 5 * sec
+	for _, d := range []time.Duration{10, 20, 40, 80, 160, 300, 300} {
+		steps = append(steps,
+			bstep{at, 'c', probe(30 * sec)},
+			bstep{at, 'c', probing(30 * sec)},
+			bstep{at + sec, 'c', probing(29 * sec)},
+			bstep{at + sec, 'f', backingOff(d * sec)},
+			bstep{at + sec, 'c', backingOff(d * sec)},
+		)
+		at += sec + d*sec
+	}
+	runBackoff(t, b, r, local, steps)
+	want := BackoffStatus{State: StateOpen, Opens: 8, Failures: 8, Delay: 300 * sec, RetryAfter: 300 * sec}
+	if s := mustStatus(t, b, local); s != want {
+		t.Fatalf("status after the schedule:\n got %+v\nwant %+v", s, want)
+	}
+
+	// The probe succeeds: closed everywhere, no key, and the delay starts
+	// again from 5 s.
+	runBackoff(t, b, r, local, []bstep{
+		{at, 'c', probe(30 * sec)},
+		{at + 2*sec, 's', Decision{}},
+		{at + 2*sec, 'c', closedOK},
+		{at + 2*sec, 'c', closedOK},
+	})
+	if keys := r.mr.Keys(); len(keys) != 0 {
+		t.Fatalf("a closed endpoint left keys: %q", keys)
+	}
+	if s := mustStatus(t, b, local); s != (BackoffStatus{}) {
+		t.Fatalf("status after Success: %+v", s)
+	}
+	runBackoff(t, b, r, local, []bstep{
+		{at + 3*sec, 'f', backingOff(5 * sec)},
+		{at + 8*sec, 'c', probe(30 * sec)},
+		{at + 8*sec, 'f', backingOff(10 * sec)},
+	})
+}
+
+func TestBackoffStaleFailuresDoNotEscalate(t *testing.T) {
+	b, r := newTestBackoff(t, backoffConfig())
+	runBackoff(t, b, r, local, []bstep{
+		// Three in-flight requests fail together: one open period of 5 s.
+		{0, 'f', backingOff(5 * sec)},
+		{0, 'f', backingOff(5 * sec)},
+		{2 * sec, 'f', backingOff(3 * sec)},
+		{2 * sec, 'c', backingOff(3 * sec)},
+		// Half-open with nobody probing: a failure still counts as the
+		// endpoint failing after its delay, and escalates.
+		{5 * sec, 'f', backingOff(10 * sec)},
+		{7 * sec, 'f', backingOff(8 * sec)},
+		{15 * sec, 'c', probe(30 * sec)},
+		{16 * sec, 'f', backingOff(20 * sec)},
+		{16 * sec, 'f', backingOff(20 * sec)},
+	})
+	want := BackoffStatus{State: StateOpen, Opens: 3, Failures: 7, Delay: 20 * sec, RetryAfter: 20 * sec}
+	if s := mustStatus(t, b, local); s != want {
+		t.Fatalf("status:\n got %+v\nwant %+v", s, want)
+	}
+}
+
+func TestBackoffOneProbeAcrossReplicas(t *testing.T) {
+	r := newTestRedis(t)
+	var bs []*Backoff
+	for i := 0; i < 3; i++ {
+		l, err := New(r.rdb, backoffConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		bs = append(bs, l.Backoff("llm"))
+	}
+	ctx := context.Background()
+	if _, err := bs[0].Failure(ctx, openai); err != nil {
+		t.Fatal(err)
+	}
+	r.at(5 * sec)
+	probes := 0
+	for i := 0; i < 30; i++ {
+		d, err := bs[i%3].Check(ctx, openai)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch d {
+		case probe(30 * sec):
+			probes++
+		case probing(30 * sec):
+		default:
+			t.Fatalf("check %d: %+v", i, d)
+		}
+	}
+	if probes != 1 {
+		t.Fatalf("%d probes handed out in one half-open period, want 1", probes)
+	}
+	r.at(20 * sec)
+	want := BackoffStatus{State: StateHalfOpen, Opens: 1, Failures: 1, Delay: 5 * sec, RetryAfter: 15 * sec, Probing: true}
+	if s := mustStatus(t, bs[2], openai); s != want {
+		t.Fatalf("status while probing:\n got %+v\nwant %+v", s, want)
+	}
+	if st, _ := bs[1].State(ctx, openai); st != StateHalfOpen || st.String() != "half-open" {
+		t.Fatalf("State = %v", st)
+	}
+	// The probe's success closes the endpoint for every replica.
+	if err := bs[0].Success(ctx, openai); err != nil {
+		t.Fatal(err)
+	}
+	for i, b := range bs {
+		if d, _ := b.Check(ctx, openai); d != closedOK {
+			t.Fatalf("replica %d after Success: %+v", i, d)
+		}
+	}
+}
+
+func TestBackoffProbeLeaseExpires(t *testing.T) {
+	b, r := newTestBackoff(t, backoffConfig())
+	runBackoff(t, b, r, local, []bstep{
+		{0, 'f', backingOff(5 * sec)},
+		{5 * sec, 'c', probe(30 * sec)},
+		// The prober crashed: nobody else may probe until its lease ends...
+		{35*sec - msec, 'c', probing(msec)},
+		// ...then exactly one caller gets a new lease.
+		{35 * sec, 'c', probe(30 * sec)},
+		{35 * sec, 'c', probing(30 * sec)},
+		{64 * sec, 'c', probing(1 * sec)},
+		// The new probe fails: the next delay, and no probe is out.
+		{64 * sec, 'f', backingOff(10 * sec)},
+		{73 * sec, 'c', backingOff(1 * sec)},
+		{74 * sec, 'c', probe(30 * sec)},
+	})
+	want := BackoffStatus{State: StateHalfOpen, Opens: 2, Failures: 2, Delay: 10 * sec, RetryAfter: 30 * sec, Probing: true}
+	if s := mustStatus(t, b, local); s != want {
+		t.Fatalf("status:\n got %+v\nwant %+v", s, want)
+	}
+}
+
+func TestBackoffKeysAndTTL(t *testing.T) {
+	b, r := newTestBackoff(t, backoffConfig())
+	ctx := context.Background()
+	const key = "floodgate:{e:llm}:http://localhost:1234"
+	// Checks of a closed endpoint write nothing.
+	for i := 0; i < 5; i++ {
+		if d, _ := b.Check(ctx, local); d != closedOK {
+			t.Fatalf("check %d: %+v", i, d)
+		}
+	}
+	if keys := r.mr.Keys(); len(keys) != 0 {
+		t.Fatalf("checks of a closed endpoint wrote %q", keys)
+	}
+	type ttlStep struct {
+		at  time.Duration
+		op  byte
+		ttl time.Duration // the key's TTL after the step; 0: no key
+	}
+	for i, s := range []ttlStep{
+		{0, 'f', 305 * sec},             // open 5 s + LLMBackoffMax
+		{2 * sec, 'f', 303 * sec},       // stale: TTL untouched
+		{3 * sec, 'c', 302 * sec},       // denied: nothing written
+		{5 * sec, 'c', 330 * sec},       // probe: lease + LLMBackoffMax
+		{6 * sec, 'f', 310 * sec},       // next open period 10 s + 300 s
+		{16 * sec, 'c', 330 * sec},      // probe again
+		{45 * sec, 'c', 301 * sec},      // still probing until 46 s: nothing written
+		{346*sec - msec, 'w', 1 * msec}, // nobody came back: the key is about to go
+		{346 * sec, 'w', 0},             // forgotten
+		{346 * sec, 'c', 0},             // closed, and checking writes nothing
+	} {
+		r.at(s.at)
+		var err error
+		switch s.op {
+		case 'f':
+			_, err = b.Failure(ctx, local)
+		case 'c':
+			_, err = b.Check(ctx, local)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := r.mr.TTL(key); got != s.ttl {
+			t.Fatalf("step %d at %v: TTL %v, want %v (keys %q)", i, s.at, got, s.ttl, r.mr.Keys())
+		}
+	}
+	// A forgotten endpoint starts the schedule again.
+	runBackoff(t, b, r, local, []bstep{{346 * sec, 'f', backingOff(5 * sec)}})
+	fields, err := r.rdb.HGetAll(ctx, key).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := epoch.Add(351 * sec).UnixMilli()
+	want := map[string]string{"o": "1", "d": "5000", "u": itoa(u), "p": "0", "f": "1"}
+	if len(fields) != len(want) {
+		t.Fatalf("hash %v, want %v", fields, want)
+	}
+	for k, v := range want {
+		if fields[k] != v {
+			t.Fatalf("hash %v, want %v", fields, want)
+		}
+	}
+}
+
+func itoa(n int64) string {
+	var b [20]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+		if n == 0 {
+			return string(b[i:])
+		}
+	}
+}
+
+func TestBackoffJitter(t *testing.T) {
+	cfg := backoffConfig()
+	cfg.LLMBackoffJitter = 0.5
+	b, r := newTestBackoff(t, cfg)
+	frac := 0.5
+	b.jitter = func() float64 { return frac }
+	// A quarter off each period; the schedule still grows from 5 s, 10 s...
+	runBackoff(t, b, r, local, []bstep{
+		{0, 'f', backingOff(3750 * msec)},
+		{3750 * msec, 'c', probe(30 * sec)},
+		{4 * sec, 'f', backingOff(7500 * msec)},
+	})
+	if s := mustStatus(t, b, local); s.Delay != 10*sec || s.RetryAfter != 7500*msec {
+		t.Fatalf("status: %+v", s)
+	}
+	frac = 0
+	runBackoff(t, b, r, local, []bstep{
+		{11500 * msec, 'c', probe(30 * sec)},
+		{11500 * msec, 'f', backingOff(20 * sec)},
+	})
+
+	// The extreme: jitter 1 and a draw just below 1 leave 1 ms.
+	cfg.LLMBackoffJitter = 1
+	b2, r2 := newTestBackoff(t, cfg)
+	b2.jitter = func() float64 { return 0.9999999 }
+	runBackoff(t, b2, r2, openai, []bstep{{0, 'f', backingOff(1 * msec)}})
+
+	// Real draws stay within (1 - jitter) * delay .. delay, and vary.
+	cfg.LLMBackoffJitter = 0.3
+	b3, _ := newTestBackoff(t, cfg)
+	seen := map[time.Duration]bool{}
+	for i := 0; i < 200; i++ {
+		d, err := b3.Failure(context.Background(), "ep-"+itoa(int64(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.RetryAfter < 3500*msec || d.RetryAfter > 5*sec {
+			t.Fatalf("jittered delay %v outside [3.5s, 5s]", d.RetryAfter)
+		}
+		seen[d.RetryAfter] = true
+	}
+	if len(seen) < 50 {
+		t.Fatalf("only %d distinct delays in 200 draws", len(seen))
+	}
+}
+
+func TestBackoffFractionalMultiplier(t *testing.T) {
+	cfg := backoffConfig()
+	cfg.LLMRetryDelay = sec
+	cfg.LLMBackoffMultiplier = 1.5
+	cfg.LLMBackoffMax = time.Minute
+	b, r := newTestBackoff(t, cfg)
+	ctx := context.Background()
+	want := []int64{1000, 1500, 2250, 3375, 5062, 7593, 11389, 17083, 25624, 38436, 57654, 60000, 60000}
+	for i, w := range want {
+		d, err := b.Failure(ctx, local)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.RetryAfter != fromMs(w) {
+			t.Fatalf("failure %d: delay %v, want %v", i+1, d.RetryAfter, fromMs(w))
+		}
+		r.advance(d.RetryAfter)
+	}
+}
+
+// TestLocalBreakerMatchesScripts drives the FailLocal fallback and Redis
+// through the same steps, jitter included: same schedule, same answers.
+func TestLocalBreakerMatchesScripts(t *testing.T) {
+	cfg := backoffConfig()
+	cfg.LLMRetryDelay = 700 * msec
+	cfg.LLMBackoffMultiplier = 1.7
+	cfg.LLMBackoffMax = 40 * sec
+	cfg.LLMBackoffJitter = 0.35
+	cfg.LLMProbeLease = 3 * sec
+	b, r := newTestBackoff(t, cfg)
+	lb := &localBreaker{m: map[string]*localEndpoint{}}
+	sc := backoffSchedule(cfg)
+	ctx := context.Background()
+	draws := []float64{0.1, 0.9, 0.33, 0, 0.5, 0.77, 0.999, 0.2, 0.61, 0.05, 0.42, 0.8}
+	for i, f := range draws {
+		b.jitter = func() float64 { return f }
+		now := r.now
+		got, err := b.Failure(ctx, local)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := lb.failure(now, local, sc, jitterCut(cfg.LLMBackoffJitter, func() float64 { return f }))
+		if got != want {
+			t.Fatalf("failure %d: redis %+v, local %+v", i, got, want)
+		}
+		// A stale failure halfway, then the probe at the end of the period.
+		r.advance((got.RetryAfter / 2).Truncate(msec)) // Redis TIME has ms resolution here
+		got, _ = b.Failure(ctx, local)
+		if want := lb.failure(r.now, local, sc, 0); got != want {
+			t.Fatalf("stale failure %d: redis %+v, local %+v", i, got, want)
+		}
+		r.advance(got.RetryAfter)
+		gotC, _ := b.Check(ctx, local)
+		_, wantC := lb.check(r.now, []string{local}, cfg.LLMProbeLease, cfg.LLMBackoffMax)
+		if gotC != wantC || gotC != probe(3*sec) {
+			t.Fatalf("probe %d: redis %+v, local %+v", i, gotC, wantC)
+		}
+	}
+}
+
+func TestBackoffPick(t *testing.T) {
+	b, r := newTestBackoff(t, backoffConfig())
+	ctx := context.Background()
+	type pstep struct {
+		at   time.Duration
+		op   string // "pick", or "fail"/"ok" of an endpoint
+		ep   string
+		want Decision
+	}
+	for i, s := range []pstep{
+		{0, "pick", local, closedOK},
+		{0, "fail", local, Decision{}},
+		{0, "pick", openai, closedOK}, // the fallback
+		{1 * sec, "fail", openai, Decision{}},
+		{1 * sec, "pick", "", backingOff(4 * sec)}, // local comes back first
+		{5 * sec, "pick", local, probe(30 * sec)},  // the preferred one, probed
+		{5 * sec, "pick", "", backingOff(1 * sec)}, // openai opens again sooner than the lease
+		{6 * sec, "pick", openai, probe(30 * sec)},
+		{6 * sec, "pick", "", probing(29 * sec)}, // both probed: the lease that ends first
+		{7 * sec, "ok", openai, Decision{}},
+		{7 * sec, "pick", openai, closedOK},
+		{8 * sec, "ok", local, Decision{}},
+		{8 * sec, "pick", local, closedOK},
+	} {
+		r.at(s.at)
+		switch s.op {
+		case "fail":
+			if _, err := b.Failure(ctx, s.ep); err != nil {
+				t.Fatal(err)
+			}
+		case "ok":
+			if err := b.Success(ctx, s.ep); err != nil {
+				t.Fatal(err)
+			}
+		case "pick":
+			ep, d, err := b.Pick(ctx, local, openai)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ep != s.ep || d != s.want {
+				t.Fatalf("step %d at %v: Pick = %q %+v, want %q %+v", i, s.at, ep, d, s.ep, s.want)
+			}
+		}
+	}
+
+	// One round trip, however many endpoints.
+	eps := make([]string, MaxPickEndpoints)
+	for i := range eps {
+		eps[i] = "ep-" + itoa(int64(i))
+		if _, err := b.Failure(ctx, eps[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var hook countingHook
+	r.rdb.AddHook(&hook)
+	ep, d, err := b.Pick(ctx, eps...)
+	if err != nil || ep != "" || d != backingOff(5*sec) {
+		t.Fatalf("Pick over %d open endpoints = %q %+v %v", len(eps), ep, d, err)
+	}
+	if n := hook.n.Load(); n != 1 {
+		t.Fatalf("Pick took %d round trips, want 1", n)
+	}
+}
+
+func TestBackoffBadInput(t *testing.T) {
+	l, r := newTestLimiter(t, backoffConfig())
+	ctx := context.Background()
+	before := r.mr.CommandCount()
+	long := strings.Repeat("x", MaxNameLen+1)
+	for _, name := range []string{"", long, "\xff", "a{b", "a}b", "{llm}"} {
+		b := l.Backoff(name)
+		if !errors.Is(b.Err(), ErrInvalidName) {
+			t.Fatalf("Backoff(%q).Err() = %v", name, b.Err())
+		}
+		_, err1 := b.Check(ctx, local)
+		_, err2 := b.Failure(ctx, local)
+		err3 := b.Success(ctx, local)
+		_, _, err4 := b.Pick(ctx, local)
+		_, err5 := b.State(ctx, local)
+		for i, err := range []error{err1, err2, err3, err4, err5} {
+			if !errors.Is(err, ErrInvalidName) {
+				t.Fatalf("Backoff(%.20q) call %d: %v, want ErrInvalidName", name, i, err)
+			}
+		}
+	}
+	b := l.Backoff("llm")
+	if b.Err() != nil || b.Name() != "llm" {
+		t.Fatalf("valid Backoff: %v %q", b.Err(), b.Name())
+	}
+	for _, ep := range []string{"", long, "http://\xff\xfe"} {
+		_, err1 := b.Check(ctx, ep)
+		_, err2 := b.Failure(ctx, ep)
+		err3 := b.Success(ctx, ep)
+		_, _, err4 := b.Pick(ctx, local, ep)
+		_, err5 := b.Status(ctx, ep)
+		for i, err := range []error{err1, err2, err3, err4, err5} {
+			if !errors.Is(err, ErrInvalidName) {
+				t.Fatalf("endpoint %.20q call %d: %v, want ErrInvalidName", ep, i, err)
+			}
+		}
+	}
+	tooMany := make([]string, MaxPickEndpoints+1)
+	for i := range tooMany {
+		tooMany[i] = "ep"
+	}
+	for _, eps := range [][]string{nil, tooMany} {
+		if _, _, err := b.Pick(ctx, eps...); !errors.Is(err, ErrInvalidArgument) {
+			t.Fatalf("Pick(%d endpoints) = %v, want ErrInvalidArgument", len(eps), err)
+		}
+	}
+	if n := r.mr.CommandCount() - before; n != 0 || len(r.mr.Keys()) != 0 {
+		t.Fatalf("bad input reached Redis: %d commands, keys %q", n, r.mr.Keys())
+	}
+
+	// Endpoints with key syntax in them are fine, distinct, and all keep
+	// the Backoff's hash tag (one Cluster slot).
+	weird := []string{"a}b", "{x}", "a", "a:b", strings.Repeat("y", MaxNameLen), "é"}
+	for _, ep := range weird {
+		if d, err := b.Failure(ctx, ep); err != nil || d != backingOff(5*sec) {
+			t.Fatalf("Failure(%.20q) = %+v %v", ep, d, err)
+		}
+	}
+	keys := r.mr.Keys()
+	if len(keys) != len(weird) {
+		t.Fatalf("%d keys for %d endpoints: %q", len(keys), len(weird), keys)
+	}
+	for _, k := range keys {
+		open := strings.IndexByte(k, '{')
+		end := strings.IndexByte(k[open:], '}')
+		if tag := k[open+1 : open+end]; tag != "e:llm" {
+			t.Fatalf("key %q has hash tag %q, want e:llm", k, tag)
+		}
+	}
+	// Another Backoff name is another namespace.
+	if d, err := l.Backoff("tts").Check(ctx, "a"); err != nil || d != closedOK {
+		t.Fatalf("tts/a = %+v %v, want closed", d, err)
+	}
+}
+
+func TestBackoffFailLocal(t *testing.T) {
+	cfg := backoffConfig()
+	cfg.RedisTimeout = 20 * msec
+	l, r := newTestLimiter(t, cfg)
+	b1, b2 := l.Backoff("llm"), l.Backoff("llm") // two handles, one fallback
+	now := epoch
+	for _, b := range []*Backoff{b1, b2} {
+		b.now = func() time.Time { return now }
+	}
+	r.mr.Close()
+	ctx := context.Background()
+	deg := func(d Decision) Decision { d.Degraded = true; return d }
+	type lstep struct {
+		at   time.Duration
+		b    *Backoff
+		op   string
+		ep   string
+		want Decision
+	}
+	for i, s := range []lstep{
+		{0, b1, "check", local, deg(closedOK)},
+		{0, b1, "fail", local, deg(backingOff(5 * sec))},
+		{1 * sec, b2, "check", local, deg(backingOff(4 * sec))},
+		{1 * sec, b2, "fail", local, deg(backingOff(4 * sec))},
+		{2 * sec, b2, "pick", openai, deg(closedOK)},
+		{5 * sec, b2, "check", local, deg(probe(30 * sec))},
+		{5 * sec, b1, "check", local, deg(probing(30 * sec))},
+		{5 * sec, b1, "fail", local, deg(backingOff(10 * sec))},
+		{15 * sec, b1, "pick", local, deg(probe(30 * sec))},
+		{16 * sec, b1, "fail", openai, deg(backingOff(5 * sec))},
+		{16 * sec, b2, "pick", "", deg(backingOff(5 * sec))},
+		{16 * sec, b2, "ok", local, Decision{}},
+		{16 * sec, b1, "check", local, deg(closedOK)},
+		{17 * sec, b1, "fail", local, deg(backingOff(5 * sec))},
+	} {
+		now = epoch.Add(s.at)
+		var got Decision
+		var err error
+		ep := s.ep
+		switch s.op {
+		case "check":
+			got, err = s.b.Check(ctx, s.ep)
+		case "fail":
+			got, err = s.b.Failure(ctx, s.ep)
+		case "ok":
+			err = s.b.Success(ctx, s.ep)
+		case "pick":
+			ep, got, err = s.b.Pick(ctx, local, openai)
+		}
+		if err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		if got != s.want || (s.op == "pick" && ep != s.ep) {
+			t.Fatalf("step %d (%s at %v): got %q %+v, want %q %+v", i, s.op, s.at, ep, got, s.ep, s.want)
+		}
+	}
+	if _, err := b1.State(ctx, local); !IsUnavailable(err) {
+		t.Fatalf("State during an outage: %v, want an unavailable error", err)
+	}
+}
+
+func TestBackoffFailOpenAndClosed(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		mode FailureMode
+		want Decision
+		pick string
+	}{
+		{FailOpen, Decision{Allowed: true, Remaining: Unlimited, Degraded: true}, local},
+		{FailClosed, Decision{Reason: ReasonRedisDown, RetryAfter: 5 * sec, ResetAfter: 5 * sec, Degraded: true}, ""},
+	} {
+		cfg := backoffConfig()
+		cfg.RedisTimeout = 20 * msec
+		cfg.BackoffOnRedisError = tc.mode
+		b, r := newTestBackoff(t, cfg)
+		r.mr.Close()
+		for i := 0; i < 3; i++ {
+			if d, err := b.Failure(ctx, local); err != nil || d != tc.want {
+				t.Fatalf("%v: Failure = %+v %v, want %+v", tc.mode, d, err, tc.want)
+			}
+			if d, err := b.Check(ctx, local); err != nil || d != tc.want {
+				t.Fatalf("%v: Check = %+v %v, want %+v", tc.mode, d, err, tc.want)
+			}
+			if ep, d, err := b.Pick(ctx, local, openai); err != nil || d != tc.want || ep != tc.pick {
+				t.Fatalf("%v: Pick = %q %+v %v", tc.mode, ep, d, err)
+			}
+			if err := b.Success(ctx, local); err != nil {
+				t.Fatalf("%v: Success = %v", tc.mode, err)
+			}
+		}
+	}
+}
+
+func TestBackoffRedisErrorIsNotAnOutage(t *testing.T) {
+	b, r := newTestBackoff(t, backoffConfig())
+	ctx := context.Background()
+	// Something else owns the key: Redis answers WRONGTYPE, which must
+	// surface as an error, not be papered over by the fallback.
+	if err := r.rdb.Set(ctx, "floodgate:{e:llm}:"+local, "x", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := b.Check(ctx, local); err == nil || IsUnavailable(err) || d.Degraded {
+		t.Fatalf("Check on a foreign key = %+v %v, want a Redis error", d, err)
+	}
+	if _, err := b.Failure(ctx, local); err == nil || IsUnavailable(err) {
+		t.Fatalf("Failure on a foreign key = %v", err)
+	}
+	if _, err := b.Status(ctx, local); err == nil || !strings.HasPrefix(err.Error(), "limiter: ") {
+		t.Fatalf("Status on a foreign key = %v", err)
+	}
+}
+
+// countingHook counts the commands a client sends (a script is one, however
+// many calls it makes inside Redis).
+type countingHook struct{ n atomic.Int64 }
+
+func (h *countingHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *countingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+func (h *countingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.n.Add(int64(len(cmds)))
+		return next(ctx, cmds)
+	}
+}
+
+type recordingObserver struct {
+	mu        sync.Mutex
+	decisions []Decision
+	ops       []string
+}
+
+func (o *recordingObserver) ObserveDecision(policy string, d Decision) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if policy == PolicyBackoff {
+		o.decisions = append(o.decisions, d)
+	}
+}
+
+func (o *recordingObserver) ObserveRedis(op string, _ time.Duration, _ error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.ops = append(o.ops, op)
+}
+
+func TestBackoffObserver(t *testing.T) {
+	obs := &recordingObserver{}
+	cfg := backoffConfig()
+	cfg.Observer = obs
+	b, _ := newTestBackoff(t, cfg)
+	ctx := context.Background()
+	b.Check(ctx, local)
+	b.Failure(ctx, local)
+	b.Pick(ctx, local)
+	b.Success(ctx, local)
+	wantD := []Decision{closedOK, backingOff(5 * sec)}
+	wantOps := []string{"backoff_check", "backoff_failure", "backoff_check", "backoff_success"}
+	if len(obs.decisions) != len(wantD) || obs.decisions[0] != wantD[0] || obs.decisions[1] != wantD[1] {
+		t.Fatalf("decisions %+v, want %+v", obs.decisions, wantD)
+	}
+	if strings.Join(obs.ops, ",") != strings.Join(wantOps, ",") {
+		t.Fatalf("ops %q, want %q", obs.ops, wantOps)
+	}
+}
+
+func TestStateString(t *testing.T) {
+	for s, want := range map[State]string{StateClosed: "closed", StateHalfOpen: "half-open", StateOpen: "open", 7: "State(7)", -1: "State(-1)"} {
+		if s.String() != want {
+			t.Fatalf("%d.String() = %q, want %q", s, s.String(), want)
+		}
+	}
+}

@@ -1,0 +1,65 @@
+-- backoff_check.lua: may a caller use an LLM endpoint now? Looks at the
+-- endpoints in the caller's order and answers for the first usable one, so
+-- Backoff.Check (one key) and Backoff.Pick (several) are one round trip.
+--
+-- KEYS[1..n]  endpoint state hashes <prefix>{e:<backoff>}:<endpoint>, all of
+--             one Backoff, so they share a hash tag and a Cluster slot. A
+--             missing key is a closed endpoint. Fields, all integers:
+--               o  opens: open periods since the last success (the level)
+--               d  nominal delay of the current open period in ms (no jitter)
+--               u  open until, ms since the Unix epoch
+--               p  the half-open probe's lease ends, ms since the epoch (0: none)
+--               f  failures reported since the last success (stale ones too)
+-- ARGV[1]     probe lease in ms
+-- ARGV[2]     keep in ms: how long a key outlives its last deadline
+--
+-- Returns {index, allowed, reason, remaining, retry_after_ms, reset_after_ms}:
+--   index      1-based position of the endpoint answered for; 0 when none is
+--              usable
+--   allowed    1 when the endpoint is closed (remaining -1) or half-open with
+--              no live probe, in which case this caller now holds the probe
+--              (remaining 0, reset_after_ms = the lease)
+--   reason     0 none; 4 backoff (open); 5 probing (another caller holds the
+--              probe). When none is usable: the reason of the shortest wait.
+--   retry_after_ms  0 when allowed; else the shortest wait among the
+--              endpoints (until half-open, or until the probe's lease ends)
+--   reset_after_ms  see allowed; equal to retry_after_ms when denied
+-- Only handing out a probe writes (field p and the TTL); denials write nothing.
+-- The clock is Redis TIME.
+
+local lease = tonumber(ARGV[1])
+local keep = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local best_reason, best_wait = 0, -1
+for i, key in ipairs(KEYS) do
+  local h = redis.call('HMGET', key, 'd', 'u', 'p')
+  local d, u = tonumber(h[1]), tonumber(h[2])
+  if not u then
+    return {i, 1, 0, -1, 0, 0}
+  end
+  local reason, wait
+  if now < u then
+    -- Open. A failover to a server whose clock is behind must not stretch
+    -- the wait past the delay itself.
+    reason, wait = 4, math.min(u - now, d or (u - now))
+  else
+    local p = tonumber(h[3]) or 0
+    if p > now then
+      reason, wait = 5, p - now
+    else
+      -- Half-open and nobody probing (or the prober's lease ran out):
+      -- this caller is the probe.
+      redis.call('HSET', key, 'p', now + lease)
+      if redis.call('PTTL', key) < lease + keep then
+        redis.call('PEXPIRE', key, lease + keep)
+      end
+      return {i, 1, 0, 0, 0, lease}
+    end
+  end
+  if best_wait < 0 or wait < best_wait then
+    best_reason, best_wait = reason, wait
+  end
+end
+return {0, 0, best_reason, 0, best_wait, best_wait}
