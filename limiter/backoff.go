@@ -52,12 +52,12 @@ const (
 	StateOpen
 )
 
-var stateNames = [...]string{"closed", "half-open", "open"}
+var backoffStateNames = [...]string{"closed", "half-open", "open"}
 
 // String returns "closed", "half-open" or "open".
 func (s State) String() string {
-	if s >= 0 && int(s) < len(stateNames) {
-		return stateNames[s]
+	if s >= 0 && int(s) < len(backoffStateNames) {
+		return backoffStateNames[s]
 	}
 	return "State(" + strconv.Itoa(int(s)) + ")"
 }
@@ -102,12 +102,15 @@ type BackoffStatus struct {
 // Reports are not tied to the Check that admitted them (no token crosses
 // the API), so the rules are stated by state:
 //   - Success, in any state, closes the endpoint: an answer is direct
-//     evidence the endpoint works.
+//     evidence the endpoint works, even from a request admitted before it
+//     opened.
 //   - Failure while closed or half-open opens it (half-open: with the next,
-//     longer delay). Failure while open is stale, from a request admitted
-//     before the endpoint opened: it is counted in BackoffStatus.Failures
-//     but changes nothing else, so the delay grows at most once per open
-//     period however many in-flight requests fail.
+//     longer delay). A failure while half-open is taken as the probe's,
+//     whoever reports it: the delay has run out and the endpoint still
+//     fails. Failure while open is stale, from a request admitted before
+//     the endpoint opened (nobody is admitted while open): it is counted in
+//     BackoffStatus.Failures but changes nothing else, so the delay grows
+//     at most once per open period however many in-flight requests fail.
 //
 // LLMBackoffJitter shortens each open period by a random fraction of up to
 // that much; the random fraction is drawn in Go and passed to the script
@@ -176,9 +179,10 @@ func (b *Backoff) validate(endpoints ...string) error {
 // endpoint is closed (Remaining is Unlimited) or it is half-open and this
 // caller now holds the single probe (Remaining is 0, ResetAfter is the
 // probe's lease): it should make its request and report the outcome with
-// Success or Failure. Denied decisions carry ReasonBackoff (open) or
-// ReasonProbing (another caller holds the probe) and RetryAfter, the time
-// until that changes. Every caller should report its outcome; reporting is
+// Success or Failure (the probe holder itself is denied if it checks
+// again). Denied decisions carry ReasonBackoff (open) or ReasonProbing
+// (another caller holds the probe), Remaining 0, and RetryAfter (equal to
+// ResetAfter), the time until that changes. Every caller should report its outcome; reporting is
 // what drives the breaker.
 func (b *Backoff) Check(ctx context.Context, endpoint string) (Decision, error) {
 	if err := b.validate(endpoint); err != nil {
@@ -355,13 +359,13 @@ func (b *Backoff) Status(ctx context.Context, endpoint string) (BackoffStatus, e
 	}, nil
 }
 
-// schedule is the backoff settings in the scripts' integer units.
-type schedule struct {
+// backoffSched is the backoff settings in the scripts' integer units.
+type backoffSched struct {
 	base, multPPM, max int64 // ms, millionths, ms
 }
 
-func backoffSchedule(cfg Config) schedule {
-	return schedule{
+func backoffSchedule(cfg Config) backoffSched {
+	return backoffSched{
 		base:    max(ms(cfg.LLMRetryDelay), 1),
 		multPPM: int64(math.Round(cfg.LLMBackoffMultiplier * 1e6)),
 		max:     max(ms(cfg.LLMBackoffMax), 1),
@@ -370,7 +374,7 @@ func backoffSchedule(cfg Config) schedule {
 
 // next is the nominal delay after prev (0: none yet), as backoff_failure.lua
 // computes it: prev times the multiplier, at least base, at most max.
-func (s schedule) next(prev int64) int64 {
+func (s backoffSched) next(prev int64) int64 {
 	switch {
 	case prev <= 0:
 		return s.base
@@ -380,9 +384,9 @@ func (s schedule) next(prev int64) int64 {
 	return min(max(prev*s.multPPM/1e6, s.base), s.max)
 }
 
-// jittered is how long an open period with nominal delay d lasts given the
+// backoffJittered is how long an open period with nominal delay d lasts given the
 // jitter cut in millionths: never less than 1 ms.
-func jittered(d, cut int64) int64 {
+func backoffJittered(d, cut int64) int64 {
 	return max(d-d*cut/1e6, 1)
 }
 
@@ -477,7 +481,7 @@ func (lb *localBreaker) check(now time.Time, endpoints []string, lease, keep tim
 	return -1, best
 }
 
-func (lb *localBreaker) failure(now time.Time, endpoint string, s schedule, cut int64) Decision {
+func (lb *localBreaker) failure(now time.Time, endpoint string, s backoffSched, cut int64) Decision {
 	lb.mu.Lock()
 	defer lb.mu.Unlock()
 	e := lb.get(endpoint, now)
@@ -499,7 +503,7 @@ func (lb *localBreaker) failure(now time.Time, endpoint string, s schedule, cut 
 	}
 	e.opens++
 	e.delay = s.next(e.delay)
-	w := fromMs(jittered(e.delay, cut))
+	w := fromMs(backoffJittered(e.delay, cut))
 	e.until, e.probe = now.Add(w), time.Time{}
 	e.forget = e.until.Add(fromMs(s.max))
 	return Decision{Reason: ReasonBackoff, RetryAfter: w, ResetAfter: w}

@@ -3,20 +3,23 @@ package limiter
 import (
 	"context"
 	"errors"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+	"weak"
 
 	"github.com/redis/go-redis/v9"
 )
 
 const (
-	local  = "http://localhost:1234"
-	openai = "https://api.openai.com"
-	sec    = time.Second
-	msec   = time.Millisecond
+	epLocal  = "http://localhost:1234"
+	epOpenAI = "https://api.openai.com"
+	bsec     = time.Second
+	bms      = time.Millisecond
 )
 
 // backoffConfig is the seed's backoff (5 s, x2, 300 s), no jitter, a 30 s
@@ -34,13 +37,13 @@ func newTestBackoff(t *testing.T, cfg Config) (*Backoff, *testRedis) {
 }
 
 // Decisions Backoff gives, exactly.
-var closedOK = Decision{Allowed: true, Remaining: Unlimited}
+var bClosed = Decision{Allowed: true, Remaining: Unlimited}
 
-func probe(lease time.Duration) Decision { return Decision{Allowed: true, ResetAfter: lease} }
-func backingOff(w time.Duration) Decision {
+func bProbe(lease time.Duration) Decision { return Decision{Allowed: true, ResetAfter: lease} }
+func bOpen(w time.Duration) Decision {
 	return Decision{Reason: ReasonBackoff, RetryAfter: w, ResetAfter: w}
 }
-func probing(w time.Duration) Decision {
+func bProbing(w time.Duration) Decision {
 	return Decision{Reason: ReasonProbing, RetryAfter: w, ResetAfter: w}
 }
 
@@ -89,68 +92,68 @@ func mustStatus(t *testing.T, b *Backoff, endpoint string) BackoffStatus {
 func TestBackoffSeedSchedule(t *testing.T) {
 	b, r := newTestBackoff(t, backoffConfig())
 	steps := []bstep{
-		{0, 'c', closedOK},
-		{0, 'f', backingOff(5 * sec)},
-		{0, 'c', backingOff(5 * sec)},
-		{4999 * msec, 'c', backingOff(1 * msec)},
+		{0, 'c', bClosed},
+		{0, 'f', bOpen(5 * bsec)},
+		{0, 'c', bOpen(5 * bsec)},
+		{4999 * bms, 'c', bOpen(1 * bms)},
 	}
 	// Each probe fails: 5, 10, 20, 40, 80, 160, then capped at 300, 300.
-	at := 5 * sec
+	at := 5 * bsec
 	for _, d := range []time.Duration{10, 20, 40, 80, 160, 300, 300} {
 		steps = append(steps,
-			bstep{at, 'c', probe(30 * sec)},
-			bstep{at, 'c', probing(30 * sec)},
-			bstep{at + sec, 'c', probing(29 * sec)},
-			bstep{at + sec, 'f', backingOff(d * sec)},
-			bstep{at + sec, 'c', backingOff(d * sec)},
+			bstep{at, 'c', bProbe(30 * bsec)},
+			bstep{at, 'c', bProbing(30 * bsec)},
+			bstep{at + bsec, 'c', bProbing(29 * bsec)},
+			bstep{at + bsec, 'f', bOpen(d * bsec)},
+			bstep{at + bsec, 'c', bOpen(d * bsec)},
 		)
-		at += sec + d*sec
+		at += bsec + d*bsec
 	}
-	runBackoff(t, b, r, local, steps)
-	want := BackoffStatus{State: StateOpen, Opens: 8, Failures: 8, Delay: 300 * sec, RetryAfter: 300 * sec}
-	if s := mustStatus(t, b, local); s != want {
-		t.Fatalf("status after the schedule:\n got %+v\nwant %+v", s, want)
+	runBackoff(t, b, r, epLocal, steps)
+	want := BackoffStatus{State: StateOpen, Opens: 8, Failures: 8, Delay: 300 * bsec, RetryAfter: 300 * bsec}
+	if s := mustStatus(t, b, epLocal); s != want {
+		t.Fatalf("status after the backoffSched:\n got %+v\nwant %+v", s, want)
 	}
 
 	// The probe succeeds: closed everywhere, no key, and the delay starts
 	// again from 5 s.
-	runBackoff(t, b, r, local, []bstep{
-		{at, 'c', probe(30 * sec)},
-		{at + 2*sec, 's', Decision{}},
-		{at + 2*sec, 'c', closedOK},
-		{at + 2*sec, 'c', closedOK},
+	runBackoff(t, b, r, epLocal, []bstep{
+		{at, 'c', bProbe(30 * bsec)},
+		{at + 2*bsec, 's', Decision{}},
+		{at + 2*bsec, 'c', bClosed},
+		{at + 2*bsec, 'c', bClosed},
 	})
 	if keys := r.mr.Keys(); len(keys) != 0 {
 		t.Fatalf("a closed endpoint left keys: %q", keys)
 	}
-	if s := mustStatus(t, b, local); s != (BackoffStatus{}) {
+	if s := mustStatus(t, b, epLocal); s != (BackoffStatus{}) {
 		t.Fatalf("status after Success: %+v", s)
 	}
-	runBackoff(t, b, r, local, []bstep{
-		{at + 3*sec, 'f', backingOff(5 * sec)},
-		{at + 8*sec, 'c', probe(30 * sec)},
-		{at + 8*sec, 'f', backingOff(10 * sec)},
+	runBackoff(t, b, r, epLocal, []bstep{
+		{at + 3*bsec, 'f', bOpen(5 * bsec)},
+		{at + 8*bsec, 'c', bProbe(30 * bsec)},
+		{at + 8*bsec, 'f', bOpen(10 * bsec)},
 	})
 }
 
 func TestBackoffStaleFailuresDoNotEscalate(t *testing.T) {
 	b, r := newTestBackoff(t, backoffConfig())
-	runBackoff(t, b, r, local, []bstep{
+	runBackoff(t, b, r, epLocal, []bstep{
 		// Three in-flight requests fail together: one open period of 5 s.
-		{0, 'f', backingOff(5 * sec)},
-		{0, 'f', backingOff(5 * sec)},
-		{2 * sec, 'f', backingOff(3 * sec)},
-		{2 * sec, 'c', backingOff(3 * sec)},
+		{0, 'f', bOpen(5 * bsec)},
+		{0, 'f', bOpen(5 * bsec)},
+		{2 * bsec, 'f', bOpen(3 * bsec)},
+		{2 * bsec, 'c', bOpen(3 * bsec)},
 		// Half-open with nobody probing: a failure still counts as the
 		// endpoint failing after its delay, and escalates.
-		{5 * sec, 'f', backingOff(10 * sec)},
-		{7 * sec, 'f', backingOff(8 * sec)},
-		{15 * sec, 'c', probe(30 * sec)},
-		{16 * sec, 'f', backingOff(20 * sec)},
-		{16 * sec, 'f', backingOff(20 * sec)},
+		{5 * bsec, 'f', bOpen(10 * bsec)},
+		{7 * bsec, 'f', bOpen(8 * bsec)},
+		{15 * bsec, 'c', bProbe(30 * bsec)},
+		{16 * bsec, 'f', bOpen(20 * bsec)},
+		{16 * bsec, 'f', bOpen(20 * bsec)},
 	})
-	want := BackoffStatus{State: StateOpen, Opens: 3, Failures: 7, Delay: 20 * sec, RetryAfter: 20 * sec}
-	if s := mustStatus(t, b, local); s != want {
+	want := BackoffStatus{State: StateOpen, Opens: 3, Failures: 7, Delay: 20 * bsec, RetryAfter: 20 * bsec}
+	if s := mustStatus(t, b, epLocal); s != want {
 		t.Fatalf("status:\n got %+v\nwant %+v", s, want)
 	}
 }
@@ -166,20 +169,20 @@ func TestBackoffOneProbeAcrossReplicas(t *testing.T) {
 		bs = append(bs, l.Backoff("llm"))
 	}
 	ctx := context.Background()
-	if _, err := bs[0].Failure(ctx, openai); err != nil {
+	if _, err := bs[0].Failure(ctx, epOpenAI); err != nil {
 		t.Fatal(err)
 	}
-	r.at(5 * sec)
+	r.at(5 * bsec)
 	probes := 0
 	for i := 0; i < 30; i++ {
-		d, err := bs[i%3].Check(ctx, openai)
+		d, err := bs[i%3].Check(ctx, epOpenAI)
 		if err != nil {
 			t.Fatal(err)
 		}
 		switch d {
-		case probe(30 * sec):
+		case bProbe(30 * bsec):
 			probes++
-		case probing(30 * sec):
+		case bProbing(30 * bsec):
 		default:
 			t.Fatalf("check %d: %+v", i, d)
 		}
@@ -187,20 +190,20 @@ func TestBackoffOneProbeAcrossReplicas(t *testing.T) {
 	if probes != 1 {
 		t.Fatalf("%d probes handed out in one half-open period, want 1", probes)
 	}
-	r.at(20 * sec)
-	want := BackoffStatus{State: StateHalfOpen, Opens: 1, Failures: 1, Delay: 5 * sec, RetryAfter: 15 * sec, Probing: true}
-	if s := mustStatus(t, bs[2], openai); s != want {
+	r.at(20 * bsec)
+	want := BackoffStatus{State: StateHalfOpen, Opens: 1, Failures: 1, Delay: 5 * bsec, RetryAfter: 15 * bsec, Probing: true}
+	if s := mustStatus(t, bs[2], epOpenAI); s != want {
 		t.Fatalf("status while probing:\n got %+v\nwant %+v", s, want)
 	}
-	if st, _ := bs[1].State(ctx, openai); st != StateHalfOpen || st.String() != "half-open" {
+	if st, _ := bs[1].State(ctx, epOpenAI); st != StateHalfOpen || st.String() != "half-open" {
 		t.Fatalf("State = %v", st)
 	}
 	// The probe's success closes the endpoint for every replica.
-	if err := bs[0].Success(ctx, openai); err != nil {
+	if err := bs[0].Success(ctx, epOpenAI); err != nil {
 		t.Fatal(err)
 	}
 	for i, b := range bs {
-		if d, _ := b.Check(ctx, openai); d != closedOK {
+		if d, _ := b.Check(ctx, epOpenAI); d != bClosed {
 			t.Fatalf("replica %d after Success: %+v", i, d)
 		}
 	}
@@ -208,22 +211,22 @@ func TestBackoffOneProbeAcrossReplicas(t *testing.T) {
 
 func TestBackoffProbeLeaseExpires(t *testing.T) {
 	b, r := newTestBackoff(t, backoffConfig())
-	runBackoff(t, b, r, local, []bstep{
-		{0, 'f', backingOff(5 * sec)},
-		{5 * sec, 'c', probe(30 * sec)},
+	runBackoff(t, b, r, epLocal, []bstep{
+		{0, 'f', bOpen(5 * bsec)},
+		{5 * bsec, 'c', bProbe(30 * bsec)},
 		// The prober crashed: nobody else may probe until its lease ends...
-		{35*sec - msec, 'c', probing(msec)},
+		{35*bsec - bms, 'c', bProbing(bms)},
 		// ...then exactly one caller gets a new lease.
-		{35 * sec, 'c', probe(30 * sec)},
-		{35 * sec, 'c', probing(30 * sec)},
-		{64 * sec, 'c', probing(1 * sec)},
+		{35 * bsec, 'c', bProbe(30 * bsec)},
+		{35 * bsec, 'c', bProbing(30 * bsec)},
+		{64 * bsec, 'c', bProbing(1 * bsec)},
 		// The new probe fails: the next delay, and no probe is out.
-		{64 * sec, 'f', backingOff(10 * sec)},
-		{73 * sec, 'c', backingOff(1 * sec)},
-		{74 * sec, 'c', probe(30 * sec)},
+		{64 * bsec, 'f', bOpen(10 * bsec)},
+		{73 * bsec, 'c', bOpen(1 * bsec)},
+		{74 * bsec, 'c', bProbe(30 * bsec)},
 	})
-	want := BackoffStatus{State: StateHalfOpen, Opens: 2, Failures: 2, Delay: 10 * sec, RetryAfter: 30 * sec, Probing: true}
-	if s := mustStatus(t, b, local); s != want {
+	want := BackoffStatus{State: StateHalfOpen, Opens: 2, Failures: 2, Delay: 10 * bsec, RetryAfter: 30 * bsec, Probing: true}
+	if s := mustStatus(t, b, epLocal); s != want {
 		t.Fatalf("status:\n got %+v\nwant %+v", s, want)
 	}
 }
@@ -234,7 +237,7 @@ func TestBackoffKeysAndTTL(t *testing.T) {
 	const key = "floodgate:{e:llm}:http://localhost:1234"
 	// Checks of a closed endpoint write nothing.
 	for i := 0; i < 5; i++ {
-		if d, _ := b.Check(ctx, local); d != closedOK {
+		if d, _ := b.Check(ctx, epLocal); d != bClosed {
 			t.Fatalf("check %d: %+v", i, d)
 		}
 	}
@@ -247,24 +250,24 @@ func TestBackoffKeysAndTTL(t *testing.T) {
 		ttl time.Duration // the key's TTL after the step; 0: no key
 	}
 	for i, s := range []ttlStep{
-		{0, 'f', 305 * sec},             // open 5 s + LLMBackoffMax
-		{2 * sec, 'f', 303 * sec},       // stale: TTL untouched
-		{3 * sec, 'c', 302 * sec},       // denied: nothing written
-		{5 * sec, 'c', 330 * sec},       // probe: lease + LLMBackoffMax
-		{6 * sec, 'f', 310 * sec},       // next open period 10 s + 300 s
-		{16 * sec, 'c', 330 * sec},      // probe again
-		{45 * sec, 'c', 301 * sec},      // still probing until 46 s: nothing written
-		{346*sec - msec, 'w', 1 * msec}, // nobody came back: the key is about to go
-		{346 * sec, 'w', 0},             // forgotten
-		{346 * sec, 'c', 0},             // closed, and checking writes nothing
+		{0, 'f', 305 * bsec},           // open 5 s + LLMBackoffMax
+		{2 * bsec, 'f', 303 * bsec},    // stale: TTL untouched
+		{3 * bsec, 'c', 302 * bsec},    // denied: nothing written
+		{5 * bsec, 'c', 330 * bsec},    // probe: lease + LLMBackoffMax
+		{6 * bsec, 'f', 310 * bsec},    // next open period 10 s + 300 s
+		{16 * bsec, 'c', 330 * bsec},   // probe again
+		{45 * bsec, 'c', 301 * bsec},   // still probing until 46 s: nothing written
+		{346*bsec - bms, 'w', 1 * bms}, // nobody came back: the key is about to go
+		{346 * bsec, 'w', 0},           // forgotten
+		{346 * bsec, 'c', 0},           // closed, and checking writes nothing
 	} {
 		r.at(s.at)
 		var err error
 		switch s.op {
 		case 'f':
-			_, err = b.Failure(ctx, local)
+			_, err = b.Failure(ctx, epLocal)
 		case 'c':
-			_, err = b.Check(ctx, local)
+			_, err = b.Check(ctx, epLocal)
 		}
 		if err != nil {
 			t.Fatal(err)
@@ -273,14 +276,14 @@ func TestBackoffKeysAndTTL(t *testing.T) {
 			t.Fatalf("step %d at %v: TTL %v, want %v (keys %q)", i, s.at, got, s.ttl, r.mr.Keys())
 		}
 	}
-	// A forgotten endpoint starts the schedule again.
-	runBackoff(t, b, r, local, []bstep{{346 * sec, 'f', backingOff(5 * sec)}})
+	// A forgotten endpoint starts the backoffSched again.
+	runBackoff(t, b, r, epLocal, []bstep{{346 * bsec, 'f', bOpen(5 * bsec)}})
 	fields, err := r.rdb.HGetAll(ctx, key).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := epoch.Add(351 * sec).UnixMilli()
-	want := map[string]string{"o": "1", "d": "5000", "u": itoa(u), "p": "0", "f": "1"}
+	u := epoch.Add(351 * bsec).UnixMilli()
+	want := map[string]string{"o": "1", "d": "5000", "u": strconv.FormatInt(u, 10), "p": "0", "f": "1"}
 	if len(fields) != len(want) {
 		t.Fatalf("hash %v, want %v", fields, want)
 	}
@@ -291,57 +294,44 @@ func TestBackoffKeysAndTTL(t *testing.T) {
 	}
 }
 
-func itoa(n int64) string {
-	var b [20]byte
-	i := len(b)
-	for {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-		if n == 0 {
-			return string(b[i:])
-		}
-	}
-}
-
 func TestBackoffJitter(t *testing.T) {
 	cfg := backoffConfig()
 	cfg.LLMBackoffJitter = 0.5
 	b, r := newTestBackoff(t, cfg)
 	frac := 0.5
 	b.jitter = func() float64 { return frac }
-	// A quarter off each period; the schedule still grows from 5 s, 10 s...
-	runBackoff(t, b, r, local, []bstep{
-		{0, 'f', backingOff(3750 * msec)},
-		{3750 * msec, 'c', probe(30 * sec)},
-		{4 * sec, 'f', backingOff(7500 * msec)},
+	// A quarter off each period; the backoffSched still grows from 5 s, 10 s...
+	runBackoff(t, b, r, epLocal, []bstep{
+		{0, 'f', bOpen(3750 * bms)},
+		{3750 * bms, 'c', bProbe(30 * bsec)},
+		{4 * bsec, 'f', bOpen(7500 * bms)},
 	})
-	if s := mustStatus(t, b, local); s.Delay != 10*sec || s.RetryAfter != 7500*msec {
+	if s := mustStatus(t, b, epLocal); s.Delay != 10*bsec || s.RetryAfter != 7500*bms {
 		t.Fatalf("status: %+v", s)
 	}
 	frac = 0
-	runBackoff(t, b, r, local, []bstep{
-		{11500 * msec, 'c', probe(30 * sec)},
-		{11500 * msec, 'f', backingOff(20 * sec)},
+	runBackoff(t, b, r, epLocal, []bstep{
+		{11500 * bms, 'c', bProbe(30 * bsec)},
+		{11500 * bms, 'f', bOpen(20 * bsec)},
 	})
 
 	// The extreme: jitter 1 and a draw just below 1 leave 1 ms.
 	cfg.LLMBackoffJitter = 1
 	b2, r2 := newTestBackoff(t, cfg)
 	b2.jitter = func() float64 { return 0.9999999 }
-	runBackoff(t, b2, r2, openai, []bstep{{0, 'f', backingOff(1 * msec)}})
+	runBackoff(t, b2, r2, epOpenAI, []bstep{{0, 'f', bOpen(1 * bms)}})
 
 	// Real draws stay within (1 - jitter) * delay .. delay, and vary.
 	cfg.LLMBackoffJitter = 0.3
 	b3, _ := newTestBackoff(t, cfg)
 	seen := map[time.Duration]bool{}
 	for i := 0; i < 200; i++ {
-		d, err := b3.Failure(context.Background(), "ep-"+itoa(int64(i)))
+		d, err := b3.Failure(context.Background(), "ep-"+strconv.Itoa(i))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d.RetryAfter < 3500*msec || d.RetryAfter > 5*sec {
-			t.Fatalf("jittered delay %v outside [3.5s, 5s]", d.RetryAfter)
+		if d.RetryAfter < 3500*bms || d.RetryAfter > 5*bsec {
+			t.Fatalf("backoffJittered delay %v outside [3.5s, 5s]", d.RetryAfter)
 		}
 		seen[d.RetryAfter] = true
 	}
@@ -352,14 +342,14 @@ func TestBackoffJitter(t *testing.T) {
 
 func TestBackoffFractionalMultiplier(t *testing.T) {
 	cfg := backoffConfig()
-	cfg.LLMRetryDelay = sec
+	cfg.LLMRetryDelay = bsec
 	cfg.LLMBackoffMultiplier = 1.5
 	cfg.LLMBackoffMax = time.Minute
 	b, r := newTestBackoff(t, cfg)
 	ctx := context.Background()
 	want := []int64{1000, 1500, 2250, 3375, 5062, 7593, 11389, 17083, 25624, 38436, 57654, 60000, 60000}
 	for i, w := range want {
-		d, err := b.Failure(ctx, local)
+		d, err := b.Failure(ctx, epLocal)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -371,14 +361,14 @@ func TestBackoffFractionalMultiplier(t *testing.T) {
 }
 
 // TestLocalBreakerMatchesScripts drives the FailLocal fallback and Redis
-// through the same steps, jitter included: same schedule, same answers.
+// through the same steps, jitter included: same backoffSched, same answers.
 func TestLocalBreakerMatchesScripts(t *testing.T) {
 	cfg := backoffConfig()
-	cfg.LLMRetryDelay = 700 * msec
+	cfg.LLMRetryDelay = 700 * bms
 	cfg.LLMBackoffMultiplier = 1.7
-	cfg.LLMBackoffMax = 40 * sec
+	cfg.LLMBackoffMax = 40 * bsec
 	cfg.LLMBackoffJitter = 0.35
-	cfg.LLMProbeLease = 3 * sec
+	cfg.LLMProbeLease = 3 * bsec
 	b, r := newTestBackoff(t, cfg)
 	lb := &localBreaker{m: map[string]*localEndpoint{}}
 	sc := backoffSchedule(cfg)
@@ -387,25 +377,25 @@ func TestLocalBreakerMatchesScripts(t *testing.T) {
 	for i, f := range draws {
 		b.jitter = func() float64 { return f }
 		now := r.now
-		got, err := b.Failure(ctx, local)
+		got, err := b.Failure(ctx, epLocal)
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := lb.failure(now, local, sc, jitterCut(cfg.LLMBackoffJitter, func() float64 { return f }))
+		want := lb.failure(now, epLocal, sc, jitterCut(cfg.LLMBackoffJitter, func() float64 { return f }))
 		if got != want {
-			t.Fatalf("failure %d: redis %+v, local %+v", i, got, want)
+			t.Fatalf("failure %d: redis %+v, epLocal %+v", i, got, want)
 		}
 		// A stale failure halfway, then the probe at the end of the period.
-		r.advance((got.RetryAfter / 2).Truncate(msec)) // Redis TIME has ms resolution here
-		got, _ = b.Failure(ctx, local)
-		if want := lb.failure(r.now, local, sc, 0); got != want {
-			t.Fatalf("stale failure %d: redis %+v, local %+v", i, got, want)
+		r.advance((got.RetryAfter / 2).Truncate(bms)) // Redis TIME has ms resolution here
+		got, _ = b.Failure(ctx, epLocal)
+		if want := lb.failure(r.now, epLocal, sc, 0); got != want {
+			t.Fatalf("stale failure %d: redis %+v, epLocal %+v", i, got, want)
 		}
 		r.advance(got.RetryAfter)
-		gotC, _ := b.Check(ctx, local)
-		_, wantC := lb.check(r.now, []string{local}, cfg.LLMProbeLease, cfg.LLMBackoffMax)
-		if gotC != wantC || gotC != probe(3*sec) {
-			t.Fatalf("probe %d: redis %+v, local %+v", i, gotC, wantC)
+		gotC, _ := b.Check(ctx, epLocal)
+		_, wantC := lb.check(r.now, []string{epLocal}, cfg.LLMProbeLease, cfg.LLMBackoffMax)
+		if gotC != wantC || gotC != bProbe(3*bsec) {
+			t.Fatalf("probe %d: redis %+v, epLocal %+v", i, gotC, wantC)
 		}
 	}
 }
@@ -420,19 +410,19 @@ func TestBackoffPick(t *testing.T) {
 		want Decision
 	}
 	for i, s := range []pstep{
-		{0, "pick", local, closedOK},
-		{0, "fail", local, Decision{}},
-		{0, "pick", openai, closedOK}, // the fallback
-		{1 * sec, "fail", openai, Decision{}},
-		{1 * sec, "pick", "", backingOff(4 * sec)}, // local comes back first
-		{5 * sec, "pick", local, probe(30 * sec)},  // the preferred one, probed
-		{5 * sec, "pick", "", backingOff(1 * sec)}, // openai opens again sooner than the lease
-		{6 * sec, "pick", openai, probe(30 * sec)},
-		{6 * sec, "pick", "", probing(29 * sec)}, // both probed: the lease that ends first
-		{7 * sec, "ok", openai, Decision{}},
-		{7 * sec, "pick", openai, closedOK},
-		{8 * sec, "ok", local, Decision{}},
-		{8 * sec, "pick", local, closedOK},
+		{0, "pick", epLocal, bClosed},
+		{0, "fail", epLocal, Decision{}},
+		{0, "pick", epOpenAI, bClosed}, // the fallback
+		{1 * bsec, "fail", epOpenAI, Decision{}},
+		{1 * bsec, "pick", "", bOpen(4 * bsec)},        // the local model comes back first
+		{5 * bsec, "pick", epLocal, bProbe(30 * bsec)}, // the preferred one, probed
+		{5 * bsec, "pick", "", bOpen(1 * bsec)},        // OpenAI reopens sooner than the lease ends
+		{6 * bsec, "pick", epOpenAI, bProbe(30 * bsec)},
+		{6 * bsec, "pick", "", bProbing(29 * bsec)}, // both probed: the lease that ends first
+		{7 * bsec, "ok", epOpenAI, Decision{}},
+		{7 * bsec, "pick", epOpenAI, bClosed},
+		{8 * bsec, "ok", epLocal, Decision{}},
+		{8 * bsec, "pick", epLocal, bClosed},
 	} {
 		r.at(s.at)
 		switch s.op {
@@ -445,7 +435,7 @@ func TestBackoffPick(t *testing.T) {
 				t.Fatal(err)
 			}
 		case "pick":
-			ep, d, err := b.Pick(ctx, local, openai)
+			ep, d, err := b.Pick(ctx, epLocal, epOpenAI)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -458,15 +448,15 @@ func TestBackoffPick(t *testing.T) {
 	// One round trip, however many endpoints.
 	eps := make([]string, MaxPickEndpoints)
 	for i := range eps {
-		eps[i] = "ep-" + itoa(int64(i))
+		eps[i] = "ep-" + strconv.Itoa(i)
 		if _, err := b.Failure(ctx, eps[i]); err != nil {
 			t.Fatal(err)
 		}
 	}
-	var hook countingHook
+	var hook backoffRoundTrips
 	r.rdb.AddHook(&hook)
 	ep, d, err := b.Pick(ctx, eps...)
-	if err != nil || ep != "" || d != backingOff(5*sec) {
+	if err != nil || ep != "" || d != bOpen(5*bsec) {
 		t.Fatalf("Pick over %d open endpoints = %q %+v %v", len(eps), ep, d, err)
 	}
 	if n := hook.n.Load(); n != 1 {
@@ -484,11 +474,11 @@ func TestBackoffBadInput(t *testing.T) {
 		if !errors.Is(b.Err(), ErrInvalidName) {
 			t.Fatalf("Backoff(%q).Err() = %v", name, b.Err())
 		}
-		_, err1 := b.Check(ctx, local)
-		_, err2 := b.Failure(ctx, local)
-		err3 := b.Success(ctx, local)
-		_, _, err4 := b.Pick(ctx, local)
-		_, err5 := b.State(ctx, local)
+		_, err1 := b.Check(ctx, epLocal)
+		_, err2 := b.Failure(ctx, epLocal)
+		err3 := b.Success(ctx, epLocal)
+		_, _, err4 := b.Pick(ctx, epLocal)
+		_, err5 := b.State(ctx, epLocal)
 		for i, err := range []error{err1, err2, err3, err4, err5} {
 			if !errors.Is(err, ErrInvalidName) {
 				t.Fatalf("Backoff(%.20q) call %d: %v, want ErrInvalidName", name, i, err)
@@ -503,7 +493,7 @@ func TestBackoffBadInput(t *testing.T) {
 		_, err1 := b.Check(ctx, ep)
 		_, err2 := b.Failure(ctx, ep)
 		err3 := b.Success(ctx, ep)
-		_, _, err4 := b.Pick(ctx, local, ep)
+		_, _, err4 := b.Pick(ctx, epLocal, ep)
 		_, err5 := b.Status(ctx, ep)
 		for i, err := range []error{err1, err2, err3, err4, err5} {
 			if !errors.Is(err, ErrInvalidName) {
@@ -528,7 +518,7 @@ func TestBackoffBadInput(t *testing.T) {
 	// the Backoff's hash tag (one Cluster slot).
 	weird := []string{"a}b", "{x}", "a", "a:b", strings.Repeat("y", MaxNameLen), "é"}
 	for _, ep := range weird {
-		if d, err := b.Failure(ctx, ep); err != nil || d != backingOff(5*sec) {
+		if d, err := b.Failure(ctx, ep); err != nil || d != bOpen(5*bsec) {
 			t.Fatalf("Failure(%.20q) = %+v %v", ep, d, err)
 		}
 	}
@@ -544,14 +534,14 @@ func TestBackoffBadInput(t *testing.T) {
 		}
 	}
 	// Another Backoff name is another namespace.
-	if d, err := l.Backoff("tts").Check(ctx, "a"); err != nil || d != closedOK {
+	if d, err := l.Backoff("tts").Check(ctx, "a"); err != nil || d != bClosed {
 		t.Fatalf("tts/a = %+v %v, want closed", d, err)
 	}
 }
 
 func TestBackoffFailLocal(t *testing.T) {
 	cfg := backoffConfig()
-	cfg.RedisTimeout = 20 * msec
+	cfg.RedisTimeout = 20 * bms
 	l, r := newTestLimiter(t, cfg)
 	b1, b2 := l.Backoff("llm"), l.Backoff("llm") // two handles, one fallback
 	now := epoch
@@ -569,20 +559,20 @@ func TestBackoffFailLocal(t *testing.T) {
 		want Decision
 	}
 	for i, s := range []lstep{
-		{0, b1, "check", local, deg(closedOK)},
-		{0, b1, "fail", local, deg(backingOff(5 * sec))},
-		{1 * sec, b2, "check", local, deg(backingOff(4 * sec))},
-		{1 * sec, b2, "fail", local, deg(backingOff(4 * sec))},
-		{2 * sec, b2, "pick", openai, deg(closedOK)},
-		{5 * sec, b2, "check", local, deg(probe(30 * sec))},
-		{5 * sec, b1, "check", local, deg(probing(30 * sec))},
-		{5 * sec, b1, "fail", local, deg(backingOff(10 * sec))},
-		{15 * sec, b1, "pick", local, deg(probe(30 * sec))},
-		{16 * sec, b1, "fail", openai, deg(backingOff(5 * sec))},
-		{16 * sec, b2, "pick", "", deg(backingOff(5 * sec))},
-		{16 * sec, b2, "ok", local, Decision{}},
-		{16 * sec, b1, "check", local, deg(closedOK)},
-		{17 * sec, b1, "fail", local, deg(backingOff(5 * sec))},
+		{0, b1, "check", epLocal, deg(bClosed)},
+		{0, b1, "fail", epLocal, deg(bOpen(5 * bsec))},
+		{1 * bsec, b2, "check", epLocal, deg(bOpen(4 * bsec))},
+		{1 * bsec, b2, "fail", epLocal, deg(bOpen(4 * bsec))},
+		{2 * bsec, b2, "pick", epOpenAI, deg(bClosed)},
+		{5 * bsec, b2, "check", epLocal, deg(bProbe(30 * bsec))},
+		{5 * bsec, b1, "check", epLocal, deg(bProbing(30 * bsec))},
+		{5 * bsec, b1, "fail", epLocal, deg(bOpen(10 * bsec))},
+		{15 * bsec, b1, "pick", epLocal, deg(bProbe(30 * bsec))},
+		{16 * bsec, b1, "fail", epOpenAI, deg(bOpen(5 * bsec))},
+		{16 * bsec, b2, "pick", "", deg(bOpen(5 * bsec))},
+		{16 * bsec, b2, "ok", epLocal, Decision{}},
+		{16 * bsec, b1, "check", epLocal, deg(bClosed)},
+		{17 * bsec, b1, "fail", epLocal, deg(bOpen(5 * bsec))},
 	} {
 		now = epoch.Add(s.at)
 		var got Decision
@@ -596,7 +586,7 @@ func TestBackoffFailLocal(t *testing.T) {
 		case "ok":
 			err = s.b.Success(ctx, s.ep)
 		case "pick":
-			ep, got, err = s.b.Pick(ctx, local, openai)
+			ep, got, err = s.b.Pick(ctx, epLocal, epOpenAI)
 		}
 		if err != nil {
 			t.Fatalf("step %d: %v", i, err)
@@ -605,7 +595,7 @@ func TestBackoffFailLocal(t *testing.T) {
 			t.Fatalf("step %d (%s at %v): got %q %+v, want %q %+v", i, s.op, s.at, ep, got, s.ep, s.want)
 		}
 	}
-	if _, err := b1.State(ctx, local); !IsUnavailable(err) {
+	if _, err := b1.State(ctx, epLocal); !IsUnavailable(err) {
 		t.Fatalf("State during an outage: %v, want an unavailable error", err)
 	}
 }
@@ -617,25 +607,25 @@ func TestBackoffFailOpenAndClosed(t *testing.T) {
 		want Decision
 		pick string
 	}{
-		{FailOpen, Decision{Allowed: true, Remaining: Unlimited, Degraded: true}, local},
-		{FailClosed, Decision{Reason: ReasonRedisDown, RetryAfter: 5 * sec, ResetAfter: 5 * sec, Degraded: true}, ""},
+		{FailOpen, Decision{Allowed: true, Remaining: Unlimited, Degraded: true}, epLocal},
+		{FailClosed, Decision{Reason: ReasonRedisDown, RetryAfter: 5 * bsec, ResetAfter: 5 * bsec, Degraded: true}, ""},
 	} {
 		cfg := backoffConfig()
-		cfg.RedisTimeout = 20 * msec
+		cfg.RedisTimeout = 20 * bms
 		cfg.BackoffOnRedisError = tc.mode
 		b, r := newTestBackoff(t, cfg)
 		r.mr.Close()
 		for i := 0; i < 3; i++ {
-			if d, err := b.Failure(ctx, local); err != nil || d != tc.want {
+			if d, err := b.Failure(ctx, epLocal); err != nil || d != tc.want {
 				t.Fatalf("%v: Failure = %+v %v, want %+v", tc.mode, d, err, tc.want)
 			}
-			if d, err := b.Check(ctx, local); err != nil || d != tc.want {
+			if d, err := b.Check(ctx, epLocal); err != nil || d != tc.want {
 				t.Fatalf("%v: Check = %+v %v, want %+v", tc.mode, d, err, tc.want)
 			}
-			if ep, d, err := b.Pick(ctx, local, openai); err != nil || d != tc.want || ep != tc.pick {
+			if ep, d, err := b.Pick(ctx, epLocal, epOpenAI); err != nil || d != tc.want || ep != tc.pick {
 				t.Fatalf("%v: Pick = %q %+v %v", tc.mode, ep, d, err)
 			}
-			if err := b.Success(ctx, local); err != nil {
+			if err := b.Success(ctx, epLocal); err != nil {
 				t.Fatalf("%v: Success = %v", tc.mode, err)
 			}
 		}
@@ -647,45 +637,45 @@ func TestBackoffRedisErrorIsNotAnOutage(t *testing.T) {
 	ctx := context.Background()
 	// Something else owns the key: Redis answers WRONGTYPE, which must
 	// surface as an error, not be papered over by the fallback.
-	if err := r.rdb.Set(ctx, "floodgate:{e:llm}:"+local, "x", 0).Err(); err != nil {
+	if err := r.rdb.Set(ctx, "floodgate:{e:llm}:"+epLocal, "x", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if d, err := b.Check(ctx, local); err == nil || IsUnavailable(err) || d.Degraded {
+	if d, err := b.Check(ctx, epLocal); err == nil || IsUnavailable(err) || d.Degraded {
 		t.Fatalf("Check on a foreign key = %+v %v, want a Redis error", d, err)
 	}
-	if _, err := b.Failure(ctx, local); err == nil || IsUnavailable(err) {
+	if _, err := b.Failure(ctx, epLocal); err == nil || IsUnavailable(err) {
 		t.Fatalf("Failure on a foreign key = %v", err)
 	}
-	if _, err := b.Status(ctx, local); err == nil || !strings.HasPrefix(err.Error(), "limiter: ") {
+	if _, err := b.Status(ctx, epLocal); err == nil || !strings.HasPrefix(err.Error(), "limiter: ") {
 		t.Fatalf("Status on a foreign key = %v", err)
 	}
 }
 
-// countingHook counts the commands a client sends (a script is one, however
+// backoffRoundTrips counts the commands a client sends (a script is one, however
 // many calls it makes inside Redis).
-type countingHook struct{ n atomic.Int64 }
+type backoffRoundTrips struct{ n atomic.Int64 }
 
-func (h *countingHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *countingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+func (h *backoffRoundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *backoffRoundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		h.n.Add(1)
 		return next(ctx, cmd)
 	}
 }
-func (h *countingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+func (h *backoffRoundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		h.n.Add(int64(len(cmds)))
 		return next(ctx, cmds)
 	}
 }
 
-type recordingObserver struct {
+type backoffObserver struct {
 	mu        sync.Mutex
 	decisions []Decision
 	ops       []string
 }
 
-func (o *recordingObserver) ObserveDecision(policy string, d Decision) {
+func (o *backoffObserver) ObserveDecision(policy string, d Decision) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if policy == PolicyBackoff {
@@ -693,23 +683,23 @@ func (o *recordingObserver) ObserveDecision(policy string, d Decision) {
 	}
 }
 
-func (o *recordingObserver) ObserveRedis(op string, _ time.Duration, _ error) {
+func (o *backoffObserver) ObserveRedis(op string, _ time.Duration, _ error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.ops = append(o.ops, op)
 }
 
 func TestBackoffObserver(t *testing.T) {
-	obs := &recordingObserver{}
+	obs := &backoffObserver{}
 	cfg := backoffConfig()
 	cfg.Observer = obs
 	b, _ := newTestBackoff(t, cfg)
 	ctx := context.Background()
-	b.Check(ctx, local)
-	b.Failure(ctx, local)
-	b.Pick(ctx, local)
-	b.Success(ctx, local)
-	wantD := []Decision{closedOK, backingOff(5 * sec)}
+	b.Check(ctx, epLocal)
+	b.Failure(ctx, epLocal)
+	b.Pick(ctx, epLocal)
+	b.Success(ctx, epLocal)
+	wantD := []Decision{bClosed, bOpen(5 * bsec)}
 	wantOps := []string{"backoff_check", "backoff_failure", "backoff_check", "backoff_success"}
 	if len(obs.decisions) != len(wantD) || obs.decisions[0] != wantD[0] || obs.decisions[1] != wantD[1] {
 		t.Fatalf("decisions %+v, want %+v", obs.decisions, wantD)
@@ -725,4 +715,51 @@ func TestStateString(t *testing.T) {
 			t.Fatalf("%d.String() = %q, want %q", s, s.String(), want)
 		}
 	}
+}
+
+// TestLocalBreakerRegistry: handles of one name share a fallback, other
+// names and Limiters do not, and a collected Limiter's fallback goes away.
+func TestLocalBreakerRegistry(t *testing.T) {
+	r := newTestRedis(t)
+	l1, _ := New(r.rdb, backoffConfig())
+	l2, _ := New(r.rdb, backoffConfig())
+	h1, h2 := l1.Backoff("llm"), l1.Backoff("llm")
+	if h1 == h2 || h1.local != h2.local {
+		t.Fatal("two handles of one name have separate fallbacks")
+	}
+	if l1.Backoff("llm").local == l1.Backoff("tts").local || l1.Backoff("llm").local == l2.Backoff("llm").local {
+		t.Fatal("distinct names or Limiters share a fallback")
+	}
+	count := func() int {
+		n := 0
+		localBreakers.Range(func(k, _ any) bool {
+			if id := k.(breakerID); id.l == weak.Make(l1) || id.l == weak.Make(l2) {
+				n++
+			}
+			return true
+		})
+		return n
+	}
+	if n := count(); n != 3 {
+		t.Fatalf("%d fallbacks registered, want 3", n)
+	}
+	gone := func() bool {
+		// Each Limiter made here is unreachable after the call returns.
+		l, _ := New(r.rdb, backoffConfig())
+		id := breakerID{weak.Make(l), "llm"}
+		l.Backoff("llm")
+		for i := 0; i < 1000; i++ {
+			runtime.GC()
+			runtime.Gosched()
+			if _, ok := localBreakers.Load(id); !ok {
+				return true
+			}
+		}
+		return false
+	}
+	if !gone() {
+		t.Fatal("a collected Limiter's fallback stayed registered")
+	}
+	runtime.KeepAlive(l1)
+	runtime.KeepAlive(l2)
 }
