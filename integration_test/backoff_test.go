@@ -19,11 +19,11 @@ func init() {
 	workers["backoff-probe"] = backoffProbeWorker
 }
 
-// probeConfig: a 20 ms delay that never grows (multiplier 1), so a
+// backoffProbeConfig: a 20 ms delay that never grows (multiplier 1), so a
 // half-open period comes every ~20 ms; a long LLMBackoffMax, so the key
 // outlives the gaps before and after the workers run; and a probe lease far
 // longer than any probe, so every probe ends by its own Failure.
-func probeConfig(prefix string) limiter.Config {
+func backoffProbeConfig(prefix string) limiter.Config {
 	cfg := limiter.DefaultConfig()
 	cfg.KeyPrefix = prefix
 	cfg.LLMRetryDelay = 20 * time.Millisecond
@@ -34,10 +34,10 @@ func probeConfig(prefix string) limiter.Config {
 	return cfg
 }
 
-const probeEndpoint = "http://localhost:1234"
+const backoffEndpoint = "http://localhost:1234"
 
-// probeResult is what one worker process saw.
-type probeResult struct {
+// backoffProbeResult is what one worker process saw.
+type backoffProbeResult struct {
 	Checks, Probes, Backoff, Probing int
 	// Overlaps counts probes that found another probe in flight.
 	Overlaps int
@@ -57,7 +57,7 @@ func backoffProbeWorker(ctx context.Context) (any, error) {
 	rdb := redis.NewClient(opt)
 	defer rdb.Close()
 	prefix := os.Getenv("PREFIX")
-	l, err := limiter.New(rdb, probeConfig(prefix))
+	l, err := limiter.New(rdb, backoffProbeConfig(prefix))
 	if err != nil {
 		return nil, err
 	}
@@ -69,14 +69,14 @@ func backoffProbeWorker(ctx context.Context) (any, error) {
 	deadline := time.Now().Add(dur)
 	inFlight := prefix + "in-flight"
 	var mu sync.Mutex
-	var res probeResult
+	var res backoffProbeResult
 	errs := make(chan error, 32)
 	var wg sync.WaitGroup
 	for g := 0; g < 32; g++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var mine probeResult
+			var mine backoffProbeResult
 			defer func() {
 				mu.Lock()
 				res.Checks += mine.Checks
@@ -87,14 +87,18 @@ func backoffProbeWorker(ctx context.Context) (any, error) {
 				mu.Unlock()
 			}()
 			for time.Now().Before(deadline) {
-				d, err := b.Check(ctx, probeEndpoint)
+				d, err := b.Check(ctx, backoffEndpoint)
 				if err != nil {
 					errs <- err
 					return
 				}
 				mine.Checks++
+				if d.Degraded {
+					errs <- fmt.Errorf("a Check fell back to local state: %+v", d)
+					return
+				}
 				switch {
-				case d.Allowed && d.Remaining == 0 && !d.Degraded:
+				case d.Allowed && d.Remaining == 0:
 					mine.Probes++
 					n, err := rdb.Incr(ctx, inFlight).Result()
 					if err != nil {
@@ -109,12 +113,12 @@ func backoffProbeWorker(ctx context.Context) (any, error) {
 						errs <- err
 						return
 					}
-					f, err := b.Failure(ctx, probeEndpoint)
+					f, err := b.Failure(ctx, backoffEndpoint)
 					if err != nil {
 						errs <- err
 						return
 					}
-					if f.Reason != limiter.ReasonBackoff || f.RetryAfter <= 0 || f.RetryAfter > 20*time.Millisecond {
+					if f.Degraded || f.Reason != limiter.ReasonBackoff || f.RetryAfter <= 0 || f.RetryAfter > 20*time.Millisecond {
 						errs <- fmt.Errorf("probe's Failure = %+v", f)
 						return
 					}
@@ -147,20 +151,20 @@ func backoffProbeWorker(ctx context.Context) (any, error) {
 func TestBackoffOneProbePerHalfOpenPeriodAcrossProcesses(t *testing.T) {
 	rdb := client(t)
 	prefix := uniquePrefix(t, rdb)
-	l, err := limiter.New(rdb, probeConfig(prefix))
+	l, err := limiter.New(rdb, backoffProbeConfig(prefix))
 	if err != nil {
 		t.Fatal(err)
 	}
 	b := l.Backoff("llm")
 	ctx := context.Background()
-	if _, err := b.Failure(ctx, probeEndpoint); err != nil {
+	if _, err := b.Failure(ctx, backoffEndpoint); err != nil {
 		t.Fatal(err)
 	}
 	const procs = 3
-	results := runWorkers[probeResult](t, "backoff-probe", procs, map[string]string{
+	results := runWorkers[backoffProbeResult](t, "backoff-probe", procs, map[string]string{
 		"PREFIX": prefix, "DURATION": "2s",
 	})
-	var total probeResult
+	var total backoffProbeResult
 	for i, r := range results {
 		t.Logf("process %d: %d checks, %d probes, %d backoff, %d probing", i, r.Checks, r.Probes, r.Backoff, r.Probing)
 		if r.Checks == 0 {
@@ -172,7 +176,7 @@ func TestBackoffOneProbePerHalfOpenPeriodAcrossProcesses(t *testing.T) {
 		total.Probing += r.Probing
 		total.Overlaps += r.Overlaps
 	}
-	st, err := b.Status(ctx, probeEndpoint)
+	st, err := b.Status(ctx, backoffEndpoint)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,13 +205,19 @@ func TestBackoffScheduleRealTime(t *testing.T) {
 	cfg.LLMRetryDelay = 50 * time.Millisecond
 	cfg.LLMBackoffMax = 400 * time.Millisecond
 	cfg.LLMProbeLease = 5 * time.Second
+	cfg.RedisTimeout = 5 * time.Second // no Degraded answers on a loaded machine
 	l := newLimiter(t, rdb, cfg)
 	b := l.Backoff("llm")
 	ctx := context.Background()
-	key := l.Config().KeyPrefix + "{e:llm}:" + probeEndpoint
+	key := l.Config().KeyPrefix + "{e:llm}:" + backoffEndpoint
 
-	f, err := b.Failure(ctx, probeEndpoint)
-	if err != nil || f.RetryAfter != 50*time.Millisecond || f.Reason != limiter.ReasonBackoff {
+	// opened is taken before each Failure is sent, so it precedes the Redis
+	// TIME the script reads: the probe cannot come sooner than the delay
+	// (less 1 ms, as TIME is truncated to ms) after it, however slow the
+	// machine.
+	opened := time.Now()
+	f, err := b.Failure(ctx, backoffEndpoint)
+	if err != nil || f != (limiter.Decision{Reason: limiter.ReasonBackoff, RetryAfter: 50 * time.Millisecond, ResetAfter: 50 * time.Millisecond}) {
 		t.Fatalf("first Failure = %+v %v", f, err)
 	}
 	for i, want := range []time.Duration{100, 200, 400, 400} {
@@ -216,17 +226,16 @@ func TestBackoffScheduleRealTime(t *testing.T) {
 		if ttl := rdb.PTTL(ctx, key).Val(); ttl <= 0 || ttl > delay+cfg.LLMBackoffMax {
 			t.Fatalf("round %d: PTTL %v, want within (0, %v]", i, ttl, delay+cfg.LLMBackoffMax)
 		}
-		opened := time.Now()
 		var d limiter.Decision
 		for {
-			d, err = b.Check(ctx, probeEndpoint)
+			d, err = b.Check(ctx, backoffEndpoint)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if d.Allowed {
 				break
 			}
-			if d.Reason != limiter.ReasonBackoff || d.RetryAfter > delay {
+			if d.Degraded || d.Reason != limiter.ReasonBackoff || d.RetryAfter > delay {
 				t.Fatalf("round %d: while open: %+v", i, d)
 			}
 			if time.Since(opened) > delay+2*time.Second {
@@ -235,35 +244,36 @@ func TestBackoffScheduleRealTime(t *testing.T) {
 			time.Sleep(2 * time.Millisecond)
 		}
 		waited := time.Since(opened)
-		if d.Remaining != 0 || d.ResetAfter != cfg.LLMProbeLease {
+		if d != (limiter.Decision{Allowed: true, ResetAfter: cfg.LLMProbeLease}) {
 			t.Fatalf("round %d: the first allowed Check is not the probe: %+v", i, d)
 		}
-		if waited < delay-5*time.Millisecond {
+		if waited < delay-time.Millisecond {
 			t.Fatalf("round %d: probe after %v, before the %v delay ran out", i, waited, delay)
 		}
 		t.Logf("round %d: delay %v, probe after %v", i, delay, waited)
-		if d, _ := b.Check(ctx, probeEndpoint); d.Reason != limiter.ReasonProbing {
+		if d, _ := b.Check(ctx, backoffEndpoint); d.Reason != limiter.ReasonProbing {
 			t.Fatalf("round %d: second caller in half-open: %+v", i, d)
 		}
-		f, err = b.Failure(ctx, probeEndpoint)
-		if err != nil || f.RetryAfter != want {
+		opened = time.Now()
+		f, err = b.Failure(ctx, backoffEndpoint)
+		if err != nil || f != (limiter.Decision{Reason: limiter.ReasonBackoff, RetryAfter: want, ResetAfter: want}) {
 			t.Fatalf("round %d: the probe's Failure = %+v %v, want a %v delay", i, f, err, want)
 		}
 	}
-	if err := b.Success(ctx, probeEndpoint); err != nil {
+	if err := b.Success(ctx, backoffEndpoint); err != nil {
 		t.Fatal(err)
 	}
-	if d, err := b.Check(ctx, probeEndpoint); err != nil || !d.Allowed || d.Remaining != limiter.Unlimited {
+	if d, err := b.Check(ctx, backoffEndpoint); err != nil || d != (limiter.Decision{Allowed: true, Remaining: limiter.Unlimited}) {
 		t.Fatalf("after Success: %+v %v", d, err)
 	}
-	if st, err := b.State(ctx, probeEndpoint); err != nil || st != limiter.StateClosed {
+	if st, err := b.State(ctx, backoffEndpoint); err != nil || st != limiter.StateClosed {
 		t.Fatalf("State after Success = %v %v", st, err)
 	}
 	if n := rdb.Exists(ctx, key).Val(); n != 0 {
 		t.Fatalf("a closed endpoint kept its key")
 	}
 	// And an idle failed endpoint is forgotten by Redis itself.
-	if _, err := b.Failure(ctx, probeEndpoint); err != nil {
+	if _, err := b.Failure(ctx, backoffEndpoint); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
@@ -302,6 +312,8 @@ func TestBackoffPickOnCluster(t *testing.T) {
 	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{srv.Addr}})
 	defer cc.Close()
 	cfg := limiter.DefaultConfig()
+	cfg.RedisTimeout = 5 * time.Second
+	cfg.BackoffOnRedisError = limiter.FailClosed // an error must not pass as a fallback
 	l, err := limiter.New(cc, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -322,11 +334,11 @@ func TestBackoffPickOnCluster(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Pick on a Cluster: %v", err)
 	}
-	if ep != "http://gpu-2:8000" || !d.Allowed || d.Remaining != limiter.Unlimited {
+	if ep != "http://gpu-2:8000" || d != (limiter.Decision{Allowed: true, Remaining: limiter.Unlimited}) {
 		t.Fatalf("Pick = %q %+v, want the only closed endpoint", ep, d)
 	}
 	ep, d, err = b.Pick(ctx, eps[:len(eps)-1]...)
-	if err != nil || ep != "" || d.Reason != limiter.ReasonBackoff || d.RetryAfter <= 0 || d.RetryAfter > cfg.LLMRetryDelay {
+	if err != nil || ep != "" || d.Degraded || d.Reason != limiter.ReasonBackoff || d.RetryAfter <= 0 || d.RetryAfter > cfg.LLMRetryDelay {
 		t.Fatalf("Pick over open endpoints = %q %+v %v", ep, d, err)
 	}
 }

@@ -23,10 +23,12 @@ const (
 )
 
 // backoffConfig is the seed's backoff (5 s, x2, 300 s), no jitter, a 30 s
-// probe lease.
+// probe lease, and a Redis timeout long enough that a loaded test machine
+// never turns a call into a (Degraded) FailLocal answer.
 func backoffConfig() Config {
 	cfg := DefaultConfig()
 	cfg.LocalCacheSize = 0
+	cfg.RedisTimeout = 10 * time.Second
 	return cfg
 }
 
