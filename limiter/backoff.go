@@ -139,6 +139,10 @@ type Backoff struct {
 // it up front.
 func (l *Limiter) Backoff(name string) *Backoff {
 	b := &Backoff{l: l, name: name, jitter: rand.Float64, now: time.Now}
+	if l == nil {
+		b.err = fmt.Errorf("%w: Backoff called on a nil Limiter", ErrInvalidArgument)
+		return b
+	}
 	if err := validName("backoff", name); err != nil {
 		b.err = err
 		return b
@@ -152,11 +156,30 @@ func (l *Limiter) Backoff(name string) *Backoff {
 }
 
 // Name returns the Backoff's name.
-func (b *Backoff) Name() string { return b.name }
+func (b *Backoff) Name() string {
+	if b == nil {
+		return ""
+	}
+	return b.name
+}
 
-// Err returns ErrInvalidName (wrapped) when the Backoff's name is invalid,
-// else nil.
-func (b *Backoff) Err() error { return b.err }
+// Err returns the error every method returns when the Backoff is unusable
+// (ErrInvalidName for a bad name), else nil.
+func (b *Backoff) Err() error { return b.validate() }
+
+// redisErr tells what to do with an error from Redis: outage reports
+// whether BackoffOnRedisError applies (Redis unreachable, and not the
+// caller's own context ending); otherwise err is returned, wrapping
+// ErrForeignKey when the key holds data Floodgate did not write.
+func redisErr(ctx context.Context, err error) (outage bool, _ error) {
+	if ctx.Err() == nil && IsUnavailable(err) {
+		return true, nil
+	}
+	if strings.Contains(err.Error(), "WRONGTYPE") {
+		return false, fmt.Errorf("%w: %w", ErrForeignKey, err)
+	}
+	return false, err
+}
 
 // key is the state hash of endpoint.
 func (b *Backoff) key(endpoint string) string {
@@ -164,8 +187,13 @@ func (b *Backoff) key(endpoint string) string {
 }
 
 func (b *Backoff) validate(endpoints ...string) error {
-	if b.err != nil {
+	switch {
+	case b == nil:
+		return fmt.Errorf("%w: nil Backoff; use Limiter.Backoff", ErrInvalidArgument)
+	case b.err != nil:
 		return b.err
+	case b.l == nil || b.local == nil:
+		return fmt.Errorf("%w: zero Backoff; use Limiter.Backoff", ErrInvalidArgument)
 	}
 	for _, e := range endpoints {
 		if err := validName("endpoint", e); err != nil {
@@ -178,18 +206,37 @@ func (b *Backoff) validate(endpoints ...string) error {
 // Check reports whether a caller may use endpoint now. Allowed means the
 // endpoint is closed (Remaining is Unlimited) or it is half-open and this
 // caller now holds the single probe (Remaining is 0, ResetAfter is the
-// probe's lease): it should make its request and report the outcome with
-// Success or Failure (the probe holder itself is denied if it checks
-// again). Denied decisions carry ReasonBackoff (open) or ReasonProbing
-// (another caller holds the probe), Remaining 0, and RetryAfter (equal to
-// ResetAfter), the time until that changes. Every caller should report its outcome; reporting is
-// what drives the breaker.
+// probe's lease). Either way the caller makes its request and reports the
+// outcome with Success or Failure: reports drive the breaker. The probe
+// holder itself is denied if it checks again. Denied decisions carry
+// ReasonBackoff (open) or ReasonProbing (another caller holds the probe),
+// Remaining 0, and RetryAfter (equal to ResetAfter), the time until that
+// changes.
+//
+// While Redis cannot be reached the decision follows
+// Config.BackoffOnRedisError and is marked Degraded, with a nil error:
+// FailLocal runs the same breaker in this process (fed by this process's
+// reports), FailOpen allows, FailClosed denies with ReasonRedisDown. Other
+// Redis errors are returned; a key holding data Floodgate did not write
+// gives ErrForeignKey.
 func (b *Backoff) Check(ctx context.Context, endpoint string) (Decision, error) {
 	if err := b.validate(endpoint); err != nil {
 		return Decision{}, err
 	}
 	_, d, err := b.check(ctx, []string{endpoint})
 	return d, err
+}
+
+// Wait blocks until Check allows endpoint (closed, or this caller now holds
+// the probe), sleeping each RetryAfter, or until ctx ends. Like
+// x/time/rate's Wait it fails at once, wrapping context.DeadlineExceeded,
+// when the wait would pass ctx's deadline. Chat replies rarely wait out a
+// backoff (Pick a fallback instead); queued work may.
+func (b *Backoff) Wait(ctx context.Context, endpoint string) (Decision, error) {
+	if err := b.validate(endpoint); err != nil {
+		return Decision{}, err
+	}
+	return waitFor(ctx, fmt.Sprintf("endpoint %q", endpoint), func() (Decision, error) { return b.Check(ctx, endpoint) })
 }
 
 // Pick returns the first of endpoints, in order, that Check would allow,
@@ -224,7 +271,8 @@ func (b *Backoff) check(ctx context.Context, endpoints []string) (int, Decision,
 	cfg := &b.l.cfg
 	r, err := b.l.run(ctx, backoffCheck, keys, ms(cfg.LLMProbeLease), ms(cfg.LLMBackoffMax))
 	if err != nil {
-		if !IsUnavailable(err) {
+		outage, err := redisErr(ctx, err)
+		if !outage {
 			return -1, Decision{}, err
 		}
 		i, d := b.degradedCheck(endpoints)
@@ -257,11 +305,9 @@ func (b *Backoff) degradedCheck(endpoints []string) (int, Decision) {
 	}
 }
 
-// redisDown is the FailClosed decision. Nothing says when Redis will be
-// back; the first backoff delay is the natural time to try again.
+// redisDown is the FailClosed decision, as Bucket's.
 func (b *Backoff) redisDown() Decision {
-	w := b.l.cfg.LLMRetryDelay
-	return Decision{Reason: ReasonRedisDown, RetryAfter: w, ResetAfter: w, Degraded: true}
+	return Decision{Reason: ReasonRedisDown, RetryAfter: redisDownRetry, Degraded: true}
 }
 
 // Failure reports that a request to endpoint failed (an error or timeout
@@ -273,7 +319,9 @@ func (b *Backoff) redisDown() Decision {
 //
 // While Redis cannot be reached: FailLocal records the failure in the
 // per-process fallback and returns its decision, FailOpen returns an
-// allowing decision, FailClosed one with ReasonRedisDown; all Degraded.
+// allowing decision, FailClosed one with ReasonRedisDown; all Degraded,
+// with a nil error. Other Redis errors are returned; a key holding data
+// Floodgate did not write gives ErrForeignKey.
 func (b *Backoff) Failure(ctx context.Context, endpoint string) (Decision, error) {
 	if err := b.validate(endpoint); err != nil {
 		return Decision{}, err
@@ -283,7 +331,8 @@ func (b *Backoff) Failure(ctx context.Context, endpoint string) (Decision, error
 	cut := jitterCut(cfg.LLMBackoffJitter, b.jitter)
 	r, err := b.l.run(ctx, backoffFailure, []string{b.key(endpoint)}, sc.base, sc.multPPM, sc.max, cut)
 	if err != nil {
-		if !IsUnavailable(err) {
+		outage, err := redisErr(ctx, err)
+		if !outage {
 			return Decision{}, err
 		}
 		switch cfg.BackoffOnRedisError {
@@ -315,16 +364,24 @@ func (b *Backoff) Success(ctx context.Context, endpoint string) error {
 	// The fallback too, so a later outage does not resurrect an old failure.
 	b.local.success(endpoint)
 	key := b.key(endpoint)
-	ctx, cancel := context.WithTimeout(ctx, b.l.cfg.RedisTimeout)
+	if b.l.health.check() != nil {
+		return nil // Redis is marked down: nothing to tell it
+	}
+	tctx, cancel := context.WithTimeout(ctx, b.l.cfg.RedisTimeout)
 	defer cancel()
 	start := time.Now()
-	err := b.l.rdb.Del(ctx, key).Err()
+	err := b.l.rdb.Del(tctx, key).Err()
 	if b.l.obs != nil {
 		b.l.obs.ObserveRedis("backoff_success", time.Since(start), err)
 	}
-	if err != nil && !IsUnavailable(err) {
-		return fmt.Errorf("limiter: backoff_success on %s: %w", key, err)
+	if err != nil {
+		b.l.health.failed(ctx, err)
+		if outage, err := redisErr(ctx, err); !outage {
+			return fmt.Errorf("limiter: backoff_success on %s: %w", key, err)
+		}
+		return nil
 	}
+	b.l.health.ok()
 	return nil
 }
 
@@ -344,6 +401,9 @@ func (b *Backoff) Status(ctx context.Context, endpoint string) (BackoffStatus, e
 	}
 	r, err := b.l.run(ctx, backoffState, []string{b.key(endpoint)})
 	if err != nil {
+		if outage, err2 := redisErr(ctx, err); !outage {
+			return BackoffStatus{}, err2
+		}
 		return BackoffStatus{}, err
 	}
 	if len(r) != 6 || r[0] < 0 || r[0] > int64(StateOpen) {

@@ -610,7 +610,7 @@ func TestBackoffFailOpenAndClosed(t *testing.T) {
 		pick string
 	}{
 		{FailOpen, Decision{Allowed: true, Remaining: Unlimited, Degraded: true}, epLocal},
-		{FailClosed, Decision{Reason: ReasonRedisDown, RetryAfter: 5 * bsec, ResetAfter: 5 * bsec, Degraded: true}, ""},
+		{FailClosed, Decision{Reason: ReasonRedisDown, RetryAfter: redisDownRetry, Degraded: true}, ""},
 	} {
 		cfg := backoffConfig()
 		cfg.RedisTimeout = 20 * bms
@@ -638,18 +638,73 @@ func TestBackoffRedisErrorIsNotAnOutage(t *testing.T) {
 	b, r := newTestBackoff(t, backoffConfig())
 	ctx := context.Background()
 	// Something else owns the key: Redis answers WRONGTYPE, which must
-	// surface as an error, not be papered over by the fallback.
+	// surface as ErrForeignKey, not be papered over by the fallback.
 	if err := r.rdb.Set(ctx, "floodgate:{e:llm}:"+epLocal, "x", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if d, err := b.Check(ctx, epLocal); err == nil || IsUnavailable(err) || d.Degraded {
-		t.Fatalf("Check on a foreign key = %+v %v, want a Redis error", d, err)
+	if d, err := b.Check(ctx, epLocal); !errors.Is(err, ErrForeignKey) || IsUnavailable(err) || d.Degraded {
+		t.Fatalf("Check on a foreign key = %+v %v, want ErrForeignKey", d, err)
 	}
-	if _, err := b.Failure(ctx, epLocal); err == nil || IsUnavailable(err) {
+	if _, _, err := b.Pick(ctx, epOpenAI, epLocal); err != nil {
+		t.Fatalf("Pick stops at the closed endpoint before the foreign key: %v", err)
+	}
+	if _, err := b.Failure(ctx, epLocal); !errors.Is(err, ErrForeignKey) {
 		t.Fatalf("Failure on a foreign key = %v", err)
 	}
-	if _, err := b.Status(ctx, epLocal); err == nil || !strings.HasPrefix(err.Error(), "limiter: ") {
+	if _, err := b.Status(ctx, epLocal); !errors.Is(err, ErrForeignKey) || !strings.HasPrefix(err.Error(), "limiter: ") {
 		t.Fatalf("Status on a foreign key = %v", err)
+	}
+	if got, _ := r.rdb.Get(ctx, "floodgate:{e:llm}:"+epLocal).Result(); got != "x" {
+		t.Fatalf("the foreign key was changed to %q", got)
+	}
+
+	// The caller's own cancelled context is not an outage either.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if d, err := b.Check(cctx, epOpenAI); !errors.Is(err, context.Canceled) || d.Degraded {
+		t.Fatalf("Check with a cancelled context = %+v %v", d, err)
+	}
+}
+
+func TestBackoffWait(t *testing.T) {
+	b, _ := newTestBackoff(t, backoffConfig())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if d, err := b.Wait(ctx, epLocal); err != nil || d != bClosed {
+		t.Fatalf("Wait on a closed endpoint = %+v %v", d, err)
+	}
+	if _, err := b.Failure(ctx, epLocal); err != nil {
+		t.Fatal(err)
+	}
+	// Open for 5 s, but the caller gives it 1 s: fail at once, as
+	// x/time/rate does, with the decision that says how long it would be.
+	short, cancel2 := context.WithTimeout(ctx, bsec)
+	defer cancel2()
+	d, err := b.Wait(short, epLocal)
+	if !errors.Is(err, context.DeadlineExceeded) || d != bOpen(5*bsec) {
+		t.Fatalf("Wait past the deadline = %+v %v", d, err)
+	}
+	if _, err := b.Wait(ctx, ""); !errors.Is(err, ErrInvalidName) {
+		t.Fatalf("Wait(\"\") = %v", err)
+	}
+}
+
+func TestBackoffNilAndZero(t *testing.T) {
+	ctx := context.Background()
+	var l *Limiter
+	for _, b := range []*Backoff{nil, {}, l.Backoff("llm")} {
+		if err := b.Err(); !errors.Is(err, ErrInvalidArgument) {
+			t.Fatalf("Err() = %v, want ErrInvalidArgument", err)
+		}
+		if _, err := b.Check(ctx, epLocal); !errors.Is(err, ErrInvalidArgument) {
+			t.Fatalf("Check = %v", err)
+		}
+		if err := b.Success(ctx, epLocal); !errors.Is(err, ErrInvalidArgument) {
+			t.Fatalf("Success = %v", err)
+		}
+		if _, _, err := b.Pick(ctx, epLocal); !errors.Is(err, ErrInvalidArgument) {
+			t.Fatalf("Pick = %v", err)
+		}
 	}
 }
 
