@@ -5,12 +5,10 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
-	"weak"
 )
 
 // The LLM endpoint policy (seed: endpoint_failures, llm_retry_delay: 5,
@@ -151,7 +149,7 @@ func (l *Limiter) Backoff(name string) *Backoff {
 		b.err = fmt.Errorf("%w: backoff name %q holds '{' or '}', which would break its hash tag", ErrInvalidName, name)
 		return b
 	}
-	b.local = localBreakerFor(l, name)
+	b.local = l.locals().breaker(name)
 	return b
 }
 
@@ -478,30 +476,6 @@ type localEndpoint struct {
 // localSweepAt is the map size past which inserting sweeps forgotten
 // entries, so arbitrary endpoint names cannot grow the map without bound.
 const localSweepAt = 1024
-
-// breakerID names a fallback: the Limiter, held weakly so the registry does
-// not keep it alive, and the Backoff's name.
-type breakerID struct {
-	l    weak.Pointer[Limiter]
-	name string
-}
-
-// localBreakers maps breakerID to *localBreaker, so every handle that
-// Limiter.Backoff returns for one name shares one fallback; an entry goes
-// when its Limiter is garbage collected.
-var localBreakers sync.Map
-
-func localBreakerFor(l *Limiter, name string) *localBreaker {
-	id := breakerID{weak.Make(l), name}
-	if v, ok := localBreakers.Load(id); ok {
-		return v.(*localBreaker)
-	}
-	v, loaded := localBreakers.LoadOrStore(id, &localBreaker{m: map[string]*localEndpoint{}})
-	if !loaded {
-		runtime.AddCleanup(l, func(id breakerID) { localBreakers.Delete(id) }, id)
-	}
-	return v.(*localBreaker)
-}
 
 // get returns endpoint's live entry, or nil (closed); lb.mu is held.
 func (lb *localBreaker) get(endpoint string, now time.Time) *localEndpoint {

@@ -262,9 +262,26 @@ func (g *localGCRA) allow(interval int64, burst, n int) Decision {
 // API or slot pool name, so that every Bucket or Slots of a name shares it,
 // however often the caller builds them.
 type localState struct {
-	mu      sync.Mutex
-	buckets map[string]*localGCRA
-	pools   map[string]*localSlots
+	mu       sync.Mutex
+	buckets  map[string]*localGCRA
+	pools    map[string]*localSlots
+	breakers map[string]*localBreaker
+}
+
+// breaker returns the fallback of the Backoff called name: every handle of
+// one name shares it.
+func (s *localState) breaker(name string) *localBreaker {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.breakers == nil {
+		s.breakers = map[string]*localBreaker{}
+	}
+	b := s.breakers[name]
+	if b == nil {
+		b = &localBreaker{m: map[string]*localEndpoint{}}
+		s.breakers[name] = b
+	}
+	return b
 }
 
 func (s *localState) gcra(name string) *localGCRA {
