@@ -132,7 +132,7 @@ func (s *Slots) check(holder string) error {
 		return err
 	}
 	if err := validUser(holder); err != nil {
-		return fmt.Errorf("slot pool %q: holder: %w", s.name, err)
+		return fmt.Errorf("%w (holder of slot pool %q)", err, s.name)
 	}
 	return nil
 }

@@ -1,0 +1,71 @@
+package limiter
+
+import (
+	"context"
+	"errors"
+	"math"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestBadInputAtEveryEntryPoint feeds each public method bad input and
+// checks the error names the problem (errors.Is on the sentinel) and that
+// not one command reached Redis: nothing is half-written.
+func TestBadInputAtEveryEntryPoint(t *testing.T) {
+	l, r := newTestLimiter(t, DefaultConfig())
+	ctx := context.Background()
+	long := strings.Repeat("x", MaxUserLen+1)
+	longName := strings.Repeat("n", MaxNameLen+1)
+	before := r.mr.CommandCount()
+	for _, tc := range []struct {
+		name string
+		call func() error
+		want error
+	}{
+		{"Allow empty", func() error { _, err := l.Allow(ctx, ""); return err }, ErrInvalidUser},
+		{"Allow oversized", func() error { _, err := l.Allow(ctx, long); return err }, ErrInvalidUser},
+		{"Wait empty", func() error { _, err := l.Wait(ctx, ""); return err }, ErrInvalidUser},
+		{"AllowMany one empty", func() error { _, err := l.AllowMany(ctx, []string{"a", ""}); return err }, ErrInvalidUser},
+		{"AllowMany oversized", func() error { _, err := l.AllowMany(ctx, []string{long}); return err }, ErrInvalidUser},
+		{"Reset empty", func() error { return l.Reset(ctx, "") }, ErrInvalidUser},
+		{"Import oversized", func() error { return l.Import(ctx, long, []time.Time{time.Now()}) }, ErrInvalidUser},
+		{"Backoff empty name", func() error { _, err := l.Backoff("").Check(ctx, "http://x"); return err }, ErrInvalidName},
+		{"Backoff name with braces", func() error { _, err := l.Backoff("a{b}").Check(ctx, "http://x"); return err }, ErrInvalidName},
+		{"Backoff empty endpoint", func() error { _, err := l.Backoff("llm").Failure(ctx, ""); return err }, ErrInvalidName},
+		{"Backoff oversized endpoint", func() error { return l.Backoff("llm").Success(ctx, longName) }, ErrInvalidName},
+		{"Backoff non-UTF-8 endpoint", func() error { _, err := l.Backoff("llm").Check(ctx, "\xff"); return err }, ErrInvalidName},
+		{"Pick none", func() error { _, _, err := l.Backoff("llm").Pick(ctx); return err }, ErrInvalidArgument},
+		{"Pick one bad", func() error { _, _, err := l.Backoff("llm").Pick(ctx, "ok", ""); return err }, ErrInvalidName},
+		{"Bucket NaN rate", func() error { _, err := l.Bucket("api", math.NaN(), 1).Allow(ctx); return err }, ErrInvalidArgument},
+		{"Bucket negative rate", func() error { _, err := l.Bucket("api", -1, 1).Allow(ctx); return err }, ErrInvalidArgument},
+		{"Bucket infinite rate", func() error { _, err := l.Bucket("api", math.Inf(1), 1).Allow(ctx); return err }, ErrInvalidArgument},
+		{"Bucket zero burst", func() error { return l.Bucket("api", 1, 0).Wait(ctx) }, ErrInvalidArgument},
+		{"Bucket huge burst", func() error { _, err := l.Bucket("api", 1, math.MaxInt).Allow(ctx); return err }, ErrInvalidArgument},
+		{"Bucket empty name", func() error { _, err := l.Bucket("", 1, 1).Allow(ctx); return err }, ErrInvalidName},
+		{"Bucket AllowN over burst", func() error { _, err := l.Bucket("api", 1, 2).AllowN(ctx, 3); return err }, ErrInvalidArgument},
+		{"Bucket AllowN zero", func() error { _, err := l.Bucket("api", 1, 2).AllowN(ctx, 0); return err }, ErrInvalidArgument},
+		{"APIBucket unknown", func() error { _, err := l.APIBucket("nope"); return err }, ErrInvalidName},
+		{"Slots zero size", func() error { _, err := l.Slots("llm", 0, time.Second).TryAcquire(ctx, "u"); return err }, ErrInvalidArgument},
+		{"Slots negative lease", func() error { _, err := l.Slots("llm", 7, -time.Second).TryAcquire(ctx, "u"); return err }, ErrInvalidArgument},
+		{"Slots empty holder", func() error { _, err := l.Slots("llm", 7, time.Second).TryAcquire(ctx, ""); return err }, ErrInvalidUser},
+		{"Slots oversized holder", func() error { _, err := l.Slots("llm", 7, time.Second).Acquire(ctx, long); return err }, ErrInvalidUser},
+		{"Slots empty name", func() error { _, err := l.Slots("", 7, time.Second).InUse(ctx); return err }, ErrInvalidName},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.call()
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+			if !strings.HasPrefix(err.Error(), "limiter: ") {
+				t.Fatalf("error %q does not start with the package name", err)
+			}
+		})
+	}
+	if n := r.mr.CommandCount() - before; n != 0 {
+		t.Fatalf("bad input sent %d commands to Redis", n)
+	}
+	if keys := r.mr.Keys(); len(keys) != 0 {
+		t.Fatalf("bad input wrote %q", keys)
+	}
+}
