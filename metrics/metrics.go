@@ -1,0 +1,419 @@
+// Package metrics exports what a Floodgate limiter does as Prometheus
+// metrics. It is a separate package so that the limiter itself does not
+// depend on the Prometheus client.
+//
+// An Observer counts every decision and times every Redis round trip; give
+// it to the limiter through Config.Observer:
+//
+//	obs, err := metrics.New(prometheus.DefaultRegisterer)
+//	if err != nil { ... }
+//	cfg.Observer = obs
+//	lim, err := limiter.New(rdb, cfg)
+//	http.Handle("/metrics", promhttp.Handler())
+//
+// Gauges that need a look at Redis (slots in use, endpoint state) are read
+// at scrape time from functions the caller registers with WatchSlots and
+// WatchEndpoint, so they cost nothing between scrapes.
+//
+// Every metric name starts with "floodgate_":
+//
+//	floodgate_decisions_total{policy,reason,allowed}  counter
+//	floodgate_degraded_decisions_total{policy,allowed} counter: Decision.Degraded
+//	floodgate_local_cache_hits_total{policy}           counter: Decision.Cached
+//	floodgate_redis_duration_seconds{op}               histogram
+//	floodgate_redis_errors_total{op,kind}              counter: kind is "unavailable" or "error"
+//	floodgate_slots_in_use{pool}                       gauge, from WatchSlots
+//	floodgate_endpoint_state{endpoint}                 gauge, from WatchEndpoint: 0 closed, 1 half-open, 2 open
+//	floodgate_watch_errors_total{watch,name}           counter: a watch function failed or timed out
+//
+// Label values are bounded: policies, reasons and ops are fixed sets, and
+// pool and endpoint names come from the caller's configuration, never from
+// chat users.
+package metrics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/floodgate/floodgate/limiter"
+)
+
+const namespace = "floodgate"
+
+// DefaultBuckets are the Redis latency histogram's upper bounds in seconds:
+// 50 µs (a loopback round trip takes ~65 µs) doubling up to ~0.8 s, past
+// the default RedisTimeout of 250 ms.
+var DefaultBuckets = prometheus.ExponentialBuckets(50e-6, 2, 15)
+
+// DefaultWatchTimeout bounds each watch function during a scrape.
+const DefaultWatchTimeout = time.Second
+
+// Observer is a limiter.Observer that records into Prometheus metrics.
+// Build it with New; the zero value is not usable, but a nil *Observer
+// ignores everything, so it can stand in when metrics are off. It is safe
+// for concurrent use.
+type Observer struct {
+	decisions *prometheus.CounterVec
+	degraded  *prometheus.CounterVec
+	cached    *prometheus.CounterVec
+	redisTime *prometheus.HistogramVec
+	redisErrs *prometheus.CounterVec
+	watch     *watchCollector
+}
+
+var _ limiter.Observer = (*Observer)(nil)
+
+// Option changes how New builds an Observer.
+type Option func(*options)
+
+type options struct {
+	buckets      []float64
+	constLabels  prometheus.Labels
+	watchTimeout time.Duration
+}
+
+// WithBuckets sets the Redis latency histogram's upper bounds in seconds,
+// which must be finite, positive and increasing. Default: DefaultBuckets.
+func WithBuckets(upperBounds ...float64) Option {
+	return func(o *options) { o.buckets = append([]float64(nil), upperBounds...) }
+}
+
+// WithConstLabels adds labels with fixed values to every metric, e.g.
+// {"limiter": "chat"} when one process runs several Limiters.
+func WithConstLabels(l prometheus.Labels) Option {
+	return func(o *options) {
+		o.constLabels = prometheus.Labels{}
+		for k, v := range l {
+			o.constLabels[k] = v
+		}
+	}
+}
+
+// WithWatchTimeout bounds each WatchSlots and WatchEndpoint function during
+// a scrape (they run concurrently). Default: DefaultWatchTimeout.
+func WithWatchTimeout(d time.Duration) Option {
+	return func(o *options) { o.watchTimeout = d }
+}
+
+// New builds an Observer and registers its metrics with reg; nil means
+// prometheus.DefaultRegisterer. When reg already holds identical metrics
+// (another Observer built with the same options), the new Observer shares
+// them, so several Limiters can report into one registry. It returns an
+// error for invalid options or a registration conflict, and never panics.
+func New(reg prometheus.Registerer, opts ...Option) (*Observer, error) {
+	o := options{buckets: DefaultBuckets, watchTimeout: DefaultWatchTimeout}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if err := checkBuckets(o.buckets); err != nil {
+		return nil, err
+	}
+	if o.watchTimeout <= 0 {
+		return nil, fmt.Errorf("metrics: watch timeout must be positive, got %v", o.watchTimeout)
+	}
+	if reg == nil {
+		reg = prometheus.DefaultRegisterer
+	}
+	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: name, Help: help, ConstLabels: o.constLabels,
+		}, labels)
+	}
+	obs := &Observer{
+		decisions: counter("decisions_total",
+			"Limiter decisions by policy, reason and outcome.", "policy", "reason", "allowed"),
+		degraded: counter("degraded_decisions_total",
+			"Decisions taken without the shared state because Redis could not be reached (the policy's FailureMode).", "policy", "allowed"),
+		cached: counter("local_cache_hits_total",
+			"Repeat denials answered from the in-process deny cache, without a Redis round trip.", "policy"),
+		redisTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "redis_duration_seconds",
+			Help:        "Duration of the limiter's Redis round trips by script or command.",
+			ConstLabels: o.constLabels, Buckets: o.buckets,
+		}, []string{"op"}),
+		redisErrs: counter("redis_errors_total",
+			`Failed Redis round trips by script or command; kind "unavailable" means Redis could not be reached or timed out, "error" that it answered with an error.`, "op", "kind"),
+		watch: newWatchCollector(o.constLabels, o.watchTimeout),
+	}
+	var err error
+	if obs.decisions, err = register(reg, obs.decisions); err != nil {
+		return nil, err
+	}
+	if obs.degraded, err = register(reg, obs.degraded); err != nil {
+		return nil, err
+	}
+	if obs.cached, err = register(reg, obs.cached); err != nil {
+		return nil, err
+	}
+	if obs.redisTime, err = register(reg, obs.redisTime); err != nil {
+		return nil, err
+	}
+	if obs.redisErrs, err = register(reg, obs.redisErrs); err != nil {
+		return nil, err
+	}
+	if obs.watch, err = register(reg, obs.watch); err != nil {
+		return nil, err
+	}
+	return obs, nil
+}
+
+// register registers c, or returns the identical collector already there.
+func register[T prometheus.Collector](reg prometheus.Registerer, c T) (T, error) {
+	err := reg.Register(c)
+	if err == nil {
+		return c, nil
+	}
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(T); ok {
+			return existing, nil
+		}
+	}
+	return c, fmt.Errorf("metrics: registering: %w", err)
+}
+
+func checkBuckets(b []float64) error {
+	if len(b) == 0 {
+		return errors.New("metrics: the latency histogram needs at least one bucket")
+	}
+	for i, v := range b {
+		if math.IsNaN(v) || math.IsInf(v, 0) || v <= 0 {
+			return fmt.Errorf("metrics: bucket %d is %g, want a finite number of seconds above 0", i, v)
+		}
+		if i > 0 && v <= b[i-1] {
+			return fmt.Errorf("metrics: buckets must increase, got %g after %g", v, b[i-1])
+		}
+	}
+	return nil
+}
+
+// ObserveDecision counts d under policy. It implements limiter.Observer.
+func (o *Observer) ObserveDecision(policy string, d limiter.Decision) {
+	if o == nil {
+		return
+	}
+	allowed := strconv.FormatBool(d.Allowed)
+	o.decisions.WithLabelValues(policy, d.Reason.String(), allowed).Inc()
+	if d.Degraded {
+		o.degraded.WithLabelValues(policy, allowed).Inc()
+	}
+	if d.Cached {
+		o.cached.WithLabelValues(policy).Inc()
+	}
+}
+
+// ObserveRedis records one Redis round trip. It implements
+// limiter.Observer.
+func (o *Observer) ObserveRedis(op string, took time.Duration, err error) {
+	if o == nil {
+		return
+	}
+	o.redisTime.WithLabelValues(op).Observe(took.Seconds())
+	if err != nil {
+		kind := "error"
+		if limiter.IsUnavailable(err) {
+			kind = "unavailable"
+		}
+		o.redisErrs.WithLabelValues(op, kind).Inc()
+	}
+}
+
+// WatchSlots reports floodgate_slots_in_use{pool=name} at each scrape from
+// fn, typically a closure over a Slots pool's InUse. While fn fails the
+// gauge is left out of the scrape (stale rather than wrong) and
+// floodgate_watch_errors_total{watch="slots",name=name} grows. Name must be
+// non-empty and not watched already.
+func (o *Observer) WatchSlots(name string, fn func(ctx context.Context) (int, error)) error {
+	if o == nil {
+		return errors.New("metrics: WatchSlots on a nil Observer")
+	}
+	if fn == nil {
+		return fmt.Errorf("metrics: WatchSlots %q: nil function", name)
+	}
+	return o.watch.add(watchSlots, name, func(ctx context.Context) (float64, error) {
+		n, err := fn(ctx)
+		if err == nil && n < 0 {
+			err = fmt.Errorf("negative slot count %d", n)
+		}
+		return float64(n), err
+	})
+}
+
+// EndpointState is an LLM endpoint's state as floodgate_endpoint_state
+// reports it; the numbers let an alert say floodgate_endpoint_state > 0.
+type EndpointState int
+
+const (
+	// EndpointClosed: the endpoint is healthy and takes every call.
+	EndpointClosed EndpointState = 0
+	// EndpointHalfOpen: its backoff ran out; one probe call may test it.
+	EndpointHalfOpen EndpointState = 1
+	// EndpointOpen: it failed recently and is backing off.
+	EndpointOpen EndpointState = 2
+)
+
+// WatchEndpoint reports floodgate_endpoint_state{endpoint=name} at each
+// scrape from fn, typically a closure over a Backoff's state for one
+// endpoint. fn must only read: it runs on every scrape. While fn fails the
+// gauge is left out and floodgate_watch_errors_total{watch="endpoint",
+// name=name} grows. Name must be non-empty and not watched already.
+func (o *Observer) WatchEndpoint(name string, fn func(ctx context.Context) (EndpointState, error)) error {
+	if o == nil {
+		return errors.New("metrics: WatchEndpoint on a nil Observer")
+	}
+	if fn == nil {
+		return fmt.Errorf("metrics: WatchEndpoint %q: nil function", name)
+	}
+	return o.watch.add(watchEndpoint, name, func(ctx context.Context) (float64, error) {
+		s, err := fn(ctx)
+		if err == nil && (s < EndpointClosed || s > EndpointOpen) {
+			err = fmt.Errorf("unknown endpoint state %d", int(s))
+		}
+		return float64(s), err
+	})
+}
+
+type watchKind int
+
+const (
+	watchSlots watchKind = iota
+	watchEndpoint
+)
+
+var watchKindNames = [...]string{"slots", "endpoint"}
+
+// watchCollector produces the gauges that are read at scrape time.
+type watchCollector struct {
+	timeout time.Duration
+	descs   [2]*prometheus.Desc
+	errs    *prometheus.CounterVec
+
+	mu  sync.Mutex
+	fns [2]map[string]func(context.Context) (float64, error)
+}
+
+func newWatchCollector(constLabels prometheus.Labels, timeout time.Duration) *watchCollector {
+	return &watchCollector{
+		timeout: timeout,
+		descs: [2]*prometheus.Desc{
+			prometheus.NewDesc(namespace+"_slots_in_use",
+				"Slots of a concurrent-user pool held right now, across all replicas.", []string{"pool"}, constLabels),
+			prometheus.NewDesc(namespace+"_endpoint_state",
+				"State of an LLM endpoint across all replicas: 0 closed (healthy), 1 half-open (one probe may test it), 2 open (backing off).", []string{"endpoint"}, constLabels),
+		},
+		errs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "watch_errors_total",
+			Help:        "Scrapes at which a WatchSlots or WatchEndpoint function failed or timed out; its gauge was left out.",
+			ConstLabels: constLabels,
+		}, []string{"watch", "name"}),
+		fns: [2]map[string]func(context.Context) (float64, error){{}, {}},
+	}
+}
+
+func (w *watchCollector) add(kind watchKind, name string, fn func(context.Context) (float64, error)) error {
+	if name == "" {
+		return fmt.Errorf("metrics: empty %s name", watchKindNames[kind])
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, dup := w.fns[kind][name]; dup {
+		return fmt.Errorf("metrics: %s %q is watched already", watchKindNames[kind], name)
+	}
+	w.fns[kind][name] = fn
+	return nil
+}
+
+// Describe implements prometheus.Collector.
+func (w *watchCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range w.descs {
+		ch <- d
+	}
+	w.errs.Describe(ch)
+}
+
+type watchResult struct {
+	kind  watchKind
+	name  string
+	value float64
+	err   error
+}
+
+// Collect implements prometheus.Collector: it runs every watch function at
+// once, each bounded by the timeout, so one slow Redis call costs a scrape
+// at most one timeout.
+func (w *watchCollector) Collect(ch chan<- prometheus.Metric) {
+	type job struct {
+		kind watchKind
+		name string
+		fn   func(context.Context) (float64, error)
+	}
+	var jobs []job
+	w.mu.Lock()
+	for k, m := range w.fns {
+		for name, fn := range m {
+			jobs = append(jobs, job{watchKind(k), name, fn})
+		}
+	}
+	w.mu.Unlock()
+	// A stable order keeps the exposition deterministic.
+	sort.Slice(jobs, func(i, j int) bool {
+		if jobs[i].kind != jobs[j].kind {
+			return jobs[i].kind < jobs[j].kind
+		}
+		return jobs[i].name < jobs[j].name
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), w.timeout)
+	defer cancel()
+	// Buffered so that a function that ignores ctx and returns late does
+	// not block its goroutine forever.
+	results := make(chan watchResult, len(jobs))
+	for _, j := range jobs {
+		go func() {
+			v, err := j.fn(ctx)
+			results <- watchResult{j.kind, j.name, v, err}
+		}()
+	}
+	got := make(map[watchKind]map[string]watchResult, 2)
+	keep := func(r watchResult) {
+		if got[r.kind] == nil {
+			got[r.kind] = map[string]watchResult{}
+		}
+		got[r.kind][r.name] = r
+	}
+wait:
+	for range jobs {
+		select {
+		case r := <-results:
+			keep(r)
+		case <-ctx.Done():
+			break wait
+		}
+	}
+	// Results that arrived together with the deadline still count.
+	for drained := false; !drained; {
+		select {
+		case r := <-results:
+			keep(r)
+		default:
+			drained = true
+		}
+	}
+	for _, j := range jobs {
+		r, ok := got[j.kind][j.name]
+		if !ok || r.err != nil || math.IsNaN(r.value) {
+			w.errs.WithLabelValues(watchKindNames[j.kind], j.name).Inc()
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(w.descs[j.kind], prometheus.GaugeValue, r.value, j.name)
+	}
+	w.errs.Collect(ch)
+}
