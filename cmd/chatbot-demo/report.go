@@ -59,12 +59,12 @@ type limits struct {
 
 // report is the launcher's view of one run.
 type report struct {
-	Replicas []summary     `json:"replicas"`
-	Total    summary       `json:"total"`
+	Replicas []summary      `json:"replicas"`
+	Total    summary        `json:"total"`
 	Chatters map[string]int `json:"chatters"` // distinct users by kind
-	Duration time.Duration `json:"duration"`
-	Redis    string        `json:"redis"`
-	Checks   []check       `json:"checks"`
+	Duration time.Duration  `json:"duration"`
+	Redis    string         `json:"redis"`
+	Checks   []check        `json:"checks"`
 }
 
 // check is one line proving (or disproving) that a limit was shared.
