@@ -1,0 +1,364 @@
+package integration_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/floodgate/floodgate/internal/redisproc"
+)
+
+// The chatbot demo (cmd/chatbot-demo) run as a user would: its replicas
+// are separate OS processes sharing the test Redis. These tests read the
+// replicas' JSON summaries and count for themselves.
+
+// demoSummary is the part of a replica's summary the tests read.
+type demoSummary struct {
+	Replica  int                   `json:"replica"`
+	Messages int                   `json:"messages"`
+	Answered int                   `json:"answered"`
+	Held     map[string]int        `json:"held"`
+	Accepted map[string][][2]int64 `json:"accepted"`
+	Kinds    map[string]struct {
+		Messages int `json:"messages"`
+	} `json:"kinds"`
+	Limits struct {
+		PerWindow int `json:"per_window"`
+	} `json:"limits"`
+}
+
+type demoReport struct {
+	Replicas []demoSummary `json:"replicas"`
+	Checks   []struct {
+		Name    string `json:"name"`
+		OK      bool   `json:"ok"`
+		Skipped bool   `json:"skipped"`
+		Line    string `json:"line"`
+	} `json:"checks"`
+}
+
+// buildDemo compiles cmd/chatbot-demo into a temporary directory.
+func buildDemo(t *testing.T) string {
+	t.Helper()
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	bin := filepath.Join(t.TempDir(), "chatbot-demo")
+	cmd := exec.Command(goBin, "build", "-o", bin, "github.com/floodgate/floodgate/cmd/chatbot-demo")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/chatbot-demo: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// demoEnv is the environment without any FLOODGATE_* or DEMO_* of the
+// caller's, plus vars.
+func demoEnv(vars map[string]string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "FLOODGATE_") || strings.HasPrefix(kv, "DEMO_") || strings.HasPrefix(kv, "REDIS_URL=") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	for k, v := range vars {
+		env = append(env, k+"="+v)
+	}
+	return env
+}
+
+// demoLimit is the per-user window limit the tests set: low, so that the
+// chat's spammer certainly reaches it within the short replay.
+const demoLimit = 5
+
+// checkShared counts, across replicas, the requests each user had
+// accepted: no user may exceed the one limit they share. It returns the
+// largest count.
+func checkShared(t *testing.T, sums []demoSummary, messages int) int {
+	t.Helper()
+	total, worst := 0, 0
+	perUser := map[string]int{}
+	for _, s := range sums {
+		total += s.Messages
+		for u, acc := range s.Accepted {
+			perUser[u] += len(acc)
+		}
+		if s.Kinds["spammer"].Messages == 0 {
+			t.Errorf("replica %d saw no spammer message: the chat is not split across replicas", s.Replica)
+		}
+	}
+	if total != messages {
+		t.Errorf("replicas handled %d messages, want %d", total, messages)
+	}
+	for u, n := range perUser {
+		if n > demoLimit {
+			t.Errorf("%s: %d requests accepted across %d replicas, limit %d", u, n, len(sums), demoLimit)
+		}
+		worst = max(worst, n)
+	}
+	// The spammer sends ~20 messages a second for the whole replay, far
+	// more than the cooldown alone would stop: the shared window must bind.
+	if perUser["spam_bot0"] != demoLimit {
+		t.Errorf("spam_bot0: %d accepted across replicas, want exactly the limit %d", perUser["spam_bot0"], demoLimit)
+	}
+	return worst
+}
+
+// TestDemoSharedLimits runs the README's one command (the launcher, three
+// replica processes) against the test Redis, and checks from the replicas'
+// own summaries that no user got past one limit in total.
+func TestDemoSharedLimits(t *testing.T) {
+	rdb := client(t)
+	bin := buildDemo(t)
+	const messages = 300
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin)
+	cmd.Env = demoEnv(map[string]string{
+		"REDIS_URL":                            redisURL,
+		"FLOODGATE_KEY_PREFIX":                 uniquePrefix(t, rdb),
+		"FLOODGATE_MAX_REQUESTS_PER_USER_HOUR": strconv.Itoa(demoLimit),
+		"FLOODGATE_USER_COOLDOWN":              "50ms",
+		"DEMO_REPLICAS":                        "3",
+		"DEMO_MESSAGES":                        strconv.Itoa(messages),
+		"DEMO_DURATION":                        "3s",
+		"DEMO_OUTPUT":                          "json",
+	})
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	runErr := cmd.Run()
+	var rep demoReport
+	if err := json.Unmarshal(bytes.TrimSpace(stdout.Bytes()), &rep); err != nil {
+		t.Fatalf("chatbot-demo: %v; report: %v\nstdout: %s\nstderr: %s", runErr, err, tail(stdout.String()), tail(stderr.String()))
+	}
+	if runErr != nil {
+		// It exits 1 when its own checks fail; the counts below say why.
+		t.Errorf("chatbot-demo: %v\nstderr: %s", runErr, tail(stderr.String()))
+	}
+	if len(rep.Replicas) != 3 {
+		t.Fatalf("%d replica summaries, want 3", len(rep.Replicas))
+	}
+	worst := checkShared(t, rep.Replicas, messages)
+	for _, s := range rep.Replicas {
+		if s.Messages != messages/3 {
+			t.Errorf("replica %d handled %d messages, want %d (round-robin)", s.Replica, s.Messages, messages/3)
+		}
+		if s.Held["error"] != 0 {
+			t.Errorf("replica %d: %d limiter errors\n%s", s.Replica, s.Held["error"], stderr.String())
+		}
+	}
+	for _, c := range rep.Checks {
+		if !c.OK {
+			t.Errorf("check %s failed: %s", c.Name, c.Line)
+		}
+		if c.Name == "user_window" && !strings.Contains(c.Line, fmt.Sprintf("max accepted for any user = %d (limit %d", worst, demoLimit)) {
+			t.Errorf("the report's check disagrees with the test's count %d: %s", worst, c.Line)
+		}
+	}
+	if strings.Contains(stderr.String(), "level=ERROR") {
+		t.Errorf("errors logged:\n%s", stderr.String())
+	}
+}
+
+// tail keeps the end of a long output for a failure message.
+func tail(s string) string {
+	const n = 4000
+	if len(s) <= n {
+		return s
+	}
+	return "…" + s[len(s)-n:]
+}
+
+// scrapeSum fetches url and sums the samples of metric whose labels
+// contain every one of labels.
+func scrapeSum(ctx context.Context, url, metric string, labels ...string) (float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	sum := 0.0
+	for _, line := range strings.Split(string(body), "\n") {
+		if !strings.HasPrefix(line, metric+"{") && !strings.HasPrefix(line, metric+" ") {
+			continue
+		}
+		ok := true
+		for _, l := range labels {
+			ok = ok && strings.Contains(line, l)
+		}
+		if !ok {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		if err != nil {
+			return 0, fmt.Errorf("%q: %v", line, err)
+		}
+		sum += v
+	}
+	return sum, nil
+}
+
+// TestDemoMetrics starts three replicas the way docker-compose.yml does
+// (--replica, configured by the environment, each with its own
+// DEMO_METRICS_ADDR) and scrapes replica 1's /metrics during the replay,
+// where the decision counters must be moving, and after it, where they
+// must equal the messages the replica reported.
+func TestDemoMetrics(t *testing.T) {
+	rdb := client(t)
+	bin := buildDemo(t)
+	const messages = 600
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	prefix := uniquePrefix(t, rdb)
+	start := time.Now().Add(time.Second)
+	type replica struct {
+		cmd     *exec.Cmd
+		url     string
+		summary chan []byte
+		stderr  bytes.Buffer
+	}
+	reps := make([]*replica, 3)
+	for i := range reps {
+		port, err := redisproc.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := &replica{url: fmt.Sprintf("http://127.0.0.1:%d/metrics", port), summary: make(chan []byte, 1)}
+		r.cmd = exec.CommandContext(ctx, bin, "--replica")
+		r.cmd.Env = demoEnv(map[string]string{
+			"FLOODGATE_REDIS_URL":                  redisURL,
+			"FLOODGATE_KEY_PREFIX":                 prefix,
+			"FLOODGATE_MAX_REQUESTS_PER_USER_HOUR": strconv.Itoa(demoLimit),
+			"FLOODGATE_USER_COOLDOWN":              "50ms",
+			"DEMO_REPLICA_ID":                      strconv.Itoa(i + 1),
+			"DEMO_REPLICAS":                        "3",
+			"DEMO_MESSAGES":                        strconv.Itoa(messages),
+			"DEMO_DURATION":                        "4s",
+			"DEMO_METRICS_ADDR":                    fmt.Sprintf("127.0.0.1:%d", port),
+			"DEMO_LINGER":                          "2m", // stopped by SIGTERM below
+			"DEMO_RUN_ID":                          fmt.Sprintf("t%d", start.UnixMilli()),
+			"DEMO_START_AT":                        strconv.FormatInt(start.UnixMilli(), 10),
+		})
+		r.cmd.Stderr = &r.stderr
+		out, err := r.cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			sc := bufio.NewScanner(out)
+			sc.Buffer(make([]byte, 0, 1<<20), 64<<20)
+			for sc.Scan() {
+				if bytes.HasPrefix(sc.Bytes(), []byte("{")) {
+					r.summary <- append([]byte(nil), sc.Bytes()...)
+					break
+				}
+			}
+			_, _ = io.Copy(io.Discard, out)
+		}()
+		reps[i] = r
+	}
+	stopped := false
+	stopAll := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		for _, r := range reps {
+			_ = r.cmd.Process.Signal(syscall.SIGTERM)
+		}
+		for i, r := range reps {
+			if err := r.cmd.Wait(); err != nil {
+				t.Errorf("replica %d after SIGTERM: %v\n%s", i+1, err, r.stderr.String())
+			}
+		}
+	}
+	defer stopAll()
+
+	// During the replay: the counter of replica 1 is above 0, then grows.
+	user := `policy="user"`
+	poll := func(what string, cond func(v float64) bool) float64 {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			v, err := scrapeSum(ctx, reps[0].url, "floodgate_decisions_total", user)
+			if err == nil && cond(v) {
+				return v
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: last value %v, err %v\n%s", what, v, err, reps[0].stderr.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	first := poll("decisions counted", func(v float64) bool { return v > 0 })
+	second := poll("decisions keep being counted", func(v float64) bool { return v > first })
+	t.Logf("replica 1 decisions during the replay: %v, then %v", first, second)
+
+	// After the replay: each replica printed its summary and keeps serving.
+	sums := make([]demoSummary, len(reps))
+	for i, r := range reps {
+		select {
+		case line := <-r.summary:
+			if err := json.Unmarshal(line, &sums[i]); err != nil {
+				t.Fatalf("replica %d summary: %v", i+1, err)
+			}
+		case <-ctx.Done():
+			t.Fatalf("replica %d printed no summary\n%s", i+1, r.stderr.String())
+		}
+	}
+	final, err := scrapeSum(ctx, reps[0].url, "floodgate_decisions_total", user)
+	if err != nil {
+		t.Fatalf("scrape after the replay: %v", err)
+	}
+	if final != float64(sums[0].Messages) || final < second {
+		t.Errorf("after the replay replica 1 counted %v user decisions, want its %d messages (and ≥ %v)", final, sums[0].Messages, second)
+	}
+	allowed, err := scrapeSum(ctx, reps[0].url, "floodgate_decisions_total", user, `allowed="true"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := 0
+	for _, acc := range sums[0].Accepted {
+		accepted += len(acc)
+	}
+	if allowed != float64(accepted) {
+		t.Errorf("replica 1: %v allowed user decisions in /metrics, %d accepted in its summary", allowed, accepted)
+	}
+	trips, err := scrapeSum(ctx, reps[0].url, "floodgate_redis_duration_seconds_count", `op="user_allow"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if trips == 0 {
+		t.Errorf("replica 1 timed no user_allow round trips for %d messages", sums[0].Messages)
+	}
+	checkShared(t, sums, messages)
+	stopAll()
+}
