@@ -46,13 +46,13 @@ func (f *fakeLLM) generate(ctx context.Context, endpoint string, m message) (str
 	var fail bool
 	switch endpoint {
 	case endpointLocal:
-		took = 30*time.Millisecond + time.Duration(rng.IntN(90))*time.Millisecond
+		took = 20*time.Millisecond + time.Duration(rng.IntN(50))*time.Millisecond
 		fail = f.outage(m.At) || rng.IntN(100) < 3
 		if f.outage(m.At) {
 			took = 5 * time.Millisecond // connection refused comes fast
 		}
 	case endpointRemote:
-		took = 80*time.Millisecond + time.Duration(rng.IntN(120))*time.Millisecond
+		took = 60*time.Millisecond + time.Duration(rng.IntN(100))*time.Millisecond
 		fail = rng.IntN(100) < 1
 	default:
 		return "", fmt.Errorf("llm: unknown endpoint %q", endpoint)

@@ -97,7 +97,9 @@ func runReplica(ctx context.Context, env demoEnv, stdout, stderr io.Writer) erro
 		sum.Limits.WikiPerSecond, sum.Limits.WikiBurst = r.PerSecond, r.Burst
 	}
 	b := &bot{replica: env.ReplicaID, lim: lim, llm: &fakeLLM{seed: env.Seed, duration: env.Duration}, log: log, rec: newRecorder(sum)}
-	sum.Wired = wire(b, lim, obs)
+	if sum.Wired, err = wire(b, lim, obs); err != nil {
+		return err
+	}
 
 	var srv *metricsServer
 	if env.MetricsAddr != "" {

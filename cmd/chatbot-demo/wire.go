@@ -24,48 +24,58 @@ func newClient(cfg limiter.Config) (redis.UniversalClient, error) {
 	return redis.NewClient(opt), nil
 }
 
-// wire sets the bot's optional policies and returns their names in the
+// wire sets the bot's shared policies and returns their names in the
 // order a message meets them.
-func wire(b *bot, l *limiter.Limiter, obs *metrics.Observer) []string {
+func wire(b *bot, l *limiter.Limiter, obs *metrics.Observer) ([]string, error) {
 	policies := []string{"user"}
-	if wireWiki(b, l) {
+	ok, err := wireWiki(b, l)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
 		policies = append(policies, "wiki")
 	}
-	if wireSlots(b, l, obs) {
+	if ok, err = wireSlots(b, l, obs); err != nil {
+		return nil, err
+	}
+	if ok {
 		policies = append(policies, "slots")
 	}
-	if wireBackoff(b, l, obs) {
+	if ok, err = wireBackoff(b, l, obs); err != nil {
+		return nil, err
+	}
+	if ok {
 		policies = append(policies, "backoff")
 	}
-	return policies
+	return policies, nil
 }
 
 // wireWiki limits "!wiki" lookups to the shared Wikipedia rate
 // (FLOODGATE_API_RATES, seed: wikipedia_rate_limit: 1.0).
-func wireWiki(b *bot, l *limiter.Limiter) bool {
+func wireWiki(b *bot, l *limiter.Limiter) (bool, error) {
 	// Waiting for Limiter.APIBucket (branch bucketslots):
 	//	bucket, err := l.APIBucket("wikipedia")
 	//	b.wiki = bucket.Allow
 	_ = l
 	b.wiki = nil
-	return false
+	return false, nil
 }
 
 // wireSlots caps the users being answered at once, across replicas, at
 // Config.MaxConcurrentUsers (seed: max_concurrent_users: 7).
-func wireSlots(b *bot, l *limiter.Limiter, obs *metrics.Observer) bool {
+func wireSlots(b *bot, l *limiter.Limiter, obs *metrics.Observer) (bool, error) {
 	// Waiting for Limiter.Slots (branch bucketslots).
 	_, _ = l, obs
 	b.acquire = nil
-	return false
+	return false, nil
 }
 
 // wireBackoff picks the first LLM endpoint that is not backing off and
 // reports each call's outcome (seed: llm_retry_delay,
 // llm_backoff_multiplier, llm_backoff_max).
-func wireBackoff(b *bot, l *limiter.Limiter, obs *metrics.Observer) bool {
+func wireBackoff(b *bot, l *limiter.Limiter, obs *metrics.Observer) (bool, error) {
 	// Waiting for Limiter.Backoff (branch backoff).
 	_, _ = l, obs
 	b.pick, b.report = nil, nil
-	return false
+	return false, nil
 }
