@@ -404,6 +404,9 @@ func TestAgreeRun(t *testing.T) {
 // once: every message is accounted for, and no user passes the limit.
 func TestReplica(t *testing.T) {
 	mr := miniredis.RunT(t)
+	// Redis TIME stands still, so however slowly the test runs, every
+	// repeat falls within its user's cooldown.
+	mr.SetTime(time.Date(2025, 6, 1, 20, 0, 0, 0, time.UTC))
 	t.Setenv("FLOODGATE_REDIS_URL", "redis://:secret-pw@"+mr.Addr())
 	mr.RequireAuth("secret-pw")
 	t.Setenv("DEMO_REPLICA_ID", "2")
@@ -411,6 +414,9 @@ func TestReplica(t *testing.T) {
 	t.Setenv("DEMO_MESSAGES", "120")
 	t.Setenv("DEMO_DURATION", "0s")
 	t.Setenv("DEMO_LOG_LEVEL", "debug")
+	// All 60 messages hit miniredis at once, one script at a time, slowly
+	// under -race: a generous timeout keeps this about logic, not speed.
+	t.Setenv("FLOODGATE_REDIS_TIMEOUT", "20s")
 	var out, errOut bytes.Buffer
 	if err := Run(context.Background(), []string{"--replica"}, &out, &errOut); err != nil {
 		t.Fatalf("Run: %v\n%s", err, errOut.String())
@@ -435,8 +441,8 @@ func TestReplica(t *testing.T) {
 	if s.Held[heldError] != 0 {
 		t.Fatalf("%d limiter errors:\n%s", s.Held[heldError], errOut.String())
 	}
-	// All messages at once: every user's first gets through the user
-	// limit, repeats within 200ms meet the cooldown.
+	// Frozen Redis time: every user's first message gets through the user
+	// limit, every repeat meets the cooldown.
 	for u, acc := range s.Accepted {
 		if len(acc) != 1 {
 			t.Errorf("%s accepted %d times at once, want 1 (cooldown)", u, len(acc))
