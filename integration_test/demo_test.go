@@ -256,7 +256,7 @@ func TestDemoMetrics(t *testing.T) {
 			"FLOODGATE_KEY_PREFIX":                 prefix,
 			"FLOODGATE_MAX_REQUESTS_PER_USER_HOUR": strconv.Itoa(demoLimit),
 			"FLOODGATE_USER_COOLDOWN":              "50ms",
-		"FLOODGATE_REDIS_TIMEOUT":              "5s", // a noisy host must not turn into errors
+			"FLOODGATE_REDIS_TIMEOUT":              "5s", // a noisy host must not turn into errors
 			"DEMO_REPLICA_ID":                      strconv.Itoa(i + 1),
 			"DEMO_REPLICAS":                        "3",
 			"DEMO_MESSAGES":                        strconv.Itoa(messages),
