@@ -150,6 +150,11 @@ func (r *recorder) held(m message, why string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.s.Held[why]++
+	k := r.s.Kinds[m.Kind]
+	if k.Held == nil {
+		k.Held = map[string]int{}
+	}
+	k.Held[why]++
 }
 
 func (r *recorder) answered(m message, endpoint string) {

@@ -43,8 +43,9 @@ type summary struct {
 }
 
 type kindStats struct {
-	Messages int `json:"messages"`
-	Answered int `json:"answered"`
+	Messages int            `json:"messages"`
+	Answered int            `json:"answered"`
+	Held     map[string]int `json:"held,omitempty"`
 }
 
 // limits are the settings the checks compare against.
@@ -111,6 +112,12 @@ func newReport(sums []summary) *report {
 			}
 			t.Kinds[k].Messages += v.Messages
 			t.Kinds[k].Answered += v.Answered
+			for why, n := range v.Held {
+				if t.Kinds[k].Held == nil {
+					t.Kinds[k].Held = map[string]int{}
+				}
+				t.Kinds[k].Held[why] += n
+			}
 		}
 		for k, v := range s.Endpoints {
 			t.Endpoints[k] += v
@@ -320,15 +327,25 @@ func (r *report) writeTable(w io.Writer) error {
 		why = append(why, "none")
 	}
 	b.WriteString(strings.Join(why, ", "))
-	b.WriteString("\nby chatter: ")
-	var ks []string
+	b.WriteString("\n")
 	for _, k := range kinds {
-		if s := t.Kinds[k]; s != nil && s.Messages > 0 {
-			ks = append(ks, fmt.Sprintf("%ss %d of %d answered", k, s.Answered, s.Messages))
+		s := t.Kinds[k]
+		if s == nil || s.Messages == 0 {
+			continue
 		}
+		fmt.Fprintf(&b, "%-9s %d of %d answered", k+"s:", s.Answered, s.Messages)
+		var held []string
+		for _, c := range cols {
+			if n := s.Held[c]; n > 0 {
+				held = append(held, fmt.Sprintf("%s %d", c, n))
+			}
+		}
+		if len(held) > 0 {
+			fmt.Fprintf(&b, "; held back: %s", strings.Join(held, ", "))
+		}
+		b.WriteString("\n")
 	}
-	b.WriteString(strings.Join(ks, ", "))
-	b.WriteString("\nanswered by: ")
+	b.WriteString("answered by: ")
 	var eps []string
 	for _, e := range endpoints {
 		eps = append(eps, fmt.Sprintf("%s %d (%d failed calls)", e, t.Endpoints[e], t.EndpointFailures[e]))
