@@ -45,10 +45,14 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	if err != nil {
-		if !errors.Is(err, errUsage) {
-			fmt.Fprintln(os.Stderr, "chatbot-demo:", err)
-		}
+	switch {
+	case err == nil:
+	case errors.Is(err, context.Canceled):
+		os.Exit(130) // interrupted: the replicas said so in their logs
+	case errors.Is(err, errUsage):
+		os.Exit(2)
+	default:
+		fmt.Fprintln(os.Stderr, "chatbot-demo:", err)
 		os.Exit(1)
 	}
 }

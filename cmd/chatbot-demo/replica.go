@@ -115,10 +115,11 @@ func runReplica(ctx context.Context, env demoEnv, stdout, stderr io.Writer) erro
 		"per_window", cfg.MaxRequestsPerUserHour, "window", cfg.UserWindow)
 	replay(ctx, startAt, mine, b.handle)
 	sum.FinishedAt = time.Now().UnixMilli()
-	log.Info("replica done", "messages", sum.Messages, "answered", sum.Answered, "held", sum.Held)
 	if ctx.Err() != nil {
+		log.Info("replica interrupted", "messages", sum.Messages, "answered", sum.Answered, "held", sum.Held)
 		return ctx.Err()
 	}
+	log.Info("replica done", "messages", sum.Messages, "answered", sum.Answered, "held", sum.Held)
 	if err := json.NewEncoder(stdout).Encode(sum); err != nil {
 		return err
 	}
