@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 
 	"github.com/redis/go-redis/v9"
@@ -11,9 +13,11 @@ import (
 
 // The wiring between the bot and the limiter's shared policies. Each
 // policy is one small function, so the bot's flow (bot.handle) does not
-// change when a policy is added.
+// change when a policy is added or left out.
 
-// newClient builds the Redis client from Config.RedisURL.
+// newClient builds the Redis client from Config.RedisURL (redis:// or
+// rediss://, one node). limiter.NewClient (branch reliability) will take
+// its place, adding Cluster and Sentinel URLs.
 func newClient(cfg limiter.Config) (redis.UniversalClient, error) {
 	opt, err := redis.ParseURL(cfg.RedisURL)
 	if err != nil {
@@ -51,30 +55,60 @@ func wire(b *bot, l *limiter.Limiter, obs *metrics.Observer) ([]string, error) {
 }
 
 // wireWiki limits "!wiki" lookups to the shared Wikipedia rate
-// (FLOODGATE_API_RATES, seed: wikipedia_rate_limit: 1.0).
+// (FLOODGATE_API_RATES, seed: wikipedia_rate_limit: 1.0). Without a
+// "wikipedia" entry there, lookups are not limited.
 func wireWiki(b *bot, l *limiter.Limiter) (bool, error) {
-	// Waiting for Limiter.APIBucket (branch bucketslots):
-	//	bucket, err := l.APIBucket("wikipedia")
-	//	b.wiki = bucket.Allow
-	_ = l
-	b.wiki = nil
-	return false, nil
+	if _, ok := l.Config().APIRates["wikipedia"]; !ok {
+		return false, nil
+	}
+	bucket, err := l.APIBucket("wikipedia")
+	if err != nil {
+		return false, err
+	}
+	b.wiki = bucket.Allow
+	return true, nil
 }
 
 // wireSlots caps the users being answered at once, across replicas, at
-// Config.MaxConcurrentUsers (seed: max_concurrent_users: 7).
+// Config.MaxConcurrentUsers (seed: max_concurrent_users: 7); 0 turns the
+// cap off.
 func wireSlots(b *bot, l *limiter.Limiter, obs *metrics.Observer) (bool, error) {
-	// Waiting for Limiter.Slots (branch bucketslots).
-	_, _ = l, obs
-	b.acquire = nil
-	return false, nil
+	cfg := l.Config()
+	if cfg.MaxConcurrentUsers == 0 {
+		return false, nil
+	}
+	pool := l.Slots("llm", cfg.MaxConcurrentUsers, cfg.SlotLease)
+	b.acquire = func(ctx context.Context, holder string) (func(context.Context), limiter.Decision, error) {
+		lease, err := pool.TryAcquire(ctx, holder)
+		if errors.Is(err, limiter.ErrNoSlot) {
+			return nil, limiter.Decision{Reason: limiter.ReasonSlots}, nil
+		}
+		if err != nil {
+			return nil, limiter.Decision{}, err
+		}
+		release := func(ctx context.Context) {
+			if err := lease.Release(ctx); err != nil {
+				b.log.Warn("releasing an LLM slot", "err", err)
+			}
+		}
+		return release, limiter.Decision{Allowed: true, Degraded: lease.Degraded()}, nil
+	}
+	if obs != nil {
+		if err := obs.WatchSlots(pool.Name(), pool.InUse); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
 }
 
 // wireBackoff picks the first LLM endpoint that is not backing off and
-// reports each call's outcome (seed: llm_retry_delay,
-// llm_backoff_multiplier, llm_backoff_max).
+// reports each call's outcome, so every replica stops calling a failing
+// endpoint (seed: llm_retry_delay, llm_backoff_multiplier,
+// llm_backoff_max).
 func wireBackoff(b *bot, l *limiter.Limiter, obs *metrics.Observer) (bool, error) {
-	// Waiting for Limiter.Backoff (branch backoff).
+	// Waiting for Limiter.Backoff (branch backoff): set b.pick to
+	// Backoff("llm").Pick(ctx, endpoints...), b.report to its Success and
+	// Failure, and watch each endpoint's State in obs.
 	_, _ = l, obs
 	b.pick, b.report = nil, nil
 	return false, nil
