@@ -284,8 +284,9 @@ floodgate_decisions_total{allowed="true",policy="user",reason="none"} 2
 `, "floodgate_decisions_total")
 }
 
-// TestWithLimiter wires an Observer into a real Limiter on miniredis: each
-// Allow is one decision and one user_allow round trip.
+// TestWithLimiter wires an Observer into a real Limiter on miniredis:
+// alice's first message is allowed, her second denied by Redis (cooldown),
+// her third denied from the local deny cache without a round trip.
 func TestWithLimiter(t *testing.T) {
 	mr := miniredis.RunT(t)
 	mr.SetTime(time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC))
@@ -299,13 +300,17 @@ func TestWithLimiter(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	for i, want := range []bool{true, false, false} {
+	for i, want := range []limiter.Decision{
+		{Allowed: true},
+		{Reason: limiter.ReasonCooldown},
+		{Reason: limiter.ReasonCooldown, Cached: true},
+	} {
 		d, err := l.Allow(ctx, "alice")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d.Allowed != want {
-			t.Fatalf("Allow #%d: Allowed = %v, want %v", i+1, d.Allowed, want)
+		if d.Allowed != want.Allowed || d.Reason != want.Reason || d.Cached != want.Cached {
+			t.Fatalf("Allow #%d = %+v, want Allowed %v, Reason %v, Cached %v", i+1, d, want.Allowed, want.Reason, want.Cached)
 		}
 	}
 	compare(t, reg, `
@@ -313,7 +318,10 @@ func TestWithLimiter(t *testing.T) {
 # TYPE floodgate_decisions_total counter
 floodgate_decisions_total{allowed="false",policy="user",reason="cooldown"} 2
 floodgate_decisions_total{allowed="true",policy="user",reason="none"} 1
-`, "floodgate_decisions_total")
+# HELP floodgate_local_cache_hits_total Repeat denials answered from the in-process deny cache, without a Redis round trip.
+# TYPE floodgate_local_cache_hits_total counter
+floodgate_local_cache_hits_total{policy="user"} 1
+`, "floodgate_decisions_total", "floodgate_local_cache_hits_total")
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -327,8 +335,8 @@ floodgate_decisions_total{allowed="true",policy="user",reason="none"} 1
 			samples = append(samples, fmt.Sprintf("%s=%d", m.GetLabel()[0].GetValue(), m.GetHistogram().GetSampleCount()))
 		}
 	}
-	if fmt.Sprint(samples) != "[user_allow=3]" {
-		t.Errorf("round trips timed: %v, want [user_allow=3]", samples)
+	if fmt.Sprint(samples) != "[user_allow=2]" {
+		t.Errorf("round trips timed: %v, want [user_allow=2] (the cached denial makes none)", samples)
 	}
 	if n := testutil.CollectAndCount(o.redisErrs); n != 0 {
 		t.Errorf("redis error series = %d, want 0", n)
