@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -54,8 +53,11 @@ type demoReport struct {
 func buildDemo(t *testing.T) string {
 	t.Helper()
 	goBin, err := exec.LookPath("go")
+	if err != nil && os.Getenv("GOROOT") != "" {
+		goBin, err = filepath.Join(os.Getenv("GOROOT"), "bin", "go"), nil
+	}
 	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		t.Fatalf("building the demo needs the go command on PATH: %v", err)
 	}
 	bin := filepath.Join(t.TempDir(), "chatbot-demo")
 	cmd := exec.Command(goBin, "build", "-o", bin, "github.com/floodgate/floodgate/cmd/chatbot-demo")
