@@ -90,6 +90,9 @@ func (b *bot) handle(ctx context.Context, m message) {
 	if b.report != nil {
 		b.report(ctx, endpoint, err)
 	}
+	if b.llm.outage(m.At) {
+		b.rec.duringOutage(endpoint)
+	}
 	if err != nil {
 		b.rec.held(m, heldLLMError)
 		b.rec.endpointFailure(endpoint)
@@ -169,6 +172,16 @@ func (r *recorder) endpointFailure(endpoint string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.s.EndpointFailures[endpoint]++
+}
+
+// duringOutage counts a call made while the local endpoint was down.
+func (r *recorder) duringOutage(endpoint string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.s.OutageCalls == nil {
+		r.s.OutageCalls = map[string]int{}
+	}
+	r.s.OutageCalls[endpoint]++
 }
 
 func (r *recorder) degraded() {

@@ -35,7 +35,12 @@ var errLLM = errors.New("llm: generation failed")
 // outage reports whether the local endpoint is down at stream offset at:
 // from 25% to 40% of the stream, just before the raid.
 func (f *fakeLLM) outage(at time.Duration) bool {
-	return at >= f.duration*25/100 && at < f.duration*40/100
+	from, to := f.outageWindow()
+	return at >= from && at < to
+}
+
+func (f *fakeLLM) outageWindow() (from, to time.Duration) {
+	return f.duration * 25 / 100, f.duration * 40 / 100
 }
 
 // generate "answers" m on endpoint, taking a while; it fails like the

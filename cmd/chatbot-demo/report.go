@@ -33,6 +33,7 @@ type summary struct {
 	Kinds            map[string]*kindStats `json:"kinds"`
 	Endpoints        map[string]int        `json:"endpoints"`         // answers by endpoint
 	EndpointFailures map[string]int        `json:"endpoint_failures"` // failed calls by endpoint
+	OutageCalls      map[string]int        `json:"outage_calls"`      // calls by endpoint while the local one was down
 
 	Accepted  map[string][][2]int64 `json:"accepted"`   // user → requests the user limit counted
 	WikiCalls [][2]int64            `json:"wiki_calls"` // calls the Wikipedia rate allowed
@@ -124,6 +125,12 @@ func newReport(sums []summary) *report {
 		}
 		for k, v := range s.EndpointFailures {
 			t.EndpointFailures[k] += v
+		}
+		for k, v := range s.OutageCalls {
+			if t.OutageCalls == nil {
+				t.OutageCalls = map[string]int{}
+			}
+			t.OutageCalls[k] += v
 		}
 		for u, v := range s.Accepted {
 			t.Accepted[u] = append(t.Accepted[u], v...)
@@ -351,6 +358,16 @@ func (r *report) writeTable(w io.Writer) error {
 		eps = append(eps, fmt.Sprintf("%s %d (%d failed calls)", e, t.Endpoints[e], t.EndpointFailures[e]))
 	}
 	b.WriteString(strings.Join(eps, ", "))
+	if r.Duration > 0 {
+		o := &fakeLLM{duration: r.Duration}
+		from, to := o.outageWindow()
+		fmt.Fprintf(&b, "\n%s down from %.1fs to %.1fs: %d calls reached it from %d replicas",
+			endpointLocal, from.Seconds(), to.Seconds(), t.OutageCalls[endpointLocal], len(r.Replicas))
+		if wired(t, "backoff") {
+			b.WriteString(" (the first failures, then one probe at a time)")
+		}
+		fmt.Fprintf(&b, "; %s took %d meanwhile", endpointRemote, t.OutageCalls[endpointRemote])
+	}
 	if t.Degraded > 0 {
 		fmt.Fprintf(&b, "\ndegraded decisions (Redis unreachable): %d", t.Degraded)
 	}

@@ -106,10 +106,34 @@ func wireSlots(b *bot, l *limiter.Limiter, obs *metrics.Observer) (bool, error) 
 // endpoint (seed: llm_retry_delay, llm_backoff_multiplier,
 // llm_backoff_max).
 func wireBackoff(b *bot, l *limiter.Limiter, obs *metrics.Observer) (bool, error) {
-	// Waiting for Limiter.Backoff (branch backoff): set b.pick to
-	// Backoff("llm").Pick(ctx, endpoints...), b.report to its Success and
-	// Failure, and watch each endpoint's State in obs.
-	_, _ = l, obs
-	b.pick, b.report = nil, nil
-	return false, nil
+	bo := l.Backoff("llm")
+	if err := bo.Err(); err != nil {
+		return false, err
+	}
+	b.pick = func(ctx context.Context) (string, limiter.Decision, error) {
+		return bo.Pick(ctx, endpoints...)
+	}
+	b.report = func(ctx context.Context, endpoint string, callErr error) {
+		var err error
+		if callErr == nil {
+			err = bo.Success(ctx, endpoint)
+		} else if !errors.Is(callErr, context.Canceled) {
+			_, err = bo.Failure(ctx, endpoint)
+		}
+		if err != nil {
+			b.log.Warn("reporting to the LLM backoff", "endpoint", endpoint, "err", err)
+		}
+	}
+	if obs != nil {
+		for _, ep := range endpoints {
+			err := obs.WatchEndpoint(ep, func(ctx context.Context) (metrics.EndpointState, error) {
+				s, err := bo.State(ctx, ep)
+				return metrics.EndpointState(s), err
+			})
+			if err != nil {
+				return false, fmt.Errorf("watching %s: %w", ep, err)
+			}
+		}
+	}
+	return true, nil
 }
