@@ -164,9 +164,12 @@ func TestDemoSharedLimits(t *testing.T) {
 			t.Errorf("replica %d: %d limiter errors\n%s", s.Replica, s.Held["error"], stderr.String())
 		}
 	}
+	if len(rep.Checks) != 3 {
+		t.Errorf("%d checks, want 3 (user window, slots, wikipedia rate)", len(rep.Checks))
+	}
 	for _, c := range rep.Checks {
-		if !c.OK {
-			t.Errorf("check %s failed: %s", c.Name, c.Line)
+		if !c.OK || c.Skipped {
+			t.Errorf("check %s failed or skipped: %s", c.Name, c.Line)
 		}
 		if c.Name == "user_window" && !strings.Contains(c.Line, fmt.Sprintf("max accepted for any user = %d (limit %d", worst, demoLimit)) {
 			t.Errorf("the report's check disagrees with the test's count %d: %s", worst, c.Line)
@@ -189,23 +192,28 @@ func tail(s string) string {
 // scrapeSum fetches url and sums the samples of metric whose labels
 // contain every one of labels.
 func scrapeSum(ctx context.Context, url, metric string, labels ...string) (float64, error) {
+	sum, _, err := scrape(ctx, url, metric, labels...)
+	return sum, err
+}
+
+// scrape is scrapeSum that also counts the matching samples.
+func scrape(ctx context.Context, url, metric string, labels ...string) (sum float64, n int, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("GET %s: %s", url, resp.Status)
+		return 0, 0, fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	sum := 0.0
 	for _, line := range strings.Split(string(body), "\n") {
 		if !strings.HasPrefix(line, metric+"{") && !strings.HasPrefix(line, metric+" ") {
 			continue
@@ -219,11 +227,12 @@ func scrapeSum(ctx context.Context, url, metric string, labels ...string) (float
 		}
 		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
 		if err != nil {
-			return 0, fmt.Errorf("%q: %v", line, err)
+			return 0, 0, fmt.Errorf("%q: %v", line, err)
 		}
 		sum += v
+		n++
 	}
-	return sum, nil
+	return sum, n, nil
 }
 
 // TestDemoMetrics starts three replicas the way docker-compose.yml does
@@ -362,6 +371,20 @@ func TestDemoMetrics(t *testing.T) {
 	}
 	if trips == 0 {
 		t.Errorf("replica 1 timed no user_allow round trips for %d messages", sums[0].Messages)
+	}
+	// The gauges read from Redis at scrape time: the LLM pool and both
+	// endpoints.
+	for _, g := range []struct {
+		metric, label string
+	}{
+		{"floodgate_slots_in_use", `pool="llm"`},
+		{"floodgate_endpoint_state", `endpoint="http://localhost:1234"`},
+		{"floodgate_endpoint_state", `endpoint="https://api.openai.com"`},
+	} {
+		v, n, err := scrape(ctx, reps[0].url, g.metric, g.label)
+		if err != nil || n != 1 || v < 0 {
+			t.Errorf("%s{%s}: %d samples, value %v, err %v; want one", g.metric, g.label, n, v, err)
+		}
 	}
 	checkShared(t, sums, messages)
 	stopAll()
