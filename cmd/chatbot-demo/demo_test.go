@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"reflect"
 	"strings"
@@ -415,6 +416,7 @@ func TestReplica(t *testing.T) {
 	t.Setenv("DEMO_MESSAGES", "120")
 	t.Setenv("DEMO_DURATION", "0s")
 	t.Setenv("DEMO_LOG_LEVEL", "debug")
+	t.Setenv("DEMO_OUTPUT", "json")
 	// All 60 messages hit miniredis at once, one script at a time, slowly
 	// under -race: a generous timeout keeps this about logic, not speed.
 	t.Setenv("FLOODGATE_REDIS_TIMEOUT", "20s")
@@ -472,5 +474,79 @@ func TestReplica(t *testing.T) {
 	first, _, _ := strings.Cut(errOut.String(), "\n")
 	if err := json.Unmarshal([]byte(first), &logLine); err != nil || logLine["replica"] != float64(2) {
 		t.Errorf("first log line is not JSON with replica=2: %q (%v)", first, err)
+	}
+}
+
+// TestReplicaAlone: a replica without a launcher (as in docker compose)
+// pools its summary in Redis; alone, it is the last and prints the report.
+func TestReplicaAlone(t *testing.T) {
+	mr := miniredis.RunT(t)
+	mr.SetTime(time.Date(2025, 6, 1, 20, 0, 0, 0, time.UTC))
+	t.Setenv("REDIS_URL", "redis://"+mr.Addr())
+	t.Setenv("FLOODGATE_REDIS_TIMEOUT", "20s")
+	t.Setenv("DEMO_REPLICA_ID", "1")
+	t.Setenv("DEMO_REPLICAS", "1")
+	t.Setenv("DEMO_MESSAGES", "40")
+	t.Setenv("DEMO_DURATION", "0s")
+	t.Setenv("DEMO_RUN_ID", "alone")
+	t.Setenv("DEMO_START_AT", fmt.Sprint(time.Now().UnixMilli()))
+	var out, errOut bytes.Buffer
+	if err := Run(context.Background(), []string{"--replica"}, &out, &errOut); err != nil {
+		t.Fatalf("Run: %v\n%s", err, errOut.String())
+	}
+	for _, want := range []string{
+		"Floodgate chatbot demo: 40 messages",
+		"max accepted for any user = 1 (limit 20",
+		"max LLM slots held at once across 1 replicas",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "✘") {
+		t.Errorf("a check failed:\n%s", out.String())
+	}
+}
+
+func TestGatherSummary(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	ctx := context.Background()
+	steps := []struct {
+		replica int
+		want    []int // replicas in the returned summaries; nil: not the last
+	}{
+		{2, nil},
+		{3, nil},
+		{1, []int{1, 2, 3}},
+	}
+	for _, s := range steps {
+		got, err := gatherSummary(ctx, rdb, "p:", &summary{Replica: s.replica, Replicas: 3, RunID: "r1", Messages: 10 * s.replica}, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []int
+		for _, g := range got {
+			ids = append(ids, g.Replica)
+			if g.Messages != 10*g.Replica {
+				t.Errorf("replica %d: messages %d, want %d", g.Replica, g.Messages, 10*g.Replica)
+			}
+		}
+		if !reflect.DeepEqual(ids, s.want) {
+			t.Fatalf("replica %d arriving: got summaries of %v, want %v", s.replica, ids, s.want)
+		}
+	}
+	for _, k := range []string{"p:{demo-r1}:summary:1", "p:{demo-r1}:done"} {
+		if ttl := mr.TTL(k); ttl != time.Minute {
+			t.Errorf("%s: TTL %v, want 1m", k, ttl)
+		}
+	}
+	// A replica id counted twice leaves a hole: an error, not a short report.
+	if _, err := gatherSummary(ctx, rdb, "p:", &summary{Replica: 1, Replicas: 2, RunID: "r2"}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gatherSummary(ctx, rdb, "p:", &summary{Replica: 1, Replicas: 2, RunID: "r2"}, time.Minute); err == nil || !strings.Contains(err.Error(), "replica 2's summary is missing") {
+		t.Errorf("duplicate replica id: err = %v", err)
 	}
 }

@@ -25,7 +25,7 @@ type demoEnv struct {
 	Linger      time.Duration // DEMO_LINGER
 	LogFormat   string        // DEMO_LOG_FORMAT: json or text ("" = mode's default)
 	LogLevel    slog.Level    // DEMO_LOG_LEVEL
-	Output      string        // DEMO_OUTPUT: table or json
+	Output      string        // DEMO_OUTPUT: table or json (launcher: its report; replica: json prints the summary)
 	// Set by the launcher for its replicas; compose replicas agree on them
 	// through Redis instead.
 	RunID   string    // DEMO_RUN_ID

@@ -59,6 +59,7 @@ func launch(ctx context.Context, env demoEnv, stdout, stderr io.Writer) error {
 	extra["DEMO_RUN_ID"] = runID
 	extra["DEMO_START_AT"] = strconv.FormatInt(start.UnixMilli(), 10)
 	extra["DEMO_REPLICAS"] = strconv.Itoa(env.Replicas)
+	extra["DEMO_OUTPUT"] = "json" // each replica's summary, on its stdout
 	// The report needs every replica to exit; lingering is for compose.
 	extra["DEMO_LINGER"] = "0s"
 	if env.LogFormat == "" {

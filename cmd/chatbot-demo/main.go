@@ -24,10 +24,13 @@
 //	DEMO_LINGER            keep serving /metrics this long after the replay
 //	DEMO_LOG_FORMAT        json (replica default) or text
 //	DEMO_LOG_LEVEL         debug, info (default), warn or error
-//	DEMO_OUTPUT            table (default) or json: the launcher's report
+//	DEMO_OUTPUT            table (default) or json: the launcher's report; a
+//	                       replica with json prints its summary as one line
 //
-// Replicas of one run agree on a run id and a start time through Redis, so
-// each run uses fresh keys (expiring after FLOODGATE_MAX_IDLE_TIME).
+// Replicas started on their own agree on a run id and a start time through
+// Redis, so each run uses fresh keys (expiring after
+// FLOODGATE_MAX_IDLE_TIME), and pool their summaries there: the last one to
+// finish prints the report for all.
 package main
 
 import (

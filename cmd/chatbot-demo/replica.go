@@ -62,6 +62,7 @@ func runReplica(ctx context.Context, env demoEnv, stdout, stderr io.Writer) erro
 	}
 	// Fresh keys per run: a second run within the hour would otherwise
 	// find the first run's users at their limits.
+	basePrefix := cfg.KeyPrefix
 	cfg.KeyPrefix += "demo-" + runID + ":"
 	log = log.With("run", runID)
 
@@ -120,7 +121,7 @@ func runReplica(ctx context.Context, env demoEnv, stdout, stderr io.Writer) erro
 		return ctx.Err()
 	}
 	log.Info("replica done", "messages", sum.Messages, "answered", sum.Answered, "held", sum.Held)
-	if err := json.NewEncoder(stdout).Encode(sum); err != nil {
+	if err := reportReplica(ctx, env, rdb, basePrefix, sum, stdout, log); err != nil {
 		return err
 	}
 	if srv != nil && env.Linger > 0 {
@@ -131,6 +132,33 @@ func runReplica(ctx context.Context, env demoEnv, stdout, stderr io.Writer) erro
 		case <-ctx.Done():
 		case <-t.C:
 		}
+	}
+	return nil
+}
+
+// reportReplica hands the summary on: as a JSON line on stdout for the
+// launcher (DEMO_OUTPUT=json), else through Redis to the last replica to
+// finish, which prints the report for all of them.
+func reportReplica(ctx context.Context, env demoEnv, rdb redis.UniversalClient, prefix string, sum *summary, stdout io.Writer, log *slog.Logger) error {
+	if env.Output == "json" {
+		return json.NewEncoder(stdout).Encode(sum)
+	}
+	sums, err := gatherSummary(ctx, rdb, prefix, sum, env.Duration+10*time.Minute)
+	if err != nil {
+		return err
+	}
+	if sums == nil {
+		log.Info("summary stored; the last replica to finish prints the report")
+		return nil
+	}
+	rep := newReport(sums)
+	rep.Chatters = chatters(newChat(env.Seed, planChat(env.Messages, env.Duration)))
+	rep.Duration = env.Duration
+	if err := rep.writeTable(stdout); err != nil {
+		return err
+	}
+	if rep.Failed() {
+		log.Error("a shared limit was exceeded (see the ✘ lines)")
 	}
 	return nil
 }
