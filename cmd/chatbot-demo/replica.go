@@ -56,7 +56,7 @@ func runReplica(ctx context.Context, env demoEnv, stdout, stderr io.Writer) erro
 
 	runID, startAt := env.RunID, env.StartAt
 	if runID == "" || startAt.IsZero() {
-		if runID, startAt, err = agreeRun(ctx, rdb, cfg.KeyPrefix, 2*time.Second, env.Duration+time.Minute); err != nil {
+		if runID, startAt, err = agreeRun(ctx, rdb, cfg.KeyPrefix, 2*time.Second, 30*time.Second); err != nil {
 			return err
 		}
 	}
@@ -211,8 +211,8 @@ func waitRedis(ctx context.Context, rdb redis.UniversalClient, limit time.Durati
 
 // agreeRun lets replicas that were started independently (docker compose)
 // agree on a run id and a common start time: the first to arrive writes
-// them with SET NX, the others read them. The key expires after ttl, so
-// the next run gets fresh ones.
+// them with SET NX, the others read them. The key expires after ttl (long
+// enough for every replica to start), so the next run gets fresh ones.
 func agreeRun(ctx context.Context, rdb redis.UniversalClient, prefix string, startIn, ttl time.Duration) (string, time.Time, error) {
 	key := prefix + "demo:run"
 	start := time.Now().Add(startIn).UnixMilli()
