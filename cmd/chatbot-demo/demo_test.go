@@ -324,6 +324,28 @@ func TestReport(t *testing.T) {
 	if c := bad.Checks[1]; c.OK || !strings.Contains(c.Line, "= 2 > 1") {
 		t.Errorf("slots check: %+v", c)
 	}
+	if strings.Contains(bad.Checks[0].Line, "without Redis") {
+		t.Errorf("no degraded decisions, yet the check blames Redis: %s", bad.Checks[0].Line)
+	}
+
+	// The same run with decisions taken without Redis says so.
+	deg := []summary{
+		mk(1, map[string][][2]int64{"ann": {{0, 5}, {sec, sec + 5}}}, nil),
+		mk(2, map[string][][2]int64{"ann": {{2 * sec, 2*sec + 5}}}, nil),
+	}
+	deg[1].Degraded = 3
+	deg[0].Limits.RedisTimeout = 250 * time.Millisecond
+	dr := newReport(deg)
+	if c := dr.Checks[0]; c.OK || !strings.HasSuffix(c.Line, " — 3 decisions were taken without Redis, each replica by its own limits") {
+		t.Errorf("degraded window check: %+v", c)
+	}
+	out.Reset()
+	if err := dr.writeTable(&out); err != nil {
+		t.Fatal(err)
+	}
+	if want := "3 decisions were taken without Redis (Degraded: no answer within FLOODGATE_REDIS_TIMEOUT=250ms"; !strings.Contains(out.String(), want) {
+		t.Errorf("table lacks %q:\n%s", want, out.String())
+	}
 }
 
 func TestReplicaMetricsAddrs(t *testing.T) {

@@ -147,6 +147,9 @@ var demoDefaults = []struct {
 	{"FLOODGATE_LLM_RETRY_DELAY", "250ms", func(c *limiter.Config, d time.Duration) { c.LLMRetryDelay = d }},
 	{"FLOODGATE_LLM_BACKOFF_MAX", "4s", func(c *limiter.Config, d time.Duration) { c.LLMBackoffMax = d }},
 	{"FLOODGATE_LLM_PROBE_LEASE", "2s", func(c *limiter.Config, d time.Duration) { c.LLMProbeLease = d }},
+	// A laptop busy with other things can stall Redis past the library's
+	// 250ms; the demo is about sharing, not about the fallback.
+	{"FLOODGATE_REDIS_TIMEOUT", "1s", func(c *limiter.Config, d time.Duration) { c.RedisTimeout = d }},
 }
 
 // demoConfig reads the limiter's settings from the environment and fills

@@ -92,7 +92,7 @@ func runReplica(ctx context.Context, env demoEnv, stdout, stderr io.Writer) erro
 		Replica: env.ReplicaID, Replicas: env.Replicas, RunID: runID, Seed: env.Seed,
 		Redis: redactURL(cfg.RedisURL), StartedAt: startAt.UnixMilli(),
 		Limits: limits{Cooldown: cfg.UserCooldown, Window: cfg.UserWindow, PerWindow: cfg.MaxRequestsPerUserHour,
-			Slots: cfg.MaxConcurrentUsers},
+			Slots: cfg.MaxConcurrentUsers, RedisTimeout: cfg.RedisTimeout},
 	}
 	if r, ok := cfg.APIRates["wikipedia"]; ok {
 		sum.Limits.WikiPerSecond, sum.Limits.WikiBurst = r.PerSecond, r.Burst

@@ -57,6 +57,7 @@ type limits struct {
 	Slots         int           `json:"slots"`
 	WikiPerSecond float64       `json:"wiki_per_second"`
 	WikiBurst     int           `json:"wiki_burst"`
+	RedisTimeout  time.Duration `json:"redis_timeout"`
 }
 
 // report is the launcher's view of one run.
@@ -141,6 +142,13 @@ func newReport(sums []summary) *report {
 	r.Total = t
 	r.Redis = t.Redis
 	r.Checks = []check{windowCheck(&t, len(sums)), slotsCheck(&t, len(sums)), wikiCheck(&t, len(sums))}
+	if t.Degraded > 0 {
+		for i := range r.Checks {
+			if !r.Checks[i].OK {
+				r.Checks[i].Line += fmt.Sprintf(" — %d decisions were taken without Redis, each replica by its own limits", t.Degraded)
+			}
+		}
+	}
 	return r
 }
 
@@ -369,7 +377,8 @@ func (r *report) writeTable(w io.Writer) error {
 		fmt.Fprintf(&b, "; %s took %d meanwhile", endpointRemote, t.OutageCalls[endpointRemote])
 	}
 	if t.Degraded > 0 {
-		fmt.Fprintf(&b, "\ndegraded decisions (Redis unreachable): %d", t.Degraded)
+		fmt.Fprintf(&b, "\n%d decisions were taken without Redis (Degraded: no answer within FLOODGATE_REDIS_TIMEOUT=%v, so each replica fell back to its own limits)",
+			t.Degraded, t.Limits.RedisTimeout)
 	}
 	b.WriteString("\n\n")
 	for _, c := range r.Checks {
