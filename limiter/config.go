@@ -95,7 +95,10 @@ type Config struct {
 	// comma-separated list of cluster nodes, or redis-sentinel://. Read from
 	// FLOODGATE_REDIS_URL, then REDIS_URL. Used by NewClient.
 	RedisURL string `env:"REDIS_URL"`
-	// RedisTimeout bounds every Redis call a decision makes.
+	// RedisTimeout bounds every Redis call a decision makes, 500ms by
+	// default: far above a healthy round trip (~0.1 ms on a LAN), short
+	// enough that a chat reply is not held up noticeably before the
+	// FailureMode takes over.
 	RedisTimeout time.Duration `env:"REDIS_TIMEOUT"`
 
 	// LocalCacheSize is how many denied users each Limiter remembers
@@ -138,7 +141,7 @@ func DefaultConfig() Config {
 			"wikipedia": {PerSecond: 1, Burst: 1},
 			"igdb":      {PerSecond: 4, Burst: 1},
 		},
-		RedisTimeout:        250 * time.Millisecond,
+		RedisTimeout:        500 * time.Millisecond,
 		LocalCacheSize:      10_000,
 		OnRedisError:        FailLocal,
 		BackoffOnRedisError: FailLocal,

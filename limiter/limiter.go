@@ -158,14 +158,22 @@ func (l *Limiter) run(parent context.Context, s script, keys []string, args ...a
 // health remembers that Redis just failed to answer, so that for
 // redisRetryInterval every call falls back at once instead of each waiting
 // out Config.RedisTimeout; the first call after the interval tries Redis
-// again, and shared limits resume by themselves when it answers.
+// again, and shared limits resume by themselves when it answers. A refused
+// or reset connection marks Redis down at once; timeouts only after
+// downAfterTimeouts in a row, so one slow answer on a busy machine does
+// not send every caller to local limits.
 type health struct {
 	downUntil atomic.Int64 // UnixNano; 0 when up
+	timeouts  atomic.Int32 // consecutive unavailable errors
 	interval  time.Duration
 }
 
-// redisRetryInterval is how long calls skip Redis after it was unreachable.
-const redisRetryInterval = time.Second
+const (
+	// redisRetryInterval is how long calls skip Redis after it was
+	// unreachable.
+	redisRetryInterval = time.Second
+	downAfterTimeouts  = 3
+)
 
 func (h *health) check() error {
 	until := h.downUntil.Load()
@@ -179,7 +187,11 @@ func (h *health) check() error {
 // failed marks Redis down when err says it is unreachable, unless the
 // caller's own context ended (their deadline, not Redis's fault).
 func (h *health) failed(parent context.Context, err error) {
-	if parent.Err() == nil && IsUnavailable(err) {
+	if parent.Err() != nil || !IsUnavailable(err) {
+		return
+	}
+	refused := errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
+	if h.timeouts.Add(1) >= downAfterTimeouts || refused {
 		h.downUntil.Store(time.Now().Add(h.interval).UnixNano())
 	}
 }
@@ -187,6 +199,9 @@ func (h *health) failed(parent context.Context, err error) {
 func (h *health) ok() {
 	if h.downUntil.Load() != 0 {
 		h.downUntil.Store(0)
+	}
+	if h.timeouts.Load() != 0 {
+		h.timeouts.Store(0)
 	}
 }
 

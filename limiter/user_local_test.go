@@ -3,6 +3,8 @@ package limiter
 import (
 	"context"
 	"errors"
+	"fmt"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -119,5 +121,41 @@ func TestCallerCancellationIsNotAnOutage(t *testing.T) {
 	}
 	if err := l.health.check(); err != nil {
 		t.Fatalf("a caller's cancellation marked Redis down: %v", err)
+	}
+}
+
+func TestHealthMarksDown(t *testing.T) {
+	ctx := context.Background()
+	timeout := fmt.Errorf("read: %w", context.DeadlineExceeded)
+	refused := fmt.Errorf("dial: %w", syscall.ECONNREFUSED)
+	h := &health{interval: time.Hour}
+	for i := 1; i < downAfterTimeouts; i++ {
+		h.failed(ctx, timeout)
+		if h.check() != nil {
+			t.Fatalf("down after %d timeouts, want %d in a row", i, downAfterTimeouts)
+		}
+	}
+	h.ok() // an answer in between resets the count
+	for i := 1; i < downAfterTimeouts; i++ {
+		h.failed(ctx, timeout)
+	}
+	if h.check() != nil {
+		t.Fatal("timeouts separated by an answer marked Redis down")
+	}
+	h.failed(ctx, timeout)
+	if err := h.check(); !errors.Is(err, ErrRedisUnavailable) {
+		t.Fatalf("after %d timeouts in a row: %v", downAfterTimeouts, err)
+	}
+	h.ok()
+	h.failed(ctx, refused)
+	if h.check() == nil {
+		t.Fatal("a refused connection did not mark Redis down at once")
+	}
+	h.ok()
+	h.failed(ctx, errors.New("ERR some script error"))
+	h.failed(ctx, errors.New("ERR some script error"))
+	h.failed(ctx, errors.New("ERR some script error"))
+	if h.check() != nil {
+		t.Fatal("Redis answering with errors was taken for an outage")
 	}
 }
