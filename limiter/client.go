@@ -114,7 +114,9 @@ func NewClient(cfg Config, opts ...ClientOption) (redis.UniversalClient, error) 
 // options. A Cluster form sets IsClusterMode and a Sentinel form
 // MasterName, so redis.NewUniversalClient builds the right client.
 //
-// timeout (Config.RedisTimeout) becomes the read and write timeout; the
+// timeout (Config.RedisTimeout) becomes the read and write timeout (a
+// read_timeout given in the URL also sets the write timeout, as in
+// go-redis); the
 // dial timeout is twice that, at least 1 s, since a connection (TCP, TLS,
 // AUTH) is set up once per pooled connection and a short dial timeout
 // under load turns into a reconnection storm. Calls are bounded by their
@@ -149,7 +151,7 @@ func applyTimeouts(o *redis.UniversalOptions, timeout time.Duration) {
 		o.ReadTimeout = timeout
 	}
 	if o.WriteTimeout == 0 {
-		o.WriteTimeout = timeout
+		o.WriteTimeout = o.ReadTimeout // as go-redis does
 	}
 	if o.DialTimeout == 0 {
 		o.DialTimeout = max(2*timeout, time.Second)
