@@ -31,6 +31,7 @@ type Cluster struct {
 
 	password string
 	servers  map[string]*Server
+	args     map[string][]string // each node's redis-server arguments
 
 	mu      sync.Mutex
 	clients map[string]*redis.Client
@@ -77,7 +78,7 @@ func StartCluster(ctx context.Context, masters, replicasPerMaster int, extraArgs
 	if err != nil {
 		return nil, errors.New("redisproc: redis-cli not found on PATH (needed to create a cluster)")
 	}
-	c := &Cluster{servers: map[string]*Server{}, clients: map[string]*redis.Client{}}
+	c := &Cluster{servers: map[string]*Server{}, args: map[string][]string{}, clients: map[string]*redis.Client{}}
 	for i, a := range extraArgs {
 		if a == "--requirepass" && i+1 < len(extraArgs) {
 			c.password = extraArgs[i+1]
@@ -89,12 +90,13 @@ func StartCluster(ctx context.Context, masters, replicasPerMaster int, extraArgs
 	}
 	n := masters * (1 + replicasPerMaster)
 	for i := 0; i < n; i++ {
-		s, err := c.startNode(ctx, args)
+		s, nodeArgs, err := c.startNode(ctx, args)
 		if err != nil {
 			c.Stop()
 			return nil, err
 		}
 		c.servers[s.Addr] = s
+		c.args[s.Addr] = nodeArgs
 		c.Addrs = append(c.Addrs, s.Addr)
 	}
 
@@ -131,16 +133,16 @@ func contains(list []string, s string) bool {
 // (cluster-port) rather than left at port+10000, which may be taken or
 // above 65535; a port grabbed by someone else between FreePort and the
 // bind is retried.
-func (c *Cluster) startNode(ctx context.Context, extra []string) (*Server, error) {
+func (c *Cluster) startNode(ctx context.Context, extra []string) (*Server, []string, error) {
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
 		port, err := FreePort()
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		bus, err := FreePort()
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if bus == port {
 			continue
@@ -156,18 +158,22 @@ func (c *Cluster) startNode(ctx context.Context, extra []string) (*Server, error
 		}, extra...)
 		s, err := Start(ctx, Options{Port: port, Args: args, Password: c.password})
 		if err == nil {
-			return s, nil
+			return s, args, nil
 		}
 		lastErr = err
 		if ctx.Err() != nil {
 			break
 		}
 	}
-	return nil, lastErr
+	return nil, nil, lastErr
 }
 
 // Server returns the node listening on addr, nil if none.
-func (c *Cluster) Server(addr string) *Server { return c.servers[addr] }
+func (c *Cluster) Server(addr string) *Server {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.servers[addr]
+}
 
 // Client returns a plain client connected to the node at addr, for
 // CLUSTER and INFO commands; it is closed by Stop.
@@ -187,7 +193,7 @@ func (c *Cluster) Client(addr string) *redis.Client {
 
 // Alive reports whether the node at addr is still running.
 func (c *Cluster) Alive(addr string) bool {
-	s := c.servers[addr]
+	s := c.Server(addr)
 	if s == nil {
 		return false
 	}
@@ -201,12 +207,35 @@ func (c *Cluster) Alive(addr string) bool {
 
 // Kill stops the node at addr with SIGKILL, as a crash would.
 func (c *Cluster) Kill(addr string) error {
-	s := c.servers[addr]
+	s := c.Server(addr)
 	if s == nil {
 		return fmt.Errorf("redisproc: no cluster node at %s", addr)
 	}
 	s.Kill()
 	return nil
+}
+
+// Restart starts the killed node at addr again, on the same ports and
+// directory: it reads its nodes.conf, rejoins (as a replica when its
+// slots were failed over meanwhile; its data is gone, there is no
+// persistence) and Restart waits until the cluster is healthy.
+func (c *Cluster) Restart(ctx context.Context, addr string) error {
+	old := c.Server(addr)
+	if old == nil {
+		return fmt.Errorf("redisproc: no cluster node at %s", addr)
+	}
+	if c.Alive(addr) {
+		return fmt.Errorf("redisproc: node %s is running", addr)
+	}
+	s, err := Start(ctx, Options{Port: old.Port, Args: c.args[addr], Password: c.password, Dir: old.Dir()})
+	if err != nil {
+		return err
+	}
+	s.ownDir = old.ownDir
+	c.mu.Lock()
+	c.servers[addr] = s
+	c.mu.Unlock()
+	return c.WaitHealthy(ctx)
 }
 
 // Nodes returns the cluster as the first live node sees it.
@@ -437,12 +466,16 @@ func (c *Cluster) Stop() {
 	c.stopped = true
 	clients := c.clients
 	c.clients = map[string]*redis.Client{}
+	servers := make([]*Server, 0, len(c.servers))
+	for _, s := range c.servers {
+		servers = append(servers, s)
+	}
 	c.mu.Unlock()
 	for _, rdb := range clients {
 		rdb.Close()
 	}
 	var wg sync.WaitGroup
-	for _, s := range c.servers {
+	for _, s := range servers {
 		wg.Add(1)
 		go func(s *Server) { defer wg.Done(); s.Stop() }(s)
 	}

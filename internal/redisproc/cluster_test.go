@@ -50,7 +50,8 @@ func needBinaries(t *testing.T) {
 }
 
 // TestCluster starts 3 masters + 3 replicas, checks the layout, fails a
-// master over gracefully, kills another and sees its replica take over.
+// master over gracefully, kills another, sees its replica take over and
+// restarts the killed node as a replica.
 func TestCluster(t *testing.T) {
 	needBinaries(t)
 	if testing.Short() {
@@ -115,4 +116,13 @@ func TestCluster(t *testing.T) {
 		t.Fatalf("after the kill slot 16383 is on %+v (%v), want %s", now, err, reps[0].Addr)
 	}
 	t.Logf("replica promoted %v after the master was killed (node timeout %v)", time.Since(start).Round(time.Millisecond), ClusterNodeTimeout)
+
+	// The crashed node comes back as a replica of its successor.
+	if err := c.Restart(ctx, m1.Addr); err != nil {
+		t.Fatal(err)
+	}
+	back, err := c.ReplicasOf(ctx, now.ID)
+	if err != nil || len(back) != 1 || back[0].Addr != m1.Addr {
+		t.Fatalf("after Restart the replicas of %s are %+v (%v), want %s", now.Addr, back, err, m1.Addr)
+	}
 }
