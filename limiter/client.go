@@ -1,6 +1,7 @@
 package limiter
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -106,7 +107,55 @@ func NewClient(cfg Config, opts ...ClientOption) (redis.UniversalClient, error) 
 	for _, fn := range co.tweaks {
 		fn(uo)
 	}
+	if uo.IsClusterMode && uo.MasterName == "" {
+		return newClusterClient(uo), nil
+	}
 	return redis.NewUniversalClient(uo), nil
+}
+
+// clusterStateReload is how often a Cluster client re-reads the slot map
+// even when nothing fails (go-redis: 60 s).
+const clusterStateReload = 10 * time.Second
+
+// newClusterClient builds a Cluster client that re-reads the slot map as
+// soon as a node cannot be reached. go-redis re-reads it on MOVED and
+// READONLY only: after a master crashes, its slots' calls keep dialling
+// the dead address until the periodic reload, up to a minute, although a
+// replica took over seconds earlier.
+func newClusterClient(uo *redis.UniversalOptions) *redis.ClusterClient {
+	co := uo.Cluster()
+	co.ClusterStateReloadInterval = clusterStateReload
+	cc := redis.NewClusterClient(co)
+	cc.AddHook(reloadOnOutage{cc})
+	return cc
+}
+
+// reloadOnOutage asks for a slot-map reload after a call that failed for
+// want of a node (IsUnavailable). go-redis runs at most one reload at a
+// time and then pauses 200 ms, so an outage costs a few CLUSTER SLOTS
+// per second, not one per call.
+type reloadOnOutage struct{ cc *redis.ClusterClient }
+
+func (h reloadOnOutage) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h reloadOnOutage) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if err != nil && IsUnavailable(err) {
+			h.cc.ReloadState(ctx)
+		}
+		return err
+	}
+}
+
+func (h reloadOnOutage) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		if err != nil && IsUnavailable(err) {
+			h.cc.ReloadState(ctx)
+		}
+		return err
+	}
 }
 
 // ParseRedisURL turns a Redis URL (the forms listed in this file's
@@ -121,7 +170,8 @@ func NewClient(cfg Config, opts ...ClientOption) (redis.UniversalClient, error) 
 // AUTH) is set up once per pooled connection and a short dial timeout
 // under load turns into a reconnection storm. Calls are bounded by their
 // context anyway (ContextTimeoutEnabled is set). A failed call is retried
-// once. Options given in the URL win over these defaults.
+// once, a failed dial twice. Options given in the URL win over these
+// defaults.
 //
 // An empty url is an error naming FLOODGATE_REDIS_URL and REDIS_URL. Errors
 // name FLOODGATE_REDIS_URL, show the URL with its password replaced by
@@ -161,6 +211,11 @@ func applyTimeouts(o *redis.UniversalOptions, timeout time.Duration) {
 	}
 	if o.MaxRetryBackoff == 0 {
 		o.MaxRetryBackoff = max(timeout/2, time.Millisecond)
+	}
+	if o.DialerRetries == 0 {
+		// go-redis dials 5 times, 100 ms apart: half a second spent on a
+		// node that is down, past a decision's budget.
+		o.DialerRetries = 2
 	}
 }
 
