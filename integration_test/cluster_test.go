@@ -3,7 +3,6 @@ package integration_test
 import (
 	"context"
 	"fmt"
-	"log"
 	"os"
 	"os/exec"
 	"sort"
@@ -641,19 +640,13 @@ type redisLogCounter struct{ n *atomic.Int64 }
 
 func (l redisLogCounter) Printf(context.Context, string, ...any) { l.n.Add(1) }
 
-// redisLogStderr prints go-redis's log lines, as its default logger does.
-type redisLogStderr struct{}
-
-func (redisLogStderr) Printf(_ context.Context, format string, v ...any) {
-	log.Printf("redis: "+format, v...)
-}
-
 // quietRedisLogs counts go-redis's log lines (one per failed dial during
-// a failover) until the test ends, and returns the count.
+// a failover) until the test ends, then silences them again as TestMain
+// does, and returns the count.
 func quietRedisLogs(t *testing.T) *atomic.Int64 {
 	n := new(atomic.Int64)
 	redis.SetLogger(redisLogCounter{n})
-	t.Cleanup(func() { redis.SetLogger(redisLogStderr{}) })
+	t.Cleanup(func() { redis.SetLogger(quietLogger{}) })
 	return n
 }
 

@@ -38,7 +38,7 @@ func TestValidateAccepts(t *testing.T) {
 		{"multiplier max", func(c *Config) { c.LLMBackoffMultiplier, c.LLMBackoffJitter = 100, 0 }},
 		{"retry delay equal to max", func(c *Config) { c.LLMRetryDelay, c.LLMBackoffMax = day, day }},
 		{"API bounds", func(c *Config) {
-			c.APIRates = APIRates{"a": {PerSecond: 1e6, Burst: 1 << 20}, "b": {PerSecond: 1e-9, Burst: 1}, strings.Repeat("n", MaxNameLen): {PerSecond: 1, Burst: 1}}
+			c.APIRates = APIRates{"a": {PerSecond: 1e6, Burst: 1 << 20}, "b": {PerSecond: 1e-6, Burst: 1}, strings.Repeat("n", MaxNameLen): {PerSecond: 1, Burst: 1}}
 		}},
 		{"slots and cache max", func(c *Config) { c.MaxConcurrentUsers, c.LocalCacheSize = 1<<20, 10_000_000 }},
 		{"RedisTimeout max", func(c *Config) { c.RedisTimeout = time.Minute }},
@@ -117,6 +117,7 @@ func TestValidateRejects(t *testing.T) {
 		{"API rate infinite", func(c *Config) { c.APIRates = APIRates{"igdb": {PerSecond: inf, Burst: 1}} }, "APIRates (FLOODGATE_API_RATES)", "got +Inf"},
 		{"API rate huge", func(c *Config) { c.APIRates = APIRates{"igdb": {PerSecond: 2e6, Burst: 1}} }, "APIRates (FLOODGATE_API_RATES)", "at most 1e+06"},
 		{"API burst zero", func(c *Config) { c.APIRates = APIRates{"igdb": {PerSecond: 4, Burst: 0}} }, "APIRates (FLOODGATE_API_RATES)", "burst must be between 1 and 1048576, got 0"},
+		{"API refill over 30 days", func(c *Config) { c.APIRates = APIRates{"igdb": {PerSecond: 1e-9, Burst: 1}} }, "APIRates (FLOODGATE_API_RATES)", "to refill"},
 		{"API burst huge", func(c *Config) { c.APIRates = APIRates{"igdb": {PerSecond: 4, Burst: 1<<20 + 1}} }, "APIRates (FLOODGATE_API_RATES)", "got 1048577"},
 
 		{"zero Redis timeout", func(c *Config) { c.RedisTimeout = 0 }, "RedisTimeout (FLOODGATE_REDIS_TIMEOUT)", "got 0s"},
