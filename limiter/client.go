@@ -80,9 +80,12 @@ func WithRedisOptions(fn func(*redis.UniversalOptions)) ClientOption {
 // for the forms): a *redis.Client for one node or Sentinel, a
 // *redis.ClusterClient for a Cluster. Every call it makes honours its
 // context's deadline, and reads and writes time out after
-// cfg.RedisTimeout. Like go-redis, it does not contact Redis: a wrong
-// address or password shows on the first call (the error never contains
-// the password).
+// cfg.RedisTimeout. A Cluster client re-reads the slot map as soon as a
+// node cannot be reached (and every 10 s), so a replica promoted after a
+// master's crash serves decisions within moments of its election rather
+// than after go-redis's one-minute reload. Like go-redis, NewClient does
+// not contact Redis: a wrong address or password shows on the first call
+// (the error never contains the password).
 func NewClient(cfg Config, opts ...ClientOption) (redis.UniversalClient, error) {
 	var co clientOptions
 	for _, o := range opts {

@@ -289,6 +289,11 @@ func TestNewClientKinds(t *testing.T) {
 		if got := reflect.TypeOf(rdb).String(); got != tc.want {
 			t.Errorf("%s: NewClient gave %s, want %s", tc.url, got, tc.want)
 		}
+		if cc, ok := rdb.(*redis.ClusterClient); ok {
+			if got := cc.Options().ClusterStateReloadInterval; got != clusterStateReload {
+				t.Errorf("%s: slot map reloaded every %v, want %v", tc.url, got, clusterStateReload)
+			}
+		}
 		rdb.Close()
 	}
 }
