@@ -132,7 +132,9 @@ func TestTLS(t *testing.T) {
 }
 
 // tlsStateHook records the TLS state of the connections a client dials.
-type tlsStateHook struct{ state *atomic.Pointer[tls.ConnectionState] }
+type tlsStateHook struct {
+	state *atomic.Pointer[tls.ConnectionState]
+}
 
 func (h tlsStateHook) DialHook(next redis.DialHook) redis.DialHook {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
