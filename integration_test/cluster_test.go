@@ -498,7 +498,7 @@ type callEvent struct {
 //
 // Every failed decision must be an outage (limiter.IsUnavailable: no
 // CROSSSLOT, no unhandled MOVED), the killed master's ids must recover
-// within 30 s, and none may fail once they have; afterwards every id
+// within 30 s, and none may fail 3 s after they have; afterwards every id
 // decides again. afterCrash, when set, runs once the load has stopped,
 // with the killed master's ids. The killed node is then restarted (as a
 // replica), leaving the cluster as it was. Figures go to t.Logf.
@@ -625,7 +625,10 @@ func (e *clusterEnv) failover(t *testing.T, ids []string, keyOf func(id string) 
 			if ev.err != nil {
 				res.Crash.add(ev.err, !vIDs[ev.id])
 				res.LastError = max(res.LastError, ev.end-kill)
-				if recoveredAt >= 0 && ev.start > recoveredAt+time.Second {
+				// Calls sent before the slot map was re-read may still fail
+				// (up to RedisTimeout), and the Limiter then skips Redis for
+				// its retry interval (1 s): 3 s of slack.
+				if recoveredAt >= 0 && ev.start > recoveredAt+3*time.Second {
 					t.Errorf("decision for %q started %v after the kill failed after recovery: %v", ids[ev.id], ev.start-kill, ev.err)
 				}
 			} else if vIDs[ev.id] && recoveredAt < 0 {
