@@ -173,8 +173,8 @@ func (h reloadOnOutage) ProcessPipelineHook(next redis.ProcessPipelineHook) redi
 // AUTH) is set up once per pooled connection and a short dial timeout
 // under load turns into a reconnection storm. Calls are bounded by their
 // context anyway (ContextTimeoutEnabled is set). A failed call is retried
-// once, a failed dial twice. Options given in the URL win over these
-// defaults.
+// once, and a connection is dialled at most twice. Options given in the
+// URL win over these defaults.
 //
 // An empty url is an error naming FLOODGATE_REDIS_URL and REDIS_URL. Errors
 // name FLOODGATE_REDIS_URL, show the URL with its password replaced by
@@ -216,8 +216,8 @@ func applyTimeouts(o *redis.UniversalOptions, timeout time.Duration) {
 		o.MaxRetryBackoff = max(timeout/2, time.Millisecond)
 	}
 	if o.DialerRetries == 0 {
-		// go-redis dials 5 times, 100 ms apart: half a second spent on a
-		// node that is down, past a decision's budget.
+		// Attempts in all. go-redis makes 5, 100 ms apart: half a second
+		// spent on a node that is down, past a decision's budget.
 		o.DialerRetries = 2
 	}
 }
