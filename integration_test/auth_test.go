@@ -33,7 +33,7 @@ const (
 // script starts calling a command missing here.
 var floodgateACLCommands = []string{
 	"evalsha", "eval", "script|load", "del",
-	"time", "get", "set", "pexpire", "pttl",
+	"time", "get", "set", "pexpire", "pttl", "hmget", "hset",
 	"zadd", "zcard", "zcount", "zrange", "zrangebyscore", "zrank", "zrem",
 	"zremrangebyrank", "zremrangebyscore", "zscore",
 }
@@ -168,8 +168,9 @@ func TestRequirePass(t *testing.T) {
 	}
 }
 
-// TestACLUser runs every policy as an ACL user limited to "floodgate:*"
-// and the recommended commands, including the reload of a flushed
+// TestACLUser runs every policy (Allow, AllowMany, Reset, Import, Bucket,
+// Slots, Backoff) as an ACL user limited to "floodgate:*" and the
+// recommended commands, including the reload of a flushed
 // script; shows that the ACL binds (other keys, other commands, a script
 // calling TIME without +time are refused); and that a wrong password
 // never shows in errors.
@@ -216,6 +217,22 @@ func TestACLUser(t *testing.T) {
 		}
 		if err := lease.Release(ctx); err != nil {
 			t.Fatalf("%s: Release: %v", round, err)
+		}
+		b := l.Backoff(round + "-llm")
+		if d, err := b.Check(ctx, "gpt"); !shared(t, round+" Backoff.Check", d, err).Allowed {
+			t.Fatalf("%s: Check = %+v", round, d)
+		}
+		if d, err := b.Failure(ctx, "gpt"); shared(t, round+" Backoff.Failure", d, err).Allowed {
+			t.Fatalf("%s: Failure = %+v, want the endpoint open", round, d)
+		}
+		if _, err := b.Status(ctx, "gpt"); err != nil {
+			t.Fatalf("%s: Status: %v", round, err)
+		}
+		if err := b.Success(ctx, "gpt"); err != nil {
+			t.Fatalf("%s: Success: %v", round, err)
+		}
+		if st, err := b.Status(ctx, "gpt"); err != nil || st.State != limiter.StateClosed {
+			t.Fatalf("%s: after Success: %+v, %v; want closed (Success's DEL refused?)", round, st, err)
 		}
 	}
 	exercise("first")
