@@ -330,9 +330,10 @@ func FuzzParseRedisURL(f *testing.F) {
 }
 
 // FuzzRedisURLPassword puts a password in a URL whose rest is anything:
-// whatever goes wrong, the error never shows the password, raw or
-// percent-decoded (when it is at least minScrubLen bytes; shorter ones
-// are kept out by construction but cannot be checked for by substring).
+// whatever goes wrong, the error never shows the password (as the URL's
+// structure defines it: up to the authority's last '@'), raw or
+// percent-decoded, when it is at least minScrubLen bytes (shorter ones are
+// kept out by construction but cannot be looked for as substrings).
 func FuzzRedisURLPassword(f *testing.F) {
 	for _, s := range [][3]string{
 		{"alice", "Tr0ub4dor", "h:abc"},
@@ -350,17 +351,34 @@ func FuzzRedisURLPassword(f *testing.F) {
 		if strings.ContainsAny(user, ":@/?#,%") {
 			t.Skip() // the password would start elsewhere
 		}
-		_, err := ParseRedisURL("redis://"+user+":"+pass+"@"+rest, time.Second)
+		u := "redis://" + user + ":" + pass + "@" + rest
+		_, err := ParseRedisURL(u, time.Second)
 		if err == nil {
 			return
 		}
 		msg := err.Error()
+		if strings.Contains(msg, "URL not shown") || strings.Contains(msg, "details withheld") {
+			// Fixed texts: any password found there is an English word.
+			return
+		}
+		// The password as a URL parser sees it: up to the last '@' of the
+		// authority, which rest may move.
+		first, _, _ := strings.Cut(u, ",")
+		auth := first[len("redis://"):]
+		if i := strings.IndexAny(auth, "/?#"); i >= 0 {
+			auth = auth[:i]
+		}
+		if at := strings.LastIndex(auth, "@"); at > len(user) {
+			pass = auth[len(user)+1 : at]
+		}
 		secrets := []string{pass}
 		if dec, derr := url.PathUnescape(pass); derr == nil {
 			secrets = append(secrets, dec)
 		}
 		for _, sec := range secrets {
-			if len(sec) >= minScrubLen && strings.Contains(msg, sec) {
+			// The user name is shown on purpose (quoted); a password it
+			// contains shows with it.
+			if len(sec) >= minScrubLen && strings.Contains(msg, sec) && !strings.Contains(strconv.Quote(user), sec) {
 				t.Fatalf("password %q shows in %q", sec, msg)
 			}
 		}
