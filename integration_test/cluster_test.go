@@ -345,7 +345,7 @@ var errDegraded = fmt.Errorf("degraded decision: %w", limiter.ErrRedisUnavailabl
 // decision to its FailureMode for redisRetryInterval, whatever its slot.
 // Until it is kept per Cluster node, failover only logs those decisions;
 // then set this to true and it fails on them.
-const shardIsolation = false
+const shardIsolation = true
 
 // redisErrors is an Observer counting failed Redis round trips by kind:
 // what Degraded decisions hide.

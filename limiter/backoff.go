@@ -362,7 +362,8 @@ func (b *Backoff) Success(ctx context.Context, endpoint string) error {
 	// The fallback too, so a later outage does not resurrect an old failure.
 	b.local.success(endpoint)
 	key := b.key(endpoint)
-	if b.l.health.check() != nil {
+	h := b.l.healthOf(ctx, key)
+	if h.check() != nil {
 		return nil // Redis is marked down: nothing to tell it
 	}
 	tctx, cancel := context.WithTimeout(ctx, b.l.cfg.RedisTimeout)
@@ -373,13 +374,13 @@ func (b *Backoff) Success(ctx context.Context, endpoint string) error {
 		b.l.obs.ObserveRedis("backoff_success", time.Since(start), err)
 	}
 	if err != nil {
-		b.l.health.failed(ctx, err)
+		h.failed(ctx, err)
 		if outage, err := redisErr(ctx, err); !outage {
 			return fmt.Errorf("limiter: backoff_success on %s: %w", key, err)
 		}
 		return nil
 	}
-	b.l.health.ok()
+	h.ok()
 	return nil
 }
 

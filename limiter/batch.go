@@ -17,6 +17,7 @@ type evalCall struct {
 	args []any
 	res  []int64
 	err  error
+	h    *health // of the node serving keys[0]
 }
 
 // evalPipeline evaluates s for every call in one pipeline (on a Cluster,
@@ -24,16 +25,22 @@ type evalCall struct {
 // that meet NOSCRIPT (a restart, SCRIPT FLUSH) are retried once after the
 // script is loaded. Each call gets its own result or error.
 func (l *Limiter) evalPipeline(parent context.Context, s script, calls []*evalCall) {
-	if err := l.health.check(); err != nil {
-		for _, c := range calls {
+	live := make([]*evalCall, 0, len(calls))
+	for _, c := range calls {
+		c.h = l.healthOf(parent, c.keys[0])
+		if err := c.h.check(); err != nil {
 			c.err = fmt.Errorf("limiter: %s on %s: %w", s.name, c.keys[0], err)
+			continue
 		}
+		live = append(live, c)
+	}
+	if len(live) == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(parent, l.cfg.RedisTimeout)
 	defer cancel()
 	start := time.Now()
-	pending := calls
+	pending := live
 	for attempt := 0; attempt < 2 && len(pending) > 0; attempt++ {
 		pipe := l.rdb.Pipeline()
 		cmds := make([]*redis.Cmd, len(pending))
@@ -65,19 +72,18 @@ func (l *Limiter) evalPipeline(parent context.Context, s script, calls []*evalCa
 		pending = again
 	}
 	var firstErr error
-	for _, c := range calls {
+	for _, c := range live {
 		if c.err != nil {
-			firstErr = c.err
-			break
+			c.h.failed(parent, c.err)
+			if firstErr == nil {
+				firstErr = c.err
+			}
+		} else {
+			c.h.ok()
 		}
 	}
 	if l.obs != nil {
 		l.obs.ObserveRedis(s.name+"_pipeline", time.Since(start), firstErr)
-	}
-	if firstErr != nil {
-		l.health.failed(parent, firstErr)
-	} else {
-		l.health.ok()
 	}
 }
 

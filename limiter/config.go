@@ -215,7 +215,7 @@ func envError(err error) error {
 	for _, e := range agg.Errors {
 		var pe env.ParseError
 		if errors.As(e, &pe) {
-			msgs = append(msgs, fmt.Sprintf("%s: %v", envName(pe.Name), pe.Err))
+			msgs = append(msgs, fmt.Sprintf("%s: %s", envName(pe.Name), strings.TrimPrefix(pe.Err.Error(), "limiter: ")))
 			continue
 		}
 		msgs = append(msgs, e.Error())
@@ -239,7 +239,8 @@ func envName(field string) string {
 // fieldError names both the Go field and its variable, so the message helps
 // whether the value came from code or from the environment.
 func fieldError(field, format string, args ...any) error {
-	return fmt.Errorf("limiter: %s (%s) %s", field, envName(field), fmt.Sprintf(format, args...))
+	msg := strings.TrimPrefix(fmt.Sprintf(format, args...), "limiter: ")
+	return fmt.Errorf("limiter: %s (%s) %s", field, envName(field), msg)
 }
 
 func checkDuration(errs *[]error, field string, d, min, max time.Duration) {
@@ -272,6 +273,9 @@ func (c Config) Validate() error {
 		errs = append(errs, fieldError("KeyPrefix", "must not contain '{' or '}' (they would replace the per-user hash tag), got %q", c.KeyPrefix))
 	}
 	checkDuration(&errs, "UserCooldown", c.UserCooldown, 0, 24*time.Hour)
+	if c.UserCooldown > 0 && c.UserCooldown < time.Millisecond {
+		errs = append(errs, fieldError("UserCooldown", "must be 0 (off) or at least 1ms (the scripts count whole milliseconds), got %v", c.UserCooldown))
+	}
 	checkInt(&errs, "MaxRequestsPerUserHour", c.MaxRequestsPerUserHour, 0, MaxWindowRequests)
 	if c.MaxRequestsPerUserHour > 0 {
 		checkDuration(&errs, "UserWindow", c.UserWindow, time.Millisecond, maxPolicyDuration)
@@ -323,14 +327,17 @@ type APIRate struct {
 }
 
 // APIRates maps an API name to its limit. In the environment it is written
-// "name=rate[/burst],...": "wikipedia=1,igdb=4/2". Burst defaults to 1.
+// "name=rate[/burst],...": "wikipedia=1,igdb=4/2"; "none" means no APIs.
+// Burst defaults to 1.
 type APIRates map[string]APIRate
 
 // UnmarshalText parses the environment form.
 func (r *APIRates) UnmarshalText(text []byte) error {
 	out := APIRates{}
 	s := strings.TrimSpace(string(text))
-	if s == "" {
+	if s == "" || s == "none" {
+		// An empty variable is skipped by the env package and keeps the
+		// defaults; "none" is how to say no external APIs at all.
 		*r = out
 		return nil
 	}

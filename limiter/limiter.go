@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -80,6 +81,7 @@ type Limiter struct {
 	obs    Observer
 
 	health health
+	nodes  sync.Map // Cluster master address -> *health
 
 	// The per-user policy's in-process parts (user.go, denycache.go,
 	// user_local.go, batch.go).
@@ -137,7 +139,8 @@ func newScript(file string) script {
 // While Redis is marked down (see health) it fails at once with an error
 // wrapping ErrRedisUnavailable instead of waiting for another timeout.
 func (l *Limiter) run(parent context.Context, s script, keys []string, args ...any) ([]int64, error) {
-	if err := l.health.check(); err != nil {
+	h := l.healthOf(parent, keys[0])
+	if err := h.check(); err != nil {
 		return nil, fmt.Errorf("limiter: %s on %s: %w", s.name, keys[0], err)
 	}
 	ctx, cancel := context.WithTimeout(parent, l.cfg.RedisTimeout)
@@ -148,11 +151,33 @@ func (l *Limiter) run(parent context.Context, s script, keys []string, args ...a
 		l.obs.ObserveRedis(s.name, time.Since(start), err)
 	}
 	if err != nil {
-		l.health.failed(parent, err)
+		h.failed(parent, err)
 		return nil, fmt.Errorf("limiter: %s on %s: %w", s.name, keys[0], err)
 	}
-	l.health.ok()
+	h.ok()
 	return int64s(s.name, res)
+}
+
+// healthOf returns the health of the Redis node serving key: on a Cluster
+// one per master, so a crashed master sends only its own slots' decisions
+// to the fallback while the other masters keep deciding; elsewhere the
+// Limiter's single one. Finding the master needs no round trip once
+// go-redis knows the slot map.
+func (l *Limiter) healthOf(ctx context.Context, key string) *health {
+	cc, ok := l.rdb.(*redis.ClusterClient)
+	if !ok {
+		return &l.health
+	}
+	node, err := cc.MasterForKey(ctx, key)
+	if err != nil {
+		return &l.health
+	}
+	addr := node.Options().Addr
+	if h, ok := l.nodes.Load(addr); ok {
+		return h.(*health)
+	}
+	h, _ := l.nodes.LoadOrStore(addr, &health{interval: l.health.interval})
+	return h.(*health)
 }
 
 // health remembers that Redis just failed to answer, so that for
