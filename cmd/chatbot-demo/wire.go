@@ -15,17 +15,10 @@ import (
 // policy is one small function, so the bot's flow (bot.handle) does not
 // change when a policy is added or left out.
 
-// newClient builds the Redis client from Config.RedisURL (redis:// or
-// rediss://, one node). limiter.NewClient (branch reliability) will take
-// its place, adding Cluster and Sentinel URLs.
+// newClient builds the Redis client from Config.RedisURL.
 func newClient(cfg limiter.Config) (redis.UniversalClient, error) {
-	opt, err := redis.ParseURL(cfg.RedisURL)
-	if err != nil {
-		// The parse error may quote the URL, password included.
-		return nil, fmt.Errorf("FLOODGATE_REDIS_URL / REDIS_URL %s is not a redis:// or rediss:// URL", redactURL(cfg.RedisURL))
-	}
-	opt.ContextTimeoutEnabled = true
-	return redis.NewClient(opt), nil
+	// Single node, Cluster or Sentinel; errors never show the password.
+	return limiter.NewClient(cfg)
 }
 
 // wire sets the bot's shared policies and returns their names in the
