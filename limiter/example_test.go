@@ -1,0 +1,150 @@
+package limiter_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/floodgate/floodgate/limiter"
+)
+
+// exampleRedis stands in for a real Redis: an in-process miniredis whose
+// clock is frozen, so the outputs below are exact.
+func exampleRedis() (*miniredis.Miniredis, redis.UniversalClient) {
+	mr, err := miniredis.Run()
+	if err != nil {
+		log.Fatal(err)
+	}
+	mr.SetTime(time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC))
+	return mr, redis.NewClient(&redis.Options{Addr: mr.Addr()})
+}
+
+// A bot checks every chat message: the seed's defaults allow one message
+// per 10 s and 20 per hour for each user, shared by every replica.
+func ExampleLimiter_Allow() {
+	mr, rdb := exampleRedis()
+	defer mr.Close()
+	cfg := limiter.DefaultConfig()
+	// The local deny cache counts down on this process's own clock, which
+	// the frozen example clock would fool; a real bot keeps it on.
+	cfg.LocalCacheSize = 0
+	lim, err := limiter.New(rdb, cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, at := range []time.Duration{0, 4 * time.Second, 10 * time.Second} {
+		mr.SetTime(time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC).Add(at))
+		d, err := lim.Allow(ctx, "viewer42")
+		if err != nil {
+			log.Fatal(err)
+		}
+		if d.Allowed {
+			fmt.Printf("+%v answered, %d left this hour\n", at, d.Remaining)
+		} else {
+			fmt.Printf("+%v held back (%s), retry in %v\n", at, d.Reason, d.RetryAfter)
+		}
+	}
+	// Output:
+	// +0s answered, 19 left this hour
+	// +4s held back (cooldown), retry in 6s
+	// +10s answered, 18 left this hour
+}
+
+// Many users at once, one round trip: each decision is still atomic.
+func ExampleLimiter_AllowMany() {
+	mr, rdb := exampleRedis()
+	defer mr.Close()
+	lim, err := limiter.New(rdb, limiter.DefaultConfig())
+	if err != nil {
+		log.Fatal(err)
+	}
+	ds, err := lim.AllowMany(context.Background(), []string{"ann", "bob", "ann"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, d := range ds {
+		fmt.Println(d.Allowed, d.Reason)
+	}
+	// Output:
+	// true none
+	// true none
+	// false cooldown
+}
+
+// The seed's fallback from a local model to OpenAI: Pick gives the first
+// endpoint not backing off; report the outcome so every replica learns.
+func ExampleBackoff_Pick() {
+	mr, rdb := exampleRedis()
+	defer mr.Close()
+	lim, err := limiter.New(rdb, limiter.DefaultConfig())
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx := context.Background()
+	llm := lim.Backoff("llm")
+	local, openai := "http://localhost:1234", "https://api.openai.com"
+
+	d, _ := llm.Failure(ctx, local) // the local model timed out
+	fmt.Println("local backs off for", d.RetryAfter)
+	ep, _, err := llm.Pick(ctx, local, openai)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("next request goes to", ep)
+	// Output:
+	// local backs off for 5s
+	// next request goes to https://api.openai.com
+}
+
+// External APIs: at most igdb's 4 requests per second across replicas.
+func ExampleBucket_Allow() {
+	mr, rdb := exampleRedis()
+	defer mr.Close()
+	lim, err := limiter.New(rdb, limiter.DefaultConfig())
+	if err != nil {
+		log.Fatal(err)
+	}
+	igdb, err := lim.APIBucket("igdb")
+	if err != nil {
+		log.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		d, err := igdb.Allow(context.Background())
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println(d.Allowed, d.RetryAfter)
+	}
+	// Output:
+	// true 0s
+	// false 250ms
+}
+
+// At most 7 users on the model at once, across replicas; a slot is a
+// lease, so a crashed replica's slots come back by themselves.
+func ExampleSlots_TryAcquire() {
+	mr, rdb := exampleRedis()
+	defer mr.Close()
+	cfg := limiter.DefaultConfig()
+	lim, err := limiter.New(rdb, cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx := context.Background()
+	pool := lim.Slots("llm", 2, cfg.SlotLease)
+	a, _ := pool.TryAcquire(ctx, "ann")
+	_, _ = pool.TryAcquire(ctx, "bob")
+	_, err = pool.TryAcquire(ctx, "cat")
+	fmt.Println("third user:", err)
+	fmt.Println("release:", a.Release(ctx))
+	fmt.Println("release again:", a.Release(ctx) != nil)
+	// Output:
+	// third user: limiter: no free slot in pool "llm" (size 2)
+	// release: <nil>
+	// release again: true
+}
