@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -286,7 +287,7 @@ type serverInfo struct {
 func (t *target) describe(ctx context.Context) (serverInfo, error) {
 	si := serverInfo{Version: "n/a", Mode: "n/a", Allocator: "n/a", Hz: "n/a", Maxmemory: "n/a", ZsetListpackEntries: "n/a", ZsetListpackValue: "n/a"}
 	if t.mode == modeMiniredis {
-		si.Version, si.Mode, si.Masters = "miniredis "+miniredisVersion, "in-process", 1
+		si.Version, si.Mode, si.Masters = "miniredis "+miniredisVersion(), "in-process", 1
 		return si, nil
 	}
 	var mu sync.Mutex
@@ -339,8 +340,17 @@ func (t *target) describe(ctx context.Context) (serverInfo, error) {
 	return si, nil
 }
 
-// miniredisVersion is reported when measuring the fallback.
-const miniredisVersion = "v2"
+// miniredisVersion is the linked miniredis module's version.
+func miniredisVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, d := range bi.Deps {
+			if d.Path == "github.com/alicebob/miniredis/v2" {
+				return d.Version
+			}
+		}
+	}
+	return "v2"
+}
 
 // scanBatch is the SCAN COUNT hint and the UNLINK pipeline length.
 const scanBatch = 1000
