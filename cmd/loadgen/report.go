@@ -373,6 +373,7 @@ func (r *Report) tables() []table {
 	}
 	mem.notes = memoryNotes(r)
 	dec.notes = []string{
+		"allowed = share of lookups admitted (and so written): none in the cooldown test (every user is inside a 1 h cooldown) or the hourly test (every user has 20 of 20), most in the full test (5-20 requests, 10 s cooldown) until users fill up.",
 		"ratio = decisions per second / PING round trips per second, measured in the same run: 1.00 would be a decision as cheap as a bare round trip.",
 		"p50 includes the network round trip (PING p50 in this run: " + pingP50(r) + "); no Redis decision can take < 1 µs. Repeat denials will be answered in-process by the local deny cache (another issue), which is off here.",
 	}
