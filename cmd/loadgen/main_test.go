@@ -13,9 +13,12 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/floodgate/floodgate/internal/redisproc"
 )
+
+func init() { redis.SetLogger(quietLogger{}) }
 
 // quick keeps Run short on miniredis: the figures are not the point here.
 var quick = []string{"--lookups", "200", "--duration", "50ms", "--idle", "100ms", "--quiet"}
@@ -142,8 +145,22 @@ func TestRunOnMiniredis(t *testing.T) {
 			if r.Memory != nil || r.Expiry != nil || r.Acceptance.RAM.Status != "n/a" {
 				t.Errorf("%s: memory %v, expiry %v, RAM %s: want n/a without INFO memory", name, r.Memory, r.Expiry, r.Acceptance.RAM.Status)
 			}
-			if r.Purge.Keys != int64(sc.Users) {
-				t.Errorf("%s: purged %d keys, want one per user (%d)", name, r.Purge.Keys, sc.Users)
+			// One key per user; the full test adds two API buckets
+			// (wikipedia, igdb) and the LLM pool's holders.
+			shared := 0
+			if r.Test == testFull {
+				shared = 3
+			}
+			if r.Keys != int64(sc.Users+shared) || r.Shared.Keys != shared || r.Purge.Keys != r.Keys {
+				t.Errorf("%s: %d keys (%d shared), purged %d; want %d users + %d shared", name, r.Keys, r.Shared.Keys, r.Purge.Keys, sc.Users, shared)
+			}
+			if r.Latency.CacheSize == 0 || r.Latency.CachedP50us <= 0 {
+				t.Errorf("%s: no deny-cache pass: %+v", name, r.Latency)
+			}
+			// 200 lookups on 30 or 50 users denied for an hour: after each
+			// user's first denial the rest come from the cache.
+			if r.Test != testFull && r.Latency.CachedFraction < 0.5 {
+				t.Errorf("%s: %.0f%% of lookups cached, want most", name, 100*r.Latency.CachedFraction)
 			}
 			if r.Latency.Lookups != 200 || r.Latency.P50us <= 0 || r.Latency.P99us < r.Latency.P50us || r.Latency.P999us < r.Latency.P99us {
 				t.Errorf("%s: latency %+v", name, r.Latency)

@@ -159,13 +159,14 @@ func sampleReport() *Report {
 		tr := TestResult{
 			Test: test, Users: 50_000, Config: "cooldown 1h",
 			Memory:     &MemoryResult{DeltaBytes: 5_850_000, BytesPerUser: 117, SampleKeys: 200, MemoryUsagePerUser: 72, NotInMemoryUsagePerUser: 45, Encoding: "int", SeedEstimateBytes: seedEstimate(test, 50_000)},
-			Latency:    LatencyResult{Lookups: 10_000, P50us: 31, P99us: 91, P999us: 426, AllowedFraction: 0.83},
+			Keys:       50_000,
+			Latency:    LatencyResult{Lookups: 10_000, P50us: 31, P99us: 91, P999us: 426, AllowedFraction: 0.83, CacheSize: 10_000, CachedP50us: 0.4, CachedP99us: 55, CachedFraction: 0.17},
 			Throughput: ThroughputResult{Goroutines: 32, Decisions1PerSec: 26_300, Ping1PerSec: 42_800, Ratio1: 0.61, DecisionsNPerSec: 33_900, PingNPerSec: 60_200, RatioN: math.NaN(), PingP50us: 20},
 			Purge:      PurgeResult{Ms: 122.05, Keys: 50_000, MemoryAboveBaselineBytes: &above},
 			Expiry:     &ExpiryResult{Keys: 50_000, KeysReclaimedMs: &keysMs, MemoryReclaimedMs: &memMs},
 		}
 		if test == testFull {
-			tr.Shared = SharedState{Pending: true, Detail: "endpoint state not written | pending"}
+			tr.Shared = SharedState{Keys: 3, Written: "API rates", Pending: true, Detail: "endpoint state not written | pending"}
 			tr.Expiry.MemoryReclaimedMs = nil
 			tr.Expiry.MemoryAboveBaselineBytes = 70_000
 		}
@@ -184,9 +185,9 @@ func TestWriteText(t *testing.T) {
 	for _, want := range []string{
 		"version 7.0.15", "zset-max-listpack-entries 128", "zset-max-listpack-value 64",
 		"Command: go run ./cmd/loadgen --users 50000",
-		"Full test: endpoint state not written | pending.",
+		"Full test: users plus API rates. endpoint state not written | pending.",
 		"50,000  cooldown", "5.85 MB", "117 B", "72 B", "+45 B", "3.80 MB", "16.00 MB",
-		"31 µs", "91 µs", "426 µs", "83%", "26.3k/s", "42.8k/s", "0.61", "32 goroutines",
+		"31 µs", "91 µs", "426 µs", "83%", "0.4 µs", "55 µs", "17%", "10,000 users", "26.3k/s", "42.8k/s", "0.61", "32 goroutines",
 		"122.05 ms", "+144 B over baseline", "388.89 ms", "no: 70.0 kB over",
 		"PASS 5.85 MB (< 50.00 MB)", "PASS 122.05 ms (< 2.00 s)", "PASS 31 µs (< 1.00 ms)",
 		"PING p50 in this run: 20 µs", "can take < 1 µs", "local deny cache", "Total: 21.5 s",
@@ -241,8 +242,8 @@ func TestWriteMarkdown(t *testing.T) {
 			t.Errorf("row %q has %d separators, header %d", l, n, cols)
 		}
 	}
-	if tables != 4 {
-		t.Errorf("%d tables, want 4 (memory, decisions, cleanup, acceptance)", tables)
+	if tables != 5 {
+		t.Errorf("%d tables, want 5 (memory, latency, throughput, cleanup, acceptance)", tables)
 	}
 }
 

@@ -361,12 +361,16 @@ func miniredisVersion() string {
 // scanBatch is the SCAN COUNT hint and the UNLINK pipeline length.
 const scanBatch = 1000
 
+// countBatch is countKeys' SCAN COUNT: larger than the purge's, so a count
+// of 50,000 keys takes a few round trips.
+const countBatch = 10_000
+
 // countKeys counts the keys under prefix with SCAN MATCH.
 func (t *target) countKeys(ctx context.Context, prefix string) (int64, error) {
 	var mu sync.Mutex
 	var n int64
 	err := eachMaster(ctx, t.meter, func(ctx context.Context, c *redis.Client) error {
-		iter := c.Scan(ctx, 0, prefix+"*", scanBatch).Iterator()
+		iter := c.Scan(ctx, 0, prefix+"*", countBatch).Iterator()
 		var k int64
 		for iter.Next(ctx) {
 			k++
