@@ -392,7 +392,7 @@ func (r *Report) tables() []table {
 	}
 	clean.notes = []string{
 		"purge deletes the test's keys explicitly; 'after purge' is used_memory minus the pre-test baseline once Redis settled (dict tables shrink in serverCron).",
-		"expiry: the same number of users is written again with a window/cooldown of --idle, so every key's TTL ends within --idle of the write; nothing deletes them but Redis. 'all expired' is the time from the last key's due time until INFO stats expired_keys counted them all; 'memory back' until used_memory was within 5% (>= 16 kB) of the pre-pass baseline. The full test's few shared keys are left out of this pass.",
+		"expiry: the same number of users is written again with a window/cooldown of --idle, newest request at the moment of the write, so every key lives exactly --idle; nothing deletes them but Redis. 'all expired' is the time from the last key's due time until INFO stats expired_keys counted them all; 'memory back' until used_memory was within 5% (>= 16 kB) of the pre-pass baseline. The full test's few shared keys are left out of this pass.",
 	}
 	acc.notes = []string{
 		"Seed rows: < 1 MB / 10 ms / 1 µs at 100 users, < 5 MB / 50 ms / 10 µs at 1K, < 20 MB / 500 ms / 100 µs at 10K, < 50 MB / 2 s / 1 ms at 50K; other sizes use the next seed row up.",

@@ -173,12 +173,21 @@ func (b *bench) writeUser(ctx context.Context, l *limiter.Limiter, test string, 
 	}
 	// Main pass: within the last hour, less a minute so no entry leaves
 	// the window while the run measures. Expiry pass: within the last half
-	// window, so every key's TTL ends between idle/2 and idle from now.
+	// window (--idle).
 	span := cfg.UserWindow - time.Minute
 	if stream == streamExpiry {
 		span = cfg.UserWindow / 2
 	}
-	return l.Import(ctx, user, acceptTimes(rng, n, time.Now(), span, gap))
+	times := acceptTimes(rng, n, time.Now(), span, gap)
+	if stream == streamExpiry {
+		// The newest request is "now" by Redis's clock however long the
+		// call queued (Import counts a future time as now): every key is
+		// created, and lives exactly --idle from its write. With times in
+		// the past, a call delayed by more than a short --idle would find
+		// them all out of the window and write nothing.
+		times[n-1] = time.Now().Add(cfg.UserWindow)
+	}
+	return l.Import(ctx, user, times)
 }
 
 // populate writes users 0..n-1 from populateWorkers goroutines.
