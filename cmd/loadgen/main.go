@@ -125,7 +125,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
-		if _, perr := t.purge(cctx, o.prefix); perr != nil && err == nil {
+		if _, _, perr := t.purge(cctx, o.prefix); perr != nil && err == nil {
 			err = perr
 		}
 	}()

@@ -229,16 +229,14 @@ func TestTargetPurgeOnlyTouchesThePrefix(t *testing.T) {
 	}
 	m.Set("p2:kept", "x")
 	m.Set("q:p:kept", "x")
-	tg := &target{mode: modeURL}
-	tg.meter, _ = addrDialer(m.Addr())(1)
-	defer tg.meter.Close()
+	tg := &target{mode: modeURL, dial: addrDialer(m.Addr())}
 	ctx := context.Background()
 	if n, err := tg.countKeys(ctx, "p:"); err != nil || n != 2500 {
 		t.Fatalf("countKeys = %d, %v; want 2500", n, err)
 	}
-	n, err := tg.purge(ctx, "p:")
-	if err != nil || n != 2500 {
-		t.Fatalf("purge = %d, %v; want 2500", n, err)
+	n, took, err := tg.purge(ctx, "p:")
+	if err != nil || n != 2500 || took <= 0 {
+		t.Fatalf("purge = %d in %v, %v; want 2500", n, took, err)
 	}
 	if keys := m.Keys(); len(keys) != 2 {
 		t.Errorf("keys left: %v, want p2:kept and q:p:kept", keys)

@@ -270,7 +270,7 @@ func (b *bench) warmUpServer(ctx context.Context) error {
 	n := min(warmUpUsers, slices.Max(b.o.users))
 	for _, test := range b.o.tests {
 		cfg := testConfig(test, b.o.prefix)
-		err := b.t.withWorkers(ctx, poolSize(b.o.goroutines), func(w redis.UniversalClient) error {
+		err := b.t.withWorkers(poolSize(b.o.goroutines), func(w redis.UniversalClient) error {
 			l, err := newLimiter(w, cfg)
 			if err != nil {
 				return err
@@ -292,8 +292,8 @@ func (b *bench) warmUpServer(ctx context.Context) error {
 		// Best effort: a server without them (miniredis) measures no memory.
 		key := userKey(b.o.prefix, test, userName(0))
 		_, _, _ = b.t.memoryUsage(ctx, []string{key})
-		_ = b.t.meter.ObjectEncoding(ctx, key).Err()
-		if _, err := b.t.purge(ctx, b.o.prefix); err != nil {
+		_ = b.t.with(ctx, func(c redis.UniversalClient) error { return c.ObjectEncoding(ctx, key).Err() })
+		if _, _, err := b.t.purge(ctx, b.o.prefix); err != nil {
 			return err
 		}
 	}
@@ -315,7 +315,7 @@ func (b *bench) runTest(ctx context.Context, users int, test string) (TestResult
 	label := fmt.Sprintf("%s users, %s", fmtCount(users), test)
 	pool := poolSize(b.o.goroutines)
 
-	err := b.t.withWorkers(ctx, pool, func(w redis.UniversalClient) error {
+	err := b.t.withWorkers(pool, func(w redis.UniversalClient) error {
 		l, err := newLimiter(w, cfg)
 		if err != nil {
 			return err
@@ -325,7 +325,7 @@ func (b *bench) runTest(ctx context.Context, users int, test string) (TestResult
 	if err != nil {
 		return res, err
 	}
-	if _, err := b.t.purge(ctx, b.o.prefix); err != nil {
+	if _, _, err := b.t.purge(ctx, b.o.prefix); err != nil {
 		return res, err
 	}
 	base, err := b.settledMemory(ctx)
@@ -333,7 +333,7 @@ func (b *bench) runTest(ctx context.Context, users int, test string) (TestResult
 		return res, err
 	}
 
-	err = b.t.withWorkers(ctx, pool, func(w redis.UniversalClient) error {
+	err = b.t.withWorkers(pool, func(w redis.UniversalClient) error {
 		l, err := newLimiter(w, cfg)
 		if err != nil {
 			return err
@@ -352,16 +352,18 @@ func (b *bench) runTest(ctx context.Context, users int, test string) (TestResult
 	if res.Memory, err = b.measureMemory(ctx, base, users, test, func() error {
 		// The API buckets' keys live only until the bucket refills (a
 		// second or less), so the shared state is written just before the
-		// reading, through the meter's one connection.
+		// reading.
 		if test != testFull {
 			return nil
 		}
-		l, err := newLimiter(b.t.meter, cfg)
-		if err != nil {
+		return b.t.with(ctx, func(c redis.UniversalClient) error {
+			l, err := newLimiter(c, cfg)
+			if err != nil {
+				return err
+			}
+			res.Shared, err = writeSharedState(ctx, l)
 			return err
-		}
-		res.Shared, err = writeSharedState(ctx, l)
-		return err
+		})
 	}); err != nil {
 		return res, err
 	}
@@ -372,7 +374,7 @@ func (b *bench) runTest(ctx context.Context, users int, test string) (TestResult
 	}
 	res.Shared.Keys = int(res.Keys) - users
 
-	err = b.t.withWorkers(ctx, pool, func(w redis.UniversalClient) error {
+	err = b.t.withWorkers(pool, func(w redis.UniversalClient) error {
 		l, err := newLimiter(w, cfg)
 		if err != nil {
 			return err
@@ -441,9 +443,10 @@ func (b *bench) measureMemory(ctx context.Context, base int64, users int, test s
 		m.MemoryUsagePerUser = float64(sum) / float64(len(keys))
 		m.NotInMemoryUsagePerUser = m.BytesPerUser - m.MemoryUsagePerUser
 	}
-	if enc, err := b.t.meter.ObjectEncoding(ctx, keys[0]).Result(); err == nil {
-		m.Encoding = enc
-	}
+	_ = b.t.with(ctx, func(c redis.UniversalClient) error {
+		m.Encoding, _ = c.ObjectEncoding(ctx, keys[0]).Result()
+		return nil
+	})
 	return m, nil
 }
 
@@ -555,9 +558,7 @@ func (b *bench) measureThroughput(ctx context.Context, l *limiter.Limiter, w red
 
 // measurePurge deletes the test's keys with SCAN MATCH + UNLINK, timed.
 func (b *bench) measurePurge(ctx context.Context, base int64) (PurgeResult, error) {
-	start := time.Now()
-	n, err := b.t.purge(ctx, b.o.prefix)
-	took := time.Since(start)
+	n, took, err := b.t.purge(ctx, b.o.prefix)
 	if err != nil {
 		return PurgeResult{}, err
 	}
@@ -592,7 +593,7 @@ func (b *bench) measureExpiry(ctx context.Context, users int, test, label string
 	}
 	e := &ExpiryResult{Config: describeConfig(cfg), IdleSeconds: b.o.idle.Seconds(), Keys: int64(users)}
 	var due time.Time
-	err = b.t.withWorkers(ctx, poolSize(b.o.goroutines), func(w redis.UniversalClient) error {
+	err = b.t.withWorkers(poolSize(b.o.goroutines), func(w redis.UniversalClient) error {
 		l, err := newLimiter(w, cfg)
 		if err != nil {
 			return err
@@ -623,40 +624,49 @@ func (b *bench) measureExpiry(ctx context.Context, users int, test, label string
 	}
 	bar = b.progress.startTimed(label+": waiting for Redis to expire the keys (at most "+expiryTimeout.String()+")", expiryTimeout)
 	defer bar.done()
-	start := time.Now()
 	var keysAt, memAt time.Duration
 	var mem int64
-	for {
-		exp, _, err := b.t.expiredKeys(ctx)
-		if err != nil {
-			return nil, err
+	// One connection polls, so the readings' own cost stays constant.
+	err = b.t.with(ctx, func(c redis.UniversalClient) error {
+		if err := b.t.quiesce(ctx, c); err != nil {
+			return err
 		}
-		if mem, _, err = b.t.usedMemory(ctx); err != nil {
-			return nil, err
+		start := time.Now()
+		for {
+			exp, _, err := infoInt(ctx, c, "stats", "expired_keys")
+			if err != nil {
+				return err
+			}
+			if mem, _, err = infoInt(ctx, c, "memory", "used_memory"); err != nil {
+				return err
+			}
+			now := max(time.Since(start), time.Microsecond)
+			e.ExpiredKeys = exp - exp0
+			if keysAt == 0 && e.ExpiredKeys >= e.Keys {
+				keysAt = now
+			}
+			// Memory cannot be back before the keys are gone; before that,
+			// a reading within tolerance is noise.
+			if keysAt != 0 && mem-base <= e.ToleranceBytes {
+				memAt = now
+				return nil
+			}
+			if now > expiryTimeout {
+				e.TimedOut = true
+				return nil
+			}
+			if err := sleep(ctx, 5*time.Millisecond); err != nil {
+				return err
+			}
 		}
-		now := max(time.Since(start), time.Microsecond)
-		e.ExpiredKeys = exp - exp0
-		if keysAt == 0 && e.ExpiredKeys >= e.Keys {
-			keysAt = now
-		}
-		// Memory cannot be back before the keys are gone; before that, a
-		// reading within tolerance is noise.
-		if keysAt != 0 && mem-base <= e.ToleranceBytes {
-			memAt = now
-			break
-		}
-		if now > expiryTimeout {
-			e.TimedOut = true
-			break
-		}
-		if err := sleep(ctx, 5*time.Millisecond); err != nil {
-			return nil, err
-		}
+	})
+	if err != nil {
+		return nil, err
 	}
 	e.KeysReclaimedMs, e.MemoryReclaimedMs = msOrNil(keysAt), msOrNil(memAt)
 	e.MemoryAboveBaselineBytes = mem - base
 	// Whatever is left (only after a timeout) goes the explicit way.
-	if e.KeysLeft, err = b.t.purge(ctx, b.o.prefix); err != nil {
+	if e.KeysLeft, _, err = b.t.purge(ctx, b.o.prefix); err != nil {
 		return nil, err
 	}
 	return e, nil

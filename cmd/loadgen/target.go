@@ -32,19 +32,22 @@ func poolSize(goroutines int) int { return max(populateWorkers, goroutines) + 4 
 
 // target is the Redis under test and how to put it back as it was.
 //
-// Two kinds of client talk to it. The meter has one connection per node and
-// does INFO, SCAN, UNLINK and MEMORY USAGE. The workers (dial) write and
-// decide; they are closed before every used_memory reading, because a busy
-// connection holds ~37 kB of buffers in Redis that it frees only after 2 s
-// of idleness, which would otherwise blur the figures by megabytes.
+// loadgen keeps no connection open between operations: each one dials a
+// client (with) and closes it. A connection holds tens of kB of buffers in
+// Redis that grow with big pipelines and shrink in serverCron when idle,
+// which at 100 users would move used_memory by 100 B per user; so every
+// used_memory reading waits until Redis has dropped every other loadgen
+// connection (connected_clients back to baseClients).
 type target struct {
 	mode   string
 	desc   string // for humans: "embedded redis-server on 127.0.0.1:41234"
-	meter  redis.UniversalClient
 	dial   func(pool int) (redis.UniversalClient, error)
 	srv    *redisproc.Server
 	mini   *miniredis.Miniredis
 	prefix string
+	// baseClients is connected_clients (summed over masters) with one
+	// loadgen connection open: other clients of a shared Redis included.
+	baseClients int64
 }
 
 // openTarget connects to o.redisURL, or starts an embedded server.
@@ -73,26 +76,28 @@ func openTarget(ctx context.Context, o options, logf func(string, ...any)) (*tar
 			t.dial = addrDialer(srv.Addr)
 		}
 	}
-	meter, err := t.dial(1)
-	if err != nil {
-		t.close()
-		return nil, fmt.Errorf("%w: %s %s: %v", errUnreachable, o.urlFrom, t.desc, err)
-	}
-	t.meter = meter
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := t.meter.Ping(pctx).Err(); err != nil {
+	err := t.with(pctx, func(c redis.UniversalClient) error {
+		if err := c.Ping(pctx).Err(); err != nil {
+			return err
+		}
+		if t.mode == modeEmbedded {
+			// The server is ours: per-command latency histograms (Redis 7)
+			// are a constant that has nothing to do with users. Redis 6 has
+			// no such setting; the error is of no consequence.
+			_ = c.ConfigSet(pctx, "latency-tracking", "no").Err()
+		}
+		n, _, err := infoInt(pctx, c, "clients", "connected_clients")
+		t.baseClients = n
+		return err
+	})
+	if err != nil {
 		t.close()
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
 		return nil, fmt.Errorf("%w: %s %s: %v", errUnreachable, o.urlFrom, t.desc, err)
-	}
-	if t.mode == modeEmbedded {
-		// The server is ours: per-command latency histograms (Redis 7)
-		// are a constant that has nothing to do with users. Redis 6 has
-		// no such setting; the error is of no consequence.
-		_ = t.meter.ConfigSet(pctx, "latency-tracking", "no").Err()
 	}
 	return t, nil
 }
@@ -134,33 +139,43 @@ func dialURL(raw string, pool int) (redis.UniversalClient, error) {
 	return redis.NewClusterClient(&copt), nil
 }
 
-// clientsCloseTimeout bounds the wait for Redis to drop closed workers.
-const clientsCloseTimeout = 2 * time.Second
+// quiesceTimeout bounds the wait for Redis to drop closed connections;
+// on a busy shared Redis other clients may never let the count settle.
+const quiesceTimeout = 500 * time.Millisecond
 
-// withWorkers opens a worker client of the given pool size, runs fn with
-// it, closes it and waits until Redis has dropped its connections (INFO
-// clients connected_clients back to where it was), so the next used_memory
-// reading holds none of their buffers.
-func (t *target) withWorkers(ctx context.Context, pool int, fn func(w redis.UniversalClient) error) error {
-	before, _, err := t.infoInt(ctx, "clients", "connected_clients")
+// with runs fn on a fresh client of one connection per node and closes it.
+func (t *target) with(ctx context.Context, fn func(c redis.UniversalClient) error) error {
+	c, err := t.dial(1)
 	if err != nil {
-		return err
+		return fmt.Errorf("loadgen: %w", err)
 	}
+	defer c.Close()
+	return fn(c)
+}
+
+// withWorkers runs fn with a client of pool connections, then closes it.
+func (t *target) withWorkers(pool int, fn func(w redis.UniversalClient) error) error {
 	w, err := t.dial(pool)
 	if err != nil {
 		return fmt.Errorf("loadgen: %w", err)
 	}
-	ferr := fn(w)
-	_ = w.Close()
-	deadline := time.Now().Add(clientsCloseTimeout)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		n, ok, err := t.infoInt(ctx, "clients", "connected_clients")
-		if err != nil || !ok || n <= before {
-			break
+	defer w.Close()
+	return fn(w)
+}
+
+// quiesce waits until c is loadgen's only connection: closed clients are
+// dropped by Redis on its next event loop turn, a moment after Close.
+func (t *target) quiesce(ctx context.Context, c redis.UniversalClient) error {
+	deadline := time.Now().Add(quiesceTimeout)
+	for {
+		n, ok, err := infoInt(ctx, c, "clients", "connected_clients")
+		if err != nil || !ok || n <= t.baseClients || time.Now().After(deadline) {
+			return err
 		}
-		time.Sleep(time.Millisecond)
+		if err := sleep(ctx, time.Millisecond); err != nil {
+			return err
+		}
 	}
-	return ferr
 }
 
 // redactURL hides a password so error messages and reports can show URLs.
@@ -177,9 +192,6 @@ func redactURL(raw string) string {
 // close stops what openTarget started. Keys are removed by the caller
 // first (purgePrefix).
 func (t *target) close() {
-	if t.meter != nil {
-		_ = t.meter.Close()
-	}
 	if t.srv != nil {
 		t.srv.Stop()
 	}
@@ -216,12 +228,12 @@ func parseInfo(s string) map[string]string {
 	return m
 }
 
-// infoInt sums an integer INFO field over every master. ok is false when a
-// node does not report it (miniredis has no INFO memory).
-func (t *target) infoInt(ctx context.Context, section, field string) (total int64, ok bool, err error) {
+// infoInt sums an integer INFO field over every master c reaches. ok is
+// false when a node does not report it (miniredis has no INFO memory).
+func infoInt(ctx context.Context, c redis.UniversalClient, section, field string) (total int64, ok bool, err error) {
 	var mu sync.Mutex
 	ok = true
-	err = eachMaster(ctx, t.meter, func(ctx context.Context, c *redis.Client) error {
+	err = eachMaster(ctx, c, func(ctx context.Context, c *redis.Client) error {
 		s, err := c.Info(ctx, section).Result()
 		if err != nil {
 			if isUnsupported(err) {
@@ -265,15 +277,27 @@ func isUnsupported(err error) bool {
 	return false
 }
 
-// usedMemory is INFO memory used_memory summed over the masters.
-func (t *target) usedMemory(ctx context.Context) (int64, bool, error) {
-	return t.infoInt(ctx, "memory", "used_memory")
+// usedMemory is INFO memory used_memory summed over the masters, read
+// when the reading connection is loadgen's only one.
+func (t *target) usedMemory(ctx context.Context) (n int64, ok bool, err error) {
+	err = t.with(ctx, func(c redis.UniversalClient) error {
+		if err := t.quiesce(ctx, c); err != nil {
+			return err
+		}
+		n, ok, err = infoInt(ctx, c, "memory", "used_memory")
+		return err
+	})
+	return n, ok, err
 }
 
 // expiredKeys is INFO stats expired_keys: keys Redis deleted because their
 // TTL ran out (actively or when touched), summed over the masters.
-func (t *target) expiredKeys(ctx context.Context) (int64, bool, error) {
-	return t.infoInt(ctx, "stats", "expired_keys")
+func (t *target) expiredKeys(ctx context.Context) (n int64, ok bool, err error) {
+	err = t.with(ctx, func(c redis.UniversalClient) error {
+		n, ok, err = infoInt(ctx, c, "stats", "expired_keys")
+		return err
+	})
+	return n, ok, err
 }
 
 // serverInfo describes the Redis for the report.
@@ -296,9 +320,16 @@ func (t *target) describe(ctx context.Context) (serverInfo, error) {
 		si.Version, si.Mode, si.Masters = "miniredis "+miniredisVersion(), "in-process", 1
 		return si, nil
 	}
+	err := t.with(ctx, func(c redis.UniversalClient) error {
+		return describeWith(ctx, c, &si)
+	})
+	return si, err
+}
+
+func describeWith(ctx context.Context, c redis.UniversalClient, si *serverInfo) error {
 	var mu sync.Mutex
 	var first *redis.Client
-	err := eachMaster(ctx, t.meter, func(ctx context.Context, c *redis.Client) error {
+	err := eachMaster(ctx, c, func(ctx context.Context, c *redis.Client) error {
 		mu.Lock()
 		defer mu.Unlock()
 		si.Masters++
@@ -308,11 +339,11 @@ func (t *target) describe(ctx context.Context) (serverInfo, error) {
 		return nil
 	})
 	if err != nil {
-		return si, fmt.Errorf("loadgen: listing masters: %w", err)
+		return fmt.Errorf("loadgen: listing masters: %w", err)
 	}
 	s, err := first.Info(ctx, "server").Result()
 	if err != nil && !isUnsupported(err) {
-		return si, fmt.Errorf("loadgen: INFO server: %w", err)
+		return fmt.Errorf("loadgen: INFO server: %w", err)
 	}
 	info := parseInfo(s)
 	if m, err := first.Info(ctx, "memory").Result(); err == nil {
@@ -343,7 +374,7 @@ func (t *target) describe(ctx context.Context) (serverInfo, error) {
 			}
 		}
 	}
-	return si, nil
+	return nil
 }
 
 // miniredisVersion is the linked miniredis module's version.
@@ -369,16 +400,18 @@ const countBatch = 10_000
 func (t *target) countKeys(ctx context.Context, prefix string) (int64, error) {
 	var mu sync.Mutex
 	var n int64
-	err := eachMaster(ctx, t.meter, func(ctx context.Context, c *redis.Client) error {
-		iter := c.Scan(ctx, 0, prefix+"*", countBatch).Iterator()
-		var k int64
-		for iter.Next(ctx) {
-			k++
-		}
-		mu.Lock()
-		n += k
-		mu.Unlock()
-		return iter.Err()
+	err := t.with(ctx, func(c redis.UniversalClient) error {
+		return eachMaster(ctx, c, func(ctx context.Context, c *redis.Client) error {
+			iter := c.Scan(ctx, 0, prefix+"*", countBatch).Iterator()
+			var k int64
+			for iter.Next(ctx) {
+				k++
+			}
+			mu.Lock()
+			n += k
+			mu.Unlock()
+			return iter.Err()
+		})
 	})
 	if err != nil {
 		return 0, fmt.Errorf("loadgen: SCAN %s*: %w", prefix, err)
@@ -387,44 +420,57 @@ func (t *target) countKeys(ctx context.Context, prefix string) (int64, error) {
 }
 
 // purge deletes every key under prefix with SCAN MATCH + UNLINK and
-// returns how many it deleted. UNLINK goes one key per command in a
-// pipeline, so it works on a Cluster node whatever the keys' slots.
-func (t *target) purge(ctx context.Context, prefix string) (int64, error) {
+// returns how many it deleted and how long that took (timed once its
+// connection is up). UNLINK goes one key per command in a pipeline, so it
+// works on a Cluster node whatever the keys' slots.
+func (t *target) purge(ctx context.Context, prefix string) (n int64, took time.Duration, err error) {
 	var mu sync.Mutex
-	var n int64
-	err := eachMaster(ctx, t.meter, func(ctx context.Context, c *redis.Client) error {
-		var cursor uint64
-		for {
-			keys, next, err := c.Scan(ctx, cursor, prefix+"*", scanBatch).Result()
-			if err != nil {
+	err = t.with(ctx, func(c redis.UniversalClient) error {
+		if err := c.Ping(ctx).Err(); err != nil {
+			return err
+		}
+		if cc, ok := c.(*redis.ClusterClient); ok {
+			// Connect to every master before the clock starts.
+			if err := cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return c.Ping(ctx).Err() }); err != nil {
 				return err
 			}
-			if len(keys) > 0 {
-				pipe := c.Pipeline()
-				cmds := make([]*redis.IntCmd, len(keys))
-				for i, k := range keys {
-					cmds[i] = pipe.Unlink(ctx, k)
-				}
-				if _, err := pipe.Exec(ctx); err != nil {
+		}
+		start := time.Now()
+		defer func() { took = time.Since(start) }()
+		return eachMaster(ctx, c, func(ctx context.Context, c *redis.Client) error {
+			var cursor uint64
+			for {
+				keys, next, err := c.Scan(ctx, cursor, prefix+"*", scanBatch).Result()
+				if err != nil {
 					return err
 				}
-				var k int64
-				for _, cmd := range cmds {
-					k += cmd.Val()
+				if len(keys) > 0 {
+					pipe := c.Pipeline()
+					cmds := make([]*redis.IntCmd, len(keys))
+					for i, k := range keys {
+						cmds[i] = pipe.Unlink(ctx, k)
+					}
+					if _, err := pipe.Exec(ctx); err != nil {
+						return err
+					}
+					var k int64
+					for _, cmd := range cmds {
+						k += cmd.Val()
+					}
+					mu.Lock()
+					n += k
+					mu.Unlock()
 				}
-				mu.Lock()
-				n += k
-				mu.Unlock()
+				if cursor = next; cursor == 0 {
+					return nil
+				}
 			}
-			if cursor = next; cursor == 0 {
-				return nil
-			}
-		}
+		})
 	})
 	if err != nil {
-		return n, fmt.Errorf("loadgen: purging %s*: %w", prefix, err)
+		return n, took, fmt.Errorf("loadgen: purging %s*: %w", prefix, err)
 	}
-	return n, nil
+	return n, took, nil
 }
 
 // memoryUsage returns MEMORY USAGE of each key (0 for a missing key); ok is
@@ -433,13 +479,16 @@ func (t *target) memoryUsage(ctx context.Context, keys []string) (sizes []int64,
 	if t.mode == modeMiniredis || len(keys) == 0 {
 		return nil, false, nil
 	}
-	pipe := t.meter.Pipeline()
 	cmds := make([]*redis.IntCmd, len(keys))
-	for i, k := range keys {
-		// SAMPLES 0: every element, exact for our small sets.
-		cmds[i] = pipe.MemoryUsage(ctx, k, 0)
-	}
-	_, _ = pipe.Exec(ctx)
+	_ = t.with(ctx, func(c redis.UniversalClient) error {
+		pipe := c.Pipeline()
+		for i, k := range keys {
+			// SAMPLES 0: every element, exact for our small sets.
+			cmds[i] = pipe.MemoryUsage(ctx, k, 0)
+		}
+		_, _ = pipe.Exec(ctx)
+		return nil
+	})
 	sizes = make([]int64, len(keys))
 	for i, c := range cmds {
 		v, err := c.Result()
