@@ -169,7 +169,7 @@ func newFlagSet(o *options, users *intList, tests *stringList) *flag.FlagSet {
 	fs.Uint64Var(&o.seed, "seed", 1, "seed of the random users, request times and lookups")
 	fs.IntVar(&o.goroutines, "goroutines", 32, "concurrency of the N-goroutine throughput phase")
 	fs.IntVar(&o.lookups, "lookups", 10_000, "random lookups (Allow on existing users) timed one by one")
-	fs.DurationVar(&o.duration, "duration", 500*time.Millisecond, "length of each N-goroutine throughput phase (decisions, then PING)")
+	fs.DurationVar(&o.duration, "duration", 300*time.Millisecond, "length of each N-goroutine throughput phase (decisions, then PING)")
 	fs.StringVar(&o.jsonFile, "json", "", "write every figure and the environment as JSON to `FILE`")
 	fs.StringVar(&o.mdFile, "markdown", "", "write the tables as Markdown to `FILE`")
 	fs.StringVar(&o.prefix, "prefix", "", "key prefix (default \"fgl:<random>:\", as long as the production \"floodgate:\")")

@@ -119,7 +119,7 @@ func TestParseArgs(t *testing.T) {
 			if tc.want.prefix == "" && (o.prefixSet || checkPrefix(o.prefix) != nil) {
 				t.Errorf("default prefix %q (set %v) is not a valid random prefix", o.prefix, o.prefixSet)
 			}
-			if o.goroutines != 32 || o.lookups != 10_000 || o.seed != 1 || o.duration != 500*time.Millisecond {
+			if o.goroutines != 32 || o.lookups != 10_000 || o.seed != 1 || o.duration != 300*time.Millisecond {
 				t.Errorf("defaults: goroutines %d, lookups %d, seed %d, duration %v", o.goroutines, o.lookups, o.seed, o.duration)
 			}
 		})

@@ -69,6 +69,9 @@ type TestResult struct {
 	Expiry            *ExpiryResult    `json:"expiry"` // null: not measured (no INFO)
 	Acceptance        AcceptanceResult `json:"acceptance"`
 	Seconds           float64          `json:"seconds"`
+	// PhaseSeconds is the wall time of each phase: warm-up, write,
+	// memory, decisions, purge, expiry.
+	PhaseSeconds map[string]float64 `json:"phase_seconds"`
 }
 
 // SharedState is the full test's endpoint, API and slot state.

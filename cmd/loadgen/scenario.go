@@ -314,6 +314,12 @@ func (b *bench) runTest(ctx context.Context, users int, test string) (TestResult
 	}
 	label := fmt.Sprintf("%s users, %s", fmtCount(users), test)
 	pool := poolSize(b.o.goroutines)
+	res.PhaseSeconds = map[string]float64{}
+	mark := time.Now()
+	phase := func(name string) {
+		res.PhaseSeconds[name] = time.Since(mark).Seconds()
+		mark = time.Now()
+	}
 
 	err := b.t.withWorkers(pool, func(w redis.UniversalClient) error {
 		l, err := newLimiter(w, cfg)
@@ -332,6 +338,7 @@ func (b *bench) runTest(ctx context.Context, users int, test string) (TestResult
 	if err != nil {
 		return res, err
 	}
+	phase("warm-up")
 
 	err = b.t.withWorkers(pool, func(w redis.UniversalClient) error {
 		l, err := newLimiter(w, cfg)
@@ -349,6 +356,7 @@ func (b *bench) runTest(ctx context.Context, users int, test string) (TestResult
 	if err != nil {
 		return res, err
 	}
+	phase("write")
 	if res.Memory, err = b.measureMemory(ctx, base, users, test, func() error {
 		// The API buckets' keys live only until the bucket refills (a
 		// second or less), so the shared state is written just before the
@@ -373,6 +381,7 @@ func (b *bench) runTest(ctx context.Context, users int, test string) (TestResult
 		return res, err
 	}
 	res.Shared.Keys = int(res.Keys) - users
+	phase("memory")
 
 	err = b.t.withWorkers(pool, func(w redis.UniversalClient) error {
 		l, err := newLimiter(w, cfg)
@@ -390,12 +399,15 @@ func (b *bench) runTest(ctx context.Context, users int, test string) (TestResult
 	if err != nil {
 		return res, err
 	}
+	phase("decisions")
 	if res.Purge, err = b.measurePurge(ctx, base); err != nil {
 		return res, err
 	}
+	phase("purge")
 	if res.Expiry, err = b.measureExpiry(ctx, users, test, label); err != nil {
 		return res, err
 	}
+	phase("expiry")
 	res.Acceptance = accept(users, res)
 	res.Seconds = time.Since(began).Seconds()
 	return res, nil
