@@ -331,7 +331,7 @@ type table struct {
 
 // tables lays the report out.
 func (r *Report) tables() []table {
-	mem := table{title: "Memory per user (INFO used_memory after writing the users minus before, worker connections closed for both readings)",
+	mem := table{title: "Memory per user (INFO used_memory after writing the users minus before)",
 		header: []string{"users", "test", "keys", "used_memory", "per user", "MEMORY USAGE/user", "not in MEMORY USAGE", "encoding", "seed estimate"}}
 	lat := table{title: "Decision latency (Allow on random existing users, one at a time; deny cache off, so each is a Redis round trip)",
 		header: []string{"users", "test", "p50", "p99", "p99.9", "allowed", "deny cache on: p50", "p99", "cached"}}
@@ -420,7 +420,7 @@ func memoryNotes(r *Report) []string {
 		return []string{"NOT Redis's memory: " + r.Environment.Target + " reports no INFO memory, so memory and expiry figures are n/a."}
 	}
 	notes := []string{
-		"per user = used_memory growth / users: the key, its value, its TTL and its share of Redis's key tables. The baseline is read after a warm-up (scripts loaded, one-time allocations made) and 200 ms of settling, with loadgen's worker connections closed: a busy connection holds ~37 kB of buffers that Redis frees only after 2 s idle. MEMORY USAGE (a sample of " + strconv.Itoa(memorySample) + " keys) counts the key, value and main-dict entry but leaves out the TTL entry in the expires dict (~42 B) and the hash-table slots (8 B per bucket in each of the two tables, sized to the next power of two): hence 'not in MEMORY USAGE'.",
+		"per user = used_memory growth / users: the key, its value, its TTL and its share of Redis's key tables. Both readings come after a warm-up (scripts loaded, one-time allocations made) and 200 ms of settling, through a connection that is loadgen's only one at that moment: a connection holds tens of kB of buffers that Redis resizes on its own schedule. MEMORY USAGE (a sample of " + strconv.Itoa(memorySample) + " keys) counts the key, value and main-dict entry but leaves out the TTL entry in the expires dict (~42 B) and the hash-table slots (8 B per bucket in each of the two tables, sized to the next power of two): hence 'not in MEMORY USAGE'.",
 		"keys = keys under the prefix after writing: one per user (cooldown: written by Allow, a first request; hourly and full: by Import, accept times spread over the last hour), plus the full test's shared state.",
 		"seed estimate = the seed's Python figures: 76 B/user for Dict[str, datetime], 240 B/user for 20 timestamps, and its 'RAM Total Estimé' (32 kB / 316 kB / 3.2 MB / 16 MB) for the full test. kB and MB are decimal, as in the seed.",
 	}
