@@ -146,10 +146,10 @@ func TestRunOnMiniredis(t *testing.T) {
 				t.Errorf("%s: memory %v, expiry %v, RAM %s: want n/a without INFO memory", name, r.Memory, r.Expiry, r.Acceptance.RAM.Status)
 			}
 			// One key per user; the full test adds two API buckets
-			// (wikipedia, igdb) and the LLM pool's holders.
+			// (wikipedia, igdb), the LLM pool's holders and two endpoints.
 			shared := 0
 			if r.Test == testFull {
-				shared = 3
+				shared = 5
 			}
 			if r.Keys != int64(sc.Users+shared) || r.Shared.Keys != shared || r.Purge.Keys != r.Keys {
 				t.Errorf("%s: %d keys (%d shared), purged %d; want %d users + %d shared", name, r.Keys, r.Shared.Keys, r.Purge.Keys, sc.Users, shared)

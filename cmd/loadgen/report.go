@@ -78,8 +78,6 @@ type TestResult struct {
 type SharedState struct {
 	Keys    int    `json:"keys"`
 	Written string `json:"written,omitempty"`
-	Pending bool   `json:"pending,omitempty"`
-	Detail  string `json:"detail,omitempty"`
 }
 
 // MemoryResult compares INFO used_memory before and after writing the
@@ -476,11 +474,7 @@ func (r *Report) headerLines() []string {
 			if t.Test != testFull {
 				continue
 			}
-			line := "Full test: users plus " + t.Shared.Written + "."
-			if t.Shared.Pending {
-				line += " " + t.Shared.Detail + "."
-			}
-			return append(lines, line)
+			return append(lines, "Full test: users plus "+t.Shared.Written+".")
 		}
 	}
 	return lines

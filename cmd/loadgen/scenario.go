@@ -64,6 +64,7 @@ func testConfig(test, prefix string) limiter.Config {
 	// is an error here (see errDegraded), not a degraded decision.
 	cfg.OnRedisError = limiter.FailClosed
 	cfg.BucketOnRedisError = limiter.FailClosed
+	cfg.BackoffOnRedisError = limiter.FailClosed
 	cfg.SlotsOnRedisError = limiter.FailClosed
 	switch test {
 	case testCooldown:
@@ -703,8 +704,8 @@ const llmPool = "llm"
 // writeSharedState writes what the seed's full RateLimiter holds beside its
 // users: one GCRA key per external API in Config.APIRates (wikipedia, igdb)
 // after one call each, the LLM pool with every slot held (7 leases), and
-// the endpoint failures of its two LLM endpoints. It is the same few keys
-// at any number of users.
+// one failure on each of its two LLM endpoints (endpoint_failures). It is
+// the same few keys at any number of users.
 func writeSharedState(ctx context.Context, l *limiter.Limiter) (SharedState, error) {
 	cfg := l.Config()
 	var parts []string
@@ -738,22 +739,18 @@ func writeSharedState(ctx context.Context, l *limiter.Limiter) (SharedState, err
 		}
 	}
 	parts = append(parts, fmt.Sprintf("%d of %d LLM slots held for %v (Slots)", cfg.MaxConcurrentUsers, cfg.MaxConcurrentUsers, cfg.SlotLease))
-	// HOOK(backoff): Backoff is being written on another branch. Once
-	// l.Backoff is on main, write the seed's endpoint_failures here:
-	//
-	//	for _, ep := range seedEndpoints {
-	//		if _, err := l.Backoff(llmPool).Failure(ctx, ep); err != nil {
-	//			return SharedState{}, fmt.Errorf("loadgen: endpoint %s: %w", ep, err)
-	//		}
-	//	}
-	//	parts = append(parts, "one failure on each of "+strings.Join(seedEndpoints, ", ")+" (Backoff)")
-	//
-	// and drop Pending.
-	return SharedState{
-		Written: strings.Join(parts, "; "),
-		Pending: true,
-		Detail:  "endpoint failures (" + strings.Join(seedEndpoints, ", ") + ") not written: Backoff is not in the library yet",
-	}, nil
+	bo := l.Backoff(llmPool)
+	for _, ep := range seedEndpoints {
+		d, err := bo.Failure(ctx, ep)
+		if err != nil {
+			return SharedState{}, fmt.Errorf("loadgen: endpoint %s: %w", ep, err)
+		}
+		if d.Degraded {
+			return SharedState{}, errDegraded(cfg)
+		}
+	}
+	parts = append(parts, "one failure on each of "+strings.Join(seedEndpoints, " and ")+" (Backoff)")
+	return SharedState{Written: strings.Join(parts, "; ")}, nil
 }
 
 // seedEndpoints are the seed's endpoint_failures keys.
