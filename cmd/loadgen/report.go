@@ -388,7 +388,7 @@ func (r *Report) tables() []table {
 		"p50 includes the network round trip (PING p50 in this run: " + pingP50(r) + "); no Redis decision can take < 1 µs. What answers repeat denials in-process is the local deny cache: 'deny cache on' replays the same lookups through a Limiter with it on (" + cacheSize(r) + " users); 'cached' is the share answered without Redis. It helps when the same users come back (100 users, 10,000 lookups), not when most lookups are someone new.",
 	}
 	thr.notes = []string{
-		"ratio = decisions per second / PING round trips per second, measured in the same run, one goroutine timing one call after another, then N goroutines for --duration each.",
+		"ratio = decisions per second / PING round trips per second, interleaved so both see the same moments of the machine: at 1 goroutine one PING is timed after every 5th lookup (rates = calls / time spent in them); at N goroutines decisions and PING take turns, 3 slices each, --duration in all per kind.",
 		"Allow coalesces concurrent calls into pipelines (group commit), so at N goroutines its ratio to PING can approach or pass 1.",
 	}
 	clean.notes = []string{

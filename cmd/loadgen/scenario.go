@@ -26,10 +26,6 @@ const settleTime = 200 * time.Millisecond
 // expiryTimeout bounds the wait for Redis to reclaim expired keys.
 const expiryTimeout = 30 * time.Second
 
-// pingSamples is how many PINGs are timed in a row: enough for a stable
-// p50 without doubling the lookups' time.
-func pingSamples(lookups int) int { return min(max(lookups/5, 100), lookups) }
-
 // memorySample is how many keys MEMORY USAGE looks at per test.
 const memorySample = 200
 
@@ -282,7 +278,7 @@ func (b *bench) warmUpServer(ctx context.Context) error {
 			if _, err := b.populate(ctx, l, test, streamPopulate, n, "warm-up"); err != nil {
 				return err
 			}
-			_, err = throughput(ctx, b.o.goroutines, minDuration, [2]uint64{b.o.seed, 0}, lookupOp(l, n, nil))
+			_, _, err = throughput(ctx, b.o.goroutines, minDuration, [2]uint64{b.o.seed, 0}, lookupOp(l, n, nil))
 			return err
 		})
 		if err != nil {
@@ -389,10 +385,10 @@ func (b *bench) runTest(ctx context.Context, users int, test string) (TestResult
 		if err != nil {
 			return err
 		}
-		if res.Latency, err = b.measureLatency(ctx, l, users, test, label); err != nil {
+		if res.Latency, err = b.measureLatency(ctx, l, w, users, test, label, &res.Throughput); err != nil {
 			return err
 		}
-		if res.Throughput, err = b.measureThroughput(ctx, l, w, users, test, label, res.Latency); err != nil {
+		if err := b.measureThroughput(ctx, l, w, users, test, label, &res.Throughput); err != nil {
 			return err
 		}
 		return b.measureCached(ctx, w, cfg, users, test, label, &res.Latency)
@@ -490,16 +486,26 @@ func lookupOp(l *limiter.Limiter, users int, n *lookupCount) func(ctx context.Co
 	}
 }
 
-// measureLatency times --lookups decisions one after another.
-func (b *bench) measureLatency(ctx context.Context, l *limiter.Limiter, users int, test, label string) (LatencyResult, error) {
+// pingEvery: the lookups are interleaved with one PING per pingEvery
+// decisions, the round trip they are compared with.
+const pingEvery = 5
+
+// measureLatency times --lookups decisions one after another, with a PING
+// timed after every pingEvery-th, and fills the 1-goroutine figures of th.
+func (b *bench) measureLatency(ctx context.Context, l *limiter.Limiter, w redis.UniversalClient, users int, test, label string, th *ThroughputResult) (LatencyResult, error) {
 	bar := b.progress.start(label+": lookups", b.o.lookups)
 	defer bar.done()
 	var n lookupCount
-	lat, rate, err := timeEach(ctx, b.o.lookups, b.rngFor(test, streamLookups, 0), func() { bar.add(1) }, lookupOp(l, users, &n))
+	ping := func(ctx context.Context, _ *rand.Rand) error { return w.Ping(ctx).Err() }
+	lat, pl, err := timeEach(ctx, b.o.lookups, pingEvery, b.rngFor(test, streamLookups, 0), func() { bar.add(1) }, lookupOp(l, users, &n), ping)
 	if err != nil {
 		return LatencyResult{}, err
 	}
 	s := summarize(lat)
+	th.PingSamples = len(pl)
+	th.PingP50us = us(summarize(pl).p50)
+	th.Decisions1PerSec, th.Ping1PerSec = perSecond(lat), perSecond(pl)
+	th.Ratio1 = th.Decisions1PerSec / th.Ping1PerSec
 	return LatencyResult{
 		Lookups:         s.n,
 		P50us:           us(s.p50),
@@ -507,7 +513,7 @@ func (b *bench) measureLatency(ctx context.Context, l *limiter.Limiter, users in
 		P999us:          us(s.p999),
 		MeanUs:          us(s.avg),
 		AllowedFraction: float64(n.allowed) / float64(s.n),
-		PerSecond:       rate,
+		PerSecond:       th.Decisions1PerSec,
 	}, nil
 }
 
@@ -523,7 +529,7 @@ func (b *bench) measureCached(ctx context.Context, w redis.UniversalClient, cfg 
 	bar := b.progress.start(label+": lookups, deny cache on", b.o.lookups)
 	defer bar.done()
 	var n lookupCount
-	lat, _, err := timeEach(ctx, b.o.lookups, b.rngFor(test, streamLookups, 0), func() { bar.add(1) }, lookupOp(l, users, &n))
+	lat, _, err := timeEach(ctx, b.o.lookups, 0, b.rngFor(test, streamLookups, 0), func() { bar.add(1) }, lookupOp(l, users, &n), nil)
 	if err != nil {
 		return err
 	}
@@ -534,39 +540,44 @@ func (b *bench) measureCached(ctx context.Context, w redis.UniversalClient, cfg 
 	return nil
 }
 
-// measureThroughput compares decisions with PING at 1 and N goroutines in
-// the same run: one goroutine from the lookups just timed and as many
-// PINGs in a row, N goroutines for --duration each.
-func (b *bench) measureThroughput(ctx context.Context, l *limiter.Limiter, w redis.UniversalClient, users int, test, label string, lat LatencyResult) (ThroughputResult, error) {
+// throughputRounds: the N-goroutine phase alternates decisions and PING
+// this many times.
+const throughputRounds = 3
+
+// measureThroughput compares decisions with PING at N goroutines, for
+// --duration each, in alternating slices (the 1-goroutine figures come
+// from measureLatency).
+func (b *bench) measureThroughput(ctx context.Context, l *limiter.Limiter, w redis.UniversalClient, users int, test, label string, r *ThroughputResult) error {
 	g := b.o.goroutines
-	r := ThroughputResult{Goroutines: g, Decisions1PerSec: lat.PerSecond}
+	r.Goroutines = g
 	ping := func(ctx context.Context, _ *rand.Rand) error { return w.Ping(ctx).Err() }
-	n := pingSamples(b.o.lookups)
-	bar := b.progress.start(label+": PING", n)
-	pl, prate, err := timeEach(ctx, n, nil, func() { bar.add(1) }, ping)
-	bar.done()
-	if err != nil {
-		return r, fmt.Errorf("loadgen: PING: %w", err)
-	}
-	r.PingSamples = n
-	r.PingP50us = us(summarize(pl).p50)
-	r.Ping1PerSec = prate
-	r.Ratio1 = r.Decisions1PerSec / r.Ping1PerSec
 	// Open the N connections first, so no dial lands in the timed phases.
 	if err := parallel(ctx, g, g, func(ctx context.Context, _ int) error { return w.Ping(ctx).Err() }); err != nil {
-		return r, fmt.Errorf("loadgen: PING: %w", err)
+		return fmt.Errorf("loadgen: PING: %w", err)
 	}
-	bar = b.progress.startTimed(fmt.Sprintf("%s: %d goroutines", label, g), 2*b.o.duration)
+	bar := b.progress.startTimed(fmt.Sprintf("%s: %d goroutines", label, g), 2*b.o.duration)
 	defer bar.done()
-	seed := [2]uint64{b.o.seed, testIndex(test)<<56 | streamThroughput<<48}
-	if r.DecisionsNPerSec, err = throughput(ctx, g, b.o.duration, seed, lookupOp(l, users, nil)); err != nil {
-		return r, err
+	// Decisions and PING take turns, so a burst of noise from elsewhere
+	// on the machine lands on both rather than on one.
+	slice := b.o.duration / throughputRounds
+	var dn, pn int64
+	var dt, pt time.Duration
+	for i := uint64(0); i < throughputRounds; i++ {
+		seed := [2]uint64{b.o.seed, testIndex(test)<<56 | streamThroughput<<48 | i<<32}
+		n, took, err := throughput(ctx, g, slice, seed, lookupOp(l, users, nil))
+		if err != nil {
+			return err
+		}
+		dn, dt = dn+n, dt+took
+		if n, took, err = throughput(ctx, g, slice, seed, ping); err != nil {
+			return fmt.Errorf("loadgen: PING: %w", err)
+		}
+		pn, pt = pn+n, pt+took
 	}
-	if r.PingNPerSec, err = throughput(ctx, g, b.o.duration, seed, ping); err != nil {
-		return r, fmt.Errorf("loadgen: PING: %w", err)
-	}
+	r.DecisionsNPerSec = float64(dn) / dt.Seconds()
+	r.PingNPerSec = float64(pn) / pt.Seconds()
 	r.RatioN = r.DecisionsNPerSec / r.PingNPerSec
-	return r, nil
+	return nil
 }
 
 // measurePurge deletes the test's keys with SCAN MATCH + UNLINK, timed.

@@ -47,26 +47,46 @@ func summarize(samples []time.Duration) latencyStats {
 	}
 }
 
-// timeEach runs op n times in a row and returns each call's duration and
-// the calls per second over the whole run.
-func timeEach(ctx context.Context, n int, rng *rand.Rand, tick func(), op func(ctx context.Context, rng *rand.Rand) error) ([]time.Duration, float64, error) {
-	lat := make([]time.Duration, 0, n)
-	start := time.Now()
+// timeEach runs op n times in a row and returns each call's duration.
+// When every > 0 it also times probe after every every-th call, so that op
+// and probe see the same moments of a noisy machine.
+func timeEach(ctx context.Context, n, every int, rng *rand.Rand, tick func(), op, probe func(ctx context.Context, rng *rand.Rand) error) (lat, probeLat []time.Duration, err error) {
+	lat = make([]time.Duration, 0, n)
 	for i := 0; i < n; i++ {
 		t0 := time.Now()
 		if err := op(ctx, rng); err != nil {
-			return nil, 0, err
+			return nil, nil, err
 		}
 		lat = append(lat, time.Since(t0))
+		if every > 0 && i%every == 0 {
+			t0 = time.Now()
+			if err := probe(ctx, rng); err != nil {
+				return nil, nil, err
+			}
+			probeLat = append(probeLat, time.Since(t0))
+		}
 		tick()
 	}
-	return lat, float64(n) / time.Since(start).Seconds(), nil
+	return lat, probeLat, nil
 }
 
-// throughput runs op from g goroutines for about d and returns completed
-// calls per second. Goroutine i draws from its own generator, seeded
-// from seed and i, so runs are repeatable.
-func throughput(ctx context.Context, g int, d time.Duration, seed [2]uint64, op func(ctx context.Context, rng *rand.Rand) error) (float64, error) {
+// perSecond is the rate of calls made one after another: calls over the
+// sum of their durations.
+func perSecond(lat []time.Duration) float64 {
+	var sum time.Duration
+	for _, d := range lat {
+		sum += d
+	}
+	if sum <= 0 {
+		return 0
+	}
+	return float64(len(lat)) / sum.Seconds()
+}
+
+// throughput runs op from g goroutines for about d and returns how many
+// calls completed and how long that took. Goroutine i draws from its own
+// generator, seeded from seed and i, so runs are repeatable.
+func throughput(ctx context.Context, g int, d time.Duration, seed [2]uint64, op func(ctx context.Context, rng *rand.Rand) error) (int64, time.Duration, error) {
 	var n atomic.Int64
 	var wg sync.WaitGroup
 	var once sync.Once
@@ -89,9 +109,9 @@ func throughput(ctx context.Context, g int, d time.Duration, seed [2]uint64, op 
 	}
 	wg.Wait()
 	if firstErr != nil {
-		return 0, firstErr
+		return 0, 0, firstErr
 	}
-	return float64(n.Load()) / time.Since(start).Seconds(), nil
+	return n.Load(), time.Since(start), nil
 }
 
 // parallel calls fn(i) for i in [0, n) from up to workers goroutines and

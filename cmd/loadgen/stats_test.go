@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -124,8 +125,47 @@ func TestParallel(t *testing.T) {
 
 func TestThroughputStopsOnError(t *testing.T) {
 	boom := errors.New("boom")
-	_, err := throughput(context.Background(), 3, time.Minute, [2]uint64{1, 2}, func(context.Context, *rand.Rand) error { return boom })
+	_, _, err := throughput(context.Background(), 3, time.Minute, [2]uint64{1, 2}, func(context.Context, *rand.Rand) error { return boom })
 	if !errors.Is(err, boom) {
 		t.Errorf("err = %v, want boom (and no minute-long wait)", err)
+	}
+}
+
+func TestThroughputCounts(t *testing.T) {
+	var calls atomic.Int64
+	n, took, err := throughput(context.Background(), 4, 20*time.Millisecond, [2]uint64{1, 2}, func(context.Context, *rand.Rand) error {
+		calls.Add(1)
+		time.Sleep(time.Millisecond)
+		return nil
+	})
+	if err != nil || n != calls.Load() || n == 0 || took < 20*time.Millisecond {
+		t.Errorf("throughput = %d calls in %v, %v; %d calls made", n, took, err, calls.Load())
+	}
+}
+
+func TestTimeEachInterleaves(t *testing.T) {
+	var order []string
+	op := func(context.Context, *rand.Rand) error { order = append(order, "op"); return nil }
+	probe := func(context.Context, *rand.Rand) error { order = append(order, "probe"); return nil }
+	ticks := 0
+	lat, pl, err := timeEach(context.Background(), 7, 3, nil, func() { ticks++ }, op, probe)
+	if err != nil || len(lat) != 7 || len(pl) != 3 || ticks != 7 {
+		t.Fatalf("timeEach = %d, %d samples, %d ticks, %v", len(lat), len(pl), ticks, err)
+	}
+	want := "op probe op op op probe op op op probe"
+	if got := strings.Join(order, " "); got != want {
+		t.Errorf("order %q, want %q", got, want)
+	}
+	if _, pl, _ := timeEach(context.Background(), 3, 0, nil, func() {}, op, nil); pl != nil {
+		t.Errorf("every 0 probed %d times", len(pl))
+	}
+}
+
+func TestPerSecond(t *testing.T) {
+	if got := perSecond([]time.Duration{time.Millisecond, 3 * time.Millisecond}); got != 500 {
+		t.Errorf("perSecond(1ms, 3ms) = %v, want 500", got)
+	}
+	if got := perSecond(nil); got != 0 {
+		t.Errorf("perSecond(nil) = %v", got)
 	}
 }
