@@ -110,7 +110,9 @@ type LatencyResult struct {
 	CachedFraction float64 `json:"cached_fraction"`
 }
 
-// ThroughputResult is decisions against PING round trips, same run.
+// ThroughputResult is decisions against PING round trips, same run. The
+// 1-goroutine rates are 1/p50 of interleaved calls; the N-goroutine ones
+// and RatioN are medians over alternating slices.
 type ThroughputResult struct {
 	Goroutines       int     `json:"goroutines"`
 	Decisions1PerSec float64 `json:"decisions_per_second_1"`
@@ -388,7 +390,7 @@ func (r *Report) tables() []table {
 		"p50 includes the network round trip (PING p50 in this run: " + pingP50(r) + "); no Redis decision can take < 1 µs. What answers repeat denials in-process is the local deny cache: 'deny cache on' replays the same lookups through a Limiter with it on (" + cacheSize(r) + " users); 'cached' is the share answered without Redis. It helps when the same users come back (100 users, 10,000 lookups), not when most lookups are someone new.",
 	}
 	thr.notes = []string{
-		"ratio = decisions per second / PING round trips per second, interleaved so both see the same moments of the machine: at 1 goroutine one PING is timed after every 5th lookup (rates = calls / time spent in them); at N goroutines decisions and PING take turns, 3 slices each, --duration in all per kind.",
+		"ratio = decisions per second / PING round trips per second, interleaved so both see the same moments of a shared machine, and taken from medians so a stall from elsewhere does not decide it: at 1 goroutine one PING is timed after every 5th lookup and the rates are 1/p50; at N goroutines decisions and PING take turns in 6 slices each (--duration per kind) and the figures are the medians over the slices.",
 		"Allow coalesces concurrent calls into pipelines (group commit), so at N goroutines its ratio to PING can approach or pass 1.",
 	}
 	clean.notes = []string{

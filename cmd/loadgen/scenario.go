@@ -502,9 +502,12 @@ func (b *bench) measureLatency(ctx context.Context, l *limiter.Limiter, w redis.
 		return LatencyResult{}, err
 	}
 	s := summarize(lat)
+	ps := summarize(pl)
 	th.PingSamples = len(pl)
-	th.PingP50us = us(summarize(pl).p50)
-	th.Decisions1PerSec, th.Ping1PerSec = perSecond(lat), perSecond(pl)
+	th.PingP50us = us(ps.p50)
+	// Medians: a stall from elsewhere on the machine moves a mean by more
+	// than the difference being measured.
+	th.Decisions1PerSec, th.Ping1PerSec = perSecond(s.p50), perSecond(ps.p50)
 	th.Ratio1 = th.Decisions1PerSec / th.Ping1PerSec
 	return LatencyResult{
 		Lookups:         s.n,
@@ -542,7 +545,7 @@ func (b *bench) measureCached(ctx context.Context, w redis.UniversalClient, cfg 
 
 // throughputRounds: the N-goroutine phase alternates decisions and PING
 // this many times.
-const throughputRounds = 3
+const throughputRounds = 6
 
 // measureThroughput compares decisions with PING at N goroutines, for
 // --duration each, in alternating slices (the 1-goroutine figures come
@@ -557,26 +560,25 @@ func (b *bench) measureThroughput(ctx context.Context, l *limiter.Limiter, w red
 	}
 	bar := b.progress.startTimed(fmt.Sprintf("%s: %d goroutines", label, g), 2*b.o.duration)
 	defer bar.done()
-	// Decisions and PING take turns, so a burst of noise from elsewhere
-	// on the machine lands on both rather than on one.
+	// Decisions and PING take turns in short slices, and the medians over
+	// the slices are kept: a burst of noise from elsewhere on the machine
+	// spoils a slice or two, not the figure.
 	slice := b.o.duration / throughputRounds
-	var dn, pn int64
-	var dt, pt time.Duration
+	var dr, pr, ratios []float64
 	for i := uint64(0); i < throughputRounds; i++ {
 		seed := [2]uint64{b.o.seed, testIndex(test)<<56 | streamThroughput<<48 | i<<32}
 		n, took, err := throughput(ctx, g, slice, seed, lookupOp(l, users, nil))
 		if err != nil {
 			return err
 		}
-		dn, dt = dn+n, dt+took
+		d := float64(n) / took.Seconds()
 		if n, took, err = throughput(ctx, g, slice, seed, ping); err != nil {
 			return fmt.Errorf("loadgen: PING: %w", err)
 		}
-		pn, pt = pn+n, pt+took
+		p := float64(n) / took.Seconds()
+		dr, pr, ratios = append(dr, d), append(pr, p), append(ratios, d/p)
 	}
-	r.DecisionsNPerSec = float64(dn) / dt.Seconds()
-	r.PingNPerSec = float64(pn) / pt.Seconds()
-	r.RatioN = r.DecisionsNPerSec / r.PingNPerSec
+	r.DecisionsNPerSec, r.PingNPerSec, r.RatioN = median(dr), median(pr), median(ratios)
 	return nil
 }
 

@@ -70,17 +70,25 @@ func timeEach(ctx context.Context, n, every int, rng *rand.Rand, tick func(), op
 	return lat, probeLat, nil
 }
 
-// perSecond is the rate of calls made one after another: calls over the
-// sum of their durations.
-func perSecond(lat []time.Duration) float64 {
-	var sum time.Duration
-	for _, d := range lat {
-		sum += d
-	}
-	if sum <= 0 {
+// perSecond is the rate of calls that each take d, one after another.
+func perSecond(d time.Duration) float64 {
+	if d <= 0 {
 		return 0
 	}
-	return float64(len(lat)) / sum.Seconds()
+	return float64(time.Second) / float64(d)
+}
+
+// median of xs (the mean of the middle two for an even count); 0 if empty.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // throughput runs op from g goroutines for about d and returns how many

@@ -161,11 +161,20 @@ func TestTimeEachInterleaves(t *testing.T) {
 	}
 }
 
-func TestPerSecond(t *testing.T) {
-	if got := perSecond([]time.Duration{time.Millisecond, 3 * time.Millisecond}); got != 500 {
-		t.Errorf("perSecond(1ms, 3ms) = %v, want 500", got)
-	}
-	if got := perSecond(nil); got != 0 {
-		t.Errorf("perSecond(nil) = %v", got)
+func TestPerSecondAndMedian(t *testing.T) {
+	for _, tc := range []struct {
+		got, want float64
+	}{
+		{perSecond(time.Millisecond), 1000},
+		{perSecond(40 * time.Microsecond), 25_000},
+		{perSecond(0), 0},
+		{median(nil), 0},
+		{median([]float64{3}), 3},
+		{median([]float64{9, 1, 5}), 5},
+		{median([]float64{1, 100, 2, 3}), 2.5}, // one outlier does not move it
+	} {
+		if tc.got != tc.want {
+			t.Errorf("got %v, want %v", tc.got, tc.want)
+		}
 	}
 }
