@@ -125,8 +125,12 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
-		if _, _, perr := t.purge(cctx, o.prefix); perr != nil && err == nil {
-			err = perr
+		if _, _, perr := t.purge(cctx, o.prefix); perr != nil {
+			if err == nil {
+				err = perr
+			} else {
+				warnf("could not delete every key under %q: %v", o.prefix, perr)
+			}
 		}
 	}()
 

@@ -98,6 +98,29 @@ func TestRunUnreachableRedis(t *testing.T) {
 	}
 }
 
+func TestRunBadRedisURL(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  string
+		from string
+	}{
+		{[]string{"--redis-url", "redis://:hunter2@127.0.0.1:notaport"}, "", "--redis-url"},
+		{nil, "redis://:hunter2@127.0.0.1:notaport", "REDIS_URL"},
+	} {
+		t.Setenv("FLOODGATE_REDIS_URL", "")
+		t.Setenv("REDIS_URL", tc.env)
+		var stdout, stderr bytes.Buffer
+		err := Run(context.Background(), tc.args, &stdout, &stderr)
+		if exitCode(err) != 2 || !strings.Contains(err.Error(), tc.from) {
+			t.Errorf("%v: err = %v (exit %d), want exit 2 naming %s", tc.args, err, exitCode(err), tc.from)
+			continue
+		}
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("error %q shows the password", err)
+		}
+	}
+}
+
 // TestRunOnMiniredis runs the whole flow against a Redis that reports no
 // memory: every phase runs, memory and expiry are n/a, keys are purged.
 func TestRunOnMiniredis(t *testing.T) {

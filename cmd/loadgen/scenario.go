@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -228,6 +229,7 @@ func (b *bench) settledMemory(ctx context.Context) (int64, error) {
 
 // newLimiter builds the test's Limiter on a worker client.
 func newLimiter(w redis.UniversalClient, cfg limiter.Config) (*limiter.Limiter, error) {
+	cfg.Observer = redisErrors
 	l, err := limiter.New(w, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("loadgen: %w", err)
@@ -459,10 +461,31 @@ func (b *bench) measureMemory(ctx context.Context, base int64, users int, test s
 	return m, nil
 }
 
-// errDegraded: Redis did not answer a decision within RedisTimeout, so the
-// library fell back (closed); loadgen reports that instead of figures.
+// redisErrors remembers the last error of any Limiter loadgen builds: a
+// policy that fails closed returns a Degraded decision and no error, and
+// the operator needs to know why.
+var redisErrors = &errorObserver{}
+
+// errorObserver is a limiter.Observer that keeps the last Redis error.
+type errorObserver struct{ last atomic.Pointer[string] }
+
+func (o *errorObserver) ObserveDecision(string, limiter.Decision) {}
+
+func (o *errorObserver) ObserveRedis(op string, _ time.Duration, err error) {
+	if err != nil {
+		msg := op + ": " + err.Error()
+		o.last.Store(&msg)
+	}
+}
+
+// errDegraded: Redis did not answer a decision, so the library fell back
+// (closed); loadgen reports that instead of figures.
 func errDegraded(cfg limiter.Config) error {
-	return fmt.Errorf("loadgen: Redis did not answer a decision within %v (the limiter failed closed): %w", cfg.RedisTimeout, limiter.ErrRedisUnavailable)
+	why := "no Redis error recorded"
+	if m := redisErrors.last.Load(); m != nil {
+		why = "last Redis error: " + *m
+	}
+	return fmt.Errorf("loadgen: Redis did not answer a decision (within %v; the limiter failed closed; %s): %w", cfg.RedisTimeout, why, limiter.ErrRedisUnavailable)
 }
 
 // lookupCount counts what the decisions of a phase were.

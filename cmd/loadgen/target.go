@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/floodgate/floodgate/internal/redisproc"
+	"github.com/floodgate/floodgate/limiter"
 )
 
 // Where loadgen measures.
@@ -58,6 +59,12 @@ func openTarget(ctx context.Context, o options, logf func(string, ...any)) (*tar
 		raw := o.redisURL
 		t.mode, t.desc = modeURL, redactURL(raw)
 		t.dial = func(pool int) (redis.UniversalClient, error) { return dialURL(raw, pool) }
+		// NewClient contacts no one: an error here is the URL itself.
+		c, err := t.dial(1)
+		if err != nil {
+			return nil, usagef("%s: %v", o.urlFrom, err)
+		}
+		_ = c.Close()
 	default:
 		srv, err := redisproc.Start(ctx, redisproc.Options{})
 		switch {
@@ -108,35 +115,21 @@ func addrDialer(addr string) func(pool int) (redis.UniversalClient, error) {
 	}
 }
 
-// dialURL builds a client from a redis:// or rediss:// URL, or a Cluster
-// client from a comma-separated list of them.
-// TODO(NewClient): use limiter.NewClient once it is on main, so loadgen
-// reads URLs exactly as the library does (Sentinel included).
+// clientTimeout bounds each call of loadgen's clients: generous, since the
+// machine under test may be loaded; a Redis that does not answer within
+// it is an error, never a figure.
+const clientTimeout = 10 * time.Second
+
+// dialURL builds a client for raw with the library's NewClient, so loadgen
+// reads every URL form a bot does (single node, Cluster seeds, Sentinel,
+// TLS). pool is the connections per node.
 func dialURL(raw string, pool int) (redis.UniversalClient, error) {
-	parts := strings.Split(raw, ",")
-	if len(parts) == 1 {
-		opt, err := redis.ParseURL(strings.TrimSpace(raw))
-		if err != nil {
-			return nil, err
-		}
-		opt.PoolSize = pool
-		opt.ContextTimeoutEnabled = true
-		return redis.NewClient(opt), nil
-	}
-	var copt redis.ClusterOptions
-	for i, p := range parts {
-		opt, err := redis.ParseURL(strings.TrimSpace(p))
-		if err != nil {
-			return nil, fmt.Errorf("node %d: %w", i+1, err)
-		}
-		copt.Addrs = append(copt.Addrs, opt.Addr)
-		if i == 0 {
-			copt.Username, copt.Password, copt.TLSConfig = opt.Username, opt.Password, opt.TLSConfig
-		}
-	}
-	copt.PoolSize = pool
-	copt.ContextTimeoutEnabled = true
-	return redis.NewClusterClient(&copt), nil
+	cfg := limiter.DefaultConfig()
+	cfg.RedisURL = raw
+	cfg.RedisTimeout = clientTimeout
+	return limiter.NewClient(cfg, limiter.WithRedisOptions(func(o *redis.UniversalOptions) {
+		o.PoolSize = pool
+	}))
 }
 
 // quiesceTimeout bounds the wait for Redis to drop closed connections;
@@ -426,15 +419,10 @@ func (t *target) countKeys(ctx context.Context, prefix string) (int64, error) {
 func (t *target) purge(ctx context.Context, prefix string) (n int64, took time.Duration, err error) {
 	var mu sync.Mutex
 	err = t.with(ctx, func(c redis.UniversalClient) error {
-		if err := c.Ping(ctx).Err(); err != nil {
-			return err
-		}
-		if cc, ok := c.(*redis.ClusterClient); ok {
-			// Connect to every master before the clock starts.
-			if err := cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return c.Ping(ctx).Err() }); err != nil {
-				return err
-			}
-		}
+		// Connect to every master before the clock starts. Best effort:
+		// when a node is down, the others must still be purged (this is
+		// also the clean-up on the way out).
+		_ = eachMaster(ctx, c, func(ctx context.Context, c *redis.Client) error { return c.Ping(ctx).Err() })
 		start := time.Now()
 		defer func() { took = time.Since(start) }()
 		return eachMaster(ctx, c, func(ctx context.Context, c *redis.Client) error {
