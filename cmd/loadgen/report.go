@@ -421,7 +421,7 @@ func memoryNotes(r *Report) []string {
 	}
 	notes := []string{
 		"per user = used_memory growth / users: the key, its value, its TTL and its share of Redis's key tables. Both readings come after a warm-up (scripts loaded, one-time allocations made) and 200 ms of settling, through a connection that is loadgen's only one at that moment: a connection holds tens of kB of buffers that Redis resizes on its own schedule. MEMORY USAGE (a sample of " + strconv.Itoa(memorySample) + " keys) counts the key, value and main-dict entry but leaves out the TTL entry in the expires dict (~42 B) and the hash-table slots (8 B per bucket in each of the two tables, sized to the next power of two): hence 'not in MEMORY USAGE'.",
-		"keys = keys under the prefix after writing: one per user (cooldown: written by Allow, a first request; hourly and full: by Import, accept times spread over the last hour), plus the full test's shared state.",
+		"keys = keys under the prefix after writing: one per user (cooldown: written by Allow, a first request; hourly and full: by Import, accept times spread over the last hour), plus the full test's shared state (5 keys; its 2 API-bucket keys expire within a second of their call, so the purge finds 2 fewer).",
 		"seed estimate = the seed's Python figures: 76 B/user for Dict[str, datetime], 240 B/user for 20 timestamps, and its 'RAM Total Estimé' (32 kB / 316 kB / 3.2 MB / 16 MB) for the full test. kB and MB are decimal, as in the seed.",
 	}
 	if r.Environment.Mode == modeURL {
