@@ -1,0 +1,301 @@
+// Command loadgen is the seed's RAM benchmark (benchmark-cooldowns-ram.md)
+// done on real Redis: for 100, 1,000, 10,000 and 50,000 users it runs the
+// seed's three tests (simple cooldowns, hourly tracking, the full limiter),
+// writing each user's state through the library, and measures
+//
+//   - Redis memory per user: INFO used_memory growth, beside MEMORY USAGE
+//     of sampled keys and the seed's Python estimates;
+//   - decision latency (p50/p99/p99.9 of --lookups Allow calls on random
+//     existing users) and decisions per second at 1 and --goroutines
+//     goroutines, as a ratio to PING round trips measured in the same run;
+//   - cleanup: an explicit purge (SCAN MATCH + UNLINK) and idle expiry
+//     (how long Redis takes to reclaim keys once their TTL has run out);
+//
+// and checks the seed's acceptance table. A FAIL is a finding, not an
+// error: the exit status is 0. Bad flags or an unreachable Redis exit 2,
+// other errors 1, Ctrl-C 130; in every case loadgen first deletes its keys
+// and stops the redis-server it started.
+//
+// Usage:
+//
+//	go run ./cmd/loadgen                              # the four scenarios, embedded redis-server
+//	go run ./cmd/loadgen --users 50000 --json out.json
+//	REDIS_URL=redis://host:6379 go run ./cmd/loadgen  # your Redis: only keys under its prefix
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+func main() {
+	// go-redis logs failed dials itself; loadgen reports errors as values,
+	// in one line.
+	redis.SetLogger(quietLogger{})
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, oneLine(err.Error()))
+		os.Exit(exitCode(err))
+	}
+}
+
+type quietLogger struct{}
+
+func (quietLogger) Printf(context.Context, string, ...any) {}
+
+// exitCode is 2 for a bad command line or an unreachable Redis, 130 after
+// Ctrl-C and 1 for anything else.
+func exitCode(err error) int {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errUsage), errors.Is(err, errUnreachable):
+		return 2
+	case errors.Is(err, context.Canceled):
+		return 130
+	}
+	return 1
+}
+
+// oneLine keeps an error to the one line the exit promises.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " ")
+}
+
+// bench is one run's shared state.
+type bench struct {
+	o        options
+	t        *target
+	memory   bool // the server reports used_memory and expired_keys
+	progress *progress
+}
+
+// Run is loadgen: it parses args, measures, prints the report on stdout
+// and writes --json and --markdown. Progress and warnings go to stderr.
+// Whatever happens, it removes its keys and stops its server before it
+// returns.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
+	o, err := parseArgs(args, os.Getenv)
+	if err != nil {
+		return err
+	}
+	if o.help {
+		writeUsage(stdout)
+		return nil
+	}
+	for _, f := range []struct{ flag, path string }{{"-json", o.jsonFile}, {"-markdown", o.mdFile}} {
+		if f.path == "" {
+			continue
+		}
+		if fi, err := os.Stat(filepath.Dir(f.path)); err != nil || !fi.IsDir() {
+			return usagef("%s %s: no such directory %s", f.flag, f.path, filepath.Dir(f.path))
+		}
+	}
+	began := time.Now()
+	warnf := func(format string, a ...any) { fmt.Fprintf(stderr, "loadgen: "+format+"\n", a...) }
+	logf := func(format string, a ...any) {
+		if !o.quiet {
+			warnf(format, a...)
+		}
+	}
+
+	t, err := openTarget(ctx, o, warnf)
+	if err != nil {
+		return err
+	}
+	defer t.close()
+	if err := claimPrefix(ctx, t, &o); err != nil {
+		return interrupted(ctx, err)
+	}
+	// From here on the prefix is ours: delete everything under it on the
+	// way out, Ctrl-C included (ctx is cancelled then, so use a fresh one).
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if _, _, perr := t.purge(cctx, o.prefix); perr != nil {
+			if err == nil {
+				err = perr
+			} else {
+				warnf("could not delete every key under %q: %v", o.prefix, perr)
+			}
+		}
+	}()
+
+	b := &bench{o: o, t: t, progress: newProgress(stderr, o.quiet)}
+	si, err := t.describe(ctx)
+	if err != nil {
+		return interrupted(ctx, err)
+	}
+	if _, b.memory, err = t.usedMemory(ctx); err != nil {
+		return interrupted(ctx, err)
+	}
+	if t.mode == modeURL {
+		warnf("measuring %s: only keys under %q are written and deleted, but other clients' traffic changes used_memory too and blurs the figures", t.desc, o.prefix)
+	}
+	if !b.memory && t.mode != modeMiniredis {
+		warnf("%s reports no INFO memory: memory and expiry figures are n/a", t.desc)
+	}
+	logf("%s, Redis %s; keys under %q", t.desc, si.Version, o.prefix)
+
+	rep := &Report{Tool: "floodgate loadgen", Environment: environment(o, t, si, b.memory, began)}
+	if t.mode == modeMiniredis {
+		rep.Notes = append(rep.Notes, "measured on in-process miniredis, not Redis: no memory or expiry figures, and latencies are an in-process server's, not a network round trip's")
+	}
+	if err := b.warmUpServer(ctx); err != nil {
+		return interrupted(ctx, err)
+	}
+	for _, users := range o.users {
+		sc := ScenarioResult{Users: users, Label: scenarioLabel(users)}
+		for _, test := range o.tests {
+			res, err := b.runTest(ctx, users, test)
+			if err != nil {
+				return interrupted(ctx, err)
+			}
+			logf("%s", statusLine(res))
+			sc.Tests = append(sc.Tests, res)
+		}
+		rep.Scenarios = append(rep.Scenarios, sc)
+	}
+	rep.WallSeconds = time.Since(began).Seconds()
+
+	if err := rep.writeText(stdout); err != nil {
+		return fmt.Errorf("loadgen: writing the report: %w", err)
+	}
+	if o.jsonFile != "" {
+		if err := writeFile(o.jsonFile, rep.writeJSON); err != nil {
+			return err
+		}
+	}
+	if o.mdFile != "" {
+		if err := writeFile(o.mdFile, rep.writeMarkdown); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// claimPrefix makes sure no key lives under the prefix before loadgen
+// starts deleting under it: a random prefix is drawn again, a chosen one
+// is refused.
+func claimPrefix(ctx context.Context, t *target, o *options) error {
+	for try := 0; ; try++ {
+		n, err := t.countKeys(ctx, o.prefix)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			t.prefix = o.prefix
+			return nil
+		}
+		if o.prefixSet {
+			return usagef("-prefix %q: %d keys already exist under it, and loadgen deletes everything under its prefix; choose another", o.prefix, n)
+		}
+		if try == 5 {
+			return fmt.Errorf("loadgen: could not find an unused key prefix (last tried %q)", o.prefix)
+		}
+		o.prefix = randomPrefix()
+	}
+}
+
+// interrupted turns the errors a cancelled run produces into one clear
+// error that still matches context.Canceled.
+func interrupted(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("loadgen: interrupted, keys and server cleaned up: %w", context.Canceled)
+	}
+	return err
+}
+
+func environment(o options, t *target, si serverInfo, memory bool, began time.Time) Environment {
+	return Environment{
+		Target:            t.desc,
+		Mode:              t.mode,
+		Server:            si,
+		MemoryMeasured:    memory,
+		GoVersion:         runtime.Version(),
+		GOOS:              runtime.GOOS,
+		GOARCH:            runtime.GOARCH,
+		CPUs:              runtime.NumCPU(),
+		GOMAXPROCS:        runtime.GOMAXPROCS(0),
+		CommandLine:       commandLine(o.args),
+		Users:             o.users,
+		Tests:             o.tests,
+		Seed:              o.seed,
+		IdleSeconds:       o.idle.Seconds(),
+		Goroutines:        o.goroutines,
+		Lookups:           o.lookups,
+		ThroughputSeconds: o.duration.Seconds(),
+		PopulateWorkers:   populateWorkers,
+		Prefix:            o.prefix,
+		StartedAt:         began.UTC().Truncate(time.Second),
+	}
+}
+
+// commandLine is how to run the same measurement again, with anything
+// that could hold a password redacted.
+func commandLine(args []string) string {
+	parts := []string{"go run ./cmd/loadgen"}
+	redactNext := false
+	for _, a := range args {
+		switch {
+		case redactNext:
+			a, redactNext = redactURL(a), false
+		case a == "-redis-url" || a == "--redis-url":
+			redactNext = true
+		case strings.HasPrefix(a, "-redis-url=") || strings.HasPrefix(a, "--redis-url="):
+			k, v, _ := strings.Cut(a, "=")
+			a = k + "=" + redactURL(v)
+		}
+		parts = append(parts, shellQuote(a))
+	}
+	return strings.Join(parts, " ")
+}
+
+// shellQuote quotes a word only when the shell would need it.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_=.,:/@%+") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+func statusLine(r TestResult) string {
+	s := fmt.Sprintf("%s users, %s: written in %.1f s", fmtCount(r.Users), r.Test, r.PopulateSeconds)
+	if r.Memory != nil {
+		s += fmt.Sprintf(", %.0f B/user", r.Memory.BytesPerUser)
+	}
+	s += fmt.Sprintf(", p50 %s, purge %s", fmtUs(r.Latency.P50us), fmtMs(r.Purge.Ms))
+	if e := r.Expiry; e != nil {
+		s += ", expiry " + msPtr(e.KeysReclaimedMs, "timed out")
+	}
+	return s + fmt.Sprintf(" (%.1f s)", r.Seconds)
+}
+
+// writeFile writes a report form to path.
+func writeFile(path string, write func(io.Writer) error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("loadgen: %w", err)
+	}
+	if err := write(f); err != nil {
+		f.Close()
+		return fmt.Errorf("loadgen: writing %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("loadgen: writing %s: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,793 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/floodgate/floodgate/limiter"
+)
+
+// populateWorkers write users concurrently: one goroutine cannot keep
+// Redis busy across a round trip. On a 2-core machine 16 to 32 write
+// fastest (64 lose time to scheduling); a remote Redis would want more.
+const populateWorkers = 32
+
+// settleTime lets Redis finish rehashing its key tables (serverCron does
+// ~1 ms of it every 100 ms) before used_memory is read: mid-rehash both
+// the old and the new table are allocated.
+const settleTime = 200 * time.Millisecond
+
+// expiryTimeout bounds the wait for Redis to reclaim expired keys.
+const expiryTimeout = 30 * time.Second
+
+// memorySample is how many keys MEMORY USAGE looks at per test.
+const memorySample = 200
+
+// The seed's message counts: 20 per user in the hourly test, 5 to 20 in
+// the full test (random.randint(5, 20)).
+const (
+	hourlyMessages  = 20
+	fullMinMessages = 5
+	fullMaxMessages = 20
+)
+
+// userName is the seed's generate_username: "user_00042".
+func userName(i int) string { return fmt.Sprintf("user_%05d", i) }
+
+// userKey is the one key a test leaves per user: the limiter's layout
+// (limiter/user.go), rebuilt here for MEMORY USAGE samples.
+func userKey(prefix, test, user string) string {
+	if test == testCooldown {
+		return prefix + "{u:" + user + "}:cd"
+	}
+	return prefix + "{u:" + user + "}:w"
+}
+
+// testConfig is the limiter configuration of a test's main pass. The
+// local deny cache is off so every decision is a Redis round trip.
+func testConfig(test, prefix string) limiter.Config {
+	cfg := limiter.DefaultConfig()
+	cfg.KeyPrefix = prefix
+	cfg.LocalCacheSize = 0
+	cfg.RedisTimeout = 10 * time.Second // a loaded 2-core machine, not a bot
+	// Never measure the in-process fallback: a Redis that does not answer
+	// is an error here (see errDegraded), not a degraded decision.
+	cfg.OnRedisError = limiter.FailClosed
+	cfg.BucketOnRedisError = limiter.FailClosed
+	cfg.BackoffOnRedisError = limiter.FailClosed
+	cfg.SlotsOnRedisError = limiter.FailClosed
+	switch test {
+	case testCooldown:
+		// One string key per user. An hour instead of the seed's 10 s
+		// keeps every key alive through the run; the TTL's length does not
+		// change what the key costs.
+		cfg.UserCooldown = time.Hour
+		cfg.MaxRequestsPerUserHour = 0
+	case testHourly:
+		cfg.UserCooldown = 0 // the window alone, as the seed's test 2
+	case testFull:
+		// DefaultConfig: 10 s cooldown + 20 per hour.
+	}
+	return cfg
+}
+
+// expiryConfig is the configuration of a test's idle-expiry pass: the same
+// layout with every TTL at most idle.
+func expiryConfig(test, prefix string, idle time.Duration) limiter.Config {
+	cfg := testConfig(test, prefix)
+	cfg.MaxIdleTime = idle
+	switch test {
+	case testCooldown:
+		cfg.UserCooldown = idle
+	case testHourly:
+		cfg.UserWindow = idle
+	case testFull:
+		cfg.UserWindow = idle
+		cfg.UserCooldown = max(idle/100, time.Millisecond)
+	}
+	return cfg
+}
+
+// describeConfig says in a few words what a configuration keeps.
+func describeConfig(cfg limiter.Config) string {
+	var parts []string
+	if cfg.UserCooldown > 0 {
+		parts = append(parts, "cooldown "+cfg.UserCooldown.String())
+	}
+	if cfg.MaxRequestsPerUserHour > 0 {
+		parts = append(parts, fmt.Sprintf("window %d per %v", cfg.MaxRequestsPerUserHour, cfg.UserWindow))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// acceptTimes returns n accept times, ascending, inside (now-span, now],
+// at least gap apart as the cooldown would have left them. It needs
+// span > (n-1)*gap.
+func acceptTimes(rng *rand.Rand, n int, now time.Time, span, gap time.Duration) []time.Time {
+	free := span - time.Duration(n-1)*gap
+	if free < 1 {
+		free = 1
+	}
+	offs := make([]int64, n)
+	for j := range offs {
+		offs[j] = rng.Int64N(int64(free)) + 1
+	}
+	slices.Sort(offs)
+	times := make([]time.Time, n)
+	start := now.Add(-span)
+	for j, off := range offs {
+		times[j] = start.Add(time.Duration(off) + time.Duration(j)*gap)
+	}
+	return times
+}
+
+// Streams of the seeded generator, so each phase is repeatable on its own.
+const (
+	streamPopulate = iota + 1
+	streamExpiry
+	streamLookups
+	streamSample
+	streamThroughput
+)
+
+func testIndex(test string) uint64 { return uint64(slices.Index(allTests, test) + 1) }
+
+// rngFor is the generator of one (test, stream, item).
+func (b *bench) rngFor(test string, stream, item uint64) *rand.Rand {
+	return rand.New(rand.NewPCG(b.o.seed, testIndex(test)<<56|stream<<48|item))
+}
+
+// writeUser leaves user i's state through the library: Allow for the
+// cooldown test (a first request), Import of past accept times spread over
+// the window for the others.
+func (b *bench) writeUser(ctx context.Context, l *limiter.Limiter, test string, stream uint64, i int) error {
+	cfg := l.Config()
+	user := userName(i)
+	if test == testCooldown {
+		d, err := l.Allow(ctx, user)
+		if err != nil {
+			return err
+		}
+		if d.Degraded {
+			return errDegraded(cfg)
+		}
+		if !d.Allowed {
+			return fmt.Errorf("loadgen: %s was already in cooldown: keys under %s existed before the run", user, cfg.KeyPrefix)
+		}
+		return nil
+	}
+	rng := b.rngFor(test, stream, uint64(i))
+	n := hourlyMessages
+	gap := cfg.UserCooldown
+	if test == testFull {
+		n = fullMinMessages + rng.IntN(fullMaxMessages-fullMinMessages+1)
+	}
+	// Main pass: within the last hour, less a minute so no entry leaves
+	// the window while the run measures. Expiry pass: within the last half
+	// window (--idle).
+	span := cfg.UserWindow - time.Minute
+	if stream == streamExpiry {
+		span = cfg.UserWindow / 2
+	}
+	times := acceptTimes(rng, n, time.Now(), span, gap)
+	if stream == streamExpiry {
+		// The newest request is "now" by Redis's clock however long the
+		// call queued (Import counts a future time as now): every key is
+		// created, and lives exactly --idle from its write. With times in
+		// the past, a call delayed by more than a short --idle would find
+		// them all out of the window and write nothing.
+		times[n-1] = time.Now().Add(cfg.UserWindow)
+	}
+	return l.Import(ctx, user, times)
+}
+
+// populate writes users 0..n-1 from populateWorkers goroutines.
+func (b *bench) populate(ctx context.Context, l *limiter.Limiter, test string, stream uint64, n int, label string) (time.Duration, error) {
+	bar := b.progress.start(label, n)
+	defer bar.done()
+	start := time.Now()
+	err := parallel(ctx, n, populateWorkers, func(ctx context.Context, i int) error {
+		if err := b.writeUser(ctx, l, test, stream, i); err != nil {
+			return err
+		}
+		bar.add(1)
+		return nil
+	})
+	return time.Since(start), err
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// settledMemory waits for rehashing to finish and reads used_memory.
+func (b *bench) settledMemory(ctx context.Context) (int64, error) {
+	if !b.memory {
+		return 0, nil
+	}
+	if err := sleep(ctx, settleTime); err != nil {
+		return 0, err
+	}
+	m, _, err := b.t.usedMemory(ctx)
+	return m, err
+}
+
+// newLimiter builds the test's Limiter on a worker client.
+func newLimiter(w redis.UniversalClient, cfg limiter.Config) (*limiter.Limiter, error) {
+	cfg.Observer = redisErrors
+	l, err := limiter.New(w, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("loadgen: %w", err)
+	}
+	return l, nil
+}
+
+// warmUp loads every script the test runs (Redis keeps them, a few kB,
+// for the server's lifetime), so the baseline already holds them.
+func (b *bench) warmUp(ctx context.Context, l *limiter.Limiter, test string) error {
+	const warm = "loadgen_warmup"
+	// Twice: the second is a denial, which runs other commands.
+	for i := 0; i < 2; i++ {
+		if _, err := l.Allow(ctx, warm); err != nil {
+			return fmt.Errorf("loadgen: warm-up: %w", err)
+		}
+	}
+	if err := l.Import(ctx, warm, []time.Time{time.Now()}); err != nil {
+		return fmt.Errorf("loadgen: warm-up: %w", err)
+	}
+	if test == testFull {
+		if _, err := writeSharedState(ctx, l); err != nil {
+			return fmt.Errorf("loadgen: warm-up: %w", err)
+		}
+	}
+	return nil
+}
+
+// warmUpUsers is the size of the server-wide warm-up round.
+const warmUpUsers = 1_000
+
+// warmUpServer runs every selected test once on a few users with all the
+// worker connections, then deletes them: a fresh server allocates some
+// memory once (~200 kB of connection bookkeeping, a latency histogram per
+// command) that would otherwise land in the first test's figures.
+func (b *bench) warmUpServer(ctx context.Context) error {
+	n := min(warmUpUsers, slices.Max(b.o.users))
+	for _, test := range b.o.tests {
+		cfg := testConfig(test, b.o.prefix)
+		err := b.t.withWorkers(poolSize(b.o.goroutines), func(w redis.UniversalClient) error {
+			l, err := newLimiter(w, cfg)
+			if err != nil {
+				return err
+			}
+			if err := b.warmUp(ctx, l, test); err != nil {
+				return err
+			}
+			if _, err := b.populate(ctx, l, test, streamPopulate, n, "warm-up"); err != nil {
+				return err
+			}
+			_, _, err = throughput(ctx, b.o.goroutines, minDuration, [2]uint64{b.o.seed, 0}, lookupOp(l, n, nil))
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		// Redis 7 allocates a latency histogram (~25-50 kB) the first
+		// time each command runs: run the measuring commands once too.
+		// Best effort: a server without them (miniredis) measures no memory.
+		key := userKey(b.o.prefix, test, userName(0))
+		_, _, _ = b.t.memoryUsage(ctx, []string{key})
+		_ = b.t.with(ctx, func(c redis.UniversalClient) error { return c.ObjectEncoding(ctx, key).Err() })
+		if _, _, err := b.t.purge(ctx, b.o.prefix); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// runTest runs one of the seed's tests at one size: write the users,
+// measure memory, time lookups and throughput, purge, then time idle
+// expiry. Workers are closed before every memory reading (see target).
+func (b *bench) runTest(ctx context.Context, users int, test string) (TestResult, error) {
+	began := time.Now()
+	cfg := testConfig(test, b.o.prefix)
+	res := TestResult{Test: test, Users: users, Config: describeConfig(cfg)}
+	if test == testCooldown {
+		res.WrittenWith = "Allow (first request of each user)"
+	} else {
+		res.WrittenWith = "Import (accept times spread over the last hour)"
+	}
+	label := fmt.Sprintf("%s users, %s", fmtCount(users), test)
+	pool := poolSize(b.o.goroutines)
+	res.PhaseSeconds = map[string]float64{}
+	mark := time.Now()
+	phase := func(name string) {
+		res.PhaseSeconds[name] = time.Since(mark).Seconds()
+		mark = time.Now()
+	}
+
+	err := b.t.withWorkers(pool, func(w redis.UniversalClient) error {
+		l, err := newLimiter(w, cfg)
+		if err != nil {
+			return err
+		}
+		return b.warmUp(ctx, l, test)
+	})
+	if err != nil {
+		return res, err
+	}
+	if _, _, err := b.t.purge(ctx, b.o.prefix); err != nil {
+		return res, err
+	}
+	base, err := b.settledMemory(ctx)
+	if err != nil {
+		return res, err
+	}
+	phase("warm-up")
+
+	err = b.t.withWorkers(pool, func(w redis.UniversalClient) error {
+		l, err := newLimiter(w, cfg)
+		if err != nil {
+			return err
+		}
+		took, err := b.populate(ctx, l, test, streamPopulate, users, label+": writing")
+		if err != nil {
+			return err
+		}
+		res.PopulateSeconds = took.Seconds()
+		res.PopulatePerSecond = float64(users) / took.Seconds()
+		return nil
+	})
+	if err != nil {
+		return res, err
+	}
+	phase("write")
+	if res.Memory, err = b.measureMemory(ctx, base, users, test, func() error {
+		// The API buckets' keys live only until the bucket refills (a
+		// second or less), so the shared state is written just before the
+		// reading.
+		if test != testFull {
+			return nil
+		}
+		return b.t.with(ctx, func(c redis.UniversalClient) error {
+			l, err := newLimiter(c, cfg)
+			if err != nil {
+				return err
+			}
+			res.Shared, err = writeSharedState(ctx, l)
+			return err
+		})
+	}); err != nil {
+		return res, err
+	}
+	// One key per user, plus the full test's shared state: anything else
+	// would be a layout change the memory figures should not hide.
+	if res.Keys, err = b.t.countKeys(ctx, b.o.prefix); err != nil {
+		return res, err
+	}
+	res.Shared.Keys = int(res.Keys) - users
+	phase("memory")
+
+	err = b.t.withWorkers(pool, func(w redis.UniversalClient) error {
+		l, err := newLimiter(w, cfg)
+		if err != nil {
+			return err
+		}
+		if res.Latency, err = b.measureLatency(ctx, l, w, users, test, label, &res.Throughput); err != nil {
+			return err
+		}
+		if err := b.measureThroughput(ctx, l, w, users, test, label, &res.Throughput); err != nil {
+			return err
+		}
+		return b.measureCached(ctx, w, cfg, users, test, label, &res.Latency)
+	})
+	if err != nil {
+		return res, err
+	}
+	phase("decisions")
+	if res.Purge, err = b.measurePurge(ctx, base); err != nil {
+		return res, err
+	}
+	phase("purge")
+	if res.Expiry, err = b.measureExpiry(ctx, users, test, label); err != nil {
+		return res, err
+	}
+	phase("expiry")
+	res.Acceptance = accept(users, res)
+	res.Seconds = time.Since(began).Seconds()
+	return res, nil
+}
+
+// measureMemory reads used_memory after the users were written (and
+// beforeReading ran) and compares it with MEMORY USAGE of a sample of
+// their keys.
+func (b *bench) measureMemory(ctx context.Context, base int64, users int, test string, beforeReading func() error) (*MemoryResult, error) {
+	if !b.memory {
+		return nil, beforeReading()
+	}
+	if err := sleep(ctx, settleTime); err != nil {
+		return nil, err
+	}
+	if err := beforeReading(); err != nil {
+		return nil, err
+	}
+	after, _, err := b.t.usedMemory(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m := &MemoryResult{
+		BaselineBytes:     base,
+		AfterBytes:        after,
+		DeltaBytes:        after - base,
+		BytesPerUser:      float64(after-base) / float64(users),
+		SeedEstimateBytes: seedEstimate(test, users),
+	}
+	rng := b.rngFor(test, streamSample, 0)
+	keys := make([]string, min(memorySample, users))
+	for i := range keys {
+		keys[i] = userKey(b.o.prefix, test, userName(rng.IntN(users)))
+	}
+	sizes, ok, err := b.t.memoryUsage(ctx, keys)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		var sum int64
+		for _, s := range sizes {
+			sum += s
+		}
+		m.SampleKeys = len(keys)
+		m.MemoryUsagePerUser = float64(sum) / float64(len(keys))
+		m.NotInMemoryUsagePerUser = m.BytesPerUser - m.MemoryUsagePerUser
+	}
+	_ = b.t.with(ctx, func(c redis.UniversalClient) error {
+		m.Encoding, _ = c.ObjectEncoding(ctx, keys[0]).Result()
+		return nil
+	})
+	return m, nil
+}
+
+// redisErrors remembers the last error of any Limiter loadgen builds: a
+// policy that fails closed returns a Degraded decision and no error, and
+// the operator needs to know why.
+var redisErrors = &errorObserver{}
+
+// errorObserver is a limiter.Observer that keeps the last Redis error.
+type errorObserver struct{ last atomic.Pointer[string] }
+
+func (o *errorObserver) ObserveDecision(string, limiter.Decision) {}
+
+func (o *errorObserver) ObserveRedis(op string, _ time.Duration, err error) {
+	if err != nil {
+		msg := op + ": " + err.Error()
+		o.last.Store(&msg)
+	}
+}
+
+// errDegraded: Redis did not answer a decision, so the library fell back
+// (closed); loadgen reports that instead of figures.
+func errDegraded(cfg limiter.Config) error {
+	why := "no Redis error recorded"
+	if m := redisErrors.last.Load(); m != nil {
+		why = "last Redis error: " + *m
+	}
+	return fmt.Errorf("loadgen: Redis did not answer a decision (within %v; the limiter failed closed; %s): %w", cfg.RedisTimeout, why, limiter.ErrRedisUnavailable)
+}
+
+// lookupCount counts what the decisions of a phase were.
+type lookupCount struct{ allowed, cached int }
+
+// lookupOp is one decision on a random existing user.
+func lookupOp(l *limiter.Limiter, users int, n *lookupCount) func(ctx context.Context, rng *rand.Rand) error {
+	return func(ctx context.Context, rng *rand.Rand) error {
+		d, err := l.Allow(ctx, userName(rng.IntN(users)))
+		switch {
+		case err != nil:
+			return err
+		case d.Degraded:
+			return errDegraded(l.Config())
+		case n != nil && d.Allowed:
+			n.allowed++
+		case n != nil && d.Cached:
+			n.cached++
+		}
+		return nil
+	}
+}
+
+// pingEvery: the lookups are interleaved with one PING per pingEvery
+// decisions, the round trip they are compared with.
+const pingEvery = 5
+
+// measureLatency times --lookups decisions one after another, with a PING
+// timed after every pingEvery-th, and fills the 1-goroutine figures of th.
+func (b *bench) measureLatency(ctx context.Context, l *limiter.Limiter, w redis.UniversalClient, users int, test, label string, th *ThroughputResult) (LatencyResult, error) {
+	bar := b.progress.start(label+": lookups", b.o.lookups)
+	defer bar.done()
+	var n lookupCount
+	ping := func(ctx context.Context, _ *rand.Rand) error { return w.Ping(ctx).Err() }
+	lat, pl, err := timeEach(ctx, b.o.lookups, pingEvery, b.rngFor(test, streamLookups, 0), func() { bar.add(1) }, lookupOp(l, users, &n), ping)
+	if err != nil {
+		return LatencyResult{}, err
+	}
+	s := summarize(lat)
+	ps := summarize(pl)
+	th.PingSamples = len(pl)
+	th.PingP50us = us(ps.p50)
+	// Medians: a stall from elsewhere on the machine moves a mean by more
+	// than the difference being measured.
+	th.Decisions1PerSec, th.Ping1PerSec = perSecond(s.p50), perSecond(ps.p50)
+	th.Ratio1 = th.Decisions1PerSec / th.Ping1PerSec
+	return LatencyResult{
+		Lookups:         s.n,
+		P50us:           us(s.p50),
+		P99us:           us(s.p99),
+		P999us:          us(s.p999),
+		MeanUs:          us(s.avg),
+		AllowedFraction: float64(n.allowed) / float64(s.n),
+		PerSecond:       th.Decisions1PerSec,
+	}, nil
+}
+
+// measureCached replays the same lookups through a Limiter with the local
+// deny cache on (the library's default size): a user denied once is then
+// answered in-process until the RetryAfter Redis gave.
+func (b *bench) measureCached(ctx context.Context, w redis.UniversalClient, cfg limiter.Config, users int, test, label string, r *LatencyResult) error {
+	cfg.LocalCacheSize = limiter.DefaultConfig().LocalCacheSize
+	l, err := newLimiter(w, cfg)
+	if err != nil {
+		return err
+	}
+	bar := b.progress.start(label+": lookups, deny cache on", b.o.lookups)
+	defer bar.done()
+	var n lookupCount
+	lat, _, err := timeEach(ctx, b.o.lookups, 0, b.rngFor(test, streamLookups, 0), func() { bar.add(1) }, lookupOp(l, users, &n), nil)
+	if err != nil {
+		return err
+	}
+	s := summarize(lat)
+	r.CachedP50us, r.CachedP99us = us(s.p50), us(s.p99)
+	r.CachedFraction = float64(n.cached) / float64(s.n)
+	r.CacheSize = cfg.LocalCacheSize
+	return nil
+}
+
+// throughputRounds: the N-goroutine phase alternates decisions and PING
+// this many times.
+const throughputRounds = 6
+
+// measureThroughput compares decisions with PING at N goroutines, for
+// --duration each, in alternating slices (the 1-goroutine figures come
+// from measureLatency).
+func (b *bench) measureThroughput(ctx context.Context, l *limiter.Limiter, w redis.UniversalClient, users int, test, label string, r *ThroughputResult) error {
+	g := b.o.goroutines
+	r.Goroutines = g
+	ping := func(ctx context.Context, _ *rand.Rand) error { return w.Ping(ctx).Err() }
+	// Open the N connections first, so no dial lands in the timed phases.
+	if err := parallel(ctx, g, g, func(ctx context.Context, _ int) error { return w.Ping(ctx).Err() }); err != nil {
+		return fmt.Errorf("loadgen: PING: %w", err)
+	}
+	bar := b.progress.startTimed(fmt.Sprintf("%s: %d goroutines", label, g), 2*b.o.duration)
+	defer bar.done()
+	// Decisions and PING take turns in short slices, and the medians over
+	// the slices are kept: a burst of noise from elsewhere on the machine
+	// spoils a slice or two, not the figure.
+	slice := b.o.duration / throughputRounds
+	var dr, pr, ratios []float64
+	for i := uint64(0); i < throughputRounds; i++ {
+		seed := [2]uint64{b.o.seed, testIndex(test)<<56 | streamThroughput<<48 | i<<32}
+		n, took, err := throughput(ctx, g, slice, seed, lookupOp(l, users, nil))
+		if err != nil {
+			return err
+		}
+		d := float64(n) / took.Seconds()
+		if n, took, err = throughput(ctx, g, slice, seed, ping); err != nil {
+			return fmt.Errorf("loadgen: PING: %w", err)
+		}
+		p := float64(n) / took.Seconds()
+		dr, pr, ratios = append(dr, d), append(pr, p), append(ratios, d/p)
+	}
+	r.DecisionsNPerSec, r.PingNPerSec, r.RatioN = median(dr), median(pr), median(ratios)
+	return nil
+}
+
+// measurePurge deletes the test's keys with SCAN MATCH + UNLINK, timed.
+func (b *bench) measurePurge(ctx context.Context, base int64) (PurgeResult, error) {
+	n, took, err := b.t.purge(ctx, b.o.prefix)
+	if err != nil {
+		return PurgeResult{}, err
+	}
+	p := PurgeResult{Ms: ms(took), Keys: n, KeysPerSecond: float64(n) / took.Seconds()}
+	if b.memory {
+		after, err := b.settledMemory(ctx)
+		if err != nil {
+			return p, err
+		}
+		above := after - base
+		p.MemoryAboveBaselineBytes = &above
+	}
+	return p, nil
+}
+
+// measureExpiry writes the users again with every TTL at most --idle, waits
+// until the last key is due and times how long Redis takes to delete them
+// all (INFO stats expired_keys) and to give the memory back (used_memory
+// within tolerance of the baseline taken before the pass).
+func (b *bench) measureExpiry(ctx context.Context, users int, test, label string) (*ExpiryResult, error) {
+	if !b.memory {
+		return nil, nil
+	}
+	cfg := expiryConfig(test, b.o.prefix, b.o.idle)
+	base, _, err := b.t.usedMemory(ctx)
+	if err != nil {
+		return nil, err
+	}
+	exp0, ok, err := b.t.expiredKeys(ctx)
+	if err != nil || !ok {
+		return nil, err
+	}
+	e := &ExpiryResult{Config: describeConfig(cfg), IdleSeconds: b.o.idle.Seconds(), Keys: int64(users)}
+	var due time.Time
+	err = b.t.withWorkers(poolSize(b.o.goroutines), func(w redis.UniversalClient) error {
+		l, err := newLimiter(w, cfg)
+		if err != nil {
+			return err
+		}
+		took, err := b.populate(ctx, l, test, streamExpiry, users, label+": writing the idle batch")
+		// Every TTL was set during the populate, each at most idle long.
+		due = time.Now().Add(b.o.idle)
+		e.WriteSeconds = took.Seconds()
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	peak, _, err := b.t.usedMemory(ctx)
+	if err != nil {
+		return nil, err
+	}
+	e.PeakAboveBaselineBytes = peak - base
+	// "Back near the baseline": within 5% of what the batch added, at
+	// least 16 kB (allocator noise).
+	e.ToleranceBytes = max(e.PeakAboveBaselineBytes/20, 16_000)
+
+	bar := b.progress.startTimed(label+": idle", time.Until(due))
+	err = sleep(ctx, time.Until(due))
+	bar.done()
+	if err != nil {
+		return nil, err
+	}
+	bar = b.progress.startTimed(label+": waiting for Redis to expire the keys (at most "+expiryTimeout.String()+")", expiryTimeout)
+	defer bar.done()
+	var keysAt, memAt time.Duration
+	var mem int64
+	// One connection polls, so the readings' own cost stays constant.
+	err = b.t.with(ctx, func(c redis.UniversalClient) error {
+		if err := b.t.quiesce(ctx, c); err != nil {
+			return err
+		}
+		start := time.Now()
+		for {
+			exp, _, err := infoInt(ctx, c, "stats", "expired_keys")
+			if err != nil {
+				return err
+			}
+			if mem, _, err = infoInt(ctx, c, "memory", "used_memory"); err != nil {
+				return err
+			}
+			now := max(time.Since(start), time.Microsecond)
+			e.ExpiredKeys = exp - exp0
+			if keysAt == 0 && e.ExpiredKeys >= e.Keys {
+				keysAt = now
+			}
+			// Memory cannot be back before the keys are gone; before that,
+			// a reading within tolerance is noise.
+			if keysAt != 0 && mem-base <= e.ToleranceBytes {
+				memAt = now
+				return nil
+			}
+			if now > expiryTimeout {
+				e.TimedOut = true
+				return nil
+			}
+			if err := sleep(ctx, 5*time.Millisecond); err != nil {
+				return err
+			}
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	e.KeysReclaimedMs, e.MemoryReclaimedMs = msOrNil(keysAt), msOrNil(memAt)
+	e.MemoryAboveBaselineBytes = mem - base
+	// Whatever is left (only after a timeout) goes the explicit way.
+	if e.KeysLeft, _, err = b.t.purge(ctx, b.o.prefix); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
+func ms(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e6 }
+
+// msOrNil is nil for a moment that never came (timeout).
+func msOrNil(d time.Duration) *float64 {
+	if d == 0 {
+		return nil
+	}
+	v := ms(d)
+	return &v
+}
+
+// The seed's full RateLimiter beside its users: the LLM pool (slots of
+// max_concurrent_users) and its two endpoints (endpoint_failures).
+const llmPool = "llm"
+
+// writeSharedState writes what the seed's full RateLimiter holds beside its
+// users: one GCRA key per external API in Config.APIRates (wikipedia, igdb)
+// after one call each, the LLM pool with every slot held (7 leases), and
+// one failure on each of its two LLM endpoints (endpoint_failures). It is
+// the same few keys at any number of users.
+func writeSharedState(ctx context.Context, l *limiter.Limiter) (SharedState, error) {
+	cfg := l.Config()
+	var parts []string
+	apis := make([]string, 0, len(cfg.APIRates))
+	for name := range cfg.APIRates {
+		apis = append(apis, name)
+	}
+	slices.Sort(apis)
+	for _, name := range apis {
+		b, err := l.APIBucket(name)
+		if err != nil {
+			return SharedState{}, fmt.Errorf("loadgen: %w", err)
+		}
+		d, err := b.Allow(ctx)
+		if err != nil {
+			return SharedState{}, fmt.Errorf("loadgen: API %s: %w", name, err)
+		}
+		if d.Degraded {
+			return SharedState{}, errDegraded(cfg)
+		}
+	}
+	parts = append(parts, fmt.Sprintf("API rates of %s (Bucket)", strings.Join(apis, ", ")))
+	pool := l.Slots(llmPool, cfg.MaxConcurrentUsers, cfg.SlotLease)
+	for i := 0; i < cfg.MaxConcurrentUsers; i++ {
+		lease, err := pool.TryAcquire(ctx, userName(i))
+		if err != nil {
+			return SharedState{}, fmt.Errorf("loadgen: slot %d of %d: %w", i+1, cfg.MaxConcurrentUsers, err)
+		}
+		if lease.Degraded() {
+			return SharedState{}, errDegraded(cfg)
+		}
+	}
+	parts = append(parts, fmt.Sprintf("%d of %d LLM slots held for %v (Slots)", cfg.MaxConcurrentUsers, cfg.MaxConcurrentUsers, cfg.SlotLease))
+	bo := l.Backoff(llmPool)
+	for _, ep := range seedEndpoints {
+		d, err := bo.Failure(ctx, ep)
+		if err != nil {
+			return SharedState{}, fmt.Errorf("loadgen: endpoint %s: %w", ep, err)
+		}
+		if d.Degraded {
+			return SharedState{}, errDegraded(cfg)
+		}
+	}
+	parts = append(parts, "one failure on each of "+strings.Join(seedEndpoints, " and ")+" (Backoff)")
+	return SharedState{Written: strings.Join(parts, "; ")}, nil
+}
+
+// seedEndpoints are the seed's endpoint_failures keys.
+var seedEndpoints = []string{"http://localhost:1234", "https://api.openai.com"}

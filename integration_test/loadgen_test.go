@@ -1,0 +1,307 @@
+package integration_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/floodgate/floodgate/internal/redisproc"
+)
+
+// loadgen's --json, as far as these tests read it.
+type loadgenReport struct {
+	Environment struct {
+		Target         string `json:"target"`
+		Mode           string `json:"mode"`
+		MemoryMeasured bool   `json:"memory_measured"`
+		Prefix         string `json:"prefix"`
+		CommandLine    string `json:"command_line"`
+		GoVersion      string `json:"go_version"`
+		CPUs           int    `json:"cpus"`
+		Server         struct {
+			Version string `json:"redis_version"`
+			Entries string `json:"zset_max_listpack_entries"`
+			Value   string `json:"zset_max_listpack_value"`
+		} `json:"server"`
+	} `json:"environment"`
+	Scenarios []struct {
+		Users int `json:"users"`
+		Tests []struct {
+			Test   string `json:"test"`
+			Users  int    `json:"users"`
+			Memory *struct {
+				DeltaBytes         int64   `json:"delta_bytes"`
+				BytesPerUser       float64 `json:"bytes_per_user"`
+				MemoryUsagePerUser float64 `json:"memory_usage_bytes_per_user"`
+				Encoding           string  `json:"encoding"`
+			} `json:"memory"`
+			Latency struct {
+				Lookups int     `json:"lookups"`
+				P50us   float64 `json:"p50_us"`
+				P99us   float64 `json:"p99_us"`
+				P999us  float64 `json:"p999_us"`
+			} `json:"latency"`
+			Throughput struct {
+				Ratio1    float64 `json:"ratio_1"`
+				RatioN    float64 `json:"ratio_n"`
+				PingP50us float64 `json:"ping_p50_us"`
+			} `json:"throughput"`
+			Purge struct {
+				Ms   float64 `json:"ms"`
+				Keys int64   `json:"keys"`
+			} `json:"purge"`
+			Expiry *struct {
+				Keys            int64    `json:"keys"`
+				ExpiredKeys     int64    `json:"expired_keys"`
+				KeysReclaimedMs *float64 `json:"keys_reclaimed_ms"`
+				KeysLeft        int64    `json:"keys_left"`
+			} `json:"expiry"`
+			Acceptance struct {
+				RAM     struct{ Status string } `json:"ram"`
+				Cleanup struct{ Status string } `json:"cleanup"`
+				Lookup  struct{ Status string } `json:"lookup"`
+			} `json:"acceptance"`
+		} `json:"tests"`
+	} `json:"scenarios"`
+}
+
+// buildLoadgen compiles cmd/loadgen, so the tests see its real exit
+// status and signal handling.
+func buildLoadgen(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "loadgen")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/floodgate/floodgate/cmd/loadgen").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build ./cmd/loadgen: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// envWithout is the environment minus the Redis URL variables, so loadgen
+// goes by its flags (or starts its own server).
+func envWithout() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "REDIS_URL=") && !strings.HasPrefix(kv, "FLOODGATE_REDIS_URL=") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+func runLoadgen(t *testing.T, bin string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = envWithout()
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	case err != nil:
+		t.Fatal(err)
+	}
+	return o.String(), e.String(), code
+}
+
+func readReport(t *testing.T, path string) loadgenReport {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r loadgenReport
+	if err := json.Unmarshal(data, &r); err != nil {
+		t.Fatalf("--json output: %v", err)
+	}
+	return r
+}
+
+func keysUnder(t *testing.T, rdb *redis.Client, prefix string) []string {
+	t.Helper()
+	keys, err := rdb.Keys(context.Background(), prefix+"*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys
+}
+
+// TestLoadgenAgainstRedis runs loadgen at the seed's two small sizes on the
+// shared server, as a user would against their own Redis, and checks every
+// figure is there and plausible, and that it deleted exactly its own keys.
+func TestLoadgenAgainstRedis(t *testing.T) {
+	rdb := client(t)
+	bin := buildLoadgen(t)
+	ctx := context.Background()
+	// A neighbour's key, just outside loadgen's prefix.
+	other := uniquePrefix(t, rdb)
+	prefix := other + "lg:"
+	if err := rdb.Set(ctx, other+"neighbour", "keep", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "r.json")
+	stdout, stderr, code := runLoadgen(t, bin, "--users", "100,1000", "--redis-url", redisURL, "--prefix", prefix,
+		"--json", out, "--idle", "300ms", "--lookups", "1000", "--duration", "100ms", "--quiet")
+	if code != 0 {
+		t.Fatalf("exit %d\nstderr: %s", code, stderr)
+	}
+	if !strings.Contains(stderr, "blurs") {
+		t.Errorf("no warning that other traffic blurs used_memory on a Redis loadgen does not own: %q", stderr)
+	}
+	for _, want := range []string{"Memory per user", "Decisions", "Cleanup", "acceptance table"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	r := readReport(t, out)
+	e := r.Environment
+	if e.Mode != "url" || !e.MemoryMeasured || e.Prefix != prefix || e.Server.Version == "" || e.Server.Entries == "" || e.GoVersion == "" || e.CPUs < 1 {
+		t.Errorf("environment = %+v", e)
+	}
+	if len(r.Scenarios) != 2 || r.Scenarios[0].Users != 100 || r.Scenarios[1].Users != 1000 {
+		t.Fatalf("scenarios: %+v", r.Scenarios)
+	}
+	for _, sc := range r.Scenarios {
+		if len(sc.Tests) != 3 {
+			t.Fatalf("%d users: %d tests, want cooldown, hourly, full", sc.Users, len(sc.Tests))
+		}
+		for _, x := range sc.Tests {
+			name := fmt.Sprintf("%d users, %s", sc.Users, x.Test)
+			// One key of at least ~100 B per user; a 20-entry listpack is
+			// ~300 B. 2 kB would mean skiplists or leaked state.
+			if m := x.Memory; m == nil || m.BytesPerUser < 50 || m.BytesPerUser > 2000 || m.MemoryUsagePerUser <= 0 {
+				t.Errorf("%s: memory %+v, want 50..2000 B/user", name, m)
+			} else if x.Test != "cooldown" && m.Encoding != "listpack" {
+				t.Errorf("%s: encoding %q, want listpack", name, m.Encoding)
+			}
+			if x.Latency.Lookups != 1000 || x.Latency.P50us <= 0 || x.Latency.P99us < x.Latency.P50us || x.Latency.P999us < x.Latency.P99us {
+				t.Errorf("%s: latency %+v", name, x.Latency)
+			}
+			if th := x.Throughput; th.Ratio1 <= 0 || th.RatioN <= 0 || th.PingP50us <= 0 {
+				t.Errorf("%s: throughput %+v, want PING ratios > 0", name, th)
+			}
+			// One key per user, plus the full test's few shared keys.
+			if x.Purge.Keys < int64(sc.Users) || x.Purge.Keys > int64(sc.Users)+16 || x.Purge.Ms <= 0 {
+				t.Errorf("%s: purge %+v, want %d keys (+ shared state)", name, x.Purge, sc.Users)
+			}
+			if ex := x.Expiry; ex == nil || ex.Keys != int64(sc.Users) || ex.ExpiredKeys < ex.Keys || ex.KeysReclaimedMs == nil || ex.KeysLeft != 0 {
+				t.Errorf("%s: expiry %+v, want every key expired by Redis, none left", name, ex)
+			}
+			for _, st := range []string{x.Acceptance.RAM.Status, x.Acceptance.Cleanup.Status, x.Acceptance.Lookup.Status} {
+				if st != "PASS" && st != "FAIL" {
+					t.Errorf("%s: acceptance status %q", name, st)
+				}
+			}
+		}
+	}
+	if keys := keysUnder(t, rdb, prefix); len(keys) != 0 {
+		t.Errorf("%d keys left under %s, e.g. %s", len(keys), prefix, keys[0])
+	}
+	if v, err := rdb.Get(ctx, other+"neighbour").Result(); err != nil || v != "keep" {
+		t.Errorf("the neighbour's key: %q, %v", v, err)
+	}
+}
+
+// TestLoadgenEmbedded runs loadgen with no Redis configured: it starts its
+// own redis-server, measures the cost of a cooldown key, and stops it.
+func TestLoadgenEmbedded(t *testing.T) {
+	needRedisServer(t)
+	bin := buildLoadgen(t)
+	out := filepath.Join(t.TempDir(), "r.json")
+	_, stderr, code := runLoadgen(t, bin, "--users", "1000", "--tests", "cooldown", "--json", out,
+		"--idle", "200ms", "--lookups", "500", "--duration", "50ms", "--quiet")
+	if code != 0 {
+		t.Fatalf("exit %d\nstderr: %s", code, stderr)
+	}
+	r := readReport(t, out)
+	if r.Environment.Mode != "embedded" || !r.Environment.MemoryMeasured {
+		t.Fatalf("environment = %+v", r.Environment)
+	}
+	// DESIGN.md: a key with a TTL and a small integer value costs ~117 B
+	// of used_memory (MEMORY USAGE says ~72).
+	x := r.Scenarios[0].Tests[0]
+	if m := x.Memory; m == nil || m.BytesPerUser < 90 || m.BytesPerUser > 160 || m.Encoding != "int" {
+		t.Errorf("cooldown key: %+v, want 90..160 B/user of an int string", m)
+	}
+	addr := strings.TrimPrefix(r.Environment.Target, "embedded redis-server on ")
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Errorf("the embedded redis-server on %s still answers after loadgen exited", addr)
+	}
+}
+
+// TestLoadgenCtrlC interrupts a long run: loadgen must exit 130 with one
+// line on stderr and leave no key behind.
+func TestLoadgenCtrlC(t *testing.T) {
+	rdb := client(t)
+	bin := buildLoadgen(t)
+	prefix := uniquePrefix(t, rdb) + "lg:"
+	cmd := exec.Command(bin, "--users", "50000", "--redis-url", redisURL, "--prefix", prefix, "--quiet")
+	cmd.Env = envWithout()
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(keysUnder(t, rdb, prefix)) < 500 {
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			t.Fatalf("loadgen wrote no keys in 30 s; stderr: %s", stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+		t.Fatalf("exit: %v, want status 130; stderr: %s", err, stderr.String())
+	}
+	// Before it: the warning that used_memory is shared with others.
+	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+	if last := lines[len(lines)-1]; !strings.HasPrefix(last, "loadgen: interrupted") {
+		t.Errorf("stderr %q: want a last line about the interruption", stderr.String())
+	}
+	if stdout.Len() != 0 {
+		t.Errorf("a partial report on stdout: %q", stdout.String())
+	}
+	if keys := keysUnder(t, rdb, prefix); len(keys) != 0 {
+		t.Errorf("%d keys left under %s after Ctrl-C", len(keys), prefix)
+	}
+}
+
+// TestLoadgenUnreachable: a Redis that does not answer is one line on
+// stderr and exit status 2.
+func TestLoadgenUnreachable(t *testing.T) {
+	needRedis(t)
+	bin := buildLoadgen(t)
+	port, err := redisproc.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, code := runLoadgen(t, bin, "--redis-url", fmt.Sprintf("redis://127.0.0.1:%d", port))
+	msg := strings.TrimSpace(stderr)
+	if code != 2 || strings.Contains(msg, "\n") || !strings.Contains(msg, "unreachable") || stdout != "" {
+		t.Errorf("exit %d, stderr %q, stdout %q: want exit 2 and one line naming the unreachable Redis", code, msg, stdout)
+	}
+	_, stderr, code = runLoadgen(t, bin, "--users", "none")
+	if code != 2 || !strings.Contains(stderr, "-users") {
+		t.Errorf("bad flag: exit %d, stderr %q", code, stderr)
+	}
+}
