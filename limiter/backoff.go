@@ -173,7 +173,7 @@ func redisErr(ctx context.Context, err error) (outage bool, _ error) {
 	if ctx.Err() == nil && IsUnavailable(err) {
 		return true, nil
 	}
-	if strings.Contains(err.Error(), "WRONGTYPE") {
+	if isRedisReply(err, "WRONGTYPE") {
 		return false, fmt.Errorf("%w: %w", ErrForeignKey, err)
 	}
 	return false, err

@@ -25,9 +25,11 @@ type evalCall struct {
 // that meet NOSCRIPT (a restart, SCRIPT FLUSH) are retried once after the
 // script is loaded. Each call gets its own result or error.
 func (l *Limiter) evalPipeline(parent context.Context, s script, calls []*evalCall) {
+	ctx, cancel := context.WithTimeout(parent, l.cfg.RedisTimeout)
+	defer cancel()
 	live := make([]*evalCall, 0, len(calls))
 	for _, c := range calls {
-		c.h = l.healthOf(parent, c.keys[0])
+		c.h = l.healthOf(ctx, c.keys[0])
 		if err := c.h.check(); err != nil {
 			c.err = fmt.Errorf("limiter: %s on %s: %w", s.name, c.keys[0], err)
 			continue
@@ -37,8 +39,6 @@ func (l *Limiter) evalPipeline(parent context.Context, s script, calls []*evalCa
 	if len(live) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(parent, l.cfg.RedisTimeout)
-	defer cancel()
 	start := time.Now()
 	pending := live
 	for attempt := 0; attempt < 2 && len(pending) > 0; attempt++ {
@@ -71,15 +71,27 @@ func (l *Limiter) evalPipeline(parent context.Context, s script, calls []*evalCa
 		}
 		pending = again
 	}
+	// One verdict per node and pipeline: a single stall must count as one
+	// timeout, not one per call it carried.
 	var firstErr error
+	verdict := map[*health]error{}
 	for _, c := range live {
-		if c.err != nil {
-			c.h.failed(parent, c.err)
-			if firstErr == nil {
-				firstErr = c.err
+		if c.err != nil && firstErr == nil {
+			firstErr = c.err
+		}
+		if prev, seen := verdict[c.h]; !seen || (prev == nil && c.err != nil && IsUnavailable(c.err)) {
+			if c.err != nil && !IsUnavailable(c.err) {
+				verdict[c.h] = nil
+			} else {
+				verdict[c.h] = c.err
 			}
+		}
+	}
+	for h, err := range verdict {
+		if err != nil {
+			h.failed(parent, err)
 		} else {
-			c.h.ok()
+			h.ok()
 		}
 	}
 	if l.obs != nil {
@@ -100,6 +112,9 @@ func (l *Limiter) evalPipeline(parent context.Context, s script, calls []*evalCa
 // other decisions stand: they were counted. Outages follow
 // Config.OnRedisError per user, with a nil error.
 func (l *Limiter) AllowMany(ctx context.Context, users []string) ([]Decision, error) {
+	if err := l.usable(); err != nil {
+		return nil, err
+	}
 	for i, u := range users {
 		if err := validUser(u); err != nil {
 			return nil, fmt.Errorf("%w (users[%d])", err, i)
@@ -223,19 +238,45 @@ func (l *Limiter) allowRedis(ctx context.Context, user string) userReply {
 	if b.inflight < maxInflight {
 		b.inflight++
 		b.mu.Unlock()
+		// Deferred: a panic (say, in an Observer) must not keep the
+		// flight's place forever and wedge every later caller.
+		defer l.handOff()
 		var rep [1]userReply
 		l.decideRedis(ctx, []string{user}, rep[:])
-		l.handOff()
 		return rep[0]
 	}
 	q := &queuedCall{user: user, done: make(chan struct{}, 1)}
 	b.queue = append(b.queue, q)
 	b.mu.Unlock()
-	<-q.done
+	select {
+	case <-q.done:
+	case <-ctx.Done():
+		// Still queued: leave, uncounted. Already in a batch: that batch
+		// will answer (bounded by RedisTimeout), and its leader may be us.
+		if l.unqueue(q) {
+			return userReply{err: fmt.Errorf("limiter: waiting to ask Redis: %w", ctx.Err())}
+		}
+		<-q.done
+	}
 	if q.batch != nil {
 		l.lead(ctx, q.batch)
 	}
 	return q.reply
+}
+
+// unqueue removes q from the queue if no batch has taken it yet.
+func (l *Limiter) unqueue(q *queuedCall) bool {
+	b := &l.batcher
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i, other := range b.queue {
+		if other == q {
+			// A fresh array: batches handed out share the old one.
+			b.queue = append(b.queue[:i:i], b.queue[i+1:]...)
+			return true
+		}
+	}
+	return false
 }
 
 // handOff ends a flight: the queue (up to maxBatch calls) becomes the next
@@ -252,6 +293,9 @@ func (l *Limiter) handOff() {
 	n := min(len(b.queue), maxBatch)
 	batch := b.queue[:n:n]
 	b.queue = b.queue[n:]
+	if len(b.queue) == 0 {
+		b.queue = nil // let the handed-out calls be collected
+	}
 	b.mu.Unlock()
 	batch[0].batch = batch
 	batch[0].done <- struct{}{}
@@ -260,8 +304,21 @@ func (l *Limiter) handOff() {
 // lead sends batch (the leader first) as one round trip and wakes every
 // caller in it. The batch outlives the leader's cancelled context: the
 // others are still waiting for their answers, and RedisTimeout still
-// bounds it.
+// bounds it. Even if deciding panics, every caller is woken (with an
+// error) and the flight is handed on.
 func (l *Limiter) lead(ctx context.Context, batch []*queuedCall) {
+	done := false
+	defer func() {
+		if !done {
+			for _, q := range batch {
+				q.reply = userReply{err: errors.New("limiter: a batched decision panicked")}
+			}
+		}
+		for _, q := range batch[1:] {
+			q.done <- struct{}{}
+		}
+		l.handOff()
+	}()
 	users := make([]string, len(batch))
 	for i, q := range batch {
 		users[i] = q.user
@@ -271,10 +328,7 @@ func (l *Limiter) lead(ctx context.Context, batch []*queuedCall) {
 	for i, q := range batch {
 		q.reply = replies[i]
 	}
-	for _, q := range batch[1:] {
-		q.done <- struct{}{}
-	}
-	l.handOff()
+	done = true
 }
 
 // userResult turns one user_allow reply (or error) into a Decision,

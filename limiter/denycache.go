@@ -3,6 +3,7 @@ package limiter
 import (
 	"hash/maphash"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -17,13 +18,17 @@ import (
 // this replica drops the entry; other replicas keep denying the user at
 // most until the RetryAfter Redis gave them.
 //
-// Memory is bounded: 64 shards each hold at most size/64 entries (at least
-// one); a full shard first drops expired entries among a few it samples,
+// Memory is bounded: 64 shards each hold at most size/64 entries, rounded
+// up (so the bound is size rounded up to a multiple of 64); a full shard first drops expired entries among a few it samples,
 // then the one among them that would expire soonest.
 type denyCache struct {
 	seed   maphash.Seed
 	shards [denyShards]denyShard
 	per    int
+	// lastReset fences off denials sent before the latest Reset (of any
+	// user: cheaper than remembering each, and it only skips caching).
+	created   time.Time
+	lastReset atomic.Int64 // ns since created
 }
 
 const (
@@ -47,7 +52,7 @@ func newDenyCache(size int) *denyCache {
 	if size <= 0 {
 		return nil
 	}
-	c := &denyCache{seed: maphash.MakeSeed(), per: max(size/denyShards, 1)}
+	c := &denyCache{seed: maphash.MakeSeed(), per: max((size+denyShards-1)/denyShards, 1), created: time.Now()}
 	for i := range c.shards {
 		c.shards[i].m = make(map[string]denyEntry)
 	}
@@ -82,7 +87,7 @@ func (c *denyCache) get(user string, now time.Time) (Decision, bool) {
 
 // put remembers that user was denied with d by a request sent at sent.
 func (c *denyCache) put(user string, sent time.Time, d Decision) {
-	if d.Allowed || d.RetryAfter <= 0 {
+	if d.Allowed || d.RetryAfter <= 0 || int64(sent.Sub(c.created)) < c.lastReset.Load() {
 		return
 	}
 	until := sent.Add(d.RetryAfter)
@@ -114,6 +119,12 @@ func (s *denyShard) evict(now time.Time) {
 	if !freed && victim != "" {
 		delete(s.m, victim)
 	}
+}
+
+// reset drops user's entry and refuses denials sent before now.
+func (c *denyCache) reset(user string, now time.Time) {
+	c.lastReset.Store(int64(now.Sub(c.created)))
+	c.drop(user)
 }
 
 func (c *denyCache) drop(user string) {

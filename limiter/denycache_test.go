@@ -132,3 +132,17 @@ func BenchmarkDenyCacheHit(b *testing.B) {
 		}
 	})
 }
+
+func TestDenyCacheResetFencesInFlight(t *testing.T) {
+	c := newDenyCache(64)
+	sent := time.Now()
+	c.reset("u", sent.Add(time.Millisecond))
+	c.put("u", sent, Decision{Reason: ReasonCooldown, RetryAfter: time.Hour})
+	if _, ok := c.get("u", sent.Add(2*time.Millisecond)); ok {
+		t.Fatal("a denial sent before Reset was cached after it")
+	}
+	c.put("u", sent.Add(3*time.Millisecond), Decision{Reason: ReasonCooldown, RetryAfter: time.Hour})
+	if _, ok := c.get("u", sent.Add(4*time.Millisecond)); !ok {
+		t.Fatal("a denial sent after Reset was not cached")
+	}
+}

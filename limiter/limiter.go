@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -53,6 +54,17 @@ var (
 	// or cannot decide without Redis.
 	ErrRedisUnavailable = errors.New("limiter: redis unavailable")
 )
+
+// errNilLimiter: a method was called on a nil or zero Limiter.
+var errNilLimiter = fmt.Errorf("%w: nil or zero Limiter (build one with New)", ErrInvalidArgument)
+
+// usable reports errNilLimiter for a nil or zero Limiter.
+func (l *Limiter) usable() error {
+	if l == nil || l.rdb == nil {
+		return errNilLimiter
+	}
+	return nil
+}
 
 // Policy names, as given to an Observer.
 const (
@@ -139,12 +151,14 @@ func newScript(file string) script {
 // While Redis is marked down (see health) it fails at once with an error
 // wrapping ErrRedisUnavailable instead of waiting for another timeout.
 func (l *Limiter) run(parent context.Context, s script, keys []string, args ...any) ([]int64, error) {
-	h := l.healthOf(parent, keys[0])
+	// The timeout covers finding the node too: a Cluster client may have
+	// to load its slot map first.
+	ctx, cancel := context.WithTimeout(parent, l.cfg.RedisTimeout)
+	defer cancel()
+	h := l.healthOf(ctx, keys[0])
 	if err := h.check(); err != nil {
 		return nil, fmt.Errorf("limiter: %s on %s: %w", s.name, keys[0], err)
 	}
-	ctx, cancel := context.WithTimeout(parent, l.cfg.RedisTimeout)
-	defer cancel()
 	start := time.Now()
 	res, err := s.Run(ctx, l.rdb, keys, args...).Result()
 	if l.obs != nil {
@@ -267,19 +281,32 @@ func IsUnavailable(err error) bool {
 		errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed) {
 		return true
 	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return true
+	}
 	var ne net.Error
 	if errors.As(err, &ne) {
 		return true
 	}
-	msg := err.Error()
 	// Redis answers these while it cannot serve: loading after a restart,
-	// a cluster slot without a master, a replica promoted mid-call.
-	for _, p := range []string{"LOADING", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "READONLY", "EOF", "connection refused", "i/o timeout"} {
-		if strings.Contains(msg, p) {
+	// a cluster slot without a master, a replica promoted mid-call. Only
+	// the server's own reply is read, never our wrapping, which quotes
+	// keys and so user ids.
+	for _, p := range []string{"LOADING", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "READONLY"} {
+		if isRedisReply(err, p) {
 			return true
 		}
 	}
 	return false
+}
+
+// isRedisReply reports whether err holds an error reply from the server
+// that mentions code (WRONGTYPE, LOADING...): at its start, or inside a
+// script error that quotes it. Only the reply is read: our wrapping quotes
+// keys, which hold user ids.
+func isRedisReply(err error, code string) bool {
+	var re redis.Error
+	return errors.As(err, &re) && strings.Contains(re.Error(), code)
 }
 
 // ms converts Go durations to the whole milliseconds the scripts use.

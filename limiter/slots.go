@@ -176,6 +176,12 @@ func (s *Slots) TryAcquire(ctx context.Context, holder string) (*Lease, error) {
 	member := newMember(holder)
 	r, err := s.acquireOnce(ctx, member, false, 0)
 	if err != nil {
+		if ctx.Err() != nil || IsUnavailable(err) {
+			// Redis may have granted the slot and lost only the reply:
+			// take it back rather than leak it for a whole lease. In the
+			// background, bounded by RedisTimeout: Redis is likely down.
+			go s.leave(context.WithoutCancel(ctx), member)
+		}
 		return s.fallback(ctx, member, holder, false, err)
 	}
 	if !r.granted {

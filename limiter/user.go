@@ -32,8 +32,9 @@ var (
 // path formats nothing.
 func (l *Limiter) initUser() {
 	l.userArgs = []any{l.cfg.MaxRequestsPerUserHour, ms(l.cfg.UserWindow), ms(l.cfg.UserCooldown)}
-	_, cluster := l.rdb.(*redis.ClusterClient)
-	l.multiKey = !cluster
+	// Many users' keys in one script only on one node (a plain or Sentinel
+	// client): a Cluster or a Ring would put them on other shards.
+	_, l.multiKey = l.rdb.(*redis.Client)
 	l.cache = newDenyCache(l.cfg.LocalCacheSize)
 	l.local = newLocalUsers(l.cfg)
 }
@@ -58,6 +59,9 @@ func (l *Limiter) userKey(user string) string {
 // and is marked Degraded, with a nil error; other Redis errors are
 // returned wrapped.
 func (l *Limiter) Allow(ctx context.Context, user string) (Decision, error) {
+	if err := l.usable(); err != nil {
+		return Decision{}, err
+	}
 	if err := validUser(user); err != nil {
 		return Decision{}, err
 	}
@@ -105,6 +109,9 @@ func userDecision(r []int64) (Decision, error) {
 // them too; another replica that denied the user a moment ago may keep
 // answering from its own cache until the RetryAfter it was given.
 func (l *Limiter) Reset(ctx context.Context, user string) error {
+	if err := l.usable(); err != nil {
+		return err
+	}
 	if err := validUser(user); err != nil {
 		return err
 	}
@@ -112,11 +119,14 @@ func (l *Limiter) Reset(ctx context.Context, user string) error {
 	defer cancel()
 	// Both layouts, in case the window was switched on or off recently;
 	// they share a slot, so one DEL suffices on a Cluster too.
-	if l.cache != nil {
-		l.cache.drop(user)
-	}
 	l.local.reset(user)
-	if err := l.rdb.Del(ctx, l.key("u", user, ":w"), l.key("u", user, ":cd")).Err(); err != nil {
+	err := l.rdb.Del(ctx, l.key("u", user, ":w"), l.key("u", user, ":cd")).Err()
+	if l.cache != nil {
+		// After the DEL, and fencing off denials still in flight, so none
+		// can put the user back.
+		l.cache.reset(user, time.Now())
+	}
+	if err != nil {
 		return fmt.Errorf("limiter: reset user: %w", err)
 	}
 	return nil
@@ -129,6 +139,9 @@ func (l *Limiter) Reset(ctx context.Context, user string) error {
 // count as now. It is meant for migrating from an in-process limiter and
 // for benchmarks that need an hour of history at once; a bot never needs it.
 func (l *Limiter) Import(ctx context.Context, user string, accepted []time.Time) error {
+	if err := l.usable(); err != nil {
+		return err
+	}
 	if err := validUser(user); err != nil {
 		return err
 	}

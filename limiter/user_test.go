@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // step is one request at an instant (from epoch) and the exact decision.
@@ -357,5 +359,74 @@ func TestWaitUser(t *testing.T) {
 	}
 	if _, err := l.Wait(ctx, ""); !errors.Is(err, ErrInvalidUser) {
 		t.Fatalf("Wait(\"\") = %v", err)
+	}
+}
+
+// A panic on the decision path (here an Observer's) must not keep the
+
+// batcher's flight slots: afterwards every caller still gets through.
+
+// Only the server's reply decides whether Redis is down; the key in our
+
+// wrapping (a user id) must not.
+
+// Only a plain (or Sentinel) client may carry many users per script: a
+
+// Ring, like a Cluster, shards keys.
+
+func TestMultiKeyOnlyOnOneNode(t *testing.T) {
+	r := newTestRedis(t)
+	l, _ := New(r.rdb, DefaultConfig())
+	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": r.mr.Addr()}})
+	defer ring.Close()
+	lr, _ := New(ring, DefaultConfig())
+	if !l.multiKey || lr.multiKey {
+		t.Fatalf("multiKey: client %v, ring %v", l.multiKey, lr.multiKey)
+	}
+}
+
+// A denial sent before a Reset and answered after it must not put the
+
+// user back in the cache.
+
+// When Redis TIME goes backwards the key's clock stays ahead; its TTL and
+
+// the waits handed back stretch by the skew, so the state does not vanish
+
+// early in real time (which would admit more than the limit).
+
+func TestClockBackwardsStretchesTTL(t *testing.T) {
+	l, r := newTestLimiter(t, userConfig(0, 2, time.Minute))
+	r.at(time.Minute)
+	mustAllow(t, l, "c")
+	r.mr.SetTime(epoch.Add(30 * time.Second)) // TIME steps back 30 s
+	d := mustAllow(t, l, "c")
+	if !d.Allowed || d.ResetAfter != 90*time.Second {
+		t.Fatalf("after the step back: %+v, want allowed with ResetAfter 90s", d)
+	}
+	if ttl := r.mr.TTL("floodgate:{u:c}:w"); ttl != 90*time.Second {
+		t.Fatalf("TTL %v, want 90s", ttl)
+	}
+	d = mustAllow(t, l, "c")
+	if d.Allowed || d.RetryAfter != 90*time.Second {
+		t.Fatalf("third request: %+v, want a wait of 90s of real time", d)
+	}
+}
+
+func TestCooldownKeyWithoutTTL(t *testing.T) {
+	l, r := newTestLimiter(t, userConfig(10*time.Second, 0, time.Hour))
+	r.mr.Set("floodgate:{u:ours}:cd", "1") // ours, lost its TTL
+	if d := mustAllow(t, l, "ours"); d.Allowed || d.RetryAfter != 10*time.Second {
+		t.Fatalf("own key without TTL: %+v", d)
+	}
+	if ttl := r.mr.TTL("floodgate:{u:ours}:cd"); ttl != 10*time.Second {
+		t.Fatalf("TTL not restored: %v", ttl)
+	}
+	r.mr.Set("floodgate:{u:theirs}:cd", "session-data")
+	if _, err := l.Allow(context.Background(), "theirs"); !errors.Is(err, ErrForeignKey) {
+		t.Fatalf("foreign key: %v", err)
+	}
+	if ttl := r.mr.TTL("floodgate:{u:theirs}:cd"); ttl != 0 {
+		t.Fatalf("a foreign key was given a TTL: %v", ttl)
 	}
 }

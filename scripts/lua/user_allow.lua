@@ -45,7 +45,11 @@ local function cooldown_only(key)
   end
   local ttl = redis.call('PTTL', key)
   if ttl < 0 then
-    -- A key without a TTL is not ours to keep forever: restore the bound.
+    -- Ours always has a TTL: a key without one belongs to someone else
+    -- (or lost it by hand); repair only what is recognisably ours.
+    if redis.call('TYPE', key).ok ~= 'string' or redis.call('GET', key) ~= '1' then
+      return push(-1, 0, 0, 0, 0)
+    end
     redis.call('PEXPIRE', key, cooldown)
     ttl = cooldown
   end
@@ -53,6 +57,7 @@ local function cooldown_only(key)
 end
 
 local function windowed(key, now)
+  local real = now
   -- One read gives everything: entries in score order, then the base last.
   -- pcall: a foreign key (WRONGTYPE) fails this request, not the others.
   local z = redis.pcall('ZRANGE', key, 0, -1, 'WITHSCORES')
@@ -74,6 +79,10 @@ local function windowed(key, now)
     newest = base + tonumber(z[2 * n])
     if now < newest then now = newest end
   end
+  -- When TIME went backwards the key's clock stays ahead by skew; every
+  -- duration handed back (waits, TTL) is stretched by it, so none ends
+  -- early in real time.
+  local skew = now - real
 
   -- Entries at or before the cutoff have aged out; they form a prefix.
   local cutoff = now - window
@@ -98,7 +107,7 @@ local function windowed(key, now)
     if wwait > cwait then reason, retry = 2, wwait end
     local remaining = limit - count
     if remaining < 0 then remaining = 0 end
-    return push(0, reason, remaining, retry, newest + window - now)
+    return push(0, reason, remaining, retry + skew, newest + window - now + skew)
   end
 
   if expired > 0 then
@@ -129,8 +138,8 @@ local function windowed(key, now)
   else
     redis.call('ZADD', key, now - base, id)
   end
-  redis.call('PEXPIRE', key, window)
-  return push(1, 0, limit - count - 1, 0, window)
+  redis.call('PEXPIRE', key, window + skew)
+  return push(1, 0, limit - count - 1, 0, window + skew)
 end
 
 if limit == 0 then
