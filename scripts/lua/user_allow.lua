@@ -47,7 +47,8 @@ local function cooldown_only(key)
   if ttl < 0 then
     -- Ours always has a TTL: a key without one belongs to someone else
     -- (or lost it by hand); repair only what is recognisably ours.
-    if redis.call('TYPE', key).ok ~= 'string' or redis.call('GET', key) ~= '1' then
+    -- pcall: GET on another type is an error reply, which is not '1'.
+    if redis.pcall('GET', key) ~= '1' then
       return push(-1, 0, 0, 0, 0)
     end
     redis.call('PEXPIRE', key, cooldown)
