@@ -593,10 +593,14 @@ func (e *clusterEnv) failover(t *testing.T, ids []string, keyOf func(id string) 
 		t.Fatalf("no second master with ids: %+v", masters)
 	}
 	vIDs := shardOf(victim)
-	kill := time.Since(t0)
+	// Calls in flight across the SIGKILL belong to the crash, not to the
+	// graceful phase: the graceful phase is what ended before killStart,
+	// and recovery counts only calls started after the kill returned.
+	killStart := time.Since(t0)
 	if err := e.c.Kill(victim.Addr); err != nil {
 		t.Fatal(err)
 	}
+	kill := time.Since(t0)
 	if err := e.c.WaitHealthy(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -615,12 +619,13 @@ func (e *clusterEnv) failover(t *testing.T, ids []string, keyOf func(id string) 
 			bad = append(bad, ev.err.Error())
 		}
 		switch {
-		case ev.start >= gStart && ev.start < kill:
+		case ev.start < gStart:
+		case ev.end < killStart:
 			res.Graceful.Decisions++
 			if ev.err != nil {
 				res.Graceful.add(ev.err, !gIDs[ev.id])
 			}
-		case ev.start >= kill:
+		default:
 			res.Crash.Decisions++
 			if ev.err != nil {
 				res.Crash.add(ev.err, !vIDs[ev.id])
@@ -631,7 +636,7 @@ func (e *clusterEnv) failover(t *testing.T, ids []string, keyOf func(id string) 
 				if recoveredAt >= 0 && ev.start > recoveredAt+3*time.Second {
 					t.Errorf("decision for %q started %v after the kill failed after recovery: %v", ids[ev.id], ev.start-kill, ev.err)
 				}
-			} else if vIDs[ev.id] && recoveredAt < 0 {
+			} else if vIDs[ev.id] && recoveredAt < 0 && ev.start >= kill {
 				recoveredAt = ev.end
 				res.Recovery = ev.end - kill
 			}
@@ -646,13 +651,11 @@ func (e *clusterEnv) failover(t *testing.T, ids []string, keyOf func(id string) 
 		victim.Addr, len(vIDs), len(ids), res.Promoted.Round(time.Millisecond), res.Recovery.Round(time.Millisecond), res.LastError.Round(time.Millisecond),
 		res.Crash.Failed, res.Crash.Decisions, res.Crash.Degraded, res.Crash.FailedElsewhere, res.Crash.Kinds)
 	t.Logf("go-redis logged %d connection errors meanwhile", logs.Load())
-	// Only timeouts (a noisy machine) may fail where nothing changed.
-	if res.Graceful.Failed > 0 && shardIsolation {
-		for kind, n := range res.Graceful.Kinds {
-			if kind != "context deadline exceeded" {
-				t.Errorf("graceful failover: %d decisions failed with %q; a coordinated failover should only redirect", n, kind)
-			}
-		}
+	// A coordinated failover should only redirect. On a loaded machine a
+	// few calls may still time out (and, FailLocal, come back Degraded):
+	// allow at most 1% of the phase's decisions (at least 5).
+	if bound := max(5, res.Graceful.Decisions/100); res.Graceful.Failed > bound && shardIsolation {
+		t.Errorf("graceful failover: %d of %d decisions failed (bound %d): %v", res.Graceful.Failed, res.Graceful.Decisions, bound, res.Graceful.Kinds)
 	}
 	if partialCoverage() && res.Crash.FailedElsewhere > 0 {
 		if shardIsolation {

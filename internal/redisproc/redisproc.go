@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -59,8 +60,19 @@ func FreePort() (int, error) {
 }
 
 // Start runs redis-server without persistence on 127.0.0.1 and waits until
-// it answers PING (at most 10 s).
+// it answers PING (at most 10 s). With Port 0 it picks a free port, and
+// picks again if another process took that port before the server bound
+// it.
 func Start(ctx context.Context, opt Options) (*Server, error) {
+	for attempt := 1; ; attempt++ {
+		s, err := start(ctx, opt)
+		if err == nil || opt.Port != 0 || attempt == 5 || !strings.Contains(err.Error(), "Address already in use") {
+			return s, err
+		}
+	}
+}
+
+func start(ctx context.Context, opt Options) (*Server, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return nil, ErrNotInstalled
