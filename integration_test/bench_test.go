@@ -110,7 +110,11 @@ func BenchmarkAllowVsPing(b *testing.B) {
 			b.ReportMetric(allow/ping, "rate_ratio")
 			if g == 1 {
 				b.ReportMetric(float64(p50(allowLat))/float64(p50(pingLat)), "p50_ratio")
+				b.ReportMetric(1.15, "p50_ratio_target_max")
 				b.ReportMetric(float64(p50(pingLat).Microseconds()), "ping_p50_us")
+			}
+			if g > 1 {
+				b.ReportMetric(0.55, "rate_ratio_target_min")
 			}
 			b.ReportMetric(0, "ns/op")
 		})
@@ -139,5 +143,6 @@ func BenchmarkAllowManyVsPing(b *testing.B) {
 	b.ReportMetric(batches*batch, "decisions/s")
 	b.ReportMetric(ping, "ping/s")
 	b.ReportMetric(batches*batch/ping, "batch_ratio")
+	b.ReportMetric(3, "batch_ratio_target_min")
 	b.ReportMetric(0, "ns/op")
 }

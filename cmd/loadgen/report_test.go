@@ -242,8 +242,33 @@ func TestWriteMarkdown(t *testing.T) {
 			t.Errorf("row %q has %d separators, header %d", l, n, cols)
 		}
 	}
-	if tables != 5 {
-		t.Errorf("%d tables, want 5 (memory, latency, throughput, cleanup, acceptance)", tables)
+	if tables != 6 {
+		t.Errorf("%d tables, want 6 (memory, latency, throughput, cleanup, acceptance, speed)", tables)
+	}
+}
+
+func TestSpeedTargets(t *testing.T) {
+	tr := TestResult{Test: "full",
+		Throughput: ThroughputResult{RatioN: 0.55, PingP50us: 60},
+		Latency:    LatencyResult{P50us: 70, CachedP50us: 0.3, CachedFraction: 0.9}}
+	got := speedRow("100", tr)
+	want := []string{"100", "full", "PASS 0.55", "FAIL 1.17", "PASS 0.3 µs"}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("speedRow = %q, want %q", got, want)
+		}
+	}
+	tr.Latency.CachedFraction = 0.09
+	if got := speedRow("50,000", tr)[4]; got != "n/a (9% cached)" {
+		t.Fatalf("cache column with few hits = %q", got)
+	}
+	r := &Report{WallSeconds: 26.8, Environment: Environment{Users: []int{50_000}, Mode: "embedded"}}
+	if got := wallTarget(r); !strings.Contains(got, "PASS 26.8 s") {
+		t.Fatalf("wallTarget = %q", got)
+	}
+	r.WallSeconds = 31
+	if got := wallTarget(r); !strings.Contains(got, "FAIL 31.0 s") {
+		t.Fatalf("wallTarget = %q", got)
 	}
 }
 
