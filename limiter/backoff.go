@@ -170,7 +170,7 @@ func (b *Backoff) Err() error { return b.validate() }
 // caller's own context ending); otherwise err is returned, wrapping
 // ErrForeignKey when the key holds data Floodgate did not write.
 func redisErr(ctx context.Context, err error) (outage bool, _ error) {
-	if ctx.Err() == nil && IsUnavailable(err) {
+	if isOutage(ctx, err) {
 		return true, nil
 	}
 	if isRedisReply(err, "WRONGTYPE") {

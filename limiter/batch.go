@@ -74,17 +74,16 @@ func (l *Limiter) evalPipeline(parent context.Context, s script, calls []*evalCa
 	// One verdict per node and pipeline: a single stall must count as one
 	// timeout, not one per call it carried.
 	var firstErr error
-	verdict := map[*health]error{}
+	verdict := map[*health]error{} // the node's first outage error, or nil
 	for _, c := range live {
 		if c.err != nil && firstErr == nil {
 			firstErr = c.err
 		}
-		if prev, seen := verdict[c.h]; !seen || (prev == nil && c.err != nil && IsUnavailable(c.err)) {
-			if c.err != nil && !IsUnavailable(c.err) {
-				verdict[c.h] = nil
-			} else {
-				verdict[c.h] = c.err
-			}
+		if _, seen := verdict[c.h]; !seen {
+			verdict[c.h] = nil
+		}
+		if verdict[c.h] == nil && c.err != nil && IsUnavailable(c.err) {
+			verdict[c.h] = c.err
 		}
 	}
 	for h, err := range verdict {

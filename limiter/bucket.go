@@ -145,7 +145,7 @@ func (b *Bucket) AllowN(ctx context.Context, n int) (Decision, error) {
 	}
 	r, err := b.l.run(ctx, bucketAllow, []string{b.key}, b.interval, b.burst, n)
 	if err != nil {
-		if ctx.Err() != nil || !IsUnavailable(err) {
+		if !isOutage(ctx, err) {
 			return Decision{}, err
 		}
 		return b.l.observe(PolicyBucket, b.degraded(n)), nil

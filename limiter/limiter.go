@@ -226,7 +226,7 @@ func (h *health) check() error {
 // failed marks Redis down when err says it is unreachable, unless the
 // caller's own context ended (their deadline, not Redis's fault).
 func (h *health) failed(parent context.Context, err error) {
-	if parent.Err() != nil || !IsUnavailable(err) {
+	if !isOutage(parent, err) {
 		return
 	}
 	refused := errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
@@ -298,6 +298,13 @@ func IsUnavailable(err error) bool {
 		}
 	}
 	return false
+}
+
+// isOutage reports whether a policy's FailureMode applies to err: Redis is
+// out of reach, and the caller's own context has not ended (their
+// deadline or cancellation is theirs to see, not an outage).
+func isOutage(ctx context.Context, err error) bool {
+	return ctx.Err() == nil && IsUnavailable(err)
 }
 
 // isRedisReply reports whether err holds an error reply from the server

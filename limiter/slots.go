@@ -268,7 +268,7 @@ func (s *Slots) Acquire(ctx context.Context, holder string) (lease *Lease, err e
 			return nil, fmt.Errorf("limiter: waiting for a slot in pool %q: %w", s.name, err)
 		}
 		r, err := s.acquireOnce(ctx, member, true, arrival)
-		down = err != nil && ctx.Err() == nil && IsUnavailable(err)
+		down = err != nil && isOutage(ctx, err)
 		switch {
 		case err == nil && r.granted:
 			s.l.observe(PolicySlots, Decision{Allowed: true, Remaining: r.remaining})
@@ -314,7 +314,7 @@ func (s *Slots) leave(ctx context.Context, member string) {
 
 // fallback handles a failed acquisition per Config.SlotsOnRedisError.
 func (s *Slots) fallback(ctx context.Context, member, holder string, wait bool, err error) (*Lease, error) {
-	if ctx.Err() != nil || !IsUnavailable(err) {
+	if !isOutage(ctx, err) {
 		return nil, err
 	}
 	switch s.l.cfg.SlotsOnRedisError {
