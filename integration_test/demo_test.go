@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -253,7 +252,7 @@ func TestDemoMetrics(t *testing.T) {
 	type replica struct {
 		cmd            *exec.Cmd
 		url            string
-		stdout, stderr syncBuffer
+		stdout, stderr redisproc.SyncBuffer
 	}
 	reps := make([]*replica, 3)
 	for i := range reps {
@@ -392,21 +391,3 @@ func TestDemoMetrics(t *testing.T) {
 	stopAll()
 }
 
-// syncBuffer is a bytes.Buffer that a process may write while the test
-// reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}

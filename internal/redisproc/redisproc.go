@@ -44,7 +44,7 @@ type Server struct {
 	cmd     *exec.Cmd
 	dir     string
 	ownDir  bool
-	out     *syncBuffer
+	out     *SyncBuffer
 	done    chan struct{}
 	stopped sync.Once
 }
@@ -83,7 +83,7 @@ func start(ctx context.Context, opt Options) (*Server, error) {
 			return nil, err
 		}
 	}
-	s := &Server{Port: port, Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), dir: opt.Dir, out: &syncBuffer{}, done: make(chan struct{})}
+	s := &Server{Port: port, Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), dir: opt.Dir, out: &SyncBuffer{}, done: make(chan struct{})}
 	if s.dir == "" {
 		if s.dir, err = os.MkdirTemp("", "floodgate-redis-"); err != nil {
 			return nil, fmt.Errorf("redisproc: %w", err)
@@ -168,19 +168,21 @@ func (s *Server) cleanDir() {
 	}
 }
 
-// syncBuffer collects the server's output from exec's copying goroutine.
-type syncBuffer struct {
+// SyncBuffer collects a child process's output, which exec copies from
+// its own goroutine, while others read it: the server's here, the demo
+// replicas' in tests. The zero value is ready to use.
+type SyncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
