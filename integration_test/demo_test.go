@@ -390,4 +390,3 @@ func TestDemoMetrics(t *testing.T) {
 	}
 	stopAll()
 }
-
