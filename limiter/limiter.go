@@ -347,23 +347,6 @@ func validName(kind, name string) error {
 	return nil
 }
 
-// key builds "<prefix>{<kind>:<id>}<suffix>". Every key of one user,
-// endpoint, API or pool shares the braces' hash tag, so a script's keys sit
-// in one Cluster slot. Prefix and suffix are fixed, so distinct ids give
-// distinct keys even when an id holds '{', '}' or ':'.
-func (l *Limiter) key(kind, id, suffix string) string {
-	var b strings.Builder
-	b.Grow(len(l.prefix) + len(kind) + len(id) + len(suffix) + 3)
-	b.WriteString(l.prefix)
-	b.WriteByte('{')
-	b.WriteString(kind)
-	b.WriteByte(':')
-	b.WriteString(id)
-	b.WriteByte('}')
-	b.WriteString(suffix)
-	return b.String()
-}
-
 // waitFor calls try until it allows, sleeping each RetryAfter on one timer
 // (never spinning), and gives up at once when the wait would pass ctx's
 // deadline, as x/time/rate's Wait does. what names the limit in errors.
