@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/floodgate/floodgate/internal/redisurl"
 )
 
 // Building a Redis client from Config.RedisURL. The URL forms are those of
@@ -45,13 +47,24 @@ import (
 const redisURLVar = EnvPrefix + "REDIS_URL"
 
 // redacted replaces secrets in URLs shown in errors.
-const redacted = "xxxxx"
+const redacted = redisurl.Redacted
 
 // minScrubLen is the shortest secret that errors are also scrubbed of,
 // character for character. Shorter ones would match inside ordinary words;
 // they are kept out of messages by construction (a message never quotes
 // the credentials part of a URL).
 const minScrubLen = 4
+
+// RedactURL returns a Redis URL (any form ParseRedisURL reads, or text
+// that only looks like one) fit for logs and reports: every password,
+// in the userinfo or in a query parameter whose name marks a secret
+// (password, sentinel_password, token, ...), is replaced by "xxxxx"; the
+// user name, hosts and other options stay. It hides more rather than
+// less where a password's unencoded special characters (space, '{', '@',
+// '/', ',' ...) make the URL's structure ambiguous, and never returns a
+// URL whole because it does not parse. Every Floodgate command shows URLs
+// through it.
+func RedactURL(raw string) string { return redisurl.Redact(raw) }
 
 // ClientOption adjusts NewClient.
 type ClientOption func(*clientOptions)
@@ -240,7 +253,7 @@ func (p *urlParser) error(s string, err error) error {
 	if errors.As(err, &nd) {
 		return fmt.Errorf("limiter: %s: %s (URL not shown: it may hold a password)", redisURLVar, nd.why)
 	}
-	msg := fmt.Sprintf("limiter: %s %q: %v", redisURLVar, redactURL(s), err)
+	msg := fmt.Sprintf("limiter: %s %q: %v", redisURLVar, RedactURL(s), err)
 	for _, sec := range p.secrets {
 		if len(sec) >= minScrubLen {
 			msg = strings.ReplaceAll(msg, sec, redacted)
@@ -687,41 +700,4 @@ func copyOptions(dst *redis.UniversalOptions, src any) {
 			df.Set(sv.Field(i))
 		}
 	}
-}
-
-// redactURL hides what could be credentials: everything between a scheme
-// (or the start) and an '@' becomes "user:xxxxx" or "xxxxx", and the
-// values of password-like query parameters become "xxxxx".
-func redactURL(s string) string {
-	var b strings.Builder
-	for i, part := range strings.Split(s, ",") {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		scheme, body := splitScheme(part)
-		if scheme != "" {
-			b.WriteString(part[:len(part)-len(body)])
-		}
-		if at := strings.LastIndex(body, "@"); at >= 0 {
-			user, _, hasPass := strings.Cut(body[:at], ":")
-			if hasPass && !strings.ContainsAny(user, "/?#") {
-				b.WriteString(user + ":" + redacted)
-			} else {
-				b.WriteString(redacted)
-			}
-			body = body[at:]
-		}
-		if qi := strings.Index(body, "?"); qi >= 0 {
-			params := strings.Split(body[qi+1:], "&")
-			for j, kv := range params {
-				k, _, _ := strings.Cut(kv, "=")
-				if strings.Contains(strings.ToLower(k), "password") {
-					params[j] = k + "=" + redacted
-				}
-			}
-			body = body[:qi+1] + strings.Join(params, "&")
-		}
-		b.WriteString(body)
-	}
-	return b.String()
 }

@@ -12,6 +12,8 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/floodgate/floodgate/internal/redisurl/redisurltest"
 )
 
 // parsed is what ParseRedisURL must produce, in the fields that matter.
@@ -263,9 +265,40 @@ func TestRedactURL(t *testing.T) {
 		"redis://pw@h:1":                                "redis://xxxxx@h:1",
 		"redis://a:x@h1:1,redis://a:y@h2:2":             "redis://a:xxxxx@h1:1,redis://a:xxxxx@h2:2",
 		"redis-sentinel://s/m?sentinel_password=p&db=1": "redis-sentinel://s/m?sentinel_password=xxxxx&db=1",
+		"redis://h:1?password=p":                        "redis://h:1?password=xxxxx",
+		"redis://alice:p w{@h:1":                        "redis://alice:xxxxx@h:1",
 	} {
-		if got := redactURL(in); got != want {
-			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
+		if got := RedactURL(in); got != want {
+			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestRedisURLSecretsNeverShow runs the shared table of hostile URLs
+// through everything in the library that shows a URL: RedactURL, and the
+// errors of ParseRedisURL and NewClient (for URLs they reject).
+func TestRedisURLSecretsNeverShow(t *testing.T) {
+	for _, h := range redisurltest.HostileURLs {
+		shown := []string{RedactURL(h.URL)}
+		if _, err := ParseRedisURL(h.URL, time.Second); err != nil {
+			shown = append(shown, err.Error())
+		}
+		cfg := DefaultConfig()
+		cfg.RedisURL = h.URL
+		if rdb, err := NewClient(cfg); err != nil {
+			shown = append(shown, err.Error())
+		} else {
+			rdb.Close()
+		}
+		for _, out := range shown {
+			for _, sec := range h.Secrets {
+				if strings.Contains(out, sec) {
+					t.Errorf("%q: %q shows %q", h.URL, out, sec)
+				}
+			}
+		}
+		if !strings.Contains(shown[0], "xxxxx") {
+			t.Errorf("RedactURL(%q) = %q hides nothing", h.URL, shown[0])
 		}
 	}
 }
