@@ -1,0 +1,549 @@
+"""Tests for floodgate.py: python3 -m unittest -v (in clients/python).
+
+FakeServerTest runs everywhere: a tiny in-process http.server checks what the
+client sends (paths, quoting, auth, bodies) and how it maps answers (errors,
+timeouts, Retry-After, redirects).
+
+LiveServerTest runs against a real ``floodgate serve`` when FLOODGATE_TEST_URL
+is set (and FLOODGATE_TEST_TOKEN when the server has a token); it skips
+otherwise. integration_test/python_test.go starts one on a real Redis and runs
+these. They expect the default user policy (10 s cooldown, 20 per hour; a
+cooldown of 0 is tolerated), the "wikipedia" bucket at 1/s with burst 1, and
+slot pools of 7; backoff tests read the delay from the server, so keep
+FLOODGATE_LLM_RETRY_DELAY short (the Go test uses 200ms).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import unittest
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import floodgate
+
+DECISION_OK = {
+    "allowed": True,
+    "reason": "none",
+    "remaining": 19,
+    "retry_after_ms": 0,
+    "reset_after_ms": 3600000,
+    "degraded": False,
+    "cached": False,
+}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+    def _any(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(n) if n else b""
+        fake = self.server.fake  # type: ignore[attr-defined]
+        fake.requests.append({"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body})
+        status, headers, payload, delay = fake.reply(self.command, self.path, body)
+        if delay:
+            time.sleep(delay)
+        if isinstance(payload, (dict, list)):
+            payload = json.dumps(payload).encode()
+            headers = dict({"Content-Type": "application/json"}, **headers)
+        payload = payload or b""
+        try:
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    do_GET = do_POST = do_DELETE = _any
+
+
+class FakeServer:
+    """Records every request; reply(method, path, body) -> (status, headers, payload, delay)."""
+
+    def __init__(self):
+        self.requests = []
+        self.reply = lambda m, p, b: (200, {}, DECISION_OK, 0)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.fake = self  # type: ignore[attr-defined]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
+        self.thread.start()
+        self.url = "http://127.0.0.1:%d" % self.httpd.server_address[1]
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def last(self):
+        return self.requests[-1]
+
+
+class FakeServerTest(unittest.TestCase):
+    def setUp(self):
+        self.fake = FakeServer()
+        self.addCleanup(self.fake.close)
+        self.fg = floodgate.Client(self.fake.url, timeout=2.0)
+
+    def answer(self, status=200, payload=None, headers=None, delay=0):
+        self.fake.reply = lambda m, p, b: (status, headers or {}, payload, delay)
+
+    # -- decisions
+
+    def test_allow_parses_decision_in_seconds(self):
+        self.answer(200, {"allowed": False, "reason": "cooldown", "remaining": 19, "retry_after_ms": 6000,
+                          "reset_after_ms": 3596000, "degraded": False, "cached": True}, {"Retry-After": "6"})
+        d = self.fg.allow("viewer")
+        self.assertEqual(d, floodgate.Decision(allowed=False, reason="cooldown", remaining=19, retry_after=6.0,
+                                               reset_after=3596.0, degraded=False, cached=True))
+        self.assertEqual(self.fake.last()["method"], "POST")
+        self.assertEqual(self.fake.last()["path"], "/v1/users/viewer/allow")
+        with self.assertRaises(Exception):
+            d.allowed = True  # frozen
+
+    def test_retry_after_header_fills_a_missing_retry_after_ms(self):
+        self.answer(200, {"allowed": False, "reason": "hourly"}, {"Retry-After": "42"})
+        self.assertEqual(self.fg.allow("v").retry_after, 42.0)
+
+    def test_user_ids_are_one_quoted_path_segment(self):
+        cases = {
+            "a/b": "/v1/users/a%2Fb/allow",
+            "a b?c#d": "/v1/users/a%20b%3Fc%23d/allow",
+            "100%": "/v1/users/100%25/allow",
+            "é": "/v1/users/%C3%A9/allow",
+            ".": "/v1/users/%2E/allow",
+            "..": "/v1/users/%2E%2E/allow",
+            b"\xff\x00": "/v1/users/%FF%00/allow",
+            "a.b-c_d~e": "/v1/users/a%2Eb-c_d~e/allow",
+        }
+        for user, path in cases.items():
+            self.fg.allow(user)
+            self.assertEqual(self.fake.last()["path"], path, user)
+
+    def test_empty_or_wrong_type_user_is_refused_before_sending(self):
+        with self.assertRaisesRegex(ValueError, "user must not be empty"):
+            self.fg.allow("")
+        with self.assertRaisesRegex(TypeError, "user must be str or bytes"):
+            self.fg.allow(42)  # type: ignore[arg-type]
+        self.assertEqual(self.fake.requests, [])
+
+    def test_peek_and_reset(self):
+        self.answer(200, {"user": "v", "remaining": 18, "retry_after_ms": 2500, "reason": "cooldown",
+                          "cooldown_left_ms": 2500, "entries": 2, "reset_after_ms": 3599000})
+        st = self.fg.peek("v")
+        self.assertEqual(st, floodgate.UserStatus(user="v", remaining=18, retry_after=2.5, reason="cooldown",
+                                                  cooldown_left=2.5, entries=2, reset_after=3599.0))
+        self.assertEqual((self.fake.last()["method"], self.fake.last()["path"]), ("GET", "/v1/users/v"))
+        self.answer(204, b"")
+        self.assertIsNone(self.fg.reset("v"))
+        self.assertEqual((self.fake.last()["method"], self.fake.last()["path"]), ("DELETE", "/v1/users/v"))
+
+    # -- errors
+
+    def test_json_error_maps_to_status_and_message(self):
+        self.answer(400, {"error": "user: empty"})
+        with self.assertRaises(floodgate.FloodgateError) as cm:
+            self.fg.allow("v")
+        self.assertEqual(cm.exception.status, 400)
+        self.assertEqual(cm.exception.message, "user: empty")
+        self.assertNotIsInstance(cm.exception, floodgate.TransportError)
+        self.assertIn("400", str(cm.exception))
+
+    def test_non_json_error_keeps_the_body_text(self):
+        self.answer(502, b"bad gateway from proxy")
+        with self.assertRaises(floodgate.FloodgateError) as cm:
+            self.fg.allow("v")
+        self.assertEqual((cm.exception.status, cm.exception.message), (502, "bad gateway from proxy"))
+
+    def test_token_is_sent_as_bearer_and_401_is_an_error(self):
+        fg = floodgate.Client(self.fake.url, token="s3cret")
+        fg.allow("v")
+        self.assertEqual(self.fake.last()["headers"].get("Authorization"), "Bearer s3cret")
+        self.assertNotIn("s3cret", repr(fg))
+        self.fg.allow("v")
+        self.assertNotIn("Authorization", self.fake.last()["headers"])
+        self.answer(401, {"error": "unauthorized"})
+        with self.assertRaises(floodgate.FloodgateError) as cm:
+            fg.allow("v")
+        self.assertEqual(cm.exception.status, 401)
+
+    def test_timeout_is_a_transport_error(self):
+        self.answer(200, DECISION_OK, delay=1.0)
+        fg = floodgate.Client(self.fake.url, timeout=0.2)
+        t0 = time.monotonic()
+        with self.assertRaises(floodgate.TransportError) as cm:
+            fg.allow("v")
+        self.assertLess(time.monotonic() - t0, 0.9)
+        self.assertIsNone(cm.exception.status)
+        self.assertIn("timed out", cm.exception.message)
+        self.assertIsInstance(cm.exception, floodgate.FloodgateError)
+
+    def test_connection_refused_is_a_transport_error(self):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()  # nothing listens there now
+        fg = floodgate.Client("http://127.0.0.1:%d" % port)
+        with self.assertRaises(floodgate.TransportError):
+            fg.allow("v")
+        self.assertFalse(fg.healthy())
+        self.assertFalse(fg.ready())
+
+    def test_invalid_json_is_an_error(self):
+        self.answer(200, b"{not json")
+        with self.assertRaisesRegex(floodgate.FloodgateError, "invalid JSON"):
+            self.fg.allow("v")
+
+    def test_redirect_is_not_followed(self):
+        # urllib would turn the POST into a GET of another path.
+        self.answer(301, b"", {"Location": "/v1/users/allow"})
+        with self.assertRaises(floodgate.FloodgateError) as cm:
+            self.fg.allow("v")
+        self.assertEqual(cm.exception.status, 301)
+        self.assertEqual(len(self.fake.requests), 1)
+
+    def test_fail_closed_503_is_a_denial_decision(self):
+        self.answer(503, dict(DECISION_OK, allowed=False, reason="redis_down", degraded=True, retry_after_ms=1000,
+                              error="redis: connection refused"), {"Retry-After": "1"})
+        d = self.fg.allow("v")
+        self.assertFalse(d.allowed)
+        self.assertEqual((d.reason, d.degraded, d.retry_after), ("redis_down", True, 1.0))
+
+    def test_503_without_decision_raises_with_retry_after(self):
+        self.answer(503, {"error": "redis: down"}, {"Retry-After": "3"})
+        with self.assertRaises(floodgate.FloodgateError) as cm:
+            self.fg.allow("v")
+        self.assertEqual((cm.exception.status, cm.exception.retry_after), (503, 3.0))
+
+    def test_ready_and_healthy(self):
+        self.answer(200, {"status": "ok"})
+        self.assertTrue(self.fg.healthy())
+        self.assertEqual(self.fake.last()["path"], "/healthz")
+        self.answer(503, {"error": "redis: connection refused"})
+        self.assertFalse(self.fg.ready())
+        self.assertEqual(self.fake.last()["path"], "/readyz")
+
+    def test_bad_arguments(self):
+        for bad in ("ftp://x", "127.0.0.1:8080", ""):
+            with self.assertRaises(ValueError):
+                floodgate.Client(bad)
+        with self.assertRaises(ValueError):
+            floodgate.Client(self.fake.url, timeout=0)
+        for n in (0, -1, 1.5, True):
+            with self.assertRaises(ValueError):
+                self.fg.bucket_allow("wikipedia", n)  # type: ignore[arg-type]
+        with self.assertRaises(ValueError):
+            self.fg.wait("wikipedia", timeout=-1)
+        with self.assertRaises(ValueError):
+            self.fg.pick("llm")
+        self.assertEqual(self.fake.requests, [])
+
+    # -- backoff
+
+    def test_pick_sends_endpoints_and_maps_empty_to_none(self):
+        self.answer(200, dict(DECISION_OK, endpoint="b", probe=True, token="tok"))
+        ep, d = self.fg.pick("llm", "a", "b")
+        self.assertEqual((ep, d.allowed, d.probe, d.token), ("b", True, True, "tok"))
+        self.assertEqual(self.fake.last()["path"], "/v1/backoff/llm/pick")
+        self.assertEqual(json.loads(self.fake.last()["body"]), {"endpoints": ["a", "b"]})
+        self.answer(200, dict(DECISION_OK, allowed=False, reason="backoff", retry_after_ms=5000, endpoint=""))
+        ep, d = self.fg.pick("llm", "a", "b")
+        self.assertIsNone(ep)
+        self.assertEqual((d.reason, d.retry_after), ("backoff", 5.0))
+
+    def test_endpoint_names_are_quoted(self):
+        self.fg.check("llm", "http://localhost:1234/v1")
+        self.assertEqual(self.fake.last()["path"], "/v1/backoff/llm/endpoints/http%3A%2F%2Flocalhost%3A1234%2Fv1/check")
+        self.answer(204, b"")
+        self.fg.abandon("llm", "a", "tok")
+        self.assertEqual(self.fake.last()["path"], "/v1/backoff/llm/endpoints/a/abandon")
+        self.assertEqual(json.loads(self.fake.last()["body"]), {"token": "tok"})
+
+    def _script(self, check):
+        """Replies check to /check, 204 to success/abandon, a decision to failure."""
+        def reply(m, p, b):
+            if p.endswith("/check"):
+                return 200, {}, check, 0
+            if p.endswith("/failure"):
+                return 200, {}, dict(DECISION_OK, allowed=False, reason="backoff", retry_after_ms=5000), 0
+            return 204, {}, b"", 0
+        self.fake.reply = reply
+
+    def ops(self):
+        return [r["path"].rsplit("/", 1)[1] for r in self.fake.requests]
+
+    def test_call_reports_success_and_returns_the_result(self):
+        self._script(DECISION_OK)
+        self.assertEqual(self.fg.call("llm", "a", lambda x: x * 2, 21), 42)
+        self.assertEqual(self.ops(), ["check", "success"])
+
+    def test_call_reports_failure_and_reraises(self):
+        self._script(DECISION_OK)
+        with self.assertRaisesRegex(RuntimeError, "boom"):
+            self.fg.call("llm", "a", _raise(RuntimeError("boom")))
+        self.assertEqual(self.ops(), ["check", "failure"])
+
+    def test_call_abandons_the_probe_on_keyboard_interrupt(self):
+        self._script(dict(DECISION_OK, probe=True, token="tok1"))
+        with self.assertRaises(KeyboardInterrupt):
+            self.fg.call("llm", "a", _raise(KeyboardInterrupt()))
+        self.assertEqual(self.ops(), ["check", "abandon"])
+        self.assertEqual(json.loads(self.fake.last()["body"]), {"token": "tok1"})
+
+    def test_call_without_probe_reports_nothing_on_interrupt(self):
+        self._script(DECISION_OK)
+        with self.assertRaises(KeyboardInterrupt):
+            self.fg.call("llm", "a", _raise(KeyboardInterrupt()))
+        self.assertEqual(self.ops(), ["check"])
+
+    def test_call_denied_does_not_run_fn(self):
+        self._script(dict(DECISION_OK, allowed=False, reason="probing", retry_after_ms=1500))
+        ran = []
+        with self.assertRaises(floodgate.Denied) as cm:
+            self.fg.call("llm", "a", lambda: ran.append(1))
+        self.assertEqual(ran, [])
+        self.assertEqual((cm.exception.reason, cm.exception.retry_after), ("probing", 1.5))
+        self.assertEqual(self.ops(), ["check"])
+
+    # -- buckets
+
+    def test_bucket_allow_and_wait_bodies_and_timeouts(self):
+        self.fg.bucket_allow("igdb", 2)
+        self.assertEqual(self.fake.last()["path"], "/v1/buckets/igdb/allow")
+        self.assertEqual(json.loads(self.fake.last()["body"]), {"n": 2})
+        self.fg.wait("igdb", timeout=1.5)
+        self.assertEqual(self.fake.last()["path"], "/v1/buckets/igdb/wait")
+        self.assertEqual(json.loads(self.fake.last()["body"]), {"n": 1, "timeout_ms": 1500})
+        self.fg.wait("igdb")
+        self.assertEqual(json.loads(self.fake.last()["body"]), {"n": 1})
+
+    def test_wait_gets_its_timeout_on_top_of_the_client_timeout(self):
+        # The server holds the request while it waits: 0.5 s here, past the
+        # client's 0.3 s but within 0.3 + the 1 s wait.
+        self.answer(200, DECISION_OK, delay=0.5)
+        fg = floodgate.Client(self.fake.url, timeout=0.3)
+        self.assertTrue(fg.wait("igdb", timeout=1.0).allowed)
+        with self.assertRaises(floodgate.TransportError):
+            fg.bucket_allow("igdb")
+
+    # -- slots
+
+    def _slots(self, acquire, release_status=204):
+        def reply(m, p, b):
+            if p.endswith("/acquire"):
+                return 200, {}, acquire, 0
+            if p.endswith("/release") and release_status != 204:
+                return release_status, {}, {"error": "lease lost"}, 0
+            return 204, {}, b"", 0
+        self.fake.reply = reply
+
+    def test_slot_acquires_yields_the_lease_and_releases(self):
+        self._slots({"acquired": True, "token": "L1", "lease_ms": 30000, "degraded": False})
+        with self.fg.slot("llm users", "viewer", wait=True, timeout=2) as lease:
+            self.assertEqual((lease.token, lease.lease), ("L1", 30.0))
+            lease.refresh()
+        paths = [r["path"] for r in self.fake.requests]
+        self.assertEqual(paths, ["/v1/slots/llm%20users/acquire", "/v1/slots/llm%20users/refresh",
+                                 "/v1/slots/llm%20users/release"])
+        self.assertEqual(json.loads(self.fake.requests[0]["body"]), {"holder": "viewer", "wait": True, "timeout_ms": 2000})
+        self.assertEqual(json.loads(self.fake.requests[2]["body"]), {"token": "L1"})
+
+    def test_slot_releases_when_the_block_raises(self):
+        self._slots({"acquired": True, "token": "L1", "lease_ms": 30000})
+        with self.assertRaises(KeyboardInterrupt):
+            with self.fg.slot("llm", "viewer"):
+                raise KeyboardInterrupt
+        self.assertTrue(self.fake.last()["path"].endswith("/release"))
+
+    def test_slot_busy_raises_denied_with_retry_after(self):
+        self._slots({"acquired": False, "reason": "slots", "retry_after_ms": 2500})
+        ran = []
+        with self.assertRaises(floodgate.Denied) as cm:
+            with self.fg.slot("llm", "viewer", wait=False):
+                ran.append(1)
+        self.assertEqual(ran, [])
+        self.assertEqual((cm.exception.reason, cm.exception.retry_after), ("slots", 2.5))
+        self.assertEqual(json.loads(self.fake.last()["body"]), {"holder": "viewer", "wait": False})
+
+    def test_lost_lease_on_release_raises_lease_lost(self):
+        self._slots({"acquired": True, "token": "L1", "lease_ms": 10}, release_status=409)
+        with self.assertRaises(floodgate.LeaseLost) as cm:
+            with self.fg.slot("llm", "viewer"):
+                pass
+        self.assertEqual(cm.exception.status, 409)
+        # ... but never hides the block's own exception.
+        with self.assertRaisesRegex(RuntimeError, "work failed"):
+            with self.fg.slot("llm", "viewer"):
+                raise RuntimeError("work failed")
+
+
+def _raise(exc):
+    def fn(*a, **k):
+        raise exc
+    return fn
+
+
+# ---------------------------------------------------------------- live server
+
+LIVE_URL = os.environ.get("FLOODGATE_TEST_URL", "")
+LIVE_TOKEN = os.environ.get("FLOODGATE_TEST_TOKEN") or None
+
+
+@unittest.skipUnless(LIVE_URL, "FLOODGATE_TEST_URL is not set (integration_test/python_test.go sets it)")
+class LiveServerTest(unittest.TestCase):
+    def setUp(self):
+        self.fg = floodgate.Client(LIVE_URL, token=LIVE_TOKEN, timeout=5.0)
+        self.run_id = uuid.uuid4().hex[:10]
+
+    def uid(self, name):
+        return "%s-%s" % (name, self.run_id)
+
+    def test_health_and_readiness(self):
+        self.assertTrue(self.fg.healthy())
+        self.assertTrue(self.fg.ready())
+
+    def test_allow_counts_and_peek_does_not(self):
+        user = self.uid("viewer")
+        before = self.fg.peek(user)
+        self.assertEqual((before.entries, before.reason), (0, "none"))
+        d = self.fg.allow(user)
+        self.assertTrue(d.allowed, d)
+        self.assertEqual(d.reason, "none")
+        if before.remaining >= 0:
+            self.assertEqual(d.remaining, before.remaining - 1)
+        for _ in range(3):
+            self.assertEqual(self.fg.peek(user).entries, 1)
+        d2 = self.fg.allow(user)
+        if d2.allowed:  # a server without cooldown: the window counts both
+            self.assertEqual(self.fg.peek(user).entries, 2)
+        else:
+            self.assertEqual(d2.reason, "cooldown")
+            self.assertGreater(d2.retry_after, 0)
+            st = self.fg.peek(user)
+            self.assertEqual((st.reason, st.entries), ("cooldown", 1))
+            self.assertGreater(st.cooldown_left, 0)
+
+    def test_reset_forgets_the_user(self):
+        user = self.uid("pardoned")
+        self.assertTrue(self.fg.allow(user).allowed)
+        self.fg.reset(user)
+        st = self.fg.peek(user)
+        self.assertEqual((st.entries, st.reason, st.retry_after), (0, "none", 0.0))
+        self.assertTrue(self.fg.allow(user).allowed)
+
+    def test_any_user_id_round_trips(self):
+        for raw in ("a/b", "..", ".", "100%", "é🎉", "a b?c#d", b"\xff\xfe", "x" * 256):
+            user = raw + self.run_id if isinstance(raw, str) else raw + self.run_id.encode()
+            if len(user if isinstance(user, bytes) else user.encode()) > 256:
+                user = user[:256]
+            self.assertTrue(self.fg.allow(user).allowed, repr(user))
+            self.assertEqual(self.fg.peek(user).entries, 1, repr(user))
+            self.fg.reset(user)
+            self.assertEqual(self.fg.peek(user).entries, 0, repr(user))
+
+    def test_bad_user_is_400(self):
+        with self.assertRaises(floodgate.FloodgateError) as cm:
+            self.fg.allow("x" * 257)
+        self.assertEqual(cm.exception.status, 400)
+        self.assertTrue(cm.exception.message)
+
+    @unittest.skipUnless(LIVE_TOKEN, "FLOODGATE_TEST_TOKEN is not set: the server checks no token")
+    def test_wrong_or_missing_token_is_401(self):
+        for token in ("wrong-" + self.run_id, None):
+            with self.assertRaises(floodgate.FloodgateError) as cm:
+                floodgate.Client(LIVE_URL, token=token).allow(self.uid("v"))
+            self.assertEqual(cm.exception.status, 401)
+        self.assertTrue(floodgate.Client(LIVE_URL).healthy())  # /healthz stays open
+
+    def test_backoff_failure_probe_abandon_success(self):
+        name, ep, other = "llm", self.uid("ep"), self.uid("ep2")
+        self.assertTrue(self.fg.check(name, ep).allowed)
+        d = self.fg.failure(name, ep)
+        self.assertFalse(d.allowed)
+        self.assertEqual(d.reason, "backoff")
+        self.assertGreater(d.retry_after, 0)
+        st = self.fg.endpoint(name, ep)
+        self.assertEqual((st.state, st.failures), ("open", 1))
+        d = self.fg.check(name, ep)
+        self.assertEqual((d.allowed, d.reason), (False, "backoff"))
+        chosen, d = self.fg.pick(name, ep, other)
+        self.assertEqual(chosen, other)
+        self.assertTrue(d.allowed)
+        time.sleep(st.retry_after + 0.05)
+        probe = self.fg.check(name, ep)
+        self.assertTrue(probe.allowed and probe.probe and probe.token, probe)
+        d = self.fg.check(name, ep)
+        self.assertEqual((d.allowed, d.reason), (False, "probing"))
+        self.fg.abandon(name, ep, probe.token)
+        again = self.fg.check(name, ep)
+        self.assertTrue(again.allowed and again.probe, again)
+        self.fg.success(name, ep)
+        self.assertEqual(self.fg.endpoint(name, ep).state, "closed")
+        self.assertEqual(self.fg.call(name, ep, lambda: "reply"), "reply")
+        with self.assertRaises(RuntimeError):
+            self.fg.call(name, ep, _raise(RuntimeError("llm down")))
+        with self.assertRaises(floodgate.Denied) as cm:
+            self.fg.call(name, ep, lambda: "never")
+        self.assertEqual(cm.exception.reason, "backoff")
+
+    def test_bucket_allow_and_wait(self):
+        self.assertTrue(self.fg.wait("wikipedia", timeout=5).allowed)
+        d = self.fg.bucket_allow("wikipedia")
+        self.assertFalse(d.allowed)
+        self.assertEqual(d.reason, "rate")
+        self.assertGreater(d.retry_after, 0)
+        short = self.fg.wait("wikipedia", timeout=0.01)
+        self.assertFalse(short.allowed)
+        self.assertGreater(short.retry_after, 0.01)
+        t0 = time.monotonic()
+        self.assertTrue(self.fg.wait("wikipedia", timeout=5).allowed)
+        self.assertGreater(time.monotonic() - t0, 0.3)
+
+    def test_unknown_bucket_is_400(self):
+        with self.assertRaises(floodgate.FloodgateError) as cm:
+            self.fg.bucket_allow(self.uid("nosuchapi"))
+        self.assertEqual(cm.exception.status, 400)
+        self.assertIn("nosuchapi", cm.exception.message)
+
+    def test_slots_fill_deny_and_free(self):
+        pool = self.uid("pool")
+        size = self.fg.slots(pool).size
+        self.assertGreater(size, 0)
+        leases = []
+        for i in range(size):
+            got = self.fg.acquire(pool, "h%d" % i, wait=False)
+            self.assertIsInstance(got, floodgate.Lease)
+            leases.append(got)
+        self.assertEqual(self.fg.slots(pool).in_use, size)
+        with self.assertRaises(floodgate.Denied) as cm:
+            with self.fg.slot(pool, "late", wait=False):
+                self.fail("no slot should be free")
+        self.assertEqual(cm.exception.reason, "slots")
+        leases[0].refresh()
+        # A waiter gets the slot released while it waits.
+        threading.Timer(0.3, leases[0].release).start()
+        with self.fg.slot(pool, "waiter", wait=True, timeout=5) as lease:
+            self.assertTrue(lease.token)
+            self.assertEqual(self.fg.slots(pool).in_use, size)
+        self.assertEqual(self.fg.slots(pool).in_use, size - 1)
+        for l in leases[1:]:
+            l.release()
+        self.assertEqual(self.fg.slots(pool).in_use, 0)
+        with self.assertRaises(floodgate.LeaseLost):
+            leases[1].release()
+        with self.assertRaises(floodgate.LeaseLost):
+            self.fg.lease(pool, leases[1].token).refresh()
+
+
+if __name__ == "__main__":
+    unittest.main()
