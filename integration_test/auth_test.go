@@ -218,7 +218,10 @@ func TestACLUser(t *testing.T) {
 		if err := lease.Release(ctx); err != nil {
 			t.Fatalf("%s: Release: %v", round, err)
 		}
-		b := l.Backoff(round + "-llm")
+		b, err := l.Backoff(round+"-llm", limiter.BackoffSettings{})
+		if err != nil {
+			t.Fatalf("%s: Backoff: %v", round, err)
+		}
 		if d, err := b.Check(ctx, "gpt"); !shared(t, round+" Backoff.Check", d, err).Allowed {
 			t.Fatalf("%s: Check = %+v", round, d)
 		}

@@ -61,7 +61,10 @@ func backoffProbeWorker(ctx context.Context) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := l.Backoff("llm")
+	b, err := l.Backoff("llm", limiter.BackoffSettings{})
+	if err != nil {
+		return nil, err
+	}
 	dur, err := time.ParseDuration(os.Getenv("DURATION"))
 	if err != nil {
 		return nil, err
@@ -155,7 +158,10 @@ func TestBackoffOneProbePerHalfOpenPeriodAcrossProcesses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := l.Backoff("llm")
+	b, err := l.Backoff("llm", limiter.BackoffSettings{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
 	if _, err := b.Failure(ctx, backoffEndpoint); err != nil {
 		t.Fatal(err)
@@ -207,7 +213,10 @@ func TestBackoffScheduleRealTime(t *testing.T) {
 	cfg.LLMProbeLease = 5 * time.Second
 	cfg.RedisTimeout = 5 * time.Second // no Degraded answers on a loaded machine
 	l := newLimiter(t, rdb, cfg)
-	b := l.Backoff("llm")
+	b, err := l.Backoff("llm", limiter.BackoffSettings{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
 	key := l.Config().KeyPrefix + "{e:llm}:" + backoffEndpoint
 
@@ -266,8 +275,8 @@ func TestBackoffScheduleRealTime(t *testing.T) {
 	if d, err := b.Check(ctx, backoffEndpoint); err != nil || d != (limiter.Decision{Allowed: true, Remaining: limiter.Unlimited}) {
 		t.Fatalf("after Success: %+v %v", d, err)
 	}
-	if st, err := b.State(ctx, backoffEndpoint); err != nil || st != limiter.StateClosed {
-		t.Fatalf("State after Success = %v %v", st, err)
+	if st, err := b.Status(ctx, backoffEndpoint); err != nil || st.State != limiter.StateClosed {
+		t.Fatalf("Status after Success = %+v %v", st, err)
 	}
 	if n := rdb.Exists(ctx, key).Val(); n != 0 {
 		t.Fatalf("a closed endpoint kept its key")
@@ -318,7 +327,10 @@ func TestBackoffPickOnCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := l.Backoff("llm")
+	b, err := l.Backoff("llm", limiter.BackoffSettings{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	eps := []string{"http://localhost:1234", "https://api.openai.com", "a}b", "{x}", "http://gpu-2:8000"}
 	slots := map[int64]bool{}
 	for _, ep := range eps[:len(eps)-1] {

@@ -2,6 +2,7 @@ package limiter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -122,7 +123,7 @@ type BackoffStatus struct {
 type Backoff struct {
 	l     *Limiter
 	name  string
-	err   error
+	set   BackoffSettings // resolved: no zero fields but Jitter
 	local *localBreaker
 	// jitter draws the random fraction in [0, 1); tests pin it.
 	jitter func() float64
@@ -130,27 +131,92 @@ type Backoff struct {
 	now func() time.Time
 }
 
-// Backoff returns the breaker named name, which namespaces its keys (the
-// seed has one: "llm"). Handles with the same name on the same Limiter share
-// all state. An invalid name (empty, longer than MaxNameLen, not UTF-8, or
-// holding '{' or '}') makes every method return ErrInvalidName; Err reports
-// it up front.
-func (l *Limiter) Backoff(name string) *Backoff {
-	b := &Backoff{l: l, name: name, jitter: rand.Float64, now: time.Now}
+// BackoffSettings tune one Backoff. A zero field means the Limiter's Config
+// value, whose default is given with each field.
+type BackoffSettings struct {
+	// RetryDelay is the first open period after a failure:
+	// Config.LLMRetryDelay, 5s by default.
+	RetryDelay time.Duration
+	// Multiplier grows the delay after each failed probe, 1 to 100:
+	// Config.LLMBackoffMultiplier, 2 by default.
+	Multiplier float64
+	// Max caps the delay, at least RetryDelay: Config.LLMBackoffMax, 300s
+	// by default.
+	Max time.Duration
+	// Jitter shortens each open period by a random fraction of up to this
+	// much, 0 to 1: Config.LLMBackoffJitter, 0 (none) by default. A negative
+	// value turns jitter off whatever the Config says.
+	Jitter float64
+	// ProbeLease is how long the half-open probe may run before another
+	// caller may probe: Config.LLMProbeLease, 30s by default.
+	ProbeLease time.Duration
+}
+
+// resolve fills zero fields from cfg and checks the result.
+func (s BackoffSettings) resolve(cfg *Config) (BackoffSettings, error) {
+	if s.RetryDelay == 0 {
+		s.RetryDelay = cfg.LLMRetryDelay
+	}
+	if s.Multiplier == 0 {
+		s.Multiplier = cfg.LLMBackoffMultiplier
+	}
+	if s.Max == 0 {
+		s.Max = cfg.LLMBackoffMax
+	}
+	switch {
+	case s.Jitter == 0:
+		s.Jitter = cfg.LLMBackoffJitter
+	case s.Jitter < 0:
+		s.Jitter = 0
+	}
+	if s.ProbeLease == 0 {
+		s.ProbeLease = cfg.LLMProbeLease
+	}
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: BackoffSettings.%s "+format, append([]any{ErrInvalidArgument, field}, args...)...))
+	}
+	const day = 24 * time.Hour
+	if s.RetryDelay < time.Millisecond || s.RetryDelay > day {
+		bad("RetryDelay", "must be between 1ms and 24h, got %v", s.RetryDelay)
+	}
+	if math.IsNaN(s.Multiplier) || s.Multiplier < 1 || s.Multiplier > 100 {
+		bad("Multiplier", "must be between 1 and 100, got %g", s.Multiplier)
+	}
+	if s.Max < time.Millisecond || s.Max > day {
+		bad("Max", "must be between 1ms and 24h, got %v", s.Max)
+	} else if s.Max < s.RetryDelay {
+		bad("Max", "(%v) must be at least RetryDelay (%v)", s.Max, s.RetryDelay)
+	}
+	if math.IsNaN(s.Jitter) || s.Jitter > 1 {
+		bad("Jitter", "must be between 0 and 1, got %g", s.Jitter)
+	}
+	if s.ProbeLease < time.Millisecond || s.ProbeLease > day {
+		bad("ProbeLease", "must be between 1ms and 24h, got %v", s.ProbeLease)
+	}
+	return s, errors.Join(errs...)
+}
+
+// Backoff returns the breaker named name, which namespaces its keys ("llm",
+// say). Handles with the same name on the same Limiter share all state; give
+// them the same settings. An invalid name (empty, longer than MaxNameLen, not
+// UTF-8, or holding '{' or '}') is ErrInvalidName; invalid settings are
+// ErrInvalidArgument naming the field.
+func (l *Limiter) Backoff(name string, s BackoffSettings) (*Backoff, error) {
 	if l == nil {
-		b.err = fmt.Errorf("%w: Backoff called on a nil Limiter", ErrInvalidArgument)
-		return b
+		return nil, fmt.Errorf("%w: Backoff called on a nil Limiter", ErrInvalidArgument)
 	}
 	if err := validName("backoff", name); err != nil {
-		b.err = err
-		return b
+		return nil, err
 	}
 	if strings.ContainsAny(name, "{}") {
-		b.err = fmt.Errorf("%w: backoff name %q holds '{' or '}', which would break its hash tag", ErrInvalidName, name)
-		return b
+		return nil, fmt.Errorf("%w: backoff name %q holds '{' or '}', which would break its hash tag", ErrInvalidName, name)
 	}
-	b.local = l.locals().breaker(name)
-	return b
+	set, err := s.resolve(&l.cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Backoff{l: l, name: name, set: set, local: l.locals().breaker(name), jitter: rand.Float64, now: time.Now}, nil
 }
 
 // Name returns the Backoff's name.
@@ -160,10 +226,6 @@ func (b *Backoff) Name() string {
 	}
 	return b.name
 }
-
-// Err returns the error every method returns when the Backoff is unusable
-// (ErrInvalidName for a bad name), else nil.
-func (b *Backoff) Err() error { return b.validate() }
 
 // redisErr tells what to do with an error from Redis: outage reports
 // whether BackoffOnRedisError applies (Redis unreachable, and not the
@@ -188,8 +250,6 @@ func (b *Backoff) validate(endpoints ...string) error {
 	switch {
 	case b == nil:
 		return fmt.Errorf("%w: nil Backoff; use Limiter.Backoff", ErrInvalidArgument)
-	case b.err != nil:
-		return b.err
 	case b.l == nil || b.local == nil:
 		return fmt.Errorf("%w: zero Backoff; use Limiter.Backoff", ErrInvalidArgument)
 	}
@@ -266,8 +326,7 @@ func (b *Backoff) check(ctx context.Context, endpoints []string) (int, Decision,
 	for i, e := range endpoints {
 		keys[i] = b.key(e)
 	}
-	cfg := &b.l.cfg
-	r, err := b.l.run(ctx, backoffCheck, keys, ms(cfg.LLMProbeLease), ms(cfg.LLMBackoffMax))
+	r, err := b.l.run(ctx, backoffCheck, keys, ms(b.set.ProbeLease), ms(b.set.Max))
 	if err != nil {
 		outage, err := redisErr(ctx, err)
 		if !outage {
@@ -297,7 +356,7 @@ func (b *Backoff) degradedCheck(endpoints []string) (int, Decision) {
 	case FailClosed:
 		return -1, b.redisDown()
 	default:
-		i, d := b.local.check(b.now(), endpoints, b.l.cfg.LLMProbeLease, b.l.cfg.LLMBackoffMax)
+		i, d := b.local.check(b.now(), endpoints, b.set.ProbeLease, b.set.Max)
 		d.Degraded = true
 		return i, d
 	}
@@ -324,16 +383,15 @@ func (b *Backoff) Failure(ctx context.Context, endpoint string) (Decision, error
 	if err := b.validate(endpoint); err != nil {
 		return Decision{}, err
 	}
-	cfg := &b.l.cfg
-	sc := backoffSchedule(*cfg)
-	cut := jitterCut(cfg.LLMBackoffJitter, b.jitter)
+	sc := backoffSchedule(b.set)
+	cut := jitterCut(b.set.Jitter, b.jitter)
 	r, err := b.l.run(ctx, backoffFailure, []string{b.key(endpoint)}, sc.base, sc.multPPM, sc.max, cut)
 	if err != nil {
 		outage, err := redisErr(ctx, err)
 		if !outage {
 			return Decision{}, err
 		}
-		switch cfg.BackoffOnRedisError {
+		switch b.l.cfg.BackoffOnRedisError {
 		case FailOpen:
 			return Decision{Allowed: true, Remaining: Unlimited, Degraded: true}, nil
 		case FailClosed:
@@ -384,15 +442,6 @@ func (b *Backoff) Success(ctx context.Context, endpoint string) error {
 	return nil
 }
 
-// State returns where endpoint stands in Redis: closed, open or half-open.
-// See Status for details. Unlike the decisions, the inspectors do not fall
-// back: while Redis cannot be reached they return the error (IsUnavailable
-// reports true).
-func (b *Backoff) State(ctx context.Context, endpoint string) (State, error) {
-	s, err := b.Status(ctx, endpoint)
-	return s.State, err
-}
-
 // Status returns endpoint's shared state in Redis, without changing it.
 func (b *Backoff) Status(ctx context.Context, endpoint string) (BackoffStatus, error) {
 	if err := b.validate(endpoint); err != nil {
@@ -423,11 +472,11 @@ type backoffSched struct {
 	base, multPPM, max int64 // ms, millionths, ms
 }
 
-func backoffSchedule(cfg Config) backoffSched {
+func backoffSchedule(s BackoffSettings) backoffSched {
 	return backoffSched{
-		base:    max(ms(cfg.LLMRetryDelay), 1),
-		multPPM: int64(math.Round(cfg.LLMBackoffMultiplier * 1e6)),
-		max:     max(ms(cfg.LLMBackoffMax), 1),
+		base:    max(ms(s.RetryDelay), 1),
+		multPPM: int64(math.Round(s.Multiplier * 1e6)),
+		max:     max(ms(s.Max), 1),
 	}
 }
 

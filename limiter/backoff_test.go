@@ -33,7 +33,18 @@ func backoffConfig() Config {
 func newTestBackoff(t *testing.T, cfg Config) (*Backoff, *testRedis) {
 	t.Helper()
 	l, r := newTestLimiter(t, cfg)
-	return l.Backoff("llm"), r
+	return mustBackoff(t, l, "llm"), r
+}
+
+// mustBackoff is l.Backoff(name, BackoffSettings{}), failing the test on an
+// error.
+func mustBackoff(t testing.TB, l *Limiter, name string) *Backoff {
+	t.Helper()
+	b, err := l.Backoff(name, BackoffSettings{})
+	if err != nil {
+		t.Fatalf("Backoff(%q): %v", name, err)
+	}
+	return b
 }
 
 // Decisions Backoff gives, exactly.
@@ -166,7 +177,7 @@ func TestBackoffOneProbeAcrossReplicas(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		bs = append(bs, l.Backoff("llm"))
+		bs = append(bs, mustBackoff(t, l, "llm"))
 	}
 	ctx := context.Background()
 	if _, err := bs[0].Failure(ctx, epOpenAI); err != nil {
@@ -195,7 +206,7 @@ func TestBackoffOneProbeAcrossReplicas(t *testing.T) {
 	if s := mustStatus(t, bs[2], epOpenAI); s != want {
 		t.Fatalf("status while probing:\n got %+v\nwant %+v", s, want)
 	}
-	if st, _ := bs[1].State(ctx, epOpenAI); st != StateHalfOpen || st.String() != "half-open" {
+	if st := mustStatus(t, bs[1], epOpenAI).State; st != StateHalfOpen || st.String() != "half-open" {
 		t.Fatalf("State = %v", st)
 	}
 	// The probe's success closes the endpoint for every replica.
@@ -371,7 +382,7 @@ func TestLocalBreakerMatchesScripts(t *testing.T) {
 	cfg.LLMProbeLease = 3 * bsec
 	b, r := newTestBackoff(t, cfg)
 	lb := &localBreaker{m: map[string]*localEndpoint{}}
-	sc := backoffSchedule(cfg)
+	sc := backoffSchedule(b.set)
 	ctx := context.Background()
 	draws := []float64{0.1, 0.9, 0.33, 0, 0.5, 0.77, 0.999, 0.2, 0.61, 0.05, 0.42, 0.8}
 	for i, f := range draws {
@@ -470,24 +481,14 @@ func TestBackoffBadInput(t *testing.T) {
 	before := r.mr.CommandCount()
 	long := strings.Repeat("x", MaxNameLen+1)
 	for _, name := range []string{"", long, "\xff", "a{b", "a}b", "{llm}"} {
-		b := l.Backoff(name)
-		if !errors.Is(b.Err(), ErrInvalidName) {
-			t.Fatalf("Backoff(%q).Err() = %v", name, b.Err())
-		}
-		_, err1 := b.Check(ctx, epLocal)
-		_, err2 := b.Failure(ctx, epLocal)
-		err3 := b.Success(ctx, epLocal)
-		_, _, err4 := b.Pick(ctx, epLocal)
-		_, err5 := b.State(ctx, epLocal)
-		for i, err := range []error{err1, err2, err3, err4, err5} {
-			if !errors.Is(err, ErrInvalidName) {
-				t.Fatalf("Backoff(%.20q) call %d: %v, want ErrInvalidName", name, i, err)
-			}
+		b, err := l.Backoff(name, BackoffSettings{})
+		if b != nil || !errors.Is(err, ErrInvalidName) {
+			t.Fatalf("Backoff(%q) = %v, %v, want ErrInvalidName", name, b, err)
 		}
 	}
-	b := l.Backoff("llm")
-	if b.Err() != nil || b.Name() != "llm" {
-		t.Fatalf("valid Backoff: %v %q", b.Err(), b.Name())
+	b := mustBackoff(t, l, "llm")
+	if b.Name() != "llm" {
+		t.Fatalf("valid Backoff: %q", b.Name())
 	}
 	for _, ep := range []string{"", long, "http://\xff\xfe"} {
 		_, err1 := b.Check(ctx, ep)
@@ -534,7 +535,7 @@ func TestBackoffBadInput(t *testing.T) {
 		}
 	}
 	// Another Backoff name is another namespace.
-	if d, err := l.Backoff("tts").Check(ctx, "a"); err != nil || d != bClosed {
+	if d, err := mustBackoff(t, l, "tts").Check(ctx, "a"); err != nil || d != bClosed {
 		t.Fatalf("tts/a = %+v %v, want closed", d, err)
 	}
 }
@@ -543,7 +544,7 @@ func TestBackoffFailLocal(t *testing.T) {
 	cfg := backoffConfig()
 	cfg.RedisTimeout = 20 * bms
 	l, r := newTestLimiter(t, cfg)
-	b1, b2 := l.Backoff("llm"), l.Backoff("llm") // two handles, one fallback
+	b1, b2 := mustBackoff(t, l, "llm"), mustBackoff(t, l, "llm") // two handles, one fallback
 	now := epoch
 	for _, b := range []*Backoff{b1, b2} {
 		b.now = func() time.Time { return now }
@@ -595,8 +596,8 @@ func TestBackoffFailLocal(t *testing.T) {
 			t.Fatalf("step %d (%s at %v): got %q %+v, want %q %+v", i, s.op, s.at, ep, got, s.ep, s.want)
 		}
 	}
-	if _, err := b1.State(ctx, epLocal); !IsUnavailable(err) {
-		t.Fatalf("State during an outage: %v, want an unavailable error", err)
+	if _, err := b1.Status(ctx, epLocal); !IsUnavailable(err) {
+		t.Fatalf("Status during an outage: %v, want an unavailable error", err)
 	}
 }
 
@@ -690,10 +691,10 @@ func TestBackoffWait(t *testing.T) {
 func TestBackoffNilAndZero(t *testing.T) {
 	ctx := context.Background()
 	var l *Limiter
-	for _, b := range []*Backoff{nil, {}, l.Backoff("llm")} {
-		if err := b.Err(); !errors.Is(err, ErrInvalidArgument) {
-			t.Fatalf("Err() = %v, want ErrInvalidArgument", err)
-		}
+	if b, err := l.Backoff("llm", BackoffSettings{}); b != nil || !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("nil Limiter's Backoff = %v, %v, want ErrInvalidArgument", b, err)
+	}
+	for _, b := range []*Backoff{nil, {}} {
 		if _, err := b.Check(ctx, epLocal); !errors.Is(err, ErrInvalidArgument) {
 			t.Fatalf("Check = %v", err)
 		}
@@ -778,11 +779,11 @@ func TestLocalBreakerRegistry(t *testing.T) {
 	r := newTestRedis(t)
 	l1, _ := New(r.rdb, backoffConfig())
 	l2, _ := New(r.rdb, backoffConfig())
-	h1, h2 := l1.Backoff("llm"), l1.Backoff("llm")
+	h1, h2 := mustBackoff(t, l1, "llm"), mustBackoff(t, l1, "llm")
 	if h1 == h2 || h1.local != h2.local {
 		t.Fatal("two handles of one name have separate fallbacks")
 	}
-	if l1.Backoff("llm").local == l1.Backoff("tts").local || l1.Backoff("llm").local == l2.Backoff("llm").local {
+	if h1.local == mustBackoff(t, l1, "tts").local || h1.local == mustBackoff(t, l2, "llm").local {
 		t.Fatal("distinct names or Limiters share a fallback")
 	}
 }

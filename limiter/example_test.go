@@ -86,7 +86,10 @@ func ExampleBackoff_Pick() {
 		log.Fatal(err)
 	}
 	ctx := context.Background()
-	llm := lim.Backoff("llm")
+	llm, err := lim.Backoff("llm", limiter.BackoffSettings{})
+	if err != nil {
+		log.Fatal(err)
+	}
 	local, openai := "http://localhost:1234", "https://api.openai.com"
 
 	d, _ := llm.Failure(ctx, local) // the local model timed out

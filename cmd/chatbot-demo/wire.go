@@ -99,8 +99,8 @@ func wireSlots(b *bot, l *limiter.Limiter, obs *metrics.Observer) (bool, error) 
 // endpoint (seed: llm_retry_delay, llm_backoff_multiplier,
 // llm_backoff_max).
 func wireBackoff(b *bot, l *limiter.Limiter, obs *metrics.Observer) (bool, error) {
-	bo := l.Backoff("llm")
-	if err := bo.Err(); err != nil {
+	bo, err := l.Backoff("llm", limiter.BackoffSettings{})
+	if err != nil {
 		return false, err
 	}
 	b.pick = func(ctx context.Context) (string, limiter.Decision, error) {
@@ -120,8 +120,8 @@ func wireBackoff(b *bot, l *limiter.Limiter, obs *metrics.Observer) (bool, error
 	if obs != nil {
 		for _, ep := range endpoints {
 			err := obs.WatchEndpoint(ep, func(ctx context.Context) (metrics.EndpointState, error) {
-				s, err := bo.State(ctx, ep)
-				return metrics.EndpointState(s), err
+				s, err := bo.Status(ctx, ep)
+				return metrics.EndpointState(s.State), err
 			})
 			if err != nil {
 				return false, fmt.Errorf("watching %s: %w", ep, err)

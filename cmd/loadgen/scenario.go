@@ -775,7 +775,10 @@ func writeSharedState(ctx context.Context, l *limiter.Limiter) (SharedState, err
 		}
 	}
 	parts = append(parts, fmt.Sprintf("%d of %d LLM slots held for %v (Slots)", cfg.MaxConcurrentUsers, cfg.MaxConcurrentUsers, cfg.SlotLease))
-	bo := l.Backoff(llmPool)
+	bo, err := l.Backoff(llmPool, limiter.BackoffSettings{})
+	if err != nil {
+		return SharedState{}, fmt.Errorf("loadgen: %w", err)
+	}
 	for _, ep := range seedEndpoints {
 		d, err := bo.Failure(ctx, ep)
 		if err != nil {
