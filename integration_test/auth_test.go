@@ -199,9 +199,9 @@ func TestACLUser(t *testing.T) {
 		if err := l.Import(ctx, round+"-dave", []time.Time{time.Now().Add(-time.Minute)}); err != nil {
 			t.Fatalf("%s: Import: %v", round, err)
 		}
-		d, err := l.Bucket(round+"-api", 10, 2).Allow(ctx)
+		d, err := mustBucket(t, l, round+"-api", 10, 2).Allow(ctx)
 		shared(t, round+" Bucket.Allow", d, err)
-		slots := l.Slots(round+"-llm", 2, 10*time.Second)
+		slots := mustSlots(t, l, round+"-llm", 2, 10*time.Second)
 		lease, err := slots.TryAcquire(ctx, "bot-1")
 		if err != nil || lease == nil {
 			t.Fatalf("%s: TryAcquire = %v, %v", round, lease, err)

@@ -88,7 +88,7 @@ func bucketFlatOut(ctx context.Context) (any, error) {
 		return nil, err
 	}
 	defer rdb.Close()
-	b, err := l.APIBucket("igdb")
+	b, err := l.Bucket("igdb", limiter.BucketSettings{})
 	if err != nil {
 		return nil, err
 	}
@@ -190,7 +190,7 @@ func TestBucketOnRealRedis(t *testing.T) {
 	cfg.RedisTimeout = 2 * time.Second
 	l := newLimiter(t, rdb, cfg)
 	ctx := context.Background()
-	b := l.Bucket("wiki", 2, 3) // 500 ms apart, burst 3
+	b := mustBucket(t, l, "wiki", 2, 3) // 500 ms apart, burst 3
 	for i, want := range []int{2, 1, 0} {
 		// ResetAfter is exact at Redis's instant, which moves on between
 		// calls: the first is 500 ms, then slightly under 1 s and 1.5 s.
@@ -233,4 +233,15 @@ func TestBucketOnRealRedis(t *testing.T) {
 	if took := time.Since(begin); took < 500*time.Millisecond {
 		t.Fatalf("two Waits on an empty bucket at 2/s took %v, want at least 500ms", took)
 	}
+}
+
+// mustBucket builds a Bucket of perSecond and burst, failing the test on
+// an error.
+func mustBucket(t testing.TB, l *limiter.Limiter, name string, perSecond float64, burst int) *limiter.Bucket {
+	t.Helper()
+	b, err := l.Bucket(name, limiter.BucketSettings{PerSecond: perSecond, Burst: burst})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

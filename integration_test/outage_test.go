@@ -70,8 +70,8 @@ func TestKillAndRestartRedis(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bucket := l.Bucket("api", 1000, 10)
-	slots := l.Slots("llm", 7, time.Second)
+	bucket := mustBucket(t, l, "api", 1000, 10)
+	slots := mustSlots(t, l, "llm", 7, time.Second)
 	// Warm up: dial the pool and load every script before anything is
 	// timed, so the first calls of a -race run do not count as slow.
 	if _, err := l.Allow(ctx, "warm-up"); err != nil {

@@ -53,7 +53,10 @@ func slotsContend(ctx context.Context) (any, error) {
 		return nil, err
 	}
 	defer rdb.Close()
-	s := l.Slots("llm", seedSlots, 10*time.Second)
+	s, err := l.Slots("llm", limiter.SlotsSettings{Size: seedSlots, Lease: 10 * time.Second})
+	if err != nil {
+		return nil, err
+	}
 	counter := l.Config().KeyPrefix + slotsCounterName
 	_, end, err := bsSchedule()
 	if err != nil {
@@ -172,7 +175,10 @@ func slotsHold(ctx context.Context) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := l.Slots("llm", seedSlots, lease)
+	s, err := l.Slots("llm", limiter.SlotsSettings{Size: seedSlots, Lease: lease})
+	if err != nil {
+		return nil, err
+	}
 	for i := range n {
 		if _, err := s.TryAcquire(ctx, fmt.Sprintf("crashing-%d", i)); err != nil {
 			return nil, err
@@ -224,7 +230,7 @@ func TestSlotsCrashedHolderReclaimed(t *testing.T) {
 	cfg.SlotsOnRedisError = limiter.FailClosed
 	cfg.RedisTimeout = 2 * time.Second
 	l := newLimiter(t, rdb, cfg)
-	s := l.Slots("llm", seedSlots, lease)
+	s := mustSlots(t, l, "llm", seedSlots, lease)
 	ctx := context.Background()
 	if n, err := s.InUse(ctx); err != nil || n != seedSlots {
 		t.Fatalf("right after the kill: InUse = %d, %v; want %d", n, err, seedSlots)
@@ -280,7 +286,10 @@ func slotsFair(ctx context.Context) (any, error) {
 		return nil, err
 	}
 	defer rdb.Close()
-	s := l.Slots("llm", 1, 10*time.Second)
+	s, err := l.Slots("llm", limiter.SlotsSettings{Size: 1, Lease: 10 * time.Second})
+	if err != nil {
+		return nil, err
+	}
 	grants := l.Config().KeyPrefix + slotsGrantsName
 	w, _ := strconv.Atoi(os.Getenv("WORKER_INDEX"))
 	perProc, _ := strconv.Atoi(os.Getenv(slotsPerProcEnv))
@@ -354,7 +363,7 @@ func TestSlotsAcquireFairAcrossProcesses(t *testing.T) {
 	cfg.KeyPrefix = prefix
 	cfg.RedisTimeout = 2 * time.Second // the host is shared and noisy
 	l := newLimiter(t, rdb, cfg)
-	s := l.Slots("llm", 1, 10*time.Second)
+	s := mustSlots(t, l, "llm", 1, 10*time.Second)
 	ctx := context.Background()
 	gate, err := s.TryAcquire(ctx, "gate")
 	if err != nil {
@@ -409,4 +418,15 @@ func TestSlotsAcquireFairAcrossProcesses(t *testing.T) {
 	if gross > maxInv {
 		t.Fatalf("%d inverted pairs: Acquire is not first come, first served", inversions)
 	}
+}
+
+// mustSlots builds a pool of size slots and lease, failing the test on an
+// error.
+func mustSlots(t testing.TB, l *limiter.Limiter, name string, size int, lease time.Duration) *limiter.Slots {
+	t.Helper()
+	s, err := l.Slots(name, limiter.SlotsSettings{Size: size, Lease: lease})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

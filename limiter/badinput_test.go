@@ -17,6 +17,8 @@ func TestBadInputAtEveryEntryPoint(t *testing.T) {
 	ctx := context.Background()
 	long := strings.Repeat("x", MaxUserLen+1)
 	longName := strings.Repeat("n", MaxNameLen+1)
+	api := mustBucket(t, l, "api", 1, 2)
+	llm := mustSlots(t, l, "llm", 7, time.Second)
 	before := r.mr.CommandCount()
 	for _, tc := range []struct {
 		name string
@@ -38,20 +40,20 @@ func TestBadInputAtEveryEntryPoint(t *testing.T) {
 		{"Backoff non-UTF-8 endpoint", func() error { _, err := mustBackoff(t, l, "llm").Check(ctx, "\xff"); return err }, ErrInvalidName},
 		{"Pick none", func() error { _, _, err := mustBackoff(t, l, "llm").Pick(ctx); return err }, ErrInvalidArgument},
 		{"Pick one bad", func() error { _, _, err := mustBackoff(t, l, "llm").Pick(ctx, "ok", ""); return err }, ErrInvalidName},
-		{"Bucket NaN rate", func() error { _, err := l.Bucket("api", math.NaN(), 1).Allow(ctx); return err }, ErrInvalidArgument},
-		{"Bucket negative rate", func() error { _, err := l.Bucket("api", -1, 1).Allow(ctx); return err }, ErrInvalidArgument},
-		{"Bucket infinite rate", func() error { _, err := l.Bucket("api", math.Inf(1), 1).Allow(ctx); return err }, ErrInvalidArgument},
-		{"Bucket zero burst", func() error { return l.Bucket("api", 1, 0).Wait(ctx) }, ErrInvalidArgument},
-		{"Bucket huge burst", func() error { _, err := l.Bucket("api", 1, math.MaxInt).Allow(ctx); return err }, ErrInvalidArgument},
-		{"Bucket empty name", func() error { _, err := l.Bucket("", 1, 1).Allow(ctx); return err }, ErrInvalidName},
-		{"Bucket AllowN over burst", func() error { _, err := l.Bucket("api", 1, 2).AllowN(ctx, 3); return err }, ErrInvalidArgument},
-		{"Bucket AllowN zero", func() error { _, err := l.Bucket("api", 1, 2).AllowN(ctx, 0); return err }, ErrInvalidArgument},
-		{"APIBucket unknown", func() error { _, err := l.APIBucket("nope"); return err }, ErrInvalidName},
-		{"Slots zero size", func() error { _, err := l.Slots("llm", 0, time.Second).TryAcquire(ctx, "u"); return err }, ErrInvalidArgument},
-		{"Slots negative lease", func() error { _, err := l.Slots("llm", 7, -time.Second).TryAcquire(ctx, "u"); return err }, ErrInvalidArgument},
-		{"Slots empty holder", func() error { _, err := l.Slots("llm", 7, time.Second).TryAcquire(ctx, ""); return err }, ErrInvalidUser},
-		{"Slots oversized holder", func() error { _, err := l.Slots("llm", 7, time.Second).Acquire(ctx, long); return err }, ErrInvalidUser},
-		{"Slots empty name", func() error { _, err := l.Slots("", 7, time.Second).InUse(ctx); return err }, ErrInvalidName},
+		{"Bucket NaN rate", func() error { _, err := l.Bucket("api", BucketSettings{PerSecond: math.NaN()}); return err }, ErrInvalidArgument},
+		{"Bucket negative rate", func() error { _, err := l.Bucket("api", BucketSettings{PerSecond: -1}); return err }, ErrInvalidArgument},
+		{"Bucket infinite rate", func() error { _, err := l.Bucket("api", BucketSettings{PerSecond: math.Inf(1)}); return err }, ErrInvalidArgument},
+		{"Bucket negative burst", func() error { _, err := l.Bucket("api", BucketSettings{PerSecond: 1, Burst: -1}); return err }, ErrInvalidArgument},
+		{"Bucket huge burst", func() error { _, err := l.Bucket("api", BucketSettings{PerSecond: 1, Burst: math.MaxInt}); return err }, ErrInvalidArgument},
+		{"Bucket empty name", func() error { _, err := l.Bucket("", BucketSettings{PerSecond: 1}); return err }, ErrInvalidName},
+		{"Bucket AllowN over burst", func() error { _, err := api.AllowN(ctx, 3); return err }, ErrInvalidArgument},
+		{"Bucket AllowN zero", func() error { _, err := api.AllowN(ctx, 0); return err }, ErrInvalidArgument},
+		{"Bucket unlisted", func() error { _, err := l.Bucket("nope", BucketSettings{}); return err }, ErrInvalidName},
+		{"Slots negative size", func() error { _, err := l.Slots("llm", SlotsSettings{Size: -1}); return err }, ErrInvalidArgument},
+		{"Slots negative lease", func() error { _, err := l.Slots("llm", SlotsSettings{Lease: -time.Second}); return err }, ErrInvalidArgument},
+		{"Slots empty holder", func() error { _, err := llm.TryAcquire(ctx, ""); return err }, ErrInvalidUser},
+		{"Slots oversized holder", func() error { _, err := llm.Acquire(ctx, long); return err }, ErrInvalidUser},
+		{"Slots empty name", func() error { _, err := l.Slots("", SlotsSettings{}); return err }, ErrInvalidName},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.call()

@@ -32,21 +32,19 @@ const (
 )
 
 // A Bucket limits calls to one external API across every replica, with the
-// generic cell rate algorithm (GCRA): it admits bursts of up to burst calls
-// and perSecond calls per second on average, so over any span of W seconds
-// at most burst + W*perSecond calls pass. It is the distributed
-// counterpart of golang.org/x/time/rate's Limiter, and its methods mirror
-// Allow/AllowN/Wait/WaitN.
+// generic cell rate algorithm (GCRA): it admits bursts of up to Burst calls
+// and PerSecond calls per second on average, so over any span of W seconds
+// at most Burst + W*PerSecond calls pass. Its methods mirror
+// golang.org/x/time/rate's Allow/AllowN/Wait/WaitN.
 //
 // Each decision is one round trip to Redis and reads Redis TIME, so
-// replicas with skewed clocks agree; the only state is the API's TAT key.
-// The emission interval (1/perSecond) is rounded up to a whole microsecond,
-// so the rate is never exceeded.
+// replicas with skewed clocks agree. The emission interval (1/PerSecond)
+// is rounded up to a whole microsecond, so the rate is never exceeded.
 //
-// Build a Bucket with Limiter.Bucket or Limiter.APIBucket; the zero value
-// is not usable. A Bucket is immutable and safe for concurrent use; Buckets
-// of the same name on one Limiter share the API's key in Redis and, under
-// FailLocal, one in-process fallback.
+// Build a Bucket with Limiter.Bucket; the zero value is not usable. A
+// Bucket is immutable and safe for concurrent use; Buckets of the same name
+// on one Limiter share the API's state in Redis and, under FailLocal, one
+// in-process fallback.
 type Bucket struct {
 	l         *Limiter
 	name      string
@@ -54,33 +52,63 @@ type Bucket struct {
 	perSecond float64
 	interval  int64 // emission interval, µs
 	burst     int
-	err       error // invalid arguments, returned by every method
 	local     *localGCRA
 }
 
-// Bucket returns the Bucket of the API name, admitting perSecond calls per
-// second on average and bursts of up to burst calls. perSecond must be in
-// (0, 1e6] and burst in [1, 1<<20], with burst/perSecond (the time an empty
-// bucket takes to refill) at most 30 days; name is non-empty UTF-8 of at
-// most MaxNameLen bytes. Bucket cannot fail: invalid arguments make every
-// method return an error wrapping ErrInvalidArgument or ErrInvalidName,
-// without contacting Redis.
-func (l *Limiter) Bucket(name string, perSecond float64, burst int) *Bucket {
-	b := &Bucket{l: l, name: name, perSecond: perSecond, burst: burst}
+// BucketSettings configure a Bucket. Zero fields take the API's entry in
+// Config.APIRates; a PerSecond given without a Burst means a burst of 1.
+type BucketSettings struct {
+	// PerSecond is the sustained rate, in (0, 1e6] calls per second.
+	PerSecond float64
+	// Burst is how many calls may go at once after a quiet spell, in
+	// [1, 1<<20]; Burst/PerSecond (the time an empty bucket takes to
+	// refill) is at most 30 days.
+	Burst int
+}
+
+// Bucket returns the Bucket of the API name (non-empty UTF-8 of at most
+// MaxNameLen bytes). Zero settings take name's entry in Config.APIRates:
+// an API that is not listed there is then an error wrapping ErrInvalidName
+// that names the configured ones. Invalid settings are an error wrapping
+// ErrInvalidArgument. Bucket does not contact Redis.
+func (l *Limiter) Bucket(name string, s BucketSettings) (*Bucket, error) {
 	if l == nil {
-		b.err = fmt.Errorf("%w: Bucket called on a nil Limiter", ErrInvalidArgument)
-		return b
+		return nil, fmt.Errorf("%w: Bucket called on a nil Limiter", ErrInvalidArgument)
 	}
-	if b.err = validName("API", name); b.err != nil {
-		return b
+	if err := validName("API", name); err != nil {
+		return nil, err
 	}
-	if b.err = validRate(name, perSecond, burst); b.err != nil {
-		return b
+	if s.PerSecond == 0 {
+		r, ok := l.cfg.APIRates[name]
+		if !ok {
+			known := make([]string, 0, len(l.cfg.APIRates))
+			for n := range l.cfg.APIRates {
+				known = append(known, n)
+			}
+			sort.Strings(known)
+			return nil, fmt.Errorf("%w: API %q has no PerSecond and is not in Config.APIRates (%s); configured: [%s]",
+				ErrInvalidName, name, envName("APIRates"), strings.Join(known, ", "))
+		}
+		s.PerSecond = r.PerSecond
+		if s.Burst == 0 {
+			s.Burst = r.Burst
+		}
 	}
-	b.key = l.key("api", name, ":t")
-	b.interval = int64(math.Ceil(1e6 / perSecond))
-	b.local = l.locals().gcra(name)
-	return b
+	if s.Burst == 0 {
+		s.Burst = 1
+	}
+	if err := validRate(name, s.PerSecond, s.Burst); err != nil {
+		return nil, err
+	}
+	return &Bucket{
+		l:         l,
+		name:      name,
+		key:       l.key("api", name, ":t"),
+		perSecond: s.PerSecond,
+		interval:  int64(math.Ceil(1e6 / s.PerSecond)),
+		burst:     s.Burst,
+		local:     l.locals().gcra(name),
+	}, nil
 }
 
 // validRate checks a Bucket's rate and burst.
@@ -95,27 +123,6 @@ func validRate(name string, perSecond float64, burst int) error {
 		return fmt.Errorf("%w: API %q: burst %d at %g per second takes %.0f s to refill, at most %v", ErrInvalidArgument, name, burst, perSecond, refill, maxBucketRefill)
 	}
 	return nil
-}
-
-// APIBucket returns the Bucket of an API listed in Config.APIRates (seed:
-// "wikipedia" at 1/s, "igdb" at 4/s). An API that is not listed is an
-// error wrapping ErrInvalidName that names it and the configured ones.
-func (l *Limiter) APIBucket(name string) (*Bucket, error) {
-	if l == nil {
-		return nil, fmt.Errorf("%w: APIBucket called on a nil Limiter", ErrInvalidArgument)
-	}
-	r, ok := l.cfg.APIRates[name]
-	if !ok {
-		known := make([]string, 0, len(l.cfg.APIRates))
-		for n := range l.cfg.APIRates {
-			known = append(known, n)
-		}
-		sort.Strings(known)
-		return nil, fmt.Errorf("%w: API %q is not in Config.APIRates (%s); configured: [%s]",
-			ErrInvalidName, name, envName("APIRates"), strings.Join(known, ", "))
-	}
-	b := l.Bucket(name, r.PerSecond, r.Burst)
-	return b, b.err
 }
 
 // Name returns the API's name.
@@ -168,9 +175,6 @@ func (b *Bucket) AllowN(ctx context.Context, n int) (Decision, error) {
 func (b *Bucket) check(n int) error {
 	if b == nil {
 		return fmt.Errorf("%w: nil Bucket; use Limiter.Bucket", ErrInvalidArgument)
-	}
-	if b.err != nil {
-		return b.err
 	}
 	if b.l == nil || b.local == nil {
 		return fmt.Errorf("%w: zero Bucket; use Limiter.Bucket", ErrInvalidArgument)

@@ -43,6 +43,17 @@ func rateDenied(remaining int, retry, reset time.Duration) Decision {
 	return Decision{Reason: ReasonRate, Remaining: remaining, RetryAfter: retry, ResetAfter: reset}
 }
 
+// mustBucket builds a Bucket of perSecond and burst, failing the test on
+// an error.
+func mustBucket(t testing.TB, l *Limiter, name string, perSecond float64, burst int) *Bucket {
+	t.Helper()
+	b, err := l.Bucket(name, BucketSettings{PerSecond: perSecond, Burst: burst})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 func bucketConfig() Config {
 	cfg := DefaultConfig()
 	cfg.LocalCacheSize = 0
@@ -57,7 +68,7 @@ const (
 // IGDB's 4 req/s with no burst: exact spacing of 250 ms, to the µs.
 func TestBucketSpacingBurst1(t *testing.T) {
 	l, r := newTestLimiter(t, bucketConfig())
-	runBucketSteps(t, l.Bucket("igdb", 4, 1), r, []bucketStep{
+	runBucketSteps(t, mustBucket(t, l, "igdb", 4, 1), r, []bucketStep{
 		{0, 1, rateOK(0, 250*msec)},
 		{100 * msec, 1, rateDenied(0, 150*msec, 150*msec)},
 		{250*msec - usec, 1, rateDenied(0, usec, usec)},
@@ -74,7 +85,7 @@ func TestBucketSpacingBurst1(t *testing.T) {
 // RetryAfter and ResetAfter exact; AllowN takes several tokens at once.
 func TestBucketBurstThenSpacing(t *testing.T) {
 	l, r := newTestLimiter(t, bucketConfig())
-	runBucketSteps(t, l.Bucket("igdb", 4, 3), r, []bucketStep{
+	runBucketSteps(t, mustBucket(t, l, "igdb", 4, 3), r, []bucketStep{
 		{0, 1, rateOK(2, 250*msec)},
 		{0, 1, rateOK(1, 500*msec)},
 		{0, 1, rateOK(0, 750*msec)},
@@ -96,17 +107,20 @@ func TestBucketBurstThenSpacing(t *testing.T) {
 // µs (333334 µs at 3/s), so the rate is never exceeded.
 func TestBucketIntervalRoundsUp(t *testing.T) {
 	l, r := newTestLimiter(t, bucketConfig())
-	runBucketSteps(t, l.Bucket("three", 3, 1), r, []bucketStep{
+	runBucketSteps(t, mustBucket(t, l, "three", 3, 1), r, []bucketStep{
 		{0, 1, rateOK(0, 333334*usec)},
 		{333333 * usec, 1, rateDenied(0, usec, usec)},
 		{333334 * usec, 1, rateOK(0, 333334*usec)},
 	})
 }
 
-// The seed's APIs come from Config.APIRates.
-func TestAPIBucketFromConfig(t *testing.T) {
-	l, r := newTestLimiter(t, bucketConfig())
-	wiki, err := l.APIBucket("wikipedia")
+// Zero settings take the API's entry in Config.APIRates; a rate without a
+// burst is a burst of 1; a burst alone keeps the configured rate.
+func TestBucketSettingsDefaults(t *testing.T) {
+	cfg := bucketConfig()
+	cfg.APIRates["igdb"] = APIRate{PerSecond: 4, Burst: 3}
+	l, r := newTestLimiter(t, cfg)
+	wiki, err := l.Bucket("wikipedia", BucketSettings{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,17 +131,40 @@ func TestAPIBucketFromConfig(t *testing.T) {
 		{0, 1, rateOK(0, time.Second)},
 		{999 * msec, 1, rateDenied(0, msec, msec)},
 	})
-	igdb, err := l.APIBucket("igdb")
+	igdb, err := l.Bucket("igdb", BucketSettings{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Separate APIs, separate keys: IGDB is untouched by Wikipedia's use.
-	runBucketSteps(t, igdb, r, []bucketStep{{999 * msec, 1, rateOK(0, 250*msec)}})
+	runBucketSteps(t, igdb, r, []bucketStep{{999 * msec, 1, rateOK(2, 250*msec)}})
 
-	_, err = l.APIBucket("reddit")
-	if !errors.Is(err, ErrInvalidName) || !strings.Contains(err.Error(), `"reddit"`) ||
-		!strings.Contains(err.Error(), "igdb, wikipedia") {
-		t.Fatalf("APIBucket(reddit) error = %v, want ErrInvalidName naming reddit and the configured APIs", err)
+	for _, c := range []struct {
+		name      string
+		s         BucketSettings
+		perSecond float64
+		burst     int
+	}{
+		{"igdb", BucketSettings{}, 4, 3},
+		{"igdb", BucketSettings{Burst: 5}, 4, 5},
+		{"igdb", BucketSettings{PerSecond: 10}, 10, 1},
+		{"reddit", BucketSettings{PerSecond: 2}, 2, 1},
+		{"reddit", BucketSettings{PerSecond: 2, Burst: 4}, 2, 4},
+	} {
+		b, err := l.Bucket(c.name, c.s)
+		if err != nil {
+			t.Fatalf("Bucket(%q, %+v): %v", c.name, c.s, err)
+		}
+		if ps, burst := b.Limit(); ps != c.perSecond || burst != c.burst {
+			t.Errorf("Bucket(%q, %+v).Limit() = %g/%d, want %g/%d", c.name, c.s, ps, burst, c.perSecond, c.burst)
+		}
+	}
+
+	for _, s := range []BucketSettings{{}, {Burst: 2}} {
+		b, err := l.Bucket("reddit", s)
+		if b != nil || !errors.Is(err, ErrInvalidName) || !strings.Contains(err.Error(), `"reddit"`) ||
+			!strings.Contains(err.Error(), "igdb, wikipedia") {
+			t.Fatalf("Bucket(reddit, %+v) = %v, %v; want ErrInvalidName naming reddit and the configured APIs", s, b, err)
+		}
 	}
 }
 
@@ -135,7 +172,7 @@ func TestAPIBucketFromConfig(t *testing.T) {
 // bucket is full again; then it is gone.
 func TestBucketKeyTTL(t *testing.T) {
 	l, r := newTestLimiter(t, bucketConfig())
-	b := l.Bucket("igdb", 4, 3)
+	b := mustBucket(t, l, "igdb", 4, 3)
 	ctx := context.Background()
 	for range 2 {
 		if d, err := b.Allow(ctx); err != nil || !d.Allowed {
@@ -161,10 +198,10 @@ func TestBucketKeyTTL(t *testing.T) {
 	}
 	// A TTL that is not a whole ms rounds up: the key never dies early.
 	r.at(500*msec + 100*usec)
-	if d, _ := l.Bucket("fast", 1000, 1).Allow(ctx); !d.Allowed || d.ResetAfter != msec {
+	if d, _ := mustBucket(t, l, "fast", 1000, 1).Allow(ctx); !d.Allowed || d.ResetAfter != msec {
 		t.Fatalf("fast Allow = %+v", d)
 	}
-	l.Bucket("odd", 3, 1).Allow(ctx)
+	mustBucket(t, l, "odd", 3, 1).Allow(ctx)
 	if got := r.mr.TTL("floodgate:{api:odd}:t"); got != 334*msec {
 		t.Fatalf("TTL of a 333334 µs interval = %v, want 334ms", got)
 	}
@@ -188,7 +225,7 @@ func TestBucketLuaMatchesLocalGCRA(t *testing.T) {
 		perSecond float64
 		burst     int
 	}{{4, 1}, {1, 1}, {4, 4}, {3, 5}, {1000, 20}, {0.5, 2}} {
-		b := l.Bucket("cmp", c.perSecond, c.burst)
+		b := mustBucket(t, l, "cmp", c.perSecond, c.burst)
 		r.mr.FlushAll()
 		start := r.now.Sub(epoch)
 		var tat int64
@@ -210,7 +247,7 @@ func TestBucketLuaMatchesLocalGCRA(t *testing.T) {
 	}
 }
 
-// Bad arguments are reported by every method and never reach Redis.
+// Bad settings are errors at construction and never reach Redis.
 func TestBucketInvalidArguments(t *testing.T) {
 	l, r := newTestLimiter(t, bucketConfig())
 	ctx := context.Background()
@@ -222,34 +259,30 @@ func TestBucketInvalidArguments(t *testing.T) {
 		mention   string
 	}{
 		{"nan", math.NaN(), 1, ErrInvalidArgument, "NaN"},
-		{"zero", 0, 1, ErrInvalidArgument, "rate"},
 		{"negative", -4, 1, ErrInvalidArgument, "-4"},
 		{"inf", math.Inf(1), 1, ErrInvalidArgument, "+Inf"},
 		{"huge", 1e6 + 1, 1, ErrInvalidArgument, "1e+06"},
-		{"burst0", 4, 0, ErrInvalidArgument, "burst"},
 		{"burstneg", 4, -1, ErrInvalidArgument, "burst"},
 		{"bursthuge", 4, 1<<20 + 1, ErrInvalidArgument, "burst"},
 		{"slowrefill", 1e-9, 1, ErrInvalidArgument, "refill"},
+		{"wikipedia", 0, -1, ErrInvalidArgument, "burst"},
+		{"unlisted", 0, 1, ErrInvalidName, "APIRates"},
 		{"", 4, 1, ErrInvalidName, "empty"},
 		{strings.Repeat("x", MaxNameLen+1), 4, 1, ErrInvalidName, "bytes"},
 		{"\xff", 4, 1, ErrInvalidName, "UTF-8"},
 	}
 	for _, c := range cases {
-		b := l.Bucket(c.name, c.perSecond, c.burst)
-		for op, call := range map[string]func() error{
-			"Allow":  func() error { _, err := b.Allow(ctx); return err },
-			"AllowN": func() error { _, err := b.AllowN(ctx, 1); return err },
-			"Wait":   func() error { return b.Wait(ctx) },
-			"WaitN":  func() error { return b.WaitN(ctx, 1) },
-		} {
-			err := call()
-			if !errors.Is(err, c.want) || !strings.Contains(err.Error(), c.mention) || !strings.HasPrefix(err.Error(), "limiter: ") {
-				t.Errorf("%s on Bucket(%d-byte name, %g, %d): %v, want %v mentioning %q", op, len(c.name), c.perSecond, c.burst, err, c.want, c.mention)
-			}
+		b, err := l.Bucket(c.name, BucketSettings{PerSecond: c.perSecond, Burst: c.burst})
+		if b != nil || !errors.Is(err, c.want) || !strings.Contains(err.Error(), c.mention) || !strings.HasPrefix(err.Error(), "limiter: ") {
+			t.Errorf("Bucket(%d-byte name, %g, %d) = %v, %v; want %v mentioning %q", len(c.name), c.perSecond, c.burst, b, err, c.want, c.mention)
 		}
 	}
+	var nilLimiter *Limiter
+	if _, err := nilLimiter.Bucket("igdb", BucketSettings{}); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("Bucket on a nil Limiter = %v", err)
+	}
 	// n outside 1..burst.
-	b := l.Bucket("igdb", 4, 2)
+	b := mustBucket(t, l, "igdb", 4, 2)
 	for _, n := range []int{0, -1, 3} {
 		if _, err := b.AllowN(ctx, n); !errors.Is(err, ErrInvalidArgument) {
 			t.Errorf("AllowN(%d) = %v, want ErrInvalidArgument", n, err)
@@ -275,12 +308,12 @@ func TestBucketInvalidArguments(t *testing.T) {
 func TestBucketForeignKey(t *testing.T) {
 	l, r := newTestLimiter(t, bucketConfig())
 	r.mr.Set("floodgate:{api:igdb}:t", "hello")
-	if _, err := l.Bucket("igdb", 4, 1).Allow(context.Background()); err == nil || !strings.Contains(err.Error(), "not a floodgate GCRA key") {
+	if _, err := mustBucket(t, l, "igdb", 4, 1).Allow(context.Background()); err == nil || !strings.Contains(err.Error(), "not a floodgate GCRA key") {
 		t.Fatalf("Allow on a foreign key = %v", err)
 	}
 	r.mr.Del("floodgate:{api:igdb}:t")
 	r.mr.Lpush("floodgate:{api:igdb}:t", "x")
-	if _, err := l.Bucket("igdb", 4, 1).Allow(context.Background()); err == nil || IsUnavailable(err) {
+	if _, err := mustBucket(t, l, "igdb", 4, 1).Allow(context.Background()); err == nil || IsUnavailable(err) {
 		t.Fatalf("Allow on a list key = %v, want a WRONGTYPE error", err)
 	}
 }
@@ -333,7 +366,7 @@ func TestBucketRedisDown(t *testing.T) {
 	// FailLocal: the same GCRA in-process, shared by Buckets of one name.
 	// A slow rate keeps real time out of the way.
 	for i, want := range []bool{true, true, false} {
-		d, err := l.Bucket("igdb", 0.01, 2).Allow(ctx)
+		d, err := mustBucket(t, l, "igdb", 0.01, 2).Allow(ctx)
 		if err != nil || d.Allowed != want || !d.Degraded {
 			t.Fatalf("FailLocal call %d = %+v, %v; want Allowed=%v, Degraded", i, d, err, want)
 		}
@@ -345,28 +378,28 @@ func TestBucketRedisDown(t *testing.T) {
 		t.Fatalf("observer saw %+v", obs.decisions)
 	}
 	// Another API has its own local state.
-	if d, _ := l.Bucket("wikipedia", 0.01, 1).Allow(ctx); !d.Allowed || !d.Degraded {
+	if d, _ := mustBucket(t, l, "wikipedia", 0.01, 1).Allow(ctx); !d.Allowed || !d.Degraded {
 		t.Fatalf("other API under FailLocal = %+v", d)
 	}
 
 	cfg.BucketOnRedisError = FailOpen
 	l = downLimiter(t, cfg)
 	for range 3 {
-		if d, err := l.Bucket("igdb", 0.01, 1).Allow(ctx); err != nil || d != (Decision{Allowed: true, Remaining: Unlimited, Degraded: true}) {
+		if d, err := mustBucket(t, l, "igdb", 0.01, 1).Allow(ctx); err != nil || d != (Decision{Allowed: true, Remaining: Unlimited, Degraded: true}) {
 			t.Fatalf("FailOpen = %+v, %v", d, err)
 		}
 	}
 
 	cfg.BucketOnRedisError = FailClosed
 	l = downLimiter(t, cfg)
-	d, err := l.Bucket("igdb", 4, 1).Allow(ctx)
+	d, err := mustBucket(t, l, "igdb", 4, 1).Allow(ctx)
 	if err != nil || d != (Decision{Reason: ReasonRedisDown, RetryAfter: redisDownRetry, Degraded: true}) {
 		t.Fatalf("FailClosed = %+v, %v", d, err)
 	}
 	// Wait keeps trying while closed, until its context ends.
 	wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
-	if err := l.Bucket("igdb", 4, 1).Wait(wctx); !errors.Is(err, context.DeadlineExceeded) {
+	if err := mustBucket(t, l, "igdb", 4, 1).Wait(wctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Wait while failing closed = %v, want DeadlineExceeded", err)
 	}
 
@@ -375,7 +408,7 @@ func TestBucketRedisDown(t *testing.T) {
 	l = downLimiter(t, cfg)
 	cctx, ccancel := context.WithCancel(ctx)
 	ccancel()
-	if _, err := l.Bucket("igdb", 4, 1).Allow(cctx); !errors.Is(err, context.Canceled) {
+	if _, err := mustBucket(t, l, "igdb", 4, 1).Allow(cctx); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Allow with a cancelled context = %v", err)
 	}
 }
@@ -401,7 +434,7 @@ func TestBucketWaitSleepsRetryAfter(t *testing.T) {
 	obs := &recordObserver{}
 	cfg.Observer = obs
 	l, _ := realTimeLimiter(t, cfg)
-	b := l.Bucket("api", 50, 1) // 20 ms apart
+	b := mustBucket(t, l, "api", 50, 1) // 20 ms apart
 	ctx := context.Background()
 	const calls = 5
 	for range calls {
@@ -416,14 +449,14 @@ func TestBucketWaitSleepsRetryAfter(t *testing.T) {
 		t.Fatalf("%d Waits made %d round trips: Wait polls instead of sleeping", calls, n)
 	}
 	// WaitN with several tokens.
-	if err := l.Bucket("api2", 50, 3).WaitN(ctx, 3); err != nil {
+	if err := mustBucket(t, l, "api2", 50, 3).WaitN(ctx, 3); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestBucketWaitContext(t *testing.T) {
 	l, _ := realTimeLimiter(t, bucketConfig())
-	b := l.Bucket("wiki", 0.01, 1) // one call per 100 s
+	b := mustBucket(t, l, "wiki", 0.01, 1) // one call per 100 s
 	ctx := context.Background()
 	if err := b.Wait(ctx); err != nil {
 		t.Fatal(err)

@@ -112,7 +112,7 @@ func ExampleBucket_Allow() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	igdb, err := lim.APIBucket("igdb")
+	igdb, err := lim.Bucket("igdb", limiter.BucketSettings{})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -139,7 +139,10 @@ func ExampleSlots_TryAcquire() {
 		log.Fatal(err)
 	}
 	ctx := context.Background()
-	pool := lim.Slots("llm", 2, cfg.SlotLease)
+	pool, err := lim.Slots("llm", limiter.SlotsSettings{Size: 2}) // lease: cfg.SlotLease
+	if err != nil {
+		log.Fatal(err)
+	}
 	a, _ := pool.TryAcquire(ctx, "ann")
 	_, _ = pool.TryAcquire(ctx, "bob")
 	_, err = pool.TryAcquire(ctx, "cat")

@@ -60,22 +60,19 @@ const (
 	minWaiterTTL = 2 * time.Second
 )
 
-// Slots is a pool of size slots shared by every replica: at most size
+// Slots is a pool of Size slots shared by every replica: at most Size
 // holders (users being served by the LLM) hold one at a time. A slot is a
 // lease that expires unless refreshed, so a replica that crashes loses its
 // slots after one lease. TryAcquire takes a free slot or fails at once;
 // Acquire queues first come, first served until a slot frees or its
 // context ends.
 //
-// Acquire polls Redis rather than subscribing to releases: polling needs
-// no extra connection per waiter, works the same on a Cluster, and also
-// notices leases that simply expire. The pause between polls starts at
-// 1 ms and doubles up to min(lease/4, 50 ms), cut short when the earliest
-// lease expires sooner, so a freed slot is taken within about 50 ms. Each
-// poll renews the waiter's heartbeat; a waiter that stops polling
-// (crashed) is dropped after its heartbeat TTL (the larger of 2 s and
-// 4*(pause+Config.RedisTimeout)), and a cancelled Acquire removes itself
-// at once.
+// Acquire polls Redis: the pause between polls starts at 1 ms and doubles
+// up to min(Lease/4, 50 ms), cut short when the earliest lease expires
+// sooner, so a freed slot is taken within about 50 ms. A waiter that stops
+// polling (crashed) is dropped after its heartbeat lapses (the larger of
+// 2 s and 4*(pause+Config.RedisTimeout)); a cancelled Acquire leaves the
+// queue at once.
 //
 // Build Slots with Limiter.Slots; the zero value is not usable. Slots is
 // immutable and safe for concurrent use; Slots of the same name on one
@@ -89,36 +86,51 @@ type Slots struct {
 	holders string
 	waiters string
 	alive   string
-	err     error // invalid arguments, returned by every method
 	local   *localSlots
 }
 
-// Slots returns the pool name of size slots, each held for lease unless
-// refreshed. size must be in [1, 1<<20], lease in [1ms, 24h] (whole
-// milliseconds count), name non-empty UTF-8 of at most MaxNameLen bytes.
-// Slots cannot fail: invalid arguments make every method return an error
-// wrapping ErrInvalidArgument or ErrInvalidName, without contacting Redis.
-// Config.MaxConcurrentUsers and Config.SlotLease are the seed's values for
-// the LLM pool.
-func (l *Limiter) Slots(name string, size int, lease time.Duration) *Slots {
-	s := &Slots{l: l, name: name, size: size, lease: lease}
-	nameErr := validName("slot pool", name)
-	switch {
-	case l == nil:
-		s.err = fmt.Errorf("%w: Slots called on a nil Limiter", ErrInvalidArgument)
-	case nameErr != nil:
-		s.err = nameErr
-	case size < 1 || size > maxSlots:
-		s.err = fmt.Errorf("%w: slot pool %q: size must be between 1 and %d, got %d", ErrInvalidArgument, name, maxSlots, size)
-	case lease < time.Millisecond || lease > maxSlotLease:
-		s.err = fmt.Errorf("%w: slot pool %q: lease must be between 1ms and %v, got %v", ErrInvalidArgument, name, maxSlotLease, lease)
-	default:
-		s.holders = l.key("s", name, ":h")
-		s.waiters = l.key("s", name, ":w")
-		s.alive = l.key("s", name, ":e")
-		s.local = l.locals().slots(name)
+// SlotsSettings configure a Slots pool. Zero fields take
+// Config.MaxConcurrentUsers and Config.SlotLease.
+type SlotsSettings struct {
+	// Size is how many slots the pool has, in [1, 1<<20].
+	Size int
+	// Lease is how long a slot stays held without a Refresh, in [1ms, 24h]
+	// (whole milliseconds count).
+	Lease time.Duration
+}
+
+// Slots returns the pool name (non-empty UTF-8 of at most MaxNameLen
+// bytes). Invalid settings are an error wrapping ErrInvalidArgument; Slots
+// does not contact Redis.
+func (l *Limiter) Slots(name string, s SlotsSettings) (*Slots, error) {
+	if l == nil {
+		return nil, fmt.Errorf("%w: Slots called on a nil Limiter", ErrInvalidArgument)
 	}
-	return s
+	if err := validName("slot pool", name); err != nil {
+		return nil, err
+	}
+	if s.Size == 0 {
+		s.Size = l.cfg.MaxConcurrentUsers
+	}
+	if s.Lease == 0 {
+		s.Lease = l.cfg.SlotLease
+	}
+	if s.Size < 1 || s.Size > maxSlots {
+		return nil, fmt.Errorf("%w: slot pool %q: size must be between 1 and %d, got %d (0 takes Config.MaxConcurrentUsers)", ErrInvalidArgument, name, maxSlots, s.Size)
+	}
+	if s.Lease < time.Millisecond || s.Lease > maxSlotLease {
+		return nil, fmt.Errorf("%w: slot pool %q: lease must be between 1ms and %v, got %v (0 takes Config.SlotLease)", ErrInvalidArgument, name, maxSlotLease, s.Lease)
+	}
+	return &Slots{
+		l:       l,
+		name:    name,
+		size:    s.Size,
+		lease:   s.Lease,
+		holders: l.key("s", name, ":h"),
+		waiters: l.key("s", name, ":w"),
+		alive:   l.key("s", name, ":e"),
+		local:   l.locals().slots(name),
+	}, nil
 }
 
 // Name returns the pool's name.
@@ -140,9 +152,6 @@ func (s *Slots) check(holder string) error {
 func (s *Slots) checkPool() error {
 	if s == nil {
 		return fmt.Errorf("%w: nil Slots; use Limiter.Slots", ErrInvalidArgument)
-	}
-	if s.err != nil {
-		return s.err
 	}
 	if s.l == nil || s.local == nil {
 		return fmt.Errorf("%w: zero Slots; use Limiter.Slots", ErrInvalidArgument)

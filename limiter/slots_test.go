@@ -27,6 +27,17 @@ type slotStep struct {
 	n      int
 }
 
+// mustSlots builds a pool of size slots and lease, failing the test on an
+// error.
+func mustSlots(t testing.TB, l *Limiter, name string, size int, lease time.Duration) *Slots {
+	t.Helper()
+	s, err := l.Slots(name, SlotsSettings{Size: size, Lease: lease})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func runSlotSteps(t *testing.T, s *Slots, r *testRedis, steps []slotStep) {
 	t.Helper()
 	ctx := context.Background()
@@ -72,7 +83,7 @@ func slotsConfig() Config {
 // reused with fresh leases.
 func TestSlotsFillExpireRefresh(t *testing.T) {
 	l, r := newTestLimiter(t, slotsConfig())
-	s := l.Slots("llm", 3, 10*time.Second)
+	s := mustSlots(t, l, "llm", 3, 10*time.Second)
 	sec := time.Second
 	runSlotSteps(t, s, r, []slotStep{
 		{at: 0, op: "try", i: 0, holder: "alice"},
@@ -110,7 +121,7 @@ func TestSlotsFillExpireRefresh(t *testing.T) {
 // lost, and using it never touches the new one.
 func TestSlotsOldLeaseOfSameHolder(t *testing.T) {
 	l, r := newTestLimiter(t, slotsConfig())
-	s := l.Slots("llm", 1, time.Second)
+	s := mustSlots(t, l, "llm", 1, time.Second)
 	runSlotSteps(t, s, r, []slotStep{
 		{at: 0, op: "try", i: 0, holder: "alice"},
 		{at: time.Second, op: "try", i: 1, holder: "alice"},
@@ -129,7 +140,7 @@ func TestSlotsOldLeaseOfSameHolder(t *testing.T) {
 // and another lease keeps the key alive) is lost all the same.
 func TestSlotsExpiredNotYetPruned(t *testing.T) {
 	l, r := newTestLimiter(t, slotsConfig())
-	s := l.Slots("llm", 2, time.Second)
+	s := mustSlots(t, l, "llm", 2, time.Second)
 	runSlotSteps(t, s, r, []slotStep{
 		{at: 0, op: "try", i: 0, holder: "alice"},
 		{at: 500 * msec, op: "try", i: 1, holder: "bob"},
@@ -210,7 +221,7 @@ func runPolls(t *testing.T, s *Slots, steps []pollStep) {
 // TryAcquire never takes a slot a waiter is owed.
 func TestSlotsFIFO(t *testing.T) {
 	l, r := newTestLimiter(t, slotsConfig())
-	s := l.Slots("llm", 1, 10*time.Second)
+	s := mustSlots(t, l, "llm", 1, 10*time.Second)
 	holder := mustTry(t, s, "h")
 	a, b, c := newWaiter("a"), newWaiter("b"), newWaiter("c")
 	r.at(1 * msec)
@@ -244,7 +255,7 @@ func TestSlotsFIFO(t *testing.T) {
 // ahead of it can be served too; TryAcquire only takes what is left over.
 func TestSlotsFIFOSeveralFree(t *testing.T) {
 	l, r := newTestLimiter(t, slotsConfig())
-	s := l.Slots("llm", 3, 10*time.Second)
+	s := mustSlots(t, l, "llm", 3, 10*time.Second)
 	held := []*Lease{mustTry(t, s, "h1"), mustTry(t, s, "h2"), mustTry(t, s, "h3")}
 	a, b, c := newWaiter("a"), newWaiter("b"), newWaiter("c")
 	for i, w := range []*waiter{a, b, c} {
@@ -274,7 +285,7 @@ func TestSlotsAbandonedWaiterRemoved(t *testing.T) {
 	cfg := slotsConfig()
 	cfg.RedisTimeout = 250 * time.Millisecond
 	l, r := newTestLimiter(t, cfg)
-	s := l.Slots("llm", 1, time.Minute)
+	s := mustSlots(t, l, "llm", 1, time.Minute)
 	wttl := s.waiterTTL()
 	if wttl != 2*time.Second { // 4 x (50 ms poll cap + 250 ms) is under the 2 s floor
 		t.Fatalf("waiterTTL = %v, want the 2s floor", wttl)
@@ -310,7 +321,7 @@ func TestSlotsAcquireCancelledLeavesQueue(t *testing.T) {
 	obs := &recordObserver{}
 	cfg.Observer = obs
 	l, mr := realTimeLimiter(t, cfg)
-	s := l.Slots("llm", 1, time.Minute)
+	s := mustSlots(t, l, "llm", 1, time.Minute)
 	mustTry(t, s, "h")
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
@@ -352,7 +363,7 @@ func TestSlotsAcquireWaitsForRelease(t *testing.T) {
 		}
 	}}
 	l, _ := realTimeLimiter(t, cfg)
-	s := l.Slots("llm", 1, time.Minute)
+	s := mustSlots(t, l, "llm", 1, time.Minute)
 	h := mustTry(t, s, "h")
 	<-polled
 	got := make(chan error, 1)
@@ -383,7 +394,7 @@ func TestSlotsAcquireWaitsForRelease(t *testing.T) {
 // slot back, not a second one.
 func TestSlotsRepeatedPollIsIdempotent(t *testing.T) {
 	l, _ := newTestLimiter(t, slotsConfig())
-	s := l.Slots("llm", 2, time.Minute)
+	s := mustSlots(t, l, "llm", 2, time.Minute)
 	w := newWaiter("w")
 	runPolls(t, s, []pollStep{{w, true, 0}, {w, true, 0}})
 	if n, _ := s.InUse(context.Background()); n != 1 {
@@ -400,7 +411,7 @@ func TestSlotsRepeatedPollIsIdempotent(t *testing.T) {
 // nothing behind.
 func TestSlotsKeyTTLs(t *testing.T) {
 	l, r := newTestLimiter(t, slotsConfig())
-	s := l.Slots("llm", 2, 10*time.Second)
+	s := mustSlots(t, l, "llm", 2, 10*time.Second)
 	ttl := func(key string, want time.Duration) {
 		t.Helper()
 		if got := r.mr.TTL(key); got != want {
@@ -431,7 +442,7 @@ func TestSlotsKeyTTLs(t *testing.T) {
 	}
 }
 
-// Bad arguments are reported by every method and never reach Redis.
+// Bad settings are errors at construction and never reach Redis.
 func TestSlotsInvalidArguments(t *testing.T) {
 	l, r := newTestLimiter(t, slotsConfig())
 	ctx := context.Background()
@@ -442,10 +453,8 @@ func TestSlotsInvalidArguments(t *testing.T) {
 		want    error
 		mention string
 	}{
-		{"llm", 0, time.Second, ErrInvalidArgument, "size"},
 		{"llm", -7, time.Second, ErrInvalidArgument, "-7"},
 		{"llm", 1<<20 + 1, time.Second, ErrInvalidArgument, "size"},
-		{"llm", 7, 0, ErrInvalidArgument, "lease"},
 		{"llm", 7, time.Millisecond - 1, ErrInvalidArgument, "lease"},
 		{"llm", 7, -time.Second, ErrInvalidArgument, "lease"},
 		{"llm", 7, 24*time.Hour + 1, ErrInvalidArgument, "lease"},
@@ -454,19 +463,16 @@ func TestSlotsInvalidArguments(t *testing.T) {
 		{"\xfe", 7, time.Second, ErrInvalidName, "UTF-8"},
 	}
 	for _, c := range cases {
-		s := l.Slots(c.name, c.size, c.lease)
-		for op, call := range map[string]func() error{
-			"TryAcquire": func() error { _, err := s.TryAcquire(ctx, "alice"); return err },
-			"Acquire":    func() error { _, err := s.Acquire(ctx, "alice"); return err },
-			"InUse":      func() error { _, err := s.InUse(ctx); return err },
-		} {
-			err := call()
-			if !errors.Is(err, c.want) || !strings.Contains(err.Error(), c.mention) || !strings.HasPrefix(err.Error(), "limiter: ") {
-				t.Errorf("%s on Slots(%d-byte name, %d, %v) = %v, want %v mentioning %q", op, len(c.name), c.size, c.lease, err, c.want, c.mention)
-			}
+		s, err := l.Slots(c.name, SlotsSettings{Size: c.size, Lease: c.lease})
+		if s != nil || !errors.Is(err, c.want) || !strings.Contains(err.Error(), c.mention) || !strings.HasPrefix(err.Error(), "limiter: ") {
+			t.Errorf("Slots(%d-byte name, %d, %v) = %v, %v; want %v mentioning %q", len(c.name), c.size, c.lease, s, err, c.want, c.mention)
 		}
 	}
-	s := l.Slots("llm", 7, time.Second)
+	var nilLimiter *Limiter
+	if _, err := nilLimiter.Slots("llm", SlotsSettings{}); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("Slots on a nil Limiter = %v", err)
+	}
+	s := mustSlots(t, l, "llm", 7, time.Second)
 	for _, h := range []string{"", strings.Repeat("u", MaxUserLen+1)} {
 		if _, err := s.TryAcquire(ctx, h); !errors.Is(err, ErrInvalidUser) {
 			t.Errorf("TryAcquire(%d-byte holder) = %v, want ErrInvalidUser", len(h), err)
@@ -497,19 +503,20 @@ func TestSlotsRedisDown(t *testing.T) {
 	// FailLocal: an in-process pool of the same size, shared by all Slots
 	// of the name, with the same FIFO rules.
 	l := downLimiter(t, cfg)
-	a, err := l.Slots("llm", 2, time.Minute).TryAcquire(ctx, "a")
+	a, err := mustSlots(t, l, "llm", 2, time.Minute).TryAcquire(ctx, "a")
 	if err != nil || !a.Degraded() {
 		t.Fatalf("FailLocal TryAcquire = %+v, %v", a, err)
 	}
-	b := mustTry(t, l.Slots("llm", 2, time.Minute), "b")
-	wantNoSlot(t, l.Slots("llm", 2, time.Minute), "c")
+	b := mustTry(t, mustSlots(t, l, "llm", 2, time.Minute), "b")
+	wantNoSlot(t, mustSlots(t, l, "llm", 2, time.Minute), "c")
 	if err := a.Refresh(ctx); err != nil {
 		t.Fatalf("local Refresh: %v", err)
 	}
 	var wg sync.WaitGroup
 	var got *Lease
 	var gotErr error
-	wg.Go(func() { got, gotErr = l.Slots("llm", 2, time.Minute).Acquire(ctx, "c") })
+	c := mustSlots(t, l, "llm", 2, time.Minute)
+	wg.Go(func() { got, gotErr = c.Acquire(ctx, "c") })
 	mustRelease(t, a)
 	wg.Wait()
 	if gotErr != nil || !got.Degraded() || got.Holder() != "c" {
@@ -525,10 +532,10 @@ func TestSlotsRedisDown(t *testing.T) {
 	mustRelease(t, got)
 	// A cancelled local wait leaves the local queue.
 	p := l.locals().slots("llm")
-	mustTry(t, l.Slots("llm", 1, time.Minute), "x")
+	mustTry(t, mustSlots(t, l, "llm", 1, time.Minute), "x")
 	cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
-	if _, err := l.Slots("llm", 1, time.Minute).Acquire(cctx, "y"); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := mustSlots(t, l, "llm", 1, time.Minute).Acquire(cctx, "y"); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("local Acquire on a full pool = %v", err)
 	}
 	p.mu.Lock()
@@ -542,7 +549,7 @@ func TestSlotsRedisDown(t *testing.T) {
 	cfg.SlotsOnRedisError = FailOpen
 	l = downLimiter(t, cfg)
 	for _, h := range []string{"a", "b", "c"} {
-		lease, err := l.Slots("llm", 1, time.Minute).Acquire(ctx, h)
+		lease, err := mustSlots(t, l, "llm", 1, time.Minute).Acquire(ctx, h)
 		if err != nil || !lease.Degraded() {
 			t.Fatalf("FailOpen Acquire = %+v, %v", lease, err)
 		}
@@ -554,10 +561,10 @@ func TestSlotsRedisDown(t *testing.T) {
 	// FailClosed: an error wrapping ErrRedisUnavailable.
 	cfg.SlotsOnRedisError = FailClosed
 	l = downLimiter(t, cfg)
-	if _, err := l.Slots("llm", 7, time.Minute).TryAcquire(ctx, "a"); !errors.Is(err, ErrRedisUnavailable) {
+	if _, err := mustSlots(t, l, "llm", 7, time.Minute).TryAcquire(ctx, "a"); !errors.Is(err, ErrRedisUnavailable) {
 		t.Fatalf("FailClosed TryAcquire = %v", err)
 	}
-	if _, err := l.Slots("llm", 7, time.Minute).Acquire(ctx, "a"); !errors.Is(err, ErrRedisUnavailable) {
+	if _, err := mustSlots(t, l, "llm", 7, time.Minute).Acquire(ctx, "a"); !errors.Is(err, ErrRedisUnavailable) {
 		t.Fatalf("FailClosed Acquire = %v", err)
 	}
 }
@@ -566,7 +573,7 @@ func TestSlotsRedisDown(t *testing.T) {
 // unavailable, not that the lease is lost.
 func TestSlotsLeaseWhenRedisGoes(t *testing.T) {
 	l, r := newTestLimiter(t, slotsConfig())
-	lease := mustTry(t, l.Slots("llm", 7, time.Minute), "a")
+	lease := mustTry(t, mustSlots(t, l, "llm", 7, time.Minute), "a")
 	r.mr.Close()
 	ctx := context.Background()
 	if err := lease.Refresh(ctx); !errors.Is(err, ErrRedisUnavailable) || errors.Is(err, ErrLeaseLost) {
@@ -574,5 +581,38 @@ func TestSlotsLeaseWhenRedisGoes(t *testing.T) {
 	}
 	if err := lease.Release(ctx); !errors.Is(err, ErrRedisUnavailable) {
 		t.Fatalf("Release without Redis = %v", err)
+	}
+}
+
+// Zero settings take Config.MaxConcurrentUsers and Config.SlotLease.
+func TestSlotsSettingsDefaults(t *testing.T) {
+	cfg := slotsConfig()
+	cfg.MaxConcurrentUsers = 2
+	cfg.SlotLease = 3 * time.Second
+	l, r := newTestLimiter(t, cfg)
+	s, err := l.Slots("llm", SlotsSettings{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Size() != 2 || s.lease != 3*time.Second || s.Name() != "llm" {
+		t.Fatalf("Slots(llm, zero) = %s size %d lease %v, want size 2 lease 3s", s.Name(), s.Size(), s.lease)
+	}
+	mustTry(t, s, "a")
+	mustTry(t, s, "b")
+	wantNoSlot(t, s, "c")
+	if ttl := r.mr.TTL(holdersKey); ttl != 3*time.Second {
+		t.Fatalf("holders TTL = %v, want the configured lease 3s", ttl)
+	}
+	if s, err := l.Slots("other", SlotsSettings{Lease: time.Minute}); err != nil || s.Size() != 2 || s.lease != time.Minute {
+		t.Fatalf("Slots(other, lease only) = %+v, %v", s, err)
+	}
+	if s, err := l.Slots("third", SlotsSettings{Size: 5}); err != nil || s.Size() != 5 || s.lease != 3*time.Second {
+		t.Fatalf("Slots(third, size only) = %+v, %v", s, err)
+	}
+
+	cfg.MaxConcurrentUsers = 0
+	l, _ = newTestLimiter(t, cfg)
+	if s, err := l.Slots("llm", SlotsSettings{}); s != nil || !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "MaxConcurrentUsers") {
+		t.Fatalf("Slots with no size anywhere = %v, %v; want ErrInvalidArgument naming MaxConcurrentUsers", s, err)
 	}
 }

@@ -301,7 +301,7 @@ func TestReport(t *testing.T) {
 		"regulars: 4 of 10 answered; held back: slots 1\n",
 		"users held to 2 per 1m0s across 2 replicas: max accepted for any user = 2 (limit 2: ann; 2 unshared limiters would allow 4) ✔",
 		"max LLM slots held at once across 2 replicas = 1 ≤ 1 (separate pools would allow 2) ✔",
-		"Wikipedia rate: not wired in this build (Limiter.APIBucket) ·",
+		"Wikipedia rate: not wired in this build (Limiter.Bucket) ·",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, out.String())

@@ -256,7 +256,7 @@ func wikiCheck(t *summary, replicas int) check {
 	c := check{Name: "wikipedia_rate"}
 	if !wired(t, "wiki") {
 		c.OK, c.Skipped = true, true
-		c.Line = "Wikipedia rate: not wired in this build (Limiter.APIBucket)"
+		c.Line = "Wikipedia rate: not wired in this build (Limiter.Bucket)"
 		return c
 	}
 	calls := slices.Clone(t.WikiCalls)

@@ -54,7 +54,7 @@ func wireWiki(b *bot, l *limiter.Limiter) (bool, error) {
 	if _, ok := l.Config().APIRates["wikipedia"]; !ok {
 		return false, nil
 	}
-	bucket, err := l.APIBucket("wikipedia")
+	bucket, err := l.Bucket("wikipedia", limiter.BucketSettings{})
 	if err != nil {
 		return false, err
 	}
@@ -70,7 +70,10 @@ func wireSlots(b *bot, l *limiter.Limiter, obs *metrics.Observer) (bool, error) 
 	if cfg.MaxConcurrentUsers == 0 {
 		return false, nil
 	}
-	pool := l.Slots("llm", cfg.MaxConcurrentUsers, cfg.SlotLease)
+	pool, err := l.Slots("llm", limiter.SlotsSettings{})
+	if err != nil {
+		return false, err
+	}
 	b.acquire = func(ctx context.Context, holder string) (func(context.Context), limiter.Decision, error) {
 		lease, err := pool.TryAcquire(ctx, holder)
 		if errors.Is(err, limiter.ErrNoSlot) {

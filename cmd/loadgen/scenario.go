@@ -751,7 +751,7 @@ func writeSharedState(ctx context.Context, l *limiter.Limiter) (SharedState, err
 	}
 	slices.Sort(apis)
 	for _, name := range apis {
-		b, err := l.APIBucket(name)
+		b, err := l.Bucket(name, limiter.BucketSettings{})
 		if err != nil {
 			return SharedState{}, fmt.Errorf("loadgen: %w", err)
 		}
@@ -764,8 +764,11 @@ func writeSharedState(ctx context.Context, l *limiter.Limiter) (SharedState, err
 		}
 	}
 	parts = append(parts, fmt.Sprintf("API rates of %s (Bucket)", strings.Join(apis, ", ")))
-	pool := l.Slots(llmPool, cfg.MaxConcurrentUsers, cfg.SlotLease)
 	for i := 0; i < cfg.MaxConcurrentUsers; i++ {
+		pool, err := l.Slots(llmPool, limiter.SlotsSettings{})
+		if err != nil {
+			return SharedState{}, fmt.Errorf("loadgen: %w", err)
+		}
 		lease, err := pool.TryAcquire(ctx, userName(i))
 		if err != nil {
 			return SharedState{}, fmt.Errorf("loadgen: slot %d of %d: %w", i+1, cfg.MaxConcurrentUsers, err)
