@@ -159,10 +159,30 @@ func ConfigFromEnv() (Config, error) {
 	return configFromEnv(nil)
 }
 
+// EnvOverrides applies every FLOODGATE_* variable that is set (and
+// REDIS_URL when neither FLOODGATE_REDIS_URL nor base names a Redis) over
+// base, then validates the result: a config file's settings with the
+// environment winning. ConfigFromEnv is EnvOverrides(DefaultConfig()).
+// Errors name the variable, or the field when base itself is invalid.
+func EnvOverrides(base Config) (Config, error) {
+	return envOverrides(base, nil)
+}
+
 // configFromEnv reads from environ (a map) or, when nil, the process
 // environment; tests use the map.
 func configFromEnv(environ map[string]string) (Config, error) {
-	cfg := DefaultConfig()
+	return envOverrides(DefaultConfig(), environ)
+}
+
+func envOverrides(base Config, environ map[string]string) (Config, error) {
+	cfg := base
+	// A copy, so an override never writes into the caller's map.
+	if base.APIRates != nil {
+		cfg.APIRates = make(APIRates, len(base.APIRates))
+		for name, r := range base.APIRates {
+			cfg.APIRates[name] = r
+		}
+	}
 	opts := env.Options{
 		Prefix: EnvPrefix,
 		FuncMap: map[reflect.Type]env.ParserFunc{
