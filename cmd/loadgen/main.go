@@ -37,6 +37,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/floodgate/floodgate/limiter"
 )
 
 func main() {
@@ -252,12 +254,12 @@ func commandLine(args []string) string {
 	for _, a := range args {
 		switch {
 		case redactNext:
-			a, redactNext = redactURL(a), false
+			a, redactNext = limiter.RedactURL(a), false
 		case a == "-redis-url" || a == "--redis-url":
 			redactNext = true
 		case strings.HasPrefix(a, "-redis-url=") || strings.HasPrefix(a, "--redis-url="):
 			k, v, _ := strings.Cut(a, "=")
-			a = k + "=" + redactURL(v)
+			a = k + "=" + limiter.RedactURL(v)
 		}
 		parts = append(parts, shellQuote(a))
 	}

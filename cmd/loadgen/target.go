@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -57,7 +56,7 @@ func openTarget(ctx context.Context, o options, logf func(string, ...any)) (*tar
 	switch {
 	case o.redisURL != "":
 		raw := o.redisURL
-		t.mode, t.desc = modeURL, redactURL(raw)
+		t.mode, t.desc = modeURL, limiter.RedactURL(raw)
 		t.dial = func(pool int) (redis.UniversalClient, error) { return dialURL(raw, pool) }
 		// NewClient contacts no one: an error here is the URL itself.
 		c, err := t.dial(1)
@@ -169,17 +168,6 @@ func (t *target) quiesce(ctx context.Context, c redis.UniversalClient) error {
 			return err
 		}
 	}
-}
-
-// redactURL hides a password so error messages and reports can show URLs.
-func redactURL(raw string) string {
-	parts := strings.Split(raw, ",")
-	for i, p := range parts {
-		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.Scheme != "" {
-			parts[i] = u.Redacted()
-		}
-	}
-	return strings.Join(parts, ",")
 }
 
 // close stops what openTarget started. Keys are removed by the caller
