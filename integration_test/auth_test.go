@@ -246,7 +246,11 @@ func TestACLUser(t *testing.T) {
 	exercise("flushed")
 
 	// The ACL binds.
-	bot := l.Client()
+	bot, err := limiter.NewClient(l.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bot.Close()
 	// (The commands the scripts call are granted outright: an ACL cannot
 	// grant a command inside scripts only.)
 	if err := bot.Incr(ctx, "floodgate:free").Err(); err == nil || !strings.Contains(err.Error(), "NOPERM") {

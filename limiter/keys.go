@@ -1,6 +1,10 @@
 package limiter
 
-import "strings"
+import (
+	"fmt"
+	"strings"
+	"unicode/utf8"
+)
 
 // key builds "<prefix>{<kind>:<id>}<suffix>". Every key of one user,
 // endpoint, API or pool shares the braces' hash tag, so a script's keys sit
@@ -32,4 +36,29 @@ func (l *Limiter) UserKeys(user string) ([]string, error) {
 		return nil, err
 	}
 	return []string{l.key("u", user, ":w"), l.key("u", user, ":cd")}, nil
+}
+
+// validUser checks a user id before it becomes part of a key.
+func validUser(user string) error {
+	if user == "" {
+		return fmt.Errorf("%w: empty", ErrInvalidUser)
+	}
+	if len(user) > MaxUserLen {
+		return fmt.Errorf("%w: %d bytes, at most %d", ErrInvalidUser, len(user), MaxUserLen)
+	}
+	return nil
+}
+
+// validName checks an endpoint, API or slot-pool name. Names come from
+// configuration, not from chat users, so they must also be valid UTF-8.
+func validName(kind, name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("%w: empty %s name", ErrInvalidName, kind)
+	case len(name) > MaxNameLen:
+		return fmt.Errorf("%w: %s name of %d bytes, at most %d", ErrInvalidName, kind, len(name), MaxNameLen)
+	case !utf8.ValidString(name):
+		return fmt.Errorf("%w: %s name %q is not UTF-8", ErrInvalidName, kind, name)
+	}
+	return nil
 }

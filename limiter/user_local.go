@@ -1,6 +1,9 @@
 package limiter
 
 import (
+	"context"
+	"fmt"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -98,4 +101,27 @@ func (lu *localUsers) reset(user string) {
 	lu.mu.Lock()
 	delete(lu.m, user)
 	lu.mu.Unlock()
+}
+
+// userFallback applies Config.OnRedisError when err means Redis is out of
+// reach; any other error (or the caller's own cancelled context) is
+// returned as is.
+func (l *Limiter) userFallback(ctx context.Context, user string, err error) (Decision, error) {
+	if ctx.Err() != nil {
+		return Decision{}, fmt.Errorf("limiter: allow %s: %w", strconv.Quote(user), ctx.Err())
+	}
+	if !IsUnavailable(err) {
+		return Decision{}, err
+	}
+	var d Decision
+	switch l.cfg.OnRedisError {
+	case FailOpen:
+		d = Decision{Allowed: true, Remaining: Unlimited}
+	case FailClosed:
+		d = Decision{Reason: ReasonRedisDown, Remaining: 0, RetryAfter: redisRetryInterval, ResetAfter: redisRetryInterval}
+	default:
+		d = l.local.allow(user, time.Now())
+	}
+	d.Degraded = true
+	return l.observe(PolicyUser, d), nil
 }

@@ -1,0 +1,63 @@
+package limiter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// AllowMany decides the requests of users (one request each, in order) in
+// one pipelined round trip: on a Cluster, one per node. Each user's
+// decision is atomic on its own, exactly as Allow's; a user listed twice
+// makes two requests. Repeat denials come from the local cache as in
+// Allow.
+//
+// Every id is validated first: one bad id fails the whole call with
+// ErrInvalidUser, naming its index, and nil decisions, before anything
+// reaches Redis. When Redis answers with an error for some users, their
+// decisions are zero (not allowed), the error names each of them, and the
+// other decisions stand: they were counted. Outages follow
+// Config.OnRedisError per user, with a nil error.
+func (l *Limiter) AllowMany(ctx context.Context, users []string) ([]Decision, error) {
+	if err := l.usable(); err != nil {
+		return nil, err
+	}
+	for i, u := range users {
+		if err := validUser(u); err != nil {
+			return nil, fmt.Errorf("%w (users[%d])", err, i)
+		}
+	}
+	out := make([]Decision, len(users))
+	if l.cfg.UserCooldown == 0 && l.cfg.MaxRequestsPerUserHour == 0 {
+		for i := range out {
+			out[i] = l.observe(PolicyUser, Decision{Allowed: true, Remaining: Unlimited})
+		}
+		return out, nil
+	}
+	sent := time.Now()
+	ask := make([]string, 0, len(users))
+	index := make([]int, 0, len(users))
+	for i, u := range users {
+		if l.cache != nil {
+			if d, ok := l.cache.get(u, sent); ok {
+				out[i] = l.observe(PolicyUser, d)
+				continue
+			}
+		}
+		ask = append(ask, u)
+		index = append(index, i)
+	}
+	replies := make([]userReply, len(ask))
+	l.decideRedis(ctx, ask, replies)
+	var errs []error
+	for j, rep := range replies {
+		i := index[j]
+		d, err := l.userResult(ctx, users[i], sent, rep.r, rep.err)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%w (users[%d])", err, i))
+		}
+		out[i] = d
+	}
+	return out, errors.Join(errs...)
+}

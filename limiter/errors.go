@@ -1,0 +1,84 @@
+package limiter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"syscall"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Errors with stated contracts; test them with errors.Is.
+var (
+	// ErrInvalidUser: a user id is empty or longer than MaxUserLen bytes.
+	// Nothing was sent to Redis.
+	ErrInvalidUser = errors.New("limiter: invalid user id")
+	// ErrInvalidName: an endpoint, API or slot-pool name is empty, longer
+	// than MaxNameLen bytes or not valid UTF-8. Nothing was sent to Redis.
+	ErrInvalidName = errors.New("limiter: invalid name")
+	// ErrInvalidArgument: a numeric argument (rate, burst, size, lease, n)
+	// is out of range. Nothing was sent to Redis.
+	ErrInvalidArgument = errors.New("limiter: invalid argument")
+	// ErrForeignKey: a key under Floodgate's prefix holds data Floodgate did
+	// not write (another program shares the prefix). That request fails;
+	// nothing was written.
+	ErrForeignKey = errors.New("limiter: key holds data Floodgate did not write (does another program use the prefix?)")
+	// ErrRedisUnavailable wraps the Redis error when a policy fails closed
+	// or cannot decide without Redis.
+	ErrRedisUnavailable = errors.New("limiter: redis unavailable")
+)
+
+// errNilLimiter: a method was called on a nil or zero Limiter.
+var errNilLimiter = fmt.Errorf("%w: nil or zero Limiter (build one with New)", ErrInvalidArgument)
+
+// IsUnavailable reports whether err means Redis could not be reached or did
+// not answer in time (as opposed to Redis answering with an error). Such
+// errors trigger a policy's FailureMode.
+func IsUnavailable(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, ErrRedisUnavailable) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, redis.ErrClosed) || errors.Is(err, redis.ErrPoolTimeout) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed) {
+		return true
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return true
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return true
+	}
+	// Redis answers these while it cannot serve: loading after a restart,
+	// a cluster slot without a master, a replica promoted mid-call. Only
+	// the server's own reply is read, never our wrapping, which quotes
+	// keys and so user ids.
+	for _, p := range []string{"LOADING", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "READONLY"} {
+		if isRedisReply(err, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// isOutage reports whether a policy's FailureMode applies to err: Redis is
+// out of reach, and the caller's own context has not ended (their
+// deadline or cancellation is theirs to see, not an outage).
+func isOutage(ctx context.Context, err error) bool {
+	return ctx.Err() == nil && IsUnavailable(err)
+}
+
+// isRedisReply reports whether err holds an error reply from the server
+// that mentions code (WRONGTYPE, LOADING...): at its start, or inside a
+// script error that quotes it. Only the reply is read: our wrapping quotes
+// keys, which hold user ids.
+func isRedisReply(err error, code string) bool {
+	var re redis.Error
+	return errors.As(err, &re) && strings.Contains(re.Error(), code)
+}

@@ -1,0 +1,233 @@
+package limiter
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/floodgate/floodgate/scripts/lua"
+)
+
+// The one path of every round trip to Redis. Each call is bounded by
+// Config.RedisTimeout and by its caller's context, skips Redis at once
+// while the node serving its key is marked down (health.go), is reported
+// to the Observer, updates the node's health, and comes back wrapped as
+// "limiter: <op> on <quoted key>: <Redis error>".
+
+// script is a Lua script from scripts/lua with the name used in metrics.
+type script struct {
+	name string
+	*redis.Script
+}
+
+func newScript(file string) script {
+	return script{name: strings.TrimSuffix(file, ".lua"), Script: redis.NewScript(lua.Source(file))}
+}
+
+// call runs fn, one Redis operation named op on key (the first key it
+// touches, which picks the node on a Cluster), on the one call path: fn
+// gets a context bounded by RedisTimeout and by ctx, and must honour it.
+// The error, if any, wraps fn's (see wrapErr), and ErrRedisUnavailable
+// when the node is marked down (fn is then not called). A policy decides
+// what an outage means with degrade.
+func (l *Limiter) call(ctx context.Context, op, key string, fn func(context.Context) error) error {
+	tctx, cancel, h, err := l.begin(ctx, op, key)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	start := time.Now()
+	return l.finish(ctx, h, op, key, start, fn(tctx))
+}
+
+// run evaluates s on the call path (EVALSHA, then EVAL after a NOSCRIPT)
+// and returns its integer array reply.
+func (l *Limiter) run(ctx context.Context, s script, keys []string, args ...any) ([]int64, error) {
+	tctx, cancel, h, err := l.begin(ctx, s.name, keys[0])
+	if err != nil {
+		return nil, err
+	}
+	defer cancel()
+	start := time.Now()
+	res, err := s.Run(tctx, l.rdb, keys, args...).Result()
+	if err = l.finish(ctx, h, s.name, keys[0], start, err); err != nil {
+		return nil, err
+	}
+	return int64s(s.name, res)
+}
+
+// begin starts a call: its bounded context and the health of key's node,
+// or an error at once while that node is marked down.
+func (l *Limiter) begin(ctx context.Context, op, key string) (context.Context, context.CancelFunc, *health, error) {
+	// The timeout covers finding the node too: a Cluster client may have
+	// to load its slot map first.
+	tctx, cancel := context.WithTimeout(ctx, l.cfg.RedisTimeout)
+	h := l.healthOf(tctx, key)
+	if err := h.check(); err != nil {
+		cancel()
+		return nil, nil, nil, fmt.Errorf("limiter: %s on %q: %w", op, key, err)
+	}
+	return tctx, cancel, h, nil
+}
+
+// finish ends a call that began at start: it reports it, updates the
+// node's health and wraps err.
+func (l *Limiter) finish(ctx context.Context, h *health, op, key string, start time.Time, err error) error {
+	l.observeRedis(op, start, err)
+	if err == nil {
+		h.ok()
+		return nil
+	}
+	err = wrapErr(op, key, h, err)
+	h.failed(ctx, err)
+	return err
+}
+
+// wrapErr wraps err, a failed op on key, as "limiter: <op> on <quoted
+// key>: ...", adding ErrForeignKey for a key of the wrong type and the
+// READONLY verdict (readOnly) for a write refused by a replica.
+func wrapErr(op, key string, h *health, err error) error {
+	switch {
+	case isRedisReply(err, "WRONGTYPE"):
+		return fmt.Errorf("limiter: %s on %q: %w: %w", op, key, ErrForeignKey, err)
+	case isRedisReply(err, "READONLY"):
+		return fmt.Errorf("limiter: %s on %q: %w: %w", op, key, h.readOnly(time.Now()), err)
+	}
+	return fmt.Errorf("limiter: %s on %q: %w", op, key, err)
+}
+
+// int64s converts a script's array reply.
+func int64s(name string, res any) ([]int64, error) {
+	arr, ok := res.([]any)
+	if !ok {
+		return nil, fmt.Errorf("limiter: %s replied %T, want an array", name, res)
+	}
+	out := make([]int64, len(arr))
+	for i, v := range arr {
+		n, ok := v.(int64)
+		if !ok {
+			return nil, fmt.Errorf("limiter: %s reply[%d] is %T, want an integer", name, i, v)
+		}
+		out[i] = n
+	}
+	return out, nil
+}
+
+// evalCall is one script evaluation in a pipeline.
+type evalCall struct {
+	keys []string
+	args []any
+	res  []int64
+	err  error
+	h    *health // of the node serving keys[0]
+}
+
+// evalPipeline evaluates s for every call in one pipeline, on the call
+// path (on a Cluster, go-redis splits it per node; each call stays one
+// atomic script). Calls that meet NOSCRIPT (a restart, SCRIPT FLUSH) are
+// retried once after the script is loaded. Each call gets its own result
+// or error.
+func (l *Limiter) evalPipeline(parent context.Context, s script, calls []*evalCall) {
+	ctx, cancel := context.WithTimeout(parent, l.cfg.RedisTimeout)
+	defer cancel()
+	live := make([]*evalCall, 0, len(calls))
+	for _, c := range calls {
+		c.h = l.healthOf(ctx, c.keys[0])
+		if err := c.h.check(); err != nil {
+			c.err = fmt.Errorf("limiter: %s on %q: %w", s.name, c.keys[0], err)
+			continue
+		}
+		live = append(live, c)
+	}
+	if len(live) == 0 {
+		return
+	}
+	start := time.Now()
+	pending := live
+	for attempt := 0; attempt < 2 && len(pending) > 0; attempt++ {
+		pipe := l.rdb.Pipeline()
+		cmds := make([]*redis.Cmd, len(pending))
+		for i, c := range pending {
+			cmds[i] = s.EvalSha(ctx, pipe, c.keys, c.args...)
+		}
+		_, _ = pipe.Exec(ctx)
+		var again []*evalCall
+		for i, c := range pending {
+			res, err := cmds[i].Result()
+			if err != nil && attempt == 0 && redis.HasErrorPrefix(err, "NOSCRIPT") {
+				again = append(again, c)
+				continue
+			}
+			if err != nil {
+				c.err = wrapErr(s.name, c.keys[0], c.h, err)
+				continue
+			}
+			c.res, c.err = int64s(s.name, res)
+		}
+		if len(again) > 0 {
+			if err := s.Load(ctx, l.rdb).Err(); err != nil {
+				for _, c := range again {
+					c.err = fmt.Errorf("limiter: loading %s: %w", s.name, err)
+				}
+				break
+			}
+		}
+		pending = again
+	}
+	// One verdict per node and pipeline: a single stall must count as one
+	// timeout, not one per call it carried.
+	var firstErr error
+	verdict := map[*health]error{} // the node's first outage error, or nil
+	for _, c := range live {
+		if c.err != nil && firstErr == nil {
+			firstErr = c.err
+		}
+		if _, seen := verdict[c.h]; !seen {
+			verdict[c.h] = nil
+		}
+		if verdict[c.h] == nil && c.err != nil && IsUnavailable(c.err) {
+			verdict[c.h] = c.err
+		}
+	}
+	for h, err := range verdict {
+		if err != nil {
+			h.failed(parent, err)
+		} else {
+			h.ok()
+		}
+	}
+	l.observeRedis(s.name+"_pipeline", start, firstErr)
+}
+
+// degrade is the one FailureMode switch. When err is an outage (isOutage:
+// Redis out of reach, the caller's context still live) it returns mode's
+// decision, marked Degraded and reported to the Observer under policy,
+// with a nil error: FailOpen allows (Remaining Unlimited), FailClosed
+// denies with ReasonRedisDown for redisRetryInterval, FailLocal asks
+// local, the policy's in-process fallback. Any other error comes back as
+// it is, with a zero Decision.
+func (l *Limiter) degrade(ctx context.Context, policy string, mode FailureMode, err error, local func() Decision) (Decision, error) {
+	if !isOutage(ctx, err) {
+		return Decision{}, err
+	}
+	var d Decision
+	switch mode {
+	case FailOpen:
+		d = Decision{Allowed: true, Remaining: Unlimited}
+	case FailClosed:
+		d = Decision{Reason: ReasonRedisDown, RetryAfter: redisRetryInterval, ResetAfter: redisRetryInterval}
+	default:
+		d = local()
+	}
+	d.Degraded = true
+	return l.observe(policy, d), nil
+}
+
+// ms converts Go durations to the whole milliseconds the scripts use.
+func ms(d time.Duration) int64 { return d.Milliseconds() }
+
+// fromMs converts a script's milliseconds back.
+func fromMs(n int64) time.Duration { return time.Duration(n) * time.Millisecond }
