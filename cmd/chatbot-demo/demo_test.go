@@ -66,25 +66,6 @@ func TestReadEnv(t *testing.T) {
 	}
 }
 
-func TestRedactURL(t *testing.T) {
-	for _, s := range []struct{ in, want string }{
-		{"", ""},
-		{"redis://localhost:6379/0", "redis://localhost:6379/0"},
-		{"redis://:hunter2@localhost:6379", "redis://:xxxxx@localhost:6379"},
-		{"rediss://bot:hunter2@redis.example:6380/1", "rediss://bot:xxxxx@redis.example:6380/1"},
-		{"redis://bot@localhost", "redis://bot@localhost"},
-		{"redis://a:p1@n1:7000, redis://a:p2@n2:7001", "redis://a:xxxxx@n1:7000,redis://a:xxxxx@n2:7001"},
-		{"redis://:pa ss%zz@host", "(unparsable URL)"},
-	} {
-		if got := redactURL(s.in); got != s.want {
-			t.Errorf("redactURL(%q) = %q, want %q", s.in, got, s.want)
-		}
-		if strings.Contains(redactURL(s.in), "hunter2") {
-			t.Errorf("redactURL(%q) leaks the password", s.in)
-		}
-	}
-}
-
 func TestNewClientHidesPassword(t *testing.T) {
 	cfg, err := demoConfig()
 	if err != nil {

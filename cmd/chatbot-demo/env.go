@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -173,31 +172,6 @@ func demoConfig() (limiter.Config, error) {
 		return limiter.Config{}, err
 	}
 	return cfg, nil
-}
-
-// redactURL hides the password of every URL in a comma-separated list, so
-// that it can be logged. A part that does not parse is hidden whole.
-func redactURL(s string) string {
-	if s == "" {
-		return ""
-	}
-	parts := strings.Split(s, ",")
-	for i, p := range parts {
-		p = strings.TrimSpace(p)
-		u, err := url.Parse(p)
-		switch {
-		case err != nil:
-			parts[i] = "(unparsable URL)"
-		case u.User != nil:
-			if _, has := u.User.Password(); has {
-				u.User = url.UserPassword(u.User.Username(), "xxxxx")
-			}
-			parts[i] = u.String()
-		default:
-			parts[i] = p
-		}
-	}
-	return strings.Join(parts, ",")
 }
 
 // newLogger builds the slog logger: JSON or text on w.

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/floodgate/floodgate/internal/redisproc"
+	"github.com/floodgate/floodgate/limiter"
 )
 
 // errChecksFailed: a check found a limit exceeded (the exit status says
@@ -36,7 +37,7 @@ func launch(ctx context.Context, env demoEnv, stdout, stderr io.Writer) error {
 		return err
 	}
 	extra := map[string]string{}
-	redisShown := redactURL(cfg.RedisURL)
+	redisShown := limiter.RedactURL(cfg.RedisURL)
 	if cfg.RedisURL == "" {
 		srv, err := redisproc.Start(ctx, redisproc.Options{})
 		if err != nil {

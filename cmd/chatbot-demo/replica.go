@@ -51,7 +51,7 @@ func runReplica(ctx context.Context, env demoEnv, stdout, stderr io.Writer) erro
 	}
 	defer rdb.Close()
 	if err := waitRedis(ctx, rdb, 15*time.Second); err != nil {
-		return fmt.Errorf("redis %s: %w", redactURL(cfg.RedisURL), err)
+		return fmt.Errorf("redis %s: %w", limiter.RedactURL(cfg.RedisURL), err)
 	}
 
 	runID, startAt := env.RunID, env.StartAt
@@ -90,7 +90,7 @@ func runReplica(ctx context.Context, env demoEnv, stdout, stderr io.Writer) erro
 	mine := share(chat, env.ReplicaID, env.Replicas)
 	sum := &summary{
 		Replica: env.ReplicaID, Replicas: env.Replicas, RunID: runID, Seed: env.Seed,
-		Redis: redactURL(cfg.RedisURL), StartedAt: startAt.UnixMilli(),
+		Redis: limiter.RedactURL(cfg.RedisURL), StartedAt: startAt.UnixMilli(),
 		Limits: limits{Cooldown: cfg.UserCooldown, Window: cfg.UserWindow, PerWindow: cfg.MaxRequestsPerUserHour,
 			Slots: cfg.MaxConcurrentUsers, RedisTimeout: cfg.RedisTimeout},
 	}
@@ -111,7 +111,7 @@ func runReplica(ctx context.Context, env demoEnv, stdout, stderr io.Writer) erro
 	}
 
 	log.Info("replica starting", "replicas", env.Replicas, "messages", len(mine), "of", len(chat),
-		"start_in", time.Until(startAt).Round(time.Millisecond), "redis", redactURL(cfg.RedisURL),
+		"start_in", time.Until(startAt).Round(time.Millisecond), "redis", limiter.RedactURL(cfg.RedisURL),
 		"policies", strings.Join(sum.Wired, ","), "cooldown", cfg.UserCooldown,
 		"per_window", cfg.MaxRequestsPerUserHour, "window", cfg.UserWindow)
 	replay(ctx, startAt, mine, b.handle)
