@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -32,6 +31,7 @@ var (
 	backoffCheck   = newScript("backoff_check.lua")
 	backoffFailure = newScript("backoff_failure.lua")
 	backoffState   = newScript("backoff_state.lua")
+	backoffAbandon = newScript("backoff_abandon.lua")
 )
 
 // MaxPickEndpoints bounds how many endpoints one Pick may try, so one
@@ -129,6 +129,8 @@ type Backoff struct {
 	jitter func() float64
 	// now is the clock of the FailLocal fallback alone; tests pin it.
 	now func() time.Time
+	// token draws a probe's token; tests pin it.
+	token func() string
 }
 
 // BackoffSettings tune one Backoff. A zero field means the Limiter's Config
@@ -150,6 +152,11 @@ type BackoffSettings struct {
 	// ProbeLease is how long the half-open probe may run before another
 	// caller may probe: Config.LLMProbeLease, 30s by default.
 	ProbeLease time.Duration
+	// IsFailure tells Do whether a non-nil error from its function is the
+	// endpoint's failure. By default every error is, except one wrapping
+	// context.Canceled. Do never asks when the caller's own context has
+	// ended: that outcome is not counted either way.
+	IsFailure func(error) bool
 }
 
 // resolve fills zero fields from cfg and checks the result.
@@ -171,6 +178,9 @@ func (s BackoffSettings) resolve(cfg *Config) (BackoffSettings, error) {
 	}
 	if s.ProbeLease == 0 {
 		s.ProbeLease = cfg.LLMProbeLease
+	}
+	if s.IsFailure == nil {
+		s.IsFailure = defaultIsFailure
 	}
 	var errs []error
 	bad := func(field, format string, args ...any) {
@@ -216,7 +226,12 @@ func (l *Limiter) Backoff(name string, s BackoffSettings) (*Backoff, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Backoff{l: l, name: name, set: set, local: l.locals().breaker(name), jitter: rand.Float64, now: time.Now}, nil
+	return &Backoff{l: l, name: name, set: set, local: l.locals().breaker(name), jitter: rand.Float64, now: time.Now, token: newProbeToken}, nil
+}
+
+// newProbeToken draws a probe token: 16 hex digits.
+func newProbeToken() string {
+	return fmt.Sprintf("%016x", rand.Uint64())
 }
 
 // Name returns the Backoff's name.
@@ -263,13 +278,14 @@ func (b *Backoff) validate(endpoints ...string) error {
 
 // Check reports whether a caller may use endpoint now. Allowed means the
 // endpoint is closed (Remaining is Unlimited) or it is half-open and this
-// caller now holds the single probe (Remaining is 0, ResetAfter is the
-// probe's lease). Either way the caller makes its request and reports the
-// outcome with Success or Failure: reports drive the breaker. The probe
-// holder itself is denied if it checks again. Denied decisions carry
-// ReasonBackoff (open) or ReasonProbing (another caller holds the probe),
-// Remaining 0, and RetryAfter (equal to ResetAfter), the time until that
-// changes.
+// caller now holds its single probe (Probe is true, Token names it,
+// ResetAfter is the probe's lease). Either way the caller makes its request
+// and reports the outcome with Success or Failure, or, with no verdict (the
+// request was cancelled), hands a probe back with Abandon; Do does all of
+// this. The probe holder itself is denied if it checks again. Denied
+// decisions carry ReasonBackoff (open) or ReasonProbing (another caller
+// holds the probe), Remaining 0, and RetryAfter (equal to ResetAfter, at
+// least 1ms), the time until that changes.
 //
 // While Redis cannot be reached the decision follows
 // Config.BackoffOnRedisError and is marked Degraded, with a nil error:
@@ -300,7 +316,8 @@ func (b *Backoff) Wait(ctx context.Context, endpoint string) (Decision, error) {
 // Pick returns the first of endpoints, in order, that Check would allow,
 // with its Decision, in one round trip: the seed's fallback from a local
 // model to OpenAI is Pick(ctx, local, openai). A half-open endpoint whose
-// probe is free counts as usable (the caller becomes its probe), so the
+// probe is free counts as usable (the caller becomes its probe: Probe and
+// Token are set, as from Check), so the
 // preferred endpoint comes back into use as soon as it works. When none is
 // usable it returns "" and a denied Decision whose RetryAfter is the
 // shortest wait until one may be, with that endpoint's Reason. It takes 1 to
@@ -326,13 +343,14 @@ func (b *Backoff) check(ctx context.Context, endpoints []string) (int, Decision,
 	for i, e := range endpoints {
 		keys[i] = b.key(e)
 	}
-	r, err := b.l.run(ctx, backoffCheck, keys, ms(b.set.ProbeLease), ms(b.set.Max))
+	token := b.token()
+	r, err := b.l.run(ctx, backoffCheck, keys, ms(b.set.ProbeLease), ms(b.set.Max), token)
 	if err != nil {
 		outage, err := redisErr(ctx, err)
 		if !outage {
 			return -1, Decision{}, err
 		}
-		i, d := b.degradedCheck(endpoints)
+		i, d := b.degradedCheck(endpoints, token)
 		return i, b.l.observe(PolicyBackoff, d), nil
 	}
 	if len(r) != 6 || r[0] < 0 || r[0] > int64(len(endpoints)) {
@@ -345,18 +363,21 @@ func (b *Backoff) check(ctx context.Context, endpoints []string) (int, Decision,
 		RetryAfter: fromMs(r[4]),
 		ResetAfter: fromMs(r[5]),
 	}
+	if d.Allowed && d.Remaining == 0 {
+		d.Probe, d.Token = true, token
+	}
 	return int(r[0]) - 1, b.l.observe(PolicyBackoff, d), nil
 }
 
 // degradedCheck answers while Redis cannot be reached.
-func (b *Backoff) degradedCheck(endpoints []string) (int, Decision) {
+func (b *Backoff) degradedCheck(endpoints []string, token string) (int, Decision) {
 	switch b.l.cfg.BackoffOnRedisError {
 	case FailOpen:
 		return 0, Decision{Allowed: true, Remaining: Unlimited, Degraded: true}
 	case FailClosed:
 		return -1, b.redisDown()
 	default:
-		i, d := b.local.check(b.now(), endpoints, b.set.ProbeLease, b.set.Max)
+		i, d := b.local.check(b.now(), endpoints, b.set.ProbeLease, b.set.Max, token)
 		d.Degraded = true
 		return i, d
 	}
@@ -442,6 +463,50 @@ func (b *Backoff) Success(ctx context.Context, endpoint string) error {
 	return nil
 }
 
+// Abandon hands back the half-open probe that token (Decision.Token) names,
+// counting neither success nor failure, so the next caller on any replica
+// may probe at once instead of waiting out the lease: for a request that was
+// cancelled, or never sent. It frees only that probe: when token names none
+// (the probe was already reported, its lease ran out and another caller
+// took it, or the endpoint closed) it changes nothing and returns nil, as it
+// does for an empty token (the caller held no probe). A token not in the
+// form Check gives is ErrInvalidArgument.
+//
+// While Redis cannot be reached it frees the probe in the FailLocal
+// fallback, if that is where it came from, and returns nil; other Redis
+// errors are returned.
+func (b *Backoff) Abandon(ctx context.Context, endpoint, token string) error {
+	if err := b.validate(endpoint); err != nil {
+		return err
+	}
+	if token == "" {
+		return nil
+	}
+	if !validProbeToken(token) {
+		return fmt.Errorf("%w: %q is not a probe token", ErrInvalidArgument, token)
+	}
+	b.local.abandon(endpoint, token)
+	if _, err := b.l.run(ctx, backoffAbandon, []string{b.key(endpoint)}, token); err != nil {
+		if outage, err := redisErr(ctx, err); !outage {
+			return err
+		}
+	}
+	return nil
+}
+
+// validProbeToken reports whether t has the form newProbeToken gives.
+func validProbeToken(t string) bool {
+	if len(t) != 16 {
+		return false
+	}
+	for i := 0; i < len(t); i++ {
+		if c := t[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
 // Status returns endpoint's shared state in Redis, without changing it.
 func (b *Backoff) Status(ctx context.Context, endpoint string) (BackoffStatus, error) {
 	if err := b.validate(endpoint); err != nil {
@@ -506,102 +571,4 @@ func jitterCut(jitter float64, frac func() float64) int64 {
 	}
 	c := int64(jitter * frac() * 1e6)
 	return min(max(c, 0), 999_999)
-}
-
-// localBreaker is the FailLocal fallback: the same breaker as the scripts,
-// per process, on the local clock, under a mutex. It starts empty (every
-// endpoint closed) and is consulted only while Redis cannot be reached.
-type localBreaker struct {
-	mu sync.Mutex
-	m  map[string]*localEndpoint
-}
-
-type localEndpoint struct {
-	opens, failures int
-	delay           int64     // nominal, ms
-	until, probe    time.Time // open until; probe lease end (zero: none)
-	forget          time.Time // like the key's TTL
-}
-
-// localSweepAt is the map size past which inserting sweeps forgotten
-// entries, so arbitrary endpoint names cannot grow the map without bound.
-const localSweepAt = 1024
-
-// get returns endpoint's live entry, or nil (closed); lb.mu is held.
-func (lb *localBreaker) get(endpoint string, now time.Time) *localEndpoint {
-	e := lb.m[endpoint]
-	if e != nil && !now.Before(e.forget) {
-		delete(lb.m, endpoint)
-		return nil
-	}
-	return e
-}
-
-func (lb *localBreaker) check(now time.Time, endpoints []string, lease, keep time.Duration) (int, Decision) {
-	lb.mu.Lock()
-	defer lb.mu.Unlock()
-	best := Decision{RetryAfter: -1}
-	for i, ep := range endpoints {
-		e := lb.get(ep, now)
-		if e == nil {
-			return i, Decision{Allowed: true, Remaining: Unlimited}
-		}
-		var d Decision
-		switch {
-		case now.Before(e.until):
-			d = Decision{Reason: ReasonBackoff, RetryAfter: e.until.Sub(now)}
-		case now.Before(e.probe):
-			d = Decision{Reason: ReasonProbing, RetryAfter: e.probe.Sub(now)}
-		default:
-			e.probe = now.Add(lease)
-			e.forget = later(e.forget, e.probe.Add(keep))
-			return i, Decision{Allowed: true, ResetAfter: lease}
-		}
-		if best.RetryAfter < 0 || d.RetryAfter < best.RetryAfter {
-			best = d
-		}
-	}
-	best.ResetAfter = best.RetryAfter
-	return -1, best
-}
-
-func (lb *localBreaker) failure(now time.Time, endpoint string, s backoffSched, cut int64) Decision {
-	lb.mu.Lock()
-	defer lb.mu.Unlock()
-	e := lb.get(endpoint, now)
-	if e == nil {
-		if len(lb.m) >= localSweepAt {
-			for k, v := range lb.m {
-				if !now.Before(v.forget) {
-					delete(lb.m, k)
-				}
-			}
-		}
-		e = &localEndpoint{}
-		lb.m[endpoint] = e
-	}
-	e.failures++
-	if now.Before(e.until) {
-		w := e.until.Sub(now)
-		return Decision{Reason: ReasonBackoff, RetryAfter: w, ResetAfter: w}
-	}
-	e.opens++
-	e.delay = s.next(e.delay)
-	w := fromMs(backoffJittered(e.delay, cut))
-	e.until, e.probe = now.Add(w), time.Time{}
-	e.forget = e.until.Add(fromMs(s.max))
-	return Decision{Reason: ReasonBackoff, RetryAfter: w, ResetAfter: w}
-}
-
-func (lb *localBreaker) success(endpoint string) {
-	lb.mu.Lock()
-	delete(lb.m, endpoint)
-	lb.mu.Unlock()
-}
-
-func later(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
 }

@@ -37,20 +37,25 @@ func newTestBackoff(t *testing.T, cfg Config) (*Backoff, *testRedis) {
 }
 
 // mustBackoff is l.Backoff(name, BackoffSettings{}), failing the test on an
-// error.
+// error, with every probe token pinned to testToken.
 func mustBackoff(t testing.TB, l *Limiter, name string) *Backoff {
 	t.Helper()
 	b, err := l.Backoff(name, BackoffSettings{})
 	if err != nil {
 		t.Fatalf("Backoff(%q): %v", name, err)
 	}
+	b.token = func() string { return testToken }
 	return b
 }
+
+const testToken = "00000000000000a1"
 
 // Decisions Backoff gives, exactly.
 var bClosed = Decision{Allowed: true, Remaining: Unlimited}
 
-func bProbe(lease time.Duration) Decision { return Decision{Allowed: true, ResetAfter: lease} }
+func bProbe(lease time.Duration) Decision {
+	return Decision{Allowed: true, ResetAfter: lease, Probe: true, Token: testToken}
+}
 func bOpen(w time.Duration) Decision {
 	return Decision{Reason: ReasonBackoff, RetryAfter: w, ResetAfter: w}
 }
@@ -404,7 +409,7 @@ func TestLocalBreakerMatchesScripts(t *testing.T) {
 		}
 		r.advance(got.RetryAfter)
 		gotC, _ := b.Check(ctx, epLocal)
-		_, wantC := lb.check(r.now, []string{epLocal}, cfg.LLMProbeLease, cfg.LLMBackoffMax)
+		_, wantC := lb.check(r.now, []string{epLocal}, cfg.LLMProbeLease, cfg.LLMBackoffMax, testToken)
 		if gotC != wantC || gotC != bProbe(3*bsec) {
 			t.Fatalf("probe %d: redis %+v, epLocal %+v", i, gotC, wantC)
 		}

@@ -38,6 +38,20 @@ type Decision struct {
 	// Cached is true when this process answered a repeat denial from its
 	// local deny cache, without a Redis round trip.
 	Cached bool
+	// Probe is true when Backoff.Check or Pick admitted this caller as the
+	// endpoint's single half-open probe: its delay ran out, and every other
+	// caller on every replica is denied (ReasonProbing) until this one
+	// reports Success or Failure, hands the probe back with Abandon, or its
+	// lease (ResetAfter) ends. Allowed is true; Remaining is 0.
+	//
+	// With a 5 s delay and a 30 s lease, an endpoint that failed at 12:00:00
+	// answers a Check at 12:00:05 with {Allowed: true, Probe: true,
+	// Token: "9f86d081884c7d65", ResetAfter: 30s}; a second Check at
+	// 12:00:06 gets {Reason: ReasonProbing, RetryAfter: 29s, ResetAfter: 29s}.
+	Probe bool
+	// Token names the probe, for Backoff.Abandon; set only when Probe is
+	// true. It is opaque and URL-safe.
+	Token string
 }
 
 // Unlimited is Decision.Remaining when the policy keeps no count.

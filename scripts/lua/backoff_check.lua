@@ -9,9 +9,11 @@
 --               d  nominal delay of the current open period in ms (no jitter)
 --               u  open until, ms since the Unix epoch
 --               p  the half-open probe's lease ends, ms since the epoch (0: none)
+--               t  the probe's token (absent: none), so Abandon frees only it
 --               f  failures reported since the last success (stale ones too)
 -- ARGV[1]     probe lease in ms
 -- ARGV[2]     keep in ms: how long a key outlives its last deadline
+-- ARGV[3]     token for the probe, should this caller get it (drawn in Go)
 --
 -- Returns {index, allowed, reason, remaining, retry_after_ms, reset_after_ms}:
 --   index      1-based position of the endpoint answered for; 0 when none is
@@ -24,7 +26,8 @@
 --   retry_after_ms  0 when allowed; else the shortest wait among the
 --              endpoints (until half-open, or until the probe's lease ends)
 --   reset_after_ms  see allowed; equal to retry_after_ms when denied
--- Only handing out a probe writes (field p and the TTL); denials write nothing.
+-- Only handing out a probe writes (fields p, t and the TTL); denials write
+-- nothing.
 -- The clock is Redis TIME.
 
 local lease = tonumber(ARGV[1])
@@ -51,7 +54,7 @@ for i, key in ipairs(KEYS) do
     else
       -- Half-open and nobody probing (or the prober's lease ran out):
       -- this caller is the probe.
-      redis.call('HSET', key, 'p', now + lease)
+      redis.call('HSET', key, 'p', now + lease, 't', ARGV[3])
       if redis.call('PTTL', key) < lease + keep then
         redis.call('PEXPIRE', key, lease + keep)
       end
