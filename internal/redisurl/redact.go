@@ -129,7 +129,7 @@ func valueEnd(s string, lo int, list bool) int {
 		case '&':
 			return j
 		case ',':
-			if list && firstMarker(strings.TrimLeft(s[j+1:], " \t")) >= 0 && startsWithScheme(strings.TrimLeft(s[j+1:], " \t")) {
+			if list && startsWithScheme(strings.TrimLeft(s[j+1:], " \t")) {
 				return j
 			}
 		}

@@ -58,3 +58,49 @@ func TestRedactHostile(t *testing.T) {
 		}
 	}
 }
+
+// FuzzRedact: a password in the userinfo of any URL, or in a secret query
+// parameter, never comes out of Redact, whatever surrounds it; Redact
+// never panics. (Passwords holding "://" are left out: after an unencoded
+// '@' in a password, a scheme starts a new URL, as it does for Parse.)
+func FuzzRedact(f *testing.F) {
+	for _, s := range [][4]string{
+		{"redis", "alice", "Tr0ub4dor", "h:1/0"},
+		{"rediss", "", "p w{d}", "h:1?skip_verify=true"},
+		{"redis-sentinel", "u", "Tr0,ub4", "s1,s2/m?sentinel_password=Zyx9"},
+		{"redis", "u", "a@b/c?d#e", "h1:1,redis://u:q@h2:2"},
+		{"", "u", "secret", "h:1"},
+		{"unix", "", "pw%zz", "/run/r.sock?db=1"},
+	} {
+		f.Add(s[0], s[1], s[2], s[3])
+	}
+	f.Fuzz(func(t *testing.T, scheme, user, pass, rest string) {
+		_ = Redact(rest)
+		if len(pass) < 4 || strings.Contains(pass, "://") || strings.Contains(pass, "x") ||
+			strings.ContainsAny(user, "@") || strings.Contains(user, "://") || strings.Contains(scheme+"://"+user, "@") {
+			return
+		}
+		prefix := ""
+		if scheme != "" {
+			prefix = scheme + "://"
+		}
+		u := prefix + user + ":" + pass + "@" + rest
+		visible := prefix + user + ":" + Redacted + "@" + rest
+		if got := Redact(u); strings.Contains(got, pass) && !strings.Contains(visible, pass) {
+			t.Fatalf("Redact(%q) = %q shows the password %q", u, got, pass)
+		}
+		if strings.Contains(pass, "&") {
+			return
+		}
+		for _, key := range []string{"password", "sentinel_password"} {
+			q := prefix + "h:1?db=0&" + key + "=" + pass
+			if rest != "" {
+				q += "&" + rest
+			}
+			visible := prefix + "h:1?db=0&" + key + "=" + Redacted + "&" + rest
+			if got := Redact(q); strings.Contains(got, pass) && !strings.Contains(visible, pass) {
+				t.Fatalf("Redact(%q) = %q shows the password %q", q, got, pass)
+			}
+		}
+	})
+}
