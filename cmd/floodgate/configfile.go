@@ -1,0 +1,222 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/floodgate/floodgate/limiter"
+)
+
+// maxConfigFile bounds what --config reads: a bot's config.yaml is a few
+// kilobytes.
+const maxConfigFile = 1 << 20
+
+// configKeys are the keys of a rate_limiting: block, as the original
+// Python bot's config.yaml writes them, plus Floodgate's own settings in
+// the same style. Durations are seconds (10, 0.5) or Go durations ("10s").
+// Any other "<name>_rate_limit" key is an external API's calls per second.
+var configKeys = map[string]func(c *limiter.Config, key string, v *yaml.Node) error{
+	"user_cooldown":              durationKey(func(c *limiter.Config) *time.Duration { return &c.UserCooldown }),
+	"max_requests_per_user_hour": intKey(func(c *limiter.Config) *int { return &c.MaxRequestsPerUserHour }),
+	"max_concurrent_users":       intKey(func(c *limiter.Config) *int { return &c.MaxConcurrentUsers }),
+	// Floodgate needs no sweeper: every key carries a TTL (at most
+	// max_idle_time), so Redis drops idle users by itself. Accepted so the
+	// bot's file works unchanged; its value is ignored.
+	"cleanup_interval":       durationKey(func(c *limiter.Config) *time.Duration { return new(time.Duration) }),
+	"max_idle_time":          durationKey(func(c *limiter.Config) *time.Duration { return &c.MaxIdleTime }),
+	"llm_retry_delay":        durationKey(func(c *limiter.Config) *time.Duration { return &c.LLMRetryDelay }),
+	"llm_backoff_multiplier": floatKey(func(c *limiter.Config) *float64 { return &c.LLMBackoffMultiplier }),
+	"llm_backoff_max":        durationKey(func(c *limiter.Config) *time.Duration { return &c.LLMBackoffMax }),
+	// Floodgate's own, beyond the original block.
+	"user_window":        durationKey(func(c *limiter.Config) *time.Duration { return &c.UserWindow }),
+	"slot_lease":         durationKey(func(c *limiter.Config) *time.Duration { return &c.SlotLease }),
+	"llm_backoff_jitter": floatKey(func(c *limiter.Config) *float64 { return &c.LLMBackoffJitter }),
+	"llm_probe_lease":    durationKey(func(c *limiter.Config) *time.Duration { return &c.LLMProbeLease }),
+	"key_prefix":         stringKey(func(c *limiter.Config) *string { return &c.KeyPrefix }),
+	"redis_timeout":      durationKey(func(c *limiter.Config) *time.Duration { return &c.RedisTimeout }),
+	"local_cache_size":   intKey(func(c *limiter.Config) *int { return &c.LocalCacheSize }),
+}
+
+const rateSuffix = "_rate_limit"
+
+// readConfigFile reads path's rate_limiting: block over base. Other
+// top-level sections (the bot's own settings) are ignored; inside the
+// block an unknown key is an error naming it. When the block names any
+// <api>_rate_limit, those are the APIs (the defaults are dropped); each
+// gets a burst of 1, as the original limiter allowed one call at a time.
+// The result is not validated: the environment applies next.
+func readConfigFile(path string, base limiter.Config) (limiter.Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return base, usagef("--config: %v", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigFile+1))
+	if err != nil {
+		return base, usagef("--config %s: %v", path, err)
+	}
+	if len(data) > maxConfigFile {
+		return base, usagef("--config %s: larger than %d bytes", path, maxConfigFile)
+	}
+	cfg, err := parseConfigFile(data, base)
+	if err != nil {
+		return base, usagef("--config %s: %v", path, err)
+	}
+	return cfg, nil
+}
+
+// parseConfigFile is readConfigFile on the file's bytes.
+func parseConfigFile(data []byte, base limiter.Config) (limiter.Config, error) {
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return base, errors.New("empty file, want a rate_limiting: block")
+		}
+		return base, fmt.Errorf("not YAML: %v", err)
+	}
+	if len(doc.Content) != 1 || doc.Content[0].Kind != yaml.MappingNode {
+		return base, errors.New("the top level is not a mapping, want a rate_limiting: block")
+	}
+	var block *yaml.Node
+	top := doc.Content[0]
+	for i := 0; i+1 < len(top.Content); i += 2 {
+		if top.Content[i].Value == "rate_limiting" {
+			block = top.Content[i+1]
+		}
+	}
+	if block == nil {
+		return base, errors.New("no rate_limiting: block")
+	}
+	if block.Kind != yaml.MappingNode {
+		return base, fmt.Errorf("line %d: rate_limiting is not a mapping of settings", block.Line)
+	}
+	cfg := base
+	rates := limiter.APIRates{}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(block.Content); i += 2 {
+		k, v := block.Content[i], block.Content[i+1]
+		key := k.Value
+		if seen[key] {
+			return base, fmt.Errorf("line %d: rate_limiting.%s is given twice", k.Line, key)
+		}
+		seen[key] = true
+		if set, ok := configKeys[key]; ok {
+			if err := set(&cfg, key, v); err != nil {
+				return base, err
+			}
+			continue
+		}
+		if api, ok := strings.CutSuffix(key, rateSuffix); ok && api != "" {
+			r, err := number(key, v)
+			if err != nil {
+				return base, err
+			}
+			rates[api] = limiter.APIRate{PerSecond: r, Burst: 1}
+			continue
+		}
+		return base, fmt.Errorf("line %d: unknown key rate_limiting.%s (known: %s, and <api>%s)", k.Line, key, knownKeys(), rateSuffix)
+	}
+	if len(rates) > 0 {
+		cfg.APIRates = rates
+	}
+	return cfg, nil
+}
+
+func knownKeys() string {
+	keys := make([]string, 0, len(configKeys))
+	for k := range configKeys {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return strings.Join(keys, ", ")
+}
+
+func scalar(key string, v *yaml.Node) (string, error) {
+	if v.Kind != yaml.ScalarNode || v.Tag == "!!null" {
+		return "", fmt.Errorf("line %d: rate_limiting.%s must be a single value", v.Line, key)
+	}
+	return v.Value, nil
+}
+
+func number(key string, v *yaml.Node) (float64, error) {
+	s, err := scalar(key, v)
+	if err != nil {
+		return 0, err
+	}
+	var f float64
+	if v.Tag != "!!int" && v.Tag != "!!float" || v.Decode(&f) != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0, fmt.Errorf("line %d: rate_limiting.%s: %q is not a number", v.Line, key, s)
+	}
+	return f, nil
+}
+
+func durationKey(field func(*limiter.Config) *time.Duration) func(*limiter.Config, string, *yaml.Node) error {
+	return func(c *limiter.Config, key string, v *yaml.Node) error {
+		s, err := scalar(key, v)
+		if err != nil {
+			return err
+		}
+		var d time.Duration
+		if v.Tag == "!!int" || v.Tag == "!!float" {
+			f, err := number(key, v)
+			if err != nil {
+				return err
+			}
+			if math.Abs(f) > (100 * 365 * 24 * time.Hour).Seconds() {
+				return fmt.Errorf("line %d: rate_limiting.%s: %s seconds is out of range", v.Line, key, s)
+			}
+			d = time.Duration(f * float64(time.Second))
+		} else if d, err = time.ParseDuration(s); err != nil {
+			return fmt.Errorf("line %d: rate_limiting.%s: %q is neither seconds nor a duration such as 10s", v.Line, key, s)
+		}
+		*field(c) = d
+		return nil
+	}
+}
+
+func intKey(field func(*limiter.Config) *int) func(*limiter.Config, string, *yaml.Node) error {
+	return func(c *limiter.Config, key string, v *yaml.Node) error {
+		s, err := scalar(key, v)
+		if err != nil {
+			return err
+		}
+		var n int
+		if v.Tag != "!!int" || v.Decode(&n) != nil {
+			return fmt.Errorf("line %d: rate_limiting.%s: %q is not a whole number", v.Line, key, s)
+		}
+		*field(c) = n
+		return nil
+	}
+}
+
+func floatKey(field func(*limiter.Config) *float64) func(*limiter.Config, string, *yaml.Node) error {
+	return func(c *limiter.Config, key string, v *yaml.Node) error {
+		f, err := number(key, v)
+		if err != nil {
+			return err
+		}
+		*field(c) = f
+		return nil
+	}
+}
+
+func stringKey(field func(*limiter.Config) *string) func(*limiter.Config, string, *yaml.Node) error {
+	return func(c *limiter.Config, key string, v *yaml.Node) error {
+		s, err := scalar(key, v)
+		if err != nil {
+			return err
+		}
+		*field(c) = s
+		return nil
+	}
+}

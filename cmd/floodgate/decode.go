@@ -1,0 +1,173 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/floodgate/floodgate/limiter"
+)
+
+// maxBody bounds every request body: the largest legitimate one (a pick
+// over maxEndpoints names of MaxNameLen bytes) is far smaller.
+const maxBody = 64 << 10
+
+// maxEndpoints bounds a pick's list.
+const maxEndpoints = 64
+
+// maxTokenLen bounds a lease or probe token; the library's are far shorter.
+const maxTokenLen = 1024
+
+// Request bodies. Unknown fields are an error (a typo such as "timeout"
+// for "timeout_ms" must not silently mean the default).
+type (
+	pickRequest struct {
+		Endpoints []string `json:"endpoints"`
+	}
+	tokenRequest struct {
+		Token string `json:"token"`
+	}
+	bucketRequest struct {
+		N         int   `json:"n"`
+		TimeoutMs int64 `json:"timeout_ms"`
+	}
+	acquireRequest struct {
+		Holder    string `json:"holder"`
+		Wait      bool   `json:"wait"`
+		TimeoutMs int64  `json:"timeout_ms"`
+	}
+)
+
+// badRequest is a 400 naming what is wrong.
+func badRequest(format string, a ...any) error {
+	return &apiError{status: http.StatusBadRequest, msg: fmt.Sprintf(format, a...)}
+}
+
+// readBody reads r's body (bounded by the server's MaxBytesReader) and
+// decodes it into v. An empty body leaves v as it is unless required.
+func readBody(r *http.Request, v any, required bool) error {
+	data, err := io.ReadAll(r.Body)
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return &apiError{status: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf("body: larger than %d bytes", tooBig.Limit)}
+		}
+		return badRequest("body: %v", err)
+	}
+	return decodeJSON(data, v, required)
+}
+
+// decodeJSON decodes one JSON object from data into v, strictly: no
+// unknown fields, nothing after the object, numbers that fit their field.
+// Errors are 400s naming the field.
+func decodeJSON(data []byte, v any, required bool) error {
+	if len(bytes.TrimSpace(data)) == 0 {
+		if required {
+			return badRequest("body: want a JSON object, got nothing")
+		}
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return badRequest("body: %s", jsonProblem(err))
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return badRequest("body: more data after the JSON object")
+	}
+	return nil
+}
+
+// jsonProblem says what is wrong in a body without Go type names.
+func jsonProblem(err error) string {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return fmt.Sprintf("malformed JSON at byte %d", syn.Offset)
+	case errors.As(err, &typ):
+		if typ.Field == "" {
+			return fmt.Sprintf("want a JSON object, got %s", typ.Value)
+		}
+		return fmt.Sprintf("%q must be %s, got %s", typ.Field, jsonKind(typ.Type), typ.Value)
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return "malformed JSON: ends early"
+	}
+	msg := strings.TrimPrefix(err.Error(), "json: ")
+	if f, ok := strings.CutPrefix(msg, "unknown field "); ok {
+		return "unknown field " + f
+	}
+	return msg
+}
+
+func jsonKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Int, reflect.Int64:
+		return "a whole number in range"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.String:
+		return "a string"
+	case reflect.Slice:
+		return "an array"
+	}
+	return "a " + t.Kind().String()
+}
+
+// normalize checks a bucket request and fills its defaults: n 1, the
+// timeout capped by maxWait (0 meaning maxWait).
+func (b *bucketRequest) normalize(maxWait time.Duration) (time.Duration, error) {
+	if b.N == 0 {
+		b.N = 1
+	}
+	if b.N < 0 {
+		return 0, badRequest("n must be at least 1, got %d", b.N)
+	}
+	return timeout(b.TimeoutMs, maxWait)
+}
+
+func (a *acquireRequest) normalize(maxWait time.Duration) (time.Duration, error) {
+	if a.Holder == "" {
+		return 0, badRequest("holder: missing (who takes the slot, e.g. the user id)")
+	}
+	if len(a.Holder) > limiter.MaxUserLen {
+		return 0, badRequest("holder: %d bytes, at most %d", len(a.Holder), limiter.MaxUserLen)
+	}
+	return timeout(a.TimeoutMs, maxWait)
+}
+
+func timeout(ms int64, maxWait time.Duration) (time.Duration, error) {
+	switch {
+	case ms < 0:
+		return 0, badRequest("timeout_ms must be 0 (the server's maximum) or more, got %d", ms)
+	case ms == 0 || ms >= maxWait.Milliseconds():
+		return maxWait, nil
+	}
+	return time.Duration(ms) * time.Millisecond, nil
+}
+
+func (p *pickRequest) normalize() error {
+	switch {
+	case len(p.Endpoints) == 0:
+		return badRequest("endpoints: want a non-empty array of endpoint names")
+	case len(p.Endpoints) > maxEndpoints:
+		return badRequest("endpoints: %d names, at most %d", len(p.Endpoints), maxEndpoints)
+	}
+	return nil
+}
+
+func (t *tokenRequest) normalize() error {
+	switch {
+	case t.Token == "":
+		return badRequest("token: missing")
+	case len(t.Token) > maxTokenLen:
+		return badRequest("token: %d bytes, at most %d", len(t.Token), maxTokenLen)
+	}
+	return nil
+}

@@ -1,0 +1,189 @@
+// Command floodgate serves Floodgate's limits over HTTP, so bots in any
+// language share them with Go replicas, and gives operators a look at the
+// state Redis holds.
+//
+// Usage:
+//
+//	floodgate serve [--addr 127.0.0.1:8080] [--config config.yaml]
+//	floodgate user USER              # a user's state, counting nothing
+//	floodgate reset USER             # forget a user's cooldown and window
+//	floodgate endpoints NAME ENDPOINT...  # backoff state of endpoints
+//	floodgate slots NAME             # a slot pool: size, in use, waiting
+//	floodgate config                 # the effective settings, secrets hidden
+//	floodgate help
+//
+// Settings come from FLOODGATE_* variables (see the limiter package's
+// Config) over an optional --config file holding the original bot's
+// rate_limiting: block. docs/sidecar.md documents every route.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/redis/go-redis/v9"
+)
+
+func main() {
+	// go-redis logs each failed dial itself; errors here are values.
+	redis.SetLogger(quietLogger{})
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "floodgate: "+oneLine(strings.TrimPrefix(err.Error(), "floodgate: ")))
+		}
+		os.Exit(exitCode(err))
+	}
+}
+
+type quietLogger struct{}
+
+func (quietLogger) Printf(context.Context, string, ...any) {}
+
+// errUsage marks a bad command line or configuration: exit status 2.
+var errUsage = errors.New("usage")
+
+type usageError struct{ msg string }
+
+func (e usageError) Error() string        { return e.msg }
+func (e usageError) Is(target error) bool { return target == errUsage }
+
+func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(format, a...)} }
+
+// exitCode: 0 ok, 2 bad command line or settings, 1 anything else.
+func exitCode(err error) int {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errUsage), errors.Is(err, flag.ErrHelp):
+		return 2
+	}
+	return 1
+}
+
+// oneLine keeps an error message to one line.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " ")
+}
+
+// command is one subcommand.
+type command struct {
+	name, args, summary string
+	run                 func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+var commands []command
+
+func init() {
+	// Assigned here: the help command lists commands, which holds it.
+	commands = []command{
+		{"serve", "[flags]", "serve the HTTP API (docs/sidecar.md)", runServe},
+		{"user", "[flags] USER", "show a user's state without counting a request", runUser},
+		{"reset", "[flags] USER", "forget a user's cooldown and window on every replica", runReset},
+		{"endpoints", "[flags] NAME ENDPOINT...", "show the backoff state of a breaker's endpoints", runEndpoints},
+		{"slots", "[flags] NAME", "show a slot pool: size, in use, waiting", runSlots},
+		{"config", "[flags]", "print the effective settings (secrets hidden)", runConfig},
+		{"help", "[COMMAND]", "show this help, or a command's", nil},
+	}
+}
+
+// Run is floodgate with args (without the program name), writing output to
+// stdout and diagnostics to stderr. It returns when the command is done or,
+// for serve, after ctx ends and the server has shut down.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		writeHelp(stderr)
+		return usagef("no command given")
+	}
+	name, rest := args[0], args[1:]
+	switch name {
+	case "help", "-h", "-help", "--help":
+		if len(rest) > 0 && rest[0] != "help" {
+			for _, c := range commands {
+				if c.name == rest[0] && c.run != nil {
+					return c.run(ctx, []string{"--help"}, stdout, stdout)
+				}
+			}
+			return usagef("help: no command %q (floodgate help lists them)", rest[0])
+		}
+		writeHelp(stdout)
+		return nil
+	}
+	for _, c := range commands {
+		if c.name == name && c.run != nil {
+			err := c.run(ctx, rest, stdout, stderr)
+			if errors.Is(err, flag.ErrHelp) {
+				return nil
+			}
+			return err
+		}
+	}
+	return usagef("no command %q (floodgate help lists them)", name)
+}
+
+func writeHelp(w io.Writer) {
+	fmt.Fprintln(w, "floodgate: Floodgate's shared rate limits over HTTP, and operator tools.")
+	fmt.Fprintln(w, "\nUsage: floodgate COMMAND [flags] [args]")
+	fmt.Fprintln(w, "\nCommands:")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+	}
+	fmt.Fprint(w, `
+Every command takes --help. Settings: FLOODGATE_* variables (FLOODGATE_REDIS_URL
+or REDIS_URL names Redis) over an optional --config FILE holding a rate_limiting:
+block. serve starts an embedded redis-server when no Redis is named (a demo).
+`)
+}
+
+// newFlags builds a subcommand's flag set whose --help prints usage and
+// summary to out.
+func newFlags(name string, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("floodgate "+name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	var c command
+	for _, cc := range commands {
+		if cc.name == name {
+			c = cc
+		}
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(out, "Usage: floodgate %s %s\n\n%s.\n", c.name, c.args, upperFirst(c.summary))
+		if extra := commandHelp[name]; extra != "" {
+			fmt.Fprintln(out, "\n"+strings.TrimSpace(extra))
+		}
+		fmt.Fprintln(out, "\nFlags:")
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func upperFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+// parseFlags parses args; a bad flag is a usage error, --help is
+// flag.ErrHelp (exit 0 after the usage is printed).
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	// The flag package prints the error and usage itself; our error line
+	// repeats only the reason.
+	err := fs.Parse(args)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, flag.ErrHelp):
+		return err
+	}
+	return usagef("%s: %v", fs.Name(), err)
+}

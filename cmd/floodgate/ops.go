@@ -1,0 +1,266 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/floodgate/floodgate/limiter"
+)
+
+// opsTimeout bounds an operator command's Redis calls.
+const opsTimeout = 10 * time.Second
+
+// opsFlags are the flags of the operator commands.
+type opsFlags struct {
+	settingsFlags
+	json bool
+}
+
+func (o *opsFlags) register(name string, stderr io.Writer) *flag.FlagSet {
+	fs := newFlags(name, stderr)
+	o.settingsFlags.register(fs)
+	fs.BoolVar(&o.json, "json", false, "print JSON instead of text")
+	return fs
+}
+
+// connect builds a Limiter on the configured Redis. Operator commands
+// never start an embedded server: an empty one would show nothing.
+func connect(cfg limiter.Config) (*limiter.Limiter, func(), error) {
+	if cfg.RedisURL == "" {
+		return nil, nil, usagef("no Redis: set FLOODGATE_REDIS_URL or REDIS_URL to the Redis your bots use")
+	}
+	// Operators look at the shared state, not at this process's cache.
+	cfg.LocalCacheSize = 0
+	rdb, err := limiter.NewClient(cfg, limiter.WithRedisOptions(func(o *redis.UniversalOptions) {
+		o.PoolSize = 2
+	}))
+	if err != nil {
+		return nil, nil, usagef("%s", scrub(strings.TrimPrefix(err.Error(), "limiter: ")))
+	}
+	lim, err := limiter.New(rdb, cfg)
+	if err != nil {
+		rdb.Close()
+		return nil, nil, usagef("%s", scrub(strings.TrimPrefix(err.Error(), "limiter: ")))
+	}
+	return lim, func() { rdb.Close() }, nil
+}
+
+// opError words a Redis error for the operator, without secrets.
+func opError(what string, err error) error {
+	msg := scrub(strings.TrimPrefix(err.Error(), "limiter: "))
+	if limiter.IsUnavailable(err) {
+		return fmt.Errorf("%s: Redis did not answer: %s", what, msg)
+	}
+	return fmt.Errorf("%s: %s", what, msg)
+}
+
+func writeJSONOut(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func runUser(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var o opsFlags
+	fs := o.register("user", stderr)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("user takes one USER, got %d arguments", fs.NArg())
+	}
+	user := fs.Arg(0)
+	cfg, err := o.load()
+	if err != nil {
+		return err
+	}
+	lim, closeFn, err := connect(cfg)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	ctx, cancel := context.WithTimeout(ctx, opsTimeout)
+	defer cancel()
+	st, err := lim.Peek(ctx, user)
+	if err != nil {
+		return opError(fmt.Sprintf("user %q", user), err)
+	}
+	if o.json {
+		return writeJSONOut(stdout, map[string]any{
+			"user": user, "remaining": st.Remaining, "retry_after_ms": ceilMs(st.RetryAfter),
+			"reason": st.Reason.String(), "cooldown_left_ms": ceilMs(st.CooldownLeft),
+			"entries": st.Entries, "reset_after_ms": ceilMs(st.ResetAfter),
+		})
+	}
+	verdict := "a request now would be allowed"
+	if st.RetryAfter > 0 {
+		verdict = fmt.Sprintf("a request now would be denied (%s) for %v", st.Reason, st.RetryAfter)
+	}
+	remaining := fmt.Sprint(st.Remaining)
+	if st.Remaining == limiter.Unlimited {
+		remaining = "unlimited (no window)"
+	} else {
+		remaining += fmt.Sprintf(" of %d per %v", cfg.MaxRequestsPerUserHour, cfg.UserWindow)
+	}
+	fmt.Fprintf(stdout, "user %q: %s\n", user, verdict)
+	fmt.Fprintf(stdout, "  remaining       %s\n", remaining)
+	fmt.Fprintf(stdout, "  retry after     %v\n", st.RetryAfter)
+	fmt.Fprintf(stdout, "  reason          %s\n", st.Reason)
+	fmt.Fprintf(stdout, "  cooldown left   %v (cooldown %v)\n", st.CooldownLeft, cfg.UserCooldown)
+	fmt.Fprintf(stdout, "  window entries  %d\n", st.Entries)
+	fmt.Fprintf(stdout, "  reset after     %v\n", st.ResetAfter)
+	return nil
+}
+
+func runReset(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var o opsFlags
+	fs := o.register("reset", stderr)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("reset takes one USER, got %d arguments", fs.NArg())
+	}
+	user := fs.Arg(0)
+	cfg, err := o.load()
+	if err != nil {
+		return err
+	}
+	lim, closeFn, err := connect(cfg)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	ctx, cancel := context.WithTimeout(ctx, opsTimeout)
+	defer cancel()
+	if err := lim.Reset(ctx, user); err != nil {
+		return opError(fmt.Sprintf("reset %q", user), err)
+	}
+	if o.json {
+		return writeJSONOut(stdout, map[string]any{"user": user, "reset": true})
+	}
+	fmt.Fprintf(stdout, "user %q reset: cooldown and window cleared on every replica\n", user)
+	return nil
+}
+
+func runEndpoints(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var o opsFlags
+	fs := o.register("endpoints", stderr)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() < 2 {
+		return usagef("endpoints takes a breaker NAME and at least one ENDPOINT, e.g. floodgate endpoints llm http://gpu-1:8000")
+	}
+	name, endpoints := fs.Arg(0), fs.Args()[1:]
+	cfg, err := o.load()
+	if err != nil {
+		return err
+	}
+	lim, closeFn, err := connect(cfg)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	b, err := lim.Backoff(name, limiter.BackoffSettings{})
+	if err != nil {
+		return usagef("%s", strings.TrimPrefix(err.Error(), "limiter: "))
+	}
+	ctx, cancel := context.WithTimeout(ctx, opsTimeout)
+	defer cancel()
+	var rows []map[string]any
+	for _, ep := range endpoints {
+		st, err := b.Status(ctx, ep)
+		if err != nil {
+			return opError(fmt.Sprintf("endpoint %q", ep), err)
+		}
+		if o.json {
+			rows = append(rows, map[string]any{
+				"endpoint": ep, "state": st.State.String(), "opens": st.Opens, "failures": st.Failures,
+				"delay_ms": ceilMs(st.Delay), "retry_after_ms": ceilMs(st.RetryAfter), "probing": st.Probing,
+			})
+			continue
+		}
+		fmt.Fprintf(stdout, "%s %q: %s", name, ep, st.State)
+		if st.RetryAfter > 0 {
+			fmt.Fprintf(stdout, " (retry after %v)", st.RetryAfter)
+		}
+		fmt.Fprintf(stdout, "\n  opens %d, failures %d, delay %v, probe out %v\n", st.Opens, st.Failures, st.Delay, st.Probing)
+	}
+	if o.json {
+		return writeJSONOut(stdout, rows)
+	}
+	return nil
+}
+
+func runSlots(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var o opsFlags
+	fs := o.register("slots", stderr)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("slots takes one pool NAME, got %d arguments", fs.NArg())
+	}
+	name := fs.Arg(0)
+	cfg, err := o.load()
+	if err != nil {
+		return err
+	}
+	lim, closeFn, err := connect(cfg)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	pool, err := lim.Slots(name, limiter.SlotsSettings{})
+	if err != nil {
+		return usagef("%s", strings.TrimPrefix(err.Error(), "limiter: "))
+	}
+	ctx, cancel := context.WithTimeout(ctx, opsTimeout)
+	defer cancel()
+	inUse, err := pool.InUse(ctx)
+	if err != nil {
+		return opError(fmt.Sprintf("pool %q", name), err)
+	}
+	waiting, err := pool.Waiting(ctx)
+	if err != nil {
+		return opError(fmt.Sprintf("pool %q", name), err)
+	}
+	if o.json {
+		return writeJSONOut(stdout, map[string]any{"pool": name, "size": pool.Size(), "in_use": inUse, "waiting": waiting})
+	}
+	fmt.Fprintf(stdout, "pool %q: %d of %d slots in use, %d waiting\n", name, inUse, pool.Size(), waiting)
+	return nil
+}
+
+func runConfig(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var sf settingsFlags
+	fs := newFlags("config", stderr)
+	sf.register(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("config takes no arguments, got %q", fs.Args())
+	}
+	cfg, err := sf.load()
+	if err != nil {
+		return err
+	}
+	set, err := loadHTTP()
+	if err != nil {
+		return err
+	}
+	writeConfig(stdout, cfg, &set)
+	if sf.config != "" {
+		fmt.Fprintf(stdout, "\n(from %s under the environment; cleanup_interval is not needed: every key has a TTL)\n", sf.config)
+	}
+	return nil
+}

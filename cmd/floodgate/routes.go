@@ -1,0 +1,388 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/floodgate/floodgate/limiter"
+)
+
+// Users
+
+func (s *server) userAllow(w http.ResponseWriter, r *http.Request) error {
+	d, err := s.lim.Allow(r.Context(), r.PathValue("user"))
+	if err != nil {
+		return err
+	}
+	writeDecision(w, d, decisionExtra{})
+	return nil
+}
+
+func (s *server) userPeek(w http.ResponseWriter, r *http.Request) error {
+	user := r.PathValue("user")
+	st, err := s.lim.Peek(r.Context(), user)
+	if err != nil {
+		return err
+	}
+	b := make([]byte, 0, 160+len(user))
+	b = append(b, `{"user":`...)
+	b = strconv.AppendQuote(b, user)
+	b = append(b, `,"remaining":`...)
+	b = strconv.AppendInt(b, int64(st.Remaining), 10)
+	b = append(b, `,"retry_after_ms":`...)
+	b = strconv.AppendInt(b, ceilMs(st.RetryAfter), 10)
+	b = append(b, `,"reason":"`...)
+	b = append(b, st.Reason.String()...)
+	b = append(b, `","cooldown_left_ms":`...)
+	b = strconv.AppendInt(b, ceilMs(st.CooldownLeft), 10)
+	b = append(b, `,"entries":`...)
+	b = strconv.AppendInt(b, int64(st.Entries), 10)
+	b = append(b, `,"reset_after_ms":`...)
+	b = strconv.AppendInt(b, ceilMs(st.ResetAfter), 10)
+	b = append(b, "}\n"...)
+	writeJSON(w, http.StatusOK, b)
+	return nil
+}
+
+func (s *server) userReset(w http.ResponseWriter, r *http.Request) error {
+	if err := s.lim.Reset(r.Context(), r.PathValue("user")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// Backoff
+
+func (s *server) backoff(r *http.Request) (*limiter.Backoff, error) {
+	return s.lim.Backoff(r.PathValue("name"), limiter.BackoffSettings{})
+}
+
+func (s *server) backoffPick(w http.ResponseWriter, r *http.Request) error {
+	b, err := s.backoff(r)
+	if err != nil {
+		return err
+	}
+	var req pickRequest
+	if err := readBody(r, &req, true); err != nil {
+		return err
+	}
+	if err := req.normalize(); err != nil {
+		return err
+	}
+	ep, d, err := b.Pick(r.Context(), req.Endpoints...)
+	if err != nil {
+		return err
+	}
+	writeDecision(w, d, decisionExtra{backoff: true, pick: true, endpoint: ep})
+	return nil
+}
+
+func (s *server) backoffCheck(w http.ResponseWriter, r *http.Request) error {
+	b, err := s.backoff(r)
+	if err != nil {
+		return err
+	}
+	d, err := b.Check(r.Context(), r.PathValue("endpoint"))
+	if err != nil {
+		return err
+	}
+	writeDecision(w, d, decisionExtra{backoff: true})
+	return nil
+}
+
+func (s *server) backoffFailure(w http.ResponseWriter, r *http.Request) error {
+	b, err := s.backoff(r)
+	if err != nil {
+		return err
+	}
+	d, err := b.Failure(r.Context(), r.PathValue("endpoint"))
+	if err != nil {
+		return err
+	}
+	writeDecision(w, d, decisionExtra{backoff: true})
+	return nil
+}
+
+func (s *server) backoffSuccess(w http.ResponseWriter, r *http.Request) error {
+	b, err := s.backoff(r)
+	if err != nil {
+		return err
+	}
+	if err := b.Success(r.Context(), r.PathValue("endpoint")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *server) backoffAbandon(w http.ResponseWriter, r *http.Request) error {
+	b, err := s.backoff(r)
+	if err != nil {
+		return err
+	}
+	var req tokenRequest
+	if err := readBody(r, &req, true); err != nil {
+		return err
+	}
+	if err := req.normalize(); err != nil {
+		return err
+	}
+	if err := abandon(r.Context(), b, r.PathValue("endpoint"), req.Token); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *server) backoffStatus(w http.ResponseWriter, r *http.Request) error {
+	b, err := s.backoff(r)
+	if err != nil {
+		return err
+	}
+	st, err := b.Status(r.Context(), r.PathValue("endpoint"))
+	if err != nil {
+		return err
+	}
+	bs := make([]byte, 0, 160)
+	bs = append(bs, `{"state":"`...)
+	bs = append(bs, st.State.String()...)
+	bs = append(bs, `","opens":`...)
+	bs = strconv.AppendInt(bs, int64(st.Opens), 10)
+	bs = append(bs, `,"failures":`...)
+	bs = strconv.AppendInt(bs, int64(st.Failures), 10)
+	bs = append(bs, `,"delay_ms":`...)
+	bs = strconv.AppendInt(bs, ceilMs(st.Delay), 10)
+	bs = append(bs, `,"retry_after_ms":`...)
+	bs = strconv.AppendInt(bs, ceilMs(st.RetryAfter), 10)
+	bs = append(bs, `,"probing":`...)
+	bs = strconv.AppendBool(bs, st.Probing)
+	bs = append(bs, "}\n"...)
+	writeJSON(w, http.StatusOK, bs)
+	return nil
+}
+
+// Buckets
+
+func (s *server) bucket(r *http.Request) (*limiter.Bucket, error) {
+	return s.lim.Bucket(r.PathValue("name"), limiter.BucketSettings{})
+}
+
+func (s *server) bucketAllow(w http.ResponseWriter, r *http.Request) error {
+	b, err := s.bucket(r)
+	if err != nil {
+		return err
+	}
+	var req bucketRequest
+	if err := readBody(r, &req, false); err != nil {
+		return err
+	}
+	if req.TimeoutMs != 0 {
+		return badRequest("timeout_ms: allow never waits (use /wait)")
+	}
+	if _, err := req.normalize(s.set.MaxWait); err != nil {
+		return err
+	}
+	d, err := b.AllowN(r.Context(), req.N)
+	if err != nil {
+		return err
+	}
+	writeDecision(w, d, decisionExtra{})
+	return nil
+}
+
+// bucketWait takes n tokens, sleeping each denial's RetryAfter, and
+// answers the first allowing decision; or, as soon as the next wait would
+// pass the timeout, the denial (allowed false, with retry_after_ms).
+func (s *server) bucketWait(w http.ResponseWriter, r *http.Request) error {
+	b, err := s.bucket(r)
+	if err != nil {
+		return err
+	}
+	var req bucketRequest
+	if err := readBody(r, &req, false); err != nil {
+		return err
+	}
+	timeout, err := req.normalize(s.set.MaxWait)
+	if err != nil {
+		return err
+	}
+	release, err := s.startWait()
+	if err != nil {
+		return err
+	}
+	defer release()
+	deadline := time.Now().Add(timeout)
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		d, err := b.AllowN(r.Context(), req.N)
+		if err != nil {
+			return err
+		}
+		wait := max(d.RetryAfter, time.Millisecond)
+		if d.Allowed || time.Until(deadline) < wait || s.draining.Err() != nil {
+			writeDecision(w, d, decisionExtra{})
+			return nil
+		}
+		if timer == nil {
+			timer = time.NewTimer(wait)
+		} else {
+			timer.Reset(wait)
+		}
+		select {
+		case <-timer.C:
+		case <-s.draining.Done():
+		case <-r.Context().Done():
+			return r.Context().Err()
+		}
+	}
+}
+
+// startWait takes a place among the requests allowed to wait at once.
+func (s *server) startWait() (release func(), err error) {
+	select {
+	case s.waits <- struct{}{}:
+		return func() { <-s.waits }, nil
+	default:
+		return nil, &apiError{status: http.StatusTooManyRequests,
+			msg: "too many requests waiting (" + strconv.Itoa(cap(s.waits)) + ", FLOODGATE_HTTP_MAX_WAITS); retry shortly"}
+	}
+}
+
+// Slots
+
+func (s *server) slots(r *http.Request) (*limiter.Slots, error) {
+	return s.lim.Slots(r.PathValue("name"), limiter.SlotsSettings{})
+}
+
+func (s *server) slotsAcquire(w http.ResponseWriter, r *http.Request) error {
+	pool, err := s.slots(r)
+	if err != nil {
+		return err
+	}
+	var req acquireRequest
+	if err := readBody(r, &req, true); err != nil {
+		return err
+	}
+	timeout, err := req.normalize(s.set.MaxWait)
+	if err != nil {
+		return err
+	}
+	var lease *limiter.Lease
+	if req.Wait {
+		release, err := s.startWait()
+		if err != nil {
+			return err
+		}
+		defer release()
+		ctx, cancel := context.WithTimeout(r.Context(), timeout)
+		defer cancel()
+		// Shutdown ends the wait at once: the caller hears "not acquired"
+		// instead of holding the server up.
+		stop := context.AfterFunc(s.draining, cancel)
+		defer stop()
+		lease, err = pool.Acquire(ctx, req.Holder)
+		if err != nil && ctx.Err() != nil && r.Context().Err() == nil {
+			writeNoSlot(w, 0)
+			return nil
+		}
+	} else {
+		lease, err = pool.TryAcquire(r.Context(), req.Holder)
+	}
+	switch {
+	case errors.Is(err, limiter.ErrNoSlot):
+		writeNoSlot(w, noSlotRetry(err))
+		return nil
+	case errors.Is(err, limiter.ErrRedisUnavailable) && r.Context().Err() == nil:
+		writeJSON(w, http.StatusServiceUnavailable, []byte(`{"acquired":false,"reason":"redis_down","retry_after_ms":1000,"error":"redis unavailable and the slots policy fails closed"}`+"\n"))
+		return nil
+	case err != nil:
+		return err
+	}
+	token := leaseToken(lease)
+	b := make([]byte, 0, 128+len(token))
+	b = append(b, `{"acquired":true,"token":`...)
+	b = strconv.AppendQuote(b, token)
+	b = append(b, `,"lease_ms":`...)
+	b = strconv.AppendInt(b, ceilMs(s.cfg.SlotLease), 10)
+	b = append(b, `,"degraded":`...)
+	b = strconv.AppendBool(b, lease.Degraded())
+	b = append(b, "}\n"...)
+	writeJSON(w, http.StatusOK, b)
+	return nil
+}
+
+// writeNoSlot answers a try that found the pool full or a wait that timed
+// out: a decision, so 200, with Retry-After.
+func writeNoSlot(w http.ResponseWriter, retry time.Duration) {
+	w.Header().Set("Retry-After", strconv.FormatInt(retryAfterSeconds(retry), 10))
+	b := make([]byte, 0, 80)
+	b = append(b, `{"acquired":false,"reason":"slots","retry_after_ms":`...)
+	b = strconv.AppendInt(b, ceilMs(retry), 10)
+	b = append(b, "}\n"...)
+	writeJSON(w, http.StatusOK, b)
+}
+
+func (s *server) slotsRefresh(w http.ResponseWriter, r *http.Request) error {
+	return s.leaseOp(w, r, (*limiter.Lease).Refresh)
+}
+
+func (s *server) slotsRelease(w http.ResponseWriter, r *http.Request) error {
+	return s.leaseOp(w, r, (*limiter.Lease).Release)
+}
+
+func (s *server) leaseOp(w http.ResponseWriter, r *http.Request, op func(*limiter.Lease, context.Context) error) error {
+	pool, err := s.slots(r)
+	if err != nil {
+		return err
+	}
+	var req tokenRequest
+	if err := readBody(r, &req, true); err != nil {
+		return err
+	}
+	if err := req.normalize(); err != nil {
+		return err
+	}
+	lease, err := leaseFromToken(pool, req.Token)
+	if err != nil {
+		return err
+	}
+	if err := op(lease, r.Context()); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *server) slotsStatus(w http.ResponseWriter, r *http.Request) error {
+	pool, err := s.slots(r)
+	if err != nil {
+		return err
+	}
+	inUse, err := pool.InUse(r.Context())
+	if err != nil {
+		return err
+	}
+	waiting, err := pool.Waiting(r.Context())
+	if err != nil {
+		return err
+	}
+	b := make([]byte, 0, 64)
+	b = append(b, `{"size":`...)
+	b = strconv.AppendInt(b, int64(pool.Size()), 10)
+	b = append(b, `,"in_use":`...)
+	b = strconv.AppendInt(b, int64(inUse), 10)
+	b = append(b, `,"waiting":`...)
+	b = strconv.AppendInt(b, int64(waiting), 10)
+	b = append(b, "}\n"...)
+	writeJSON(w, http.StatusOK, b)
+	return nil
+}

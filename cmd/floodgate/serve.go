@@ -1,0 +1,202 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/floodgate/floodgate/internal/redisproc"
+	"github.com/floodgate/floodgate/limiter"
+	"github.com/floodgate/floodgate/metrics"
+)
+
+var commandHelp = map[string]string{
+	"serve": `
+Serves the HTTP API of docs/sidecar.md on --addr (FLOODGATE_HTTP_ADDR,
+default 127.0.0.1:8080). Listening beyond loopback requires
+FLOODGATE_HTTP_TOKEN (at least 16 characters), then asked of every /v1 route
+and /metrics as "Authorization: Bearer <token>".
+
+With no FLOODGATE_REDIS_URL or REDIS_URL it starts an embedded redis-server
+on a free loopback port and says so: state is lost on exit and not shared
+with other hosts; a demo, not production.
+
+Also read: FLOODGATE_HTTP_MAX_WAIT (30s: cap of a wait's timeout_ms),
+FLOODGATE_HTTP_MAX_WAITS (1024: requests waiting at once; more get 429),
+FLOODGATE_HTTP_SHUTDOWN_TIMEOUT (10s: on SIGINT/SIGTERM, how long in-flight
+requests may finish; waits end at once with their current answer).`,
+	"user": `
+Reads the user's state from Redis without counting a request: what a
+request now would get (remaining, retry after, reason), the cooldown left,
+the window's entries and when the state resets.`,
+	"reset": `
+Deletes the user's cooldown and window in Redis: their next request is
+allowed on every replica (a replica that denied them a moment ago may
+answer from its deny cache until that denial's retry-after).`,
+	"endpoints": `
+Shows each named endpoint's backoff state under breaker NAME (e.g. llm):
+closed, half-open or open, consecutive open periods, failures, the current
+delay, the time until half-open and whether a probe is out.`,
+	"slots": `
+Shows the slot pool NAME: its size (FLOODGATE_MAX_CONCURRENT_USERS), the
+slots held now across all replicas and the callers waiting.`,
+	"config": `
+Prints the settings serve and the other commands would use: defaults, then
+--config, then FLOODGATE_* variables. Passwords in the Redis URL and the
+HTTP token are hidden.`,
+}
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("serve", stderr)
+	var sf settingsFlags
+	sf.register(fs)
+	addr := fs.String("addr", "", "listen on `HOST:PORT` (default FLOODGATE_HTTP_ADDR, else "+defaultAddr+")")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("serve takes no arguments, got %q", fs.Args())
+	}
+	cfg, err := sf.load()
+	if err != nil {
+		return err
+	}
+	set, err := loadHTTP()
+	if err != nil {
+		return err
+	}
+	if *addr != "" {
+		set.Addr = *addr
+	}
+	if err := set.validate(); err != nil {
+		return err
+	}
+	logf := func(format string, a ...any) {
+		fmt.Fprintf(stderr, "floodgate: "+format+"\n", a...)
+	}
+
+	var embedded *redisproc.Server
+	if cfg.RedisURL == "" {
+		embedded, err = redisproc.Start(ctx, redisproc.Options{})
+		if err != nil {
+			if errors.Is(err, redisproc.ErrNotInstalled) {
+				return usagef("no Redis named (FLOODGATE_REDIS_URL or REDIS_URL) and no redis-server on PATH to start an embedded one")
+			}
+			return fmt.Errorf("starting the embedded redis-server: %w", err)
+		}
+		defer embedded.Stop()
+		cfg.RedisURL = "redis://" + embedded.Addr
+		fmt.Fprintf(stderr, "%s\nfloodgate: WARNING: no FLOODGATE_REDIS_URL or REDIS_URL: started an EMBEDDED redis-server on %s.\n"+
+			"floodgate: WARNING: its state dies with this process and is shared with no other host: a demo, not production.\n%s\n",
+			strings.Repeat("!", 78), embedded.Addr, strings.Repeat("!", 78))
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	obs, err := metrics.New(reg)
+	if err != nil {
+		return err
+	}
+	cfg.Observer = obs
+	rdb, err := limiter.NewClient(cfg, limiter.WithRedisOptions(func(o *redis.UniversalOptions) {
+		// One connection per concurrent request at most; the limiter
+		// coalesces user decisions, so a modest pool serves many clients.
+		o.PoolSize = max(o.PoolSize, 64)
+	}))
+	if err != nil {
+		return usagef("%s", scrub(strings.TrimPrefix(err.Error(), "limiter: ")))
+	}
+	defer rdb.Close()
+	lim, err := limiter.New(rdb, cfg)
+	if err != nil {
+		return usagef("%s", scrub(strings.TrimPrefix(err.Error(), "limiter: ")))
+	}
+
+	ln, err := net.Listen("tcp", set.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", set.Addr, err)
+	}
+	return serveOn(ctx, ln, lim, rdb, set, reg, logf, func() {
+		auth := "no token: loopback only"
+		if set.Token != "" {
+			auth = "bearer token required on /v1 and /metrics"
+		}
+		logf("serving on http://%s (%s); Redis %s", ln.Addr(), auth, limiter.RedactURL(cfg.RedisURL))
+	})
+}
+
+// serveOn serves on ln until ctx ends, then shuts down: it stops
+// accepting, ends waits at once, lets in-flight requests finish within
+// set.ShutdownTimeout and closes what is left. It holds no slots or probes
+// of its own, so it releases nothing.
+func serveOn(ctx context.Context, ln net.Listener, lim *limiter.Limiter, rdb redis.UniversalClient, set httpSettings,
+	reg *prometheus.Registry, logf func(string, ...any), started func()) error {
+	draining, drain := context.WithCancel(context.Background())
+	defer drain()
+	s, err := newServer(lim, rdb, set, reg, draining, logf)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	srv := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 5 * time.Second,
+		// Bodies are at most 64 KiB: 10 s is generous.
+		ReadTimeout: 10 * time.Second,
+		// A wait may take MaxWait; the answer must still get out.
+		WriteTimeout:   set.MaxWait + 10*time.Second,
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 16 << 10,
+		ErrorLog:       newErrorLog(logf),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	if started != nil {
+		started()
+	}
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving: %w", err)
+	case <-ctx.Done():
+	}
+	logf("shutting down: finishing in-flight requests (at most %v)", set.ShutdownTimeout)
+	drain()
+	sctx, cancel := context.WithTimeout(context.Background(), set.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		_ = srv.Close()
+		logf("shutdown: requests still running after %v were cut off", set.ShutdownTimeout)
+	}
+	<-errc
+	logf("stopped")
+	return nil
+}
+
+// errorLog passes net/http's own messages (TLS handshakes, bad requests
+// on the wire) to logf, one line each.
+type errorLog struct {
+	mu   sync.Mutex
+	logf func(string, ...any)
+}
+
+func (e *errorLog) Write(p []byte) (int, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.logf("http: %s", oneLine(string(p)))
+	return len(p), nil
+}
+
+func newErrorLog(logf func(string, ...any)) *log.Logger {
+	return log.New(&errorLog{logf: logf}, "", 0)
+}

@@ -1,0 +1,367 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/floodgate/floodgate/limiter"
+	"github.com/floodgate/floodgate/metrics"
+)
+
+// server is floodgate serve's HTTP handler over one Limiter. It is safe
+// for concurrent use.
+type server struct {
+	lim      *limiter.Limiter
+	rdb      redis.UniversalClient // for /readyz
+	cfg      limiter.Config
+	set      httpSettings
+	tokenSum [sha256.Size]byte
+	// waits holds one token per request waiting (bucket wait, slot
+	// acquire with wait); a full channel means 429.
+	waits   chan struct{}
+	metrics *metrics.HTTP
+	gather  prometheus.Gatherer
+	// draining ends when shutdown begins: waits stop at once and answer
+	// with what they have, so in-flight requests finish within the bound.
+	draining context.Context
+	logf     func(format string, a ...any)
+	mux      *http.ServeMux
+}
+
+// newServer builds the handler. reg receives the HTTP metrics and is
+// served on /metrics (give the same registry to the limiter's Observer).
+func newServer(lim *limiter.Limiter, rdb redis.UniversalClient, set httpSettings, reg *prometheus.Registry, draining context.Context, logf func(string, ...any)) (*server, error) {
+	hm, err := metrics.NewHTTP(reg)
+	if err != nil {
+		return nil, err
+	}
+	s := &server{
+		lim: lim, rdb: rdb, cfg: lim.Config(), set: set,
+		waits:   make(chan struct{}, set.MaxWaits),
+		metrics: hm, gather: reg, draining: draining, logf: logf,
+		mux: http.NewServeMux(),
+	}
+	if set.Token != "" {
+		s.tokenSum = sha256.Sum256([]byte(set.Token))
+	}
+	s.routes()
+	return s, nil
+}
+
+// handlerFunc is a route: it writes its answer, or returns an error that
+// ServeHTTP turns into {"error": ...} with the matching status.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// routes registers every route, and for each path a method-less pattern
+// answering 405 with Allow, so wrong methods get JSON too.
+func (s *server) routes() {
+	type route struct {
+		method, path string
+		h            handlerFunc
+	}
+	table := []route{
+		{"POST", "/v1/users/{user}/allow", s.userAllow},
+		{"GET", "/v1/users/{user}", s.userPeek},
+		{"DELETE", "/v1/users/{user}", s.userReset},
+		{"POST", "/v1/backoff/{name}/pick", s.backoffPick},
+		{"POST", "/v1/backoff/{name}/endpoints/{endpoint}/check", s.backoffCheck},
+		{"POST", "/v1/backoff/{name}/endpoints/{endpoint}/failure", s.backoffFailure},
+		{"POST", "/v1/backoff/{name}/endpoints/{endpoint}/success", s.backoffSuccess},
+		{"POST", "/v1/backoff/{name}/endpoints/{endpoint}/abandon", s.backoffAbandon},
+		{"GET", "/v1/backoff/{name}/endpoints/{endpoint}", s.backoffStatus},
+		{"POST", "/v1/buckets/{name}/allow", s.bucketAllow},
+		{"POST", "/v1/buckets/{name}/wait", s.bucketWait},
+		{"POST", "/v1/slots/{name}/acquire", s.slotsAcquire},
+		{"POST", "/v1/slots/{name}/refresh", s.slotsRefresh},
+		{"POST", "/v1/slots/{name}/release", s.slotsRelease},
+		{"GET", "/v1/slots/{name}", s.slotsStatus},
+		{"GET", "/healthz", s.healthz},
+		{"GET", "/readyz", s.readyz},
+	}
+	methods := map[string][]string{}
+	var paths []string
+	for _, rt := range table {
+		s.mux.Handle(rt.method+" "+rt.path, s.wrap(rt.h))
+		if methods[rt.path] == nil {
+			paths = append(paths, rt.path)
+		}
+		methods[rt.path] = append(methods[rt.path], rt.method)
+	}
+	metricsHandler := promhttp.HandlerFor(s.gather, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+	s.mux.Handle("GET /metrics", metricsHandler)
+	methods["/metrics"] = []string{"GET"}
+	paths = append(paths, "/metrics")
+	for _, p := range paths {
+		ms := append([]string(nil), methods[p]...)
+		if contains(ms, "GET") {
+			ms = append(ms, "HEAD")
+		}
+		allow := strings.Join(ms, ", ")
+		s.mux.Handle(p, s.wrap(func(w http.ResponseWriter, r *http.Request) error {
+			w.Header().Set("Allow", allow)
+			return &apiError{status: http.StatusMethodNotAllowed, msg: fmt.Sprintf("method %s not allowed on %s (allowed: %s)", r.Method, p, allow)}
+		}))
+	}
+	s.mux.Handle("/", s.wrap(func(w http.ResponseWriter, r *http.Request) error {
+		return &apiError{status: http.StatusNotFound, msg: "no such route (docs/sidecar.md lists them)"}
+	}))
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// ServeHTTP runs the middleware: metrics and panic recovery outermost,
+// then path checks, auth and the body limit, then the route.
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &recorder{ResponseWriter: w}
+	defer func() {
+		if v := recover(); v != nil {
+			// One line, no stack: the panic value may not be safe to show
+			// the caller, and a stack helps nobody who reads the answer.
+			s.logf("panic serving %s %s: %v", r.Method, routeOf(r), v)
+			if !rec.wrote {
+				writeError(rec, http.StatusInternalServerError, "internal error")
+			}
+		}
+		s.metrics.Observe(routeOf(r), rec.code(), time.Since(start))
+	}()
+	path := r.URL.EscapedPath()
+	protected := strings.HasPrefix(path, "/v1/") || path == "/metrics"
+	if protected && s.set.Token != "" && !s.authorized(r) {
+		rec.Header().Set("WWW-Authenticate", `Bearer realm="floodgate"`)
+		writeError(rec, http.StatusUnauthorized, "missing or wrong bearer token (Authorization: Bearer <FLOODGATE_HTTP_TOKEN>)")
+		return
+	}
+	if strings.HasPrefix(path, "/v1/") && badSegments(path) {
+		writeError(rec, http.StatusBadRequest, "path has an empty, '.' or '..' segment: user ids and names must be non-empty, and '.' is sent as %2E")
+		return
+	}
+	r.Body = http.MaxBytesReader(rec, r.Body, maxBody)
+	s.mux.ServeHTTP(rec, r)
+}
+
+// routeOf is the metrics label of r: its pattern, never the raw path.
+func routeOf(r *http.Request) string {
+	if r.Pattern == "" || r.Pattern == "/" {
+		return "other"
+	}
+	return r.Pattern
+}
+
+// badSegments reports empty, "." and ".." segments, which ServeMux would
+// answer with a redirect to another path (another user).
+func badSegments(path string) bool {
+	for _, seg := range strings.Split(path[1:], "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
+}
+
+// authorized compares the bearer token in constant time: both sides are
+// hashed first, so neither the token's length nor its bytes leak.
+func (s *server) authorized(r *http.Request) bool {
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		return false
+	}
+	sum := sha256.Sum256([]byte(strings.TrimSpace(got)))
+	return subtle.ConstantTimeCompare(sum[:], s.tokenSum[:]) == 1
+}
+
+// recorder remembers the status for metrics and whether anything was
+// written (after a panic, an answer can only be added if not).
+type recorder struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if !r.wrote {
+		r.status, r.wrote = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if !r.wrote {
+		r.status, r.wrote = http.StatusOK, true
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+func (r *recorder) code() int {
+	if !r.wrote {
+		return http.StatusOK
+	}
+	return r.status
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// apiError is an answer with a status other than 500.
+type apiError struct {
+	status int
+	msg    string
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+// wrap turns a handlerFunc into a Handler that maps its error.
+func (s *server) wrap(h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			status, msg := s.errorStatus(r, err)
+			writeError(w, status, msg)
+		}
+	})
+}
+
+// errorStatus maps an error to its status and message: 400 for bad input
+// (the library's sentinels), 409 for a lost lease, 413 for a large body,
+// 503 when Redis cannot be reached by a call without a fallback, 500
+// otherwise (logged).
+func (s *server) errorStatus(r *http.Request, err error) (int, string) {
+	var ae *apiError
+	var tooBig *http.MaxBytesError
+	msg := scrub(strings.TrimPrefix(err.Error(), "limiter: "))
+	switch {
+	case errors.As(err, &ae):
+		return ae.status, ae.msg
+	case errors.As(err, &tooBig):
+		return http.StatusRequestEntityTooLarge, fmt.Sprintf("body: larger than %d bytes", tooBig.Limit)
+	case errors.Is(err, limiter.ErrInvalidUser), errors.Is(err, limiter.ErrInvalidName), errors.Is(err, limiter.ErrInvalidArgument):
+		return http.StatusBadRequest, msg
+	case errors.Is(err, limiter.ErrLeaseLost):
+		return http.StatusConflict, msg
+	case errors.Is(err, limiter.ErrRedisUnavailable), limiter.IsUnavailable(err):
+		if r.Context().Err() != nil {
+			return http.StatusServiceUnavailable, "request cancelled"
+		}
+		return http.StatusServiceUnavailable, "redis unavailable: " + msg
+	}
+	s.logf("%s %s: %s", r.Method, routeOf(r), msg)
+	return http.StatusInternalServerError, msg
+}
+
+// writeError writes {"error": msg}.
+func writeError(w http.ResponseWriter, status int, msg string) {
+	b := make([]byte, 0, 32+len(msg))
+	b = append(b, `{"error":`...)
+	b = strconv.AppendQuote(b, msg)
+	b = append(b, "}\n"...)
+	writeJSON(w, status, b)
+}
+
+func writeJSON(w http.ResponseWriter, status int, body []byte) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+// ceilMs rounds up to whole milliseconds, so a client that waits the
+// given time is never early.
+func ceilMs(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + time.Millisecond - 1) / time.Millisecond)
+}
+
+// decisionExtra adds fields to a decision's JSON.
+type decisionExtra struct {
+	backoff  bool   // add "probe" and, with it, "token"
+	pick     bool   // add "endpoint"
+	endpoint string // for pick
+}
+
+// writeDecision writes a Decision as JSON, by hand: it is the hot path.
+// A denial carries Retry-After in whole seconds, rounded up (at least 1).
+// A fail-closed denial (Redis down) is a 503 with an "error" besides.
+func writeDecision(w http.ResponseWriter, d limiter.Decision, x decisionExtra) {
+	b := make([]byte, 0, 192)
+	b = append(b, `{"allowed":`...)
+	b = strconv.AppendBool(b, d.Allowed)
+	b = append(b, `,"reason":"`...)
+	b = append(b, d.Reason.String()...)
+	b = append(b, `","remaining":`...)
+	b = strconv.AppendInt(b, int64(d.Remaining), 10)
+	b = append(b, `,"retry_after_ms":`...)
+	b = strconv.AppendInt(b, ceilMs(d.RetryAfter), 10)
+	b = append(b, `,"reset_after_ms":`...)
+	b = strconv.AppendInt(b, ceilMs(d.ResetAfter), 10)
+	b = append(b, `,"degraded":`...)
+	b = strconv.AppendBool(b, d.Degraded)
+	b = append(b, `,"cached":`...)
+	b = strconv.AppendBool(b, d.Cached)
+	if x.backoff {
+		b = append(b, `,"probe":`...)
+		b = strconv.AppendBool(b, d.Probe)
+		if d.Probe {
+			b = append(b, `,"token":`...)
+			b = strconv.AppendQuote(b, d.Token)
+		}
+	}
+	if x.pick {
+		b = append(b, `,"endpoint":`...)
+		b = strconv.AppendQuote(b, x.endpoint)
+	}
+	status := http.StatusOK
+	if d.Reason == limiter.ReasonRedisDown {
+		status = http.StatusServiceUnavailable
+		b = append(b, `,"error":"redis unavailable and the policy fails closed"`...)
+	}
+	b = append(b, "}\n"...)
+	if !d.Allowed {
+		w.Header().Set("Retry-After", strconv.FormatInt(retryAfterSeconds(d.RetryAfter), 10))
+	}
+	writeJSON(w, status, b)
+}
+
+// retryAfterSeconds is the Retry-After header: whole seconds, rounded up,
+// at least 1.
+func retryAfterSeconds(d time.Duration) int64 {
+	return max(1, int64(math.Ceil(d.Seconds())))
+}
+
+func (s *server) healthz(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, []byte(`{"status":"ok"}`+"\n"))
+	return nil
+}
+
+// readyz answers 200 when Redis answers PING within RedisTimeout.
+func (s *server) readyz(w http.ResponseWriter, r *http.Request) error {
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RedisTimeout)
+	defer cancel()
+	if err := s.rdb.Ping(ctx).Err(); err != nil {
+		writeError(w, http.StatusServiceUnavailable, "redis: "+scrub(err.Error()))
+		return nil
+	}
+	writeJSON(w, http.StatusOK, []byte(`{"status":"ready"}`+"\n"))
+	return nil
+}

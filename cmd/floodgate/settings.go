@@ -1,0 +1,211 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/floodgate/floodgate/limiter"
+)
+
+// httpSettings configure serve beyond the limiter's Config.
+type httpSettings struct {
+	// Addr is where serve listens: FLOODGATE_HTTP_ADDR or --addr.
+	Addr string
+	// Token, when set, is required as "Authorization: Bearer <token>" on
+	// /v1 and /metrics: FLOODGATE_HTTP_TOKEN (never a flag: flags show in
+	// ps). Listening beyond loopback requires one.
+	Token string
+	// MaxWait caps the timeout_ms of bucket waits and slot acquires.
+	MaxWait time.Duration
+	// MaxWaits caps the requests waiting at once (bucket wait, slot
+	// acquire with wait); more are refused with 429.
+	MaxWaits int
+	// ShutdownTimeout bounds how long in-flight requests may finish after
+	// SIGINT or SIGTERM.
+	ShutdownTimeout time.Duration
+}
+
+const (
+	defaultAddr            = "127.0.0.1:8080"
+	defaultMaxWait         = 30 * time.Second
+	defaultMaxWaits        = 1024
+	defaultShutdownTimeout = 10 * time.Second
+	// minTokenLen keeps tokens out of guessing range.
+	minTokenLen = 16
+)
+
+// settingsFlags are the flags every command shares.
+type settingsFlags struct {
+	config string
+}
+
+func (s *settingsFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&s.config, "config", "", "read the `FILE`'s rate_limiting: block (the original bot's config.yaml); FLOODGATE_* variables override it")
+}
+
+// load returns the effective limiter settings: defaults, then --config,
+// then the FLOODGATE_* environment, validated.
+func (s *settingsFlags) load() (limiter.Config, error) {
+	base := limiter.DefaultConfig()
+	if s.config != "" {
+		var err error
+		if base, err = readConfigFile(s.config, base); err != nil {
+			return limiter.Config{}, err
+		}
+	}
+	cfg, err := limiter.EnvOverrides(base)
+	if err != nil {
+		return limiter.Config{}, usagef("%s", strings.TrimPrefix(scrub(err.Error()), "limiter: "))
+	}
+	return cfg, nil
+}
+
+// scrub removes the Redis password and the HTTP token from a message,
+// should one ever quote them.
+func scrub(msg string) string {
+	for _, n := range []string{"FLOODGATE_HTTP_TOKEN", "FLOODGATE_REDIS_URL", "REDIS_URL"} {
+		v := os.Getenv(n)
+		if v == "" {
+			continue
+		}
+		if n != "FLOODGATE_HTTP_TOKEN" {
+			if red := limiter.RedactURL(v); red != v {
+				msg = strings.ReplaceAll(msg, v, red)
+			}
+			continue
+		}
+		if len(v) >= 4 {
+			msg = strings.ReplaceAll(msg, v, "xxxxx")
+		}
+	}
+	return msg
+}
+
+// loadHTTP reads serve's own variables; flags set later override them.
+func loadHTTP() (httpSettings, error) {
+	h := httpSettings{Addr: defaultAddr, MaxWait: defaultMaxWait, MaxWaits: defaultMaxWaits, ShutdownTimeout: defaultShutdownTimeout}
+	if v := os.Getenv("FLOODGATE_HTTP_ADDR"); v != "" {
+		h.Addr = v
+	}
+	h.Token = os.Getenv("FLOODGATE_HTTP_TOKEN")
+	for _, d := range []struct {
+		name string
+		dst  *time.Duration
+	}{{"FLOODGATE_HTTP_MAX_WAIT", &h.MaxWait}, {"FLOODGATE_HTTP_SHUTDOWN_TIMEOUT", &h.ShutdownTimeout}} {
+		if v := os.Getenv(d.name); v != "" {
+			x, err := parseSeconds(v)
+			if err != nil {
+				return h, usagef("%s: %v", d.name, err)
+			}
+			*d.dst = x
+		}
+	}
+	if v := os.Getenv("FLOODGATE_HTTP_MAX_WAITS"); v != "" {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil {
+			return h, usagef("FLOODGATE_HTTP_MAX_WAITS: %q is not a whole number", v)
+		}
+		h.MaxWaits = n
+	}
+	return h, nil
+}
+
+// parseSeconds reads plain seconds ("30") or a Go duration ("30s").
+func parseSeconds(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if f, err := strconv.ParseFloat(s, 64); err == nil && f >= 0 && f < 1e9 {
+		return time.Duration(f * float64(time.Second)), nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is neither seconds nor a duration such as 30s", s)
+	}
+	return d, nil
+}
+
+// validate checks the HTTP settings, including the rule that only
+// loopback may be served without a token.
+func (h httpSettings) validate() error {
+	host, port, err := net.SplitHostPort(h.Addr)
+	if err != nil {
+		return usagef("address %q: want host:port, e.g. 127.0.0.1:8080", h.Addr)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return usagef("address %q: bad port %q", h.Addr, port)
+	}
+	switch {
+	case h.MaxWait < time.Millisecond || h.MaxWait > time.Hour:
+		return usagef("max wait (FLOODGATE_HTTP_MAX_WAIT) must be between 1ms and 1h, got %v", h.MaxWait)
+	case h.MaxWaits < 1 || h.MaxWaits > 1_000_000:
+		return usagef("max waits (FLOODGATE_HTTP_MAX_WAITS) must be between 1 and 1000000, got %d", h.MaxWaits)
+	case h.ShutdownTimeout < 0 || h.ShutdownTimeout > time.Hour:
+		return usagef("shutdown timeout (FLOODGATE_HTTP_SHUTDOWN_TIMEOUT) must be between 0 and 1h, got %v", h.ShutdownTimeout)
+	case h.Token != "" && len(h.Token) < minTokenLen:
+		return usagef("FLOODGATE_HTTP_TOKEN is %d characters, want at least %d (e.g. openssl rand -hex 16)", len(h.Token), minTokenLen)
+	case h.Token != "" && strings.ContainsAny(h.Token, " \t\r\n"):
+		return usagef("FLOODGATE_HTTP_TOKEN must not contain spaces or line breaks")
+	}
+	if h.Token == "" && !isLoopback(host) {
+		return usagef("refusing to listen on %s without FLOODGATE_HTTP_TOKEN: anyone who reaches it could reset users and take slots; set a token or listen on 127.0.0.1", h.Addr)
+	}
+	return nil
+}
+
+// isLoopback reports whether host names only the loopback interface. An
+// empty host, 0.0.0.0 and :: mean every interface; other host names are
+// not trusted to resolve to loopback, except "localhost".
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// writeConfig prints the effective settings, one per line, secrets
+// redacted.
+func writeConfig(w io.Writer, cfg limiter.Config, h *httpSettings) {
+	row := func(env, value string) { fmt.Fprintf(w, "%-40s %s\n", env, value) }
+	t := reflect.TypeOf(cfg)
+	v := reflect.ValueOf(cfg)
+	for i := range t.NumField() {
+		tag := strings.Split(t.Field(i).Tag.Get("env"), ",")[0]
+		if tag == "" || tag == "-" {
+			continue
+		}
+		val := fmt.Sprint(v.Field(i).Interface())
+		switch t.Field(i).Name {
+		case "RedisURL":
+			if cfg.RedisURL == "" {
+				val = "(none: serve starts an embedded redis-server)"
+			} else {
+				val = limiter.RedactURL(cfg.RedisURL)
+			}
+		case "APIRates":
+			val = cfg.APIRates.String()
+			if val == "" {
+				val = "none"
+			}
+		}
+		row(limiter.EnvPrefix+tag, val)
+	}
+	if h == nil {
+		return
+	}
+	token := "(unset: loopback only)"
+	if h.Token != "" {
+		token = "(set, hidden)"
+	}
+	row("FLOODGATE_HTTP_ADDR", h.Addr)
+	row("FLOODGATE_HTTP_TOKEN", token)
+	row("FLOODGATE_HTTP_MAX_WAIT", h.MaxWait.String())
+	row("FLOODGATE_HTTP_MAX_WAITS", strconv.Itoa(h.MaxWaits))
+	row("FLOODGATE_HTTP_SHUTDOWN_TIMEOUT", h.ShutdownTimeout.String())
+}
