@@ -5,8 +5,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"slices"
-	"sync"
 	"time"
 )
 
@@ -377,162 +375,19 @@ func newMember(holder string) string {
 	return rand.Text() + ":" + holder
 }
 
-// A Lease is one slot held by one holder, until Release or until it
-// expires (Slots' lease after the grant or the last Refresh). Its token
-// is unique, so Refresh and Release act on this grant only. A Lease is
-// safe for concurrent use.
-type Lease struct {
-	s      *Slots
-	holder string
-	member string
-	local  bool // held in the in-process pool (FailLocal)
-	open   bool // holds nothing (FailOpen)
-}
+// memberIDLen is the length of rand.Text's output, a member's id.
+const memberIDLen = 26
 
-// Holder returns the holder the lease was granted to.
-func (l *Lease) Holder() string { return l.holder }
-
-// Degraded reports whether the lease was granted without Redis, per
-// Config.SlotsOnRedisError: from the in-process pool (FailLocal) or
-// holding nothing (FailOpen). Such a lease is not counted on other
-// replicas.
-func (l *Lease) Degraded() bool { return l.local || l.open }
-
-// Refresh extends the lease to a full lease from now. It returns
-// ErrLeaseLost when the lease was released or expired (the slot may
-// belong to another holder by now), and an error wrapping
-// ErrRedisUnavailable when Redis cannot be reached (the lease then runs
-// out unless a later Refresh gets through).
-func (l *Lease) Refresh(ctx context.Context) error {
-	if l == nil || l.s == nil {
-		return fmt.Errorf("%w: nil or zero Lease", ErrInvalidArgument)
+// holderOf returns the holder of a member built by newMember, and whether
+// member has that form.
+func holderOf(member string) (string, bool) {
+	if len(member) < memberIDLen+1 || member[memberIDLen] != ':' {
+		return "", false
 	}
-	switch {
-	case l.open:
-		return nil
-	case l.local:
-		if !l.s.local.refresh(l.member, l.s.lease) {
-			return l.lost("refresh")
-		}
-		return nil
-	}
-	r, err := l.s.l.run(ctx, slotsRefresh, []string{l.s.holders}, l.member, ms(l.s.lease))
-	if err != nil {
-		return l.redisError("refresh", err)
-	}
-	if len(r) != 1 || r[0] != 1 {
-		return l.lost("refresh")
-	}
-	return nil
-}
-
-// Release gives the slot back. It returns ErrLeaseLost when the lease was
-// already released or expired: releasing twice, or after the slot was
-// granted again, frees nobody else's slot. When Redis cannot be reached
-// it returns an error wrapping ErrRedisUnavailable; the slot then comes
-// back when the lease expires.
-func (l *Lease) Release(ctx context.Context) error {
-	if l == nil || l.s == nil {
-		return fmt.Errorf("%w: nil or zero Lease", ErrInvalidArgument)
-	}
-	switch {
-	case l.open:
-		return nil
-	case l.local:
-		if !l.s.local.release(l.member) {
-			return l.lost("release")
-		}
-		return nil
-	}
-	r, err := l.s.l.run(ctx, slotsRelease, []string{l.s.holders}, l.member)
-	if err != nil {
-		return l.redisError("release", err)
-	}
-	if len(r) != 1 || r[0] != 1 {
-		return l.lost("release")
-	}
-	return nil
-}
-
-func (l *Lease) lost(op string) error {
-	return fmt.Errorf("%w: %s of %q's lease in pool %q", ErrLeaseLost, op, l.holder, l.s.name)
-}
-
-func (l *Lease) redisError(op string, err error) error {
-	if IsUnavailable(err) {
-		return fmt.Errorf("limiter: %s of %q's lease in pool %q: %w: %w", op, l.holder, l.s.name, ErrRedisUnavailable, err)
-	}
-	return err
-}
-
-// localSlots is one pool's in-process fallback (FailLocal): the same
-// expiring leases and FIFO queue as in Redis, on this process's monotonic
-// clock. Waiters always leave the queue when their Acquire returns, so
-// they need no heartbeat.
-type localSlots struct {
-	mu    sync.Mutex
-	held  map[string]time.Time // member → lease expiry
-	queue []string             // waiting members, earliest first
-}
-
-// acquire grants member a slot by the same rules as slots_acquire.lua;
-// with wait, a member that is not granted joins (or stays in) the queue.
-func (p *localSlots) acquire(member string, size int, lease time.Duration, wait bool) bool {
-	now := time.Now()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for m, exp := range p.held {
-		if !exp.After(now) {
-			delete(p.held, m)
+	for _, c := range member[:memberIDLen] {
+		if (c < 'A' || c > 'Z') && (c < '2' || c > '7') {
+			return "", false
 		}
 	}
-	if _, ok := p.held[member]; ok {
-		return true
-	}
-	free := size - len(p.held)
-	rank := slices.Index(p.queue, member)
-	switch {
-	case rank < 0 && free > len(p.queue):
-	case rank < 0 && wait:
-		p.queue = append(p.queue, member)
-		return false
-	case rank < 0:
-		return false
-	case rank < free:
-		p.queue = slices.Delete(p.queue, rank, rank+1)
-	default:
-		return false
-	}
-	p.held[member] = now.Add(lease)
-	return true
-}
-
-func (p *localSlots) leave(member string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if i := slices.Index(p.queue, member); i >= 0 {
-		p.queue = slices.Delete(p.queue, i, i+1)
-	}
-}
-
-func (p *localSlots) refresh(member string, lease time.Duration) bool {
-	now := time.Now()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	exp, ok := p.held[member]
-	if !ok || !exp.After(now) {
-		delete(p.held, member)
-		return false
-	}
-	p.held[member] = now.Add(lease)
-	return true
-}
-
-func (p *localSlots) release(member string) bool {
-	now := time.Now()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	exp, ok := p.held[member]
-	delete(p.held, member)
-	return ok && exp.After(now)
+	return member[memberIDLen+1:], true
 }
