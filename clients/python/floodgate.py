@@ -374,6 +374,8 @@ class Client:
             msg = str(body.get("error") or "")
             if "allowed" in body:
                 decision = Decision.from_json(body, ra)
+            elif "acquired" in body:  # slots: {"acquired": false, "reason": ...}
+                decision = Decision.from_json(dict(body, allowed=bool(body["acquired"])), ra)
         if not msg:
             msg = raw[:200].decode("utf-8", "replace").strip() or str(reason or "") or "HTTP error"
         cls = LeaseLost if status == 409 else FloodgateError
@@ -538,8 +540,13 @@ class Client:
             if t is not None:
                 body["timeout_ms"] = max(1, math.ceil(t * 1000))
             http_t = self.timeout + (t if t is not None else self.max_wait)
-        seg = _quote("name", name)
-        d = self._call("POST", ["v1", "slots", seg, "acquire"], body, timeout=http_t)
+        try:
+            d = self._call("POST", ["v1", "slots", _quote("name", name), "acquire"], body, timeout=http_t)
+        except FloodgateError as e:
+            # A pool that fails closed while Redis is down: a denial too.
+            if e.status == 503 and e.decision is not None:
+                return e.decision
+            raise
         if not isinstance(d, dict):
             raise FloodgateError(200, f"server sent {d!r}, want an acquire object")
         if d.get("acquired"):

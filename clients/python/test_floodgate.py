@@ -375,6 +375,20 @@ class FakeServerTest(unittest.TestCase):
         self.assertEqual((cm.exception.reason, cm.exception.retry_after), ("slots", 2.5))
         self.assertEqual(json.loads(self.fake.last()["body"]), {"holder": "viewer", "wait": False})
 
+    def test_slots_failing_closed_is_a_denial(self):
+        self.answer(503, {"acquired": False, "reason": "redis_down", "retry_after_ms": 1000,
+                          "error": "redis unavailable and the slots policy fails closed"})
+        with self.assertRaises(floodgate.Denied) as cm:
+            with self.fg.slot("llm", "viewer"):
+                pass
+        self.assertEqual((cm.exception.reason, cm.exception.retry_after), ("redis_down", 1.0))
+
+    def test_too_many_waiters_is_an_error(self):
+        self.answer(429, {"error": "too many requests waiting"}, {"Retry-After": "1"})
+        with self.assertRaises(floodgate.FloodgateError) as cm:
+            self.fg.wait("igdb", timeout=1)
+        self.assertEqual((cm.exception.status, cm.exception.retry_after), (429, 1.0))
+
     def test_lost_lease_on_release_raises_lease_lost(self):
         self._slots({"acquired": True, "token": "L1", "lease_ms": 10}, release_status=409)
         with self.assertRaises(floodgate.LeaseLost) as cm:
