@@ -512,7 +512,7 @@ func (b *Backoff) Status(ctx context.Context, endpoint string) (BackoffStatus, e
 	if err := b.validate(endpoint); err != nil {
 		return BackoffStatus{}, err
 	}
-	r, err := b.l.run(ctx, backoffState, []string{b.key(endpoint)})
+	r, err := b.l.run(ctx, backoffState, []string{b.key(endpoint)}, ms(b.set.ProbeLease))
 	if err != nil {
 		if outage, err2 := redisErr(ctx, err); !outage {
 			return BackoffStatus{}, err2

@@ -27,7 +27,11 @@
 --              endpoints (until half-open, or until the probe's lease ends)
 --   reset_after_ms  see allowed; equal to retry_after_ms when denied
 -- Only handing out a probe writes (fields p, t and the TTL); denials write
--- nothing.
+-- nothing, except after Redis TIME stepped back (a failover to a server
+-- whose clock is behind): a deadline further away than it can be (u more
+-- than d ahead, p more than the lease) is pulled in to now + d (now +
+-- lease) and the TTL renewed, so the endpoint stays open at most one delay
+-- on the new clock, not for as long as the skew lasts.
 -- The clock is Redis TIME.
 
 local lease = tonumber(ARGV[1])
@@ -44,11 +48,19 @@ for i, key in ipairs(KEYS) do
   end
   local reason, wait
   if now < u then
-    -- Open. A failover to a server whose clock is behind must not stretch
-    -- the wait past the delay itself.
-    reason, wait = 4, math.min(u - now, d or (u - now))
+    if d and u - now > d then
+      u = now + d
+      redis.call('HSET', key, 'u', u)
+      redis.call('PEXPIRE', key, d + keep)
+    end
+    reason, wait = 4, u - now
   else
     local p = tonumber(h[3]) or 0
+    if p - now > lease then
+      p = now + lease
+      redis.call('HSET', key, 'p', p)
+      redis.call('PEXPIRE', key, lease + keep)
+    end
     if p > now then
       reason, wait = 5, p - now
     else

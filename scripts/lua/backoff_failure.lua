@@ -23,7 +23,8 @@
 --   opens           open periods since the last success
 --   failures        failures since the last success, this one included
 --   delay_ms        the nominal delay of the current open period
--- The clock is Redis TIME.
+-- The clock is Redis TIME. After it stepped back (u more than d ahead), the
+-- open period is pulled in to now + d, as backoff_check.lua does.
 
 local key = KEYS[1]
 local base = tonumber(ARGV[1])
@@ -46,8 +47,14 @@ local opens, d, u = tonumber(h[1]), tonumber(h[2]), tonumber(h[3])
 local failures = (tonumber(h[4]) or 0) + 1
 
 if d and u and now < u then
-  redis.call('HSET', key, 'f', failures)
-  return {0, math.min(u - now, d), opens or 1, failures, d}
+  if u - now > d then
+    u = now + d
+    redis.call('HSET', key, 'u', u, 'f', failures)
+    redis.call('PEXPIRE', key, d + cap)
+  else
+    redis.call('HSET', key, 'f', failures)
+  end
+  return {0, u - now, opens or 1, failures, d}
 end
 
 local nd = base

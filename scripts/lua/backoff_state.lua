@@ -2,6 +2,7 @@
 -- only.
 --
 -- KEYS[1]  the endpoint's state hash (fields in backoff_check.lua)
+-- ARGV[1]  probe lease in ms
 --
 -- Returns {state, opens, failures, delay_ms, retry_after_ms, probing}:
 --   state           0 closed (no key), 1 half-open, 2 open
@@ -11,7 +12,9 @@
 --   retry_after_ms  open: until half-open; half-open with a probe out: until
 --                   its lease ends; else 0
 --   probing         1 when half-open and a probe's lease is running
--- The clock is Redis TIME.
+-- The clock is Redis TIME. After it stepped back, a wait is reported as at
+-- most the delay (the lease); the next Check or Failure writes that
+-- (backoff_check.lua).
 
 local h = redis.call('HMGET', KEYS[1], 'o', 'd', 'u', 'p', 'f')
 local u = tonumber(h[3])
@@ -25,6 +28,6 @@ if now < u then
   return {2, opens, f, d, math.min(u - now, d), 0}
 end
 if p > now then
-  return {1, opens, f, d, p - now, 1}
+  return {1, opens, f, d, math.min(p - now, tonumber(ARGV[1])), 1}
 end
 return {1, opens, f, d, 0, 0}
