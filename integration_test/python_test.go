@@ -61,12 +61,14 @@ func TestPythonClientUnittest(t *testing.T) {
 	py := needPython(t)
 	rdb := client(t)
 	token := randomHex(t, 16)
+	// Timing margins for a loaded machine: the backoff stays open 1s, the
+	// test bucket refills one token every 2s.
 	srv := pyStartServe(t, map[string]string{
 		"FLOODGATE_KEY_PREFIX":           uniquePrefix(t, rdb),
 		"FLOODGATE_HTTP_TOKEN":           token,
-		"FLOODGATE_LLM_RETRY_DELAY":      "200ms",
+		"FLOODGATE_LLM_RETRY_DELAY":      "1s",
 		"FLOODGATE_USER_COOLDOWN":        "10s",
-		"FLOODGATE_API_RATES":            "wikipedia=1,igdb=4",
+		"FLOODGATE_API_RATES":            "wikipedia=1,igdb=4,pytest=0.5",
 		"FLOODGATE_MAX_CONCURRENT_USERS": "7",
 	})
 
@@ -74,7 +76,8 @@ func TestPythonClientUnittest(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, py, "-m", "unittest", "-v")
 	cmd.Dir = pyClientDir
-	cmd.Env = append(os.Environ(), "FLOODGATE_TEST_URL="+srv.URL, "FLOODGATE_TEST_TOKEN="+token, "PYTHONDONTWRITEBYTECODE=1")
+	cmd.Env = append(os.Environ(), "FLOODGATE_TEST_URL="+srv.URL, "FLOODGATE_TEST_TOKEN="+token,
+		"FLOODGATE_TEST_BUCKET=pytest", "PYTHONDONTWRITEBYTECODE=1")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("python3 -m unittest -v: %v\n%s\nserver output:\n%s", err, out, srv.Output())
