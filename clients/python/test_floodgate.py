@@ -457,7 +457,7 @@ class LiveServerTest(unittest.TestCase):
         self.assertTrue(self.fg.allow(user).allowed)
 
     def test_any_user_id_round_trips(self):
-        for raw in ("a/b", "..", ".", "100%", "é🎉", "a b?c#d", b"\xff\xfe", "x" * 256):
+        for raw in ("a/b", "..", ".", "100%", "é🎉", "a b?c#d", "bell\x07\x00\u2028", b"\xff\xfe", "x" * 256):
             user = raw + self.run_id if isinstance(raw, str) else raw + self.run_id.encode()
             if len(user if isinstance(user, bytes) else user.encode()) > 256:
                 user = user[:256]
