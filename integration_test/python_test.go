@@ -30,6 +30,11 @@ import (
 
 const pyClientDir = "../clients/python"
 
+// pyRedisTimeout is generous: these tests check counting and the HTTP
+// contract, not outages, and a loaded CI machine must not turn a slow Redis
+// reply into a degraded decision.
+const pyRedisTimeout = 5 * time.Second
+
 // needPython returns python3's path; it skips without one, except under CI
 // (.ci/run installs it), where it fails.
 func needPython(t *testing.T) string {
@@ -70,6 +75,7 @@ func TestPythonClientUnittest(t *testing.T) {
 		"FLOODGATE_USER_COOLDOWN":        "10s",
 		"FLOODGATE_API_RATES":            "wikipedia=1,igdb=4,pytest=0.5",
 		"FLOODGATE_MAX_CONCURRENT_USERS": "7",
+		"FLOODGATE_REDIS_TIMEOUT":        pyRedisTimeout.String(),
 	})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -152,11 +158,13 @@ func TestPythonAndGoReplicasShareLimits(t *testing.T) {
 		"FLOODGATE_KEY_PREFIX":                 prefix,
 		"FLOODGATE_USER_COOLDOWN":              "0",
 		"FLOODGATE_MAX_REQUESTS_PER_USER_HOUR": fmt.Sprint(limit),
+		"FLOODGATE_REDIS_TIMEOUT":              pyRedisTimeout.String(),
 	})
 	cfg := limiter.DefaultConfig()
 	cfg.KeyPrefix = prefix
 	cfg.UserCooldown = 0
 	cfg.MaxRequestsPerUserHour = limit
+	cfg.RedisTimeout = pyRedisTimeout
 	lim, err := limiter.New(rdb, cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -417,7 +417,7 @@ LIVE_TOKEN = os.environ.get("FLOODGATE_TEST_TOKEN") or None
 @unittest.skipUnless(LIVE_URL, "FLOODGATE_TEST_URL is not set (integration_test/python_test.go sets it)")
 class LiveServerTest(unittest.TestCase):
     def setUp(self):
-        self.fg = floodgate.Client(LIVE_URL, token=LIVE_TOKEN, timeout=5.0)
+        self.fg = floodgate.Client(LIVE_URL, token=LIVE_TOKEN, timeout=15.0)
         self.run_id = uuid.uuid4().hex[:10]
 
     def uid(self, name):
