@@ -2,6 +2,7 @@ package integration_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -17,6 +18,7 @@ import (
 
 func init() {
 	workers["backoff-probe"] = backoffProbeWorker
+	workers["backoff-do"] = backoffDoWorker
 }
 
 // backoffProbeConfig: a 20 ms delay that never grows (multiplier 1), so a
@@ -101,7 +103,11 @@ func backoffProbeWorker(ctx context.Context) (any, error) {
 					return
 				}
 				switch {
-				case d.Allowed && d.Remaining == 0:
+				case d.Probe:
+					if !d.Allowed || d.Token == "" {
+						errs <- fmt.Errorf("a probe without a token, or denied: %+v", d)
+						return
+					}
 					mine.Probes++
 					n, err := rdb.Incr(ctx, inFlight).Result()
 					if err != nil {
@@ -125,9 +131,9 @@ func backoffProbeWorker(ctx context.Context) (any, error) {
 						errs <- fmt.Errorf("probe's Failure = %+v", f)
 						return
 					}
-				case d.Reason == limiter.ReasonBackoff:
+				case d.Reason == limiter.ReasonBackoff && d.RetryAfter >= time.Millisecond:
 					mine.Backoff++
-				case d.Reason == limiter.ReasonProbing:
+				case d.Reason == limiter.ReasonProbing && d.RetryAfter >= time.Millisecond:
 					mine.Probing++
 				default:
 					errs <- fmt.Errorf("unexpected decision %+v: nobody reports Success", d)
@@ -253,7 +259,10 @@ func TestBackoffScheduleRealTime(t *testing.T) {
 			time.Sleep(2 * time.Millisecond)
 		}
 		waited := time.Since(opened)
-		if d != (limiter.Decision{Allowed: true, ResetAfter: cfg.LLMProbeLease}) {
+		if d.Token == "" {
+			t.Fatalf("round %d: a probe without a token: %+v", i, d)
+		}
+		if d.Token = ""; d != (limiter.Decision{Allowed: true, ResetAfter: cfg.LLMProbeLease, Probe: true}) {
 			t.Fatalf("round %d: the first allowed Check is not the probe: %+v", i, d)
 		}
 		if waited < delay-time.Millisecond {
@@ -352,5 +361,161 @@ func TestBackoffPickOnCluster(t *testing.T) {
 	ep, d, err = b.Pick(ctx, eps[:len(eps)-1]...)
 	if err != nil || ep != "" || d.Degraded || d.Reason != limiter.ReasonBackoff || d.RetryAfter <= 0 || d.RetryAfter > cfg.LLMRetryDelay {
 		t.Fatalf("Pick over open endpoints = %q %+v %v", ep, d, err)
+	}
+}
+
+// backoffDoResult is what one backoff-do worker saw.
+type backoffDoResult struct {
+	Calls, Failed, Abandoned, Denied int
+	// Overlaps counts probes that found another probe in flight.
+	Overlaps int
+}
+
+var errLLMDown = errors.New("502 bad gateway")
+
+// backoffDoWorker is one bot replica: 32 goroutines call Do on an endpoint
+// that never recovers, until DURATION has passed. Every call that runs is
+// the probe (nobody reports a success, so the endpoint never closes); it
+// marks itself in flight as backoffProbeWorker's do, then either its caller
+// gives up (the context is cancelled: Do must hand the probe back) or the
+// endpoint fails, alternately.
+func backoffDoWorker(ctx context.Context) (any, error) {
+	opt, err := redis.ParseURL(os.Getenv("REDIS_URL"))
+	if err != nil {
+		return nil, err
+	}
+	opt.PoolSize = 64
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	prefix := os.Getenv("PREFIX")
+	l, err := limiter.New(rdb, backoffProbeConfig(prefix))
+	if err != nil {
+		return nil, err
+	}
+	b, err := l.Backoff("llm", limiter.BackoffSettings{})
+	if err != nil {
+		return nil, err
+	}
+	dur, err := time.ParseDuration(os.Getenv("DURATION"))
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(dur)
+	inFlight := prefix + "in-flight"
+	var mu sync.Mutex
+	var res backoffDoResult
+	errs := make(chan error, 32)
+	var wg sync.WaitGroup
+	for g := 0; g < 32; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine backoffDoResult
+			defer func() {
+				mu.Lock()
+				res.Calls += mine.Calls
+				res.Failed += mine.Failed
+				res.Abandoned += mine.Abandoned
+				res.Denied += mine.Denied
+				res.Overlaps += mine.Overlaps
+				mu.Unlock()
+			}()
+			for time.Now().Before(deadline) {
+				cctx, cancel := context.WithCancel(ctx)
+				giveUp := (mine.Failed+mine.Abandoned)%2 == 0
+				err := b.Do(cctx, backoffEndpoint, func(context.Context) error {
+					mine.Calls++
+					n, err := rdb.Incr(ctx, inFlight).Result()
+					if err != nil {
+						return err
+					}
+					if n != 1 {
+						mine.Overlaps++
+					}
+					time.Sleep(time.Millisecond)
+					if err := rdb.Decr(ctx, inFlight).Err(); err != nil {
+						return err
+					}
+					if giveUp {
+						cancel()
+						return cctx.Err()
+					}
+					return errLLMDown
+				})
+				cancel()
+				var open *limiter.BackoffOpenError
+				switch {
+				case errors.Is(err, context.Canceled):
+					mine.Abandoned++
+				case errors.Is(err, errLLMDown):
+					mine.Failed++
+				case errors.As(err, &open) && open.Decision.RetryAfter >= time.Millisecond && !open.Decision.Degraded:
+					mine.Denied++
+				default:
+					errs <- fmt.Errorf("Do = %v", err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// TestBackoffDoAcrossProcesses: 3 OS processes x 32 goroutines call Do on a
+// failing endpoint for 2 s; half the probes' callers give up mid-call. With
+// a 30 s probe lease, a probe that was not handed back would block the
+// endpoint for the rest of the test. Exactly:
+//   - no probe finds another in flight;
+//   - every failed probe opened the endpoint (1 + failed opens and
+//     failures), and no abandoned probe was counted;
+//   - abandoned probes passed the probe on at once, many times.
+func TestBackoffDoAcrossProcesses(t *testing.T) {
+	rdb := client(t)
+	prefix := uniquePrefix(t, rdb)
+	l, err := limiter.New(rdb, backoffProbeConfig(prefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := l.Backoff("llm", limiter.BackoffSettings{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := b.Failure(ctx, backoffEndpoint); err != nil {
+		t.Fatal(err)
+	}
+	results := runWorkers[backoffDoResult](t, "backoff-do", 3, map[string]string{
+		"PREFIX": prefix, "DURATION": "2s",
+	})
+	var total backoffDoResult
+	for i, r := range results {
+		t.Logf("process %d: %+v", i, r)
+		total.Calls += r.Calls
+		total.Failed += r.Failed
+		total.Abandoned += r.Abandoned
+		total.Denied += r.Denied
+		total.Overlaps += r.Overlaps
+	}
+	st, err := b.Status(ctx, backoffEndpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("total %+v; status %+v", total, st)
+	if total.Overlaps != 0 {
+		t.Errorf("%d probes found another probe in flight", total.Overlaps)
+	}
+	if total.Calls != total.Failed+total.Abandoned {
+		t.Errorf("%d calls ran, %d failed + %d abandoned", total.Calls, total.Failed, total.Abandoned)
+	}
+	if st.Opens != total.Failed+1 || st.Failures != total.Failed+1 {
+		t.Errorf("endpoint opened %d times with %d failures; want exactly 1 + %d failed probes", st.Opens, st.Failures, total.Failed)
+	}
+	if total.Abandoned < 10 || total.Failed < 10 {
+		t.Errorf("only %d abandoned and %d failed probes in 2 s: a cancelled probe held the endpoint", total.Abandoned, total.Failed)
 	}
 }
