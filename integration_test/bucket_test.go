@@ -2,6 +2,7 @@ package integration_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -232,6 +233,49 @@ func TestBucketOnRealRedis(t *testing.T) {
 	}
 	if took := time.Since(begin); took < 500*time.Millisecond {
 		t.Fatalf("two Waits on an empty bucket at 2/s took %v, want at least 500ms", took)
+	}
+}
+
+// On real Redis a foreign key under a Bucket's or a pool's name is
+// ErrForeignKey (a string that is no TAT, a key of the wrong type), never
+// an outage, and it is left as it was.
+func TestForeignKeysOnRealRedis(t *testing.T) {
+	rdb := client(t)
+	cfg := limiter.DefaultConfig()
+	cfg.RedisTimeout = 2 * time.Second
+	cfg.BucketOnRedisError = limiter.FailOpen
+	cfg.SlotsOnRedisError = limiter.FailOpen
+	l := newLimiter(t, rdb, cfg)
+	ctx := context.Background()
+	prefix := l.Config().KeyPrefix
+	for _, c := range []struct {
+		key  string
+		set  func(key string) error
+		call func() error
+	}{
+		{"{api:wiki}:t", func(k string) error { return rdb.Set(ctx, k, "hello", 0).Err() },
+			func() error { _, err := mustBucket(t, l, "wiki", 2, 3).Allow(ctx); return err }},
+		{"{api:wiki}:t", func(k string) error { return rdb.RPush(ctx, k, "x").Err() },
+			func() error { _, err := mustBucket(t, l, "wiki", 2, 3).Allow(ctx); return err }},
+		{"{s:llm}:h", func(k string) error { return rdb.Set(ctx, k, "hello", 0).Err() },
+			func() error { _, err := mustSlots(t, l, "llm", 2, time.Minute).TryAcquire(ctx, "a"); return err }},
+		{"{s:llm}:w", func(k string) error { return rdb.HSet(ctx, k, "f", "v").Err() },
+			func() error { _, err := mustSlots(t, l, "llm", 2, time.Minute).Acquire(ctx, "a"); return err }},
+	} {
+		key := prefix + c.key
+		rdb.Del(ctx, key)
+		if err := c.set(key); err != nil {
+			t.Fatal(err)
+		}
+		typ := rdb.Type(ctx, key).Val()
+		err := c.call()
+		if !errors.Is(err, limiter.ErrForeignKey) || limiter.IsUnavailable(err) {
+			t.Errorf("%s holding a %s: %v, want ErrForeignKey", c.key, typ, err)
+		}
+		if got := rdb.Type(ctx, key).Val(); got != typ || rdb.PTTL(ctx, key).Val() != -1 {
+			t.Errorf("%s changed: type %s, PTTL %v", c.key, got, rdb.PTTL(ctx, key).Val())
+		}
+		rdb.Del(ctx, key)
 	}
 }
 

@@ -24,9 +24,8 @@ const (
 	// takes to fill: it keeps TAT below 2^53 µs, where Lua's doubles are
 	// still exact integers, and turns typos (a rate of 1e-9) into errors.
 	maxBucketRefill = maxPolicyDuration
-	// redisDownRetry is Decision.RetryAfter when a Bucket fails closed: a
-	// guess at when Redis may answer again, so Wait neither spins nor
-	// sleeps through a short outage.
+	// redisDownRetry is Decision.RetryAfter when Backoff fails closed: a
+	// guess at when Redis may answer again.
 	redisDownRetry = 100 * time.Millisecond
 )
 
@@ -144,20 +143,24 @@ func (b *Bucket) Allow(ctx context.Context) (Decision, error) {
 // is ErrInvalidArgument. While Redis cannot be reached, the Decision follows
 // Config.BucketOnRedisError and is marked Degraded: FailLocal runs the same
 // GCRA in this process, FailOpen allows, FailClosed denies with
-// ReasonRedisDown. Other Redis errors are returned.
+// ReasonRedisDown and a RetryAfter of 1s (Redis is tried again after
+// that). A key under the API's name that Floodgate did not write is
+// ErrForeignKey; other Redis errors are returned.
 func (b *Bucket) AllowN(ctx context.Context, n int) (Decision, error) {
 	if err := b.check(n); err != nil {
 		return Decision{}, err
 	}
 	r, err := b.l.run(ctx, bucketAllow, []string{b.key}, b.interval, b.burst, n)
 	if err != nil {
-		if !isOutage(ctx, err) {
-			return Decision{}, err
-		}
-		return b.l.observe(PolicyBucket, b.degraded(n)), nil
+		return b.l.degrade(ctx, PolicyBucket, b.l.cfg.BucketOnRedisError, err, func() Decision {
+			return b.local.allow(b.interval, b.burst, n)
+		})
 	}
 	if len(r) != 4 {
 		return Decision{}, fmt.Errorf("limiter: bucket_allow replied %d values, want 4", len(r))
+	}
+	if r[0] < 0 {
+		return Decision{}, fmt.Errorf("limiter: bucket_allow on %q (API %q): %w", b.key, b.name, ErrForeignKey)
 	}
 	d := Decision{
 		Allowed:    r[0] == 1,
@@ -184,19 +187,6 @@ func (b *Bucket) check(n int) error {
 	return nil
 }
 
-// degraded decides without Redis, per Config.BucketOnRedisError.
-func (b *Bucket) degraded(n int) Decision {
-	switch b.l.cfg.BucketOnRedisError {
-	case FailOpen:
-		return Decision{Allowed: true, Remaining: Unlimited, Degraded: true}
-	case FailClosed:
-		return Decision{Reason: ReasonRedisDown, RetryAfter: redisDownRetry, Degraded: true}
-	}
-	d := b.local.allow(b.interval, b.burst, n)
-	d.Degraded = true
-	return d
-}
-
 // Wait is WaitN(ctx, 1).
 func (b *Bucket) Wait(ctx context.Context) error {
 	return b.WaitN(ctx, 1)
@@ -208,7 +198,7 @@ func (b *Bucket) Wait(ctx context.Context) error {
 // context.DeadlineExceeded), when n is invalid, or on a Redis error that
 // Config.BucketOnRedisError does not cover. It sleeps for each denial's
 // RetryAfter on a timer, so it never spins; under FailClosed it keeps
-// trying every 100ms until Redis answers or ctx ends.
+// trying every second until Redis answers or ctx ends.
 func (b *Bucket) WaitN(ctx context.Context, n int) error {
 	if err := b.check(n); err != nil {
 		return err

@@ -304,17 +304,43 @@ func TestBucketInvalidArguments(t *testing.T) {
 	}
 }
 
-// A key that is not ours is an error, not a silent reset.
+// A key that is not ours is ErrForeignKey, as from every policy: never
+// an outage, never a silent reset, and the key is left as it was.
 func TestBucketForeignKey(t *testing.T) {
 	l, r := newTestLimiter(t, bucketConfig())
-	r.mr.Set("floodgate:{api:igdb}:t", "hello")
-	if _, err := mustBucket(t, l, "igdb", 4, 1).Allow(context.Background()); err == nil || !strings.Contains(err.Error(), "not a floodgate GCRA key") {
-		t.Fatalf("Allow on a foreign key = %v", err)
+	const key = "floodgate:{api:igdb}:t"
+	b := mustBucket(t, l, "igdb", 4, 1)
+	for _, v := range []string{"hello", "1.5", "-3", "1e300", ""} {
+		r.mr.Set(key, v)
+		d, err := b.Allow(context.Background())
+		if !errors.Is(err, ErrForeignKey) || IsUnavailable(err) || d != (Decision{}) ||
+			!strings.HasPrefix(err.Error(), "limiter: ") || !strings.Contains(err.Error(), `"igdb"`) {
+			t.Fatalf("Allow on a key holding %q = %+v, %v; want ErrForeignKey naming the API", v, d, err)
+		}
+		if got, _ := r.mr.Get(key); got != v || r.mr.TTL(key) != 0 {
+			t.Fatalf("the foreign key changed to %q (TTL %v)", got, r.mr.TTL(key))
+		}
 	}
-	r.mr.Del("floodgate:{api:igdb}:t")
-	r.mr.Lpush("floodgate:{api:igdb}:t", "x")
-	if _, err := mustBucket(t, l, "igdb", 4, 1).Allow(context.Background()); err == nil || IsUnavailable(err) {
-		t.Fatalf("Allow on a list key = %v, want a WRONGTYPE error", err)
+	r.mr.Del(key)
+	r.mr.Lpush(key, "x")
+	if _, err := b.Allow(context.Background()); !errors.Is(err, ErrForeignKey) || IsUnavailable(err) {
+		t.Fatalf("Allow on a list key = %v, want ErrForeignKey", err)
+	}
+	// Under FailOpen too: a foreign key is not an outage.
+	cfg := bucketConfig()
+	cfg.BucketOnRedisError = FailOpen
+	l2, err := New(r.rdb, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, err := mustBucket(t, l2, "igdb", 4, 1).Allow(context.Background()); !errors.Is(err, ErrForeignKey) || d.Allowed {
+		t.Fatalf("FailOpen Allow on a list key = %+v, %v; want ErrForeignKey", d, err)
+	}
+	// A whole number is taken as a TAT: ours, or at worst a past one.
+	r.mr.Del(key)
+	r.mr.Set(key, "5")
+	if d, err := b.Allow(context.Background()); err != nil || !d.Allowed {
+		t.Fatalf("Allow over a past TAT = %+v, %v", d, err)
 	}
 }
 
@@ -393,7 +419,7 @@ func TestBucketRedisDown(t *testing.T) {
 	cfg.BucketOnRedisError = FailClosed
 	l = downLimiter(t, cfg)
 	d, err := mustBucket(t, l, "igdb", 4, 1).Allow(ctx)
-	if err != nil || d != (Decision{Reason: ReasonRedisDown, RetryAfter: redisDownRetry, Degraded: true}) {
+	if err != nil || d != (Decision{Reason: ReasonRedisDown, RetryAfter: redisRetryInterval, ResetAfter: redisRetryInterval, Degraded: true}) {
 		t.Fatalf("FailClosed = %+v, %v", d, err)
 	}
 	// Wait keeps trying while closed, until its context ends.

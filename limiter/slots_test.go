@@ -616,3 +616,45 @@ func TestSlotsSettingsDefaults(t *testing.T) {
 		t.Fatalf("Slots with no size anywhere = %v, %v; want ErrInvalidArgument naming MaxConcurrentUsers", s, err)
 	}
 }
+
+// A pool key that is not a sorted set is ErrForeignKey from every call, as
+// from every policy: never an outage (no fallback), and the key is left
+// as it was.
+func TestSlotsForeignKey(t *testing.T) {
+	ctx := context.Background()
+	for _, key := range []string{holdersKey, waitersKey, aliveKey} {
+		cfg := slotsConfig()
+		cfg.SlotsOnRedisError = FailOpen
+		l, r := newTestLimiter(t, cfg)
+		s := mustSlots(t, l, "llm", 2, time.Minute)
+		if key != holdersKey {
+			mustTry(t, s, "a")
+		}
+		r.mr.Set(key, "not ours")
+		check := func(op string, err error) {
+			t.Helper()
+			if !errors.Is(err, ErrForeignKey) || IsUnavailable(err) || !strings.HasPrefix(err.Error(), "limiter: ") {
+				t.Errorf("%s with %s a string = %v, want ErrForeignKey", op, key, err)
+			}
+		}
+		got, err := s.TryAcquire(ctx, "b")
+		check("TryAcquire", err)
+		if got != nil {
+			t.Errorf("TryAcquire with a foreign %s granted %+v", key, got)
+		}
+		_, err = s.Acquire(ctx, "b")
+		check("Acquire", err)
+		if key != waitersKey {
+			_, err = s.InUse(ctx)
+			check("InUse", err)
+		}
+		if key == holdersKey {
+			ghost := &Lease{s: s, holder: "a", member: newMember("a")}
+			check("Refresh", ghost.Refresh(ctx))
+			check("Release", ghost.Release(ctx))
+		}
+		if v, _ := r.mr.Get(key); v != "not ours" {
+			t.Errorf("foreign %s changed to %q", key, v)
+		}
+	}
+}

@@ -18,7 +18,8 @@
 -- ARGV[3]  n, tokens this request takes, 1..burst
 --
 -- Returns {allowed, remaining, retry_after_us, reset_after_us}:
---   allowed         1 or 0
+--   allowed         1 or 0; -1 when the key holds a value Floodgate did not
+--                   write (not a whole number of µs): nothing is written
 --   remaining       whole tokens left after this decision
 --   retry_after_us  0 when allowed, else the exact wait after which the same
 --                   request passes if nobody else takes tokens meanwhile
@@ -37,9 +38,10 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local tat = now
 local stored = redis.call('GET', key)
 if stored then
+  -- Ours is always a whole, non-negative number of µs below 2^53.
   local s = tonumber(stored)
-  if not s then
-    return redis.error_reply('floodgate: ' .. key .. ' is not a floodgate GCRA key')
+  if not s or s ~= math.floor(s) or s < 0 or s >= 9007199254740992 then
+    return {-1, 0, 0, 0}
   end
   if s > tat then tat = s end
 end
