@@ -32,6 +32,7 @@ var (
 	backoffFailure = newScript("backoff_failure.lua")
 	backoffState   = newScript("backoff_state.lua")
 	backoffAbandon = newScript("backoff_abandon.lua")
+	backoffSuccess = newScript("backoff_success.lua")
 )
 
 // MaxPickEndpoints bounds how many endpoints one Pick may try, so one
@@ -344,7 +345,7 @@ func (b *Backoff) check(ctx context.Context, endpoints []string) (int, Decision,
 		keys[i] = b.key(e)
 	}
 	token := b.token()
-	r, err := b.l.run(ctx, backoffCheck, keys, ms(b.set.ProbeLease), ms(b.set.Max), token)
+	r, err := b.l.run(ctx, backoffCheck, keys, ms(b.set.ProbeLease), ms(b.set.Max), token, ms(b.l.cfg.MaxIdleTime))
 	if err != nil {
 		outage, err := redisErr(ctx, err)
 		if !outage {
@@ -377,7 +378,7 @@ func (b *Backoff) degradedCheck(endpoints []string, token string) (int, Decision
 	case FailClosed:
 		return -1, b.redisDown()
 	default:
-		i, d := b.local.check(b.now(), endpoints, b.set.ProbeLease, b.set.Max, token)
+		i, d := b.local.check(b.now(), endpoints, b.set.ProbeLease, b.set.Max, b.l.cfg.MaxIdleTime, token)
 		d.Degraded = true
 		return i, d
 	}
@@ -404,9 +405,9 @@ func (b *Backoff) Failure(ctx context.Context, endpoint string) (Decision, error
 	if err := b.validate(endpoint); err != nil {
 		return Decision{}, err
 	}
-	sc := backoffSchedule(b.set)
+	sc := b.sched()
 	cut := jitterCut(b.set.Jitter, b.jitter)
-	r, err := b.l.run(ctx, backoffFailure, []string{b.key(endpoint)}, sc.base, sc.multPPM, sc.max, cut)
+	r, err := b.l.run(ctx, backoffFailure, []string{b.key(endpoint)}, sc.base, sc.multPPM, sc.max, cut, sc.idle)
 	if err != nil {
 		outage, err := redisErr(ctx, err)
 		if !outage {
@@ -430,36 +431,22 @@ func (b *Backoff) Failure(ctx context.Context, endpoint string) (Decision, error
 }
 
 // Success reports that a request to endpoint succeeded: the endpoint closes
-// on every replica and its delay starts again from LLMRetryDelay. While
-// Redis cannot be reached it returns nil (the outage follows
-// BackoffOnRedisError: FailLocal closes the endpoint in the per-process
-// fallback); other Redis errors are returned.
+// on every replica and its delay starts again from RetryDelay. While Redis
+// cannot be reached it returns nil (the outage follows BackoffOnRedisError:
+// FailLocal closes the endpoint in the per-process fallback); other Redis
+// errors are returned; a key holding data Floodgate did not write gives
+// ErrForeignKey and is left alone.
 func (b *Backoff) Success(ctx context.Context, endpoint string) error {
 	if err := b.validate(endpoint); err != nil {
 		return err
 	}
 	// The fallback too, so a later outage does not resurrect an old failure.
 	b.local.success(endpoint)
-	key := b.key(endpoint)
-	h := b.l.healthOf(ctx, key)
-	if h.check() != nil {
-		return nil // Redis is marked down: nothing to tell it
-	}
-	tctx, cancel := context.WithTimeout(ctx, b.l.cfg.RedisTimeout)
-	defer cancel()
-	start := time.Now()
-	err := b.l.rdb.Del(tctx, key).Err()
-	if b.l.obs != nil {
-		b.l.obs.ObserveRedis("backoff_success", time.Since(start), err)
-	}
-	if err != nil {
-		h.failed(ctx, err)
+	if _, err := b.l.run(ctx, backoffSuccess, []string{b.key(endpoint)}); err != nil {
 		if outage, err := redisErr(ctx, err); !outage {
-			return fmt.Errorf("limiter: backoff_success on %s: %w", key, err)
+			return err
 		}
-		return nil
 	}
-	h.ok()
 	return nil
 }
 
@@ -535,13 +522,15 @@ func (b *Backoff) Status(ctx context.Context, endpoint string) (BackoffStatus, e
 // backoffSched is the backoff settings in the scripts' integer units.
 type backoffSched struct {
 	base, multPPM, max int64 // ms, millionths, ms
+	idle               int64 // Config.MaxIdleTime, ms
 }
 
-func backoffSchedule(s BackoffSettings) backoffSched {
+func (b *Backoff) sched() backoffSched {
 	return backoffSched{
-		base:    max(ms(s.RetryDelay), 1),
-		multPPM: int64(math.Round(s.Multiplier * 1e6)),
-		max:     max(ms(s.Max), 1),
+		base:    max(ms(b.set.RetryDelay), 1),
+		multPPM: int64(math.Round(b.set.Multiplier * 1e6)),
+		max:     max(ms(b.set.Max), 1),
+		idle:    max(ms(b.l.cfg.MaxIdleTime), 1),
 	}
 }
 

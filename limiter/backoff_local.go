@@ -35,7 +35,7 @@ func (lb *localBreaker) get(endpoint string, now time.Time) *localEndpoint {
 	return e
 }
 
-func (lb *localBreaker) check(now time.Time, endpoints []string, lease, keep time.Duration, token string) (int, Decision) {
+func (lb *localBreaker) check(now time.Time, endpoints []string, lease, keep, idle time.Duration, token string) (int, Decision) {
 	lb.mu.Lock()
 	defer lb.mu.Unlock()
 	best := Decision{RetryAfter: -1}
@@ -52,7 +52,7 @@ func (lb *localBreaker) check(now time.Time, endpoints []string, lease, keep tim
 			d = Decision{Reason: ReasonProbing, RetryAfter: e.probe.Sub(now)}
 		default:
 			e.probe, e.token = now.Add(lease), token
-			e.forget = later(e.forget, e.probe.Add(keep))
+			e.forget = now.Add(backoffKeyTTL(lease, keep, idle))
 			return i, Decision{Allowed: true, ResetAfter: lease, Probe: true, Token: e.token}
 		}
 		if best.RetryAfter < 0 || d.RetryAfter < best.RetryAfter {
@@ -87,7 +87,7 @@ func (lb *localBreaker) failure(now time.Time, endpoint string, s backoffSched, 
 	e.delay = s.next(e.delay)
 	w := fromMs(backoffJittered(e.delay, cut))
 	e.until, e.probe, e.token = now.Add(w), time.Time{}, ""
-	e.forget = e.until.Add(fromMs(s.max))
+	e.forget = now.Add(backoffKeyTTL(w, fromMs(s.max), fromMs(s.idle)))
 	return Decision{Reason: ReasonBackoff, RetryAfter: w, ResetAfter: w}
 }
 
@@ -106,9 +106,9 @@ func (lb *localBreaker) success(endpoint string) {
 	lb.mu.Unlock()
 }
 
-func later(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
+// backoffKeyTTL is the TTL a write gives an endpoint's key (the scripts'
+// ttl): its next deadline dl plus keep, capped at MaxIdleTime, but never
+// below dl itself.
+func backoffKeyTTL(dl, keep, idle time.Duration) time.Duration {
+	return max(dl, min(dl+keep, idle))
 }

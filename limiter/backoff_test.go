@@ -90,6 +90,9 @@ func runBackoff(t *testing.T, b *Backoff, r *testRedis, endpoint string, steps [
 		if err != nil {
 			t.Fatalf("step %d (%c at %v): %v", i, s.op, s.at, err)
 		}
+		if s.op != 's' && !got.Allowed && got.RetryAfter < bms {
+			t.Fatalf("step %d (%c at %v): denied with RetryAfter %v, want at least 1ms", i, s.op, s.at, got.RetryAfter)
+		}
 		if got != s.want {
 			t.Fatalf("step %d (%c at %v):\n got %+v\nwant %+v", i, s.op, s.at, got, s.want)
 		}
@@ -310,6 +313,62 @@ func TestBackoffKeysAndTTL(t *testing.T) {
 	}
 }
 
+// TestBackoffKeysIdleTTL: a write gives the key its deadline plus
+// LLMBackoffMax, capped at MaxIdleTime, never below the deadline itself.
+func TestBackoffKeysIdleTTL(t *testing.T) {
+	cfg := backoffConfig()
+	cfg.MaxRequestsPerUserHour, cfg.UserCooldown, cfg.MaxIdleTime = 0, 10*bsec, time.Minute
+	b, r := newTestBackoff(t, cfg)
+	ctx := context.Background()
+	const key = "floodgate:{e:llm}:http://localhost:1234"
+	type ttlStep struct {
+		at  time.Duration
+		op  byte
+		ttl time.Duration // the key's TTL after the step; 0: no key
+	}
+	for i, s := range []ttlStep{
+		{0, 'f', time.Minute},          // 5 s + 300 s, capped at 1 min
+		{5 * bsec, 'c', time.Minute},   // probe: 30 s + 300 s, capped
+		{5 * bsec, 'f', time.Minute},   // open 10 s
+		{15 * bsec, 'c', time.Minute},  // probe
+		{15 * bsec, 'f', time.Minute},  // open 20 s
+		{35 * bsec, 'c', time.Minute},  // probe
+		{35 * bsec, 'f', time.Minute},  // open 40 s
+		{75 * bsec, 'c', time.Minute},  // probe
+		{75 * bsec, 'f', 80 * bsec},    // open 80 s: the open period itself
+		{155*bsec - bms, 'w', 1 * bms}, // open until the last millisecond
+		{155*bsec - bms, 'c', 1 * bms}, // and denied: bOpen(1ms)
+		{155 * bsec, 'w', 0},           // then forgotten: closed, level lost
+		{155 * bsec, 'c', 0},           // closed
+		{155 * bsec, 'f', time.Minute}, // and the schedule starts again
+	} {
+		r.at(s.at)
+		var d Decision
+		var err error
+		switch s.op {
+		case 'f':
+			d, err = b.Failure(ctx, epLocal)
+		case 'c':
+			d, err = b.Check(ctx, epLocal)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := r.mr.TTL(key); got != s.ttl {
+			t.Fatalf("step %d at %v: TTL %v, want %v", i, s.at, got, s.ttl)
+		}
+		if s.op == 'c' && s.ttl == 0 && d != bClosed || s.op == 'c' && s.at == 155*bsec-bms && d != bOpen(bms) {
+			t.Fatalf("step %d at %v: %+v", i, s.at, d)
+		}
+	}
+	if s := mustStatus(t, b, epLocal); s.Opens != 1 || s.Delay != 5*bsec {
+		t.Fatalf("after the key expired the schedule did not restart: %+v", s)
+	}
+	if got := backoffKeyTTL(5*bsec, 300*bsec, time.Minute); got != time.Minute {
+		t.Fatalf("backoffKeyTTL = %v", got)
+	}
+}
+
 func TestBackoffJitter(t *testing.T) {
 	cfg := backoffConfig()
 	cfg.LLMBackoffJitter = 0.5
@@ -387,7 +446,7 @@ func TestLocalBreakerMatchesScripts(t *testing.T) {
 	cfg.LLMProbeLease = 3 * bsec
 	b, r := newTestBackoff(t, cfg)
 	lb := &localBreaker{m: map[string]*localEndpoint{}}
-	sc := backoffSchedule(b.set)
+	sc := b.sched()
 	ctx := context.Background()
 	draws := []float64{0.1, 0.9, 0.33, 0, 0.5, 0.77, 0.999, 0.2, 0.61, 0.05, 0.42, 0.8}
 	for i, f := range draws {
@@ -409,7 +468,7 @@ func TestLocalBreakerMatchesScripts(t *testing.T) {
 		}
 		r.advance(got.RetryAfter)
 		gotC, _ := b.Check(ctx, epLocal)
-		_, wantC := lb.check(r.now, []string{epLocal}, cfg.LLMProbeLease, cfg.LLMBackoffMax, testToken)
+		_, wantC := lb.check(r.now, []string{epLocal}, cfg.LLMProbeLease, cfg.LLMBackoffMax, cfg.MaxIdleTime, testToken)
 		if gotC != wantC || gotC != bProbe(3*bsec) {
 			t.Fatalf("probe %d: redis %+v, epLocal %+v", i, gotC, wantC)
 		}
@@ -657,6 +716,9 @@ func TestBackoffRedisErrorIsNotAnOutage(t *testing.T) {
 	}
 	if _, err := b.Status(ctx, epLocal); !errors.Is(err, ErrForeignKey) || !strings.HasPrefix(err.Error(), "limiter: ") {
 		t.Fatalf("Status on a foreign key = %v", err)
+	}
+	if err := b.Success(ctx, epLocal); !errors.Is(err, ErrForeignKey) {
+		t.Fatalf("Success on a foreign key = %v", err)
 	}
 	if got, _ := r.rdb.Get(ctx, "floodgate:{e:llm}:"+epLocal).Result(); got != "x" {
 		t.Fatalf("the foreign key was changed to %q", got)

@@ -14,6 +14,8 @@
 -- ARGV[1]     probe lease in ms
 -- ARGV[2]     keep in ms: how long a key outlives its last deadline
 -- ARGV[3]     token for the probe, should this caller get it (drawn in Go)
+-- ARGV[4]     MaxIdleTime in ms: a write sets the TTL to the deadline plus
+--             keep, capped at this but never below the deadline itself
 --
 -- Returns {index, allowed, reason, remaining, retry_after_ms, reset_after_ms}:
 --   index      1-based position of the endpoint answered for; 0 when none is
@@ -36,8 +38,14 @@
 
 local lease = tonumber(ARGV[1])
 local keep = tonumber(ARGV[2])
+local idle = tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+-- The TTL a write gives a key whose next deadline is dl ms away.
+local function ttl(dl)
+  return math.max(dl, math.min(dl + keep, idle))
+end
 
 local best_reason, best_wait = 0, -1
 for i, key in ipairs(KEYS) do
@@ -51,7 +59,7 @@ for i, key in ipairs(KEYS) do
     if d and u - now > d then
       u = now + d
       redis.call('HSET', key, 'u', u)
-      redis.call('PEXPIRE', key, d + keep)
+      redis.call('PEXPIRE', key, ttl(d))
     end
     reason, wait = 4, u - now
   else
@@ -59,7 +67,7 @@ for i, key in ipairs(KEYS) do
     if p - now > lease then
       p = now + lease
       redis.call('HSET', key, 'p', p)
-      redis.call('PEXPIRE', key, lease + keep)
+      redis.call('PEXPIRE', key, ttl(lease))
     end
     if p > now then
       reason, wait = 5, p - now
@@ -67,9 +75,7 @@ for i, key in ipairs(KEYS) do
       -- Half-open and nobody probing (or the prober's lease ran out):
       -- this caller is the probe.
       redis.call('HSET', key, 'p', now + lease, 't', ARGV[3])
-      if redis.call('PTTL', key) < lease + keep then
-        redis.call('PEXPIRE', key, lease + keep)
-      end
+      redis.call('PEXPIRE', key, ttl(lease))
       return {i, 1, 0, 0, 0, lease}
     end
   end

@@ -16,6 +16,8 @@
 -- ARGV[4]  jitter cut in millionths, 0..999999: the open period lasts
 --          delay - floor(delay * cut / 1e6); the nominal delay, from which
 --          the next one grows, stays unjittered
+-- ARGV[5]  MaxIdleTime in ms: the TTL (open period + cap) is capped at
+--          this, but never below the open period itself
 --
 -- Returns {escalated, retry_after_ms, opens, failures, delay_ms}:
 --   escalated       1 when this failure opened the endpoint, 0 when stale
@@ -31,6 +33,7 @@ local base = tonumber(ARGV[1])
 local mult = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
 local cut = tonumber(ARGV[4])
+local idle = tonumber(ARGV[5])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
@@ -42,6 +45,11 @@ local function idiv(a, b)
   return q
 end
 
+-- The TTL a write gives the key when its deadline is dl ms away.
+local function ttl(dl)
+  return math.max(dl, math.min(dl + cap, idle))
+end
+
 local h = redis.call('HMGET', key, 'o', 'd', 'u', 'f')
 local opens, d, u = tonumber(h[1]), tonumber(h[2]), tonumber(h[3])
 local failures = (tonumber(h[4]) or 0) + 1
@@ -50,7 +58,7 @@ if d and u and now < u then
   if u - now > d then
     u = now + d
     redis.call('HSET', key, 'u', u, 'f', failures)
-    redis.call('PEXPIRE', key, d + cap)
+    redis.call('PEXPIRE', key, ttl(d))
   else
     redis.call('HSET', key, 'f', failures)
   end
@@ -66,5 +74,5 @@ if wait < 1 then wait = 1 end
 opens = (opens or 0) + 1
 redis.call('HSET', key, 'o', opens, 'd', nd, 'u', now + wait, 'p', 0, 'f', failures)
 redis.call('HDEL', key, 't')
-redis.call('PEXPIRE', key, wait + cap)
+redis.call('PEXPIRE', key, ttl(wait))
 return {1, wait, opens, failures, nd}
