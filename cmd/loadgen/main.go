@@ -1,25 +1,21 @@
-// Command loadgen is the seed's RAM benchmark (benchmark-cooldowns-ram.md)
-// done on real Redis: for 100, 1,000, 10,000 and 50,000 users it runs the
-// seed's three tests (simple cooldowns, hourly tracking, the full limiter),
-// writing each user's state through the library, and measures
+// Command loadgen is the RAM benchmark of benchmark-cooldowns-ram.md done
+// on real Redis: for 100, 1,000, 10,000 and 50,000 users it runs three
+// tests (simple cooldowns, hourly tracking, the full limiter), writing each
+// user's state through the library, and measures Redis memory per user,
+// decision latency and rate beside PING, server time per decision and
+// cleanup; it checks the study's acceptance table and answers its question
+// in words. --cluster N runs the same across an N-master Redis Cluster and
+// reports each shard. `loadgen -help` says how each figure is taken.
 //
-//   - Redis memory per user: INFO used_memory growth, beside MEMORY USAGE
-//     of sampled keys and the seed's Python estimates;
-//   - decision latency (p50/p99/p99.9 of --lookups Allow calls on random
-//     existing users) and decisions per second at 1 and --goroutines
-//     goroutines, as a ratio to PING round trips measured in the same run;
-//   - cleanup: an explicit purge (SCAN MATCH + UNLINK) and idle expiry
-//     (how long Redis takes to reclaim keys once their TTL has run out);
-//
-// and checks the seed's acceptance table. A FAIL is a finding, not an
-// error: the exit status is 0. Bad flags or an unreachable Redis exit 2,
-// other errors 1, Ctrl-C 130; in every case loadgen first deletes its keys
-// and stops the redis-server it started.
+// A FAIL is a finding, not an error: the exit status is 0. Bad flags or an
+// unreachable Redis exit 2, other errors 1, Ctrl-C 130; in every case
+// loadgen first deletes its keys and stops the servers it started.
 //
 // Usage:
 //
-//	go run ./cmd/loadgen                              # the four scenarios, embedded redis-server
-//	go run ./cmd/loadgen --users 50000 --json out.json
+//	go run ./cmd/loadgen                              # the four sizes, embedded redis-server
+//	go run ./cmd/loadgen --users 50000 --json out.json --svg mem.svg
+//	go run ./cmd/loadgen --cluster 3 --users 1M --tests hourly
 //	REDIS_URL=redis://host:6379 go run ./cmd/loadgen  # your Redis: only keys under its prefix
 package main
 
@@ -83,7 +79,12 @@ type bench struct {
 	t        *target
 	memory   bool // the server reports used_memory and expired_keys
 	progress *progress
+	shards   *shardMap
+	keyer    *limiter.Limiter // names keys: Limiter.UserKeys
 }
+
+// timed: the server is a real Redis, whose latency means something.
+func (b *bench) timed() bool { return b.t.mode != modeMiniredis }
 
 // Run is loadgen: it parses args, measures, prints the report on stdout
 // and writes --json and --markdown. Progress and warnings go to stderr.
@@ -98,7 +99,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		writeUsage(stdout)
 		return nil
 	}
-	for _, f := range []struct{ flag, path string }{{"-json", o.jsonFile}, {"-markdown", o.mdFile}} {
+	for _, f := range []struct{ flag, path string }{{"-json", o.jsonFile}, {"-markdown", o.mdFile}, {"-svg", o.svgFile}} {
 		if f.path == "" {
 			continue
 		}
@@ -124,7 +125,11 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 	// From here on the prefix is ours: delete everything under it on the
 	// way out, Ctrl-C included (ctx is cancelled then, so use a fresh one).
+	// Servers loadgen started are stopped instead, faster.
 	defer func() {
+		if t.owned() {
+			return
+		}
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
 		if _, _, perr := t.purge(cctx, o.prefix); perr != nil {
@@ -137,6 +142,12 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}()
 
 	b := &bench{o: o, t: t, progress: newProgress(stderr, o.quiet)}
+	if b.keyer, err = newKeyer(o.prefix); err != nil {
+		return err
+	}
+	if t.mode == modeMiniredis {
+		warnf("%s", notMeasured)
+	}
 	si, err := t.describe(ctx)
 	if err != nil {
 		return interrupted(ctx, err)
@@ -147,15 +158,21 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if t.mode == modeURL {
 		warnf("measuring %s: only keys under %q are written and deleted, but other clients' traffic changes used_memory too and blurs the figures", t.desc, o.prefix)
 	}
+	if err := t.with(ctx, func(c redis.UniversalClient) error {
+		b.shards, err = loadShardMap(ctx, c)
+		return err
+	}); err != nil {
+		return interrupted(ctx, err)
+	}
+	if o.svgFile != "" && !b.memory {
+		return usagef("-svg %s: %s reports no memory, so there is nothing to draw", o.svgFile, t.desc)
+	}
 	if !b.memory && t.mode != modeMiniredis {
 		warnf("%s reports no INFO memory: memory and expiry figures are n/a", t.desc)
 	}
 	logf("%s, Redis %s; keys under %q", t.desc, si.Version, o.prefix)
 
 	rep := &Report{Tool: "floodgate loadgen", Environment: environment(o, t, si, b.memory, began)}
-	if t.mode == modeMiniredis {
-		rep.Notes = append(rep.Notes, "measured on in-process miniredis, not Redis: no memory or expiry figures, and latencies are an in-process server's, not a network round trip's")
-	}
 	if err := b.warmUpServer(ctx); err != nil {
 		return interrupted(ctx, err)
 	}
@@ -173,7 +190,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 	rep.WallSeconds = time.Since(began).Seconds()
 
-	if err := rep.writeText(stdout); err != nil {
+	if err := rep.writeText(stdout, o.detail); err != nil {
 		return fmt.Errorf("loadgen: writing the report: %w", err)
 	}
 	if o.jsonFile != "" {
@@ -183,6 +200,11 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 	if o.mdFile != "" {
 		if err := writeFile(o.mdFile, rep.writeMarkdown); err != nil {
+			return err
+		}
+	}
+	if o.svgFile != "" {
+		if err := writeFile(o.svgFile, rep.writeSVG); err != nil {
 			return err
 		}
 	}

@@ -140,7 +140,7 @@ func TestRunOnMiniredis(t *testing.T) {
 		t.Errorf("stderr lacks the shared-Redis and no-memory warnings: %q", stderr.String())
 	}
 	out := stdout.String()
-	for _, want := range []string{"30  cooldown", "50  full", "n/a", "reports no INFO memory"} {
+	for _, want := range []string{"30  cooldown", "50  full", "n/a", "No verdict"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q:\n%s", want, out)
 		}
@@ -276,5 +276,23 @@ func TestParseInfo(t *testing.T) {
 	}
 	if len(got) != 4 {
 		t.Errorf("parsed %d fields, want 4: %v", len(got), got)
+	}
+}
+
+// --svg on a server without INFO memory is refused before any user is
+// written: there would be nothing to draw.
+func TestRunSVGNeedsMemory(t *testing.T) {
+	m := miniredis.RunT(t)
+	svg := filepath.Join(t.TempDir(), "m.svg")
+	var stdout, stderr bytes.Buffer
+	err := Run(context.Background(), append([]string{"--users", "10", "--svg", svg, "--redis-url", "redis://" + m.Addr()}, quick...), &stdout, &stderr)
+	if exitCode(err) != 2 || !strings.Contains(err.Error(), "-svg") || !strings.Contains(err.Error(), "no memory") {
+		t.Fatalf("err = %v, want exit 2 naming -svg and the missing memory figures", err)
+	}
+	if _, err := os.Stat(svg); !os.IsNotExist(err) {
+		t.Errorf("an SVG was written: %v", err)
+	}
+	if len(m.Keys()) != 0 {
+		t.Errorf("keys written: %v", m.Keys())
 	}
 }

@@ -35,6 +35,7 @@ const (
 	minDuration   = 50 * time.Millisecond
 	maxDuration   = time.Minute
 	maxPrefixLen  = 40
+	maxCluster    = 16 // masters: each is a redis-server on this machine
 )
 
 // errUsage marks a bad command line: exit status 2.
@@ -63,6 +64,9 @@ type options struct {
 	duration   time.Duration
 	jsonFile   string
 	mdFile     string
+	svgFile    string
+	detail     bool
+	cluster    int // masters of an embedded Redis Cluster; 0: none
 	prefix     string
 	prefixSet  bool // --prefix given: refuse to run if keys exist under it
 	redisURL   string
@@ -146,15 +150,42 @@ func (l *stringList) Set(s string) error {
 	return nil
 }
 
-const usageText = `loadgen: the seed's RAM benchmark on real Redis. For each number of users it
-runs three tests (cooldown, hourly, full) and measures Redis memory per user
-(INFO used_memory), decision latency and throughput against PING, and cleanup
-time (explicit purge and idle expiry), then checks the seed's acceptance table.
+const usageText = `loadgen: the RAM benchmark of benchmark-cooldowns-ram.md ("the study") on
+real Redis. For each number of users it runs three tests and answers the
+study's question: is RAM under 10 MB for 10K users (then implement per-user
+cooldowns)? It prints one table and a verdict; --detail adds every figure.
 
-Without --redis-url, FLOODGATE_REDIS_URL or REDIS_URL it starts a throwaway
-redis-server on a free loopback port (or, without one on PATH, an in-process
-miniredis whose figures are not Redis's). Against your own Redis it touches
-and deletes only keys under its own prefix.
+Tests (state written through the library, as live traffic leaves it):
+  cooldown  one key per user: a 1 h cooldown, written by Allow
+  hourly    one sorted set per user: 20 requests over the last hour (Import)
+  full      the defaults (10 s cooldown + 20/h), 5-20 requests per user, plus
+            the shared state: 2 API buckets, 7 LLM slots held, 2 endpoint failures
+
+How each figure is taken:
+  B/user    growth of INFO used_memory / users, read after Redis settled and
+            finished rehashing, through loadgen's only open connection
+  p50       --lookups Allow calls on random existing users, one at a time,
+            deny cache off (each is a Redis round trip); "cache" replays them
+            with the local deny cache on
+  x PING    decisions/s at --goroutines over PING/s, in 6 alternating slices
+            each (medians), so noise from elsewhere lands on both
+  script µs server time per decision at --goroutines: INFO commandstats usec
+            of the script commands / decisions; "CPU µs" is the main thread's
+            CPU (INFO cpu) / decisions, and "ceiling" 1e6 / CPU µs: what one
+            shard sustains when Redis, not the client, is the bottleneck
+  purge     SCAN MATCH prefix* + UNLINK of the test's keys
+  expiry    the users written again with TTLs of --idle; time until Redis has
+            expired them all (INFO expired_keys) and given the memory back
+  PASS/FAIL the study's acceptance row: RAM (total), cleanup (purge), lookup (p50)
+
+Where: without --redis-url, FLOODGATE_REDIS_URL or REDIS_URL it starts a
+throwaway redis-server (--cluster N: an N-master Redis Cluster) on loopback;
+without redis-server on PATH, an in-process miniredis that can only count keys
+(` + installHint + ` fixes that). Against your own Redis
+it writes and deletes only keys under its own prefix.
+
+Exit status: 0 even when a row FAILs (a finding), 2 for a bad flag or an
+unreachable Redis, 130 after Ctrl-C; keys and servers are cleaned up always.
 
 Usage: loadgen [flags]
 
@@ -171,7 +202,10 @@ func newFlagSet(o *options, users *intList, tests *stringList) *flag.FlagSet {
 	fs.IntVar(&o.lookups, "lookups", 10_000, "random lookups (Allow on existing users) timed one by one")
 	fs.DurationVar(&o.duration, "duration", 300*time.Millisecond, "length of each N-goroutine throughput phase (decisions, then PING)")
 	fs.StringVar(&o.jsonFile, "json", "", "write every figure and the environment as JSON to `FILE`")
-	fs.StringVar(&o.mdFile, "markdown", "", "write the tables as Markdown to `FILE`")
+	fs.StringVar(&o.mdFile, "markdown", "", "write every table as Markdown to `FILE`")
+	fs.StringVar(&o.svgFile, "svg", "", "draw memory per user and total memory against users, beside the study's estimates, to `FILE`")
+	fs.BoolVar(&o.detail, "detail", false, "print every table: memory, latency, throughput, speed per path, cleanup, shards")
+	fs.IntVar(&o.cluster, "cluster", 0, "start an embedded Redis Cluster of `N` masters (3 or more) and report per shard")
 	fs.StringVar(&o.prefix, "prefix", "", "key prefix (default \"fgl:<random>:\", as long as the production \"floodgate:\")")
 	fs.StringVar(&o.redisURL, "redis-url", "", "Redis to measure (overrides FLOODGATE_REDIS_URL and REDIS_URL; comma-separate Cluster nodes)")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress bar and no status lines on stderr")
@@ -225,6 +259,8 @@ func parseArgs(args []string, getenv func(string) string) (options, error) {
 		return o, usagef("-lookups %d: must be between 1 and %d", o.lookups, maxLookups)
 	case o.duration < minDuration || o.duration > maxDuration:
 		return o, usagef("-duration %v: must be between %v and %v", o.duration, minDuration, maxDuration)
+	case o.cluster != 0 && (o.cluster < 3 || o.cluster > maxCluster):
+		return o, usagef("-cluster %d: a Redis Cluster needs 3 to %d masters here", o.cluster, maxCluster)
 	}
 	fs.Visit(func(f *flag.Flag) {
 		switch f.Name {
@@ -250,6 +286,12 @@ func parseArgs(args []string, getenv func(string) string) (options, error) {
 		}
 	} else if strings.TrimSpace(o.redisURL) == "" {
 		return o, usagef("-redis-url is empty")
+	}
+	if o.cluster > 0 && o.urlFrom == "--redis-url" {
+		return o, usagef("-cluster starts its own Cluster: drop -redis-url")
+	}
+	if o.cluster > 0 {
+		o.redisURL, o.urlFrom = "", "" // the environment's Redis is not the one measured
 	}
 	return o, nil
 }

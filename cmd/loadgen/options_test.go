@@ -50,6 +50,8 @@ func TestParseArgs(t *testing.T) {
 			want{users: defaultUsers, tests: allTests, idle: 2 * time.Second, url: "redis://c:3", urlFrom: "--redis-url"}},
 		{"chosen prefix", []string{"--prefix", "bench-1:"}, env(),
 			want{users: defaultUsers, tests: allTests, idle: 2 * time.Second, prefix: "bench-1:"}},
+		{"a cluster ignores REDIS_URL", []string{"--cluster", "3"}, env("REDIS_URL", "redis://b:2"),
+			want{users: defaultUsers, tests: allTests, idle: 2 * time.Second}},
 		{"help", []string{"-h"}, env(), want{help: true}},
 		{"help long", []string{"--help"}, env(), want{help: true}},
 
@@ -71,6 +73,9 @@ func TestParseArgs(t *testing.T) {
 		{"empty prefix", []string{"--prefix", ""}, env(), want{errParts: []string{"-prefix", "empty"}}},
 		{"long prefix", []string{"--prefix", strings.Repeat("p", 41)}, env(), want{errParts: []string{"-prefix", "41 bytes"}}},
 		{"empty --redis-url", []string{"--redis-url", " "}, env("REDIS_URL", "redis://b:2"), want{errParts: []string{"-redis-url is empty"}}},
+		{"a cluster of 2", []string{"--cluster", "2"}, env(), want{errParts: []string{"-cluster 2", "3 to 16"}}},
+		{"a cluster of 100", []string{"--cluster", "100"}, env(), want{errParts: []string{"-cluster 100"}}},
+		{"a cluster and a URL", []string{"--cluster", "3", "--redis-url", "redis://a:1"}, env(), want{errParts: []string{"-cluster", "-redis-url"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o, err := parseArgs(tc.args, tc.env)
@@ -170,7 +175,7 @@ func TestParseCount(t *testing.T) {
 func TestUsageListsEveryFlag(t *testing.T) {
 	var b strings.Builder
 	writeUsage(&b)
-	for _, f := range []string{"-users", "-tests", "-idle", "-seed", "-goroutines", "-lookups", "-duration", "-json", "-markdown", "-prefix", "-redis-url", "-quiet"} {
+	for _, f := range []string{"-users", "-tests", "-idle", "-seed", "-goroutines", "-lookups", "-duration", "-json", "-markdown", "-prefix", "-redis-url", "-quiet", "-svg", "-detail", "-cluster"} {
 		if !strings.Contains(b.String(), f) {
 			t.Errorf("usage does not mention %s", f)
 		}

@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"encoding/xml"
+	"errors"
+	"io"
 	"math"
 	"strings"
 	"testing"
@@ -137,10 +140,12 @@ func TestAccept(t *testing.T) {
 	}
 }
 
-// sampleReport is a report with one figure in every column.
-func sampleReport() *Report {
-	above := int64(144)
-	keysMs, memMs := 388.89, 390.5
+// sampleReport is a report with one figure in every column, the three
+// tests at each of users (50,000 if none).
+func sampleReport(users ...int) *Report {
+	if len(users) == 0 {
+		users = []int{50_000}
+	}
 	r := &Report{
 		Tool: "floodgate loadgen",
 		Environment: Environment{
@@ -150,62 +155,179 @@ func sampleReport() *Report {
 			Seed: 1, IdleSeconds: 2, Goroutines: 32, Lookups: 10_000, Prefix: "fgl:abcde:",
 		},
 		WallSeconds: 21.5,
-		Scenarios:   []ScenarioResult{{Users: 50_000}},
 	}
+	for _, u := range users {
+		r.Scenarios = append(r.Scenarios, sampleScenario(u))
+	}
+	return r
+}
+
+func sampleScenario(users int) ScenarioResult {
+	above := int64(144)
+	keysMs, memMs := 388.89, 390.5
+	sc := ScenarioResult{Users: users}
 	for _, test := range allTests {
 		tr := TestResult{
-			Test: test, Users: 50_000, Config: "cooldown 1h",
+			Test: test, Users: users, Config: "cooldown 1h",
 			Memory:     &MemoryResult{DeltaBytes: 5_850_000, BytesPerUser: 117, SampleKeys: 200, MemoryUsagePerUser: 72, NotInMemoryUsagePerUser: 45, Encoding: "int", SeedEstimateBytes: seedEstimate(test, 50_000)},
-			Keys:       50_000,
+			Keys:       int64(users),
 			Latency:    LatencyResult{Lookups: 10_000, P50us: 31, P99us: 91, P999us: 426, AllowedFraction: 0.83, CacheSize: 10_000, CachedP50us: 0.4, CachedP99us: 55, CachedFraction: 0.17},
 			Throughput: ThroughputResult{Goroutines: 32, Decisions1PerSec: 26_300, Ping1PerSec: 42_800, Ratio1: 0.61, DecisionsNPerSec: 33_900, PingNPerSec: 60_200, RatioN: math.NaN(), PingP50us: 20},
 			Purge:      PurgeResult{Ms: 122.05, Keys: 50_000, MemoryAboveBaselineBytes: &above},
-			Expiry:     &ExpiryResult{Keys: 50_000, KeysReclaimedMs: &keysMs, MemoryReclaimedMs: &memMs},
+			Expiry:     &ExpiryResult{Keys: 50_000, ExpiredKeys: 50_000, KeysReclaimedMs: &keysMs, MemoryReclaimedMs: &memMs},
+			Server:     ServerTime{Decisions: 1000, ScriptUsPerDecision: 5.2, CPUUsPerDecision: 7.1, CeilingPerSec: 141_000},
+			Shards:     []ShardResult{{Node: "127.0.0.1:1", Keys: 50_000, DeltaBytes: 5_850_000, BytesPerUser: 117}},
+			Spread:     1,
 		}
 		if test == testFull {
 			tr.Shared = SharedState{Keys: 5, Written: "API rates | slots"}
 			tr.Expiry.MemoryReclaimedMs = nil
 			tr.Expiry.MemoryAboveBaselineBytes = 70_000
 		}
-		tr.Acceptance = accept(50_000, tr)
-		r.Scenarios[0].Tests = append(r.Scenarios[0].Tests, tr)
+		tr.Shards[0].ServerTime = tr.Server
+		tr.Acceptance = accept(users, tr)
+		sc.Tests = append(sc.Tests, tr)
 	}
-	return r
+	return sc
 }
 
 func TestWriteText(t *testing.T) {
 	var b bytes.Buffer
-	if err := sampleReport().writeText(&b); err != nil {
+	if err := sampleReport(defaultUsers...).writeText(&b, false); err != nil {
 		t.Fatal(err)
 	}
 	out := b.String()
-	for _, want := range []string{
-		"version 7.0.15", "zset-max-listpack-entries 128", "zset-max-listpack-value 64",
-		"Command: go run ./cmd/loadgen --users 50000",
-		"Full test: users plus API rates | slots.",
-		"50,000  cooldown", "5.85 MB", "117 B", "72 B", "+45 B", "3.80 MB", "16.00 MB",
-		"31 µs", "91 µs", "426 µs", "83%", "0.4 µs", "55 µs", "17%", "10,000 users", "26.3k/s", "42.8k/s", "0.61", "32 goroutines",
-		"122.05 ms", "+144 B over baseline", "388.89 ms", "no: 70.0 kB over",
-		"PASS 5.85 MB (< 50.00 MB)", "PASS 122.05 ms (< 2.00 s)", "PASS 31 µs (< 1.00 ms)",
-		"PING p50 in this run: 20 µs", "can take < 1 µs", "local deny cache", "Total: 21.5 s",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("text report lacks %q", want)
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	if !strings.HasPrefix(lines[0], "Floodgate loadgen on a throwaway redis-server (Redis 7.0.15)") {
+		t.Errorf("first line %q", lines[0])
+	}
+	// One screen of at most 100 columns: the four sizes x three tests.
+	if len(lines) > 30 {
+		t.Errorf("default output is %d lines, want one screen (<= 30):\n%s", len(lines), out)
+	}
+	for _, l := range lines {
+		if n := utf8.RuneCountInString(l); n > 100 {
+			t.Errorf("line of %d columns: %q", n, l)
 		}
 	}
-	// Each table's rows line up: every line between a header and its
-	// notes has the header's width in runes.
+	for _, want := range []string{
+		"B/user", "x PING", "50,000  cooldown", "117 B", "5.85 MB", "31 µs", "122.05 ms", "PASS",
+		"Yes: RAM is under 10 MB for 10K users", "Implement per-user cooldowns.", "--detail",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("default output lacks %q:\n%s", want, out)
+		}
+	}
+	// The rest is behind --detail.
+	for _, not := range []string{"Command:", "MEMORY USAGE", "p99.9", "Speed per path"} {
+		if strings.Contains(out, not) {
+			t.Errorf("default output shows %q, a --detail figure", not)
+		}
+	}
+	checkAligned(t, out)
+
+	b.Reset()
+	if err := sampleReport(50_000).writeText(&b, true); err != nil {
+		t.Fatal(err)
+	}
+	out = b.String()
+	for _, want := range []string{
+		"version 7.0.15", "zset-max-listpack-entries 128", "Command: go run ./cmd/loadgen --users 50000",
+		"Full test: users plus API rates | slots.",
+		"72 B", "+45 B", "3.80 MB", "16.00 MB", "91 µs", "426 µs", "83%", "0.4 µs", "17%",
+		"26.3k/s", "0.61", "32 goroutines", "+144 B", "388.89 ms", "no: 70.0 kB over",
+		"cooldown denial", "window denial, 20 of 20", "allow, 5-19 entries (83%)", "7.1", "141.0k/s",
+		"127.0.0.1:1",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("--detail output lacks %q", want)
+		}
+	}
+	checkAligned(t, out)
+}
+
+// checkAligned: every row of a table (lines starting with a space, a digit
+// or a rule) is as wide as the rule under its header.
+func checkAligned(t *testing.T, out string) {
+	t.Helper()
 	lines := strings.Split(out, "\n")
+	row := func(l string) bool { return l != "" && strings.ContainsRune(" -0123456789", rune(l[0])) }
 	for i, l := range lines {
 		if !strings.HasPrefix(strings.TrimLeft(l, " "), "---") {
 			continue
 		}
 		w := utf8.RuneCountInString(l)
-		for j := i - 1; j < len(lines) && lines[j] != "" && !strings.HasPrefix(lines[j], "  * "); j++ {
+		for j := i - 1; j < len(lines) && row(lines[j]); j++ {
 			if got := utf8.RuneCountInString(lines[j]); got != w {
 				t.Errorf("line %q is %d runes wide, its table %d", lines[j], got, w)
 			}
 		}
+	}
+}
+
+// Without redis-server the first line says what cannot be measured and
+// the command that fixes it; only key counts are shown.
+func TestWriteTextWithoutRedis(t *testing.T) {
+	r := sampleReport(100)
+	r.Environment.Mode, r.Environment.MemoryMeasured = modeMiniredis, false
+	for i := range r.Scenarios[0].Tests {
+		x := &r.Scenarios[0].Tests[i]
+		x.Memory, x.Expiry, x.Latency, x.Throughput = nil, nil, LatencyResult{}, ThroughputResult{}
+		x.WrittenWith = "Allow (first request)"
+	}
+	var b bytes.Buffer
+	if err := r.writeText(&b, true); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	first, _, _ := strings.Cut(out, "\n")
+	if !strings.Contains(first, "apt-get install -y redis-server") || !strings.Contains(first, "memory") {
+		t.Errorf("first line %q: want what is not measured and the fix", first)
+	}
+	for _, want := range []string{"keys/user", "1.00", "No verdict"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	for _, not := range []string{"B/user", "p50", "x PING", "PASS", "FAIL"} {
+		if strings.Contains(out, not) {
+			t.Errorf("output shows %q, which miniredis cannot measure:\n%s", not, out)
+		}
+	}
+}
+
+func TestVerdict(t *testing.T) {
+	one := func(test string, users int, perUser float64, lookup string) *Report {
+		r := &Report{Environment: Environment{MemoryMeasured: true, Mode: modeEmbedded}}
+		x := TestResult{Test: test, Users: users, Memory: &MemoryResult{BytesPerUser: perUser, DeltaBytes: int64(perUser) * int64(users)},
+			Throughput: ThroughputResult{PingP50us: 24}, Latency: LatencyResult{CachedP50us: 0.3, CachedFraction: 0.9}}
+		x.Acceptance = AcceptanceResult{RAM: Check{Status: "PASS"}, Cleanup: Check{Status: "PASS"}, Lookup: Check{Status: lookup}}
+		r.Scenarios = []ScenarioResult{{Users: users, Tests: []TestResult{x}}}
+		return r
+	}
+	for _, tc := range []struct {
+		name string
+		r    *Report
+		want []string
+	}{
+		{"the study's case", one(testFull, 10_000, 253, "PASS"),
+			[]string{"Yes: RAM is under 10 MB for 10K users, 2.53 MB at 10,000 users with the full test (253 B/user)", "Every measured row passes"}},
+		{"scaled from another size", one(testHourly, 50_000, 293, "PASS"),
+			[]string{"Yes", "2.93 MB at 10,000 users (293 B/user, measured with the hourly test at 50,000 users)"}},
+		{"over 10 MB", one(testFull, 10_000, 2_000, "PASS"), []string{"No: RAM is over the study's 10 MB", "under its 50 MB alarm"}},
+		{"over 50 MB", one(testFull, 10_000, 6_000, "PASS"), []string{"No: 60.00 MB", "optimise"}},
+		{"lookup fails, and why", one(testFull, 100, 253, "FAIL"),
+			[]string{"Lookup fails at 100 users", "network round trip (PING p50 here: 24 µs)", "deny cache: 0.3 µs"}},
+		{"no memory", &Report{}, []string{"No verdict"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := strings.Join(tc.r.verdict(), " ")
+			for _, w := range tc.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("verdict %q lacks %q", got, w)
+				}
+			}
+		})
 	}
 }
 
@@ -239,33 +361,31 @@ func TestWriteMarkdown(t *testing.T) {
 			t.Errorf("row %q has %d separators, header %d", l, n, cols)
 		}
 	}
-	if tables != 6 {
-		t.Errorf("%d tables, want 6 (memory, latency, throughput, cleanup, acceptance, speed)", tables)
+	if tables != 7 {
+		t.Errorf("%d tables, want 7 (summary, memory, latency, throughput, speed per path, cleanup, shards)", tables)
+	}
+	if !strings.Contains(out, "Yes: RAM is under 10 MB") {
+		t.Error("markdown lacks the verdict")
 	}
 }
 
-func TestSpeedTargets(t *testing.T) {
-	tr := TestResult{Test: "full",
-		Throughput: ThroughputResult{RatioN: 0.55, PingP50us: 60},
-		Latency:    LatencyResult{P50us: 70, CachedP50us: 0.3, CachedFraction: 0.9}}
-	got := speedRow("100", tr)
-	want := []string{"100", "full", "PASS 0.55", "FAIL 1.17", "PASS 0.3 µs"}
-	for i := range want {
-		if got[i] != want[i] {
-			t.Fatalf("speedRow = %q, want %q", got, want)
+// Each speed row says which decision path its lookups measure.
+func TestPaths(t *testing.T) {
+	for _, tc := range []struct {
+		x    TestResult
+		want string
+		path string
+	}{
+		{TestResult{Test: testCooldown}, "cooldown denial", "denied by the cooldown"},
+		{TestResult{Test: testHourly}, "window denial, 20 of 20", "denied by the window (20 of 20"},
+		{TestResult{Test: testFull, Latency: LatencyResult{AllowedFraction: 0.58}}, "allow, 5-19 entries (58%)", "allowed on windows of 5-19"},
+	} {
+		if got := pathLabel(tc.x); got != tc.want {
+			t.Errorf("pathLabel(%s) = %q, want %q", tc.x.Test, got, tc.want)
 		}
-	}
-	tr.Latency.CachedFraction = 0.09
-	if got := speedRow("50,000", tr)[4]; got != "n/a (9% cached)" {
-		t.Fatalf("cache column with few hits = %q", got)
-	}
-	r := &Report{WallSeconds: 26.8, Environment: Environment{Users: []int{50_000}, Mode: "embedded"}}
-	if got := wallTarget(r); !strings.Contains(got, "PASS 26.8 s") {
-		t.Fatalf("wallTarget = %q", got)
-	}
-	r.WallSeconds = 31
-	if got := wallTarget(r); !strings.Contains(got, "FAIL 31.0 s") {
-		t.Fatalf("wallTarget = %q", got)
+		if got := lookupPath(tc.x.Test); !strings.HasPrefix(got, tc.path) {
+			t.Errorf("lookupPath(%s) = %q, want %q...", tc.x.Test, got, tc.path)
+		}
 	}
 }
 
@@ -324,5 +444,54 @@ func TestWriteJSON(t *testing.T) {
 	}
 	if f := got.Scenarios[0].Tests[2]; f.Expiry == nil || f.Expiry.MemoryReclaimedMs != nil {
 		t.Errorf("full test: memory that never came back must be null, got %+v", f.Expiry)
+	}
+}
+
+// --svg writes one well-formed SVG document with both panels and the
+// study's estimates beside the measurements.
+func TestWriteSVG(t *testing.T) {
+	var b bytes.Buffer
+	if err := sampleReport(100, 1_000, 10_000).writeSVG(&b); err != nil {
+		t.Fatal(err)
+	}
+	dec := xml.NewDecoder(&b)
+	var root string
+	var texts []string
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("not well-formed XML: %v", err)
+		}
+		switch el := tok.(type) {
+		case xml.StartElement:
+			if root == "" {
+				root = el.Name.Local
+			}
+		case xml.CharData:
+			if s := strings.TrimSpace(string(el)); s != "" {
+				texts = append(texts, s)
+			}
+		}
+	}
+	if root != "svg" {
+		t.Fatalf("root element %q, want svg", root)
+	}
+	all := strings.Join(texts, "|")
+	for _, want := range []string{"Redis memory per user", "Total Redis memory", "users",
+		"cooldown: Redis, measured", "full: study's estimate", "study's RAM limit"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("SVG text lacks %q: %s", want, all)
+		}
+	}
+	// Nothing to draw without memory figures: an error, not an empty file.
+	r := sampleReport(100)
+	for i := range r.Scenarios[0].Tests {
+		r.Scenarios[0].Tests[i].Memory = nil
+	}
+	if err := r.writeSVG(io.Discard); !errors.Is(err, errNoMemory) {
+		t.Errorf("writeSVG without memory = %v, want errNoMemory", err)
 	}
 }

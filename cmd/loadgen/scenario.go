@@ -24,8 +24,12 @@ const populateWorkers = 32
 // the old and the new table are allocated.
 const settleTime = 200 * time.Millisecond
 
-// expiryTimeout bounds the wait for Redis to reclaim expired keys.
-const expiryTimeout = 30 * time.Second
+// expiryTimeout bounds the wait for Redis to reclaim users' expired keys:
+// 30 s, plus a second per 50,000 users (Redis expires a few hundred
+// thousand keys per second, in a share of its time).
+func expiryTimeout(users int) time.Duration {
+	return 30*time.Second + time.Duration(users/50_000)*time.Second
+}
 
 // memorySample is how many keys MEMORY USAGE looks at per test.
 const memorySample = 200
@@ -41,13 +45,23 @@ const (
 // userName is the seed's generate_username: "user_00042".
 func userName(i int) string { return fmt.Sprintf("user_%05d", i) }
 
-// userKey is the one key a test leaves per user: the limiter's layout
-// (limiter/user.go), rebuilt here for MEMORY USAGE samples.
-func userKey(prefix, test, user string) string {
-	if test == testCooldown {
-		return prefix + "{u:" + user + "}:cd"
+// newKeyer is a Limiter used only to name keys (Limiter.UserKeys): its
+// client never connects.
+func newKeyer(prefix string) (*limiter.Limiter, error) {
+	cfg := limiter.DefaultConfig()
+	cfg.KeyPrefix = prefix
+	l, err := limiter.New(redis.NewClient(&redis.Options{}), cfg)
+	if err != nil {
+		return nil, fmt.Errorf("loadgen: %w", err)
 	}
-	return prefix + "{u:" + user + "}:w"
+	return l, nil
+}
+
+// userKeys are the keys that can hold user's state, as the library names
+// them (a test leaves one of them per user).
+func (b *bench) userKeys(user string) []string {
+	keys, _ := b.keyer.UserKeys(user)
+	return keys
 }
 
 // testConfig is the limiter configuration of a test's main pass. The
@@ -215,16 +229,19 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// settledMemory waits for rehashing to finish and reads used_memory.
-func (b *bench) settledMemory(ctx context.Context) (int64, error) {
+// settledMemory waits for rehashing to finish and reads used_memory of
+// each master.
+func (b *bench) settledMemory(ctx context.Context) (map[string]int64, error) {
 	if !b.memory {
-		return 0, nil
+		return nil, nil
 	}
 	if err := sleep(ctx, settleTime); err != nil {
-		return 0, err
+		return nil, err
 	}
-	m, _, err := b.t.usedMemory(ctx)
-	return m, err
+	if err := b.t.waitRehashed(ctx); err != nil {
+		return nil, err
+	}
+	return b.t.usedMemoryByNode(ctx)
 }
 
 // newLimiter builds the test's Limiter on a worker client.
@@ -280,7 +297,7 @@ func (b *bench) warmUpServer(ctx context.Context) error {
 			if _, err := b.populate(ctx, l, test, streamPopulate, n, "warm-up"); err != nil {
 				return err
 			}
-			_, _, err = throughput(ctx, b.o.goroutines, minDuration, [2]uint64{b.o.seed, 0}, lookupOp(l, n, nil))
+			_, _, err = throughput(ctx, b.o.goroutines, minDuration, [2]uint64{b.o.seed, 0}, lookupOp(l, n, nil, nil))
 			return err
 		})
 		if err != nil {
@@ -289,9 +306,14 @@ func (b *bench) warmUpServer(ctx context.Context) error {
 		// Redis 7 allocates a latency histogram (~25-50 kB) the first
 		// time each command runs: run the measuring commands once too.
 		// Best effort: a server without them (miniredis) measures no memory.
-		key := userKey(b.o.prefix, test, userName(0))
-		_, _, _ = b.t.memoryUsage(ctx, []string{key})
-		_ = b.t.with(ctx, func(c redis.UniversalClient) error { return c.ObjectEncoding(ctx, key).Err() })
+		keys := b.userKeys(userName(0))
+		_, _, _ = b.t.memoryUsage(ctx, keys)
+		_ = b.t.with(ctx, func(c redis.UniversalClient) error {
+			for _, k := range keys {
+				_ = c.ObjectEncoding(ctx, k).Err()
+			}
+			return nil
+		})
 		if _, _, err := b.t.purge(ctx, b.o.prefix); err != nil {
 			return err
 		}
@@ -305,7 +327,7 @@ func (b *bench) warmUpServer(ctx context.Context) error {
 func (b *bench) runTest(ctx context.Context, users int, test string) (TestResult, error) {
 	began := time.Now()
 	cfg := testConfig(test, b.o.prefix)
-	res := TestResult{Test: test, Users: users, Config: describeConfig(cfg)}
+	res := TestResult{Test: test, Users: users, Config: describeConfig(cfg), Path: lookupPath(test)}
 	if test == testCooldown {
 		res.WrittenWith = "Allow (first request of each user)"
 	} else {
@@ -376,27 +398,48 @@ func (b *bench) runTest(ctx context.Context, users int, test string) (TestResult
 	}
 	// One key per user, plus the full test's shared state: anything else
 	// would be a layout change the memory figures should not hide.
-	if res.Keys, err = b.t.countKeys(ctx, b.o.prefix); err != nil {
-		return res, err
-	}
-	res.Shared.Keys = int(res.Keys) - users
-	phase("memory")
-
-	err = b.t.withWorkers(pool, func(w redis.UniversalClient) error {
-		l, err := newLimiter(w, cfg)
-		if err != nil {
-			return err
-		}
-		if res.Latency, err = b.measureLatency(ctx, l, w, users, test, label, &res.Throughput); err != nil {
-			return err
-		}
-		if err := b.measureThroughput(ctx, l, w, users, test, label, &res.Throughput); err != nil {
-			return err
-		}
-		return b.measureCached(ctx, w, cfg, users, test, label, &res.Latency)
-	})
+	keys, err := b.t.countKeysByNode(ctx, b.o.prefix)
 	if err != nil {
 		return res, err
+	}
+	res.Keys = sum(keys)
+	res.Shared.Keys = int(res.Keys) - users
+	for _, node := range b.shards.nodes {
+		sh := ShardResult{Node: node, Keys: keys[node]}
+		if res.Memory != nil {
+			sh.DeltaBytes = res.Memory.after[node] - base[node]
+			if sh.Keys > 0 {
+				sh.BytesPerUser = float64(sh.DeltaBytes) / float64(sh.Keys)
+			}
+		}
+		res.Shards = append(res.Shards, sh)
+	}
+	res.Spread = spread(res.Shards)
+	phase("memory")
+
+	if b.timed() {
+		err = b.t.withWorkers(pool, func(w redis.UniversalClient) error {
+			l, err := newLimiter(w, cfg)
+			if err != nil {
+				return err
+			}
+			if res.Latency, err = b.measureLatency(ctx, l, w, users, test, label, &res.Throughput); err != nil {
+				return err
+			}
+			meter := newServerMeter(b.shards)
+			if err := b.measureThroughput(ctx, l, w, users, test, label, &res.Throughput, meter); err != nil {
+				return err
+			}
+			var per []ServerTime
+			per, res.Server = meter.result()
+			for i := range res.Shards {
+				res.Shards[i].ServerTime = per[i]
+			}
+			return b.measureCached(ctx, w, cfg, users, test, label, &res.Latency)
+		})
+		if err != nil {
+			return res, err
+		}
 	}
 	phase("decisions")
 	if res.Purge, err = b.measurePurge(ctx, base); err != nil {
@@ -415,50 +458,65 @@ func (b *bench) runTest(ctx context.Context, users int, test string) (TestResult
 // measureMemory reads used_memory after the users were written (and
 // beforeReading ran) and compares it with MEMORY USAGE of a sample of
 // their keys.
-func (b *bench) measureMemory(ctx context.Context, base int64, users int, test string, beforeReading func() error) (*MemoryResult, error) {
+func (b *bench) measureMemory(ctx context.Context, base map[string]int64, users int, test string, beforeReading func() error) (*MemoryResult, error) {
 	if !b.memory {
 		return nil, beforeReading()
 	}
 	if err := sleep(ctx, settleTime); err != nil {
 		return nil, err
 	}
+	if err := b.t.waitRehashed(ctx); err != nil {
+		return nil, err
+	}
 	if err := beforeReading(); err != nil {
 		return nil, err
 	}
-	after, _, err := b.t.usedMemory(ctx)
+	after, err := b.t.usedMemoryByNode(ctx)
 	if err != nil {
 		return nil, err
 	}
 	m := &MemoryResult{
-		BaselineBytes:     base,
-		AfterBytes:        after,
-		DeltaBytes:        after - base,
-		BytesPerUser:      float64(after-base) / float64(users),
+		BaselineBytes:     sum(base),
+		AfterBytes:        sum(after),
 		SeedEstimateBytes: seedEstimate(test, users),
+		after:             after,
 	}
+	m.DeltaBytes = m.AfterBytes - m.BaselineBytes
+	m.BytesPerUser = float64(m.DeltaBytes) / float64(users)
+	// MEMORY USAGE of every key a sampled user can have (a missing one
+	// counts 0), so the figure is per user whatever the test's layout.
 	rng := b.rngFor(test, streamSample, 0)
-	keys := make([]string, min(memorySample, users))
-	for i := range keys {
-		keys[i] = userKey(b.o.prefix, test, userName(rng.IntN(users)))
+	sample := min(memorySample, users)
+	var keys []string
+	for range sample {
+		keys = append(keys, b.userKeys(userName(rng.IntN(users)))...)
 	}
 	sizes, ok, err := b.t.memoryUsage(ctx, keys)
 	if err != nil {
 		return nil, err
 	}
 	if ok {
-		var sum int64
-		for _, s := range sizes {
-			sum += s
-		}
-		m.SampleKeys = len(keys)
-		m.MemoryUsagePerUser = float64(sum) / float64(len(keys))
+		m.SampleKeys = sample
+		m.MemoryUsagePerUser = float64(sumSlice(sizes)) / float64(sample)
 		m.NotInMemoryUsagePerUser = m.BytesPerUser - m.MemoryUsagePerUser
 	}
 	_ = b.t.with(ctx, func(c redis.UniversalClient) error {
-		m.Encoding, _ = c.ObjectEncoding(ctx, keys[0]).Result()
+		for _, k := range keys {
+			if m.Encoding, _ = c.ObjectEncoding(ctx, k).Result(); m.Encoding != "" {
+				break
+			}
+		}
 		return nil
 	})
 	return m, nil
+}
+
+func sumSlice(xs []int64) int64 {
+	var n int64
+	for _, x := range xs {
+		n += x
+	}
+	return n
 }
 
 // redisErrors remembers the last error of any Limiter loadgen builds: a
@@ -491,10 +549,19 @@ func errDegraded(cfg limiter.Config) error {
 // lookupCount counts what the decisions of a phase were.
 type lookupCount struct{ allowed, cached int }
 
-// lookupOp is one decision on a random existing user.
-func lookupOp(l *limiter.Limiter, users int, n *lookupCount) func(ctx context.Context, rng *rand.Rand) error {
+// lookupOp is one decision on a random existing user; meter, if not nil,
+// counts it on the user's shard.
+func lookupOp(l *limiter.Limiter, users int, n *lookupCount, meter *serverMeter) func(ctx context.Context, rng *rand.Rand) error {
 	return func(ctx context.Context, rng *rand.Rand) error {
-		d, err := l.Allow(ctx, userName(rng.IntN(users)))
+		user := userName(rng.IntN(users))
+		if meter != nil {
+			keys, err := l.UserKeys(user)
+			if err != nil {
+				return err
+			}
+			meter.count(keys[0])
+		}
+		d, err := l.Allow(ctx, user)
 		switch {
 		case err != nil:
 			return err
@@ -520,7 +587,7 @@ func (b *bench) measureLatency(ctx context.Context, l *limiter.Limiter, w redis.
 	defer bar.done()
 	var n lookupCount
 	ping := func(ctx context.Context, _ *rand.Rand) error { return w.Ping(ctx).Err() }
-	lat, pl, err := timeEach(ctx, b.o.lookups, pingEvery, b.rngFor(test, streamLookups, 0), func() { bar.add(1) }, lookupOp(l, users, &n), ping)
+	lat, pl, err := timeEach(ctx, b.o.lookups, pingEvery, b.rngFor(test, streamLookups, 0), func() { bar.add(1) }, lookupOp(l, users, &n, nil), ping)
 	if err != nil {
 		return LatencyResult{}, err
 	}
@@ -555,7 +622,7 @@ func (b *bench) measureCached(ctx context.Context, w redis.UniversalClient, cfg 
 	bar := b.progress.start(label+": lookups, deny cache on", b.o.lookups)
 	defer bar.done()
 	var n lookupCount
-	lat, _, err := timeEach(ctx, b.o.lookups, 0, b.rngFor(test, streamLookups, 0), func() { bar.add(1) }, lookupOp(l, users, &n), nil)
+	lat, _, err := timeEach(ctx, b.o.lookups, 0, b.rngFor(test, streamLookups, 0), func() { bar.add(1) }, lookupOp(l, users, &n, nil), nil)
 	if err != nil {
 		return err
 	}
@@ -573,7 +640,9 @@ const throughputRounds = 6
 // measureThroughput compares decisions with PING at N goroutines, for
 // --duration each, in alternating slices (the 1-goroutine figures come
 // from measureLatency).
-func (b *bench) measureThroughput(ctx context.Context, l *limiter.Limiter, w redis.UniversalClient, users int, test, label string, r *ThroughputResult) error {
+// meter brackets the decision slices only, so PING's cost stays out of
+// the server time per decision.
+func (b *bench) measureThroughput(ctx context.Context, l *limiter.Limiter, w redis.UniversalClient, users int, test, label string, r *ThroughputResult, meter *serverMeter) error {
 	g := b.o.goroutines
 	r.Goroutines = g
 	ping := func(ctx context.Context, _ *rand.Rand) error { return w.Ping(ctx).Err() }
@@ -590,9 +659,15 @@ func (b *bench) measureThroughput(ctx context.Context, l *limiter.Limiter, w red
 	var dr, pr, ratios []float64
 	for i := uint64(0); i < throughputRounds; i++ {
 		seed := [2]uint64{b.o.seed, testIndex(test)<<56 | streamThroughput<<48 | i<<32}
-		n, took, err := throughput(ctx, g, slice, seed, lookupOp(l, users, nil))
+		if err := meter.begin(ctx, w); err != nil {
+			return fmt.Errorf("loadgen: INFO commandstats: %w", err)
+		}
+		n, took, err := throughput(ctx, g, slice, seed, lookupOp(l, users, nil, meter))
 		if err != nil {
 			return err
+		}
+		if err := meter.end(ctx, w); err != nil {
+			return fmt.Errorf("loadgen: INFO commandstats: %w", err)
 		}
 		d := float64(n) / took.Seconds()
 		if n, took, err = throughput(ctx, g, slice, seed, ping); err != nil {
@@ -606,7 +681,7 @@ func (b *bench) measureThroughput(ctx context.Context, l *limiter.Limiter, w red
 }
 
 // measurePurge deletes the test's keys with SCAN MATCH + UNLINK, timed.
-func (b *bench) measurePurge(ctx context.Context, base int64) (PurgeResult, error) {
+func (b *bench) measurePurge(ctx context.Context, base map[string]int64) (PurgeResult, error) {
 	n, took, err := b.t.purge(ctx, b.o.prefix)
 	if err != nil {
 		return PurgeResult{}, err
@@ -617,7 +692,7 @@ func (b *bench) measurePurge(ctx context.Context, base int64) (PurgeResult, erro
 		if err != nil {
 			return p, err
 		}
-		above := after - base
+		above := sum(after) - sum(base)
 		p.MemoryAboveBaselineBytes = &above
 	}
 	return p, nil
@@ -671,7 +746,8 @@ func (b *bench) measureExpiry(ctx context.Context, users int, test, label string
 	if err != nil {
 		return nil, err
 	}
-	bar = b.progress.startTimed(label+": waiting for Redis to expire the keys (at most "+expiryTimeout.String()+")", expiryTimeout)
+	timeout := expiryTimeout(users)
+	bar = b.progress.startTimed(label+": waiting for Redis to expire the keys (at most "+timeout.String()+")", timeout)
 	defer bar.done()
 	var keysAt, memAt time.Duration
 	var mem int64
@@ -700,7 +776,7 @@ func (b *bench) measureExpiry(ctx context.Context, users int, test, label string
 				memAt = now
 				return nil
 			}
-			if now > expiryTimeout {
+			if now > timeout {
 				e.TimedOut = true
 				return nil
 			}
@@ -764,11 +840,11 @@ func writeSharedState(ctx context.Context, l *limiter.Limiter) (SharedState, err
 		}
 	}
 	parts = append(parts, fmt.Sprintf("API rates of %s (Bucket)", strings.Join(apis, ", ")))
+	pool, err := l.Slots(llmPool, limiter.SlotsSettings{})
+	if err != nil {
+		return SharedState{}, fmt.Errorf("loadgen: %w", err)
+	}
 	for i := 0; i < cfg.MaxConcurrentUsers; i++ {
-		pool, err := l.Slots(llmPool, limiter.SlotsSettings{})
-		if err != nil {
-			return SharedState{}, fmt.Errorf("loadgen: %w", err)
-		}
 		lease, err := pool.TryAcquire(ctx, userName(i))
 		if err != nil {
 			return SharedState{}, fmt.Errorf("loadgen: slot %d of %d: %w", i+1, cfg.MaxConcurrentUsers, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os/exec"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -22,6 +23,7 @@ const (
 	modeEmbedded  = "embedded"  // a redis-server started and stopped by loadgen
 	modeURL       = "url"       // the user's own Redis: only our prefix is touched
 	modeMiniredis = "miniredis" // in-process fallback: no Redis memory figures
+	modeCluster   = "cluster"   // an N-master Redis Cluster started by loadgen
 )
 
 // errUnreachable marks a Redis that does not answer: exit status 2.
@@ -43,6 +45,7 @@ type target struct {
 	desc   string // for humans: "embedded redis-server on 127.0.0.1:41234"
 	dial   func(pool int) (redis.UniversalClient, error)
 	srv    *redisproc.Server
+	clu    *redisproc.Cluster
 	mini   *miniredis.Miniredis
 	prefix string
 	// baseClients is connected_clients (summed over masters) with one
@@ -64,11 +67,25 @@ func openTarget(ctx context.Context, o options, logf func(string, ...any)) (*tar
 			return nil, usagef("%s: %v", o.urlFrom, err)
 		}
 		_ = c.Close()
+	case o.cluster > 0:
+		logf("starting a %d-master Redis Cluster", o.cluster)
+		c, err := redisproc.StartCluster(ctx, o.cluster, 0, debugArgs...)
+		if err != nil {
+			if _, lerr := exec.LookPath("redis-server"); lerr != nil {
+				return nil, fmt.Errorf("%w: --cluster needs redis-server and redis-cli on PATH (%s)", errUnreachable, installHint)
+			}
+			return nil, fmt.Errorf("loadgen: starting the cluster: %w", err)
+		}
+		t.mode, t.clu = modeCluster, c
+		t.desc = fmt.Sprintf("embedded %d-master Redis Cluster on %s", o.cluster, strings.Join(c.Addrs, ","))
+		t.dial = func(pool int) (redis.UniversalClient, error) {
+			return redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs, PoolSize: pool, ContextTimeoutEnabled: true,
+				ReadTimeout: clientTimeout, WriteTimeout: clientTimeout}), nil
+		}
 	default:
-		srv, err := redisproc.Start(ctx, redisproc.Options{})
+		srv, err := redisproc.Start(ctx, redisproc.Options{Args: debugArgs})
 		switch {
 		case errors.Is(err, redisproc.ErrNotInstalled):
-			logf("no redis-server on PATH: falling back to in-process miniredis; memory and expiry figures are NOT Redis's and are reported as n/a")
 			m := miniredis.NewMiniRedis()
 			if err := m.Start(); err != nil {
 				return nil, fmt.Errorf("loadgen: starting miniredis: %w", err)
@@ -88,11 +105,14 @@ func openTarget(ctx context.Context, o options, logf func(string, ...any)) (*tar
 		if err := c.Ping(pctx).Err(); err != nil {
 			return err
 		}
-		if t.mode == modeEmbedded {
+		if t.owned() {
 			// The server is ours: per-command latency histograms (Redis 7)
 			// are a constant that has nothing to do with users. Redis 6 has
 			// no such setting; the error is of no consequence.
-			_ = c.ConfigSet(pctx, "latency-tracking", "no").Err()
+			_ = eachMaster(pctx, c, func(ctx context.Context, c *redis.Client) error {
+				_ = c.ConfigSet(ctx, "latency-tracking", "no").Err()
+				return nil
+			})
 		}
 		n, _, err := infoInt(pctx, c, "clients", "connected_clients")
 		t.baseClients = n
@@ -170,11 +190,24 @@ func (t *target) quiesce(ctx context.Context, c redis.UniversalClient) error {
 	}
 }
 
+// owned: loadgen started the server(s), so nothing else runs there.
+func (t *target) owned() bool { return t.mode == modeEmbedded || t.mode == modeCluster }
+
+// installHint is the one command that gives loadgen a real Redis.
+const installHint = "apt-get install -y redis-server"
+
+// debugArgs let loadgen see, on its own servers, when Redis has finished
+// rehashing its key tables (DEBUG HTSTATS) before it reads used_memory.
+var debugArgs = []string{"--enable-debug-command", "local"}
+
 // close stops what openTarget started. Keys are removed by the caller
 // first (purgePrefix).
 func (t *target) close() {
 	if t.srv != nil {
 		t.srv.Stop()
+	}
+	if t.clu != nil {
+		t.clu.Stop()
 	}
 	if t.mini != nil {
 		t.mini.Close()
