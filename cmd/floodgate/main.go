@@ -110,7 +110,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if len(rest) > 0 && rest[0] != "help" {
 			for _, c := range commands {
 				if c.name == rest[0] && c.run != nil {
-					return c.run(ctx, []string{"--help"}, stdout, stdout)
+					if err := c.run(ctx, []string{"--help"}, stdout, stdout); !errors.Is(err, flag.ErrHelp) {
+						return err
+					}
+					return nil
 				}
 			}
 			return usagef("help: no command %q (floodgate help lists them)", rest[0])

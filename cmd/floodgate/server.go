@@ -170,8 +170,10 @@ func routeOf(r *http.Request) string {
 // badSegments reports empty, "." and ".." segments, which ServeMux would
 // answer with a redirect to another path (another user).
 func badSegments(path string) bool {
-	for _, seg := range strings.Split(path[1:], "/") {
-		if seg == "" || seg == "." || seg == ".." {
+	segs := strings.Split(path[1:], "/")
+	for i, seg := range segs {
+		// A trailing slash is no route (404), not an empty id.
+		if (seg == "" && i < len(segs)-1) || seg == "." || seg == ".." {
 			return true
 		}
 	}

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+// FuzzDecodeRequest: any body, on any route that reads one, is either a
+// request whose normalized fields are in range or a 400/413 naming the
+// problem; decoding never panics, and what decodes re-encodes to a body
+// that decodes to the same request.
+func FuzzDecodeRequest(f *testing.F) {
+	for _, s := range []string{
+		``, `{}`, `{"n":1}`, `{"n":2,"timeout_ms":1000}`, `{"endpoints":["a","b"]}`, `{"token":"x"}`,
+		`{"holder":"u","wait":true,"timeout_ms":5}`, `{"n":-1}`, `{"n":1e99}`, `[`, `{"n":1}{}`, `null`,
+		`{"endpoints":null}`, `{"holder":"\u0000"}`, `{"timeout_ms":9223372036854775807}`, "\xff",
+	} {
+		f.Add([]byte(s))
+	}
+	const maxWait = 30 * time.Second
+	f.Fuzz(func(t *testing.T, data []byte) {
+		check := func(what string, err error) {
+			if err == nil {
+				return
+			}
+			var ae *apiError
+			if !errors.As(err, &ae) || (ae.status != http.StatusBadRequest && ae.status != http.StatusRequestEntityTooLarge) || ae.msg == "" || strings.Contains(ae.msg, "\n") {
+				t.Fatalf("%s: %q gave %v", what, data, err)
+			}
+		}
+		var b bucketRequest
+		if err := decodeJSON(data, &b, false); err != nil {
+			check("bucket", err)
+		} else if wait, err := b.normalize(maxWait); err != nil {
+			check("bucket", err)
+		} else if b.N < 1 || wait <= 0 || wait > maxWait {
+			t.Fatalf("bucket %q: n %d, wait %v", data, b.N, wait)
+		} else {
+			roundTrip(t, data, b)
+		}
+		var a acquireRequest
+		if err := decodeJSON(data, &a, true); err != nil {
+			check("acquire", err)
+		} else if wait, err := a.normalize(maxWait); err != nil {
+			check("acquire", err)
+		} else if a.Holder == "" || len(a.Holder) > 256 || wait <= 0 || wait > maxWait {
+			t.Fatalf("acquire %q: %+v, wait %v", data, a, wait)
+		} else {
+			roundTrip(t, data, a)
+		}
+		var p pickRequest
+		if err := decodeJSON(data, &p, true); err != nil {
+			check("pick", err)
+		} else if err := p.normalize(); err != nil {
+			check("pick", err)
+		} else if len(p.Endpoints) == 0 || len(p.Endpoints) > maxEndpoints {
+			t.Fatalf("pick %q: %d endpoints", data, len(p.Endpoints))
+		} else {
+			roundTrip(t, data, p)
+		}
+		var tk tokenRequest
+		if err := decodeJSON(data, &tk, true); err != nil {
+			check("token", err)
+		} else if err := tk.normalize(); err != nil {
+			check("token", err)
+		} else if tk.Token == "" || len(tk.Token) > maxTokenLen {
+			t.Fatalf("token %q: %d bytes", data, len(tk.Token))
+		}
+		// Through the body limit as the server reads it.
+		req := httptest.NewRequest("POST", "/", strings.NewReader(string(data)))
+		req.Body = http.MaxBytesReader(httptest.NewRecorder(), req.Body, 16)
+		var b2 bucketRequest
+		check("limited", readBody(req, &b2, false))
+	})
+}
+
+// roundTrip re-encodes a decoded request and decodes it again.
+func roundTrip[T any](t *testing.T, data []byte, v T) {
+	t.Helper()
+	enc, err := json.Marshal(v)
+	if err != nil {
+		t.Fatalf("%q: re-encoding %+v: %v", data, v, err)
+	}
+	var again T
+	if err := decodeJSON(enc, &again, true); err != nil {
+		t.Fatalf("%q: %s does not decode again: %v", data, enc, err)
+	}
+	if a, b := string(enc), mustJSON(t, again); a != b {
+		t.Fatalf("%q: %s decodes to %s", data, a, b)
+	}
+}
+
+func mustJSON(t *testing.T, v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

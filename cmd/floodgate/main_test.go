@@ -1,0 +1,134 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+
+	"github.com/floodgate/floodgate/limiter"
+)
+
+func TestHelp(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if err := Run(context.Background(), []string{"help"}, &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range commands {
+		if !strings.Contains(out.String(), "  "+c.name+" ") {
+			t.Errorf("help lacks %q:\n%s", c.name, out.String())
+		}
+		if c.run == nil {
+			continue
+		}
+		var o, e bytes.Buffer
+		if err := Run(context.Background(), []string{c.name, "--help"}, &o, &e); err != nil {
+			t.Errorf("%s --help: %v", c.name, err)
+		}
+		if !strings.Contains(e.String(), "Usage: floodgate "+c.name) || !strings.Contains(e.String(), "-config") {
+			t.Errorf("%s --help:\n%s", c.name, e.String())
+		}
+		o.Reset()
+		if err := Run(context.Background(), []string{"help", c.name}, &o, &o); err != nil || !strings.Contains(o.String(), "Usage: floodgate "+c.name) {
+			t.Errorf("help %s: %v\n%s", c.name, err, o.String())
+		}
+	}
+	for _, args := range [][]string{nil, {"frobnicate"}, {"user"}, {"user", "a", "b"}, {"reset"}, {"endpoints", "llm"}, {"slots"}, {"serve", "extra"}, {"user", "--nope", "a"}, {"help", "nope"}} {
+		err := Run(context.Background(), args, &out, &errOut)
+		if err == nil || exitCode(err) != 2 {
+			t.Errorf("%q: %v (exit %d), want a usage error", args, err, exitCode(err))
+		}
+	}
+}
+
+// The operator commands on one Redis: what serve's clients did shows up,
+// reset clears it.
+func TestOpsCommands(t *testing.T) {
+	mr := miniredis.RunT(t)
+	t.Setenv("FLOODGATE_REDIS_URL", "redis://"+mr.Addr())
+	t.Setenv("FLOODGATE_MAX_CONCURRENT_USERS", "3")
+	cfg, err := (&settingsFlags{}).load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim, closeFn, err := connect(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFn()
+	ctx := context.Background()
+	if _, err := lim.Allow(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) string {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		if err := Run(ctx, args, &out, &errOut); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, errOut.String())
+		}
+		return out.String()
+	}
+	if out := run("user", "alice"); !strings.Contains(out, "denied (cooldown)") || !strings.Contains(out, "window entries  1") || !strings.Contains(out, "remaining       19 of 20") {
+		t.Fatalf("user:\n%s", out)
+	}
+	var st map[string]any
+	if err := json.Unmarshal([]byte(run("user", "--json", "alice")), &st); err != nil || st["entries"] != 1.0 || st["reason"] != "cooldown" {
+		t.Fatalf("user --json: %v %v", st, err)
+	}
+	if out := run("reset", "alice"); !strings.Contains(out, `user "alice" reset`) {
+		t.Fatalf("reset: %s", out)
+	}
+	if out := run("user", "alice"); !strings.Contains(out, "would be allowed") || !strings.Contains(out, "window entries  0") {
+		t.Fatalf("user after reset:\n%s", out)
+	}
+
+	b, err := lim.Backoff("llm", limiter.BackoffSettings{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Failure(ctx, "http://gpu-1:8000"); err != nil {
+		t.Fatal(err)
+	}
+	out := run("endpoints", "llm", "http://gpu-1:8000", "http://gpu-2:8000")
+	if !strings.Contains(out, `llm "http://gpu-1:8000": open (retry after`) || !strings.Contains(out, `llm "http://gpu-2:8000": closed`) {
+		t.Fatalf("endpoints:\n%s", out)
+	}
+	pool, err := lim.Slots("gpu", limiter.SlotsSettings{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.TryAcquire(ctx, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if out := run("slots", "gpu"); !strings.Contains(out, `pool "gpu": 1 of 3 slots in use, 0 waiting`) {
+		t.Fatalf("slots: %s", out)
+	}
+	var ps map[string]any
+	if err := json.Unmarshal([]byte(run("slots", "--json", "gpu")), &ps); err != nil || ps["in_use"] != 1.0 || ps["size"] != 3.0 {
+		t.Fatalf("slots --json: %v %v", ps, err)
+	}
+}
+
+func TestOpsWithoutRedis(t *testing.T) {
+	t.Setenv("FLOODGATE_REDIS_URL", "")
+	t.Setenv("REDIS_URL", "")
+	var out, errOut bytes.Buffer
+	err := Run(context.Background(), []string{"user", "alice"}, &out, &errOut)
+	if err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), "no Redis") {
+		t.Fatalf("no Redis: %v", err)
+	}
+	t.Setenv("FLOODGATE_REDIS_URL", "redis://:s3cretpass@127.0.0.1:1")
+	t.Setenv("FLOODGATE_REDIS_TIMEOUT", "200ms")
+	start := time.Now()
+	err = Run(context.Background(), []string{"user", "alice"}, &out, &errOut)
+	if err == nil || exitCode(err) != 1 || !strings.Contains(err.Error(), "Redis did not answer") || strings.Contains(err.Error(), "s3cretpass") {
+		t.Fatalf("unreachable Redis: %v", err)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Fatalf("took %v", time.Since(start))
+	}
+}

@@ -1,0 +1,301 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+
+	"github.com/floodgate/floodgate/limiter"
+)
+
+func TestMain(m *testing.M) {
+	redis.SetLogger(quietLogger{})
+	goleak.VerifyTestMain(m)
+}
+
+// testServer is the handler on a miniredis.
+type testServer struct {
+	t     *testing.T
+	mr    *miniredis.Miniredis
+	s     *server
+	drain context.CancelFunc
+	logs  *logBuffer
+}
+
+type logBuffer struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *logBuffer) logf(format string, a ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, fmt.Sprintf(format, a...))
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.lines, "\n")
+}
+
+func testConfig() limiter.Config {
+	cfg := limiter.DefaultConfig()
+	cfg.LocalCacheSize = 0
+	cfg.APIRates = limiter.APIRates{"wikipedia": {PerSecond: 1, Burst: 1}, "igdb": {PerSecond: 4, Burst: 2}}
+	return cfg
+}
+
+func testSettings() httpSettings {
+	return httpSettings{Addr: defaultAddr, MaxWait: 2 * time.Second, MaxWaits: 4, ShutdownTimeout: time.Second}
+}
+
+func newTestServer(t *testing.T, cfg limiter.Config, set httpSettings) *testServer {
+	t.Helper()
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true, MaxRetries: -1})
+	t.Cleanup(func() { rdb.Close() })
+	lim, err := limiter.New(rdb, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	draining, drain := context.WithCancel(context.Background())
+	t.Cleanup(drain)
+	logs := &logBuffer{}
+	s, err := newServer(lim, rdb, set, prometheus.NewRegistry(), draining, logs.logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testServer{t: t, mr: mr, s: s, drain: drain, logs: logs}
+}
+
+// do sends one request and returns status, decoded JSON body (nil when
+// empty) and headers.
+func (ts *testServer) do(method, path, body string, hdr ...string) (int, map[string]any, http.Header) {
+	ts.t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req := httptest.NewRequest(method, path, rd)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	w := httptest.NewRecorder()
+	ts.s.ServeHTTP(w, req)
+	res := w.Result()
+	data, _ := io.ReadAll(res.Body)
+	var m map[string]any
+	if len(data) > 0 {
+		if err := json.Unmarshal(data, &m); err != nil {
+			ts.t.Fatalf("%s %s: %d with a body that is not a JSON object: %q", method, path, res.StatusCode, data)
+		}
+		if ct := res.Header.Get("Content-Type"); ct != "application/json" && !strings.HasPrefix(path, "/metrics") {
+			ts.t.Fatalf("%s %s: Content-Type %q", method, path, ct)
+		}
+	}
+	return res.StatusCode, m, res.Header
+}
+
+func TestUserRoutes(t *testing.T) {
+	cfg := testConfig()
+	cfg.UserCooldown = 10 * time.Second
+	cfg.MaxRequestsPerUserHour = 2
+	ts := newTestServer(t, cfg, testSettings())
+
+	code, d, hdr := ts.do("POST", "/v1/users/alice/allow", "")
+	if code != 200 || d["allowed"] != true || d["reason"] != "none" || d["remaining"] != 1.0 || hdr.Get("Retry-After") != "" {
+		t.Fatalf("first allow: %d %v %v", code, d, hdr)
+	}
+	code, d, hdr = ts.do("POST", "/v1/users/alice/allow", "")
+	if code != 200 || d["allowed"] != false || d["reason"] != "cooldown" || hdr.Get("Retry-After") != "10" {
+		t.Fatalf("second allow: %d %v Retry-After %q", code, d, hdr.Get("Retry-After"))
+	}
+	for _, k := range []string{"allowed", "reason", "remaining", "retry_after_ms", "reset_after_ms", "degraded", "cached"} {
+		if _, ok := d[k]; !ok {
+			t.Fatalf("decision lacks %q: %v", k, d)
+		}
+	}
+	code, p, _ := ts.do("GET", "/v1/users/alice", "")
+	if code != 200 || p["user"] != "alice" || p["entries"] != 1.0 || p["reason"] != "cooldown" || p["remaining"] != 1.0 {
+		t.Fatalf("peek: %d %v", code, p)
+	}
+	// Peeking counted nothing: the window still holds one entry.
+	if _, p2, _ := ts.do("GET", "/v1/users/alice", ""); p2["entries"] != 1.0 {
+		t.Fatalf("second peek: %v", p2)
+	}
+	if code, body, _ := ts.do("DELETE", "/v1/users/alice", ""); code != 204 || body != nil {
+		t.Fatalf("reset: %d %v", code, body)
+	}
+	if code, d, _ := ts.do("POST", "/v1/users/alice/allow", ""); code != 200 || d["allowed"] != true {
+		t.Fatalf("allow after reset: %d %v", code, d)
+	}
+	// Any bytes: "%2F" is a slash inside the id, distinct from other ids.
+	if code, d, _ := ts.do("POST", "/v1/users/a%2Fb/allow", ""); code != 200 || d["allowed"] != true {
+		t.Fatalf("escaped id: %d %v", code, d)
+	}
+	if _, p, _ := ts.do("GET", "/v1/users/a%2Fb", ""); p["user"] != "a/b" || p["entries"] != 1.0 {
+		t.Fatalf("escaped id peek: %v", p)
+	}
+	if _, p, _ := ts.do("GET", "/v1/users/%2E", ""); p["user"] != "." {
+		t.Fatalf("'.' id sent as %%2E: %v", p)
+	}
+}
+
+func TestBackoffRoutes(t *testing.T) {
+	cfg := testConfig()
+	cfg.LLMRetryDelay = time.Second
+	ts := newTestServer(t, cfg, testSettings())
+	code, d, _ := ts.do("POST", "/v1/backoff/llm/endpoints/gpu1/check", "")
+	if code != 200 || d["allowed"] != true || d["probe"] != false {
+		t.Fatalf("check closed: %d %v", code, d)
+	}
+	code, d, hdr := ts.do("POST", "/v1/backoff/llm/endpoints/gpu1/failure", "")
+	if code != 200 || d["allowed"] != false || d["reason"] != "backoff" || d["retry_after_ms"] != 1000.0 || hdr.Get("Retry-After") != "1" {
+		t.Fatalf("failure: %d %v %v", code, d, hdr)
+	}
+	code, st, _ := ts.do("GET", "/v1/backoff/llm/endpoints/gpu1", "")
+	if code != 200 || st["state"] != "open" || st["opens"] != 1.0 || st["failures"] != 1.0 || st["delay_ms"] != 1000.0 {
+		t.Fatalf("status: %d %v", code, st)
+	}
+	code, d, _ = ts.do("POST", "/v1/backoff/llm/pick", `{"endpoints":["gpu1","gpu2"]}`)
+	if code != 200 || d["endpoint"] != "gpu2" || d["allowed"] != true {
+		t.Fatalf("pick: %d %v", code, d)
+	}
+	if code, body, _ := ts.do("POST", "/v1/backoff/llm/endpoints/gpu1/success", ""); code != 204 || body != nil {
+		t.Fatalf("success: %d %v", code, body)
+	}
+	if _, st, _ := ts.do("GET", "/v1/backoff/llm/endpoints/gpu1", ""); st["state"] != "closed" {
+		t.Fatalf("after success: %v", st)
+	}
+	code, d, _ = ts.do("POST", "/v1/backoff/llm/pick", `{"endpoints":["gpu1"]}`)
+	if code != 200 || d["endpoint"] != "gpu1" {
+		t.Fatalf("pick after success: %d %v", code, d)
+	}
+}
+
+func TestBucketRoutes(t *testing.T) {
+	ts := newTestServer(t, testConfig(), testSettings())
+	for i, want := range []bool{true, true, false} {
+		code, d, hdr := ts.do("POST", "/v1/buckets/igdb/allow", "")
+		if code != 200 || d["allowed"] != want || (!want && (d["reason"] != "rate" || hdr.Get("Retry-After") != "1")) {
+			t.Fatalf("allow %d: %d %v %v", i, code, d, hdr)
+		}
+	}
+	if code, d, _ := ts.do("POST", "/v1/buckets/wikipedia/allow", `{"n":1}`); code != 200 || d["allowed"] != true {
+		t.Fatalf("wikipedia: %d %v", code, d)
+	}
+}
+
+// A wait whose next try would pass timeout_ms answers at once with the
+// denial and its retry_after_ms; one that fits waits and is allowed.
+func TestBucketWaitTimeout(t *testing.T) {
+	ts := newTestServer(t, testConfig(), testSettings())
+	ts.do("POST", "/v1/buckets/wikipedia/allow", "")
+	start := time.Now()
+	code, d, hdr := ts.do("POST", "/v1/buckets/wikipedia/wait", `{"timeout_ms":50}`)
+	if code != 200 || d["allowed"] != false || d["reason"] != "rate" || d["retry_after_ms"].(float64) < 500 || hdr.Get("Retry-After") != "1" {
+		t.Fatalf("wait past its timeout: %d %v %v", code, d, hdr)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("a wait that cannot succeed within 50ms took %v", took)
+	}
+	// miniredis's TIME follows the wall clock unless set: a real wait.
+	code, d, _ = ts.do("POST", "/v1/buckets/wikipedia/wait", `{"timeout_ms":2000}`)
+	if code != 200 || d["allowed"] != true {
+		t.Fatalf("wait within its timeout: %d %v", code, d)
+	}
+}
+
+func TestSlotsRoutes(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxConcurrentUsers = 1
+	ts := newTestServer(t, cfg, testSettings())
+	code, a, _ := ts.do("POST", "/v1/slots/gpu/acquire", `{"holder":"u1"}`)
+	if code != 200 || a["acquired"] != true || a["lease_ms"] != 30000.0 || a["degraded"] != false {
+		t.Fatalf("acquire: %d %v", code, a)
+	}
+	code, b, hdr := ts.do("POST", "/v1/slots/gpu/acquire", `{"holder":"u2"}`)
+	if code != 200 || b["acquired"] != false || b["reason"] != "slots" || hdr.Get("Retry-After") == "" {
+		t.Fatalf("acquire on a full pool: %d %v", code, b)
+	}
+	start := time.Now()
+	code, b, _ = ts.do("POST", "/v1/slots/gpu/acquire", `{"holder":"u2","wait":true,"timeout_ms":200}`)
+	if code != 200 || b["acquired"] != false || time.Since(start) < 150*time.Millisecond {
+		t.Fatalf("wait on a full pool: %d %v after %v", code, b, time.Since(start))
+	}
+	code, st, _ := ts.do("GET", "/v1/slots/gpu", "")
+	if code != 200 || st["size"] != 1.0 || st["in_use"] != 1.0 || st["waiting"] != 0.0 {
+		t.Fatalf("status: %d %v", code, st)
+	}
+}
+
+func TestOpsRoutes(t *testing.T) {
+	ts := newTestServer(t, testConfig(), testSettings())
+	if code, b, _ := ts.do("GET", "/healthz", ""); code != 200 || b["status"] != "ok" {
+		t.Fatalf("healthz: %d %v", code, b)
+	}
+	if code, b, _ := ts.do("GET", "/readyz", ""); code != 200 || b["status"] != "ready" {
+		t.Fatalf("readyz: %d %v", code, b)
+	}
+	ts.do("POST", "/v1/users/bob/allow", "")
+	req := httptest.NewRequest("GET", "/metrics", nil)
+	w := httptest.NewRecorder()
+	ts.s.ServeHTTP(w, req)
+	text := w.Body.String()
+	for _, want := range []string{
+		`floodgate_http_requests_total{code="200",route="POST /v1/users/{user}/allow"} 1`,
+		`floodgate_http_request_duration_seconds_count{route="GET /readyz"} 1`,
+		`floodgate_decisions_total`,
+	} {
+		if !strings.Contains(text, want) && want != `floodgate_decisions_total` {
+			t.Fatalf("/metrics lacks %q:\n%s", want, text)
+		}
+	}
+	if strings.Contains(text, "bob") {
+		t.Fatal("/metrics carries a user id")
+	}
+	ts.mr.Close()
+	code, b, _ := ts.do("GET", "/readyz", "")
+	if code != 503 || !strings.HasPrefix(b["error"].(string), "redis: ") {
+		t.Fatalf("readyz with Redis down: %d %v", code, b)
+	}
+	if code, b, _ := ts.do("GET", "/healthz", ""); code != 200 || b["status"] != "ok" {
+		t.Fatalf("healthz with Redis down: %d %v", code, b)
+	}
+}
+
+// Under FailClosed with Redis down a decision is a 503 carrying the
+// decision (reason redis_down) and an error; under FailLocal a 200 marked
+// degraded.
+func TestRedisDown(t *testing.T) {
+	cfg := testConfig()
+	cfg.OnRedisError = limiter.FailClosed
+	cfg.RedisTimeout = 100 * time.Millisecond
+	ts := newTestServer(t, cfg, testSettings())
+	ts.mr.Close()
+	code, d, hdr := ts.do("POST", "/v1/users/alice/allow", "")
+	if code != 503 || d["allowed"] != false || d["reason"] != "redis_down" || d["degraded"] != true || d["error"] == nil || hdr.Get("Retry-After") == "" {
+		t.Fatalf("fail closed: %d %v", code, d)
+	}
+	code, d, _ = ts.do("POST", "/v1/buckets/igdb/allow", "")
+	if code != 200 || d["allowed"] != true || d["degraded"] != true {
+		t.Fatalf("bucket fails local: %d %v", code, d)
+	}
+	code, d, _ = ts.do("GET", "/v1/users/alice", "")
+	if code != 503 || !strings.Contains(d["error"].(string), "redis unavailable") {
+		t.Fatalf("peek with Redis down: %d %v", code, d)
+	}
+}
