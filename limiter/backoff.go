@@ -11,13 +11,12 @@ import (
 	"time"
 )
 
-// The LLM endpoint policy (seed: endpoint_failures, llm_retry_delay: 5,
-// llm_backoff_multiplier: 2, llm_backoff_max: 300): a circuit breaker with
-// exponential backoff whose state every replica shares through Redis.
+// The LLM endpoint policy: a circuit breaker with exponential backoff whose
+// state every replica shares through Redis.
 //
 // Keys, one small hash per endpoint that has failed since its last success:
 //
-//	<prefix>{e:<backoff>}:<endpoint>   fields o, d, u, p, f (backoff_check.lua)
+//	<prefix>{e:<backoff>}:<endpoint>   fields o, d, u, p, t, f (backoff_check.lua)
 //
 // The hash tag is the Backoff's name, not the endpoint, so all endpoints of
 // one Backoff sit in one Cluster slot and Pick decides over several of them
@@ -26,6 +25,17 @@ import (
 // names may hold any UTF-8, braces included, because they come after the
 // tag; Backoff names may not hold '{' or '}', which would make two
 // (name, endpoint) pairs spell the same key.
+//
+// Reports are tied to a Check only through the probe's token, so the rules
+// are stated by state: Success in any state closes (an answer is evidence
+// the endpoint works, even from a request admitted before it opened);
+// Failure while closed or half-open opens, with the next delay from
+// half-open (whoever reports it: the delay ran out and the endpoint still
+// fails); Failure while open is stale, from a request admitted before it
+// opened, and is only counted, so the delay grows at most once per open
+// period however many in-flight requests fail. Jitter is drawn in Go and
+// passed to the script (never the client's clock); the schedule grows from
+// the unjittered delay, so jitter does not compound.
 
 var (
 	backoffCheck   = newScript("backoff_check.lua")
@@ -82,45 +92,21 @@ type BackoffStatus struct {
 }
 
 // Backoff is a circuit breaker with exponential backoff for LLM endpoints,
-// shared by every replica through Redis. Get one from Limiter.Backoff; the
-// zero value is not usable. It is safe for concurrent use and cheap to
-// create: its state lives in Redis (and, for FailLocal, in a per-Limiter
-// fallback shared by every Backoff of the same name).
+// shared by every replica through Redis.
 //
-// An endpoint starts closed: Check allows every caller. Each Failure from
-// closed opens it for LLMRetryDelay (seed: 5 s); while open, Check denies
-// with ReasonBackoff. When the delay runs out the endpoint is half-open:
-// exactly one caller across all replicas gets Allowed from Check (Decision
-// Remaining 0 instead of Unlimited marks it as the probe), the others get
-// ReasonProbing. The probe's Success closes the endpoint and resets the
-// delay; its Failure opens it again for the delay times
-// LLMBackoffMultiplier, capped at LLMBackoffMax: 5, 10, 20, 40, 80, 160,
-// 300, 300 s with the seed's settings. A probe that never reports (its
-// replica crashed) loses its lease after LLMProbeLease, and the next caller
-// becomes the probe.
+// An endpoint starts closed: Check allows every caller. A Failure opens it
+// for RetryDelay; while open, Check denies (ReasonBackoff). When the delay
+// runs out it is half-open: one caller across all replicas gets the probe
+// (Decision.Probe), the others are denied (ReasonProbing) until the probe
+// reports. The probe's Success closes the endpoint and resets the delay; its
+// Failure opens it again for the delay times Multiplier, capped at Max: 5,
+// 10, 20, 40, 80, 160, 300, 300 s with the defaults. A probe that is
+// cancelled is handed back with Abandon; one that never reports (its replica
+// crashed) loses its lease after ProbeLease. Do runs a call and reports for
+// the caller.
 //
-// Reports are not tied to the Check that admitted them (no token crosses
-// the API), so the rules are stated by state:
-//   - Success, in any state, closes the endpoint: an answer is direct
-//     evidence the endpoint works, even from a request admitted before it
-//     opened.
-//   - Failure while closed or half-open opens it (half-open: with the next,
-//     longer delay). A failure while half-open is taken as the probe's,
-//     whoever reports it: the delay has run out and the endpoint still
-//     fails. Failure while open is stale, from a request admitted before
-//     the endpoint opened (nobody is admitted while open): it is counted in
-//     BackoffStatus.Failures but changes nothing else, so the delay grows
-//     at most once per open period however many in-flight requests fail.
-//
-// LLMBackoffJitter shortens each open period by a random fraction of up to
-// that much; the random fraction is drawn in Go and passed to the script
-// (never the client's clock), and the schedule grows from the unjittered
-// delay, so jitter does not compound.
-//
-// No lock is held while a caller's request runs: the probe is a lease, not
-// a lock. A closed endpoint with no failure has no key; a failed one's key
-// lives until its last deadline (open period or probe lease) plus
-// LLMBackoffMax, after which a quiet endpoint is closed again.
+// Get one from Limiter.Backoff; the zero value is not usable. It is safe for
+// concurrent use, and handles of one name on one Limiter share all state.
 type Backoff struct {
 	l     *Limiter
 	name  string
@@ -315,14 +301,14 @@ func (b *Backoff) Wait(ctx context.Context, endpoint string) (Decision, error) {
 }
 
 // Pick returns the first of endpoints, in order, that Check would allow,
-// with its Decision, in one round trip: the seed's fallback from a local
-// model to OpenAI is Pick(ctx, local, openai). A half-open endpoint whose
-// probe is free counts as usable (the caller becomes its probe: Probe and
-// Token are set, as from Check), so the
-// preferred endpoint comes back into use as soon as it works. When none is
-// usable it returns "" and a denied Decision whose RetryAfter is the
-// shortest wait until one may be, with that endpoint's Reason. It takes 1 to
-// MaxPickEndpoints endpoints (else ErrInvalidArgument).
+// with its Decision, in one round trip: a bot's fallback from a local model
+// to OpenAI is Pick(ctx, local, openai). A half-open endpoint whose probe is
+// free counts as usable (the caller becomes its probe: Probe and Token are
+// set, as from Check), so the preferred endpoint comes back into use as soon
+// as it works. When none is usable it returns "" and a denied Decision whose
+// RetryAfter is the shortest wait until one may be, with that endpoint's
+// Reason. It takes 1 to MaxPickEndpoints endpoints (else
+// ErrInvalidArgument).
 func (b *Backoff) Pick(ctx context.Context, endpoints ...string) (string, Decision, error) {
 	if len(endpoints) == 0 || len(endpoints) > MaxPickEndpoints {
 		return "", Decision{}, fmt.Errorf("%w: Pick takes 1 to %d endpoints, got %d", ErrInvalidArgument, MaxPickEndpoints, len(endpoints))
@@ -390,11 +376,12 @@ func (b *Backoff) redisDown() Decision {
 }
 
 // Failure reports that a request to endpoint failed (an error or timeout
-// from the LLM, not a bad prompt). It returns a denied Decision with
-// ReasonBackoff whose RetryAfter is the wait now in force: the new delay
-// when this failure opened the endpoint (from closed or half-open), the
-// rest of the current open period when it was already open (a stale
-// failure, which never extends or grows the delay).
+// from the LLM, not a bad prompt). From closed or half-open it opens the
+// endpoint (half-open: whoever reports it, with the next, longer delay);
+// while open it is stale, from a request admitted before the endpoint
+// opened, and is counted without extending or growing the delay. It returns
+// a denied Decision with ReasonBackoff whose RetryAfter is the wait now in
+// force: the new delay, or the rest of the current open period.
 //
 // While Redis cannot be reached: FailLocal records the failure in the
 // per-process fallback and returns its decision, FailOpen returns an
@@ -430,8 +417,9 @@ func (b *Backoff) Failure(ctx context.Context, endpoint string) (Decision, error
 	return Decision{Reason: ReasonBackoff, RetryAfter: w, ResetAfter: w}, nil
 }
 
-// Success reports that a request to endpoint succeeded: the endpoint closes
-// on every replica and its delay starts again from RetryDelay. While Redis
+// Success reports that a request to endpoint succeeded: in any state the
+// endpoint closes on every replica and its delay starts again from
+// RetryDelay. While Redis
 // cannot be reached it returns nil (the outage follows BackoffOnRedisError:
 // FailLocal closes the endpoint in the per-process fallback); other Redis
 // errors are returned; a key holding data Floodgate did not write gives

@@ -20,7 +20,7 @@ const (
 	bms      = time.Millisecond
 )
 
-// backoffConfig is the seed's backoff (5 s, x2, 300 s), no jitter, a 30 s
+// backoffConfig is the default backoff (5 s, x2, 300 s), no jitter, a 30 s
 // probe lease, and a Redis timeout long enough that a loaded test machine
 // never turns a call into a (Degraded) FailLocal answer.
 func backoffConfig() Config {
@@ -108,7 +108,7 @@ func mustStatus(t *testing.T, b *Backoff, endpoint string) BackoffStatus {
 	return s
 }
 
-func TestBackoffSeedSchedule(t *testing.T) {
+func TestBackoffDefaultSchedule(t *testing.T) {
 	b, r := newTestBackoff(t, backoffConfig())
 	steps := []bstep{
 		{0, 'c', bClosed},

@@ -7,7 +7,7 @@ import (
 
 // Decision is the answer to one request.
 //
-// With the seed's defaults (10 s cooldown, 20 per hour), a user's first
+// With the defaults (10 s cooldown, 20 per hour), a user's first
 // message at 12:00:00 gets {Allowed: true, Remaining: 19, ResetAfter: 1h};
 // a second message at 12:00:04 gets {Allowed: false, Reason: ReasonCooldown,
 // Remaining: 19, RetryAfter: 6s, ResetAfter: 59m56s}.
