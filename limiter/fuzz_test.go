@@ -14,6 +14,8 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/floodgate/floodgate/internal/redisurl"
 )
 
 // Fuzz targets. Seeds live in testdata/fuzz/<FuzzName>/; CI runs each one
@@ -332,7 +334,7 @@ func FuzzParseRedisURL(f *testing.F) {
 // FuzzRedisURLPassword puts a password in a URL whose rest is anything:
 // whatever goes wrong, the error never shows the password (as the URL's
 // structure defines it: up to the authority's last '@'), raw or
-// percent-decoded, when it is at least minScrubLen bytes (shorter ones are
+// percent-decoded, when it is at least redisurl.MinScrubLen bytes (shorter ones are
 // kept out by construction but cannot be looked for as substrings).
 func FuzzRedisURLPassword(f *testing.F) {
 	for _, s := range [][3]string{
@@ -378,7 +380,7 @@ func FuzzRedisURLPassword(f *testing.F) {
 		for _, sec := range secrets {
 			// The user name is shown on purpose (quoted); a password it
 			// contains shows with it.
-			if len(sec) >= minScrubLen && strings.Contains(msg, sec) && !strings.Contains(strconv.Quote(user), sec) {
+			if len(sec) >= redisurl.MinScrubLen && strings.Contains(msg, sec) && !strings.Contains(strconv.Quote(user), sec) {
 				t.Fatalf("password %q shows in %q", sec, msg)
 			}
 		}
