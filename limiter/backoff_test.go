@@ -302,7 +302,7 @@ func TestBackoffKeysAndTTL(t *testing.T) {
 		t.Fatal(err)
 	}
 	u := epoch.Add(351 * bsec).UnixMilli()
-	want := map[string]string{"o": "1", "d": "5000", "u": strconv.FormatInt(u, 10), "p": "0", "f": "1"}
+	want := map[string]string{"o": "1", "d": "5000", "u": strconv.FormatInt(u, 10), "p": "0", "t": "", "f": "1"}
 	if len(fields) != len(want) {
 		t.Fatalf("hash %v, want %v", fields, want)
 	}

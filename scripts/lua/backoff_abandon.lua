@@ -9,9 +9,9 @@
 -- {0} when it names no probe (already reported, its lease taken over by
 -- another caller, or the endpoint closed): then nothing is written.
 
-if redis.call('HGET', KEYS[1], 't') ~= ARGV[1] then
+-- HMGET and HSET only: the commands the documented ACL grants.
+if redis.call('HMGET', KEYS[1], 't')[1] ~= ARGV[1] then
   return {0}
 end
-redis.call('HSET', KEYS[1], 'p', 0)
-redis.call('HDEL', KEYS[1], 't')
+redis.call('HSET', KEYS[1], 'p', 0, 't', '')
 return {1}

@@ -9,7 +9,8 @@
 --               d  nominal delay of the current open period in ms (no jitter)
 --               u  open until, ms since the Unix epoch
 --               p  the half-open probe's lease ends, ms since the epoch (0: none)
---               t  the probe's token (absent: none), so Abandon frees only it
+--               t  the probe's token ("" or absent: none), so Abandon frees
+--                  only it
 --               f  failures reported since the last success (stale ones too)
 -- ARGV[1]     probe lease in ms
 -- ARGV[2]     keep in ms: how long a key outlives its last deadline

@@ -72,7 +72,6 @@ end
 local wait = nd - idiv(nd * cut, 1000000)
 if wait < 1 then wait = 1 end
 opens = (opens or 0) + 1
-redis.call('HSET', key, 'o', opens, 'd', nd, 'u', now + wait, 'p', 0, 'f', failures)
-redis.call('HDEL', key, 't')
+redis.call('HSET', key, 'o', opens, 'd', nd, 'u', now + wait, 'p', 0, 't', '', 'f', failures)
 redis.call('PEXPIRE', key, ttl(wait))
 return {1, wait, opens, failures, nd}

@@ -8,7 +8,7 @@
 -- Go) and is left alone, as is a hash without our field u, which
 -- backoff_check.lua also takes for a closed endpoint.
 
-if redis.call('HGET', KEYS[1], 'u') then
+if redis.call('HMGET', KEYS[1], 'u')[1] then
   redis.call('DEL', KEYS[1])
   return {1}
 end
