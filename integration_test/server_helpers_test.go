@@ -1,0 +1,209 @@
+package integration_test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/floodgate/floodgate/internal/redisproc"
+)
+
+// floodgateBin builds cmd/floodgate once per test process (from the Go
+// build cache, about a second), into a per-process temporary directory:
+// a t.TempDir would vanish with the first test that asked for it.
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+func floodgateBin(t testing.TB) string {
+	t.Helper()
+	binOnce.Do(func() {
+		removeStaleBins()
+		dir := filepath.Join(os.TempDir(), fmt.Sprintf("floodgate-itest-%d", os.Getpid()))
+		if binErr = os.MkdirAll(dir, 0o700); binErr != nil {
+			return
+		}
+		binPath = filepath.Join(dir, "floodgate")
+		out, err := exec.Command("go", "build", "-o", binPath, "github.com/floodgate/floodgate/cmd/floodgate").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("go build ./cmd/floodgate: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+// removeStaleBins deletes the binaries of earlier test processes that
+// have exited.
+func removeStaleBins() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "floodgate-itest-*"))
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(d), "floodgate-itest-"))
+		if err == nil && pid != os.Getpid() && errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) {
+			_ = os.RemoveAll(d)
+		}
+	}
+}
+
+// serveProc is one running `floodgate serve`.
+type serveProc struct {
+	URL    string
+	cmd    *exec.Cmd
+	out    *redisproc.SyncBuffer
+	exited chan struct{}
+	err    error // Wait's result, once exited is closed
+	once   sync.Once
+}
+
+// Output is what the server printed so far.
+func (p *serveProc) Output() string { return p.out.String() }
+
+// Stop sends SIGTERM and waits (at most 20 s, then SIGKILL); it returns
+// the exit error (nil for status 0). Safe to call more than once.
+func (p *serveProc) Stop() error {
+	p.once.Do(func() { _ = p.cmd.Process.Signal(syscall.SIGTERM) })
+	select {
+	case <-p.exited:
+	case <-time.After(20 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+		return fmt.Errorf("floodgate serve ignored SIGTERM for 20s")
+	}
+	return p.err
+}
+
+// startServe runs `floodgate serve` on a free loopback port against the
+// shared Redis (FLOODGATE_REDIS_URL; env may override it and add any
+// FLOODGATE_* setting) and waits until /readyz answers 200. It returns the
+// base URL ("http://127.0.0.1:PORT") and a stop function (SIGTERM, wait);
+// the test's cleanup stops it too. Other tests (the Python client's) use
+// it to get a real server.
+func startServe(t testing.TB, env map[string]string) (baseURL string, stop func()) {
+	t.Helper()
+	p := startServeProc(t, env)
+	return p.URL, func() {
+		if err := p.Stop(); err != nil {
+			t.Errorf("floodgate serve: %v\n%s", err, p.Output())
+		}
+	}
+}
+
+func startServeProc(t testing.TB, env map[string]string) *serveProc {
+	t.Helper()
+	needRedis(t)
+	bin := floodgateBin(t)
+	for attempt := 1; ; attempt++ {
+		port, err := redisproc.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := &serveProc{URL: fmt.Sprintf("http://127.0.0.1:%d", port), out: &redisproc.SyncBuffer{}, exited: make(chan struct{})}
+		p.cmd = exec.Command(bin, "serve")
+		p.cmd.Env = serveEnv(map[string]string{
+			"FLOODGATE_REDIS_URL": redisURL,
+			"FLOODGATE_HTTP_ADDR": fmt.Sprintf("127.0.0.1:%d", port),
+		}, env)
+		p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+		if err := p.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func() { p.err = p.cmd.Wait(); close(p.exited) }()
+		err = awaitReady(p, 20*time.Second)
+		if err == nil {
+			t.Cleanup(func() { _ = p.Stop() })
+			return p
+		}
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+		if attempt < 3 && strings.Contains(p.Output(), "address already in use") {
+			continue
+		}
+		t.Fatalf("floodgate serve: %v\n%s", err, p.Output())
+	}
+}
+
+// serveEnv is the process environment without FLOODGATE_* and REDIS_URL
+// (the test decides every setting), then base, then env.
+func serveEnv(base, env map[string]string) []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "FLOODGATE_") || strings.HasPrefix(kv, "REDIS_URL=") {
+			continue
+		}
+		out = append(out, kv)
+	}
+	for _, m := range []map[string]string{base, env} {
+		for k, v := range m {
+			out = append(out, k+"="+v)
+		}
+	}
+	return out
+}
+
+// awaitReady polls /readyz until 200, the process exits, or d passes.
+func awaitReady(p *serveProc, d time.Duration) error {
+	c := &http.Client{Timeout: time.Second}
+	defer c.CloseIdleConnections()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.exited:
+			return fmt.Errorf("exited before ready: %v", p.err)
+		default:
+		}
+		if resp, err := c.Get(p.URL + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("not ready after %v", d)
+}
+
+// callJSON sends one request and decodes the JSON answer (nil when empty).
+func callJSON(c *http.Client, method, url, body string) (int, map[string]any, error) {
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		return 0, nil, err
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return resp.StatusCode, nil, err
+	}
+	var m map[string]any
+	if len(data) > 0 {
+		if err := json.Unmarshal(data, &m); err != nil {
+			return resp.StatusCode, nil, fmt.Errorf("%s %s: %d with a body that is not JSON: %q", method, url, resp.StatusCode, data)
+		}
+	}
+	return resp.StatusCode, m, nil
+}

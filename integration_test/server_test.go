@@ -1,0 +1,284 @@
+package integration_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/floodgate/floodgate/internal/redisproc"
+	"github.com/floodgate/floodgate/limiter"
+)
+
+// httpClient keeps up to n connections alive to one server.
+func httpClient(n int) *http.Client {
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: n, MaxConnsPerHost: n}}
+}
+
+// hammerResult counts, per user, the requests allowed.
+type hammerResult struct {
+	mu       sync.Mutex
+	allowed  map[string]int
+	degraded atomic.Int64
+	errs     []string
+}
+
+func newHammerResult() *hammerResult { return &hammerResult{allowed: map[string]int{}} }
+
+func (h *hammerResult) add(user string, allowed, degraded bool, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err != nil {
+		if len(h.errs) < 5 {
+			h.errs = append(h.errs, err.Error())
+		}
+		return
+	}
+	if degraded {
+		h.degraded.Add(1)
+	}
+	if allowed {
+		h.allowed[user]++
+	}
+}
+
+// hammer makes attempts requests for every user from g goroutines,
+// starting when go_ closes.
+func hammer(wg *sync.WaitGroup, go_ <-chan struct{}, users []string, attempts, g int, res *hammerResult, decide func(user string) (allowed, degraded bool, err error)) {
+	jobs := make(chan string, len(users)*attempts)
+	for a := 0; a < attempts; a++ {
+		for _, u := range users {
+			jobs <- u
+		}
+	}
+	close(jobs)
+	for i := 0; i < g; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-go_
+			for u := range jobs {
+				allowed, degraded, err := decide(u)
+				res.add(u, allowed, degraded, err)
+			}
+		}()
+	}
+}
+
+// viaServer decides through POST /v1/users/{user}/allow.
+func viaServer(c *http.Client, base string) func(user string) (bool, bool, error) {
+	return func(user string) (bool, bool, error) {
+		code, d, err := callJSON(c, "POST", base+"/v1/users/"+user+"/allow", "")
+		if err != nil {
+			return false, false, err
+		}
+		if code != 200 {
+			return false, false, fmt.Errorf("status %d: %v", code, d)
+		}
+		return d["allowed"] == true, d["degraded"] == true, nil
+	}
+}
+
+func users50() []string {
+	us := make([]string, 50)
+	for i := range us {
+		us[i] = fmt.Sprintf("viewer%02d", i)
+	}
+	return us
+}
+
+// checkExactly20 fails unless every user was allowed exactly 20 times
+// with no error and no degraded decision.
+func checkExactly20(t *testing.T, res *hammerResult, users []string) {
+	t.Helper()
+	if len(res.errs) > 0 {
+		t.Fatalf("errors: %q", res.errs)
+	}
+	if n := res.degraded.Load(); n > 0 {
+		t.Fatalf("%d degraded decisions: Redis was not reached", n)
+	}
+	for _, u := range users {
+		if res.allowed[u] != 20 {
+			t.Errorf("user %s: allowed %d times in total, want exactly 20", u, res.allowed[u])
+		}
+	}
+}
+
+func exactEnv(prefix string) map[string]string {
+	return map[string]string{
+		"FLOODGATE_KEY_PREFIX":                 prefix,
+		"FLOODGATE_USER_COOLDOWN":              "0",
+		"FLOODGATE_MAX_REQUESTS_PER_USER_HOUR": "20",
+	}
+}
+
+// Two `floodgate serve` processes on one Redis, 32 goroutines through each,
+// 50 users with 30 attempts per user per server: exactly 20 each.
+func TestServeTwoServersExactLimit(t *testing.T) {
+	rdb := client(t)
+	env := exactEnv(uniquePrefix(t, rdb))
+	a, stopA := startServe(t, env)
+	b, stopB := startServe(t, env)
+	users := users50()
+	res := newHammerResult()
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for _, base := range []string{a, b} {
+		c := httpClient(32)
+		defer c.CloseIdleConnections()
+		hammer(&wg, start, users, 30, 32, res, viaServer(c, base))
+	}
+	close(start)
+	wg.Wait()
+	checkExactly20(t, res, users)
+	stopA()
+	stopB()
+}
+
+// A Go replica using the library directly and two servers, on the same
+// users at once: still exactly 20 each.
+func TestServeAndLibraryShareLimits(t *testing.T) {
+	rdb := client(t)
+	prefix := uniquePrefix(t, rdb)
+	env := exactEnv(prefix)
+	a, _ := startServe(t, env)
+	b, _ := startServe(t, env)
+	cfg := limiter.DefaultConfig()
+	cfg.KeyPrefix = prefix
+	cfg.UserCooldown = 0
+	cfg.MaxRequestsPerUserHour = 20
+	lim := newLimiter(t, rdb, cfg)
+	ctx := context.Background()
+	users := users50()
+	res := newHammerResult()
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for _, base := range []string{a, b} {
+		c := httpClient(32)
+		defer c.CloseIdleConnections()
+		hammer(&wg, start, users, 20, 32, res, viaServer(c, base))
+	}
+	hammer(&wg, start, users, 20, 32, res, func(user string) (bool, bool, error) {
+		d, err := lim.Allow(ctx, user)
+		return d.Allowed, d.Degraded, err
+	})
+	close(start)
+	wg.Wait()
+	checkExactly20(t, res, users)
+}
+
+// /readyz is 503 naming Redis while Redis is down, 200 again once it is
+// back; decisions meanwhile follow FailLocal (degraded, not errors).
+func TestServeReadinessRedisRestart(t *testing.T) {
+	needRedisServer(t)
+	ctx := context.Background()
+	srv, err := redisproc.Start(ctx, redisproc.Options{Args: []string{"--requirepass", "s3cret-pass"}, Password: "s3cret-pass"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { srv.Stop() }()
+	url, _ := startServe(t, map[string]string{
+		"FLOODGATE_REDIS_URL":     "redis://:s3cret-pass@" + srv.Addr,
+		"FLOODGATE_REDIS_TIMEOUT": "200ms",
+	})
+	c := httpClient(4)
+	defer c.CloseIdleConnections()
+	poll := func(want int) map[string]any {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			code, body, err := callJSON(c, "GET", url+"/readyz", "")
+			if err == nil && code == want {
+				return body
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("/readyz: %d %v %v, want %d", code, body, err, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	poll(200)
+	srv.Kill()
+	body := poll(503)
+	msg, _ := body["error"].(string)
+	if !strings.HasPrefix(msg, "redis: ") || strings.Contains(msg, "s3cret-pass") {
+		t.Fatalf("/readyz error while down: %q", msg)
+	}
+	code, d, err := callJSON(c, "POST", url+"/v1/users/alice/allow", "")
+	if err != nil || code != 200 || d["degraded"] != true {
+		t.Fatalf("allow while Redis is down: %d %v %v", code, d, err)
+	}
+	if code, _, _ := callJSON(c, "GET", url+"/healthz", ""); code != 200 {
+		t.Fatalf("/healthz while Redis is down: %d", code)
+	}
+	srv, err = redisproc.Start(ctx, redisproc.Options{Port: srv.Port, Dir: srv.Dir(), Args: []string{"--requirepass", "s3cret-pass"}, Password: "s3cret-pass"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	poll(200)
+}
+
+// SIGTERM with waits in flight: each completes with a 200 answer (the
+// wait ends at once, not granted), the process exits 0 within the bound,
+// and new connections are refused.
+func TestServeGracefulShutdown(t *testing.T) {
+	rdb := client(t)
+	p := startServeProc(t, map[string]string{
+		"FLOODGATE_KEY_PREFIX":            uniquePrefix(t, rdb),
+		"FLOODGATE_API_RATES":             "slow=0.1",
+		"FLOODGATE_MAX_CONCURRENT_USERS":  "1",
+		"FLOODGATE_HTTP_SHUTDOWN_TIMEOUT": "5s",
+	})
+	c := httpClient(64)
+	defer c.CloseIdleConnections()
+	if code, d, err := callJSON(c, "POST", p.URL+"/v1/buckets/slow/allow", ""); err != nil || d["allowed"] != true {
+		t.Fatalf("take the bucket: %d %v %v", code, d, err)
+	}
+	if code, d, err := callJSON(c, "POST", p.URL+"/v1/slots/gpu/acquire", `{"holder":"first"}`); err != nil || d["acquired"] != true {
+		t.Fatalf("take the slot: %d %v %v", code, d, err)
+	}
+	type answer struct {
+		code int
+		body map[string]any
+		err  error
+	}
+	answers := make(chan answer, 20)
+	for i := 0; i < 20; i++ {
+		path, body := "/v1/buckets/slow/wait", `{"timeout_ms":20000}`
+		if i%2 == 1 {
+			path, body = "/v1/slots/gpu/acquire", fmt.Sprintf(`{"holder":"w%d","wait":true,"timeout_ms":20000}`, i)
+		}
+		go func() {
+			code, d, err := callJSON(c, "POST", p.URL+path, body)
+			answers <- answer{code, d, err}
+		}()
+	}
+	time.Sleep(500 * time.Millisecond) // all 20 are waiting
+	start := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		a := <-answers
+		if a.err != nil || a.code != 200 || a.body["allowed"] == true || a.body["acquired"] == true {
+			t.Errorf("in-flight wait at SIGTERM: %+v", a)
+		}
+	}
+	if err := p.Stop(); err != nil {
+		t.Fatalf("exit: %v\n%s", err, p.Output())
+	}
+	if took := time.Since(start); took > 4*time.Second {
+		t.Fatalf("shutdown took %v", took)
+	}
+	if _, _, err := callJSON(httpClient(1), "GET", p.URL+"/healthz", ""); err == nil {
+		t.Fatal("a new request after shutdown was answered")
+	}
+	if out := p.Output(); !strings.Contains(out, "shutting down") || !strings.Contains(out, "stopped") {
+		t.Fatalf("output:\n%s", out)
+	}
+}
