@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"net"
@@ -162,9 +163,9 @@ func TestLoadgenAgainstRedis(t *testing.T) {
 	if !strings.Contains(stderr, "blurs") {
 		t.Errorf("no warning that other traffic blurs used_memory on a Redis loadgen does not own: %q", stderr)
 	}
-	for _, want := range []string{"Memory per user", "Decisions", "Cleanup", "acceptance table"} {
+	for _, want := range []string{"B/user", "x PING", "Yes: RAM is under 10 MB for 10K users", "Implement per-user cooldowns"} {
 		if !strings.Contains(stdout, want) {
-			t.Errorf("report lacks %q", want)
+			t.Errorf("report lacks %q:\n%s", want, stdout)
 		}
 	}
 	r := readReport(t, out)
@@ -217,23 +218,26 @@ func TestLoadgenAgainstRedis(t *testing.T) {
 }
 
 // TestLoadgenEmbedded runs loadgen with no Redis configured: it starts its
-// own redis-server, measures the cost of a cooldown key, and stops it.
+// own redis-server, measures the cost of a cooldown key, draws it (--svg)
+// and stops the server.
 func TestLoadgenEmbedded(t *testing.T) {
 	needRedisServer(t)
 	bin := buildLoadgen(t)
 	out := filepath.Join(t.TempDir(), "r.json")
-	_, stderr, code := runLoadgen(t, bin, "--users", "1000", "--tests", "cooldown", "--json", out,
+	svg := filepath.Join(t.TempDir(), "m.svg")
+	_, stderr, code := runLoadgen(t, bin, "--users", "100,1000", "--tests", "cooldown", "--json", out, "--svg", svg,
 		"--idle", "200ms", "--lookups", "500", "--duration", "50ms", "--quiet")
 	if code != 0 {
 		t.Fatalf("exit %d\nstderr: %s", code, stderr)
 	}
+	checkSVG(t, svg)
 	r := readReport(t, out)
 	if r.Environment.Mode != "embedded" || !r.Environment.MemoryMeasured {
 		t.Fatalf("environment = %+v", r.Environment)
 	}
 	// DESIGN.md: a key with a TTL and a small integer value costs ~117 B
 	// of used_memory (MEMORY USAGE says ~72).
-	x := r.Scenarios[0].Tests[0]
+	x := r.Scenarios[1].Tests[0]
 	if m := x.Memory; m == nil || m.BytesPerUser < 90 || m.BytesPerUser > 160 || m.Encoding != "int" {
 		t.Errorf("cooldown key: %+v, want 90..160 B/user of an int string", m)
 	}
@@ -241,6 +245,124 @@ func TestLoadgenEmbedded(t *testing.T) {
 	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 		c.Close()
 		t.Errorf("the embedded redis-server on %s still answers after loadgen exited", addr)
+	}
+}
+
+// checkSVG: the file is one well-formed SVG document naming both panels.
+func checkSVG(t *testing.T, path string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("--svg: %v", err)
+	}
+	var doc struct {
+		XMLName xml.Name
+	}
+	if err := xml.Unmarshal(data, &doc); err != nil || doc.XMLName.Local != "svg" {
+		t.Fatalf("--svg wrote no SVG document (root %q): %v", doc.XMLName.Local, err)
+	}
+	for _, want := range []string{"Redis memory per user", "Total Redis memory", "study&#39;s estimate"} {
+		if !bytes.Contains(data, []byte(want)) {
+			t.Errorf("SVG lacks %q", want)
+		}
+	}
+}
+
+// TestLoadgenCluster runs loadgen --cluster 3 small: it starts its own
+// 3-master Cluster, spreads 10,000 users over it and reports each shard:
+// keys adding up to the users, memory per user near one node's, an even
+// spread, and server time per decision; then stops every node.
+func TestLoadgenCluster(t *testing.T) {
+	needRedisServer(t)
+	bin := buildLoadgen(t)
+	out := filepath.Join(t.TempDir(), "r.json")
+	stdout, stderr, code := runLoadgen(t, bin, "--cluster", "3", "--users", "10000", "--tests", "hourly", "--json", out,
+		"--idle", "300ms", "--lookups", "500", "--duration", "100ms", "--quiet")
+	if code != 0 {
+		t.Fatalf("exit %d\nstderr: %s", code, stderr)
+	}
+	for _, want := range []string{"3-master Redis Cluster", "Per shard", "Spread (max/min keys per shard)"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("report lacks %q:\n%s", want, stdout)
+		}
+	}
+	var r struct {
+		Environment struct {
+			Mode   string `json:"mode"`
+			Target string `json:"target"`
+		} `json:"environment"`
+		Scenarios []struct {
+			Tests []struct {
+				Keys   int64   `json:"keys"`
+				Spread float64 `json:"spread"`
+				Memory *struct {
+					BytesPerUser float64 `json:"bytes_per_user"`
+				} `json:"memory"`
+				Server struct {
+					Decisions        int64   `json:"decisions"`
+					CPUUsPerDecision float64 `json:"cpu_us_per_decision"`
+				} `json:"server_time"`
+				Shards []struct {
+					Node             string  `json:"node"`
+					Keys             int64   `json:"keys"`
+					BytesPerUser     float64 `json:"bytes_per_user"`
+					Decisions        int64   `json:"decisions"`
+					ScriptCalls      int64   `json:"script_calls"`
+					ScriptUs         float64 `json:"script_us_per_decision"`
+					CeilingPerSecond float64 `json:"ceiling_decisions_per_second"`
+				} `json:"shards"`
+			} `json:"tests"`
+		} `json:"scenarios"`
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Environment.Mode != "cluster" || len(r.Scenarios) != 1 || len(r.Scenarios[0].Tests) != 1 {
+		t.Fatalf("report: %s", data)
+	}
+	x := r.Scenarios[0].Tests[0]
+	if len(x.Shards) != 3 {
+		t.Fatalf("%d shards, want 3", len(x.Shards))
+	}
+	var keys, decisions int64
+	for _, s := range x.Shards {
+		keys += s.Keys
+		decisions += s.Decisions
+		// CRC16 spreads 10,000 users to about a third each.
+		if s.Keys < 3_000 || s.Keys > 3_700 {
+			t.Errorf("shard %s holds %d keys, want about 3,333", s.Node, s.Keys)
+		}
+		// A 20-entry listpack: ~290-310 B per user on any shard.
+		if s.BytesPerUser < 250 || s.BytesPerUser > 360 {
+			t.Errorf("shard %s: %.0f B/user, want 250..360", s.Node, s.BytesPerUser)
+		}
+		if s.Decisions <= 0 || s.ScriptCalls <= 0 || s.ScriptUs <= 0 || s.CeilingPerSecond <= 0 {
+			t.Errorf("shard %s: no server time per decision: %+v", s.Node, s)
+		}
+	}
+	if keys != 10_000 || x.Keys != keys {
+		t.Errorf("shards hold %d keys (report: %d), want 10,000", keys, x.Keys)
+	}
+	if decisions != x.Server.Decisions || x.Server.CPUUsPerDecision <= 0 {
+		t.Errorf("server time %+v, shards' decisions %d", x.Server, decisions)
+	}
+	if x.Spread < 1 || x.Spread > 1.2 {
+		t.Errorf("spread %.3f, want 1..1.2", x.Spread)
+	}
+	// Every node is gone once loadgen has exited.
+	addrs := strings.Split(strings.TrimPrefix(r.Environment.Target, "embedded 3-master Redis Cluster on "), ",")
+	if len(addrs) != 3 {
+		t.Fatalf("target %q names %d nodes", r.Environment.Target, len(addrs))
+	}
+	for _, a := range addrs {
+		if c, err := net.DialTimeout("tcp", a, time.Second); err == nil {
+			c.Close()
+			t.Errorf("cluster node %s still answers after loadgen exited", a)
+		}
 	}
 }
 

@@ -97,6 +97,12 @@ func testConfig(test, prefix string) limiter.Config {
 func expiryConfig(test, prefix string, idle time.Duration) limiter.Config {
 	cfg := testConfig(test, prefix)
 	cfg.MaxIdleTime = idle
+	// The pass writes users only; shared keys must not outlive idle either.
+	cfg.SlotLease = min(cfg.SlotLease, idle)
+	cfg.APIRates = nil
+	// Only users are written; the pool and bucket defaults must still fit
+	// within MaxIdleTime to validate.
+	cfg.SlotLease, cfg.APIRates = min(cfg.SlotLease, idle), nil
 	switch test {
 	case testCooldown:
 		cfg.UserCooldown = idle
