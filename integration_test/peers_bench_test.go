@@ -1,0 +1,499 @@
+package integration_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/floodgate/floodgate/limiter"
+)
+
+// BenchmarkPeers puts Floodgate's Allow beside the peers a reader would
+// otherwise pick, on one redis-server, in one run:
+//
+//   - floodgate: Limiter.Allow, deny cache off (every call is a Redis
+//     decision), concurrent calls coalesced as in production;
+//   - textbook: the textbook sorted-set log, one Lua script (textbookLog
+//     below): PTTL of a cooldown key beside the log, ZREMRANGEBYSCORE,
+//     ZCARD, ZADD with int64 members, PEXPIRE and SET PX of the cooldown;
+//   - redis_rate: go-redis/redis_rate v10 Allow (GCRA, one key): PerHour(limit)
+//     on the window paths, a burst of 1 per cooldown on the cooldown path;
+//   - ping: a PING round trip, the floor of any Redis decision.
+//
+// Paths: "allowed" (the window holds N requests, none in the cooldown;
+// with N = 127, Floodgate's maximum, the oldest has just aged out, so the
+// decision also removes it: a user at the limit in steady state),
+// "window" (denied: N of N requests in the window) and "cooldown" (denied:
+// N requests, the newest 1 s ago, cooldown 10 min). N is 1, 10, 20, 127.
+// redis_rate's state is one number whatever N is.
+//
+// Each contender runs the same number of decisions (3,000 at 1 goroutine,
+// 16,000 at 32) in 6 slices, taking turns in a rotating order so that noise
+// from elsewhere on a shared machine lands on all; a rate is the median of
+// its slices. Each user decides once per slice; on the allowed path every
+// slice starts from the same state, copied from a template. Metrics,
+// besides each rate: <name>_vs_ping (rate / PING's), floodgate_vs_best
+// (Floodgate's rate / the best peer's), <name>_srv_us (server µs per
+// decision: INFO commandstats usec of EVALSHA and EVAL / decisions), and at
+// 1 goroutine <name>_p50_vs_ping. At the end it prints all cells as one
+// Markdown table.
+//
+//	go test ./integration_test -run '^$' -bench Peers -benchtime 1x
+//	go test ./integration_test -run '^$' -bench 'Peers/allowed/entries=20/' -benchtime 1x
+func BenchmarkPeers(b *testing.B) {
+	rdb := benchClient(b)
+	for _, path := range []string{"allowed", "window", "cooldown"} {
+		for _, n := range []int{1, 10, 20, 127} {
+			for _, g := range []int{1, 32} {
+				name := fmt.Sprintf("%s/entries=%d/goroutines=%d", path, n, g)
+				b.Run(name, func(b *testing.B) {
+					res := runPeers(b, rdb, path, n, g)
+					reportPeers(b, res, g)
+					peerTable.add(name, res)
+				})
+			}
+		}
+	}
+	peerTable.print()
+}
+
+// peerResult is one contender's figures in one cell.
+type peerResult struct {
+	name      string
+	rate      float64 // decisions per second, median of the slices
+	p50       time.Duration
+	srvUS     float64 // server µs per decision
+	decisions int64
+}
+
+const peerSlices = 6
+
+// contender is one implementation under test.
+type contender struct {
+	name string
+	// reset puts users back into the cell's starting state (untimed).
+	reset func(ctx context.Context) error
+	op    func(ctx context.Context, user int) error
+}
+
+// peerCell is one cell's setup: the state every user starts from.
+type peerCell struct {
+	path     string
+	entries  int
+	limit    int
+	cooldown time.Duration
+	window   time.Duration
+	times    []time.Time // accepted requests, ascending
+}
+
+func newPeerCell(path string, n int) peerCell {
+	c := peerCell{path: path, entries: n, limit: limiter.MaxWindowRequests, cooldown: 10 * time.Second, window: time.Hour}
+	now := time.Now()
+	spread := func(first, last time.Duration) {
+		for i := 0; i < n; i++ {
+			at := first
+			if n > 1 {
+				at = first + (last-first)*time.Duration(i)/time.Duration(n-1)
+			}
+			c.times = append(c.times, now.Add(-at))
+		}
+	}
+	switch path {
+	case "allowed":
+		spread(50*time.Minute, time.Minute)
+		if n == limiter.MaxWindowRequests {
+			// The oldest ages out 2 s from now, before the first slice.
+			c.times[0] = now.Add(-c.window + 2*time.Second)
+		}
+	case "window":
+		c.limit = n
+		spread(50*time.Minute, time.Minute)
+	case "cooldown":
+		c.cooldown = 10 * time.Minute
+		spread(50*time.Minute, time.Second)
+	}
+	return c
+}
+
+func runPeers(b *testing.B, rdb *redis.Client, path string, n, g int) []peerResult {
+	ctx := context.Background()
+	cell := newPeerCell(path, n)
+	users := 3000
+	if g > 1 {
+		users = 16000
+	}
+	prefix := uniquePrefix(b, rdb)
+	b.Cleanup(func() { deleteKeys(rdb, "rate:"+prefix+"*") })
+	cs := []contender{
+		floodgateContender(b, rdb, cell, prefix, users),
+		textbookContender(b, rdb, cell, prefix, users),
+		redisRateContender(b, rdb, cell, prefix, users),
+		{name: "ping", op: func(ctx context.Context, _ int) error { return rdb.Ping(ctx).Err() }},
+	}
+	for _, c := range cs {
+		if c.reset != nil {
+			if err := c.reset(ctx); err != nil {
+				b.Fatalf("%s: setting up: %v", c.name, err)
+			}
+		}
+	}
+	if path == "allowed" && n == limiter.MaxWindowRequests {
+		time.Sleep(2100 * time.Millisecond) // the oldest entry ages out
+	}
+	// Warm up: scripts loaded, connections open.
+	for _, c := range cs {
+		for u := 0; u < 2*g; u++ {
+			if err := c.op(ctx, u); err != nil {
+				b.Fatalf("%s: %v", c.name, err)
+			}
+		}
+	}
+	rates := make([][]float64, len(cs))
+	srvUS := make([]float64, len(cs))
+	lats := make([][]time.Duration, len(cs))
+	decided := make([]int64, len(cs))
+	for s := 0; s < peerSlices; s++ {
+		for k := range cs {
+			i := (k + s) % len(cs)
+			c := cs[i]
+			if c.reset != nil && path == "allowed" {
+				if err := c.reset(ctx); err != nil {
+					b.Fatalf("%s: %v", c.name, err)
+				}
+			}
+			if err := rdb.ConfigResetStat(ctx).Err(); err != nil {
+				b.Fatal(err)
+			}
+			r, lat := sliceRate(b, g, users, c)
+			rates[i] = append(rates[i], r)
+			lats[i] = append(lats[i], lat...)
+			decided[i] += int64(users)
+			us, err := serverUsec(ctx, rdb, c.name == "ping")
+			if err != nil {
+				b.Fatal(err)
+			}
+			srvUS[i] += us
+		}
+	}
+	out := make([]peerResult, len(cs))
+	for i, c := range cs {
+		out[i] = peerResult{name: c.name, rate: median(rates[i]), p50: p50(lats[i]), srvUS: srvUS[i] / float64(decided[i]), decisions: decided[i]}
+	}
+	return out
+}
+
+func median(xs []float64) float64 {
+	s := append([]float64(nil), xs...)
+	slices.Sort(s)
+	if len(s)%2 == 0 {
+		return (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return s[len(s)/2]
+}
+
+// sliceRate runs users decisions of c (user indices 0..users-1, each once)
+// from g goroutines, and returns decisions per second and the latencies
+// seen by the first goroutine.
+func sliceRate(b *testing.B, g, users int, c contender) (float64, []time.Duration) {
+	ctx := context.Background()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var lat []time.Duration
+	var failed atomic.Bool
+	start := time.Now()
+	for w := 0; w < g; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for !failed.Load() {
+				u := int(next.Add(1)) - 1
+				if u >= users {
+					return
+				}
+				t0 := time.Now()
+				if err := c.op(ctx, u); err != nil {
+					failed.Store(true)
+					b.Errorf("%s: %v", c.name, err)
+					return
+				}
+				if w == 0 {
+					lat = append(lat, time.Since(t0))
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	return float64(users) / time.Since(start).Seconds(), lat
+}
+
+// serverUsec reads the server time spent in scripts (or in PING) since the
+// last CONFIG RESETSTAT.
+func serverUsec(ctx context.Context, rdb *redis.Client, ping bool) (float64, error) {
+	info, err := rdb.Info(ctx, "commandstats").Result()
+	if err != nil {
+		return 0, err
+	}
+	want := map[string]bool{"cmdstat_evalsha": true, "cmdstat_eval": true}
+	if ping {
+		want = map[string]bool{"cmdstat_ping": true}
+	}
+	var total float64
+	for _, line := range strings.Split(info, "\n") {
+		name, stats, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || !want[name] {
+			continue
+		}
+		for _, kv := range strings.Split(stats, ",") {
+			if v, ok := strings.CutPrefix(kv, "usec="); ok {
+				f, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					return 0, fmt.Errorf("commandstats %q: %v", line, err)
+				}
+				total += f
+			}
+		}
+	}
+	return total, nil
+}
+
+// copyAll copies template keys to every user's keys (COPY ... REPLACE keeps
+// the value and the TTL), in pipelines; a missing template deletes.
+func copyAll(ctx context.Context, rdb *redis.Client, users int, pairs func(u int) [][2]string) error {
+	const chunk = 1000
+	for lo := 0; lo < users; lo += chunk {
+		pipe := rdb.Pipeline()
+		for u := lo; u < min(lo+chunk, users); u++ {
+			for _, p := range pairs(u) {
+				pipe.Del(ctx, p[1])
+				pipe.Copy(ctx, p[0], p[1], 0, true)
+			}
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func floodgateContender(b *testing.B, rdb *redis.Client, cell peerCell, prefix string, users int) contender {
+	ctx := context.Background()
+	cfg := limiter.DefaultConfig()
+	cfg.KeyPrefix = prefix + "fg:"
+	cfg.LocalCacheSize = 0
+	cfg.UserCooldown = cell.cooldown
+	cfg.MaxRequestsPerUserHour = cell.limit
+	cfg.UserWindow = cell.window
+	l, err := limiter.New(rdb, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := l.Import(ctx, "template", cell.times); err != nil {
+		b.Fatal(err)
+	}
+	tmpl, _ := l.UserKeys("template")
+	names := make([]string, users)
+	keys := make([][]string, users)
+	for u := range names {
+		names[u] = "user-" + strconv.Itoa(u)
+		keys[u], _ = l.UserKeys(names[u])
+	}
+	return contender{
+		name: "floodgate",
+		reset: func(ctx context.Context) error {
+			return copyAll(ctx, rdb, users, func(u int) [][2]string {
+				return [][2]string{{tmpl[0], keys[u][0]}, {tmpl[1], keys[u][1]}}
+			})
+		},
+		op: func(ctx context.Context, u int) error {
+			d, err := l.Allow(ctx, names[u%users])
+			if err == nil && d.Allowed != (cell.path == "allowed") {
+				err = fmt.Errorf("user %d: %+v on the %s path", u, d, cell.path)
+			}
+			return err
+		},
+	}
+}
+
+// textbookLog is the sliding-window log as tutorials write it: a sorted
+// set of request times (scores in ms, int64 members: TIME in µs) and a
+// cooldown key beside it. Reply: allowed, reason, retry ms.
+var textbookLog = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local limit, window, cooldown = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+if cooldown > 0 then
+  local cd = redis.call('PTTL', KEYS[2])
+  if cd > 0 then return {0, 1, cd} end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local n = redis.call('ZCARD', KEYS[1])
+if n >= limit then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return {0, 2, tonumber(oldest[2]) + window - now}
+end
+redis.call('ZADD', KEYS[1], now, tonumber(t[1]) * 1000000 + tonumber(t[2]))
+redis.call('PEXPIRE', KEYS[1], window)
+if cooldown > 0 then redis.call('SET', KEYS[2], '1', 'PX', cooldown) end
+return {1, 0, 0}
+`)
+
+func textbookContender(b *testing.B, rdb *redis.Client, cell peerCell, prefix string, users int) contender {
+	ctx := context.Background()
+	key := func(u string) []string {
+		return []string{prefix + "tb:{" + u + "}:log", prefix + "tb:{" + u + "}:cd"}
+	}
+	tmpl := key("template")
+	var zs []redis.Z
+	for i, at := range cell.times {
+		zs = append(zs, redis.Z{Score: float64(at.UnixMilli()), Member: at.UnixMicro() + int64(i)})
+	}
+	now := time.Now()
+	newest := cell.times[len(cell.times)-1]
+	pipe := rdb.Pipeline()
+	pipe.ZAdd(ctx, tmpl[0], zs...)
+	pipe.PExpire(ctx, tmpl[0], newest.Add(cell.window).Sub(now))
+	if cd := newest.Add(cell.cooldown).Sub(now); cd > 0 {
+		pipe.Set(ctx, tmpl[1], "1", cd)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		b.Fatal(err)
+	}
+	keys := make([][]string, users)
+	for u := range keys {
+		keys[u] = key("user-" + strconv.Itoa(u))
+	}
+	args := []any{cell.limit, cell.window.Milliseconds(), cell.cooldown.Milliseconds()}
+	return contender{
+		name: "textbook",
+		reset: func(ctx context.Context) error {
+			return copyAll(ctx, rdb, users, func(u int) [][2]string {
+				return [][2]string{{tmpl[0], keys[u][0]}, {tmpl[1], keys[u][1]}}
+			})
+		},
+		op: func(ctx context.Context, u int) error {
+			r, err := textbookLog.Run(ctx, rdb, keys[u%users], args...).Int64Slice()
+			if err == nil && (r[0] == 1) != (cell.path == "allowed") {
+				err = fmt.Errorf("user %d: %v on the %s path", u, r, cell.path)
+			}
+			return err
+		},
+	}
+}
+
+func redisRateContender(b *testing.B, rdb *redis.Client, cell peerCell, prefix string, users int) contender {
+	ctx := context.Background()
+	rl := redis_rate.NewLimiter(rdb)
+	limit := redis_rate.PerHour(cell.limit)
+	prior := min(cell.entries, cell.limit-1) // allowed: room for one more
+	if cell.path == "window" {
+		prior = cell.entries
+	}
+	if cell.path == "cooldown" {
+		limit = redis_rate.Limit{Rate: 1, Period: cell.cooldown, Burst: 1}
+		prior = 1
+	}
+	if _, err := rl.AllowN(ctx, prefix+"rr:template", limit, prior); err != nil {
+		b.Fatal(err)
+	}
+	keys := make([]string, users)
+	for u := range keys {
+		keys[u] = prefix + "rr:user-" + strconv.Itoa(u)
+	}
+	return contender{
+		name: "redis_rate",
+		reset: func(ctx context.Context) error {
+			return copyAll(ctx, rdb, users, func(u int) [][2]string {
+				return [][2]string{{"rate:" + prefix + "rr:template", "rate:" + keys[u]}}
+			})
+		},
+		op: func(ctx context.Context, u int) error {
+			r, err := rl.Allow(ctx, keys[u%users], limit)
+			if err == nil && (r.Allowed == 1) != (cell.path == "allowed") {
+				err = fmt.Errorf("user %d: %+v on the %s path", u, r, cell.path)
+			}
+			return err
+		},
+	}
+}
+
+func reportPeers(b *testing.B, res []peerResult, g int) {
+	ping := res[len(res)-1]
+	best := 0.0
+	for _, r := range res[1 : len(res)-1] {
+		best = max(best, r.rate)
+	}
+	for _, r := range res {
+		b.ReportMetric(r.rate, r.name+"/s")
+		if r.name == "ping" {
+			continue
+		}
+		b.ReportMetric(r.rate/ping.rate, r.name+"_vs_ping")
+		b.ReportMetric(r.srvUS, r.name+"_srv_us")
+		if g == 1 && ping.p50 > 0 {
+			b.ReportMetric(float64(r.p50)/float64(ping.p50), r.name+"_p50_vs_ping")
+		}
+	}
+	b.ReportMetric(res[0].rate/best, "floodgate_vs_best")
+	b.ReportMetric(0, "ns/op")
+}
+
+// peerTable collects every cell for one summary at the end.
+var peerTable peerRows
+
+type peerRows struct {
+	mu    sync.Mutex
+	names []string
+	rows  map[string]string
+}
+
+func (t *peerRows) add(name string, res []peerResult) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.rows == nil {
+		t.rows = map[string]string{}
+	}
+	ping := res[len(res)-1]
+	best := 0.0
+	bestName := ""
+	for _, r := range res[1 : len(res)-1] {
+		if r.rate > best {
+			best, bestName = r.rate, r.name
+		}
+	}
+	p50s := "–"
+	if strings.HasSuffix(name, "goroutines=1") && ping.p50 > 0 {
+		p50s = fmt.Sprintf("%.2f / %.2f / %.2f", float64(res[0].p50)/float64(ping.p50),
+			float64(res[1].p50)/float64(ping.p50), float64(res[2].p50)/float64(ping.p50))
+	}
+	row := fmt.Sprintf("| %s | **%.2fx** %s | %.2fx | %.2fx | %.2fx | %s | %.1f | %.1f | %.1f | %.0fk/s |",
+		strings.ReplaceAll(name, "/", ", "), res[0].rate/best, bestName,
+		res[0].rate/ping.rate, res[1].rate/ping.rate, res[2].rate/ping.rate, p50s,
+		res[0].srvUS, res[1].srvUS, res[2].srvUS, ping.rate/1000)
+	if _, ok := t.rows[name]; !ok {
+		t.names = append(t.names, name)
+	}
+	t.rows[name] = row
+}
+
+func (t *peerRows) print() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.names) == 0 {
+		return
+	}
+	var rows []string
+	for _, n := range t.names {
+		rows = append(rows, t.rows[n])
+	}
+	fmt.Printf("\n| path, entries, goroutines | Floodgate / best peer (best peer) | Floodgate / PING | textbook / PING | redis_rate / PING | p50 / PING p50: Floodgate / textbook / redis_rate | server µs per decision: Floodgate | textbook | redis_rate | PING rate |\n|---|---|---|---|---|---|---|---|---|---|\n%s",
+		strings.Join(rows, "\n")+"\n\n")
+}
