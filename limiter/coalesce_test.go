@@ -2,11 +2,15 @@ package limiter
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // TestConcurrentAllowExact drives the coalescing path (more callers than
@@ -42,9 +46,7 @@ func TestConcurrentAllowExact(t *testing.T) {
 			t.Errorf("u%d admitted %d times, want exactly 20", i, c)
 		}
 	}
-	if l.batcher.inflight != 0 || len(l.batcher.queue) != 0 {
-		t.Fatalf("batcher not drained: inflight %d, queue %d", l.batcher.inflight, len(l.batcher.queue))
-	}
+	waitDrained(t, l)
 }
 
 // panickyObserver panics in its first n Redis observations.
@@ -87,7 +89,8 @@ func TestBatcherSurvivesPanics(t *testing.T) {
 	select {
 	case <-done:
 	case <-time.After(20 * time.Second):
-		t.Fatalf("Allow wedged after panics: inflight %d, queue %d", l.batcher.inflight, len(l.batcher.queue))
+		inflight, queued := l.batcherLoad()
+		t.Fatalf("Allow wedged after panics: inflight %d, queue %d", inflight, queued)
 	}
 }
 
@@ -103,4 +106,171 @@ func TestQueuedCallLeavesOnCancel(t *testing.T) {
 		t.Fatal("unqueue of a call no longer queued reported success")
 	}
 	l.batcher.queue = nil
+}
+
+// batcherLoad reads the batcher's flights and queue length under its lock.
+func (l *Limiter) batcherLoad() (inflight, queued int) {
+	l.batcher.mu.Lock()
+	defer l.batcher.mu.Unlock()
+	return l.batcher.inflight, len(l.batcher.queue)
+}
+
+// waitDrained fails unless the batcher is idle within a few seconds: the
+// last flight hands off just after answering its callers.
+func waitDrained(t *testing.T, l *Limiter) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		inflight, queued := l.batcherLoad()
+		if inflight == 0 && queued == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("batcher not drained: inflight %d, queue %d", inflight, queued)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// gateHook holds every script call until the test sends on gate (or the
+// call's context ends), so a test can keep flights in the air.
+type gateHook struct{ gate chan struct{} }
+
+func (gateHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (g gateHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if n := cmd.Name(); n == "evalsha" || n == "eval" {
+			select {
+			case <-g.gate:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (g gateHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		select {
+		case <-g.gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// userObserver counts the per-user decisions it sees.
+type userObserver struct{ allowed, denied atomic.Int32 }
+
+func (o *userObserver) ObserveDecision(policy string, d Decision) {
+	if policy != PolicyUser {
+		return
+	}
+	if d.Allowed {
+		o.allowed.Add(1)
+	} else {
+		o.denied.Add(1)
+	}
+}
+
+func (o *userObserver) ObserveRedis(string, time.Duration, error) {}
+
+// waitLoad polls the batcher until it has inflight flights and queued calls.
+func waitLoad(t *testing.T, l *Limiter, inflight, queued int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		i, q := l.batcherLoad()
+		if i == inflight && q == queued {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("batcher: inflight %d, queue %d; want %d, %d", i, q, inflight, queued)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestCallerLeavesFlightByItsDeadline: callers taken into a flight that
+// Redis does not answer leave by their own deadline, with an error
+// wrapping it that says the request may still count; when the flight
+// lands, what Redis decided for them reaches the Observer and the deny
+// cache.
+func TestCallerLeavesFlightByItsDeadline(t *testing.T) {
+	cfg := userConfig(0, 1, time.Hour)
+	cfg.RedisTimeout = 10 * time.Second // the flight outlives the callers
+	cfg.LocalCacheSize = 100
+	obs := &userObserver{}
+	cfg.Observer = obs
+	l, r := newTestLimiter(t, cfg)
+	bg := context.Background()
+	mustAllow(t, l, "full") // "full" is at its limit of 1: denied next
+	if obs.allowed.Load() != 1 {
+		t.Fatalf("observer saw %d admissions, want 1", obs.allowed.Load())
+	}
+	gate := make(chan struct{})
+	r.rdb.AddHook(gateHook{gate})
+
+	var wg sync.WaitGroup
+	for i := 0; i < maxInflight; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			if _, err := l.Allow(bg, fmt.Sprint("direct", i)); err != nil {
+				t.Error(err)
+			}
+		}(i)
+	}
+	waitLoad(t, l, maxInflight, 0)
+
+	const budget = 300 * time.Millisecond
+	type result struct {
+		err  error
+		took time.Duration
+	}
+	results := make(chan result, 2)
+	for _, u := range []string{"fresh", "full"} {
+		go func() {
+			ctx, cancel := context.WithTimeout(bg, budget)
+			defer cancel()
+			start := time.Now()
+			_, err := l.Allow(ctx, u)
+			results <- result{err, time.Since(start)}
+		}()
+	}
+	waitLoad(t, l, maxInflight, 2)
+	gate <- struct{}{} // one direct call lands: the queue takes off, and stalls
+	waitLoad(t, l, maxInflight, 0)
+	for range 2 {
+		var res result
+		select {
+		case res = <-results:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("callers in a stalled flight did not leave by their %v deadline", budget)
+		}
+		if !errors.Is(res.err, context.DeadlineExceeded) || !strings.Contains(res.err.Error(), "may still count") {
+			t.Fatalf("a caller left in flight got %v; want DeadlineExceeded, saying the request may still count", res.err)
+		}
+		if res.took > budget+200*time.Millisecond {
+			t.Fatalf("a caller left %v after a %v deadline", res.took, budget)
+		}
+	}
+	close(gate) // Redis answers at last
+	wg.Wait()
+	waitDrained(t, l)
+
+	if d := mustAllow(t, l, "fresh"); d.Allowed || d.Reason != ReasonHourly {
+		t.Fatalf("after its caller left, the next request of a user with a limit of 1 got %+v; want the first counted", d)
+	}
+	obs.denied.Add(-1)
+	// direct0..3, "fresh" (counted after its caller left) and "full" first.
+	if a, d := obs.allowed.Load(), obs.denied.Load(); a != maxInflight+2 || d != 1 {
+		t.Fatalf("observer saw %d admissions and %d denials, want %d and 1", a, d, maxInflight+2)
+	}
+	if d, ok := l.cache.get("full", time.Now()); !ok || d.Allowed {
+		t.Fatalf("the denial of a caller that left is not cached: %+v, %v", d, ok)
+	}
 }

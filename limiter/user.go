@@ -74,7 +74,7 @@ func (l *Limiter) Allow(ctx context.Context, user string) (Decision, error) {
 			return l.observe(PolicyUser, d), nil
 		}
 	}
-	rep := l.allowRedis(ctx, user)
+	rep := l.allowRedis(ctx, user, sent)
 	return l.userResult(ctx, user, sent, rep.r, rep.err)
 }
 
@@ -115,21 +115,19 @@ func (l *Limiter) Reset(ctx context.Context, user string) error {
 	if err := validUser(user); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, l.cfg.RedisTimeout)
-	defer cancel()
 	// Both layouts, in case the window was switched on or off recently;
 	// they share a slot, so one DEL suffices on a Cluster too.
 	l.local.reset(user)
-	err := l.rdb.Del(ctx, l.key("u", user, ":w"), l.key("u", user, ":cd")).Err()
+	w, cd := l.key("u", user, ":w"), l.key("u", user, ":cd")
+	err := l.call(ctx, "user_reset", w, func(ctx context.Context) error {
+		return l.rdb.Del(ctx, w, cd).Err()
+	})
 	if l.cache != nil {
 		// After the DEL, and fencing off denials still in flight, so none
 		// can put the user back.
 		l.cache.reset(user, time.Now())
 	}
-	if err != nil {
-		return fmt.Errorf("limiter: reset user: %w", err)
-	}
-	return nil
+	return err
 }
 
 // Import replaces what Floodgate holds for user with the given times of
@@ -162,15 +160,15 @@ func (l *Limiter) Import(ctx context.Context, user string, accepted []time.Time)
 	for _, m := range msTimes {
 		args = append(args, m)
 	}
-	ctx, cancel := context.WithTimeout(ctx, l.cfg.RedisTimeout)
-	defer cancel()
+	key := l.userKey(user)
+	err := l.call(ctx, userImport.name, key, func(ctx context.Context) error {
+		return userImport.Run(ctx, l.rdb, []string{key}, args...).Err()
+	})
 	if l.cache != nil {
-		l.cache.drop(user)
+		// As Reset: a denial sent before the import must not outlive it.
+		l.cache.reset(user, time.Now())
 	}
-	if err := userImport.Run(ctx, l.rdb, []string{l.userKey(user)}, args...).Err(); err != nil {
-		return fmt.Errorf("limiter: user_import: %w", err)
-	}
-	return nil
+	return err
 }
 
 // userReply is user_allow's five integers for one request, or its error.

@@ -2,8 +2,8 @@ package limiter
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 	"time"
 )
@@ -104,24 +104,16 @@ func (lu *localUsers) reset(user string) {
 }
 
 // userFallback applies Config.OnRedisError when err means Redis is out of
-// reach; any other error (or the caller's own cancelled context) is
-// returned as is.
+// reach (degrade); any other error is returned as is. When the caller's
+// own context ended, the error wraps its context's error and names the
+// user, quoted.
 func (l *Limiter) userFallback(ctx context.Context, user string, err error) (Decision, error) {
-	if ctx.Err() != nil {
-		return Decision{}, fmt.Errorf("limiter: allow %s: %w", strconv.Quote(user), ctx.Err())
+	if cerr := ctx.Err(); cerr != nil {
+		var left *callerLeft
+		if errors.As(err, &left) {
+			return Decision{}, fmt.Errorf("limiter: allow %q: %w", user, err)
+		}
+		return Decision{}, fmt.Errorf("limiter: allow %q: %w", user, cerr)
 	}
-	if !IsUnavailable(err) {
-		return Decision{}, err
-	}
-	var d Decision
-	switch l.cfg.OnRedisError {
-	case FailOpen:
-		d = Decision{Allowed: true, Remaining: Unlimited}
-	case FailClosed:
-		d = Decision{Reason: ReasonRedisDown, Remaining: 0, RetryAfter: redisRetryInterval, ResetAfter: redisRetryInterval}
-	default:
-		d = l.local.allow(user, time.Now())
-	}
-	d.Degraded = true
-	return l.observe(PolicyUser, d), nil
+	return l.degrade(ctx, PolicyUser, l.cfg.OnRedisError, err, func() Decision { return l.local.allow(user, time.Now()) })
 }
