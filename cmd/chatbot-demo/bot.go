@@ -28,8 +28,9 @@ type bot struct {
 	acquire func(ctx context.Context, holder string) (release func(context.Context), d limiter.Decision, err error)
 	// pick chooses the first LLM endpoint that is not backing off.
 	pick func(ctx context.Context) (endpoint string, d limiter.Decision, err error)
-	// report tells the endpoint's backoff how a call went.
-	report func(ctx context.Context, endpoint string, callErr error)
+	// report tells the endpoint's backoff how a call went; d is pick's
+	// decision, which may hold the endpoint's half-open probe.
+	report func(ctx context.Context, endpoint string, d limiter.Decision, callErr error)
 }
 
 // Held-back reasons besides the limiter's (cooldown, hourly, rate, slots,
@@ -79,16 +80,17 @@ func (b *bot) handle(ctx context.Context, m message) {
 	}
 
 	endpoint := endpoints[0]
+	var picked limiter.Decision
 	if b.pick != nil {
 		ep, d, err := b.pick(ctx)
 		if !b.decided(log, m, "backoff", d, err) {
 			return
 		}
-		endpoint = ep
+		endpoint, picked = ep, d
 	}
 	reply, err := b.llm.generate(ctx, endpoint, m)
 	if b.report != nil {
-		b.report(ctx, endpoint, err)
+		b.report(ctx, endpoint, picked, err)
 	}
 	if b.llm.outage(m.At) {
 		b.rec.duringOutage(endpoint)

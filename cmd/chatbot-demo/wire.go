@@ -109,11 +109,16 @@ func wireBackoff(b *bot, l *limiter.Limiter, obs *metrics.Observer) (bool, error
 	b.pick = func(ctx context.Context) (string, limiter.Decision, error) {
 		return bo.Pick(ctx, endpoints...)
 	}
-	b.report = func(ctx context.Context, endpoint string, callErr error) {
+	b.report = func(ctx context.Context, endpoint string, d limiter.Decision, callErr error) {
 		var err error
-		if callErr == nil {
+		switch {
+		case callErr == nil:
 			err = bo.Success(ctx, endpoint)
-		} else if !errors.Is(callErr, context.Canceled) {
+		case ctx.Err() != nil || errors.Is(callErr, context.Canceled):
+			// Not the endpoint's failure. A probe is handed back at once,
+			// so it does not hold the endpoint for its whole lease.
+			err = bo.Abandon(context.WithoutCancel(ctx), endpoint, d.Token)
+		default:
 			_, err = bo.Failure(ctx, endpoint)
 		}
 		if err != nil {
