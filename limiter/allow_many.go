@@ -2,8 +2,8 @@ package limiter
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -16,8 +16,8 @@ import (
 // Every id is validated first: one bad id fails the whole call with
 // ErrInvalidUser, naming its index, and nil decisions, before anything
 // reaches Redis. When Redis answers with an error for some users, their
-// decisions are zero (not allowed), the error names each of them, and the
-// other decisions stand: they were counted. Outages follow
+// decisions are zero (not allowed), the error (one line) names each of
+// them, and the other decisions stand: they were counted. Outages follow
 // Config.OnRedisError per user, with a nil error.
 func (l *Limiter) AllowMany(ctx context.Context, users []string) ([]Decision, error) {
 	if err := l.usable(); err != nil {
@@ -59,5 +59,26 @@ func (l *Limiter) AllowMany(ctx context.Context, users []string) ([]Decision, er
 		}
 		out[i] = d
 	}
-	return out, errors.Join(errs...)
+	if len(errs) == 0 {
+		return out, nil
+	}
+	return out, userErrors(errs)
 }
+
+// userErrors joins AllowMany's per-user errors on one line ("; "), unlike
+// errors.Join's newlines: a log line stays one line. errors.Is and
+// errors.As see each of them.
+type userErrors []error
+
+func (e userErrors) Error() string {
+	var b strings.Builder
+	for i, err := range e {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(err.Error())
+	}
+	return b.String()
+}
+
+func (e userErrors) Unwrap() []error { return e }

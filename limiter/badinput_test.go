@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -70,5 +71,64 @@ func TestBadInputAtEveryEntryPoint(t *testing.T) {
 	}
 	if keys := r.mr.Keys(); len(keys) != 0 {
 		t.Fatalf("bad input wrote %q", keys)
+	}
+}
+
+// TestUserIDsQuotedInErrors: a user id holding line breaks never reaches
+// an error string raw, whatever fails (a foreign key, a Redis error
+// reply, the caller's context, a wait past the deadline), from every
+// per-user entry point; each error names the user quoted.
+func TestUserIDsQuotedInErrors(t *testing.T) {
+	for _, user := range []string{"eve\nINFO forged log line", "a\r\nb", "}\n{"} {
+		l, r := newTestLimiter(t, userConfig(10*time.Second, 20, time.Hour))
+		keys, err := l.UserKeys(user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bg := context.Background()
+		cancelled, cancel := context.WithCancel(bg)
+		cancel()
+		short, cancelShort := context.WithTimeout(bg, time.Second)
+		defer cancelShort()
+		calls := map[string]func(ctx context.Context) error{
+			"Allow":     func(ctx context.Context) error { _, err := l.Allow(ctx, user); return err },
+			"AllowMany": func(ctx context.Context) error { _, err := l.AllowMany(ctx, []string{user, user}); return err },
+			"Wait":      func(ctx context.Context) error { _, err := l.Wait(ctx, user); return err },
+			"Reset":     func(ctx context.Context) error { return l.Reset(ctx, user) },
+			"Import":    func(ctx context.Context) error { return l.Import(ctx, user, []time.Time{time.Now()}) },
+			"Peek":      func(ctx context.Context) error { _, err := l.Peek(ctx, user); return err },
+		}
+		for _, cond := range []struct {
+			name  string
+			setup func()
+			ctx   context.Context
+			skip  map[string]bool // calls that rightly succeed here
+		}{
+			{"foreign key", func() { r.mr.Set(keys[0], "not ours") }, bg, map[string]bool{"Reset": true, "Import": true}},
+			{"error reply", func() { r.mr.SetError("ERR injected") }, bg, nil},
+			{"cancelled", func() {}, cancelled, nil},
+			{"wait past deadline", func() { mustAllow(t, l, user) }, short, map[string]bool{"Allow": true, "AllowMany": true, "Reset": true, "Import": true, "Peek": true}},
+		} {
+			r.mr.FlushAll()
+			r.mr.SetError("")
+			cond.setup()
+			for name, call := range calls {
+				if cond.skip[name] {
+					continue
+				}
+				err := call(cond.ctx)
+				if err == nil {
+					t.Errorf("%q %s, %s: no error", user, cond.name, name)
+					continue
+				}
+				msg := err.Error()
+				if strings.ContainsAny(msg, "\r\n") {
+					t.Errorf("%q %s, %s: raw line break in %q", user, cond.name, name, msg)
+				}
+				if !strings.Contains(msg, strconv.Quote(user)[1:len(strconv.Quote(user))-1]) {
+					t.Errorf("%q %s, %s: error %q does not name the user", user, cond.name, name, msg)
+				}
+			}
+		}
 	}
 }
