@@ -75,6 +75,8 @@ type TestResult struct {
 	// Redis, all masters together; Shards is each master's share.
 	Server  ServerTime    `json:"server_time"`
 	Shards  []ShardResult `json:"shards"`
+	// HotKeys: the full test's shared keys, each driven alone.
+	HotKeys []HotKeyResult `json:"hot_keys,omitempty"`
 	Spread  float64       `json:"spread"` // max/min keys per shard
 	Seconds float64       `json:"seconds"`
 	// PhaseSeconds is the wall time of each phase: warm-up, write,
@@ -450,7 +452,15 @@ func (r *Report) detail() []table {
 		thr.header[5] = fmt.Sprintf("%d goroutines", g)
 	}
 	var out []table
-	for _, t := range []table{mem, lat, thr, spd, clean, r.shardTable()} {
+	hot := table{title: "Hot keys: shared state, one key so one shard each (full test, N goroutines)",
+		header: []string{"users", "operation", "calls/s", "script µs", "CPU µs", "ceiling/s"}}
+	for _, x := range r.tests() {
+		for _, h := range x.HotKeys {
+			hot.rows = append(hot.rows, []string{fmtCount(x.Users), h.Op, fmtRate(h.PerSecond),
+				fmtFloat(h.ScriptUsPerDecision), fmtFloat(h.CPUUsPerDecision), fmtRate(h.CeilingPerSec)})
+		}
+	}
+	for _, t := range []table{mem, lat, thr, spd, clean, hot, r.shardTable()} {
 		if len(t.rows) > 0 && (r.timed() || t.title == mem.title) {
 			out = append(out, t)
 		}

@@ -180,6 +180,8 @@ func sampleScenario(users int) ScenarioResult {
 			Spread:     1,
 		}
 		if test == testFull {
+			tr.HotKeys = []HotKeyResult{{Op: "Bucket.Allow, API bucket (wikipedia)", PerSecond: 40_000,
+				ServerTime: ServerTime{Decisions: 100, ScriptUsPerDecision: 4.4, CPUUsPerDecision: 9.5, CeilingPerSec: 105_000}}}
 			tr.Shared = SharedState{Keys: 5, Written: "API rates | slots"}
 			tr.Expiry.MemoryReclaimedMs = nil
 			tr.Expiry.MemoryAboveBaselineBytes = 70_000
@@ -237,7 +239,7 @@ func TestWriteText(t *testing.T) {
 		"72 B", "+45 B", "3.80 MB", "16.00 MB", "91 µs", "426 µs", "83%", "0.4 µs", "17%",
 		"26.3k/s", "0.61", "32 goroutines", "+144 B", "388.89 ms", "no: 70.0 kB over",
 		"cooldown denial", "window denial, 20 of 20", "allow, 5-19 entries (83%)", "7.1", "141.0k/s",
-		"127.0.0.1:1",
+		"127.0.0.1:1", "Bucket.Allow, API bucket (wikipedia)", "40.0k/s", "105.0k/s",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("--detail output lacks %q", want)
@@ -361,8 +363,8 @@ func TestWriteMarkdown(t *testing.T) {
 			t.Errorf("row %q has %d separators, header %d", l, n, cols)
 		}
 	}
-	if tables != 7 {
-		t.Errorf("%d tables, want 7 (summary, memory, latency, throughput, speed per path, cleanup, shards)", tables)
+	if tables != 8 {
+		t.Errorf("%d tables, want 8 (summary, memory, latency, throughput, speed per path, cleanup, hot keys, shards)", tables)
 	}
 	if !strings.Contains(out, "Yes: RAM is under 10 MB") {
 		t.Error("markdown lacks the verdict")

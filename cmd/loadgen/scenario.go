@@ -277,6 +277,14 @@ func (b *bench) warmUp(ctx context.Context, l *limiter.Limiter, test string) err
 		if _, err := writeSharedState(ctx, l); err != nil {
 			return fmt.Errorf("loadgen: warm-up: %w", err)
 		}
+		// The hot-key phase's one script writeSharedState does not run.
+		bo, err := l.Backoff(llmPool, limiter.BackoffSettings{})
+		if err != nil {
+			return fmt.Errorf("loadgen: warm-up: %w", err)
+		}
+		if _, err := bo.Check(ctx, seedEndpoints[0]); err != nil {
+			return fmt.Errorf("loadgen: warm-up: %w", err)
+		}
 	}
 	return nil
 }
@@ -440,6 +448,11 @@ func (b *bench) runTest(ctx context.Context, users int, test string) (TestResult
 			per, res.Server = meter.result()
 			for i := range res.Shards {
 				res.Shards[i].ServerTime = per[i]
+			}
+			if test == testFull {
+				if res.HotKeys, err = b.measureHotKeys(ctx, w, cfg); err != nil {
+					return err
+				}
 			}
 			return b.measureCached(ctx, w, cfg, users, test, label, &res.Latency)
 		})
