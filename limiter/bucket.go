@@ -67,7 +67,8 @@ type BucketSettings struct {
 // Bucket returns the Bucket of the API name (non-empty UTF-8 of at most
 // MaxNameLen bytes). Zero settings take name's entry in Config.APIRates:
 // an API that is not listed there is then an error wrapping ErrInvalidName
-// that names the configured ones. Invalid settings are an error wrapping
+// that names the configured ones. Invalid settings, including a refill time
+// (Burst/PerSecond) longer than Config.MaxIdleTime, are an error wrapping
 // ErrInvalidArgument. Bucket does not contact Redis.
 func (l *Limiter) Bucket(name string, s BucketSettings) (*Bucket, error) {
 	if l == nil {
@@ -97,6 +98,10 @@ func (l *Limiter) Bucket(name string, s BucketSettings) (*Bucket, error) {
 	}
 	if err := validRate(name, s.PerSecond, s.Burst); err != nil {
 		return nil, err
+	}
+	if ttl := bucketKeyTTL(s.PerSecond, s.Burst); ttl > l.cfg.MaxIdleTime {
+		return nil, fmt.Errorf("%w: API %q: burst %d at %g per second refills in %v, longer than Config.MaxIdleTime (%v)",
+			ErrInvalidArgument, name, s.Burst, s.PerSecond, ttl, l.cfg.MaxIdleTime)
 	}
 	return &Bucket{
 		l:         l,

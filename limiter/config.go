@@ -60,8 +60,9 @@ type Config struct {
 	// UserWindow is the length of the sliding window, 1h by default.
 	UserWindow time.Duration `env:"USER_WINDOW"`
 	// MaxIdleTime bounds how long any key outlives its last use (seed:
-	// max_idle_time: 3600). It must be at least UserWindow and UserCooldown:
-	// forgetting a user earlier would admit more than the limit.
+	// max_idle_time: 3600). It must be at least UserWindow and UserCooldown,
+	// SlotLease, and every APIRates refill time (Burst/PerSecond): forgetting
+	// any of them earlier would admit more than the limit.
 	MaxIdleTime time.Duration `env:"MAX_IDLE_TIME"`
 
 	// MaxConcurrentUsers is the default size of a Slots pool (seed:
@@ -320,6 +321,7 @@ func (c Config) Validate() error {
 	if err := c.APIRates.validate(); err != nil {
 		errs = append(errs, fieldError("APIRates", "%v", err))
 	}
+	checkIdleTTLs(&errs, c) // bucket and slot keys within MaxIdleTime (key_ttl.go)
 	checkDuration(&errs, "RedisTimeout", c.RedisTimeout, time.Millisecond, maxRedisTimeout)
 	checkInt(&errs, "LocalCacheSize", c.LocalCacheSize, 0, maxLocalCache)
 	for _, m := range []struct {

@@ -33,12 +33,14 @@ func TestValidateAccepts(t *testing.T) {
 		{"smallest durations", func(c *Config) {
 			c.UserCooldown, c.UserWindow, c.MaxIdleTime = time.Millisecond, time.Millisecond, time.Millisecond
 			c.SlotLease, c.LLMRetryDelay, c.LLMBackoffMax, c.LLMProbeLease, c.RedisTimeout = time.Millisecond, time.Millisecond, time.Millisecond, time.Millisecond, time.Millisecond
+			c.APIRates = APIRates{"fast": {PerSecond: 1e6, Burst: 1000}} // refills in 1ms
 		}},
 		{"multiplier and jitter bounds", func(c *Config) { c.LLMBackoffMultiplier, c.LLMBackoffJitter = 1, 1 }},
 		{"multiplier max", func(c *Config) { c.LLMBackoffMultiplier, c.LLMBackoffJitter = 100, 0 }},
 		{"retry delay equal to max", func(c *Config) { c.LLMRetryDelay, c.LLMBackoffMax = day, day }},
 		{"API bounds", func(c *Config) {
 			c.APIRates = APIRates{"a": {PerSecond: 1e6, Burst: 1 << 20}, "b": {PerSecond: 1e-6, Burst: 1}, strings.Repeat("n", MaxNameLen): {PerSecond: 1, Burst: 1}}
+			c.MaxIdleTime = 30 * day // b refills in 1e6 s
 		}},
 		{"slots and cache max", func(c *Config) { c.MaxConcurrentUsers, c.LocalCacheSize = 1<<20, 10_000_000 }},
 		{"RedisTimeout max", func(c *Config) { c.RedisTimeout = time.Minute }},
@@ -90,6 +92,7 @@ func TestValidateRejects(t *testing.T) {
 		{"huge slots", func(c *Config) { c.MaxConcurrentUsers = 1<<20 + 1 }, "MaxConcurrentUsers (FLOODGATE_MAX_CONCURRENT_USERS)", "between 0 and 1048576"},
 		{"zero lease", func(c *Config) { c.SlotLease = 0 }, "SlotLease (FLOODGATE_SLOT_LEASE)", "got 0s"},
 		{"lease over a day", func(c *Config) { c.SlotLease = 25 * time.Hour }, "SlotLease (FLOODGATE_SLOT_LEASE)", "24h0m0s"},
+		{"lease over idle time", func(c *Config) { c.SlotLease = time.Hour + time.Millisecond }, "SlotLease (FLOODGATE_SLOT_LEASE)", "longer than MaxIdleTime (1h0m0s)"},
 
 		{"zero retry delay", func(c *Config) { c.LLMRetryDelay = 0 }, "LLMRetryDelay (FLOODGATE_LLM_RETRY_DELAY)", "got 0s"},
 		{"retry delay over a day", func(c *Config) { c.LLMRetryDelay, c.LLMBackoffMax = 25*time.Hour, 25*time.Hour }, "LLMRetryDelay (FLOODGATE_LLM_RETRY_DELAY)", "24h0m0s"},
@@ -119,6 +122,7 @@ func TestValidateRejects(t *testing.T) {
 		{"API burst zero", func(c *Config) { c.APIRates = APIRates{"igdb": {PerSecond: 4, Burst: 0}} }, "APIRates (FLOODGATE_API_RATES)", "burst must be between 1 and 1048576, got 0"},
 		{"API refill over 30 days", func(c *Config) { c.APIRates = APIRates{"igdb": {PerSecond: 1e-9, Burst: 1}} }, "APIRates (FLOODGATE_API_RATES)", "to refill"},
 		{"API burst huge", func(c *Config) { c.APIRates = APIRates{"igdb": {PerSecond: 4, Burst: 1<<20 + 1}} }, "APIRates (FLOODGATE_API_RATES)", "got 1048577"},
+		{"API refill over idle time", func(c *Config) { c.APIRates = APIRates{"igdb": {PerSecond: 1, Burst: 3601}} }, "APIRates (FLOODGATE_API_RATES)", `"igdb" refills in 1h0m1s, longer than MaxIdleTime (1h0m0s)`},
 
 		{"zero Redis timeout", func(c *Config) { c.RedisTimeout = 0 }, "RedisTimeout (FLOODGATE_REDIS_TIMEOUT)", "got 0s"},
 		{"Redis timeout over a minute", func(c *Config) { c.RedisTimeout = 2 * time.Minute }, "RedisTimeout (FLOODGATE_REDIS_TIMEOUT)", "got 2m0s"},

@@ -98,8 +98,9 @@ type SlotsSettings struct {
 }
 
 // Slots returns the pool name (non-empty UTF-8 of at most MaxNameLen
-// bytes). Invalid settings are an error wrapping ErrInvalidArgument; Slots
-// does not contact Redis.
+// bytes). Invalid settings, including a Lease longer than
+// Config.MaxIdleTime, are an error wrapping ErrInvalidArgument; Slots does
+// not contact Redis.
 func (l *Limiter) Slots(name string, s SlotsSettings) (*Slots, error) {
 	if l == nil {
 		return nil, fmt.Errorf("%w: Slots called on a nil Limiter", ErrInvalidArgument)
@@ -118,6 +119,9 @@ func (l *Limiter) Slots(name string, s SlotsSettings) (*Slots, error) {
 	}
 	if s.Lease < time.Millisecond || s.Lease > maxSlotLease {
 		return nil, fmt.Errorf("%w: slot pool %q: lease must be between 1ms and %v, got %v (0 takes Config.SlotLease)", ErrInvalidArgument, name, maxSlotLease, s.Lease)
+	}
+	if s.Lease > l.cfg.MaxIdleTime {
+		return nil, fmt.Errorf("%w: slot pool %q: lease %v is longer than Config.MaxIdleTime (%v)", ErrInvalidArgument, name, s.Lease, l.cfg.MaxIdleTime)
 	}
 	return &Slots{
 		l:       l,
@@ -163,9 +167,10 @@ func (s *Slots) pollCap() time.Duration {
 }
 
 // waiterTTL is how long a waiter stays queued without polling: many polls
-// long, even when each poll takes the whole RedisTimeout.
+// long, even when each poll takes the whole RedisTimeout, but never past
+// MaxIdleTime (a waiter that lapses rejoins at its place on its next poll).
 func (s *Slots) waiterTTL() time.Duration {
-	return max(minWaiterTTL, 4*(s.pollCap()+s.l.cfg.RedisTimeout))
+	return min(s.l.cfg.MaxIdleTime, max(minWaiterTTL, 4*(s.pollCap()+s.l.cfg.RedisTimeout)))
 }
 
 // TryAcquire takes a slot for holder if one is free and no earlier caller
