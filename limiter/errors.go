@@ -30,6 +30,13 @@ var (
 	// ErrRedisUnavailable wraps the Redis error when a policy fails closed
 	// or cannot decide without Redis.
 	ErrRedisUnavailable = errors.New("limiter: redis unavailable")
+	// ErrReadOnly: Redis refused a write because the server is a read-only
+	// replica, for longer than a failover takes (5 s): the configured
+	// address names a replica. Point it at the master, or use Sentinel or
+	// Cluster. It is returned to every caller, not treated as an outage;
+	// during the first 5 s READONLY is an outage (IsUnavailable), as while
+	// a failover moves clients to the new master.
+	ErrReadOnly = errors.New("limiter: Redis is a read-only replica (point the Redis URL at the master, or use Sentinel or Cluster)")
 )
 
 // errNilLimiter: a method was called on a nil or zero Limiter.
@@ -56,10 +63,11 @@ func IsUnavailable(err error) bool {
 		return true
 	}
 	// Redis answers these while it cannot serve: loading after a restart,
-	// a cluster slot without a master, a replica promoted mid-call. Only
-	// the server's own reply is read, never our wrapping, which quotes
-	// keys and so user ids.
-	for _, p := range []string{"LOADING", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "READONLY"} {
+	// a cluster slot without a master, a replica that lost its master.
+	// Only the server's own reply is read, never our wrapping, which
+	// quotes keys and so user ids. READONLY is not among them: the call
+	// path decides (health.readOnly).
+	for _, p := range []string{"LOADING", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN"} {
 		if isRedisReply(err, p) {
 			return true
 		}

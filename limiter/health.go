@@ -22,6 +22,11 @@ type health struct {
 	downUntil atomic.Int64 // UnixNano; 0 when up
 	timeouts  atomic.Int32 // consecutive unavailable errors
 	interval  time.Duration
+
+	// A streak of READONLY replies (readOnly): its first and latest, in
+	// UnixNano, 0 when none; roGrace overrides readOnlyGrace in tests.
+	roFirst, roLast atomic.Int64
+	roGrace         time.Duration
 }
 
 const (
@@ -29,6 +34,9 @@ const (
 	// unreachable.
 	redisRetryInterval = time.Second
 	downAfterTimeouts  = 3
+	// readOnlyGrace is how long READONLY replies count as an outage: a
+	// failover moves clients to the new master well within it.
+	readOnlyGrace = 5 * time.Second
 )
 
 // healthOf returns the health of the Redis node serving key: on a Cluster
@@ -83,10 +91,38 @@ func (h *health) ok() {
 	if h.timeouts.Load() != 0 {
 		h.timeouts.Store(0)
 	}
+	if h.roFirst.Load() != 0 && time.Since(time.Unix(0, h.roLast.Load())) >= h.grace() {
+		h.roFirst.Store(0)
+	}
 }
 
-// readOnly classifies a READONLY reply (a write sent to a replica) from
-// this node: an outage, for now.
-func (h *health) readOnly(time.Time) error {
-	return ErrRedisUnavailable
+// readOnly classifies a READONLY reply (a write refused by a replica) from
+// this node at now. It is an outage (ErrRedisUnavailable: the FailureMode
+// applies) for readOnlyGrace from the first READONLY of a streak, the time
+// a failover takes to move clients to the new master (Sentinel, Cluster,
+// or a DNS name that now resolves elsewhere); after that it is
+// ErrReadOnly, returned to every caller: the address is a replica. A
+// streak ends at the first answer readOnlyGrace after its last READONLY.
+func (h *health) readOnly(now time.Time) error {
+	n := now.UnixNano()
+	h.roLast.Store(n)
+	first := h.roFirst.Load()
+	if first == 0 {
+		if h.roFirst.CompareAndSwap(0, n) {
+			first = n
+		} else {
+			first = h.roFirst.Load()
+		}
+	}
+	if time.Duration(n-first) < h.grace() {
+		return fmt.Errorf("%w: the server is a read-only replica (a failover?)", ErrRedisUnavailable)
+	}
+	return ErrReadOnly
+}
+
+func (h *health) grace() time.Duration {
+	if h.roGrace != 0 {
+		return h.roGrace
+	}
+	return readOnlyGrace
 }
