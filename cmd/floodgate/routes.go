@@ -131,7 +131,7 @@ func (s *server) backoffAbandon(w http.ResponseWriter, r *http.Request) error {
 	if err := req.normalize(); err != nil {
 		return err
 	}
-	if err := abandon(r.Context(), b, r.PathValue("endpoint"), req.Token); err != nil {
+	if err := b.Abandon(r.Context(), r.PathValue("endpoint"), req.Token); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -291,7 +291,7 @@ func (s *server) slotsAcquire(w http.ResponseWriter, r *http.Request) error {
 		defer stop()
 		lease, err = pool.Acquire(ctx, req.Holder)
 		if err != nil && ctx.Err() != nil && r.Context().Err() == nil {
-			writeNoSlot(w, 0)
+			writeNoSlot(w, noSlotRetry)
 			return nil
 		}
 	} else {
@@ -299,7 +299,7 @@ func (s *server) slotsAcquire(w http.ResponseWriter, r *http.Request) error {
 	}
 	switch {
 	case errors.Is(err, limiter.ErrNoSlot):
-		writeNoSlot(w, noSlotRetry(err))
+		writeNoSlot(w, noSlotRetry)
 		return nil
 	case errors.Is(err, limiter.ErrRedisUnavailable) && r.Context().Err() == nil:
 		writeJSON(w, http.StatusServiceUnavailable, []byte(`{"acquired":false,"reason":"redis_down","retry_after_ms":1000,"error":"redis unavailable and the slots policy fails closed"}`+"\n"))
@@ -307,7 +307,7 @@ func (s *server) slotsAcquire(w http.ResponseWriter, r *http.Request) error {
 	case err != nil:
 		return err
 	}
-	token := leaseToken(lease)
+	token := lease.Token()
 	b := make([]byte, 0, 128+len(token))
 	b = append(b, `{"acquired":true,"token":`...)
 	b = strconv.AppendQuote(b, token)
@@ -319,6 +319,11 @@ func (s *server) slotsAcquire(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusOK, b)
 	return nil
 }
+
+// noSlotRetry is the retry_after_ms of a full pool: a suggested poll
+// interval, since a slot frees whenever a holder releases it. Callers that
+// can wait should ask with "wait": true instead, which queues them fairly.
+const noSlotRetry = time.Second
 
 // writeNoSlot answers a try that found the pool full or a wait that timed
 // out: a decision, so 200, with Retry-After.
@@ -351,7 +356,7 @@ func (s *server) leaseOp(w http.ResponseWriter, r *http.Request, op func(*limite
 	if err := req.normalize(); err != nil {
 		return err
 	}
-	lease, err := leaseFromToken(pool, req.Token)
+	lease, err := pool.Lease(req.Token)
 	if err != nil {
 		return err
 	}

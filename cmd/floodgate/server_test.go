@@ -184,6 +184,32 @@ func TestBackoffRoutes(t *testing.T) {
 	if code != 200 || d["endpoint"] != "gpu1" {
 		t.Fatalf("pick after success: %d %v", code, d)
 	}
+
+	// The half-open probe: one caller gets it with a token, the next is
+	// denied (probing) until the probe is abandoned.
+	ts.do("POST", "/v1/backoff/llm/endpoints/gpu3/failure", "")
+	ts.mr.FastForward(2 * time.Second)
+	ts.mr.SetTime(time.Now().Add(2 * time.Second))
+	code, d, _ = ts.do("POST", "/v1/backoff/llm/endpoints/gpu3/check", "")
+	token, _ := d["token"].(string)
+	if code != 200 || d["allowed"] != true || d["probe"] != true || token == "" {
+		t.Fatalf("probe: %d %v", code, d)
+	}
+	if code, d, _ := ts.do("POST", "/v1/backoff/llm/endpoints/gpu3/check", ""); code != 200 || d["reason"] != "probing" || d["token"] != nil {
+		t.Fatalf("second caller while probing: %d %v", code, d)
+	}
+	if _, st, _ := ts.do("GET", "/v1/backoff/llm/endpoints/gpu3", ""); st["state"] != "half-open" || st["probing"] != true {
+		t.Fatalf("status while probing: %v", st)
+	}
+	if code, body, _ := ts.do("POST", "/v1/backoff/llm/endpoints/gpu3/abandon", `{"token":"`+token+`"}`); code != 204 || body != nil {
+		t.Fatalf("abandon: %d %v", code, body)
+	}
+	if code, d, _ := ts.do("POST", "/v1/backoff/llm/endpoints/gpu3/check", ""); code != 200 || d["probe"] != true {
+		t.Fatalf("check after abandon: %d %v", code, d)
+	}
+	if code, body, _ := ts.do("POST", "/v1/backoff/llm/endpoints/gpu3/abandon", `{"token":"not a token"}`); code != 400 {
+		t.Fatalf("abandon with a malformed token: %d %v", code, body)
+	}
 }
 
 func TestBucketRoutes(t *testing.T) {
@@ -239,6 +265,34 @@ func TestSlotsRoutes(t *testing.T) {
 	code, st, _ := ts.do("GET", "/v1/slots/gpu", "")
 	if code != 200 || st["size"] != 1.0 || st["in_use"] != 1.0 || st["waiting"] != 0.0 {
 		t.Fatalf("status: %d %v", code, st)
+	}
+	token, _ := a["token"].(string)
+	if token == "" {
+		t.Fatalf("no token: %v", a)
+	}
+	tok := `{"token":"` + token + `"}`
+	if code, body, _ := ts.do("POST", "/v1/slots/gpu/refresh", tok); code != 204 || body != nil {
+		t.Fatalf("refresh: %d %v", code, body)
+	}
+	if code, body, _ := ts.do("POST", "/v1/slots/other/refresh", tok); code != 400 || !strings.Contains(body["error"].(string), "given to pool") {
+		t.Fatalf("token of another pool: %d %v", code, body)
+	}
+	if code, body, _ := ts.do("POST", "/v1/slots/gpu/release", `{"token":"r.bad"}`); code != 400 || !strings.Contains(body["error"].(string), "malformed lease token") {
+		t.Fatalf("malformed token: %d %v", code, body)
+	}
+	if code, body, _ := ts.do("POST", "/v1/slots/gpu/release", tok); code != 204 || body != nil {
+		t.Fatalf("release: %d %v", code, body)
+	}
+	for _, op := range []string{"release", "refresh"} {
+		if code, body, _ := ts.do("POST", "/v1/slots/gpu/"+op, tok); code != 409 || !strings.Contains(body["error"].(string), "lease lost") {
+			t.Fatalf("%s after release: %d %v, want 409", op, code, body)
+		}
+	}
+	if _, st, _ := ts.do("GET", "/v1/slots/gpu", ""); st["in_use"] != 0.0 {
+		t.Fatalf("after release: %v", st)
+	}
+	if code, b, _ := ts.do("POST", "/v1/slots/gpu/acquire", `{"holder":"u2","wait":true,"timeout_ms":1000}`); code != 200 || b["acquired"] != true {
+		t.Fatalf("wait on a free pool: %d %v", code, b)
 	}
 }
 

@@ -1,0 +1,102 @@
+package integration_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/floodgate/floodgate/limiter"
+)
+
+// BenchmarkServe measures decisions through `floodgate serve` (POST
+// /v1/users/{user}/allow over keep-alive connections, from rawClient)
+// beside GET /healthz (one HTTP loopback round trip), the
+// library's own Allow and a PING, in 6 alternating slices each in the same
+// run, at 1 and 32 concurrent clients. Same settings on both sides: the
+// seed's defaults, local deny cache off, users drawn from 100,000.
+//
+//	go test ./integration_test -run '^$' -bench Serve -benchtime 6000x
+//
+// Metrics: serve/s, allow/s, ping/s and their p50s in µs; at 1 client
+// added_http_rtt = (serve p50 - Allow p50) / healthz p50, what the server
+// adds to a decision in HTTP loopback round trips (target: at most 1), and
+// added_ping_rtt the same in Redis PING round trips; at 32 clients
+// serve_vs_allow = serve/s / allow/s (target: at least 0.5).
+func BenchmarkServe(b *testing.B) {
+	rdb := benchClient(b)
+	prefix := uniquePrefix(b, rdb)
+	url, stop := startServe(b, map[string]string{
+		"FLOODGATE_KEY_PREFIX":       prefix,
+		"FLOODGATE_LOCAL_CACHE_SIZE": "0",
+	})
+	defer stop()
+	cfg := limiter.DefaultConfig()
+	cfg.KeyPrefix = prefix
+	cfg.LocalCacheSize = 0
+	lim := newLimiter(b, rdb, cfg)
+	ctx := context.Background()
+	hc := newRawClient(strings.TrimPrefix(url, "http://"))
+	defer hc.close()
+
+	serve := func(rng *rand.Rand) error {
+		code, body, err := hc.do("POST", "/v1/users/bench-"+strconv.Itoa(rng.IntN(100_000))+"/allow")
+		if err != nil {
+			return err
+		}
+		if code != 200 {
+			return fmt.Errorf("status %d: %s", code, body)
+		}
+		return nil
+	}
+	healthz := func(*rand.Rand) error {
+		code, body, err := hc.do("GET", "/healthz")
+		if err == nil && code != 200 {
+			err = fmt.Errorf("status %d: %s", code, body)
+		}
+		return err
+	}
+	allow := func(rng *rand.Rand) error {
+		_, err := lim.Allow(ctx, "bench-"+strconv.Itoa(rng.IntN(100_000)))
+		return err
+	}
+	ping := func(*rand.Rand) error { return rdb.Ping(ctx).Err() }
+
+	for _, g := range []int{1, 32} {
+		b.Run("clients="+strconv.Itoa(g), func(b *testing.B) {
+			d := min(max(time.Duration(b.N)*time.Millisecond, 3*time.Second), 30*time.Second)
+			const slices = 6
+			slice := d / (4 * slices)
+			var sum [4]float64
+			var lat [4][]time.Duration
+			for i := 0; i < slices; i++ {
+				for k, op := range []func(*rand.Rand) error{serve, allow, ping, healthz} {
+					r, l := rate(b, g, slice, op)
+					sum[k] += r
+					lat[k] = append(lat[k], l...)
+				}
+			}
+			serveRate, allowRate, pingRate := sum[0]/slices, sum[1]/slices, sum[2]/slices
+			sp, ap, pp, hp := p50(lat[0]), p50(lat[1]), p50(lat[2]), p50(lat[3])
+			b.ReportMetric(serveRate, "serve/s")
+			b.ReportMetric(allowRate, "allow/s")
+			b.ReportMetric(pingRate, "ping/s")
+			b.ReportMetric(float64(sp.Nanoseconds())/1e3, "serve_p50_us")
+			b.ReportMetric(float64(ap.Nanoseconds())/1e3, "allow_p50_us")
+			b.ReportMetric(float64(pp.Nanoseconds())/1e3, "ping_p50_us")
+			b.ReportMetric(float64(hp.Nanoseconds())/1e3, "healthz_p50_us")
+			if g == 1 {
+				b.ReportMetric(float64(sp-ap)/float64(pp), "added_ping_rtt")
+				b.ReportMetric(float64(sp-ap)/float64(hp), "added_http_rtt")
+				b.ReportMetric(1, "added_http_rtt_target_max")
+			} else {
+				b.ReportMetric(serveRate/allowRate, "serve_vs_allow")
+				b.ReportMetric(0.5, "serve_vs_allow_target_min")
+			}
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
