@@ -14,13 +14,16 @@ import (
 // It can only deny, never admit, so it cannot over-admit. It never denies
 // past what Redis said: an entry ends at the instant the request was SENT
 // plus RetryAfter, which is no later than Redis's own answer, and it is
-// measured on the monotonic clock, immune to wall-clock jumps. Reset on
-// this replica drops the entry; other replicas keep denying the user at
-// most until the RetryAfter Redis gave them.
+// measured on the monotonic clock, immune to wall-clock jumps. Its last
+// millisecond is left to Redis, so every cached RetryAfter is at least
+// 1 ms. Reset and Import on this replica drop the entry and fence off
+// denials still in flight; other replicas keep denying the user at most
+// until the RetryAfter Redis gave them.
 //
 // Memory is bounded: 64 shards each hold at most size/64 entries, rounded
-// up (so the bound is size rounded up to a multiple of 64); a full shard first drops expired entries among a few it samples,
-// then the one among them that would expire soonest.
+// up (so the bound is size rounded up to a multiple of 64); a full shard
+// first drops expired entries among a few it samples, then the one among
+// them that would expire soonest.
 type denyCache struct {
 	seed   maphash.Seed
 	shards [denyShards]denyShard
@@ -32,7 +35,9 @@ type denyCache struct {
 }
 
 const (
-	denyShards = 64
+	// minRetryAfter is the least wait a denial carries.
+	minRetryAfter = time.Millisecond
+	denyShards    = 64
 	// denySample is how many entries a full shard looks at to evict one,
 	// as Redis samples keys for its own eviction.
 	denySample = 8
@@ -69,7 +74,9 @@ func (c *denyCache) get(user string, now time.Time) (Decision, bool) {
 	s := c.shard(user)
 	s.mu.Lock()
 	e, ok := s.m[user]
-	if ok && !now.Before(e.until) {
+	// Less than a millisecond left: Redis answers instead, so a cached
+	// RetryAfter is never below 1 ms (nor 0 once rounded to milliseconds).
+	if ok && e.until.Sub(now) < minRetryAfter {
 		delete(s.m, user)
 		ok = false
 	}
@@ -121,9 +128,17 @@ func (s *denyShard) evict(now time.Time) {
 	}
 }
 
-// reset drops user's entry and refuses denials sent before now.
+// reset drops user's entry and refuses denials sent before now. The fence
+// only moves forward: a Reset that read the clock earlier but stores
+// later must not reopen it for denials sent in between.
 func (c *denyCache) reset(user string, now time.Time) {
-	c.lastReset.Store(int64(now.Sub(c.created)))
+	at := int64(now.Sub(c.created))
+	for {
+		old := c.lastReset.Load()
+		if at <= old || c.lastReset.CompareAndSwap(old, at) {
+			break
+		}
+	}
 	c.drop(user)
 }
 

@@ -3,6 +3,7 @@ package limiter
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"testing"
 	"time"
 )
@@ -20,9 +21,9 @@ func TestDenyCacheCountsDown(t *testing.T) {
 	}{
 		{0, true, 6 * time.Second, time.Hour},
 		{2 * time.Second, true, 4 * time.Second, time.Hour - 2*time.Second},
-		{6*time.Second - time.Nanosecond, true, time.Nanosecond, time.Hour - 6*time.Second + time.Nanosecond},
-		// Exactly when Redis said the request passes, the cache lets go.
-		{6 * time.Second, false, 0, 0},
+		{6*time.Second - time.Millisecond, true, time.Millisecond, time.Hour - 6*time.Second + time.Millisecond},
+		// Its last millisecond is Redis's to answer: never a wait below 1 ms.
+		{6*time.Second - time.Millisecond + time.Nanosecond, false, 0, 0},
 	} {
 		got, ok := c.get("u", t0.Add(tc.at))
 		if ok != tc.ok {
@@ -145,5 +146,85 @@ func TestDenyCacheResetFencesInFlight(t *testing.T) {
 	c.put("u", sent.Add(3*time.Millisecond), Decision{Reason: ReasonCooldown, RetryAfter: time.Hour})
 	if _, ok := c.get("u", sent.Add(4*time.Millisecond)); !ok {
 		t.Fatal("a denial sent after Reset was not cached")
+	}
+}
+
+// TestDenyCacheNeverZeroWait: whatever the instants, a cached denial says
+// to wait at least 1 ms, also once rounded down to whole milliseconds.
+func TestDenyCacheNeverZeroWait(t *testing.T) {
+	c := newDenyCache(1000)
+	t0 := time.Now()
+	rng := rand.New(rand.NewPCG(1, 2))
+	hits := 0
+	for i := 0; i < 100_000; i++ {
+		u := fmt.Sprint("u", i%50)
+		if i%3 == 0 {
+			c.put(u, t0.Add(time.Duration(rng.Int64N(int64(time.Second)))),
+				Decision{Reason: ReasonCooldown, RetryAfter: time.Duration(1+rng.Int64N(20)) * time.Millisecond, ResetAfter: time.Minute})
+			continue
+		}
+		d, ok := c.get(u, t0.Add(time.Duration(rng.Int64N(int64(time.Second)))))
+		if !ok {
+			continue
+		}
+		hits++
+		if d.RetryAfter < time.Millisecond || d.RetryAfter.Milliseconds() == 0 || d.ResetAfter < d.RetryAfter {
+			t.Fatalf("cached denial %+v: RetryAfter under 1 ms", d)
+		}
+	}
+	if hits == 0 {
+		t.Fatal("no cache hit: the test tested nothing")
+	}
+}
+
+// TestDenialsWaitAtLeastAMillisecond: a denial read from Redis with a wait
+// of 0 (a key in its last millisecond) and one from the per-process
+// fallback a nanosecond before the cooldown ends both carry 1 ms.
+func TestDenialsWaitAtLeastAMillisecond(t *testing.T) {
+	d, err := userDecision([]int64{0, int64(ReasonCooldown), 19, 0, 0})
+	if err != nil || d.RetryAfter != time.Millisecond || d.ResetAfter != time.Millisecond {
+		t.Fatalf("Redis denial with a 0 wait became %+v, %v; want 1 ms", d, err)
+	}
+	lu := newLocalUsers(userConfig(time.Second, 0, time.Hour))
+	t0 := time.Now()
+	lu.allow("u", t0)
+	if d := lu.allow("u", t0.Add(time.Second-time.Nanosecond)); d.Allowed || d.RetryAfter != time.Millisecond {
+		t.Fatalf("fallback denial 1 ns before the end: %+v, want a 1 ms wait", d)
+	}
+}
+
+// TestResetFenceOnlyMovesForward: two Resets finishing out of order must
+// not let a denial sent between them into the cache.
+func TestResetFenceOnlyMovesForward(t *testing.T) {
+	c := newDenyCache(100)
+	t0 := time.Now()
+	c.reset("a", t0.Add(2*time.Second))
+	c.reset("b", t0.Add(time.Second)) // read the clock earlier, stored later
+	c.put("x", t0.Add(1500*time.Millisecond), Decision{Reason: ReasonHourly, RetryAfter: time.Hour})
+	if _, ok := c.get("x", t0.Add(1600*time.Millisecond)); ok {
+		t.Fatal("a denial sent before the latest Reset was cached: the fence moved back")
+	}
+}
+
+// TestImportFencesDenialsInFlight: a denial Redis gave for a request sent
+// before Import must not put the user back in the cache after it.
+func TestImportFencesDenialsInFlight(t *testing.T) {
+	cfg := userConfig(10*time.Second, 20, time.Hour)
+	cfg.LocalCacheSize = 100
+	l, _ := newTestLimiter(t, cfg)
+	ctx := context.Background()
+	sent := time.Now()
+	if err := l.Import(ctx, "u", nil); err != nil {
+		t.Fatal(err)
+	}
+	// The reply of the request sent before Import lands now.
+	if _, err := l.userResult(ctx, "u", sent, []int64{0, int64(ReasonCooldown), 19, 9000, 3600000}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if d, ok := l.cache.get("u", time.Now()); ok {
+		t.Fatalf("a denial from before Import is cached: %+v", d)
+	}
+	if d := mustAllow(t, l, "u"); !d.Allowed {
+		t.Fatalf("after Import of no history: %+v", d)
 	}
 }

@@ -95,13 +95,24 @@ func userDecision(r []int64) (Decision, error) {
 	if r[0] < 0 {
 		return Decision{}, ErrForeignKey
 	}
-	return Decision{
+	d := Decision{
 		Allowed:    r[0] == 1,
 		Reason:     Reason(r[1]),
 		Remaining:  int(r[2]),
 		RetryAfter: fromMs(r[3]),
 		ResetAfter: fromMs(r[4]),
-	}, nil
+	}
+	if !d.Allowed {
+		atLeastMinWait(&d)
+	}
+	return d, nil
+}
+
+// atLeastMinWait gives a denial a wait of at least minRetryAfter: a
+// RetryAfter of 0 would tell the caller to retry at once.
+func atLeastMinWait(d *Decision) {
+	d.RetryAfter = max(d.RetryAfter, minRetryAfter)
+	d.ResetAfter = max(d.ResetAfter, d.RetryAfter)
 }
 
 // Reset forgets everything Redis holds about user: their cooldown and

@@ -69,6 +69,7 @@ func (lu *localUsers) allow(user string, now time.Time) Decision {
 			d.Reason, d.RetryAfter = ReasonHourly, wwait
 		}
 		d.ResetAfter = live[len(live)-1].Add(span).Sub(now)
+		atLeastMinWait(&d)
 		return d
 	}
 	if _, known := lu.m[user]; !known && len(lu.m) >= maxLocalUsers {
