@@ -1,115 +1,133 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/caarlos0/env/v11"
+
 	"github.com/floodgate/floodgate/limiter"
 )
 
-// demoEnv is the demo's own settings (DEMO_*). The limiter's come from
-// FLOODGATE_* through limiter.ConfigFromEnv.
+// demoEnv is the demo's own settings (DEMO_*), read with caarlos0/env
+// (envDefault gives each default). The limiter's come from FLOODGATE_*
+// through limiter.ConfigFromEnv.
 type demoEnv struct {
-	ReplicaID   int           // DEMO_REPLICA_ID, 1..Replicas (replica mode)
-	Replicas    int           // DEMO_REPLICAS
-	Seed        uint64        // DEMO_SEED
-	Messages    int           // DEMO_MESSAGES
-	Duration    time.Duration // DEMO_DURATION
-	MetricsAddr string        // DEMO_METRICS_ADDR
-	Linger      time.Duration // DEMO_LINGER
-	LogFormat   string        // DEMO_LOG_FORMAT: json or text ("" = mode's default)
-	LogLevel    slog.Level    // DEMO_LOG_LEVEL
-	Output      string        // DEMO_OUTPUT: table or json (launcher: its report; replica: json prints the summary)
+	Replicas    int           `env:"DEMO_REPLICAS" envDefault:"3"`
+	ReplicaID   int           `env:"DEMO_REPLICA_ID"` // 1..Replicas (replica mode); 0: unset
+	Messages    int           `env:"DEMO_MESSAGES" envDefault:"2000"`
+	Duration    time.Duration `env:"DEMO_DURATION" envDefault:"20s"`
+	Linger      time.Duration `env:"DEMO_LINGER"`
+	Seed        uint64        `env:"DEMO_SEED" envDefault:"1"`
+	MetricsAddr string        `env:"DEMO_METRICS_ADDR"`
+	LogFormat   string        `env:"DEMO_LOG_FORMAT"` // json or text ("" = mode's default)
+	LogLevel    slog.Level    `env:"DEMO_LOG_LEVEL"`
+	Output      string        `env:"DEMO_OUTPUT" envDefault:"table"` // table or json (launcher: its report; replica: json prints the summary)
 	// Set by the launcher for its replicas; compose replicas agree on them
 	// through Redis instead.
-	RunID   string    // DEMO_RUN_ID
-	StartAt time.Time // DEMO_START_AT, Unix milliseconds
+	RunID string `env:"DEMO_RUN_ID"`
+	// DEMO_START_AT, Unix milliseconds, is read by readEnv itself: the env
+	// package reads a time.Time as RFC 3339 only.
+	StartAt time.Time `env:"-"`
 }
+
+const startAtVar = "DEMO_START_AT"
 
 const (
 	maxReplicas = 64
 	maxMessages = 1_000_000
 	maxDuration = time.Hour
+	maxLinger   = 30 * 24 * time.Hour
 )
 
-// readEnv reads DEMO_* through getenv; every error names its variable.
+// demoChecks say, field by field in the order errors are listed, what a
+// value that is set must be: the env package parses the type, ok checks
+// the range, want says both in the error.
+var demoChecks = []struct {
+	field string
+	want  string
+	ok    func(e *demoEnv) bool
+}{
+	{"Replicas", fmt.Sprintf("an integer from 1 to %d", maxReplicas), func(e *demoEnv) bool { return 1 <= e.Replicas && e.Replicas <= maxReplicas }},
+	{"ReplicaID", fmt.Sprintf("an integer from 1 to %d", maxReplicas), func(e *demoEnv) bool { return 1 <= e.ReplicaID && e.ReplicaID <= maxReplicas }},
+	{"Messages", fmt.Sprintf("an integer from 1 to %d", maxMessages), func(e *demoEnv) bool { return 1 <= e.Messages && e.Messages <= maxMessages }},
+	{"Duration", fmt.Sprintf("a duration from 0s to %v, such as 20s", maxDuration), func(e *demoEnv) bool { return 0 <= e.Duration && e.Duration <= maxDuration }},
+	{"Linger", fmt.Sprintf("a duration from 0s to %v, such as 20s", maxLinger), func(e *demoEnv) bool { return 0 <= e.Linger && e.Linger <= maxLinger }},
+	{"Seed", "a non-negative integer", func(*demoEnv) bool { return true }},
+	{"MetricsAddr", "an address such as :9100", func(*demoEnv) bool { return true }},
+	{"LogFormat", "json or text", func(e *demoEnv) bool {
+		e.LogFormat = strings.ToLower(e.LogFormat)
+		return e.LogFormat == "json" || e.LogFormat == "text"
+	}},
+	{"LogLevel", "debug, info, warn or error", func(*demoEnv) bool { return true }},
+	{"Output", "table or json", func(e *demoEnv) bool {
+		e.Output = strings.ToLower(e.Output)
+		return e.Output == "table" || e.Output == "json"
+	}},
+	{"RunID", "1 to 16 letters or digits", func(e *demoEnv) bool { return validRunID(e.RunID) }},
+	{"StartAt", "Unix milliseconds", func(e *demoEnv) bool { return e.StartAt.UnixMilli() > 0 }},
+}
+
+// readEnv reads DEMO_* through getenv (values trimmed of spaces; empty is
+// unset); every error names its variable and quotes its value.
 func readEnv(getenv func(string) string) (demoEnv, error) {
-	e := demoEnv{Replicas: 3, Seed: 1, Messages: 2000, Duration: 20 * time.Second, Output: "table"}
-	var errs []string
-	intVar := func(name string, dst *int, lo, hi int) {
-		s := strings.TrimSpace(getenv(name))
-		if s == "" {
-			return
+	vars := map[string]string{} // field -> variable
+	values := map[string]string{}
+	t := reflect.TypeOf(demoEnv{})
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("env"), ",")
+		if name == "-" {
+			name = startAtVar
 		}
-		n, err := strconv.Atoi(s)
-		if err != nil || n < lo || n > hi {
-			errs = append(errs, fmt.Sprintf("%s=%q: want an integer from %d to %d", name, s, lo, hi))
-			return
-		}
-		*dst = n
-	}
-	durVar := func(name string, dst *time.Duration, lo, hi time.Duration) {
-		s := strings.TrimSpace(getenv(name))
-		if s == "" {
-			return
-		}
-		d, err := time.ParseDuration(s)
-		if err != nil || d < lo || d > hi {
-			errs = append(errs, fmt.Sprintf("%s=%q: want a duration from %v to %v, such as 20s", name, s, lo, hi))
-			return
-		}
-		*dst = d
-	}
-	intVar("DEMO_REPLICAS", &e.Replicas, 1, maxReplicas)
-	intVar("DEMO_REPLICA_ID", &e.ReplicaID, 1, maxReplicas)
-	intVar("DEMO_MESSAGES", &e.Messages, 1, maxMessages)
-	durVar("DEMO_DURATION", &e.Duration, 0, maxDuration)
-	durVar("DEMO_LINGER", &e.Linger, 0, 30*24*time.Hour)
-	if s := strings.TrimSpace(getenv("DEMO_SEED")); s != "" {
-		n, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			errs = append(errs, fmt.Sprintf("DEMO_SEED=%q: want a non-negative integer", s))
-		}
-		e.Seed = n
-	}
-	if e.ReplicaID > e.Replicas {
-		errs = append(errs, fmt.Sprintf("DEMO_REPLICA_ID=%d: more than DEMO_REPLICAS=%d", e.ReplicaID, e.Replicas))
-	}
-	e.MetricsAddr = strings.TrimSpace(getenv("DEMO_METRICS_ADDR"))
-	switch f := strings.ToLower(strings.TrimSpace(getenv("DEMO_LOG_FORMAT"))); f {
-	case "", "json", "text":
-		e.LogFormat = f
-	default:
-		errs = append(errs, fmt.Sprintf("DEMO_LOG_FORMAT=%q: want json or text", f))
-	}
-	if s := strings.TrimSpace(getenv("DEMO_LOG_LEVEL")); s != "" {
-		if err := e.LogLevel.UnmarshalText([]byte(s)); err != nil {
-			errs = append(errs, fmt.Sprintf("DEMO_LOG_LEVEL=%q: want debug, info, warn or error", s))
+		vars[t.Field(i).Name] = name
+		if v := strings.TrimSpace(getenv(name)); v != "" {
+			values[name] = v
 		}
 	}
-	switch o := strings.ToLower(strings.TrimSpace(getenv("DEMO_OUTPUT"))); o {
-	case "":
-	case "table", "json":
-		e.Output = o
-	default:
-		errs = append(errs, fmt.Sprintf("DEMO_OUTPUT=%q: want table or json", o))
-	}
-	e.RunID = strings.TrimSpace(getenv("DEMO_RUN_ID"))
-	if e.RunID != "" && !validRunID(e.RunID) {
-		errs = append(errs, fmt.Sprintf("DEMO_RUN_ID=%q: want 1 to 16 letters or digits", e.RunID))
-	}
-	if s := strings.TrimSpace(getenv("DEMO_START_AT")); s != "" {
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || n <= 0 {
-			errs = append(errs, fmt.Sprintf("DEMO_START_AT=%q: want Unix milliseconds", s))
-		} else {
+	var e demoEnv
+	parseErrs := map[string]bool{} // fields whose value did not parse
+	if v, set := values[startAtVar]; set {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
 			e.StartAt = time.UnixMilli(n)
+		} else {
+			parseErrs["StartAt"] = true
 		}
+	}
+	err := env.ParseWithOptions(&e, env.Options{Environment: values})
+	var agg env.AggregateError
+	switch {
+	case errors.As(err, &agg):
+		for _, pe := range agg.Errors {
+			var p env.ParseError
+			if !errors.As(pe, &p) {
+				return demoEnv{}, fmt.Errorf("invalid environment: %w", err)
+			}
+			parseErrs[p.Name] = true
+		}
+	case err != nil:
+		return demoEnv{}, fmt.Errorf("invalid environment: %w", err)
+	}
+	var errs []string
+	for _, c := range demoChecks {
+		name := vars[c.field]
+		v, set := values[name]
+		if set && (parseErrs[c.field] || !c.ok(&e)) {
+			errs = append(errs, fmt.Sprintf("%s=%q: want %s", name, v, c.want))
+		}
+		delete(parseErrs, c.field)
+	}
+	for f := range parseErrs { // a field without a check: still named
+		errs = append(errs, fmt.Sprintf("%s=%q: not a valid value", vars[f], values[vars[f]]))
+	}
+	if len(errs) == 0 && e.ReplicaID > e.Replicas {
+		errs = append(errs, fmt.Sprintf("DEMO_REPLICA_ID=%d: more than DEMO_REPLICAS=%d", e.ReplicaID, e.Replicas))
 	}
 	if len(errs) > 0 {
 		return demoEnv{}, fmt.Errorf("invalid environment: %s", strings.Join(errs, "; "))
