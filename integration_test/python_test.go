@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,11 +15,9 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/floodgate/floodgate/internal/redisproc"
 	"github.com/floodgate/floodgate/limiter"
 )
 
@@ -68,7 +65,7 @@ func TestPythonClientUnittest(t *testing.T) {
 	token := randomHex(t, 16)
 	// Timing margins for a loaded machine: the backoff stays open 1s, the
 	// test bucket refills one token every 2s.
-	srv := pyStartServe(t, map[string]string{
+	srv := startServeProc(t, map[string]string{
 		"FLOODGATE_KEY_PREFIX":           uniquePrefix(t, rdb),
 		"FLOODGATE_HTTP_TOKEN":           token,
 		"FLOODGATE_LLM_RETRY_DELAY":      "1s",
@@ -154,7 +151,7 @@ func TestPythonAndGoReplicasShareLimits(t *testing.T) {
 	rdb := client(t)
 	const users, limit, attempts = 50, 20, 15
 	prefix := uniquePrefix(t, rdb)
-	srv := pyStartServe(t, map[string]string{
+	srv := startServeProc(t, map[string]string{
 		"FLOODGATE_KEY_PREFIX":                 prefix,
 		"FLOODGATE_USER_COOLDOWN":              "0",
 		"FLOODGATE_MAX_REQUESTS_PER_USER_HOUR": fmt.Sprint(limit),
@@ -263,83 +260,4 @@ func TestPythonAndGoReplicasShareLimits(t *testing.T) {
 		t.Errorf("python replica reported %d users, want %d", len(res.Allowed), users)
 	}
 	t.Logf("allowed: Go %d, Python %d, total %d over %d users (limit %d each)", goTotal, pyTotal, goTotal+pyTotal, users, limit)
-}
-
-// pyServer is a running `floodgate serve`.
-type pyServer struct {
-	URL string
-	out *redisproc.SyncBuffer
-}
-
-func (s *pyServer) Output() string { return s.out.String() }
-
-// pyStartServe builds cmd/floodgate and runs `floodgate serve` on the shared
-// Redis with env added, on a free loopback port; it waits for /readyz and
-// stops the server (SIGTERM) when the test ends.
-func pyStartServe(t *testing.T, env map[string]string) *pyServer {
-	t.Helper()
-	needRedis(t)
-	bin := filepath.Join(t.TempDir(), "floodgate")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/floodgate/floodgate/cmd/floodgate").CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/floodgate: %v\n%s", err, out)
-	}
-	var srv *pyServer
-	for attempt := 1; ; attempt++ {
-		port, err := redisproc.FreePort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := fmt.Sprintf("127.0.0.1:%d", port)
-		cmd := exec.Command(bin, "serve")
-		cmd.Env = append(envWithout(), "FLOODGATE_REDIS_URL="+redisURL, "FLOODGATE_HTTP_ADDR="+addr)
-		for k, v := range env {
-			cmd.Env = append(cmd.Env, k+"="+v)
-		}
-		srv = &pyServer{URL: "http://" + addr, out: &redisproc.SyncBuffer{}}
-		cmd.Stdout, cmd.Stderr = srv.out, srv.out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		exited := make(chan error, 1)
-		go func() { exited <- cmd.Wait() }()
-		if err := waitReady(srv.URL, exited); err != nil {
-			cmd.Process.Kill()
-			if attempt < 3 && strings.Contains(srv.Output(), "address already in use") {
-				continue
-			}
-			t.Fatalf("floodgate serve: %v\n%s", err, srv.Output())
-		}
-		t.Cleanup(func() {
-			cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-exited:
-			case <-time.After(15 * time.Second):
-				cmd.Process.Kill()
-				<-exited
-				t.Errorf("floodgate serve did not stop within 15s of SIGTERM\n%s", srv.Output())
-			}
-		})
-		return srv
-	}
-}
-
-// waitReady polls /readyz until 200, the process exits, or 20 s pass.
-func waitReady(url string, exited <-chan error) error {
-	c := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case err := <-exited:
-			return fmt.Errorf("exited before ready: %v", err)
-		default:
-		}
-		if resp, err := c.Get(url + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("not ready after 20s")
 }

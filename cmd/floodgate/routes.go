@@ -29,7 +29,7 @@ func (s *server) userPeek(w http.ResponseWriter, r *http.Request) error {
 	}
 	b := make([]byte, 0, 160+len(user))
 	b = append(b, `{"user":`...)
-	b = strconv.AppendQuote(b, user)
+	b = appendJSONString(b, user)
 	b = append(b, `,"remaining":`...)
 	b = strconv.AppendInt(b, int64(st.Remaining), 10)
 	b = append(b, `,"retry_after_ms":`...)

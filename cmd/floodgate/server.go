@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -272,9 +273,17 @@ func (s *server) errorStatus(r *http.Request, err error) (int, string) {
 func writeError(w http.ResponseWriter, status int, msg string) {
 	b := make([]byte, 0, 32+len(msg))
 	b = append(b, `{"error":`...)
-	b = strconv.AppendQuote(b, msg)
+	b = appendJSONString(b, msg)
 	b = append(b, "}\n"...)
 	writeJSON(w, status, b)
+}
+
+// appendJSONString appends s as a JSON string. strconv.AppendQuote writes Go
+// syntax (\a, \v, \x00, \xff), which JSON parsers reject; invalid UTF-8
+// becomes U+FFFD here, as JSON has no way to carry it.
+func appendJSONString(b []byte, s string) []byte {
+	q, _ := json.Marshal(s) // a string always marshals
+	return append(b, q...)
 }
 
 // Shared header values: assigning them skips Set's canonicalization and
@@ -338,7 +347,7 @@ func writeDecision(w http.ResponseWriter, d limiter.Decision, x decisionExtra) {
 	}
 	if x.pick {
 		b = append(b, `,"endpoint":`...)
-		b = strconv.AppendQuote(b, x.endpoint)
+		b = appendJSONString(b, x.endpoint)
 	}
 	status := http.StatusOK
 	if d.Reason == limiter.ReasonRedisDown {
