@@ -149,17 +149,7 @@ func serveOn(ctx context.Context, ln net.Listener, lim *limiter.Limiter, rdb red
 		ln.Close()
 		return err
 	}
-	srv := &http.Server{
-		Handler:           s,
-		ReadHeaderTimeout: 5 * time.Second,
-		// Bodies are at most 64 KiB: 10 s is generous.
-		ReadTimeout: 10 * time.Second,
-		// A wait may take MaxWait; the answer must still get out.
-		WriteTimeout:   set.MaxWait + 10*time.Second,
-		IdleTimeout:    2 * time.Minute,
-		MaxHeaderBytes: 16 << 10,
-		ErrorLog:       newErrorLog(logf),
-	}
+	srv := newHTTPServer(s, set, logf)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	if started != nil {
@@ -181,6 +171,21 @@ func serveOn(ctx context.Context, ln net.Listener, lim *limiter.Limiter, rdb red
 	<-errc
 	logf("stopped")
 	return nil
+}
+
+// newHTTPServer sets the connection bounds.
+func newHTTPServer(h http.Handler, set httpSettings, logf func(string, ...any)) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		// Bodies are at most 64 KiB: 10 s is generous.
+		ReadTimeout: 10 * time.Second,
+		// A wait may take MaxWait; the answer must still get out.
+		WriteTimeout:   set.MaxWait + 10*time.Second,
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 16 << 10,
+		ErrorLog:       newErrorLog(logf),
+	}
 }
 
 // errorLog passes net/http's own messages (TLS handshakes, bad requests

@@ -48,6 +48,16 @@ func TestListenRules(t *testing.T) {
 	}
 }
 
+// The connection bounds docs/sidecar.md promises.
+func TestHTTPServerBounds(t *testing.T) {
+	set := testSettings()
+	srv := newHTTPServer(http.NotFoundHandler(), set, func(string, ...any) {})
+	if srv.ReadHeaderTimeout != 5*time.Second || srv.ReadTimeout != 10*time.Second || srv.MaxHeaderBytes != 16<<10 ||
+		srv.WriteTimeout <= set.MaxWait || srv.IdleTimeout == 0 {
+		t.Fatalf("%+v", srv)
+	}
+}
+
 // serve refuses a non-loopback address without a token before it starts
 // anything, with a one-line reason and exit status 2.
 func TestServeRefusesOpenAddress(t *testing.T) {

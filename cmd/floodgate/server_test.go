@@ -18,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/floodgate/floodgate/limiter"
+	"github.com/floodgate/floodgate/metrics"
 )
 
 func TestMain(m *testing.M) {
@@ -67,6 +68,12 @@ func newTestServer(t *testing.T, cfg limiter.Config, set httpSettings) *testServ
 	mr := miniredis.RunT(t)
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true, MaxRetries: -1})
 	t.Cleanup(func() { rdb.Close() })
+	reg := prometheus.NewRegistry()
+	obs, err := metrics.New(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Observer = obs
 	lim, err := limiter.New(rdb, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +81,7 @@ func newTestServer(t *testing.T, cfg limiter.Config, set httpSettings) *testServ
 	draining, drain := context.WithCancel(context.Background())
 	t.Cleanup(drain)
 	logs := &logBuffer{}
-	s, err := newServer(lim, rdb, set, prometheus.NewRegistry(), draining, logs.logf)
+	s, err := newServer(lim, rdb, set, reg, draining, logs.logf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,11 +319,19 @@ func TestOpsRoutes(t *testing.T) {
 	for _, want := range []string{
 		`floodgate_http_requests_total{code="200",route="POST /v1/users/{user}/allow"} 1`,
 		`floodgate_http_request_duration_seconds_count{route="GET /readyz"} 1`,
-		`floodgate_decisions_total`,
+		`floodgate_decisions_total{allowed="true",policy="user",reason="none"} 1`,
 	} {
-		if !strings.Contains(text, want) && want != `floodgate_decisions_total` {
+		if !strings.Contains(text, want) {
 			t.Fatalf("/metrics lacks %q:\n%s", want, text)
 		}
+	}
+	ts.do("GET", "/v1/users/bob/nothing", "")
+	req = httptest.NewRequest("GET", "/metrics", nil)
+	w = httptest.NewRecorder()
+	ts.s.ServeHTTP(w, req)
+	text = w.Body.String()
+	if !strings.Contains(text, `floodgate_http_requests_total{code="404",route="other"} 1`) {
+		t.Fatalf("/metrics lacks the unmatched request:\n%s", text)
 	}
 	if strings.Contains(text, "bob") {
 		t.Fatal("/metrics carries a user id")
