@@ -247,5 +247,6 @@ func (l *Limiter) userResult(ctx context.Context, user string, sent time.Time, r
 	if l.cache != nil {
 		l.cache.put(user, sent, d)
 	}
+	l.local.redisAnswered(user, time.Now())
 	return l.observe(PolicyUser, d), nil
 }

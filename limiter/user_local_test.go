@@ -159,3 +159,64 @@ func TestHealthMarksDown(t *testing.T) {
 		t.Fatal("Redis answering with errors was taken for an outage")
 	}
 }
+
+// TestLocalUsersBoundedByEntries: request times, not only users, are
+// bounded (100k users x 127 times each used to be allowed: ~300 MB); the
+// count of held times (by capacity) matches what the map holds and stays
+// within the bound after every call.
+func TestLocalUsersBoundedByEntries(t *testing.T) {
+	lu := newLocalUsers(userConfig(0, 127, time.Hour))
+	lu.maxEntries = 5000
+	t0 := time.Now()
+	for i := 0; i < 200*100; i++ {
+		lu.allow(fmt.Sprint("u", i%200), t0.Add(time.Duration(i)*time.Microsecond))
+		if lu.entries > lu.maxEntries {
+			t.Fatalf("after %d calls: %d times held, bound %d", i+1, lu.entries, lu.maxEntries)
+		}
+	}
+	held := 0
+	for _, times := range lu.m {
+		held += cap(times)
+	}
+	if held != lu.entries || int(lu.users.Load()) != len(lu.m) {
+		t.Fatalf("books: %d times and %d users counted, %d and %d held", lu.entries, lu.users.Load(), held, len(lu.m))
+	}
+	// The newest caller's own history survives the eviction it caused.
+	if d := lu.allow("u199", t0.Add(time.Hour-time.Second)); d.Remaining >= 126 {
+		t.Fatalf("the caller's own history was evicted: %+v", d)
+	}
+}
+
+// TestLocalFallbackDroppedWhenRedisBack: after an outage, the first answer
+// from Redis for a user drops that user's fallback entry, and once the
+// fallback has gone unused for localIdleDrop the next answer empties it.
+func TestLocalFallbackDroppedWhenRedisBack(t *testing.T) {
+	l, r := outageLimiter(t, FailLocal)
+	for _, u := range []string{"a", "b", "c"} {
+		if d := mustAllow(t, l, u); !d.Degraded {
+			t.Fatalf("in outage: %+v", d)
+		}
+	}
+	if n := l.local.users.Load(); n != 3 {
+		t.Fatalf("fallback holds %d users, want 3", n)
+	}
+	if err := r.mr.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	if d := mustAllow(t, l, "a"); d.Degraded {
+		t.Fatalf("after restart: %+v", d)
+	}
+	l.local.mu.Lock()
+	_, aHeld := l.local.m["a"]
+	n := len(l.local.m)
+	l.local.mu.Unlock()
+	if aHeld || n != 2 {
+		t.Fatalf("after Redis answered for a: a held %v, %d users left; want a dropped, 2 left", aHeld, n)
+	}
+	// The fallback last used localIdleDrop ago: the next answer empties it.
+	l.local.lastUse.Add(-int64(localIdleDrop))
+	mustAllow(t, l, "z")
+	if n := l.local.users.Load(); n != 0 || len(l.local.m) != 0 || l.local.entries != 0 {
+		t.Fatalf("fallback still holds %d users, %d times after Redis came back", n, l.local.entries)
+	}
+}
