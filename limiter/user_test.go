@@ -362,18 +362,8 @@ func TestWaitUser(t *testing.T) {
 	}
 }
 
-// A panic on the decision path (here an Observer's) must not keep the
-
-// batcher's flight slots: afterwards every caller still gets through.
-
-// Only the server's reply decides whether Redis is down; the key in our
-
-// wrapping (a user id) must not.
-
 // Only a plain (or Sentinel) client may carry many users per script: a
-
 // Ring, like a Cluster, shards keys.
-
 func TestMultiKeyOnlyOnOneNode(t *testing.T) {
 	r := newTestRedis(t)
 	l, _ := New(r.rdb, DefaultConfig())
@@ -385,16 +375,9 @@ func TestMultiKeyOnlyOnOneNode(t *testing.T) {
 	}
 }
 
-// A denial sent before a Reset and answered after it must not put the
-
-// user back in the cache.
-
 // When Redis TIME goes backwards the key's clock stays ahead; its TTL and
-
 // the waits handed back stretch by the skew, so the state does not vanish
-
 // early in real time (which would admit more than the limit).
-
 func TestClockBackwardsStretchesTTL(t *testing.T) {
 	l, r := newTestLimiter(t, userConfig(0, 2, time.Minute))
 	r.at(time.Minute)
@@ -428,5 +411,131 @@ func TestCooldownKeyWithoutTTL(t *testing.T) {
 	}
 	if ttl := r.mr.TTL("floodgate:{u:theirs}:cd"); ttl != 0 {
 		t.Fatalf("a foreign key was given a TTL: %v", ttl)
+	}
+}
+
+// Issue 11 item 1: in the cooldown key's last millisecond PTTL rounds down
+// to 0; the denial must still carry a wait, or the caller retries at once.
+func TestCooldownLastMillisecondWaitsOneMs(t *testing.T) {
+	l, r := newTestLimiter(t, userConfig(10*time.Second, 0, time.Hour))
+	mustAllow(t, l, "last")
+	r.advance(10*time.Second - 500*time.Microsecond) // 0.5 ms of TTL left
+	d := mustAllow(t, l, "last")
+	if d.Allowed || d.RetryAfter != time.Millisecond || d.ResetAfter != time.Millisecond {
+		t.Fatalf("in the last millisecond: %+v, want denied with RetryAfter and ResetAfter 1ms", d)
+	}
+	r.advance(time.Millisecond)
+	if d := mustAllow(t, l, "last"); !d.Allowed {
+		t.Fatalf("after the cooldown: %+v", d)
+	}
+}
+
+// Issue 11 item 4: after TIME steps back, waits stretch by the skew but a
+// TTL set before the step did not; no wait may outlast the key, since the
+// user starts afresh once it is gone.
+func TestClockBackwardsWaitWithinTTL(t *testing.T) {
+	l, r := newTestLimiter(t, userConfig(0, 2, time.Minute))
+	r.at(time.Minute)
+	mustAllow(t, l, "s")
+	mustAllow(t, l, "s")
+	r.mr.SetTime(epoch.Add(30 * time.Second)) // TIME steps back 30 s; TTLs do not move
+	ttl := r.mr.TTL("floodgate:{u:s}:w")
+	d := mustAllow(t, l, "s")
+	if d.Allowed || d.Reason != ReasonHourly || d.RetryAfter != ttl || d.ResetAfter != ttl || ttl != time.Minute {
+		t.Fatalf("after the step back: %+v with TTL %v, want a window denial waiting exactly the TTL (1m)", d, ttl)
+	}
+	// When the key is gone the user is admitted, as the wait said.
+	r.advance(d.RetryAfter)
+	if d := mustAllow(t, l, "s"); !d.Allowed || d.Remaining != 1 {
+		t.Fatalf("at the end of the wait: %+v", d)
+	}
+}
+
+// Ids are handed out in turn modulo 128, and the set orders members of
+// equal score as strings ("10" before "9"): bursts within one millisecond
+// across the wrap must still give every live request its own member.
+func TestIdsInTurnSurviveBurstsAndWrap(t *testing.T) {
+	const limit = 13 // bursts that cross single/double/triple-digit ids and 127 -> 0
+	l, r := newTestLimiter(t, userConfig(0, limit, time.Second))
+	ctx := context.Background()
+	key := "floodgate:{u:burst}:w"
+	for round := 0; round < 40; round++ {
+		r.advance(time.Second)
+		for i := 0; i < limit; i++ {
+			if d := mustAllow(t, l, "burst"); !d.Allowed || d.Remaining != limit-1-i {
+				t.Fatalf("round %d request %d: %+v", round, i, d)
+			}
+		}
+		if d := mustAllow(t, l, "burst"); d.Allowed {
+			t.Fatalf("round %d: request %d allowed", round, limit+1)
+		}
+		if n, _ := r.rdb.ZCard(ctx, key).Result(); n != limit+1 {
+			t.Fatalf("round %d: %d members, want %d requests + the base", round, n, limit)
+		}
+	}
+	// Spread out too: one request per 100 ms, a live window of 10.
+	r.advance(time.Second)
+	for i := 0; i < 300; i++ {
+		r.advance(100 * time.Millisecond)
+		if d := mustAllow(t, l, "burst"); !d.Allowed {
+			t.Fatalf("spread request %d: %+v", i, d)
+		}
+		if n, _ := r.rdb.ZCard(ctx, key).Result(); i >= 10 && n != 11 {
+			t.Fatalf("spread request %d: %d members, want 10 + the base", i, n)
+		}
+	}
+}
+
+// A set written by an earlier version (lowest free id first, so the id
+// after the newest may be live) loses no entry: a held id is never
+// overwritten.
+func TestOlderLayoutIdsNotOverwritten(t *testing.T) {
+	l, r := newTestLimiter(t, userConfig(0, 5, time.Hour))
+	ctx := context.Background()
+	key := "floodgate:{u:old}:w"
+	base := float64(epoch.UnixMilli())
+	// Live ids 2, 0, 1 in time order: the newest is 1, and 2 is held.
+	r.rdb.ZAdd(ctx, key, redis.Z{Score: base, Member: "b"}, redis.Z{Score: 0, Member: 2}, redis.Z{Score: 1000, Member: 0}, redis.Z{Score: 2000, Member: 1})
+	r.rdb.PExpire(ctx, key, time.Hour)
+	r.at(time.Minute)
+	for i := 0; i < 2; i++ {
+		if d := mustAllow(t, l, "old"); !d.Allowed || d.Remaining != 1-i {
+			t.Fatalf("request %d: %+v", i, d)
+		}
+	}
+	if d := mustAllow(t, l, "old"); d.Allowed {
+		t.Fatalf("6th request within the hour allowed: %+v", d)
+	}
+	if n, _ := r.rdb.ZCard(ctx, key).Result(); n != 6 {
+		t.Fatalf("%d members, want 5 requests + the base", n)
+	}
+}
+
+// The allowed path reads the base and the newest entry only; entries that
+// aged out are dropped once the base is older than the window, and the
+// decisions stay exact when some have.
+func TestAgedOutEntriesDroppedOnlyWhenBaseIsOld(t *testing.T) {
+	l, r := newTestLimiter(t, userConfig(0, 3, time.Minute))
+	ctx := context.Background()
+	key := "floodgate:{u:age}:w"
+	runSteps(t, l, r, "age", []step{
+		{0, allowed(2, time.Minute)},
+		{20 * time.Second, allowed(1, time.Minute)},
+		{40 * time.Second, allowed(0, time.Minute)},
+		{50 * time.Second, denied(ReasonHourly, 0, 10*time.Second, 50*time.Second)},
+		// The first ages out at 60s: admitted, and it is dropped.
+		{60 * time.Second, allowed(0, time.Minute)},
+		{61 * time.Second, denied(ReasonHourly, 0, 19*time.Second, 59*time.Second)},
+	})
+	if n, _ := r.rdb.ZCard(ctx, key).Result(); n != 4 {
+		t.Fatalf("%d members, want 3 live requests + the base", n)
+	}
+	// All aged out: a fresh window, one entry.
+	r.at(3 * time.Minute)
+	if d := mustAllow(t, l, "age"); !d.Allowed || d.Remaining != 2 {
+		t.Fatalf("fresh window: %+v", d)
+	}
+	if n, _ := r.rdb.ZCard(ctx, key).Result(); n != 2 {
+		t.Fatalf("%d members after a fresh start, want 1 + the base", n)
 	}
 }

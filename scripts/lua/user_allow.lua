@@ -1,15 +1,21 @@
 -- user_allow.lua: per-user decisions (cooldown + sliding-window log), each
--- checked and applied atomically; a denied request writes nothing. One key
--- is one request: Allow passes one, AllowMany and the coalescer pass many
--- (on a single node; on a Cluster each call stays within one slot).
+-- checked and applied atomically. A denied request consumes nothing: it
+-- adds no entry and extends no TTL (it may drop entries that have aged
+-- out). One key is one request: Allow passes one, AllowMany and the
+-- coalescer pass many (on a single node; on a Cluster each call stays
+-- within one slot).
 --
 -- KEYS[i]  a user's state key, floodgate:{u:<user>}:w or :cd. The same key
 --          may appear twice: two requests, decided in order.
 --          With a window (ARGV[1] > 0) it is a sorted set kept as a listpack:
---            member "b"      scored by the base time, ms since the Unix epoch;
---            members 0..126  one per accepted request, scored by its time in
+--            member "b"      scored by the base time, ms since the Unix epoch
+--                            (the highest score, so always last);
+--            members 0..127  one per accepted request, scored by its time in
 --                            ms relative to the base (small integers, so the
---                            listpack stores each entry in ~7 bytes).
+--                            listpack stores each entry in ~7 bytes), at or
+--                            after the base. Ids are handed out in turn,
+--                            modulo 128: the entries held are the latest
+--                            ids, so the id after the newest one is free.
 --          The newest entry doubles as the cooldown clock: no second key.
 --          Without a window it is a plain string whose TTL is the cooldown.
 -- ARGV[1]  limit: accepted requests per window, 0..127 (0: no window)
@@ -21,134 +27,191 @@
 --                   (another program's key): nothing was written
 --   reason          0 none, 1 cooldown, 2 window (the longer wait when both deny)
 --   remaining       requests left in the window after this decision (-1: no window)
---   retry_after_ms  0 when allowed, else the wait after which it passes
+--   retry_after_ms  0 when allowed, else the wait after which it passes (>= 1)
 --   reset_after_ms  until the user's state is gone (window empty, cooldown over)
 -- The clock is Redis TIME, read once; per key it never goes backwards.
+--
+-- Why it reads so little: a decision's cost must not grow with the window.
+-- It reads the newest entry and the base (one ranked read from the end),
+-- counts entries with ZCARD (dropping aged-out ones first only when the
+-- base is older than the window), and reads one more entry only when the
+-- window is full. Redis 7.0 formats every score it hands to Lua with
+-- printf, so reading the whole set would cost ~1 µs per entry.
 
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local cooldown = tonumber(ARGV[3])
 local out = {}
-
-local function push(a, r, rem, retry, reset)
-  local n = #out
-  out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = a, r, rem, retry, reset
-end
-
--- Cooldown only: SET NX PX is the whole decision.
-local function cooldown_only(key)
-  if cooldown == 0 then
-    return push(1, 0, -1, 0, 0)
-  end
-  if redis.call('SET', key, '1', 'NX', 'PX', cooldown) then
-    return push(1, 0, -1, 0, cooldown)
-  end
-  local ttl = redis.call('PTTL', key)
-  if ttl < 0 then
-    -- Ours always has a TTL: a key without one belongs to someone else
-    -- (or lost it by hand); repair only what is recognisably ours.
-    -- pcall: GET on another type is an error reply, which is not '1'.
-    if redis.pcall('GET', key) ~= '1' then
-      return push(-1, 0, 0, 0, 0)
-    end
-    redis.call('PEXPIRE', key, cooldown)
-    ttl = cooldown
-  end
-  return push(0, 1, -1, ttl, ttl)
-end
-
-local function windowed(key, now)
-  local real = now
-  -- One read gives everything: entries in score order, then the base last.
-  -- pcall: a foreign key (WRONGTYPE) fails this request, not the others.
-  local z = redis.pcall('ZRANGE', key, 0, -1, 'WITHSCORES')
-  local n = 0
-  local base = now
-  if z.err then
-    return push(-1, 0, 0, 0, 0)
-  end
-  if #z > 0 then
-    if z[#z - 1] ~= 'b' then
-      return push(-1, 0, 0, 0, 0)
-    end
-    base = tonumber(z[#z])
-    n = #z / 2 - 1
-  end
-
-  local newest = nil
-  if n > 0 then
-    newest = base + tonumber(z[2 * n])
-    if now < newest then now = newest end
-  end
-  -- When TIME went backwards the key's clock stays ahead by skew; every
-  -- duration handed back (waits, TTL) is stretched by it, so none ends
-  -- early in real time.
-  local skew = now - real
-
-  -- Entries at or before the cutoff have aged out; they form a prefix.
-  local cutoff = now - window
-  local expired = 0
-  while expired < n and base + tonumber(z[2 * expired + 2]) <= cutoff do
-    expired = expired + 1
-  end
-  local count = n - expired
-
-  local cwait = 0
-  if cooldown > 0 and newest then
-    cwait = newest + cooldown - now
-  end
-  local wwait = 0
-  if count >= limit then
-    -- The (count - limit + 1)th live entry must age out first.
-    local i = expired + count - limit + 1
-    wwait = base + tonumber(z[2 * i]) + window - now
-  end
-  if cwait > 0 or wwait > 0 then
-    local reason, retry = 1, cwait
-    if wwait > cwait then reason, retry = 2, wwait end
-    local remaining = limit - count
-    if remaining < 0 then remaining = 0 end
-    return push(0, reason, remaining, retry + skew, newest + window - now + skew)
-  end
-
-  if expired > 0 then
-    redis.call('ZREMRANGEBYRANK', key, 0, expired - 1)
-  end
-
-  -- The smallest id no live entry holds: unique whatever the clock says.
-  local used = {}
-  for i = expired + 1, n do used[tonumber(z[2 * i - 1])] = true end
-  local id = 0
-  while used[id] do id = id + 1 end
-
-  if count == 0 then
-    -- A fresh window: base and first entry in one call.
-    redis.call('ZADD', key, now, 'b', 0, id)
-  elseif now - base > math.max(8388607, 2 * window) then
-    -- Rebase so relative scores stay within 24 bits (4 bytes in a
-    -- listpack); the new entry rides along in the same call.
-    local nb = base + tonumber(z[2 * expired + 2])
-    local args = {nb, 'b'}
-    for i = expired + 1, n do
-      args[#args + 1] = base + tonumber(z[2 * i]) - nb
-      args[#args + 1] = z[2 * i - 1]
-    end
-    args[#args + 1] = now - nb
-    args[#args + 1] = id
-    redis.call('ZADD', key, unpack(args))
-  else
-    redis.call('ZADD', key, now - base, id)
-  end
-  redis.call('PEXPIRE', key, window + skew)
-  return push(1, 0, limit - count - 1, 0, window + skew)
-end
+local nout = 0
 
 if limit == 0 then
-  for _, key in ipairs(KEYS) do cooldown_only(key) end
+  -- Cooldown only: SET NX PX is the whole decision.
+  for _, key in ipairs(KEYS) do
+    local a, ttl = 0, 0
+    if cooldown == 0 then
+      a = 1
+    elseif redis.call('SET', key, '1', 'NX', 'PX', ARGV[3]) then
+      a, ttl = 1, cooldown
+    else
+      ttl = redis.call('PTTL', key)
+      if ttl == -2 then
+        -- Gone since the SET (a server whose scripts do not freeze the
+        -- clock): the cooldown is over, so this request may pass.
+        if redis.call('SET', key, '1', 'NX', 'PX', ARGV[3]) then
+          a, ttl = 1, cooldown
+        else
+          ttl = redis.call('PTTL', key)
+        end
+      end
+      if a == 0 and ttl == -1 then
+        -- Ours always has a TTL: a key without one belongs to someone
+        -- else (or lost it by hand); repair only what is recognisably
+        -- ours. pcall: GET on another type is an error reply, not '1'.
+        if redis.pcall('GET', key) ~= '1' then
+          a = -1
+        else
+          redis.call('PEXPIRE', key, ARGV[3])
+          ttl = cooldown
+        end
+      end
+      -- PTTL rounds down: 0 in the key's last millisecond. A denial
+      -- always carries a wait.
+      if a == 0 and ttl < 1 then ttl = 1 end
+    end
+    if a == 1 then
+      out[nout + 1], out[nout + 2], out[nout + 3], out[nout + 4], out[nout + 5] = 1, 0, -1, 0, ttl
+    elseif a == 0 then
+      out[nout + 1], out[nout + 2], out[nout + 3], out[nout + 4], out[nout + 5] = 0, 1, -1, ttl, ttl
+    else
+      out[nout + 1], out[nout + 2], out[nout + 3], out[nout + 4], out[nout + 5] = -1, 0, 0, 0, 0
+    end
+    nout = nout + 5
+  end
   return out
 end
 
+-- next_id is the id after the newest entry's, found the slow way: when
+-- several entries share the newest score the set orders them as strings
+-- ("10" before "9"), so the last is not always the newest; and a set
+-- written by an older version of this script did not hand ids out in
+-- turn. held: every id in the set; newest_score: the newest score as
+-- Redis printed it.
+local function next_id(key, held, newest_score)
+  for _, v in ipairs(redis.call('ZRANGEBYSCORE', key, newest_score, newest_score)) do
+    local id = (tonumber(v) + 1) % 128
+    if not held[id] then return id end
+  end
+  local id = 0
+  while held[id] do id = id + 1 end
+  return id
+end
+
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-for _, key in ipairs(KEYS) do windowed(key, now) end
+local clock = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for _, key in ipairs(KEYS) do
+  local a, reason, rem, retry, reset = -1, 0, 0, 0, 0
+  repeat -- once; break ends this key's decision
+    -- The newest entry and the base: {id, score, 'b', base}.
+    -- pcall: a foreign key (WRONGTYPE) fails this request, not the others.
+    local z = redis.pcall('ZRANGE', key, -2, -1, 'WITHSCORES')
+    if z.err then break end
+    local now = clock
+    if z[4] == nil then
+      if z[1] ~= nil and z[1] ~= 'b' then break end
+      -- Nothing held: a fresh window.
+      redis.call('ZADD', key, now, 'b', 0, 0)
+      redis.call('PEXPIRE', key, ARGV[2])
+      a, rem, reset = 1, limit - 1, window
+      break
+    end
+    if z[3] ~= 'b' then break end
+    local base = tonumber(z[4])
+    local newest_rel = tonumber(z[2])
+    local newest = base + newest_rel
+    -- When TIME went backwards the key's clock stays ahead by skew; every
+    -- duration handed back (waits, TTL) is stretched by it, so none ends
+    -- early in real time.
+    local skew = 0
+    if now < newest then skew = newest - now; now = newest end
+
+    -- Entries scored at or before cut have aged out; none can have while
+    -- the base is inside the window (cut < 0).
+    local cut = now - window - base
+    local count = redis.call('ZCARD', key) - 1
+    if cut >= 0 then
+      if newest_rel <= cut then
+        count = 0
+      else
+        count = count - redis.call('ZREMRANGEBYSCORE', key, '-inf', cut)
+      end
+    end
+
+    local cwait = 0
+    if cooldown > 0 then cwait = newest + cooldown - now end
+    local wwait = 0
+    if count >= limit then
+      -- Full: the oldest entry that still counts (limit entries back from
+      -- the newest) must age out first.
+      local e = redis.call('ZRANGE', key, -limit - 1, -limit - 1, 'WITHSCORES')
+      wwait = base + tonumber(e[2]) + window - now
+    end
+    if cwait > 0 or wwait > 0 then
+      a, reason, retry = 0, 1, cwait
+      if wwait > cwait then reason, retry = 2, wwait end
+      rem = limit - count
+      if rem < 0 then rem = 0 end
+      retry = retry + skew
+      reset = newest + window - now + skew
+      if skew > 0 then
+        -- The TTL may not have stretched with the skew (it was set before
+        -- TIME stepped back), and once the key is gone the user starts
+        -- afresh: no wait outlasts it.
+        local ttl = redis.call('PTTL', key)
+        if ttl >= 0 then
+          if ttl < 1 then ttl = 1 end
+          if retry > ttl then retry = ttl end
+          if reset > ttl then reset = ttl end
+        end
+      end
+      break
+    end
+
+    a, rem, reset = 1, limit - count - 1, window + skew
+    local id = (tonumber(z[1]) + 1) % 128
+    local rel = now - base
+    if count == 0 then
+      -- Every entry has aged out: a fresh window from now.
+      redis.call('ZREMRANGEBYRANK', key, 0, -2)
+      redis.call('ZADD', key, now, 'b', 0, id)
+    elseif rel > 8388607 and rel > 2 * window then
+      -- Rebase so relative scores stay within 24 bits (4 bytes in a
+      -- listpack); the new entry rides along in the same call.
+      local e = redis.call('ZRANGE', key, 0, -2, 'WITHSCORES')
+      local nb = base + tonumber(e[2])
+      local args = {nb, 'b'}
+      local held = {}
+      for i = 1, #e, 2 do
+        args[#args + 1] = tonumber(e[i + 1]) + base - nb
+        args[#args + 1] = e[i]
+        held[tonumber(e[i])] = true
+      end
+      if held[id] then id = next_id(key, held, z[2]) end
+      args[#args + 1] = now - nb
+      args[#args + 1] = id
+      redis.call('ZADD', key, unpack(args))
+    elseif redis.call('ZADD', key, 'NX', rel, id) == 0 then
+      -- The id is held (see next_id): nothing was written; take the right one.
+      local held = {}
+      for _, v in ipairs(redis.call('ZRANGE', key, 0, -2)) do held[tonumber(v)] = true end
+      redis.call('ZADD', key, rel, next_id(key, held, z[2]))
+    end
+    if skew == 0 then
+      redis.call('PEXPIRE', key, ARGV[2])
+    else
+      redis.call('PEXPIRE', key, window + skew)
+    end
+  until true
+  out[nout + 1], out[nout + 2], out[nout + 3], out[nout + 4], out[nout + 5] = a, reason, rem, retry, reset
+  nout = nout + 5
+end
 return out
