@@ -213,6 +213,37 @@ class FakeServerTest(unittest.TestCase):
         self.assertEqual(cm.exception.status, 301)
         self.assertEqual(len(self.fake.requests), 1)
 
+    def test_proxy_variables_are_ignored(self):
+        saved = {k: os.environ.get(k) for k in ("http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY")}
+        try:
+            for k in saved:
+                os.environ.pop(k, None)
+            os.environ["http_proxy"] = os.environ["HTTP_PROXY"] = "http://127.0.0.1:9"  # discard port
+            self.assertTrue(floodgate.Client(self.fake.url).allow("v").allowed)
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k, None)
+                if v is not None:
+                    os.environ[k] = v
+
+    def test_one_client_serves_many_threads(self):
+        errors = []
+
+        def hammer(i):
+            try:
+                for j in range(20):
+                    self.fg.allow("t%d-%d" % (i, j))
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+        threads = [threading.Thread(target=hammer, args=(i,)) for i in range(8)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        self.assertEqual(errors, [])
+        self.assertEqual(sorted(r["path"] for r in self.fake.requests),
+                         sorted("/v1/users/t%d-%d/allow" % (i, j) for i in range(8) for j in range(20)))
+
     def test_fail_closed_503_is_a_denial_decision(self):
         self.answer(503, dict(DECISION_OK, allowed=False, reason="redis_down", degraded=True, retry_after_ms=1000,
                               error="redis: connection refused"), {"Retry-After": "1"})
@@ -301,6 +332,13 @@ class FakeServerTest(unittest.TestCase):
         self.assertEqual(self.ops(), ["check", "abandon"])
         self.assertEqual(json.loads(self.fake.last()["body"]), {"token": "tok1"})
 
+    def test_call_abandons_the_probe_when_cancelled(self):
+        import asyncio
+        self._script(dict(DECISION_OK, probe=True, token="tok2"))
+        with self.assertRaises(asyncio.CancelledError):
+            self.fg.call("llm", "a", _raise(asyncio.CancelledError()))
+        self.assertEqual(self.ops(), ["check", "abandon"])
+
     def test_call_without_probe_reports_nothing_on_interrupt(self):
         self._script(DECISION_OK)
         with self.assertRaises(KeyboardInterrupt):
@@ -327,6 +365,8 @@ class FakeServerTest(unittest.TestCase):
         self.assertEqual(json.loads(self.fake.last()["body"]), {"n": 1, "timeout_ms": 1500})
         self.fg.wait("igdb")
         self.assertEqual(json.loads(self.fake.last()["body"]), {"n": 1})
+        self.fg.wait("igdb", timeout=0)  # "no wait", not the server's 0 = maximum
+        self.assertEqual(json.loads(self.fake.last()["body"]), {"n": 1, "timeout_ms": 1})
 
     def test_wait_gets_its_timeout_on_top_of_the_client_timeout(self):
         # The server holds the request while it waits: 0.5 s here, past the
@@ -336,6 +376,12 @@ class FakeServerTest(unittest.TestCase):
         self.assertTrue(fg.wait("igdb", timeout=1.0).allowed)
         with self.assertRaises(floodgate.TransportError):
             fg.bucket_allow("igdb")
+
+    def test_wait_without_timeout_gets_max_wait(self):
+        self.answer(200, DECISION_OK, delay=0.5)
+        self.assertTrue(floodgate.Client(self.fake.url, timeout=0.2, max_wait=1.0).wait("igdb").allowed)
+        with self.assertRaises(floodgate.TransportError):
+            floodgate.Client(self.fake.url, timeout=0.2, max_wait=0).wait("igdb")
 
     # -- slots
 
