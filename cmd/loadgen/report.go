@@ -73,12 +73,12 @@ type TestResult struct {
 	Path string `json:"path"`
 	// Server is what the decisions of the N-goroutine phase cost inside
 	// Redis, all masters together; Shards is each master's share.
-	Server  ServerTime    `json:"server_time"`
-	Shards  []ShardResult `json:"shards"`
+	Server ServerTime    `json:"server_time"`
+	Shards []ShardResult `json:"shards"`
 	// HotKeys: the full test's shared keys, each driven alone.
 	HotKeys []HotKeyResult `json:"hot_keys,omitempty"`
-	Spread  float64       `json:"spread"` // max/min keys per shard
-	Seconds float64       `json:"seconds"`
+	Spread  float64        `json:"spread"` // max/min keys per shard
+	Seconds float64        `json:"seconds"`
 	// PhaseSeconds is the wall time of each phase: warm-up, write,
 	// memory, decisions, purge, expiry.
 	PhaseSeconds map[string]float64 `json:"phase_seconds"`
