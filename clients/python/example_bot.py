@@ -7,8 +7,9 @@ Run several at once (or beside the Go replicas): they share every limit.
 
 Environment: FLOODGATE_URL, FLOODGATE_HTTP_TOKEN, BOT_MESSAGES (200),
 BOT_VIEWERS (30), BOT_SEED (1), BOT_ENDPOINTS ("http://localhost:1234,
-https://api.openai.com"), BOT_LLM_SECONDS (0.05), BOT_LLM_FAIL (0.1). It
-prints one JSON line: what it answered and why it held back the rest.
+https://api.openai.com"), BOT_LLM_SECONDS (0.05), BOT_LLM_FAIL (0.1),
+BOT_READY_TIMEOUT (30: seconds to wait for the server). It prints one JSON
+line: what it answered and why it held back the rest.
 """
 
 import collections
@@ -29,6 +30,11 @@ def main() -> None:
     llm_seconds = float(os.environ.get("BOT_LLM_SECONDS", "0.05"))
     llm_fail = float(os.environ.get("BOT_LLM_FAIL", "0.1"))
     tally = collections.Counter()
+    deadline = time.monotonic() + float(os.environ.get("BOT_READY_TIMEOUT", "30"))
+    while not fg.ready():  # e.g. started beside the server by docker compose
+        if time.monotonic() > deadline:
+            raise SystemExit("example_bot: %s is not ready" % fg.base_url)
+        time.sleep(0.5)
 
     def fake_llm(prompt: str) -> str:
         time.sleep(llm_seconds)
