@@ -261,3 +261,43 @@ func TestPythonAndGoReplicasShareLimits(t *testing.T) {
 	}
 	t.Logf("allowed: Go %d, Python %d, total %d over %d users (limit %d each)", goTotal, pyTotal, goTotal+pyTotal, users, limit)
 }
+
+// TestPythonExampleBot runs clients/python/example_bot.py (the compose
+// file's bot-py) against a real server: every message is answered, held
+// back by a named limit, or an LLM failure, and some are answered.
+func TestPythonExampleBot(t *testing.T) {
+	py := needPython(t)
+	rdb := client(t)
+	token := randomHex(t, 16)
+	srv := startServeProc(t, map[string]string{
+		"FLOODGATE_KEY_PREFIX":    uniquePrefix(t, rdb),
+		"FLOODGATE_HTTP_TOKEN":    token,
+		"FLOODGATE_REDIS_TIMEOUT": pyRedisTimeout.String(),
+	})
+	const messages = 100
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, py, "example_bot.py")
+	cmd.Dir = pyClientDir
+	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1", "FLOODGATE_URL="+srv.URL, "FLOODGATE_HTTP_TOKEN="+token,
+		fmt.Sprintf("BOT_MESSAGES=%d", messages), "BOT_LLM_SECONDS=0.01")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("example_bot.py: %v\n%s", err, out)
+	}
+	var tally map[string]int
+	if err := json.Unmarshal(out, &tally); err != nil {
+		t.Fatalf("example_bot.py printed %q: %v", out, err)
+	}
+	total := 0
+	for k, n := range tally {
+		if k != "answered" && k != "llm_failed" && !strings.HasPrefix(k, "held_") {
+			t.Errorf("unexpected outcome %q in %v", k, tally)
+		}
+		total += n
+	}
+	if total != messages || tally["answered"] == 0 || tally["held_cooldown"] == 0 {
+		t.Fatalf("outcomes %v: want %d in total, some answered and some held by the cooldown", tally, messages)
+	}
+	t.Logf("example_bot.py: %v", tally)
+}
