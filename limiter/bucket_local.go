@@ -7,7 +7,7 @@ import (
 
 // gcraStep is bucket_allow.lua in Go, for the in-process fallback: n
 // tokens at now against tat, all in µs. It returns the decision and the
-// new TAT (unchanged when denied).
+// new TAT (unchanged when denied). A denial's RetryAfter is at least 1ms.
 func gcraStep(now, tat, interval int64, burst, n int) (Decision, int64) {
 	if tat < now {
 		tat = now
@@ -20,7 +20,7 @@ func gcraStep(now, tat, interval int64, burst, n int) (Decision, int64) {
 		return Decision{
 			Reason:     ReasonRate,
 			Remaining:  int(max(remaining, 0)),
-			RetryAfter: time.Duration(allowAt-now) * time.Microsecond,
+			RetryAfter: time.Duration(max(allowAt-now, 1000)) * time.Microsecond,
 			ResetAfter: time.Duration(tat-now) * time.Microsecond,
 		}, tat
 	}

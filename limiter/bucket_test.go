@@ -71,7 +71,7 @@ func TestBucketSpacingBurst1(t *testing.T) {
 	runBucketSteps(t, mustBucket(t, l, "igdb", 4, 1), r, []bucketStep{
 		{0, 1, rateOK(0, 250*msec)},
 		{100 * msec, 1, rateDenied(0, 150*msec, 150*msec)},
-		{250*msec - usec, 1, rateDenied(0, usec, usec)},
+		{250*msec - usec, 1, rateDenied(0, msec, usec)}, // 1 µs to go: RetryAfter is at least 1 ms
 		{250 * msec, 1, rateOK(0, 250*msec)},
 		{250 * msec, 1, rateDenied(0, 250*msec, 250*msec)},
 		{500 * msec, 1, rateOK(0, 250*msec)},
@@ -109,7 +109,7 @@ func TestBucketIntervalRoundsUp(t *testing.T) {
 	l, r := newTestLimiter(t, bucketConfig())
 	runBucketSteps(t, mustBucket(t, l, "three", 3, 1), r, []bucketStep{
 		{0, 1, rateOK(0, 333334*usec)},
-		{333333 * usec, 1, rateDenied(0, usec, usec)},
+		{333333 * usec, 1, rateDenied(0, msec, usec)}, // at least 1 ms
 		{333334 * usec, 1, rateOK(0, 333334*usec)},
 	})
 }

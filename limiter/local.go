@@ -12,6 +12,7 @@ type localState struct {
 	mu       sync.Mutex
 	buckets  map[string]*localGCRA
 	pools    map[string]*localSlots
+	owed     map[string]*owedLeaves
 	breakers map[string]*localBreaker
 }
 
@@ -57,6 +58,21 @@ func (s *localState) slots(name string) *localSlots {
 		s.pools[name] = p
 	}
 	return p
+}
+
+// owedLeaves returns the leaves the pool name owes Redis (slots_takeback.go).
+func (s *localState) owedLeaves(name string) *owedLeaves {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.owed == nil {
+		s.owed = map[string]*owedLeaves{}
+	}
+	o := s.owed[name]
+	if o == nil {
+		o = &owedLeaves{}
+		s.owed[name] = o
+	}
+	return o
 }
 
 // locals is the Limiter's in-process fallback state for buckets and pools,

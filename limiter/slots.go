@@ -85,6 +85,7 @@ type Slots struct {
 	waiters string
 	alive   string
 	local   *localSlots
+	owed    *owedLeaves
 }
 
 // SlotsSettings configure a Slots pool. Zero fields take
@@ -132,6 +133,7 @@ func (l *Limiter) Slots(name string, s SlotsSettings) (*Slots, error) {
 		waiters: l.key("s", name, ":w"),
 		alive:   l.key("s", name, ":e"),
 		local:   l.locals().slots(name),
+		owed:    l.locals().owedLeaves(name),
 	}, nil
 }
 
@@ -189,16 +191,13 @@ func (s *Slots) TryAcquire(ctx context.Context, holder string) (*Lease, error) {
 	r, err := s.acquireOnce(ctx, member, false, 0)
 	if err != nil {
 		if ctx.Err() != nil || IsUnavailable(err) {
-			// Redis may have granted the slot and lost only the reply:
-			// take it back rather than leak it for a whole lease. In the
-			// background, bounded by RedisTimeout: Redis is likely down.
-			go s.leave(context.WithoutCancel(ctx), member)
+			// Redis may have granted the slot and lost only the reply.
+			s.owe(member)
 		}
 		return s.fallback(ctx, member, holder, false, err)
 	}
 	if !r.granted {
-		s.l.observe(PolicySlots, Decision{Reason: ReasonSlots, RetryAfter: r.hint})
-		return nil, fmt.Errorf("%w in pool %q (size %d)", ErrNoSlot, s.name, s.size)
+		return nil, s.noSlot(r.hint, false)
 	}
 	s.l.observe(PolicySlots, Decision{Allowed: true, Remaining: r.remaining})
 	return &Lease{s: s, holder: holder, member: member}, nil
@@ -220,9 +219,15 @@ func (s *Slots) acquireOnce(ctx context.Context, member string, wait bool, arriv
 	if wait {
 		mode = 1
 	}
-	r, err := s.l.run(ctx, slotsAcquire, []string{s.holders, s.waiters, s.alive},
-		s.size, ms(s.lease), member, mode, ms(s.waiterTTL()), arrival)
+	owed := s.owed.take(time.Now())
+	args := make([]any, 0, 6+len(owed))
+	args = append(args, s.size, ms(s.lease), member, mode, ms(s.waiterTTL()), arrival)
+	for _, o := range owed {
+		args = append(args, o.member)
+	}
+	r, err := s.l.run(ctx, slotsAcquire, []string{s.holders, s.waiters, s.alive}, args...)
 	if err != nil {
+		s.owed.restore(owed)
 		return acquireReply{}, err
 	}
 	if len(r) != 4 {
@@ -263,16 +268,16 @@ func (s *Slots) Acquire(ctx context.Context, holder string) (lease *Lease, err e
 			s.local.leave(member)
 		}
 		// Unless Redis granted the slot, take member out of Redis's queue
-		// (and holders, in case a grant's reply was lost). When we end up
-		// degraded, Redis is likely down: do not make the caller wait for
-		// it; the waiter's heartbeat lapses anyway.
-		leave := func() { s.leave(context.WithoutCancel(ctx), member) }
+		// (and holders, in case a grant's reply was lost): at once while
+		// Redis answers, so the waiters behind need not wait for this
+		// one's heartbeat to lapse; when Redis is out of reach, on the
+		// pool's next acquisition (slots_takeback.go).
 		switch {
 		case lease != nil && !lease.Degraded():
 		case lease == nil && !down:
-			leave()
+			s.leaveNow(ctx, member)
 		default:
-			go leave()
+			s.owe(member)
 		}
 	}()
 	for {
@@ -296,7 +301,7 @@ func (s *Slots) Acquire(ctx context.Context, holder string) (lease *Lease, err e
 				return s.fallback(ctx, member, holder, true, err)
 			}
 			inLocal = true
-			if s.local.acquire(member, s.size, s.lease, true) {
+			if ok, _ := s.local.acquire(member, s.size, s.lease, true); ok {
 				s.l.observe(PolicySlots, Decision{Allowed: true, Remaining: Unlimited, Degraded: true})
 				return &Lease{s: s, holder: holder, member: member, local: true}, nil
 			}
@@ -319,11 +324,6 @@ func (s *Slots) Acquire(ctx context.Context, holder string) (lease *Lease, err e
 	}
 }
 
-// leave takes member out of the queue and the holders (slots_leave.lua).
-func (s *Slots) leave(ctx context.Context, member string) {
-	_, _ = s.l.run(ctx, slotsLeave, []string{s.holders, s.waiters, s.alive}, member)
-}
-
 // fallback handles a failed acquisition per Config.SlotsOnRedisError.
 func (s *Slots) fallback(ctx context.Context, member, holder string, wait bool, err error) (*Lease, error) {
 	if !isOutage(ctx, err) {
@@ -334,16 +334,52 @@ func (s *Slots) fallback(ctx context.Context, member, holder string, wait bool, 
 		s.l.observe(PolicySlots, Decision{Allowed: true, Remaining: Unlimited, Degraded: true})
 		return &Lease{s: s, holder: holder, member: member, open: true}, nil
 	case FailClosed:
-		s.l.observe(PolicySlots, Decision{Reason: ReasonRedisDown, Degraded: true})
+		s.l.observe(PolicySlots, Decision{Reason: ReasonRedisDown, RetryAfter: redisRetryInterval, Degraded: true})
 		return nil, fmt.Errorf("limiter: slot pool %q fails closed: %w: %w", s.name, ErrRedisUnavailable, err)
 	}
-	if s.local.acquire(member, s.size, s.lease, wait) {
+	ok, retry := s.local.acquire(member, s.size, s.lease, wait)
+	if ok {
 		s.l.observe(PolicySlots, Decision{Allowed: true, Remaining: Unlimited, Degraded: true})
 		return &Lease{s: s, holder: holder, member: member, local: true}, nil
 	}
-	s.l.observe(PolicySlots, Decision{Reason: ReasonSlots, Degraded: true})
-	return nil, fmt.Errorf("%w in pool %q (size %d, in-process while Redis is unavailable)", ErrNoSlot, s.name, s.size)
+	return nil, s.noSlot(retry, true)
 }
+
+// noSlot reports a denial to the Observer and returns it as a
+// *NoSlotError; retry is how long until the earliest lease expires, 0 when
+// not every slot is held (the free ones are owed to queued waiters).
+func (s *Slots) noSlot(retry time.Duration, degraded bool) error {
+	if retry <= 0 {
+		retry = pollMax // about when the waiters will have taken theirs
+	}
+	retry = max(retry, time.Millisecond)
+	s.l.observe(PolicySlots, Decision{Reason: ReasonSlots, RetryAfter: retry, Degraded: degraded})
+	return &NoSlotError{Pool: s.name, Size: s.size, RetryAfter: retry, Degraded: degraded}
+}
+
+// NoSlotError is the error TryAcquire returns when it takes no slot. It
+// wraps ErrNoSlot; errors.As finds it for the RetryAfter.
+type NoSlotError struct {
+	Pool string
+	Size int
+	// RetryAfter is when a slot may be free, at least 1ms: when the
+	// earliest lease expires if every slot is held (a Release may free
+	// one sooner), otherwise 50ms, about when the waiters queued ahead
+	// will have taken the free ones.
+	RetryAfter time.Duration
+	// Degraded is true when the in-process pool decided (FailLocal).
+	Degraded bool
+}
+
+func (e *NoSlotError) Error() string {
+	if e.Degraded {
+		return fmt.Sprintf("%v in pool %q (size %d, in-process while Redis is unavailable)", ErrNoSlot, e.Pool, e.Size)
+	}
+	return fmt.Sprintf("%v in pool %q (size %d)", ErrNoSlot, e.Pool, e.Size)
+}
+
+// Unwrap returns ErrNoSlot.
+func (e *NoSlotError) Unwrap() error { return ErrNoSlot }
 
 // InUse returns how many slots are held now across all replicas, for
 // metrics. It reads Redis only (leases held in-process under FailLocal are

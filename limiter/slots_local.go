@@ -18,34 +18,44 @@ type localSlots struct {
 
 // acquire grants member a slot by the same rules as slots_acquire.lua;
 // with wait, a member that is not granted joins (or stays in) the queue.
-func (p *localSlots) acquire(member string, size int, lease time.Duration, wait bool) bool {
+// When not granted it also returns how long until the earliest lease
+// expires, 0 when not every slot is held.
+func (p *localSlots) acquire(member string, size int, lease time.Duration, wait bool) (bool, time.Duration) {
 	now := time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	var first time.Time
 	for m, exp := range p.held {
-		if !exp.After(now) {
+		switch {
+		case !exp.After(now):
 			delete(p.held, m)
+		case first.IsZero() || exp.Before(first):
+			first = exp
 		}
 	}
 	if _, ok := p.held[member]; ok {
-		return true
+		return true, 0
 	}
 	free := size - len(p.held)
+	hint := time.Duration(0)
+	if free <= 0 {
+		hint = first.Sub(now)
+	}
 	rank := slices.Index(p.queue, member)
 	switch {
 	case rank < 0 && free > len(p.queue):
 	case rank < 0 && wait:
 		p.queue = append(p.queue, member)
-		return false
+		return false, hint
 	case rank < 0:
-		return false
+		return false, hint
 	case rank < free:
 		p.queue = slices.Delete(p.queue, rank, rank+1)
 	default:
-		return false
+		return false, hint
 	}
 	p.held[member] = now.Add(lease)
-	return true
+	return true, 0
 }
 
 func (p *localSlots) leave(member string) {

@@ -22,8 +22,11 @@
 --                   write (not a whole number of µs): nothing is written
 --   remaining       whole tokens left after this decision
 --   retry_after_us  0 when allowed, else the exact wait after which the same
---                   request passes if nobody else takes tokens meanwhile
---   reset_after_us  until the bucket is full again (TAT - now)
+--                   request passes if nobody else takes tokens meanwhile, at
+--                   least 1 ms, and at most until the key expires (after a
+--                   step back of Redis TIME, TAT - now overstates the wait)
+--   reset_after_us  until the bucket is full again (TAT - now, at most until
+--                   the key expires)
 -- The key's TTL is reset_after rounded up to a millisecond: once TAT is in
 -- the past, a missing key means the same (a full bucket).
 
@@ -52,7 +55,17 @@ local allowat = newtat - tolerance
 if allowat > now then
   local remaining = math.floor((now + tolerance - tat) / interval)
   if remaining < 0 then remaining = 0 end
-  return {0, remaining, allowat - now, tat - now}
+  local retry, reset = allowat - now, tat - now
+  -- After Redis TIME stepped back, TAT is further ahead than the key's
+  -- TTL, which runs in real time; once the key is gone the bucket is full.
+  local pttl = redis.call('PTTL', key)
+  if pttl >= 0 then
+    local gone = (pttl + 1) * 1000
+    if retry > gone then retry = gone end
+    if reset > gone then reset = gone end
+  end
+  if retry < 1000 then retry = 1000 end
+  return {0, remaining, retry, reset}
 end
 
 local ttl = math.ceil((newtat - now) / 1000)

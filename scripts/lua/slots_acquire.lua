@@ -15,6 +15,8 @@
 -- ARGV[5]  waiter heartbeat TTL in ms (mode 1)
 -- ARGV[6]  arrival in µs from this waiter's earlier poll, 0 on the first:
 --          a waiter whose entry lapsed (a long pause) rejoins at its place
+-- ARGV[7..] members this replica owes a leave: grants or queue entries whose
+--          reply was lost while Redis failed. They are removed first.
 --
 -- Expired leases and waiters are pruned first. Then, with free = size -
 -- live holders and waiting = live waiters:
@@ -55,6 +57,12 @@ local function expire_at_last(key)
   if ttl < 1 then ttl = 1 end
   redis.call('PEXPIRE', key, int(ttl))
   return ttl
+end
+
+for i = 7, #ARGV do
+  redis.call('ZREM', holders, ARGV[i])
+  redis.call('ZREM', waiters, ARGV[i])
+  redis.call('ZREM', alive, ARGV[i])
 end
 
 redis.call('ZREMRANGEBYSCORE', holders, '-inf', int(now))
