@@ -1,0 +1,131 @@
+package integration_test
+
+import (
+	"context"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/floodgate/floodgate/limiter"
+)
+
+func init() {
+	workers["retry-after"] = retryAfterWorker
+}
+
+// retryAfterTally is one worker process's count of its decisions.
+type retryAfterTally struct {
+	Decisions, Allowed, Denied int
+	// ZeroWait counts denials whose RetryAfter was under 1 ms: a caller
+	// told to retry at once.
+	ZeroWait int
+	MinRetry time.Duration
+}
+
+// retryAfterWorker is one bot replica: 32 goroutines asking for the same
+// user under a cooldown (window off, deny cache off, so every decision is
+// user_allow.lua's) for RUN_FOR.
+func retryAfterWorker(ctx context.Context) (any, error) {
+	opt, err := redis.ParseURL(os.Getenv("REDIS_URL"))
+	if err != nil {
+		return nil, err
+	}
+	opt.PoolSize = 32
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	cfg := limiter.DefaultConfig()
+	cfg.KeyPrefix = os.Getenv("PREFIX")
+	cfg.UserCooldown = time.Second
+	cfg.MaxRequestsPerUserHour = 0
+	cfg.LocalCacheSize = 0
+	cfg.RedisTimeout = 5 * time.Second
+	l, err := limiter.New(rdb, cfg)
+	if err != nil {
+		return nil, err
+	}
+	runFor, err := time.ParseDuration(os.Getenv("RUN_FOR"))
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, runFor)
+	defer cancel()
+	var mu sync.Mutex
+	tally := retryAfterTally{MinRetry: time.Hour}
+	errs := make(chan error, 32)
+	var wg sync.WaitGroup
+	for g := 0; g < 32; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine retryAfterTally
+			mine.MinRetry = time.Hour
+			for ctx.Err() == nil {
+				d, err := l.Allow(ctx, "one-user")
+				if err != nil {
+					if ctx.Err() == nil {
+						errs <- err
+					}
+					break
+				}
+				mine.Decisions++
+				if d.Allowed {
+					mine.Allowed++
+					continue
+				}
+				mine.Denied++
+				if d.RetryAfter < time.Millisecond {
+					mine.ZeroWait++
+				}
+				mine.MinRetry = min(mine.MinRetry, d.RetryAfter)
+			}
+			mu.Lock()
+			tally.Decisions += mine.Decisions
+			tally.Allowed += mine.Allowed
+			tally.Denied += mine.Denied
+			tally.ZeroWait += mine.ZeroWait
+			tally.MinRetry = min(tally.MinRetry, mine.MinRetry)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return tally, <-errs
+}
+
+// TestNoZeroRetryAfterAcrossProcesses (issue 11 item 1): 3 processes x 32
+// goroutines on one user with a 1 s cooldown and the window off, for 3 s.
+// Around each expiry PTTL reads 0 for the key's last millisecond; every
+// denial must still carry a wait of at least 1 ms. The cooldown is exact
+// too: at most one admission per second.
+func TestNoZeroRetryAfterAcrossProcesses(t *testing.T) {
+	rdb := client(t)
+	prefix := uniquePrefix(t, rdb)
+	const runFor = 3 * time.Second
+	results := runWorkers[retryAfterTally](t, "retry-after", 3, map[string]string{
+		"PREFIX": prefix, "RUN_FOR": runFor.String(),
+	})
+	var total retryAfterTally
+	total.MinRetry = time.Hour
+	for _, r := range results {
+		total.Decisions += r.Decisions
+		total.Allowed += r.Allowed
+		total.Denied += r.Denied
+		total.ZeroWait += r.ZeroWait
+		total.MinRetry = min(total.MinRetry, r.MinRetry)
+	}
+	t.Logf("%d decisions: %d allowed, %d denied, %d with RetryAfter < 1ms, shortest wait %v",
+		total.Decisions, total.Allowed, total.Denied, total.ZeroWait, total.MinRetry)
+	if total.Denied < 1000 {
+		t.Fatalf("only %d denials: too few to test anything", total.Denied)
+	}
+	if total.ZeroWait > 0 {
+		t.Errorf("%d denials carried a RetryAfter under 1 ms (shortest %v)", total.ZeroWait, total.MinRetry)
+	}
+	// 3 s under a 1 s cooldown, plus start-up skew between the processes.
+	if total.Allowed < 2 || total.Allowed > 5 {
+		t.Errorf("%d admissions in %v with a 1 s cooldown, want 2 to 5", total.Allowed, runFor)
+	}
+}
