@@ -427,3 +427,64 @@ func TestLoadgenUnreachable(t *testing.T) {
 		t.Errorf("bad flag: exit %d, stderr %q", code, stderr)
 	}
 }
+
+// TestLoadgenClusterCtrlC interrupts a --cluster run of a million users
+// while it writes them: exit 130 with one line, and every node stopped.
+func TestLoadgenClusterCtrlC(t *testing.T) {
+	needRedisServer(t)
+	bin := buildLoadgen(t)
+	cmd := exec.Command(bin, "--cluster", "3", "--users", "1M", "--tests", "hourly")
+	cmd.Env = envWithout()
+	var stdout bytes.Buffer
+	stderr := &redisproc.SyncBuffer{}
+	cmd.Stdout, cmd.Stderr = &stdout, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// The status line names the nodes once the cluster is up.
+	var addrs []string
+	deadline := time.Now().Add(60 * time.Second)
+	for addrs == nil {
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			t.Fatalf("no cluster after 60 s; stderr: %s", stderr.String())
+		}
+		if _, after, ok := strings.Cut(stderr.String(), "Redis Cluster on "); ok {
+			list, _, _ := strings.Cut(after, ", Redis")
+			addrs = strings.Split(list, ",")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: addrs[0]})
+	defer rdb.Close()
+	// Wait until users are being written, then interrupt.
+	for n := int64(0); n < 1000; {
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			t.Fatalf("no users written; stderr: %s", stderr.String())
+		}
+		n, _ = rdb.DBSize(context.Background()).Result()
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+		t.Fatalf("exit: %v, want status 130; stderr: %s", err, stderr.String())
+	}
+	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+	if last := lines[len(lines)-1]; !strings.HasPrefix(last, "loadgen: interrupted") {
+		t.Errorf("last stderr line %q: want the interruption", last)
+	}
+	if stdout.Len() != 0 {
+		t.Errorf("a partial report on stdout: %q", stdout.String())
+	}
+	for _, a := range addrs {
+		if c, err := net.DialTimeout("tcp", a, time.Second); err == nil {
+			c.Close()
+			t.Errorf("cluster node %s still answers after Ctrl-C", a)
+		}
+	}
+}

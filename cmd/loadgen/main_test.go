@@ -296,3 +296,34 @@ func TestRunSVGNeedsMemory(t *testing.T) {
 		t.Errorf("keys written: %v", m.Keys())
 	}
 }
+
+// Without redis-server on PATH loadgen falls back to miniredis: its first
+// line says what it cannot measure and the one command that fixes it, and
+// it prints only key counts.
+func TestRunWithoutRedisServer(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	t.Setenv("FLOODGATE_REDIS_URL", "")
+	t.Setenv("REDIS_URL", "")
+	var stdout, stderr bytes.Buffer
+	if err := Run(context.Background(), append([]string{"--users", "20", "--tests", "cooldown,hourly"}, quick...), &stdout, &stderr); err != nil {
+		t.Fatalf("Run: %v\nstderr: %s", err, stderr.String())
+	}
+	out := stdout.String()
+	first, rest, _ := strings.Cut(out, "\n")
+	if first != notMeasured || !strings.Contains(first, "apt-get install -y redis-server") {
+		t.Errorf("first line %q, want %q", first, notMeasured)
+	}
+	if !strings.Contains(stderr.String(), "apt-get install -y redis-server") {
+		t.Errorf("stderr does not say how to get a real Redis: %q", stderr.String())
+	}
+	for _, want := range []string{"keys/user", "20  cooldown", "1.00", "No verdict"} {
+		if !strings.Contains(rest, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	for _, not := range []string{"B/user", "p50", "x PING", "PASS", "FAIL", "µs"} {
+		if strings.Contains(rest, not) {
+			t.Errorf("output shows %q, which miniredis cannot measure:\n%s", not, out)
+		}
+	}
+}
