@@ -149,10 +149,24 @@ func clusterUsers(n int) []string {
 	return users
 }
 
-// userKeys are the keys the per-user policy may write for user.
+// userKeys are the keys the per-user policy may write for user, as
+// Limiter.UserKeys names them (ids with braces are tagged by a hash).
 func userKeys(prefix, user string) (window, cooldown string) {
-	return prefix + "{u:" + user + "}:w", prefix + "{u:" + user + "}:cd"
+	cfg := limiter.DefaultConfig()
+	cfg.KeyPrefix = prefix
+	l, err := limiter.New(keyNamer, cfg)
+	if err != nil {
+		panic(err)
+	}
+	keys, err := l.UserKeys(user)
+	if err != nil {
+		panic(err)
+	}
+	return keys[0], keys[1]
 }
+
+// keyNamer only lets userKeys build a Limiter; it is never dialled.
+var keyNamer = redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 
 // testClusterUserKeys: a user's keys share one slot, that slot's master
 // holds them, users spread over all masters, Reset's two-key DEL works.

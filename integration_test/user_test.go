@@ -241,10 +241,17 @@ func TestUserKeysShareSlot(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	defer rdb.Close()
 	ctx := context.Background()
+	l, err := limiter.New(rdb, limiter.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
 	slotsSeen := map[int64]bool{}
 	for _, u := range []string{"alice", "a}b", "{x}", "a:b", "\x00\xff", strings.Repeat("z", limiter.MaxUserLen), "user-123"} {
-		w := "floodgate:{u:" + u + "}:w"
-		cd := "floodgate:{u:" + u + "}:cd"
+		keys, err := l.UserKeys(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, cd := keys[0], keys[1]
 		s1, err1 := rdb.ClusterKeySlot(ctx, w).Result()
 		s2, err2 := rdb.ClusterKeySlot(ctx, cd).Result()
 		if err1 != nil || err2 != nil {
@@ -257,6 +264,66 @@ func TestUserKeysShareSlot(t *testing.T) {
 	}
 	if len(slotsSeen) < 4 {
 		t.Errorf("users landed in only %d slots: hash tags do not spread", len(slotsSeen))
+	}
+}
+
+// TestCraftedIdsSpreadOverSlots: ids holding '}' used to share the hash
+// tag up to it ("evil}1", "evil}2"... all in the slot of "u:evil"), so one
+// id pattern could aim every key at one Cluster slot. Asked of a
+// cluster-enabled redis-server (CLUSTER KEYSLOT), 2,000 such ids now
+// spread as random keys would (about 1,885 distinct slots of 16,384);
+// ids without braces keep the keys they always had.
+func TestCraftedIdsSpreadOverSlots(t *testing.T) {
+	needRedisServer(t)
+	srv, err := redisproc.Start(context.Background(), redisproc.Options{Args: []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop()
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer rdb.Close()
+	ctx := context.Background()
+	l, err := limiter.New(rdb, limiter.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	slot := func(key string) int64 {
+		s, err := rdb.ClusterKeySlot(ctx, key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	for _, pattern := range []string{"evil}%d", "{x}%d", "%d}", "{%d"} {
+		slots := map[int64]int{}
+		keys := map[string]bool{}
+		const n = 2000
+		for i := 0; i < n; i++ {
+			ks, err := l.UserKeys(fmt.Sprintf(pattern, i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := slot(ks[0])
+			if s2 := slot(ks[1]); s2 != s {
+				t.Fatalf("%q: its keys in slots %d and %d", ks, s, s2)
+			}
+			slots[s]++
+			keys[ks[0]], keys[ks[1]] = true, true
+		}
+		most := 0
+		for _, c := range slots {
+			most = max(most, c)
+		}
+		if len(slots) < 1700 || most > 5 || len(keys) != 2*n {
+			t.Errorf("ids %q: %d distinct slots (busiest holds %d), %d distinct keys for %d ids; want about 1,885 slots and no shared key", pattern, len(slots), most, len(keys), n)
+		}
+	}
+	// Ids without braces: the keys (and slots) existing users have.
+	for _, u := range []string{"alice", "user_00042", "a:b"} {
+		ks, _ := l.UserKeys(u)
+		if ks[0] != "floodgate:{u:"+u+"}:w" || slot(ks[0]) != slot("u:"+u) {
+			t.Errorf("UserKeys(%q) = %q: an id without braces changed key", u, ks)
+		}
 	}
 }
 

@@ -160,6 +160,9 @@ func FuzzAllowUser(f *testing.F) {
 			t.Fatalf("first Allow(%q) = %+v, %v", user, d, err)
 		}
 		key := "floodgate:{u:" + user + "}:w"
+		if strings.ContainsAny(user, "{}") { // tagged by a hash (keys.go)
+			key = "floodgate:{u:#" + hashTagOf(user) + "}/" + user + ":w"
+		}
 		if !mr.Exists(key) {
 			t.Fatalf("Allow(%q) did not write %q; keys: %q", user, key, mr.Keys())
 		}

@@ -1,6 +1,8 @@
 package limiter
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"strings"
 	"unicode/utf8"
@@ -8,10 +10,30 @@ import (
 
 // key builds "<prefix>{<kind>:<id>}<suffix>". Every key of one user,
 // endpoint, API or pool shares the braces' hash tag, so a script's keys sit
-// in one Cluster slot. Prefix and suffix are fixed, so distinct ids give
-// distinct keys even when an id holds '{', '}' or ':'.
+// in one Cluster slot.
+//
+// An id holding '{' or '}' would cut the tag short ("a}x" and "a}y" would
+// both be tagged "u:a"), so ids crafted that way could all be aimed at one
+// Cluster slot. Such an id is tagged by a hash of the whole id instead and
+// written out after the tag: "<prefix>{<kind>:#<16 hex digits>}/<id><suffix>".
+// Other ids keep their keys. Keys stay distinct: after the first '}' an
+// ordinary key has only its suffix, which starts with ':', a hashed one
+// has '/'.
 func (l *Limiter) key(kind, id, suffix string) string {
 	var b strings.Builder
+	if strings.ContainsAny(id, "{}") {
+		sum := sha256.Sum256([]byte(id))
+		b.Grow(len(l.prefix) + len(kind) + 2*hashTagBytes + len(id) + len(suffix) + 5)
+		b.WriteString(l.prefix)
+		b.WriteByte('{')
+		b.WriteString(kind)
+		b.WriteString(":#")
+		b.WriteString(hex.EncodeToString(sum[:hashTagBytes]))
+		b.WriteString("}/")
+		b.WriteString(id)
+		b.WriteString(suffix)
+		return b.String()
+	}
 	b.Grow(len(l.prefix) + len(kind) + len(id) + len(suffix) + 3)
 	b.WriteString(l.prefix)
 	b.WriteByte('{')
@@ -22,6 +44,10 @@ func (l *Limiter) key(kind, id, suffix string) string {
 	b.WriteString(suffix)
 	return b.String()
 }
+
+// hashTagBytes of SHA-256 tag an id holding braces: 64 bits, so distinct
+// ids almost never share a tag (nothing breaks if they do).
+const hashTagBytes = 8
 
 // UserKeys returns every Redis key that can hold user's state under the
 // per-user policy, whichever layout the Config selects: the window's
