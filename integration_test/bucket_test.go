@@ -70,7 +70,9 @@ type bucketResult struct {
 	Allowed  int
 	Denied   int
 	Degraded int
-	LastDone int64 // unix ns when its last call returned
+	// ShortWaits counts denials whose RetryAfter is under 1 ms.
+	ShortWaits int
+	LastDone   int64 // unix ns when its last call returned
 }
 
 // The IGDB limits of the test: 4 per second, burst 2.
@@ -121,6 +123,9 @@ func bucketFlatOut(ctx context.Context) (any, error) {
 					r.Allowed++
 				default:
 					r.Denied++
+					if d.RetryAfter < time.Millisecond {
+						r.ShortWaits++
+					}
 				}
 			}
 			done := time.Now().UnixNano()
@@ -128,6 +133,7 @@ func bucketFlatOut(ctx context.Context) (any, error) {
 			res.Allowed += r.Allowed
 			res.Denied += r.Denied
 			res.Degraded += r.Degraded
+			res.ShortWaits += r.ShortWaits
 			res.LastDone = max(res.LastDone, done)
 			mu.Unlock()
 		})
@@ -155,10 +161,11 @@ func TestBucketAcrossProcesses(t *testing.T) {
 		bsStartEnv:  strconv.FormatInt(start.UnixNano(), 10),
 		bsForEnv:    duration.String(),
 	})
-	var allowed, denied, degraded int
+	var allowed, denied, degraded, shortWaits int
 	var lastDone int64
 	for i, r := range res {
 		t.Logf("process %d: %d allowed, %d denied, %d degraded", i, r.Allowed, r.Denied, r.Degraded)
+		shortWaits += r.ShortWaits
 		allowed += r.Allowed
 		denied += r.Denied
 		degraded += r.Degraded
@@ -180,6 +187,9 @@ func TestBucketAcrossProcesses(t *testing.T) {
 	}
 	if degraded > 0 {
 		t.Fatalf("%d decisions were degraded: Redis timed out", degraded)
+	}
+	if shortWaits > 0 || denied == 0 {
+		t.Fatalf("%d of %d denials had a RetryAfter under 1ms", shortWaits, denied)
 	}
 }
 

@@ -42,6 +42,8 @@ type contendResult struct {
 	MaxInside     int64 // highest value of the shared counter it saw
 	MaxInUse      int   // highest InUse it sampled
 	ReleaseErrors int
+	Denied        int // TryAcquire's NoSlotErrors
+	ShortWaits    int // of which with a RetryAfter under 1 ms
 }
 
 // slotsContend: 4 goroutines acquire a slot of the seed's 7, mark the held
@@ -104,6 +106,45 @@ func slotsContend(ctx context.Context) (any, error) {
 			}
 		})
 	}
+	// A fifth holder only tries, and retries after each denial's RetryAfter
+	// (at most 2 ms, to keep trying).
+	wg.Go(func() {
+		holder := fmt.Sprintf("w%s-try", os.Getenv("WORKER_INDEX"))
+		for wctx.Err() == nil {
+			lease, err := s.TryAcquire(wctx, holder)
+			var nse *limiter.NoSlotError
+			switch {
+			case errors.As(err, &nse):
+				mu.Lock()
+				res.Denied++
+				if nse.RetryAfter < time.Millisecond {
+					res.ShortWaits++
+				}
+				mu.Unlock()
+				time.Sleep(min(nse.RetryAfter, 2*time.Millisecond))
+				continue
+			case err != nil:
+				if wctx.Err() == nil {
+					fail(err)
+				}
+				return
+			}
+			n, err := rdb.Incr(ctx, counter).Result()
+			if err != nil {
+				fail(err)
+				return
+			}
+			rdb.Decr(ctx, counter)
+			rerr := lease.Release(ctx)
+			mu.Lock()
+			res.Acquired++
+			res.MaxInside = max(res.MaxInside, n)
+			if rerr != nil {
+				res.ReleaseErrors++
+			}
+			mu.Unlock()
+		}
+	})
 	wg.Go(func() {
 		for wctx.Err() == nil {
 			n, err := s.InUse(ctx)
@@ -124,9 +165,10 @@ func slotsContend(ctx context.Context) (any, error) {
 	return res, nil
 }
 
-// 4 processes x 4 goroutines contend for the seed's 7 slots for 5 s: never
-// more than 7 are inside the held section at once, by a shared counter
-// and by InUse.
+// 4 processes x 4 goroutines contend for the seed's 7 slots for 5 s (and
+// one more per process only tries): never more than 7 are inside the held
+// section at once, by a shared counter and by InUse; every denied try
+// waits at least 1 ms.
 func TestSlotsNeverOverCapacityAcrossProcesses(t *testing.T) {
 	rdb := client(t)
 	prefix := uniquePrefix(t, rdb)
@@ -137,10 +179,12 @@ func TestSlotsNeverOverCapacityAcrossProcesses(t *testing.T) {
 		bsStartEnv:  strconv.FormatInt(start.UnixNano(), 10),
 		bsForEnv:    "5s",
 	})
-	var acquired, releaseErrors, maxInUse int
+	var acquired, releaseErrors, maxInUse, denied, shortWaits int
 	var maxInside int64
 	for i, r := range res {
-		t.Logf("process %d: %d acquisitions, max inside %d, max InUse %d", i, r.Acquired, r.MaxInside, r.MaxInUse)
+		t.Logf("process %d: %d acquisitions, max inside %d, max InUse %d, %d tries denied", i, r.Acquired, r.MaxInside, r.MaxInUse, r.Denied)
+		denied += r.Denied
+		shortWaits += r.ShortWaits
 		acquired += r.Acquired
 		releaseErrors += r.ReleaseErrors
 		maxInside = max(maxInside, r.MaxInside)
@@ -156,6 +200,9 @@ func TestSlotsNeverOverCapacityAcrossProcesses(t *testing.T) {
 	}
 	if releaseErrors > 0 {
 		t.Fatalf("%d releases failed: leases were lost while held", releaseErrors)
+	}
+	if denied == 0 || shortWaits > 0 {
+		t.Fatalf("%d of %d denied tries had a RetryAfter under 1ms", shortWaits, denied)
 	}
 	if v := rdb.Get(context.Background(), prefix+slotsCounterName).Val(); v != "0" {
 		t.Fatalf("counter ends at %q, want 0", v)
@@ -429,4 +476,41 @@ func mustSlots(t testing.TB, l *limiter.Limiter, name string, size int, lease ti
 		t.Fatal(err)
 	}
 	return s
+}
+
+// A lease's token carries it to another process (here another Limiter
+// with its own connections): Refresh and Release there act on the same
+// grant in real Redis, and the granting handle then finds it lost.
+func TestLeaseTokenOnRealRedis(t *testing.T) {
+	rdb := client(t)
+	cfg := limiter.DefaultConfig()
+	cfg.RedisTimeout = 2 * time.Second
+	granter := newLimiter(t, rdb, cfg)
+	cfg.KeyPrefix = granter.Config().KeyPrefix
+	other := newLimiter(t, client(t), cfg)
+	ctx := context.Background()
+	pool := mustSlots(t, granter, "llm", 1, 10*time.Second)
+	lease, err := pool.TryAcquire(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	there, err := mustSlots(t, other, "llm", 1, 10*time.Second).Lease(lease.Token())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := there.Refresh(ctx); err != nil {
+		t.Fatalf("Refresh via token: %v", err)
+	}
+	if _, err := pool.TryAcquire(ctx, "bob"); !errors.Is(err, limiter.ErrNoSlot) {
+		t.Fatalf("TryAcquire while the token's lease is held = %v, want ErrNoSlot", err)
+	}
+	if err := there.Release(ctx); err != nil {
+		t.Fatalf("Release via token: %v", err)
+	}
+	if err := lease.Release(ctx); !errors.Is(err, limiter.ErrLeaseLost) {
+		t.Fatalf("Release by the granter after the token's = %v, want ErrLeaseLost", err)
+	}
+	if n, err := pool.InUse(ctx); err != nil || n != 0 {
+		t.Fatalf("InUse = %d, %v; want 0", n, err)
+	}
 }
