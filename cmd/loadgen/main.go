@@ -216,10 +216,11 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 // is refused.
 func claimPrefix(ctx context.Context, t *target, o *options) error {
 	for try := 0; ; try++ {
-		n, err := t.countKeys(ctx, o.prefix)
+		keys, err := t.countKeysByNode(ctx, o.prefix)
 		if err != nil {
 			return err
 		}
+		n := sum(keys)
 		if n == 0 {
 			t.prefix = o.prefix
 			return nil

@@ -254,8 +254,8 @@ func TestTargetPurgeOnlyTouchesThePrefix(t *testing.T) {
 	m.Set("q:p:kept", "x")
 	tg := &target{mode: modeURL, dial: addrDialer(m.Addr())}
 	ctx := context.Background()
-	if n, err := tg.countKeys(ctx, "p:"); err != nil || n != 2500 {
-		t.Fatalf("countKeys = %d, %v; want 2500", n, err)
+	if keys, err := tg.countKeysByNode(ctx, "p:"); err != nil || sum(keys) != 2500 {
+		t.Fatalf("countKeysByNode = %v, %v; want 2500", keys, err)
 	}
 	n, took, err := tg.purge(ctx, "p:")
 	if err != nil || n != 2500 || took <= 0 {

@@ -317,22 +317,6 @@ func fmtCount(n int) string {
 	return s
 }
 
-func fmtCheck(c Check) string {
-	if c.Status == "n/a" {
-		return "n/a"
-	}
-	var m, l string
-	switch c.Unit {
-	case "bytes":
-		m, l = fmtBytes(c.Measured), fmtBytes(c.Limit)
-	case "ms":
-		m, l = fmtMs(c.Measured), fmtMs(c.Limit)
-	default:
-		m, l = fmtUs(c.Measured), fmtUs(c.Limit)
-	}
-	return fmt.Sprintf("%s %s (< %s)", c.Status, m, l)
-}
-
 // table is one block of the report, rendered as text or Markdown.
 type table struct {
 	title  string

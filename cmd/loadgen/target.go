@@ -410,29 +410,6 @@ const scanBatch = 1000
 // of 50,000 keys takes a few round trips.
 const countBatch = 10_000
 
-// countKeys counts the keys under prefix with SCAN MATCH.
-func (t *target) countKeys(ctx context.Context, prefix string) (int64, error) {
-	var mu sync.Mutex
-	var n int64
-	err := t.with(ctx, func(c redis.UniversalClient) error {
-		return eachMaster(ctx, c, func(ctx context.Context, c *redis.Client) error {
-			iter := c.Scan(ctx, 0, prefix+"*", countBatch).Iterator()
-			var k int64
-			for iter.Next(ctx) {
-				k++
-			}
-			mu.Lock()
-			n += k
-			mu.Unlock()
-			return iter.Err()
-		})
-	})
-	if err != nil {
-		return 0, fmt.Errorf("loadgen: SCAN %s*: %w", prefix, err)
-	}
-	return n, nil
-}
-
 // purge deletes every key under prefix with SCAN MATCH + UNLINK and
 // returns how many it deleted and how long that took (timed once its
 // connection is up). UNLINK goes one key per command in a pipeline, so it
