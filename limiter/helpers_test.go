@@ -57,8 +57,8 @@ func newTestLimiter(t *testing.T, cfg Config) (*Limiter, *testRedis) {
 	return l, r
 }
 
-// userConfig is the seed's per-user setup with the cache off, so every
-// decision reaches Redis.
+// userConfig is DefaultConfig with the given per-user limits and the
+// cache off, so every decision reaches Redis.
 func userConfig(cooldown time.Duration, limit int, window time.Duration) Config {
 	cfg := DefaultConfig()
 	cfg.UserCooldown = cooldown

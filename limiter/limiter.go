@@ -62,9 +62,9 @@ type Limiter struct {
 
 // New returns a Limiter using rdb with cfg, after cfg.Validate. It does not
 // contact Redis; scripts load on first use and again after a restart
-// (NOSCRIPT). For bounded calls, rdb should honour context deadlines
-// (ContextTimeoutEnabled, as NewClient sets): each call gets
-// Config.RedisTimeout.
+// (NOSCRIPT). Calls return by their context's deadline only if rdb
+// honours context deadlines (ContextTimeoutEnabled, as NewClient sets);
+// each round trip is also bounded by Config.RedisTimeout.
 func New(rdb redis.UniversalClient, cfg Config) (*Limiter, error) {
 	if rdb == nil {
 		return nil, errors.New("limiter: New needs a Redis client, got nil")

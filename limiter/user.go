@@ -10,11 +10,13 @@ import (
 )
 
 // The per-user policy: a cooldown between a user's accepted requests and a
-// sliding-window log of them (seed: user_cooldown and
-// max_requests_per_user_hour). Both are decided by user_allow.lua in one
-// round trip; a denied request writes nothing.
+// sliding-window log of them (Config.UserCooldown and
+// MaxRequestsPerUserHour). Both are decided by user_allow.lua in one round
+// trip; a denied request writes nothing.
 //
-// Keys, all tagged {u:<user>} so they share one Cluster slot:
+// Keys, all tagged {u:<user>} so they share one Cluster slot (an id
+// holding '{' or '}' is tagged by its hash instead: see key in keys.go;
+// UserKeys lists them):
 //
 //	<prefix>{u:<user>}:w   sorted set: the window, whose newest entry is
 //	                       also the cooldown clock (window on)
@@ -58,6 +60,12 @@ func (l *Limiter) userKey(user string) string {
 // While Redis cannot be reached the decision follows Config.OnRedisError
 // and is marked Degraded, with a nil error; other Redis errors are
 // returned wrapped.
+//
+// Allow returns by ctx's deadline. When ctx ends first, the error wraps
+// ctx.Err() and names the user; if the call had already gone to Redis
+// (alone or in a coalesced pipeline, which goes on without it), the
+// request may still have been counted, as with any write that timed out.
+// The Observer then still sees the decision Redis made.
 func (l *Limiter) Allow(ctx context.Context, user string) (Decision, error) {
 	if err := l.usable(); err != nil {
 		return Decision{}, err
