@@ -173,6 +173,8 @@ How each figure is taken:
             of the script commands / decisions; "CPU µs" is the main thread's
             CPU (INFO cpu) / decisions, and "ceiling" 1e6 / CPU µs: what one
             shard sustains when Redis, not the client, is the bottleneck
+  hot keys  the full test's shared keys (API bucket, LLM pool, endpoint), each
+            driven alone at --goroutines: one key, so one shard, by design
   purge     SCAN MATCH prefix* + UNLINK of the test's keys
   expiry    the users written again with TTLs of --idle; time until Redis has
             expired them all (INFO expired_keys) and given the memory back
@@ -194,7 +196,7 @@ Usage: loadgen [flags]
 func newFlagSet(o *options, users *intList, tests *stringList) *flag.FlagSet {
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	fs.Var(users, "users", "users per scenario, repeatable or comma-separated (10k and 1M work)")
+	fs.Var(users, "users", "numbers of users, comma-separated or repeated (10k and 1M work)")
 	fs.Var(tests, "tests", "tests to run: cooldown, hourly, full (comma-separated)")
 	fs.DurationVar(&o.idle, "idle", 2*time.Second, "TTL of the idle-expiry pass: keys written with it, then Redis's reclaim is timed")
 	fs.Uint64Var(&o.seed, "seed", 1, "seed of the random users, request times and lookups")
@@ -204,7 +206,7 @@ func newFlagSet(o *options, users *intList, tests *stringList) *flag.FlagSet {
 	fs.StringVar(&o.jsonFile, "json", "", "write every figure and the environment as JSON to `FILE`")
 	fs.StringVar(&o.mdFile, "markdown", "", "write every table as Markdown to `FILE`")
 	fs.StringVar(&o.svgFile, "svg", "", "draw memory per user and total memory against users, beside the study's estimates, to `FILE`")
-	fs.BoolVar(&o.detail, "detail", false, "print every table: memory, latency, throughput, speed per path, cleanup, shards")
+	fs.BoolVar(&o.detail, "detail", false, "print every table: memory, latency, throughput, speed per path, cleanup, hot keys, shards")
 	fs.IntVar(&o.cluster, "cluster", 0, "start an embedded Redis Cluster of `N` masters (3 or more) and report per shard")
 	fs.StringVar(&o.prefix, "prefix", "", "key prefix (default \"fgl:<random>:\", as long as the production \"floodgate:\")")
 	fs.StringVar(&o.redisURL, "redis-url", "", "Redis to measure (overrides FLOODGATE_REDIS_URL and REDIS_URL; comma-separate Cluster nodes)")
