@@ -25,8 +25,8 @@
 // slots.go; the one Redis call path in redis.go, with health.go (a node
 // that stopped answering is skipped for a while) and errors.go (what an
 // error means); keys.go builds keys; coalesce.go groups concurrent Allow
-// calls into pipelines; user_local.go decides per process while Redis is
-// out of reach.
+// calls into pipelines; the *_local.go files decide per process while
+// Redis is out of reach.
 package limiter
 
 import (
@@ -52,7 +52,7 @@ type Limiter struct {
 	cache   *denyCache
 	local   *localUsers
 	batcher batcher
-	// Per-process fallbacks of Bucket and Slots (bucket.go).
+	// Per-process fallbacks of Backoff, Bucket and Slots (local.go).
 	fallback localState
 	// user_allow's ARGV, prepared once, and whether one call may carry
 	// many users' keys (not on a Cluster).
