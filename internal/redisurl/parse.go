@@ -67,7 +67,7 @@ func (p *urlParser) error(name, s string, err error) error {
 			return fmt.Errorf("%s is invalid (details withheld: they would show the password)", name)
 		}
 	}
-	return errors.New(msg)
+	return errors.New(printable(msg))
 }
 
 func (p *urlParser) parse(s string) (*redis.UniversalOptions, error) {
@@ -433,6 +433,9 @@ func (p *urlParser) sentinel(e *urlEntry, tlsOn bool) (*redis.UniversalOptions, 
 	if master == "" {
 		return nil, fmt.Errorf("%s:// needs the master's name as its path: %s://host:26379/mymaster", e.scheme, e.scheme)
 	}
+	if strings.ContainsFunc(master, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		return nil, fmt.Errorf("master name %q has spaces or control characters", master)
+	}
 	if strings.Contains(db, "/") {
 		return nil, fmt.Errorf("the path is /master[/db], got %q", "/"+e.path)
 	}
@@ -482,4 +485,15 @@ func copyOptions(dst *redis.UniversalOptions, src any) {
 			df.Set(sv.Field(i))
 		}
 	}
+}
+
+// printable escapes control characters as %q would. Our own reasons quote
+// what the URL holds, but go-redis's do not always ("unexpected option:
+// " + key), and a newline in an error forges a log line.
+func printable(msg string) string {
+	if !strings.ContainsFunc(msg, func(r rune) bool { return r < ' ' || r == 0x7f }) {
+		return msg
+	}
+	q := strconv.Quote(msg)
+	return q[1 : len(q)-1]
 }

@@ -213,3 +213,30 @@ func TestParseNeverShowsPassword(t *testing.T) {
 		}
 	}
 }
+
+// TestParseErrorsArePrintable: what a URL holds reaches an error quoted,
+// including what go-redis's own messages would print raw (issue 11 item
+// 6: a newline forges a log line).
+func TestParseErrorsArePrintable(t *testing.T) {
+	for _, u := range []string{
+		"redis://h:1?a%0Ab=1",                  // go-redis: unexpected option
+		"h1:1,h2:2?a%0Ab=1",                    // the same, Cluster
+		"redis-sentinel://s/m?x%0Ay=1",         // the same, Sentinel
+		"redis://h:1/%0A",                      // database number
+		"redis://h:1?dial_timeout=%0A",         // duration
+		"redis-sentinel://s/m%0Ax",             // master name
+		"redis-sentinel://s?master_name=a%20b", // master name
+		"redis://h%0A:1",                       // host
+		"redis://h:1\nx",                       // port
+		"unknown\n://h",                        // scheme
+	} {
+		_, err := Parse("FLOODGATE_REDIS_URL", u)
+		if err == nil {
+			t.Errorf("%q: accepted", u)
+			continue
+		}
+		if strings.ContainsFunc(err.Error(), func(r rune) bool { return r < ' ' || r == 0x7f }) {
+			t.Errorf("%q: error %q holds a control character", u, err)
+		}
+	}
+}
