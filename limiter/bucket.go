@@ -9,8 +9,8 @@ import (
 	"time"
 )
 
-// External API rates (seed: wikipedia_rate_limit: 1.0, igdb_rate_limit:
-// 4.0 req/s), decided by bucket_allow.lua with GCRA on one key per API:
+// External API rates, decided by bucket_allow.lua with GCRA on one key
+// per API:
 //
 //	<prefix>{api:<name>}:t   string: the theoretical arrival time in µs
 //
@@ -38,6 +38,10 @@ const (
 // Each decision is one round trip to Redis and reads Redis TIME, so
 // replicas with skewed clocks agree. The emission interval (1/PerSecond)
 // is rounded up to a whole microsecond, so the rate is never exceeded.
+//
+// At 4 per second with a burst of 2, two calls at 12:00:00.000 pass
+// (Remaining 1, then 0); a third at 12:00:00.100 is denied with RetryAfter
+// 150ms and ResetAfter 400ms; one at 12:00:00.250 passes.
 //
 // Build a Bucket with Limiter.Bucket; the zero value is not usable. A
 // Bucket is immutable and safe for concurrent use; Buckets of the same name

@@ -130,3 +130,22 @@ func wantNoSlotRetry(t *testing.T, s *Slots, holder string, retry time.Duration,
 		t.Fatalf("TryAcquire(%s) = %v, %v (%+v); want NoSlotError with RetryAfter %v", holder, lease, err, nse, retry)
 	}
 }
+
+// The worked numbers in the Bucket and Slots type docs.
+func TestBucketAndSlotsDocNumbers(t *testing.T) {
+	l, r := newTestLimiter(t, bucketConfig())
+	runBucketSteps(t, mustBucket(t, l, "api", 4, 2), r, []bucketStep{
+		{0, 1, rateOK(1, 250*msec)},
+		{0, 1, rateOK(0, 500*msec)},
+		{100 * msec, 1, rateDenied(0, 150*msec, 400*msec)},
+		{250 * msec, 1, rateOK(0, 500*msec)},
+	})
+
+	s := mustSlots(t, l, "llm", 2, 30*time.Second)
+	ann := mustTry(t, s, "ann")
+	mustTry(t, s, "bob")
+	r.advance(10 * time.Second)
+	wantNoSlotRetry(t, s, "cat", 20*time.Second, false)
+	mustRelease(t, ann)
+	mustTry(t, s, "cat")
+}

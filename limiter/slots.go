@@ -8,9 +8,9 @@ import (
 	"time"
 )
 
-// Concurrent-user slots (seed: max_concurrent_users: 7): a counting
-// semaphore shared by every replica, made of expiring leases and a FIFO
-// queue of waiters, all in one Cluster slot:
+// Concurrent-user slots: a counting semaphore shared by every replica,
+// made of expiring leases and a FIFO queue of waiters, all in one Cluster
+// slot:
 //
 //	<prefix>{s:<pool>}:h  sorted set: lease members by lease expiry (ms)
 //	<prefix>{s:<pool>}:w  sorted set: waiting members by arrival (µs)
@@ -35,6 +35,7 @@ var (
 var (
 	// ErrNoSlot: TryAcquire found every slot held, or the free ones owed
 	// to callers already queued in Acquire. Nothing was taken or queued.
+	// The error is a *NoSlotError, with a RetryAfter.
 	ErrNoSlot = errors.New("limiter: no free slot")
 	// ErrLeaseLost: Refresh or Release found the lease no longer held: it
 	// was released already, or it expired (after which its slot may belong
@@ -69,8 +70,13 @@ const (
 // up to min(Lease/4, 50 ms), cut short when the earliest lease expires
 // sooner, so a freed slot is taken within about 50 ms. A waiter that stops
 // polling (crashed) is dropped after its heartbeat lapses (the larger of
-// 2 s and 4*(pause+Config.RedisTimeout)); a cancelled Acquire leaves the
-// queue at once.
+// 2 s and 4*(pause+Config.RedisTimeout), at most Config.MaxIdleTime); a
+// cancelled Acquire leaves the queue at once. Slots starts no goroutines.
+//
+// With Size 2 and a 30 s Lease, ann and bob take a slot at 12:00:00; cat's
+// TryAcquire at 12:00:10 gets a *NoSlotError with RetryAfter 20s (when
+// the first lease expires, unless released sooner), and cat's Acquire
+// returns as soon as ann or bob calls Release.
 //
 // Build Slots with Limiter.Slots; the zero value is not usable. Slots is
 // immutable and safe for concurrent use; Slots of the same name on one
@@ -176,9 +182,12 @@ func (s *Slots) waiterTTL() time.Duration {
 }
 
 // TryAcquire takes a slot for holder if one is free and no earlier caller
-// is queued for it in Acquire; otherwise it returns ErrNoSlot at once.
-// holder names the user (ErrInvalidUser rules); the same holder may hold
-// several leases. While Redis cannot be reached it follows
+// is queued for it in Acquire; otherwise it returns at once a *NoSlotError
+// (wrapping ErrNoSlot) that says when to try again. holder names the user
+// (ErrInvalidUser rules); the same holder may hold several leases. If the
+// call fails after Redis may have granted the slot (a lost reply), the
+// grant is taken back with the pool's next acquisition from this process,
+// at the latest when its lease expires. While Redis cannot be reached it follows
 // Config.SlotsOnRedisError: FailLocal takes a slot of an in-process pool
 // of the same size, FailOpen returns a lease that holds nothing, both
 // marked Degraded; FailClosed returns an error wrapping
@@ -242,8 +251,8 @@ func (s *Slots) acquireOnce(ctx context.Context, member string, wait bool, arriv
 // Acquire takes a slot for holder, waiting first come, first served: a
 // caller that started waiting earlier is served first, across replicas,
 // and TryAcquire never takes a slot a waiter is owed. It returns when it
-// holds a slot, or with an error when ctx ends (wrapping ctx.Err(); its
-// place in the queue is given up at once). holder and the Redis failure
+// holds a slot, or with an error when ctx ends (wrapping ctx.Err()),
+// within 50 ms, having given up its place in the queue. holder and the Redis failure
 // modes are as for TryAcquire; under FailLocal, a wait that started on
 // Redis continues in the in-process pool's queue, and under FailClosed
 // the error ends the wait.

@@ -199,3 +199,59 @@ func TestSlotsOwedLeavesBounded(t *testing.T) {
 		t.Fatalf("holders = %q, want y only: ghost's grant was owed", h)
 	}
 }
+
+// stallHook holds every call of the script until its context ends, as a
+// Redis that stopped answering would.
+type stallHook struct{ script script }
+
+func (h stallHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h stallHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (h stallHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if (&lostReplyHook{script: h.script}).isScript(cmd) {
+			<-ctx.Done()
+			cmd.SetErr(ctx.Err())
+			return ctx.Err()
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// A cancelled Acquire returns within leaveBudget of its context's end even
+// when its leave gets no answer (not after RedisTimeout); the leave is
+// owed and made with the pool's next acquisition.
+func TestSlotsCancelledAcquireBounded(t *testing.T) {
+	cfg := slotsConfig()
+	cfg.RedisTimeout = 5 * time.Second
+	l, mr := realTimeLimiter(t, cfg)
+	s := mustSlots(t, l, "llm", 1, time.Minute)
+	mustTry(t, s, "h")
+	l.rdb.AddHook(stallHook{slotsLeave})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err := s.Acquire(ctx, "w")
+	late := time.Since(deadlineOf(ctx))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Acquire = %v, want DeadlineExceeded", err)
+	}
+	if late > time.Second {
+		t.Fatalf("Acquire returned %v after its deadline, want about leaveBudget (%v)", late, leaveBudget)
+	}
+	if n := len(s.owed.m); n != 1 {
+		t.Fatalf("%d leaves owed, want w's", n)
+	}
+	if n, _ := s.Waiting(context.Background()); n != 1 {
+		t.Fatalf("Waiting = %d before the next acquisition, want 1 (w, owed)", n)
+	}
+	wantNoSlot(t, s, "x")
+	if n, _ := s.Waiting(context.Background()); n != 0 || mr.Exists(waitersKey) {
+		t.Fatalf("Waiting = %d after the next acquisition, want 0", n)
+	}
+}
+
+func deadlineOf(ctx context.Context) time.Time {
+	d, _ := ctx.Deadline()
+	return d
+}
