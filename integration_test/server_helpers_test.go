@@ -103,7 +103,7 @@ func startServe(t testing.TB, env map[string]string) (baseURL string, stop func(
 	}
 }
 
-func startServeProc(t testing.TB, env map[string]string) *serveProc {
+func startServeProc(t testing.TB, env map[string]string, args ...string) *serveProc {
 	t.Helper()
 	needRedis(t)
 	bin := floodgateBin(t)
@@ -113,7 +113,7 @@ func startServeProc(t testing.TB, env map[string]string) *serveProc {
 			t.Fatal(err)
 		}
 		p := &serveProc{URL: fmt.Sprintf("http://127.0.0.1:%d", port), out: &redisproc.SyncBuffer{}, exited: make(chan struct{})}
-		p.cmd = exec.Command(bin, "serve")
+		p.cmd = exec.Command(bin, append([]string{"serve"}, args...)...)
 		p.cmd.Env = serveEnv(map[string]string{
 			"FLOODGATE_REDIS_URL": redisURL,
 			"FLOODGATE_HTTP_ADDR": fmt.Sprintf("127.0.0.1:%d", port),

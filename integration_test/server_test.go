@@ -2,8 +2,14 @@ package integration_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -280,5 +286,76 @@ func TestServeGracefulShutdown(t *testing.T) {
 	}
 	if out := p.Output(); !strings.Contains(out, "shutting down") || !strings.Contains(out, "stopped") {
 		t.Fatalf("output:\n%s", out)
+	}
+}
+
+// --config reads the bot's rate_limiting: block, the environment wins
+// over it, and an unknown key stops the server with an error naming it.
+func TestServeConfigFile(t *testing.T) {
+	rdb := client(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "config.yaml")
+	yaml := "bot:\n  name: x\nrate_limiting:\n  user_cooldown: 0\n  max_requests_per_user_hour: 3\n  cleanup_interval: 600\n  tmdb_rate_limit: 2.0\n"
+	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startServeProc(t, map[string]string{"FLOODGATE_KEY_PREFIX": uniquePrefix(t, rdb), "FLOODGATE_MAX_REQUESTS_PER_USER_HOUR": "2"}, "--config", file)
+	c := httpClient(1)
+	defer c.CloseIdleConnections()
+	allowed := 0
+	for i := 0; i < 5; i++ {
+		_, d, err := callJSON(c, "POST", p.URL+"/v1/users/carol/allow", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d["allowed"] == true {
+			allowed++
+		}
+	}
+	if allowed != 2 {
+		t.Fatalf("allowed %d of 5, want 2 (the environment's limit over the file's 3)", allowed)
+	}
+	if code, d, _ := callJSON(c, "POST", p.URL+"/v1/buckets/tmdb/allow", ""); code != 200 || d["allowed"] != true {
+		t.Fatalf("the file's tmdb bucket: %d %v", code, d)
+	}
+	if code, d, _ := callJSON(c, "POST", p.URL+"/v1/buckets/wikipedia/allow", ""); code != 400 {
+		t.Fatalf("a default bucket the file replaced: %d %v", code, d)
+	}
+
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("rate_limiting:\n  user_cooldwn: 10\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(floodgateBin(t), "serve", "--config", bad)
+	cmd.Env = serveEnv(map[string]string{"FLOODGATE_REDIS_URL": redisURL, "FLOODGATE_HTTP_ADDR": "127.0.0.1:0"}, nil)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), "unknown key rate_limiting.user_cooldwn") || strings.Count(strings.TrimSpace(string(out)), "\n") > 12 {
+		t.Fatalf("unknown key: %v\n%s", err, out)
+	}
+}
+
+// Without a Redis URL serve starts its own redis-server and says so on
+// stderr; the server works and the redis-server goes with it.
+func TestServeEmbeddedRedis(t *testing.T) {
+	needRedisServer(t)
+	needRedis(t)
+	p := startServeProc(t, map[string]string{"FLOODGATE_REDIS_URL": ""})
+	out := p.Output()
+	if !strings.Contains(out, "WARNING: no FLOODGATE_REDIS_URL or REDIS_URL: started an EMBEDDED redis-server on 127.0.0.1:") {
+		t.Fatalf("no warning:\n%s", out)
+	}
+	c := httpClient(1)
+	defer c.CloseIdleConnections()
+	if code, d, err := callJSON(c, "POST", p.URL+"/v1/users/dave/allow", ""); err != nil || code != 200 || d["allowed"] != true || d["degraded"] != false {
+		t.Fatalf("allow on the embedded Redis: %d %v %v", code, d, err)
+	}
+	addr := regexp.MustCompile(`EMBEDDED redis-server on (127\.0\.0\.1:\d+)`).FindStringSubmatch(out)[1]
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Fatalf("the embedded redis-server on %s outlived serve", addr)
 	}
 }
