@@ -1,0 +1,70 @@
+package limiter
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// opsObserver records the Redis operations it sees.
+type opsObserver struct {
+	mu  sync.Mutex
+	ops []string
+}
+
+func (o *opsObserver) ObserveDecision(string, Decision) {}
+
+func (o *opsObserver) ObserveRedis(op string, _ time.Duration, _ error) {
+	o.mu.Lock()
+	o.ops = append(o.ops, op)
+	o.mu.Unlock()
+}
+
+// TestEveryUserCallOnTheCallPath: Allow, Reset and Import each report their
+// round trip to the Observer, skip Redis while it is marked down, and wrap
+// a foreign key as ErrForeignKey with the key quoted.
+func TestEveryUserCallOnTheCallPath(t *testing.T) {
+	obs := &opsObserver{}
+	cfg := userConfig(time.Second, 5, time.Hour)
+	cfg.Observer = obs
+	l, r := newTestLimiter(t, cfg)
+	ctx := context.Background()
+	mustAllow(t, l, "u")
+	if err := l.Reset(ctx, "u"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Import(ctx, "u", []time.Time{time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(obs.ops, ","); got != "user_allow,user_reset,user_import" {
+		t.Fatalf("observed %q", got)
+	}
+
+	r.mr.Set("floodgate:{u:w}:w", "not a window")
+	err := l.call(ctx, "probe", "floodgate:{u:w}:w", func(ctx context.Context) error {
+		return l.rdb.ZCard(ctx, "floodgate:{u:w}:w").Err()
+	})
+	if !errors.Is(err, ErrForeignKey) || !strings.Contains(err.Error(), `"floodgate:{u:w}:w"`) {
+		t.Fatalf("WRONGTYPE through call: %v; want ErrForeignKey naming the key quoted", err)
+	}
+
+	l.health.downUntil.Store(time.Now().Add(time.Hour).UnixNano())
+	before := r.mr.CommandCount()
+	for name, f := range map[string]func() error{
+		"Reset":  func() error { return l.Reset(ctx, "u") },
+		"Import": func() error { return l.Import(ctx, "u", nil) },
+	} {
+		if err := f(); !errors.Is(err, ErrRedisUnavailable) {
+			t.Errorf("%s while Redis is marked down: %v, want ErrRedisUnavailable at once", name, err)
+		}
+	}
+	if d := mustAllow(t, l, "v"); !d.Degraded {
+		t.Fatalf("Allow while Redis is marked down: %+v", d)
+	}
+	if n := r.mr.CommandCount() - before; n != 0 {
+		t.Fatalf("%d commands reached a Redis marked down", n)
+	}
+}
