@@ -327,3 +327,16 @@ func TestRunWithoutRedisServer(t *testing.T) {
 		}
 	}
 }
+
+// --cluster without redis-server: exit 2, naming the fix.
+func TestRunClusterWithoutRedisServer(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	var stdout, stderr bytes.Buffer
+	err := Run(context.Background(), append([]string{"--cluster", "3", "--users", "10"}, quick...), &stdout, &stderr)
+	if exitCode(err) != 2 || !strings.Contains(err.Error(), "apt-get install -y redis-server") {
+		t.Fatalf("err = %v (exit %d), want exit 2 naming apt-get install -y redis-server", err, exitCode(err))
+	}
+	if stdout.Len() != 0 {
+		t.Errorf("stdout %q, want nothing", stdout.String())
+	}
+}
