@@ -1,0 +1,94 @@
+package limiter_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+
+	"github.com/floodgate/floodgate/limiter"
+)
+
+// Acquire waits its turn for a slot; a long answer refreshes its lease so
+// the slot is not taken back while still in use.
+func ExampleSlots_Acquire() {
+	mr, rdb := exampleRedis()
+	defer mr.Close()
+	lim, err := limiter.New(rdb, limiter.DefaultConfig())
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx := context.Background()
+	pool, err := lim.Slots("llm", limiter.SlotsSettings{Size: 1})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ann, err := pool.TryAcquire(ctx, "ann")
+	if err != nil {
+		log.Fatal(err)
+	}
+	_, err = pool.TryAcquire(ctx, "bob")
+	var full *limiter.NoSlotError
+	if errors.As(err, &full) {
+		fmt.Println("bob may retry in", full.RetryAfter)
+	}
+
+	got := make(chan *limiter.Lease)
+	go func() {
+		lease, err := pool.Acquire(ctx, "bob") // queues until ann is done
+		if err != nil {
+			log.Fatal(err)
+		}
+		got <- lease
+	}()
+	if err := ann.Release(ctx); err != nil {
+		log.Fatal(err)
+	}
+	bob := <-got
+	for chunk := 0; chunk < 3; chunk++ {
+		// ... stream part of the answer, then keep the slot:
+		if err := bob.Refresh(ctx); err != nil {
+			log.Fatal(err) // ErrLeaseLost: the slot is gone; stop
+		}
+	}
+	fmt.Println("bob answered, release:", bob.Release(ctx))
+	// Output:
+	// bob may retry in 30s
+	// bob answered, release: <nil>
+}
+
+// A sidecar grants a lease and hands its token to a client; whichever
+// replica the client calls back rebuilds the lease to release it.
+func ExampleLease_Token() {
+	mr, rdb := exampleRedis()
+	defer mr.Close()
+	ctx := context.Background()
+	replica := func() *limiter.Slots {
+		lim, err := limiter.New(rdb, limiter.DefaultConfig())
+		if err != nil {
+			log.Fatal(err)
+		}
+		pool, err := lim.Slots("llm", limiter.SlotsSettings{})
+		if err != nil {
+			log.Fatal(err)
+		}
+		return pool
+	}
+	a, b := replica(), replica()
+	lease, err := a.TryAcquire(ctx, "ann")
+	if err != nil {
+		log.Fatal(err)
+	}
+	token := lease.Token() // sent to the client, e.g. in a JSON reply
+
+	back, err := b.Lease(token)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(back.Holder(), back.Release(ctx))
+	_, err = b.Lease("not-a-token")
+	fmt.Println(errors.Is(err, limiter.ErrInvalidArgument))
+	// Output:
+	// ann <nil>
+	// true
+}
