@@ -100,7 +100,7 @@ func newPeerCell(path string, n int) peerCell {
 	now := time.Now()
 	spread := func(first, last time.Duration) {
 		for i := 0; i < n; i++ {
-			at := first
+			at := last // one entry: the newest
 			if n > 1 {
 				at = first + (last-first)*time.Duration(i)/time.Duration(n-1)
 			}
