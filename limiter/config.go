@@ -61,8 +61,9 @@ type Config struct {
 	UserWindow time.Duration `env:"USER_WINDOW"`
 	// MaxIdleTime bounds how long any key outlives its last use (seed:
 	// max_idle_time: 3600). It must be at least UserWindow and UserCooldown,
-	// SlotLease, and every APIRates refill time (Burst/PerSecond): forgetting
-	// any of them earlier would admit more than the limit.
+	// SlotLease (unless MaxConcurrentUsers is 0) and every APIRates refill
+	// time (Burst/PerSecond): forgetting any of them earlier would admit
+	// more than the limit.
 	MaxIdleTime time.Duration `env:"MAX_IDLE_TIME"`
 
 	// MaxConcurrentUsers is the default size of a Slots pool (seed:

@@ -35,6 +35,7 @@ func TestValidateAccepts(t *testing.T) {
 			c.SlotLease, c.LLMRetryDelay, c.LLMBackoffMax, c.LLMProbeLease, c.RedisTimeout = time.Millisecond, time.Millisecond, time.Millisecond, time.Millisecond, time.Millisecond
 			c.APIRates = APIRates{"fast": {PerSecond: 1e6, Burst: 1000}} // refills in 1ms
 		}},
+		{"no default pool: SlotLease may exceed MaxIdleTime", func(c *Config) { c.MaxConcurrentUsers, c.SlotLease = 0, 2*time.Hour }},
 		{"multiplier and jitter bounds", func(c *Config) { c.LLMBackoffMultiplier, c.LLMBackoffJitter = 1, 1 }},
 		{"multiplier max", func(c *Config) { c.LLMBackoffMultiplier, c.LLMBackoffJitter = 100, 0 }},
 		{"retry delay equal to max", func(c *Config) { c.LLMRetryDelay, c.LLMBackoffMax = day, day }},

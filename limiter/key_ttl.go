@@ -34,7 +34,9 @@ func checkIdleTTLs(errs *[]error, c Config) {
 	if c.MaxIdleTime <= 0 {
 		return // reported as MaxIdleTime's own error
 	}
-	if c.SlotLease > c.MaxIdleTime {
+	// With MaxConcurrentUsers 0 no default pool exists; Limiter.Slots
+	// checks the lease of any other.
+	if c.MaxConcurrentUsers > 0 && c.SlotLease > c.MaxIdleTime {
 		*errs = append(*errs, fieldError("SlotLease", "(%v) is longer than MaxIdleTime (%v): a pool's key lives one lease after the last grant or Refresh", c.SlotLease, c.MaxIdleTime))
 	}
 	names := make([]string, 0, len(c.APIRates))

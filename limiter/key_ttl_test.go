@@ -71,6 +71,13 @@ func TestPolicySettingsWithinIdleTime(t *testing.T) {
 	if s != nil || !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "longer than Config.MaxIdleTime (2s)") {
 		t.Fatalf("Slots with a lease over MaxIdleTime = %v, %v", s, err)
 	}
+	// Without a default pool, Validate lets SlotLease exceed MaxIdleTime;
+	// a pool that would use it is refused when built.
+	cfg.MaxConcurrentUsers, cfg.SlotLease = 0, time.Minute
+	l, _ = newTestLimiter(t, cfg)
+	if s, err := l.Slots("llm", SlotsSettings{Size: 3}); s != nil || !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("Slots with the default lease over MaxIdleTime = %v, %v", s, err)
+	}
 }
 
 // Slot keys: holders live one lease after the last grant or Refresh,
