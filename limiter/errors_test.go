@@ -28,6 +28,9 @@ func TestIsUnavailableReadsOnlyTheReply(t *testing.T) {
 		{fmt.Errorf("limiter: on floodgate:{u:READONLY}:w: %w", fakeReply("ERR script error")), false},
 		{fmt.Errorf("limiter: on k: %w", fakeReply("LOADING Redis is loading the dataset in memory")), true},
 		{fmt.Errorf("limiter: on k: %w", fakeReply("CLUSTERDOWN The cluster is down")), true},
+		// READONLY alone is not an outage: the call path decides (health.readOnly).
+		{fmt.Errorf("limiter: on k: %w", fakeReply("READONLY You can't write against a read only replica.")), false},
+		{fmt.Errorf("limiter: on k: %w: %w", ErrReadOnly, fakeReply("READONLY You can't write against a read only replica.")), false},
 		{fmt.Errorf("limiter: on k: %w", context.DeadlineExceeded), true},
 		{errors.New("limiter: on floodgate:{u:i/o timeout}:w: boom"), false},
 	} {
