@@ -21,6 +21,9 @@ const maxBody = 64 << 10
 // maxEndpoints bounds a pick's list.
 const maxEndpoints = 64
 
+// maxManyUsers bounds an allow-many list.
+const maxManyUsers = 1000
+
 // maxTokenLen bounds a lease or probe token; the library's are far shorter.
 const maxTokenLen = 1024
 
@@ -29,6 +32,9 @@ const maxTokenLen = 1024
 type (
 	pickRequest struct {
 		Endpoints []string `json:"endpoints"`
+	}
+	manyRequest struct {
+		Users []string `json:"users"`
 	}
 	tokenRequest struct {
 		Token string `json:"token"`
@@ -168,6 +174,16 @@ func (t *tokenRequest) normalize() error {
 		return badRequest("token: missing")
 	case len(t.Token) > maxTokenLen:
 		return badRequest("token: %d bytes, at most %d", len(t.Token), maxTokenLen)
+	}
+	return nil
+}
+
+func (m *manyRequest) normalize() error {
+	switch {
+	case len(m.Users) == 0:
+		return badRequest("users: want a non-empty array of user ids")
+	case len(m.Users) > maxManyUsers:
+		return badRequest("users: %d ids, at most %d", len(m.Users), maxManyUsers)
 	}
 	return nil
 }

@@ -18,7 +18,7 @@ func FuzzDecodeRequest(f *testing.F) {
 	for _, s := range []string{
 		``, `{}`, `{"n":1}`, `{"n":2,"timeout_ms":1000}`, `{"endpoints":["a","b"]}`, `{"token":"x"}`,
 		`{"holder":"u","wait":true,"timeout_ms":5}`, `{"n":-1}`, `{"n":1e99}`, `[`, `{"n":1}{}`, `null`,
-		`{"endpoints":null}`, `{"holder":"\u0000"}`, `{"timeout_ms":9223372036854775807}`, "\xff",
+		`{"endpoints":null}`, `{"users":["a","b"]}`, `{"holder":"\u0000"}`, `{"timeout_ms":9223372036854775807}`, "\xff",
 	} {
 		f.Add([]byte(s))
 	}
@@ -62,6 +62,16 @@ func FuzzDecodeRequest(f *testing.F) {
 			t.Fatalf("pick %q: %d endpoints", data, len(p.Endpoints))
 		} else {
 			roundTrip(t, data, p)
+		}
+		var m manyRequest
+		if err := decodeJSON(data, &m, true); err != nil {
+			check("many", err)
+		} else if err := m.normalize(); err != nil {
+			check("many", err)
+		} else if len(m.Users) == 0 || len(m.Users) > maxManyUsers {
+			t.Fatalf("many %q: %d users", data, len(m.Users))
+		} else {
+			roundTrip(t, data, m)
 		}
 		var tk tokenRequest
 		if err := decodeJSON(data, &tk, true); err != nil {

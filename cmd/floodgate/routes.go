@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/floodgate/floodgate/limiter"
@@ -19,6 +20,74 @@ func (s *server) userAllow(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeDecision(w, d, decisionExtra{})
 	return nil
+}
+
+// allowMany decides one request for each user listed, in order, in one
+// pipelined round trip (Limiter.AllowMany): for a bot that handles a burst
+// of messages at once. A user listed twice makes two requests. Each
+// decision stands on its own (a denial or a fail-closed redis_down is a
+// decision in the list, and the answer is 200); a user whose decision
+// Redis failed gets {"allowed": false, ..., "error": "..."} while the
+// others stand, since they were counted.
+func (s *server) allowMany(w http.ResponseWriter, r *http.Request) error {
+	var req manyRequest
+	if err := readBody(r, &req, true); err != nil {
+		return err
+	}
+	if err := req.normalize(); err != nil {
+		return err
+	}
+	ds, err := s.lim.AllowMany(r.Context(), req.Users)
+	if ds == nil {
+		if err == nil {
+			err = errors.New("no decisions")
+		}
+		return err
+	}
+	failed := map[int]string{}
+	if err != nil {
+		var many interface{ Unwrap() []error }
+		if errors.As(err, &many) {
+			for _, e := range many.Unwrap() {
+				if i, ok := userIndex(e); ok {
+					failed[i] = scrub(strings.TrimPrefix(e.Error(), "limiter: "))
+				}
+			}
+		}
+		s.logf("POST /v1/allow-many: %s", scrub(err.Error()))
+	}
+	b := make([]byte, 0, 16+180*len(ds))
+	b = append(b, `{"decisions":[`...)
+	for i, d := range ds {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendDecision(b, d, decisionExtra{})
+		if msg, ok := failed[i]; ok {
+			b = append(b, `,"error":`...)
+			b = appendJSONString(b, msg)
+		}
+		b = append(b, '}')
+	}
+	b = append(b, "]}\n"...)
+	writeJSON(w, http.StatusOK, b)
+	return nil
+}
+
+// userIndex reads the "(users[i])" AllowMany puts on each user's error.
+func userIndex(err error) (int, bool) {
+	msg := err.Error()
+	j := strings.LastIndex(msg, "(users[")
+	if j < 0 {
+		return 0, false
+	}
+	rest := msg[j+len("(users["):]
+	k := strings.IndexByte(rest, ']')
+	if k < 0 {
+		return 0, false
+	}
+	i, convErr := strconv.Atoi(rest[:k])
+	return i, convErr == nil
 }
 
 func (s *server) userPeek(w http.ResponseWriter, r *http.Request) error {

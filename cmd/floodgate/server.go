@@ -74,6 +74,7 @@ func (s *server) routes() {
 	}
 	table := []route{
 		{"POST", "/v1/users/{user}/allow", s.userAllow},
+		{"POST", "/v1/allow-many", s.allowMany},
 		{"GET", "/v1/users/{user}", s.userPeek},
 		{"DELETE", "/v1/users/{user}", s.userReset},
 		{"POST", "/v1/backoff/{name}/pick", s.backoffPick},
@@ -322,7 +323,21 @@ type decisionExtra struct {
 // A denial carries Retry-After in whole seconds, rounded up (at least 1).
 // A fail-closed denial (Redis down) is a 503 with an "error" besides.
 func writeDecision(w http.ResponseWriter, d limiter.Decision, x decisionExtra) {
-	b := make([]byte, 0, 192)
+	b := appendDecision(make([]byte, 0, 192), d, x)
+	status := http.StatusOK
+	if d.Reason == limiter.ReasonRedisDown {
+		status = http.StatusServiceUnavailable
+		b = append(b, `,"error":"redis unavailable and the policy fails closed"`...)
+	}
+	b = append(b, "}\n"...)
+	if !d.Allowed {
+		w.Header().Set("Retry-After", strconv.FormatInt(retryAfterSeconds(d.RetryAfter), 10))
+	}
+	writeJSON(w, status, b)
+}
+
+// appendDecision appends d's JSON object without its closing brace.
+func appendDecision(b []byte, d limiter.Decision, x decisionExtra) []byte {
 	b = append(b, `{"allowed":`...)
 	b = strconv.AppendBool(b, d.Allowed)
 	b = append(b, `,"reason":"`...)
@@ -349,16 +364,7 @@ func writeDecision(w http.ResponseWriter, d limiter.Decision, x decisionExtra) {
 		b = append(b, `,"endpoint":`...)
 		b = appendJSONString(b, x.endpoint)
 	}
-	status := http.StatusOK
-	if d.Reason == limiter.ReasonRedisDown {
-		status = http.StatusServiceUnavailable
-		b = append(b, `,"error":"redis unavailable and the policy fails closed"`...)
-	}
-	b = append(b, "}\n"...)
-	if !d.Allowed {
-		w.Header().Set("Retry-After", strconv.FormatInt(retryAfterSeconds(d.RetryAfter), 10))
-	}
-	writeJSON(w, status, b)
+	return b
 }
 
 // retryAfterSeconds is the Retry-After header: whole seconds, rounded up,

@@ -368,3 +368,69 @@ func TestRedisDown(t *testing.T) {
 		t.Fatalf("peek with Redis down: %d %v", code, d)
 	}
 }
+
+func TestAllowMany(t *testing.T) {
+	cfg := testConfig()
+	cfg.UserCooldown = 0
+	cfg.MaxRequestsPerUserHour = 2
+	ts := newTestServer(t, cfg, testSettings())
+	code, body, _ := ts.do("POST", "/v1/allow-many", `{"users":["a","b","a","a"]}`)
+	ds, _ := body["decisions"].([]any)
+	if code != 200 || len(ds) != 4 {
+		t.Fatalf("%d %v", code, body)
+	}
+	want := []bool{true, true, true, false}
+	for i, w := range want {
+		d := ds[i].(map[string]any)
+		if d["allowed"] != w || d["error"] != nil {
+			t.Fatalf("decision %d: %v, want allowed %v", i, d, w)
+		}
+	}
+	if d := ds[3].(map[string]any); d["reason"] != "hourly" {
+		t.Fatalf("the third request of a: %v", d)
+	}
+	// A foreign key fails its user alone; the others stand (counted).
+	if err := ts.mr.Set("floodgate:{u:mallory}:w", "x"); err != nil {
+		t.Fatal(err)
+	}
+	code, body, _ = ts.do("POST", "/v1/allow-many", `{"users":["c","mallory","d"]}`)
+	ds, _ = body["decisions"].([]any)
+	if code != 200 || len(ds) != 3 {
+		t.Fatalf("with a foreign key: %d %v", code, body)
+	}
+	if m := ds[1].(map[string]any); m["allowed"] != false || !strings.Contains(fmt.Sprint(m["error"]), "did not write") {
+		t.Fatalf("mallory: %v", m)
+	}
+	for _, i := range []int{0, 2} {
+		if m := ds[i].(map[string]any); m["allowed"] != true || m["error"] != nil {
+			t.Fatalf("decision %d beside a failed one: %v", i, m)
+		}
+	}
+	for _, tc := range []struct{ body, want string }{
+		{``, "want a JSON object"},
+		{`{"users":[]}`, "non-empty"},
+		{`{"users":"a"}`, `"users" must be an array`},
+		{`{"users":["a",""]}`, "users[1]"},
+		{`{"users":[` + strings.Repeat(`"a",`, 1000) + `"a"]}`, "at most 1000"},
+	} {
+		code, body, _ := ts.do("POST", "/v1/allow-many", tc.body)
+		if code != 400 || !strings.Contains(fmt.Sprint(body["error"]), tc.want) {
+			t.Errorf("%.40q: %d %v, want 400 with %q", tc.body, code, body, tc.want)
+		}
+	}
+}
+
+// Any bytes in a user id come back as valid JSON (invalid UTF-8 as
+// U+FFFD, which JSON cannot carry otherwise).
+func TestUserIDsAsJSON(t *testing.T) {
+	ts := newTestServer(t, testConfig(), testSettings())
+	for _, path := range []string{"/v1/users/%00%07%1F%22%5C", "/v1/users/%FF%FE", "/v1/users/%E2%80%A8"} {
+		code, body, _ := ts.do("GET", path, "") // do fails on invalid JSON
+		if code != 200 || body["user"] == nil {
+			t.Fatalf("%s: %d %v", path, code, body)
+		}
+	}
+	if _, body, _ := ts.do("GET", "/v1/users/%00%07%22", ""); body["user"] != "\x00\x07\"" {
+		t.Fatalf("control characters: %q", body["user"])
+	}
+}
