@@ -60,8 +60,8 @@ func TestRedactHostile(t *testing.T) {
 }
 
 // FuzzRedact: a password in the userinfo of any URL, or in a secret query
-// parameter, never comes out of Redact, whatever surrounds it; Redact
-// never panics. (Passwords holding "://" are left out: after an unencoded
+// parameter, never comes out of Redact, whatever surrounds it; what Redact
+// returns holds no password Parse would find; Redact never panics. (Passwords holding "://" are left out: after an unencoded
 // '@' in a password, a scheme starts a new URL, as it does for Parse.)
 func FuzzRedact(f *testing.F) {
 	for _, s := range [][4]string{
@@ -74,8 +74,19 @@ func FuzzRedact(f *testing.F) {
 	} {
 		f.Add(s[0], s[1], s[2], s[3])
 	}
+	for _, h := range redisurltest.HostileURLs {
+		f.Add("", "", "", h.URL)
+	}
 	f.Fuzz(func(t *testing.T, scheme, user, pass, rest string) {
-		_ = Redact(rest)
+		// What Parse would take for a password, Redact has hidden: the
+		// redacted URL parses, if at all, with no password but "xxxxx".
+		if o, err := Parse("X", Redact(rest)); err == nil {
+			for _, pw := range []string{o.Password, o.SentinelPassword} {
+				if pw != "" && pw != Redacted {
+					t.Fatalf("Redact(%q) = %q still holds the password %q", rest, Redact(rest), pw)
+				}
+			}
+		}
 		if len(pass) < 4 || strings.Contains(pass, "://") || strings.Contains(pass, "x") ||
 			strings.ContainsAny(user, "@") || strings.Contains(user, "://") || strings.Contains(scheme+"://"+user, "@") {
 			return
