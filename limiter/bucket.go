@@ -135,7 +135,8 @@ func validRate(name string, perSecond float64, burst int) error {
 // Name returns the API's name.
 func (b *Bucket) Name() string { return b.name }
 
-// Limit returns the rate in calls per second and the burst, as given.
+// Limit returns the rate in calls per second and the burst in force,
+// Config.APIRates' where the settings left them zero.
 func (b *Bucket) Limit() (perSecond float64, burst int) { return b.perSecond, b.burst }
 
 // Allow is AllowN(ctx, 1).
