@@ -62,6 +62,12 @@ func (rc *rawClient) close() {
 
 // do sends method path with no body and returns the status and body.
 func (rc *rawClient) do(method, path string) (int, []byte, error) {
+	return rc.doBody(method, path, nil)
+}
+
+// doBody sends method path with body (JSON) and returns the status and
+// the answer's body.
+func (rc *rawClient) doBody(method, path string, body []byte) (int, []byte, error) {
 	c, err := rc.get()
 	if err != nil {
 		return 0, nil, err
@@ -69,7 +75,10 @@ func (rc *rawClient) do(method, path string) (int, []byte, error) {
 	c.buf = append(c.buf[:0], method...)
 	c.buf = append(c.buf, ' ')
 	c.buf = append(c.buf, path...)
-	c.buf = append(c.buf, " HTTP/1.1\r\nHost: bench\r\nContent-Length: 0\r\n\r\n"...)
+	c.buf = append(c.buf, " HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: "...)
+	c.buf = strconv.AppendInt(c.buf, int64(len(body)), 10)
+	c.buf = append(c.buf, "\r\n\r\n"...)
+	c.buf = append(c.buf, body...)
 	if _, err := c.c.Write(c.buf); err != nil {
 		c.c.Close()
 		return 0, nil, err
@@ -101,11 +110,11 @@ func (rc *rawClient) do(method, path string) (int, []byte, error) {
 		c.c.Close()
 		return 0, nil, fmt.Errorf("answer without Content-Length")
 	}
-	body := make([]byte, length)
-	if _, err := io.ReadFull(c.r, body); err != nil {
+	answer := make([]byte, length)
+	if _, err := io.ReadFull(c.r, answer); err != nil {
 		c.c.Close()
 		return 0, nil, err
 	}
 	rc.put(c)
-	return status, body, nil
+	return status, answer, nil
 }

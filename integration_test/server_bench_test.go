@@ -19,7 +19,7 @@ import (
 // run, at 1 and 32 concurrent clients. Same settings on both sides: the
 // seed's defaults, local deny cache off, users drawn from 100,000.
 //
-//	go test ./integration_test -run '^$' -bench Serve -benchtime 6000x
+//	go test ./integration_test -run '^$' -bench '^BenchmarkServe$' -benchtime 6000x
 //
 // Rates come from alternating slices; at 1 client the p50s come from calls
 // interleaved one by one. Metrics: serve/s, allow/s, ping/s and the p50s
@@ -27,7 +27,9 @@ import (
 // added_http_rtt = (serve p50 - Allow p50) / healthz p50, what the server
 // adds to a decision in HTTP loopback round trips (target: at most 1), and
 // added_ping_rtt the same in Redis PING round trips; at 32 clients
-// serve_vs_allow = serve/s / allow/s (target: at least 0.5).
+// serve_vs_allow = serve/s / allow/s (target: at least 0.5). The
+// batch=100 run sends 100 users per POST /v1/allow-many and compares its
+// decisions/s with the library's AllowMany and Allow.
 func BenchmarkServe(b *testing.B) {
 	rdb := benchClient(b)
 	prefix := uniquePrefix(b, rdb)
@@ -66,6 +68,55 @@ func BenchmarkServe(b *testing.B) {
 		return err
 	}
 	ping := func(*rand.Rand) error { return rdb.Ping(ctx).Err() }
+
+	// Batches through POST /v1/allow-many beside the library's AllowMany,
+	// 32 clients with 100 users a request.
+	b.Run("clients=32/batch=100", func(b *testing.B) {
+		const g, batch = 32, 100
+		many := func(rng *rand.Rand) error {
+			body := make([]byte, 0, 16+batch*16)
+			body = append(body, `{"users":[`...)
+			for i := 0; i < batch; i++ {
+				if i > 0 {
+					body = append(body, ',')
+				}
+				body = append(body, `"bench-`...)
+				body = strconv.AppendInt(body, int64(rng.IntN(100_000)), 10)
+				body = append(body, '"')
+			}
+			body = append(body, "]}"...)
+			code, answer, err := hc.doBody("POST", "/v1/allow-many", body)
+			if err == nil && code != 200 {
+				err = fmt.Errorf("status %d: %s", code, answer)
+			}
+			return err
+		}
+		libMany := func(rng *rand.Rand) error {
+			us := make([]string, batch)
+			for i := range us {
+				us[i] = "bench-" + strconv.Itoa(rng.IntN(100_000))
+			}
+			_, err := lim.AllowMany(ctx, us)
+			return err
+		}
+		d := min(max(time.Duration(b.N)*time.Millisecond, 3*time.Second), 30*time.Second)
+		const slices = 6
+		slice := d / (3 * slices)
+		var sum [3]float64
+		for i := 0; i < slices; i++ {
+			for k, op := range []func(*rand.Rand) error{many, libMany, allow} {
+				r, _ := rate(b, g, slice, op)
+				sum[k] += r
+			}
+		}
+		serveRate, libRate, allowRate := sum[0]*batch/slices, sum[1]*batch/slices, sum[2]/slices
+		b.ReportMetric(serveRate, "serve_decisions/s")
+		b.ReportMetric(libRate, "allowmany_decisions/s")
+		b.ReportMetric(allowRate, "allow/s")
+		b.ReportMetric(serveRate/libRate, "serve_vs_allowmany")
+		b.ReportMetric(serveRate/allowRate, "serve_vs_allow")
+		b.ReportMetric(0, "ns/op")
+	})
 
 	for _, g := range []int{1, 32} {
 		b.Run("clients="+strconv.Itoa(g), func(b *testing.B) {
