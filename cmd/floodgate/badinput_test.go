@@ -130,6 +130,9 @@ func TestAuth(t *testing.T) {
 	if code, body, _ := ts.do("GET", "/v1/users/alice", "", auth...); code != 200 {
 		t.Fatalf("with the token: %d %v", code, body)
 	}
+	if code, body, _ := ts.do("GET", "/v1/users/alice", "", "Authorization", "bearer  "+set.Token); code != 200 {
+		t.Fatalf("with the scheme in lower case: %d %v", code, body)
+	}
 	req := httptest.NewRequest("GET", "/metrics", nil)
 	req.Header.Set(auth[0], auth[1])
 	w := httptest.NewRecorder()

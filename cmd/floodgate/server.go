@@ -185,11 +185,12 @@ func badSegments(path string) bool {
 // authorized compares the bearer token in constant time: both sides are
 // hashed first, so neither the token's length nor its bytes leak.
 func (s *server) authorized(r *http.Request) bool {
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok {
+	h := r.Header.Get("Authorization")
+	// The scheme is case-insensitive (RFC 9110).
+	if len(h) < 7 || !strings.EqualFold(h[:7], "Bearer ") {
 		return false
 	}
-	sum := sha256.Sum256([]byte(strings.TrimSpace(got)))
+	sum := sha256.Sum256([]byte(strings.TrimSpace(h[7:])))
 	return subtle.ConstantTimeCompare(sum[:], s.tokenSum[:]) == 1
 }
 
