@@ -268,15 +268,16 @@ func checkSVG(t *testing.T, path string) {
 	}
 }
 
-// TestLoadgenCluster runs loadgen --cluster 3 small: it starts its own
-// 3-master Cluster, spreads 10,000 users over it and reports each shard:
-// keys adding up to the users, memory per user near one node's, an even
-// spread, and server time per decision; then stops every node.
+// TestLoadgenCluster runs loadgen --cluster 3 --replicas 1 small: it
+// starts its own 3+3 Cluster, spreads 10,000 users over it and reports each
+// shard: keys adding up to the users, memory per user near one node's (on
+// the replicas too), an even spread, and server time per decision; then
+// stops every node.
 func TestLoadgenCluster(t *testing.T) {
 	needRedisServer(t)
 	bin := buildLoadgen(t)
 	out := filepath.Join(t.TempDir(), "r.json")
-	stdout, stderr, code := runLoadgen(t, bin, "--cluster", "3", "--users", "10000", "--tests", "hourly", "--json", out,
+	stdout, stderr, code := runLoadgen(t, bin, "--cluster", "3", "--replicas", "1", "--users", "10000", "--tests", "hourly", "--json", out,
 		"--idle", "300ms", "--lookups", "500", "--duration", "100ms", "--quiet")
 	if code != 0 {
 		t.Fatalf("exit %d\nstderr: %s", code, stderr)
@@ -296,7 +297,8 @@ func TestLoadgenCluster(t *testing.T) {
 				Keys   int64   `json:"keys"`
 				Spread float64 `json:"spread"`
 				Memory *struct {
-					BytesPerUser float64 `json:"bytes_per_user"`
+					BytesPerUser        float64 `json:"bytes_per_user"`
+					ReplicaBytesPerUser float64 `json:"replica_bytes_per_user"`
 				} `json:"memory"`
 				Server struct {
 					Decisions        int64   `json:"decisions"`
@@ -350,12 +352,16 @@ func TestLoadgenCluster(t *testing.T) {
 	if decisions != x.Server.Decisions || x.Server.CPUUsPerDecision <= 0 {
 		t.Errorf("server time %+v, shards' decisions %d", x.Server, decisions)
 	}
+	// A replica holds the same keys: about the master's bytes per user.
+	if m := x.Memory; m == nil || m.ReplicaBytesPerUser < 250 || m.ReplicaBytesPerUser > 360 {
+		t.Errorf("replicas: %+v, want 250..360 B per user per copy", m)
+	}
 	if x.Spread < 1 || x.Spread > 1.2 {
 		t.Errorf("spread %.3f, want 1..1.2", x.Spread)
 	}
 	// Every node is gone once loadgen has exited.
-	addrs := strings.Split(strings.TrimPrefix(r.Environment.Target, "embedded 3-master Redis Cluster on "), ",")
-	if len(addrs) != 3 {
+	addrs := strings.Split(strings.TrimPrefix(r.Environment.Target, "embedded 3-master Redis Cluster (1 replica(s) each) on "), ",")
+	if len(addrs) != 6 {
 		t.Fatalf("target %q names %d nodes", r.Environment.Target, len(addrs))
 	}
 	for _, a := range addrs {

@@ -67,6 +67,7 @@ type options struct {
 	svgFile    string
 	detail     bool
 	cluster    int // masters of an embedded Redis Cluster; 0: none
+	replicas   int // replicas per master of that Cluster
 	prefix     string
 	prefixSet  bool // --prefix given: refuse to run if keys exist under it
 	redisURL   string
@@ -208,6 +209,7 @@ func newFlagSet(o *options, users *intList, tests *stringList) *flag.FlagSet {
 	fs.StringVar(&o.svgFile, "svg", "", "draw memory per user and total memory against users, beside the study's estimates, to `FILE`")
 	fs.BoolVar(&o.detail, "detail", false, "print every table: memory, latency, throughput, speed per path, cleanup, hot keys, shards")
 	fs.IntVar(&o.cluster, "cluster", 0, "start an embedded Redis Cluster of `N` masters (3 or more) and report per shard")
+	fs.IntVar(&o.replicas, "replicas", 0, "with -cluster: `R` replicas per master (0 to 2), their memory reported too")
 	fs.StringVar(&o.prefix, "prefix", "", "key prefix (default \"fgl:<random>:\", as long as the production \"floodgate:\")")
 	fs.StringVar(&o.redisURL, "redis-url", "", "Redis to measure (overrides FLOODGATE_REDIS_URL and REDIS_URL; comma-separate Cluster nodes)")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress bar and no status lines on stderr")
@@ -263,6 +265,10 @@ func parseArgs(args []string, getenv func(string) string) (options, error) {
 		return o, usagef("-duration %v: must be between %v and %v", o.duration, minDuration, maxDuration)
 	case o.cluster != 0 && (o.cluster < 3 || o.cluster > maxCluster):
 		return o, usagef("-cluster %d: a Redis Cluster needs 3 to %d masters here", o.cluster, maxCluster)
+	case o.replicas < 0 || o.replicas > 2:
+		return o, usagef("-replicas %d: must be between 0 and 2", o.replicas)
+	case o.replicas > 0 && o.cluster == 0:
+		return o, usagef("-replicas %d: only with -cluster", o.replicas)
 	}
 	fs.Visit(func(f *flag.Flag) {
 		switch f.Name {

@@ -75,6 +75,8 @@ func TestParseArgs(t *testing.T) {
 		{"empty --redis-url", []string{"--redis-url", " "}, env("REDIS_URL", "redis://b:2"), want{errParts: []string{"-redis-url is empty"}}},
 		{"a cluster of 2", []string{"--cluster", "2"}, env(), want{errParts: []string{"-cluster 2", "3 to 16"}}},
 		{"a cluster of 100", []string{"--cluster", "100"}, env(), want{errParts: []string{"-cluster 100"}}},
+		{"replicas without a cluster", []string{"--replicas", "1"}, env(), want{errParts: []string{"-replicas 1", "only with -cluster"}}},
+		{"too many replicas", []string{"--cluster", "3", "--replicas", "3"}, env(), want{errParts: []string{"-replicas 3", "between 0 and 2"}}},
 		{"a cluster and a URL", []string{"--cluster", "3", "--redis-url", "redis://a:1"}, env(), want{errParts: []string{"-cluster", "-redis-url"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -175,7 +177,7 @@ func TestParseCount(t *testing.T) {
 func TestUsageListsEveryFlag(t *testing.T) {
 	var b strings.Builder
 	writeUsage(&b)
-	for _, f := range []string{"-users", "-tests", "-idle", "-seed", "-goroutines", "-lookups", "-duration", "-json", "-markdown", "-prefix", "-redis-url", "-quiet", "-svg", "-detail", "-cluster"} {
+	for _, f := range []string{"-users", "-tests", "-idle", "-seed", "-goroutines", "-lookups", "-duration", "-json", "-markdown", "-prefix", "-redis-url", "-quiet", "-svg", "-detail", "-cluster", "-replicas"} {
 		if !strings.Contains(b.String(), f) {
 			t.Errorf("usage does not mention %s", f)
 		}

@@ -102,6 +102,10 @@ type MemoryResult struct {
 	NotInMemoryUsagePerUser float64 `json:"not_in_memory_usage_bytes_per_user"`
 	Encoding                string  `json:"encoding"`
 	SeedEstimateBytes       int64   `json:"seed_estimate_bytes"`
+	// Replicas (--replicas): growth of used_memory summed over every
+	// replica, and per user per copy.
+	ReplicaDeltaBytes   int64   `json:"replica_delta_bytes,omitempty"`
+	ReplicaBytesPerUser float64 `json:"replica_bytes_per_user,omitempty"`
 
 	after map[string]int64 // used_memory by master
 }
@@ -688,6 +692,9 @@ func (r *Report) writeText(w io.Writer, detail bool) error {
 			b.WriteString("\n" + t.title + "\n")
 			writeAligned(&b, t.header, t.rows)
 		}
+		if r.Environment.Mode == modeCluster {
+			b.WriteString(spreadLine(r) + "\n")
+		}
 	}
 	fmt.Fprintf(&b, "\nTotal %.1f s. --detail, --json, --markdown: every figure; --help: how each is taken.\n", r.WallSeconds)
 	_, err := io.WriteString(w, b.String())
@@ -700,7 +707,14 @@ func spreadLine(r *Report) string {
 	for _, x := range r.tests() {
 		parts = append(parts, fmt.Sprintf("%s %s %.3f", fmtCount(x.Users), x.Test, x.Spread))
 	}
-	return "Spread (max/min keys per shard): " + strings.Join(parts, ", ")
+	s := "Spread (max/min keys per shard): " + strings.Join(parts, ", ")
+	for _, x := range r.tests() {
+		if m := x.Memory; m != nil && m.ReplicaDeltaBytes != 0 {
+			s += fmt.Sprintf("\nReplicas, %s %s: +%s in all, %.0f B per user per copy",
+				fmtCount(x.Users), x.Test, fmtBytes(float64(m.ReplicaDeltaBytes)), m.ReplicaBytesPerUser)
+		}
+	}
+	return s
 }
 
 // wrap breaks s into lines of at most width runes, at spaces.
@@ -778,6 +792,11 @@ func (r *Report) writeMarkdown(w io.Writer) error {
 			b.WriteString("| " + strings.Join(mdRow(row), " | ") + " |\n")
 		}
 		b.WriteString("\n")
+	}
+	if r.Environment.Mode == modeCluster {
+		for _, l := range strings.Split(spreadLine(r), "\n") {
+			b.WriteString(mdEscape(l) + ".\n\n")
+		}
 	}
 	fmt.Fprintf(&b, "Total wall time: %.1f s.\n", r.WallSeconds)
 	_, err := io.WriteString(w, b.String())

@@ -297,6 +297,9 @@ const warmUpUsers = 1_000
 // memory once (~200 kB of connection bookkeeping, a latency histogram per
 // command) that would otherwise land in the first test's figures.
 func (b *bench) warmUpServer(ctx context.Context) error {
+	if err := b.t.fillBacklogs(ctx, b.o.prefix); err != nil {
+		return err
+	}
 	n := min(warmUpUsers, slices.Max(b.o.users))
 	for _, test := range b.o.tests {
 		cfg := testConfig(test, b.o.prefix)
@@ -373,6 +376,10 @@ func (b *bench) runTest(ctx context.Context, users int, test string) (TestResult
 	if err != nil {
 		return res, err
 	}
+	replicaBase, err := b.t.replicaMemory(ctx)
+	if err != nil {
+		return res, err
+	}
 	phase("warm-up")
 
 	err = b.t.withWorkers(pool, func(w redis.UniversalClient) error {
@@ -392,7 +399,7 @@ func (b *bench) runTest(ctx context.Context, users int, test string) (TestResult
 		return res, err
 	}
 	phase("write")
-	if res.Memory, err = b.measureMemory(ctx, base, users, test, func() error {
+	if res.Memory, err = b.measureMemory(ctx, base, replicaBase, users, test, func() error {
 		// The API buckets' keys live only until the bucket refills (a
 		// second or less), so the shared state is written just before the
 		// reading.
@@ -477,7 +484,7 @@ func (b *bench) runTest(ctx context.Context, users int, test string) (TestResult
 // measureMemory reads used_memory after the users were written (and
 // beforeReading ran) and compares it with MEMORY USAGE of a sample of
 // their keys.
-func (b *bench) measureMemory(ctx context.Context, base map[string]int64, users int, test string, beforeReading func() error) (*MemoryResult, error) {
+func (b *bench) measureMemory(ctx context.Context, base map[string]int64, replicaBase int64, users int, test string, beforeReading func() error) (*MemoryResult, error) {
 	if !b.memory {
 		return nil, beforeReading()
 	}
@@ -502,6 +509,14 @@ func (b *bench) measureMemory(ctx context.Context, base map[string]int64, users 
 	}
 	m.DeltaBytes = m.AfterBytes - m.BaselineBytes
 	m.BytesPerUser = float64(m.DeltaBytes) / float64(users)
+	if r := b.t.replicas; r > 0 {
+		after, err := b.t.replicaMemory(ctx)
+		if err != nil {
+			return nil, err
+		}
+		m.ReplicaDeltaBytes = after - replicaBase
+		m.ReplicaBytesPerUser = float64(m.ReplicaDeltaBytes) / float64(users*r)
+	}
 	// MEMORY USAGE of every key a sampled user can have (a missing one
 	// counts 0), so the figure is per user whatever the test's layout.
 	rng := b.rngFor(test, streamSample, 0)

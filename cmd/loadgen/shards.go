@@ -348,3 +348,109 @@ func spread(shards []ShardResult) float64 {
 	}
 	return float64(hi) / float64(lo)
 }
+
+// replicationTimeout bounds the wait for replicas to catch up.
+const replicationTimeout = 30 * time.Second
+
+// replicaMemory is INFO used_memory summed over every replica, read once
+// each replica has every write its master has (offsets equal). 0 without
+// replicas.
+func (t *target) replicaMemory(ctx context.Context) (int64, error) {
+	if t.replicas == 0 {
+		return 0, nil
+	}
+	var total int64
+	err := t.with(ctx, func(c redis.UniversalClient) error {
+		cc, ok := c.(*redis.ClusterClient)
+		if !ok {
+			return nil
+		}
+		deadline := time.Now().Add(replicationTimeout)
+		for {
+			behind := false
+			err := cc.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+				s, err := m.Info(ctx, "replication").Result()
+				if err != nil {
+					return err
+				}
+				info := parseInfo(s)
+				want, _ := strconv.ParseInt(info["master_repl_offset"], 10, 64)
+				for k, v := range info {
+					if !strings.HasPrefix(k, "slave") || !strings.Contains(v, "offset=") {
+						continue
+					}
+					_, off, _ := strings.Cut(v, "offset=")
+					off, _, _ = strings.Cut(off, ",")
+					if n, _ := strconv.ParseInt(off, 10, 64); n < want {
+						behind = true
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if !behind || time.Now().After(deadline) {
+				break
+			}
+			if err := sleep(ctx, 20*time.Millisecond); err != nil {
+				return err
+			}
+		}
+		var mu sync.Mutex
+		return cc.ForEachSlave(ctx, func(ctx context.Context, r *redis.Client) error {
+			n, _, err := infoInt(ctx, r, "memory", "used_memory")
+			mu.Lock()
+			total += n
+			mu.Unlock()
+			return err
+		})
+	})
+	if err != nil {
+		return 0, fmt.Errorf("loadgen: replicas' INFO: %w", err)
+	}
+	return total, nil
+}
+
+// fillBacklogs writes and deletes filler keys under prefix until every
+// master's replication backlog is full (repl_backlog_histlen reaches
+// repl-backlog-size). Redis 7 grows the backlog, on masters and replicas,
+// as the write stream flows; left empty it would land in the first test's
+// memory figures as up to 1 MB per shard.
+func (t *target) fillBacklogs(ctx context.Context, prefix string) error {
+	if t.replicas == 0 {
+		return nil
+	}
+	filler := strings.Repeat("x", 64<<10)
+	return t.with(ctx, func(c redis.UniversalClient) error {
+		for i := 0; ; i++ {
+			full := true
+			err := eachMaster(ctx, c, func(ctx context.Context, m *redis.Client) error {
+				s, err := m.Info(ctx, "replication").Result()
+				if err != nil {
+					return err
+				}
+				info := parseInfo(s)
+				have, _ := strconv.ParseInt(info["repl_backlog_histlen"], 10, 64)
+				size, _ := strconv.ParseInt(info["repl_backlog_size"], 10, 64)
+				if have < size {
+					full = false
+				}
+				return nil
+			})
+			if err != nil || full {
+				return err
+			}
+			if i > 10_000 {
+				return errors.New("loadgen: the replication backlogs do not fill")
+			}
+			key := fmt.Sprintf("%sfill:%d", prefix, i)
+			if err := c.Set(ctx, key, filler, 0).Err(); err != nil {
+				return err
+			}
+			if err := c.Unlink(ctx, key).Err(); err != nil {
+				return err
+			}
+		}
+	})
+}

@@ -46,6 +46,8 @@ type target struct {
 	dial   func(pool int) (redis.UniversalClient, error)
 	srv    *redisproc.Server
 	clu    *redisproc.Cluster
+	// replicas per master (--replicas): their memory is read too.
+	replicas int
 	mini   *miniredis.Miniredis
 	prefix string
 	// baseClients is connected_clients (summed over masters) with one
@@ -69,7 +71,7 @@ func openTarget(ctx context.Context, o options, logf func(string, ...any)) (*tar
 		_ = c.Close()
 	case o.cluster > 0:
 		logf("starting a %d-master Redis Cluster", o.cluster)
-		c, err := redisproc.StartCluster(ctx, o.cluster, 0, debugArgs...)
+		c, err := redisproc.StartCluster(ctx, o.cluster, o.replicas, debugArgs...)
 		if err != nil {
 			if _, lerr := exec.LookPath("redis-server"); lerr != nil {
 				return nil, fmt.Errorf("%w: --cluster needs redis-server and redis-cli on PATH (%s)", errUnreachable, installHint)
@@ -78,6 +80,10 @@ func openTarget(ctx context.Context, o options, logf func(string, ...any)) (*tar
 		}
 		t.mode, t.clu = modeCluster, c
 		t.desc = fmt.Sprintf("embedded %d-master Redis Cluster on %s", o.cluster, strings.Join(c.Addrs, ","))
+		if o.replicas > 0 {
+			t.desc = fmt.Sprintf("embedded %d-master Redis Cluster (%d replica(s) each) on %s", o.cluster, o.replicas, strings.Join(c.Addrs, ","))
+			t.replicas = o.replicas
+		}
 		t.dial = func(pool int) (redis.UniversalClient, error) {
 			return redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs, PoolSize: pool, ContextTimeoutEnabled: true,
 				ReadTimeout: clientTimeout, WriteTimeout: clientTimeout}), nil
