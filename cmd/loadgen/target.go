@@ -41,15 +41,15 @@ func poolSize(goroutines int) int { return max(populateWorkers, goroutines) + 4 
 // used_memory reading waits until Redis has dropped every other loadgen
 // connection (connected_clients back to baseClients).
 type target struct {
-	mode   string
-	desc   string // for humans: "embedded redis-server on 127.0.0.1:41234"
-	dial   func(pool int) (redis.UniversalClient, error)
-	srv    *redisproc.Server
-	clu    *redisproc.Cluster
+	mode string
+	desc string // for humans: "embedded redis-server on 127.0.0.1:41234"
+	dial func(pool int) (redis.UniversalClient, error)
+	srv  *redisproc.Server
+	clu  *redisproc.Cluster
 	// replicas per master (--replicas): their memory is read too.
 	replicas int
-	mini   *miniredis.Miniredis
-	prefix string
+	mini     *miniredis.Miniredis
+	prefix   string
 	// baseClients is connected_clients (summed over masters) with one
 	// loadgen connection open: other clients of a shared Redis included.
 	baseClients int64
