@@ -20,7 +20,9 @@ import (
 // (CLIENT PAUSE: it accepts connections and never answers), under 16
 // goroutines whose every call has its own 500 ms context, while the
 // Limiter's RedisTimeout is 2 s. Promised: every call returns by its
-// context's deadline, give or take scheduling (the slowest is asserted),
+// context's deadline, give or take scheduling (the slowest is asserted
+// against 500 ms + 200 ms + the worst lag seen in waking a sleeping
+// goroutine, which a loaded machine stretches),
 // with a decision or an error wrapping context.DeadlineExceeded; calls
 // taken into a coalesced batch leave without waiting for it.
 func TestCallsReturnByTheirDeadline(t *testing.T) {
@@ -56,10 +58,9 @@ func deadlineUnderOutage(t *testing.T, breakRedis func(*testing.T, *redisproc.Se
 
 	const (
 		budget = 500 * time.Millisecond
-		// Scheduling on a shared, loaded 2-core machine under -race (the
-		// timers that end contexts fire late there too). Before calls
+		// Scheduling beyond the measured wake-up lag (below). Before calls
 		// left their batches, the stall case took RedisTimeout: 2 s.
-		slack = 300 * time.Millisecond
+		slack = 200 * time.Millisecond
 	)
 	rdb := redis.NewClient(&redis.Options{
 		Addr: srv.Addr, ContextTimeoutEnabled: true, PoolSize: 32, MaxRetries: 1,
@@ -88,6 +89,25 @@ func deadlineUnderOutage(t *testing.T, breakRedis func(*testing.T, *redisproc.Se
 	)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
+	// How late this machine wakes a sleeping goroutine (the timers that end
+	// contexts are no more punctual): the scheduling the promise allows.
+	var lag atomic.Int64 // ns, the worst seen
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			t0 := time.Now()
+			time.Sleep(5 * time.Millisecond)
+			if late := int64(time.Since(t0) - 5*time.Millisecond); late > lag.Load() {
+				lag.Store(late)
+			}
+		}
+	}()
 	for g := 0; g < 16; g++ {
 		wg.Add(1)
 		go func(g int) {
@@ -151,15 +171,16 @@ func deadlineUnderOutage(t *testing.T, breakRedis func(*testing.T, *redisproc.Se
 	time.Sleep(cfg.RedisTimeout)
 
 	worst := time.Duration(slowest.Load())
+	late := time.Duration(lag.Load())
 	t.Logf("slowest: %s", worstCall)
-	t.Logf("calls=%d degraded=%d expired=%d other errors=%d slowest=%v", calls.Load(), degraded.Load(), expired.Load(), len(bad), worst)
+	t.Logf("calls=%d degraded=%d expired=%d other errors=%d slowest=%v, worst wake-up lag %v", calls.Load(), degraded.Load(), expired.Load(), len(bad), worst, late)
 	if len(bad) > 0 {
 		t.Errorf("%d errors neither a decision nor the caller's deadline, e.g. %v", len(bad), bad[0])
 	}
 	if degraded.Load()+expired.Load() == 0 {
 		t.Error("the outage changed nothing: no degraded decision, no expired call")
 	}
-	if worst > budget+slack {
-		t.Errorf("a call returned after %v; its context ended at %v (slack %v)", worst, budget, slack)
+	if worst > budget+slack+late {
+		t.Errorf("a call returned after %v; its context ended at %v (slack %v, wake-up lag %v)", worst, budget, slack, late)
 	}
 }
