@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/floodgate/floodgate/limiter"
+	"github.com/floodgate/floodgate/scripts/lua"
 )
 
 // BenchmarkPeers puts Floodgate's Allow beside the peers a reader would
@@ -496,4 +497,98 @@ func (t *peerRows) print() {
 	}
 	fmt.Printf("\n| path, entries, goroutines | Floodgate / best peer (best peer) | Floodgate / PING | textbook / PING | redis_rate / PING | p50 / PING p50: Floodgate / textbook / redis_rate | server µs per decision: Floodgate | textbook | redis_rate | PING rate |\n|---|---|---|---|---|---|---|---|---|---|\n%s",
 		strings.Join(rows, "\n")+"\n\n")
+}
+
+// BenchmarkPeersServerTime isolates the server's side of BenchmarkPeers:
+// the same cells, each decision sent as its own EVALSHA from one pipelined
+// connection (so no client or scheduling time is counted), and for
+// Floodgate also 16 users per call, as its coalescer sends them under
+// load. It reports µs of INFO commandstats (EVALSHA) per decision, the
+// least of 5 rounds of 3,000 decisions.
+//
+//	go test ./integration_test -run '^$' -bench PeersServerTime -benchtime 1x
+func BenchmarkPeersServerTime(b *testing.B) {
+	rdb := benchClient(b)
+	ctx := context.Background()
+	userAllow := redis.NewScript(lua.Source("user_allow.lua"))
+	if err := userAllow.Load(ctx, rdb).Err(); err != nil {
+		b.Fatal(err)
+	}
+	if err := textbookLog.Load(ctx, rdb).Err(); err != nil {
+		b.Fatal(err)
+	}
+	const users, rounds = 3000, 5
+	var rows []string
+	for _, path := range []string{"allowed", "window", "cooldown"} {
+		for _, n := range []int{1, 10, 20, 127} {
+			name := fmt.Sprintf("%s/entries=%d", path, n)
+			b.Run(name, func(b *testing.B) {
+				cell := newPeerCell(path, n)
+				prefix := uniquePrefix(b, rdb)
+				fg := floodgateContender(b, rdb, cell, prefix, users)
+				tb := textbookContender(b, rdb, cell, prefix, users)
+				if path == "allowed" && n == limiter.MaxWindowRequests {
+					time.Sleep(2100 * time.Millisecond) // the oldest entry ages out
+				}
+				cfg := limiter.DefaultConfig()
+				cfg.KeyPrefix = prefix + "fg:"
+				l, err := limiter.New(rdb, cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				fgKeys := make([]string, users)
+				for u := range fgKeys {
+					k, _ := l.UserKeys("user-" + strconv.Itoa(u))
+					fgKeys[u] = k[0]
+				}
+				fgArgs := []any{cell.limit, cell.window.Milliseconds(), cell.cooldown.Milliseconds()}
+				send := func(batch int) func(pipe redis.Pipeliner, lo, hi int) {
+					return func(pipe redis.Pipeliner, lo, hi int) {
+						for u := lo; u < hi; u += batch {
+							userAllow.EvalSha(ctx, pipe, fgKeys[u:min(u+batch, hi)], fgArgs...)
+						}
+					}
+				}
+				textbook := func(pipe redis.Pipeliner, lo, hi int) {
+					for u := lo; u < hi; u++ {
+						k := "user-" + strconv.Itoa(u)
+						textbookLog.EvalSha(ctx, pipe, []string{prefix + "tb:{" + k + "}:log", prefix + "tb:{" + k + "}:cd"}, fgArgs...)
+					}
+				}
+				measure := func(c contender, send func(redis.Pipeliner, int, int)) float64 {
+					best := 0.0
+					for r := 0; r < rounds; r++ {
+						if err := c.reset(ctx); err != nil {
+							b.Fatal(err)
+						}
+						if err := rdb.ConfigResetStat(ctx).Err(); err != nil {
+							b.Fatal(err)
+						}
+						for lo := 0; lo < users; lo += 200 {
+							pipe := rdb.Pipeline()
+							send(pipe, lo, min(lo+200, users))
+							if _, err := pipe.Exec(ctx); err != nil {
+								b.Fatal(err)
+							}
+						}
+						us, err := serverUsec(ctx, rdb, false)
+						if err != nil {
+							b.Fatal(err)
+						}
+						if per := us / users; r == 0 || per < best {
+							best = per
+						}
+					}
+					return best
+				}
+				one, sixteen, text := measure(fg, send(1)), measure(fg, send(16)), measure(tb, textbook)
+				b.ReportMetric(one, "floodgate_srv_us")
+				b.ReportMetric(sixteen, "floodgate16_srv_us")
+				b.ReportMetric(text, "textbook_srv_us")
+				b.ReportMetric(0, "ns/op")
+				rows = append(rows, fmt.Sprintf("| %s, %d | %.1f | %.1f | %.1f |", path, n, one, sixteen, text))
+			})
+		}
+	}
+	fmt.Printf("\n| path, entries | Floodgate, 1 user per call | Floodgate, 16 users per call | textbook log |\n|---|---|---|---|\n%s\n\n", strings.Join(rows, "\n"))
 }
