@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -274,4 +275,28 @@ func TestNewClientLimiter(t *testing.T) {
 	if !errors.As(err, &re) {
 		t.Fatalf("error %q does not wrap the Redis error", err)
 	}
+}
+
+func ExampleRedactURL() {
+	fmt.Println(RedactURL("redis://bot:s3cret@cache:6379/0"))
+	fmt.Println(RedactURL("redis-sentinel://s1,s2/mymaster?sentinel_password=s3cret"))
+	fmt.Println(RedactURL("redis://bot:pass word@cache:6379")) // url.Parse rejects it
+	// Output:
+	// redis://bot:xxxxx@cache:6379/0
+	// redis-sentinel://s1,s2/mymaster?sentinel_password=xxxxx
+	// redis://bot:xxxxx@cache:6379
+}
+
+func ExampleParseRedisURL() {
+	o, err := ParseRedisURL("redis+sentinel://:s3cret@s1,s2:26380/mymaster/2", 500*time.Millisecond)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(o.MasterName, o.Addrs, o.DB, o.ReadTimeout)
+	_, err = ParseRedisURL("redis://bot:s3cret@cache:port", time.Second)
+	fmt.Println(err)
+	// Output:
+	// mymaster [s1:26379 s2:26380] 2 500ms
+	// limiter: FLOODGATE_REDIS_URL "redis://bot:xxxxx@cache:port": port "port" is not a number from 1 to 65535
 }

@@ -1,7 +1,3 @@
-// Package redisurl reads the Redis URLs Floodgate accepts (one node,
-// Cluster, Sentinel; with or without TLS) into go-redis options, and
-// redacts their secrets for display. The limiter package's NewClient,
-// ParseRedisURL and RedactURL are its public face.
 package redisurl
 
 import "strings"
