@@ -397,6 +397,23 @@ func (t *target) replicaMemory(ctx context.Context) (int64, error) {
 				return err
 			}
 		}
+		// Replicas grow their key tables on their own schedule, as masters do.
+		for busy := true; busy && time.Now().Before(deadline); {
+			busy = false
+			err := cc.ForEachSlave(ctx, func(ctx context.Context, r *redis.Client) error {
+				s, err := r.Do(ctx, "DEBUG", "HTSTATS", "0").Text()
+				if err == nil && strings.Contains(s, "rehashing") {
+					busy = true
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if err := sleep(ctx, settleTime); err != nil {
+				return err
+			}
+		}
 		var mu sync.Mutex
 		return cc.ForEachSlave(ctx, func(ctx context.Context, r *redis.Client) error {
 			n, _, err := infoInt(ctx, r, "memory", "used_memory")
