@@ -42,8 +42,9 @@ const (
 )
 
 // Config holds every Floodgate setting. The zero value of a numeric field
-// turns its policy off (see each field), so start from DefaultConfig, which
-// carries the seed's rate_limiting settings, or from ConfigFromEnv.
+// turns its policy off (see each field), so start from DefaultConfig or
+// ConfigFromEnv. Fields name the config.yaml setting they replace (see the
+// package doc). Validate says what is accepted.
 type Config struct {
 	// KeyPrefix starts every Redis key Floodgate writes. It must not contain
 	// '{' or '}', which would break the per-user hash tags. Empty means
@@ -51,46 +52,55 @@ type Config struct {
 	KeyPrefix string `env:"KEY_PREFIX"`
 
 	// UserCooldown is the minimum time between two accepted requests of one
-	// user (seed: user_cooldown: 10). 0 turns the cooldown off.
+	// user; 10s by default (user_cooldown: 10). 0 turns the cooldown off.
 	UserCooldown time.Duration `env:"USER_COOLDOWN"`
 	// MaxRequestsPerUserHour is how many requests one user may have accepted
-	// within UserWindow (seed: max_requests_per_user_hour: 20), at most
-	// MaxWindowRequests. 0 turns the window off.
+	// within UserWindow, at most MaxWindowRequests; 20 by default
+	// (max_requests_per_user_hour: 20). 0 turns the window off.
 	MaxRequestsPerUserHour int `env:"MAX_REQUESTS_PER_USER_HOUR"`
 	// UserWindow is the length of the sliding window, 1h by default.
 	UserWindow time.Duration `env:"USER_WINDOW"`
-	// MaxIdleTime bounds how long any key outlives its last use (seed:
-	// max_idle_time: 3600). It must be at least UserWindow and UserCooldown,
-	// SlotLease (unless MaxConcurrentUsers is 0) and every APIRates refill
-	// time (Burst/PerSecond): forgetting any of them earlier would admit
-	// more than the limit.
+	// MaxIdleTime bounds how long a key outlives its last write; 1h by
+	// default (max_idle_time: 3600). No key is cut short to fit it, since a
+	// key gone early would forget a limit still in force and admit more
+	// than the limit. Instead it must be at least what keys live for:
+	// UserWindow and UserCooldown (a user's key), SlotLease when
+	// MaxConcurrentUsers > 0 (a pool's key; Limiter.Slots checks other
+	// leases) and every APIRates refill time, Burst calls at PerSecond (a
+	// bucket's key; Limiter.Bucket checks other rates). Two exceptions: a
+	// Backoff key keeps its whole open period or probe lease even when that
+	// is longer (LLMBackoffMax or LLMProbeLease may exceed MaxIdleTime;
+	// only the memory of the delay's level after it is capped), and after
+	// Redis TIME steps back a user's key lives longer by the step.
 	MaxIdleTime time.Duration `env:"MAX_IDLE_TIME"`
 
-	// MaxConcurrentUsers is the default size of a Slots pool (seed:
-	// max_concurrent_users: 7, from model_limits.json).
+	// MaxConcurrentUsers is the default size of a Slots pool; 7 by default
+	// (max_concurrent_users: 7). 0 means no default: Limiter.Slots then
+	// needs SlotsSettings.Size.
 	MaxConcurrentUsers int `env:"MAX_CONCURRENT_USERS"`
 	// SlotLease is how long a slot stays held without a Refresh; a replica
-	// that crashes loses its slots after this long.
+	// that crashes loses its slots after this long. 30s by default.
 	SlotLease time.Duration `env:"SLOT_LEASE"`
 
-	// LLMRetryDelay is the first backoff delay after a failure (seed:
-	// llm_retry_delay: 5).
+	// LLMRetryDelay is the first backoff delay after a failure; 5s by
+	// default (llm_retry_delay: 5).
 	LLMRetryDelay time.Duration `env:"LLM_RETRY_DELAY"`
 	// LLMBackoffMultiplier multiplies the delay after each further
-	// consecutive failure (seed: llm_backoff_multiplier: 2).
+	// consecutive failure; 2 by default (llm_backoff_multiplier: 2).
 	LLMBackoffMultiplier float64 `env:"LLM_BACKOFF_MULTIPLIER"`
-	// LLMBackoffMax caps the delay (seed: llm_backoff_max: 300).
+	// LLMBackoffMax caps the delay; 300s by default (llm_backoff_max: 300).
 	LLMBackoffMax time.Duration `env:"LLM_BACKOFF_MAX"`
 	// LLMBackoffJitter randomly shortens each delay by up to this fraction
 	// (0 to 1) so replicas do not all retry at once. 0 means none.
 	LLMBackoffJitter float64 `env:"LLM_BACKOFF_JITTER"`
 	// LLMProbeLease is how long the single half-open probe may run before
 	// another caller may probe: a crashed prober cannot wedge an endpoint.
+	// 30s by default.
 	LLMProbeLease time.Duration `env:"LLM_PROBE_LEASE"`
 
-	// APIRates are the external API limits (seed: wikipedia_rate_limit: 1.0,
-	// igdb_rate_limit: 4.0), written "name=rate[/burst],..." in the
-	// environment, e.g. FLOODGATE_API_RATES="wikipedia=1,igdb=4/4".
+	// APIRates are the external API limits; by default wikipedia 1/s and
+	// igdb 4/s, burst 1 (wikipedia_rate_limit: 1.0, igdb_rate_limit: 4.0).
+	// In the environment: FLOODGATE_API_RATES="wikipedia=1,igdb=4/4".
 	APIRates APIRates `env:"API_RATES"`
 
 	// RedisURL names the Redis to use: redis://, rediss://, a
@@ -124,8 +134,9 @@ type Config struct {
 	Observer Observer `env:"-"`
 }
 
-// DefaultConfig returns the seed's rate_limiting settings and Floodgate's
-// defaults for everything the seed left open.
+// DefaultConfig returns the settings of the original bot's config.yaml
+// rate_limiting block (see the package doc), and Floodgate's own defaults
+// for everything that block does not cover.
 func DefaultConfig() Config {
 	return Config{
 		KeyPrefix:              "floodgate:",
@@ -154,8 +165,8 @@ func DefaultConfig() Config {
 
 // ConfigFromEnv starts from DefaultConfig and applies every FLOODGATE_*
 // variable that is set (and REDIS_URL when FLOODGATE_REDIS_URL is not).
-// Durations take Go syntax ("10s", "1h") or plain seconds as in the seed
-// ("10"). A value that does not parse or does not validate is an error
+// Durations take Go syntax ("10s", "1h") or plain seconds as in
+// config.yaml ("10"). A value that does not parse or does not validate is an error
 // naming the variable.
 func ConfigFromEnv() (Config, error) {
 	return configFromEnv(nil)
@@ -210,8 +221,7 @@ func envOverrides(base Config, environ map[string]string) (Config, error) {
 	return cfg, nil
 }
 
-// parseDuration accepts Go durations and, like the seed's YAML, plain
-// seconds.
+// parseDuration accepts Go durations and, like config.yaml, plain seconds.
 func parseDuration(s string) (any, error) {
 	s = strings.TrimSpace(s)
 	if f, err := strconv.ParseFloat(s, 64); err == nil {

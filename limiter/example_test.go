@@ -23,7 +23,7 @@ func exampleRedis() (*miniredis.Miniredis, redis.UniversalClient) {
 	return mr, redis.NewClient(&redis.Options{Addr: mr.Addr()})
 }
 
-// A bot checks every chat message: the seed's defaults allow one message
+// A bot checks every chat message: the defaults allow one message
 // per 10 s and 20 per hour for each user, shared by every replica.
 func ExampleLimiter_Allow() {
 	mr, rdb := exampleRedis()
@@ -76,7 +76,7 @@ func ExampleLimiter_AllowMany() {
 	// false cooldown
 }
 
-// The seed's fallback from a local model to OpenAI: Pick gives the first
+// The bot's fallback from a local model to OpenAI: Pick gives the first
 // endpoint not backing off; report the outcome so every replica learns.
 func ExampleBackoff_Pick() {
 	mr, rdb := exampleRedis()

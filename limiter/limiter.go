@@ -11,9 +11,10 @@
 //   - Bucket: external API rates (GCRA);
 //   - Slots: a cap on users served at once, as expiring leases.
 //
-// The defaults (DefaultConfig) are the rate_limiting settings of the chat
-// bot Floodgate was written for; its benchmark of RAM per user is
-// cmd/loadgen.
+// The defaults (DefaultConfig) come from the rate_limiting: block of the
+// config.yaml of the Python Twitch bot Floodgate was written for; each
+// Config field names the setting it replaces. cmd/loadgen measures the
+// Redis memory each user costs.
 //
 // Every decision is one round trip to Redis, reads the clock from Redis
 // TIME (so replicas with skewed clocks agree) and either applies all of its
