@@ -261,10 +261,11 @@ func (s *server) errorStatus(r *http.Request, err error) (int, string) {
 		return http.StatusBadRequest, msg
 	case errors.Is(err, limiter.ErrLeaseLost):
 		return http.StatusConflict, msg
+	case r.Context().Err() != nil:
+		// The client went away: nobody reads this, and it is no server
+		// fault worth a log line.
+		return http.StatusServiceUnavailable, "request cancelled"
 	case errors.Is(err, limiter.ErrRedisUnavailable), limiter.IsUnavailable(err):
-		if r.Context().Err() != nil {
-			return http.StatusServiceUnavailable, "request cancelled"
-		}
 		return http.StatusServiceUnavailable, "redis unavailable: " + msg
 	}
 	s.logf("%s %s: %s", r.Method, routeOf(r), msg)

@@ -434,3 +434,25 @@ func TestUserIDsAsJSON(t *testing.T) {
 		t.Fatalf("control characters: %q", body["user"])
 	}
 }
+
+// A client that goes away mid-wait ends the wait at once and leaves no
+// log line (it is not a server fault).
+func TestClientGoneMidWait(t *testing.T) {
+	ts := newTestServer(t, testConfig(), testSettings())
+	ts.do("POST", "/v1/buckets/wikipedia/allow", "")
+	ctx, cancel := context.WithCancel(context.Background())
+	req := httptest.NewRequest("POST", "/v1/buckets/wikipedia/wait", strings.NewReader(`{"timeout_ms":2000}`)).WithContext(ctx)
+	time.AfterFunc(50*time.Millisecond, cancel)
+	start := time.Now()
+	w := httptest.NewRecorder()
+	ts.s.ServeHTTP(w, req)
+	if took := time.Since(start); took > 500*time.Millisecond {
+		t.Fatalf("the wait outlived its client by %v", took)
+	}
+	if log := ts.logs.String(); log != "" {
+		t.Fatalf("logged: %q", log)
+	}
+	if len(ts.s.waits) != 0 {
+		t.Fatalf("%d wait places still held", len(ts.s.waits))
+	}
+}
