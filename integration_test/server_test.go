@@ -264,7 +264,20 @@ func TestServeGracefulShutdown(t *testing.T) {
 			answers <- answer{code, d, err}
 		}()
 	}
-	time.Sleep(500 * time.Millisecond) // all 20 are waiting
+	// All 20 are waiting: the 10 slot waiters show in the pool's queue,
+	// and the bucket waiters, sent at the same time, get a moment more.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		_, st, err := callJSON(c, "GET", p.URL+"/v1/slots/gpu", "")
+		if err == nil && st["waiting"] == 10.0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("slot waiters never reached 10: %v %v", st, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
 	start := time.Now()
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
