@@ -341,18 +341,19 @@ func TestDemoMetrics(t *testing.T) {
 	if trips == 0 {
 		t.Error("replica 1 timed no user_allow round trips")
 	}
-	// The gauges read from Redis at scrape time: the LLM pool and both
-	// endpoints.
+	// The gauges read from Redis at scrape time: the LLM pool, and each
+	// endpoint's three state series, exactly one of them 1.
 	for _, g := range []struct {
 		metric, label string
+		n             int
 	}{
-		{"floodgate_slots_in_use", `pool="llm"`},
-		{"floodgate_endpoint_state", `endpoint="http://localhost:1234"`},
-		{"floodgate_endpoint_state", `endpoint="https://api.openai.com"`},
+		{"floodgate_slots_in_use", `pool="llm"`, 1},
+		{"floodgate_endpoint_state", `endpoint="http://localhost:1234"`, 3},
+		{"floodgate_endpoint_state", `endpoint="https://api.openai.com"`, 3},
 	} {
 		v, n, err := scrape(ctx, reps[0].url, g.metric, g.label)
-		if err != nil || n != 1 || v < 0 {
-			t.Errorf("%s{%s}: %d samples, value %v, err %v; want one", g.metric, g.label, n, v, err)
+		if err != nil || n != g.n || v < 0 || (g.n == 3 && v != 1) {
+			t.Errorf("%s{%s}: %d samples summing to %v, err %v; want %d", g.metric, g.label, n, v, err, g.n)
 		}
 	}
 

@@ -206,7 +206,7 @@ func TestConfigFromEnv(t *testing.T) {
 		{map[string]string{"FLOODGATE_API_RATES": "wikipedia=1,igdb=4/2"},
 			func(c Config) bool {
 				return reflect.DeepEqual(c.APIRates, APIRates{"wikipedia": {1, 1}, "igdb": {4, 2}})
-			}, "default rates"},
+			}, "two rates"},
 		{map[string]string{"FLOODGATE_API_RATES": " wikipedia = 0.5 / 3 , steam=10 "},
 			func(c Config) bool {
 				return reflect.DeepEqual(c.APIRates, APIRates{"wikipedia": {0.5, 3}, "steam": {10, 1}})

@@ -23,12 +23,14 @@
 //	floodgate_redis_duration_seconds{op}               histogram
 //	floodgate_redis_errors_total{op,kind}              counter: kind is "unavailable" or "error"
 //	floodgate_slots_in_use{pool}                       gauge, from WatchSlots
-//	floodgate_endpoint_state{endpoint}                 gauge, from WatchEndpoint: 0 closed, 1 half-open, 2 open
+//	floodgate_endpoint_state{endpoint,state}           gauge, from WatchEndpoint: 1 for the state
+//	                                                   the endpoint is in, 0 for the other two
 //	floodgate_watch_errors_total{watch,name}           counter: a watch function failed or timed out
 //
-// Label values are bounded: policies, reasons and ops are fixed sets, and
-// pool and endpoint names come from the caller's configuration, never from
-// chat users.
+// Label values are bounded: policies, reasons, ops and states are fixed
+// sets, and pool and endpoint names come from the caller's configuration,
+// never from chat users. An alert on a backing-off endpoint reads
+// floodgate_endpoint_state{state="open"} == 1.
 package metrics
 
 import (
@@ -49,8 +51,8 @@ import (
 const namespace = "floodgate"
 
 // DefaultBuckets are the Redis latency histogram's upper bounds in seconds:
-// 50 µs (a loopback round trip takes ~65 µs) doubling up to ~0.8 s, past
-// the default RedisTimeout of 250 ms.
+// 50 µs doubling 15 times up to 0.82 s, past the default RedisTimeout of
+// 500 ms, so a timed-out round trip lands in the last finite bucket.
 var DefaultBuckets = prometheus.ExponentialBuckets(50e-6, 2, 15)
 
 // DefaultWatchTimeout bounds each watch function during a scrape.
@@ -247,25 +249,14 @@ func (o *Observer) WatchSlots(name string, fn func(ctx context.Context) (int, er
 	})
 }
 
-// EndpointState is an LLM endpoint's state as floodgate_endpoint_state
-// reports it; the numbers let an alert say floodgate_endpoint_state > 0.
-type EndpointState int
-
-const (
-	// EndpointClosed: the endpoint is healthy and takes every call.
-	EndpointClosed EndpointState = 0
-	// EndpointHalfOpen: its backoff ran out; one probe call may test it.
-	EndpointHalfOpen EndpointState = 1
-	// EndpointOpen: it failed recently and is backing off.
-	EndpointOpen EndpointState = 2
-)
-
-// WatchEndpoint reports floodgate_endpoint_state{endpoint=name} at each
-// scrape from fn, typically a closure over a Backoff's state for one
-// endpoint. fn must only read: it runs on every scrape. While fn fails the
-// gauge is left out and floodgate_watch_errors_total{watch="endpoint",
-// name=name} grows. Name must be non-empty and not watched already.
-func (o *Observer) WatchEndpoint(name string, fn func(ctx context.Context) (EndpointState, error)) error {
+// WatchEndpoint reports floodgate_endpoint_state{endpoint=name,state} at
+// each scrape from fn, typically a closure over Backoff.Status for one
+// endpoint: one series per state ("closed", "half-open", "open"), 1 for
+// the state fn returned and 0 for the others. fn must only read: it runs
+// on every scrape. While fn fails the three series are left out and
+// floodgate_watch_errors_total{watch="endpoint",name=name} grows. Name
+// must be non-empty and not watched already.
+func (o *Observer) WatchEndpoint(name string, fn func(ctx context.Context) (limiter.State, error)) error {
 	if o == nil {
 		return errors.New("metrics: WatchEndpoint on a nil Observer")
 	}
@@ -274,8 +265,8 @@ func (o *Observer) WatchEndpoint(name string, fn func(ctx context.Context) (Endp
 	}
 	return o.watch.add(watchEndpoint, name, func(ctx context.Context) (float64, error) {
 		s, err := fn(ctx)
-		if err == nil && (s < EndpointClosed || s > EndpointOpen) {
-			err = fmt.Errorf("unknown endpoint state %d", int(s))
+		if err == nil && (s < limiter.StateClosed || s > limiter.StateOpen) {
+			err = fmt.Errorf("unknown endpoint state %v", s)
 		}
 		return float64(s), err
 	})
@@ -289,6 +280,9 @@ const (
 )
 
 var watchKindNames = [...]string{"slots", "endpoint"}
+
+// endpointStates are the values of floodgate_endpoint_state's state label.
+var endpointStates = [...]limiter.State{limiter.StateClosed, limiter.StateHalfOpen, limiter.StateOpen}
 
 // watchCollector produces the gauges that are read at scrape time.
 type watchCollector struct {
@@ -307,7 +301,7 @@ func newWatchCollector(constLabels prometheus.Labels, timeout time.Duration) *wa
 			prometheus.NewDesc(namespace+"_slots_in_use",
 				"Slots of a concurrent-user pool held right now, across all replicas.", []string{"pool"}, constLabels),
 			prometheus.NewDesc(namespace+"_endpoint_state",
-				"State of an LLM endpoint across all replicas: 0 closed (healthy), 1 half-open (one probe may test it), 2 open (backing off).", []string{"endpoint"}, constLabels),
+				`State of an LLM endpoint across all replicas: 1 for the state it is in, 0 for the others; "closed" (in use), "half-open" (one probe may test it), "open" (backing off).`, []string{"endpoint", "state"}, constLabels),
 		},
 		errs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "watch_errors_total",
@@ -411,6 +405,16 @@ wait:
 		r, ok := got[j.kind][j.name]
 		if !ok || r.err != nil || math.IsNaN(r.value) {
 			w.errs.WithLabelValues(watchKindNames[j.kind], j.name).Inc()
+			continue
+		}
+		if j.kind == watchEndpoint {
+			for _, s := range endpointStates {
+				v := 0.0
+				if float64(s) == r.value {
+					v = 1
+				}
+				ch <- prometheus.MustNewConstMetric(w.descs[j.kind], prometheus.GaugeValue, v, j.name, s.String())
+			}
 			continue
 		}
 		ch <- prometheus.MustNewConstMetric(w.descs[j.kind], prometheus.GaugeValue, r.value, j.name)

@@ -123,53 +123,68 @@ floodgate_redis_errors_total{kind="unavailable",op="user_allow"} 1
 func TestWatch(t *testing.T) {
 	o, reg := newObserver(t, WithConstLabels(prometheus.Labels{"bot": "demo"}))
 	inUse, slotsErr := 3, error(nil)
-	state := EndpointOpen
+	state, stateErr := limiter.StateOpen, error(nil)
 	if err := o.WatchSlots("llm", func(context.Context) (int, error) { return inUse, slotsErr }); err != nil {
 		t.Fatal(err)
 	}
-	if err := o.WatchEndpoint("llm/http://localhost:1234", func(context.Context) (EndpointState, error) { return state, nil }); err != nil {
+	if err := o.WatchEndpoint("llm/http://localhost:1234", func(context.Context) (limiter.State, error) { return state, stateErr }); err != nil {
 		t.Fatal(err)
 	}
 	names := []string{"floodgate_slots_in_use", "floodgate_endpoint_state", "floodgate_watch_errors_total"}
-	const head = `
-# HELP floodgate_endpoint_state State of an LLM endpoint across all replicas: 0 closed (healthy), 1 half-open (one probe may test it), 2 open (backing off).
+	// endpoint gives the three series of one state: 1 for it, 0 for the others.
+	endpoint := func(closed, halfOpen, open int) string {
+		return fmt.Sprintf(`
+# HELP floodgate_endpoint_state State of an LLM endpoint across all replicas: 1 for the state it is in, 0 for the others; "closed" (in use), "half-open" (one probe may test it), "open" (backing off).
 # TYPE floodgate_endpoint_state gauge
-floodgate_endpoint_state{bot="demo",endpoint="llm/http://localhost:1234"} %d
-# HELP floodgate_slots_in_use Slots of a concurrent-user pool held right now, across all replicas.
+floodgate_endpoint_state{bot="demo",endpoint="llm/http://localhost:1234",state="closed"} %d
+floodgate_endpoint_state{bot="demo",endpoint="llm/http://localhost:1234",state="half-open"} %d
+floodgate_endpoint_state{bot="demo",endpoint="llm/http://localhost:1234",state="open"} %d
+`, closed, halfOpen, open)
+	}
+	const slotsHead = `# HELP floodgate_slots_in_use Slots of a concurrent-user pool held right now, across all replicas.
 # TYPE floodgate_slots_in_use gauge
 `
+	const errsHead = `# HELP floodgate_watch_errors_total Scrapes at which a WatchSlots or WatchEndpoint function failed or timed out; its gauge was left out.
+# TYPE floodgate_watch_errors_total counter
+`
 	steps := []struct {
-		name  string
-		inUse int
-		err   error
-		state EndpointState
-		want  string
+		name     string
+		inUse    int
+		err      error
+		state    limiter.State
+		stateErr error
+		want     string
 	}{
-		{"values read at scrape time", 3, nil, EndpointOpen,
-			fmt.Sprintf(head, 2) + `floodgate_slots_in_use{bot="demo",pool="llm"} 3
+		{"values read at scrape time", 3, nil, limiter.StateOpen, nil,
+			endpoint(0, 0, 1) + slotsHead + `floodgate_slots_in_use{bot="demo",pool="llm"} 3
 `},
-		{"values change between scrapes", 7, nil, EndpointClosed,
-			fmt.Sprintf(head, 0) + `floodgate_slots_in_use{bot="demo",pool="llm"} 7
+		{"values change between scrapes", 7, nil, limiter.StateClosed, nil,
+			endpoint(1, 0, 0) + slotsHead + `floodgate_slots_in_use{bot="demo",pool="llm"} 7
 `},
-		{"a failing function leaves its gauge out and counts the error", 7, errors.New("redis down"), EndpointHalfOpen,
-			fmt.Sprintf(head, 1) + `# HELP floodgate_watch_errors_total Scrapes at which a WatchSlots or WatchEndpoint function failed or timed out; its gauge was left out.
-# TYPE floodgate_watch_errors_total counter
-floodgate_watch_errors_total{bot="demo",name="llm",watch="slots"} 1
+		{"a failing function leaves its gauge out and counts the error", 7, errors.New("redis down"), limiter.StateHalfOpen, nil,
+			endpoint(0, 1, 0) + errsHead + `floodgate_watch_errors_total{bot="demo",name="llm",watch="slots"} 1
 `},
-		{"a negative count is an error too", -1, nil, EndpointHalfOpen,
-			fmt.Sprintf(head, 1) + `# HELP floodgate_watch_errors_total Scrapes at which a WatchSlots or WatchEndpoint function failed or timed out; its gauge was left out.
-# TYPE floodgate_watch_errors_total counter
-floodgate_watch_errors_total{bot="demo",name="llm",watch="slots"} 2
+		{"a negative count is an error too", -1, nil, limiter.StateHalfOpen, nil,
+			endpoint(0, 1, 0) + errsHead + `floodgate_watch_errors_total{bot="demo",name="llm",watch="slots"} 2
 `},
-		{"recovered", 1, nil, EndpointClosed,
-			fmt.Sprintf(head, 0) + `floodgate_slots_in_use{bot="demo",pool="llm"} 1
-# HELP floodgate_watch_errors_total Scrapes at which a WatchSlots or WatchEndpoint function failed or timed out; its gauge was left out.
-# TYPE floodgate_watch_errors_total counter
-floodgate_watch_errors_total{bot="demo",name="llm",watch="slots"} 2
+		{"a failing endpoint function leaves all three series out", 1, nil, limiter.StateOpen, errors.New("redis down"),
+			"\n" + slotsHead + `floodgate_slots_in_use{bot="demo",pool="llm"} 1
+` + errsHead + `floodgate_watch_errors_total{bot="demo",name="llm",watch="slots"} 2
+floodgate_watch_errors_total{bot="demo",name="llm/http://localhost:1234",watch="endpoint"} 1
+`},
+		{"an unknown state is an error too", 1, nil, limiter.State(3), nil,
+			"\n" + slotsHead + `floodgate_slots_in_use{bot="demo",pool="llm"} 1
+` + errsHead + `floodgate_watch_errors_total{bot="demo",name="llm",watch="slots"} 2
+floodgate_watch_errors_total{bot="demo",name="llm/http://localhost:1234",watch="endpoint"} 2
+`},
+		{"recovered", 1, nil, limiter.StateClosed, nil,
+			endpoint(1, 0, 0) + slotsHead + `floodgate_slots_in_use{bot="demo",pool="llm"} 1
+` + errsHead + `floodgate_watch_errors_total{bot="demo",name="llm",watch="slots"} 2
+floodgate_watch_errors_total{bot="demo",name="llm/http://localhost:1234",watch="endpoint"} 2
 `},
 	}
 	for _, s := range steps {
-		inUse, slotsErr, state = s.inUse, s.err, s.state
+		inUse, slotsErr, state, stateErr = s.inUse, s.err, s.state, s.stateErr
 		t.Run(s.name, func(t *testing.T) { compare(t, reg, s.want, names...) })
 	}
 }
@@ -236,7 +251,7 @@ func TestInvalid(t *testing.T) {
 		t.Errorf("duplicate: err = %v", err)
 	}
 	// The same name may be both a pool and an endpoint: different gauges.
-	if err := o.WatchEndpoint("llm", func(context.Context) (EndpointState, error) { return EndpointClosed, nil }); err != nil {
+	if err := o.WatchEndpoint("llm", func(context.Context) (limiter.State, error) { return limiter.StateClosed, nil }); err != nil {
 		t.Errorf("endpoint named like a pool: %v", err)
 	}
 
@@ -351,15 +366,15 @@ func TestLint(t *testing.T) {
 	if err := o.WatchSlots("llm", func(context.Context) (int, error) { return 0, errors.New("down") }); err != nil {
 		t.Fatal(err)
 	}
-	if err := o.WatchEndpoint("e", func(context.Context) (EndpointState, error) { return EndpointClosed, nil }); err != nil {
+	if err := o.WatchEndpoint("e", func(context.Context) (limiter.State, error) { return limiter.StateClosed, nil }); err != nil {
 		t.Fatal(err)
 	}
 	n, err := testutil.GatherAndCount(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != 7 {
-		t.Errorf("series = %d, want 7 (one of each metric but slots_in_use, whose watch failed)", n)
+	if n != 9 {
+		t.Errorf("series = %d, want 9 (one of each metric but slots_in_use, whose watch failed, and endpoint_state's three)", n)
 	}
 	problems, err := testutil.GatherAndLint(reg)
 	if err != nil {

@@ -127,9 +127,9 @@ func wireBackoff(b *bot, l *limiter.Limiter, obs *metrics.Observer) (bool, error
 	}
 	if obs != nil {
 		for _, ep := range endpoints {
-			err := obs.WatchEndpoint(ep, func(ctx context.Context) (metrics.EndpointState, error) {
+			err := obs.WatchEndpoint(ep, func(ctx context.Context) (limiter.State, error) {
 				s, err := bo.Status(ctx, ep)
-				return metrics.EndpointState(s.State), err
+				return s.State, err
 			})
 			if err != nil {
 				return false, fmt.Errorf("watching %s: %w", ep, err)
