@@ -372,3 +372,109 @@ func TestServeEmbeddedRedis(t *testing.T) {
 		t.Fatalf("the embedded redis-server on %s outlived serve", addr)
 	}
 }
+
+// Slots through two servers: a lease taken on one is refreshed and
+// released on the other (tokens cross processes), and no more than the
+// pool's size is ever held at once.
+func TestServeSlotsAcrossServers(t *testing.T) {
+	rdb := client(t)
+	env := map[string]string{"FLOODGATE_KEY_PREFIX": uniquePrefix(t, rdb), "FLOODGATE_MAX_CONCURRENT_USERS": "3"}
+	a, _ := startServe(t, env)
+	b, _ := startServe(t, env)
+	c := httpClient(64)
+	defer c.CloseIdleConnections()
+	var held, most, granted atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for g := 0; g < 32; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			take, give := a, b
+			if g%2 == 1 {
+				take, give = b, a
+			}
+			for i := 0; i < 5; i++ {
+				code, d, err := callJSON(c, "POST", take+"/v1/slots/llm/acquire", fmt.Sprintf(`{"holder":"u%d","wait":true,"timeout_ms":10000}`, g))
+				if err != nil || code != 200 || d["acquired"] != true {
+					errs <- fmt.Errorf("acquire: %d %v %v", code, d, err)
+					return
+				}
+				n := held.Add(1)
+				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+				}
+				granted.Add(1)
+				tok := fmt.Sprintf(`{"token":%q}`, d["token"])
+				if code, d, err := callJSON(c, "POST", give+"/v1/slots/llm/refresh", tok); err != nil || code != 204 {
+					errs <- fmt.Errorf("refresh on the other server: %d %v %v", code, d, err)
+				}
+				held.Add(-1) // before the release: the slot may be granted again at once
+				if code, d, err := callJSON(c, "POST", give+"/v1/slots/llm/release", tok); err != nil || code != 204 {
+					errs <- fmt.Errorf("release on the other server: %d %v %v", code, d, err)
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if most.Load() > 3 || granted.Load() != 160 {
+		t.Fatalf("at most %d held at once (pool of 3), %d granted of 160", most.Load(), granted.Load())
+	}
+	if _, st, err := callJSON(c, "GET", a+"/v1/slots/llm", ""); err != nil || st["in_use"] != 0.0 || st["waiting"] != 0.0 {
+		t.Fatalf("pool after: %v %v", st, err)
+	}
+}
+
+// The half-open probe through two servers: of 32 concurrent checks after
+// the delay, exactly one is the probe; abandoning it on the other server
+// hands it on.
+func TestServeProbeAcrossServers(t *testing.T) {
+	rdb := client(t)
+	env := map[string]string{"FLOODGATE_KEY_PREFIX": uniquePrefix(t, rdb), "FLOODGATE_LLM_RETRY_DELAY": "300ms"}
+	a, _ := startServe(t, env)
+	b, _ := startServe(t, env)
+	c := httpClient(64)
+	defer c.CloseIdleConnections()
+	if code, d, err := callJSON(c, "POST", a+"/v1/backoff/llm/endpoints/gpu1/failure", ""); err != nil || code != 200 || d["reason"] != "backoff" {
+		t.Fatalf("failure: %d %v %v", code, d, err)
+	}
+	time.Sleep(400 * time.Millisecond)
+	var probes, probing atomic.Int64
+	var token atomic.Value
+	var wg sync.WaitGroup
+	for g := 0; g < 32; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			base := a
+			if g%2 == 1 {
+				base = b
+			}
+			code, d, err := callJSON(c, "POST", base+"/v1/backoff/llm/endpoints/gpu1/check", "")
+			if err != nil || code != 200 {
+				t.Errorf("check: %d %v %v", code, d, err)
+				return
+			}
+			switch {
+			case d["probe"] == true:
+				probes.Add(1)
+				token.Store(d["token"])
+			case d["reason"] == "probing":
+				probing.Add(1)
+			}
+		}(g)
+	}
+	wg.Wait()
+	if probes.Load() != 1 || probing.Load() != 31 {
+		t.Fatalf("%d probes and %d probing of 32, want 1 and 31", probes.Load(), probing.Load())
+	}
+	if code, d, err := callJSON(c, "POST", b+"/v1/backoff/llm/endpoints/gpu1/abandon", fmt.Sprintf(`{"token":%q}`, token.Load())); err != nil || code != 204 {
+		t.Fatalf("abandon on the other server: %d %v %v", code, d, err)
+	}
+	if code, d, err := callJSON(c, "POST", a+"/v1/backoff/llm/endpoints/gpu1/check", ""); err != nil || code != 200 || d["probe"] != true {
+		t.Fatalf("check after abandon: %d %v %v", code, d, err)
+	}
+}
