@@ -328,6 +328,15 @@ type table struct {
 	rows   [][]string
 }
 
+// lastTests is every test result, or with last only the last one run.
+func (r *Report) lastTests(last bool) []TestResult {
+	xs := r.tests()
+	if last && len(xs) > 0 {
+		return xs[len(xs)-1:]
+	}
+	return xs
+}
+
 // tests lists every test result in run order.
 func (r *Report) tests() []TestResult {
 	var out []TestResult
@@ -373,10 +382,12 @@ var acceptanceLegend = []string{
 }
 
 // shardTable is each master's share of each test.
-func (r *Report) shardTable() table {
+// With last, only the last test run (the largest size, the fullest
+// policy), for the default output's one screen.
+func (r *Report) shardTable(last bool) table {
 	t := table{title: "Per shard (server time of the decisions at N goroutines: INFO commandstats, INFO cpu)",
 		header: []string{"users", "test", "node", "keys", "used_memory", "B/user", "script µs", "CPU µs", "ceiling"}}
-	for _, x := range r.tests() {
+	for _, x := range r.lastTests(last) {
 		for _, s := range x.Shards {
 			mem, per := "n/a", "n/a"
 			if x.Memory != nil {
@@ -448,7 +459,7 @@ func (r *Report) detail() []table {
 				fmtFloat(h.ScriptUsPerDecision), fmtFloat(h.CPUUsPerDecision), fmtRate(h.CeilingPerSec)})
 		}
 	}
-	for _, t := range []table{mem, lat, thr, spd, clean, hot, r.shardTable()} {
+	for _, t := range []table{mem, lat, thr, spd, clean, hot, r.shardTable(false)} {
 		if len(t.rows) > 0 && (r.timed() || t.title == mem.title) {
 			out = append(out, t)
 		}
@@ -682,10 +693,10 @@ func (r *Report) writeText(w io.Writer, detail bool) error {
 		b.WriteString(wrap(l, 100))
 	}
 	if r.Environment.Mode == modeCluster && !detail {
-		t := r.shardTable()
+		t := r.shardTable(true)
 		b.WriteString("\n" + t.title + "\n")
 		writeAligned(&b, t.header, t.rows)
-		b.WriteString(spreadLine(r) + "\n")
+		b.WriteString(spreadLine(r, true) + "\n")
 	}
 	if detail {
 		for _, t := range r.detail() {
@@ -693,7 +704,7 @@ func (r *Report) writeText(w io.Writer, detail bool) error {
 			writeAligned(&b, t.header, t.rows)
 		}
 		if r.Environment.Mode == modeCluster {
-			b.WriteString(spreadLine(r) + "\n")
+			b.WriteString(spreadLine(r, false) + "\n")
 		}
 	}
 	fmt.Fprintf(&b, "\nTotal %.1f s. --detail, --json, --markdown: every figure; --help: how each is taken.\n", r.WallSeconds)
@@ -702,19 +713,22 @@ func (r *Report) writeText(w io.Writer, detail bool) error {
 }
 
 // spreadLine says how evenly users spread over the shards, per test.
-func spreadLine(r *Report) string {
-	var parts []string
-	for _, x := range r.tests() {
+// With last, only for the last test run. The result is wrapped at 100
+// columns.
+func spreadLine(r *Report, last bool) string {
+	var parts, replicas []string
+	for _, x := range r.lastTests(last) {
 		parts = append(parts, fmt.Sprintf("%s %s %.3f", fmtCount(x.Users), x.Test, x.Spread))
-	}
-	s := "Spread (max/min keys per shard): " + strings.Join(parts, ", ")
-	for _, x := range r.tests() {
 		if m := x.Memory; m != nil && m.ReplicaDeltaBytes != 0 {
-			s += fmt.Sprintf("\nReplicas, %s %s: +%s in all, %.0f B per user per copy",
-				fmtCount(x.Users), x.Test, fmtBytes(float64(m.ReplicaDeltaBytes)), m.ReplicaBytesPerUser)
+			replicas = append(replicas, fmt.Sprintf("%s %s +%s in all, %.0f B per user per copy",
+				fmtCount(x.Users), x.Test, fmtBytes(float64(m.ReplicaDeltaBytes)), m.ReplicaBytesPerUser))
 		}
 	}
-	return s
+	s := wrap("Spread (max/min keys per shard): "+strings.Join(parts, ", "), 100)
+	if len(replicas) > 0 {
+		s += wrap("Replicas: "+strings.Join(replicas, "; "), 100)
+	}
+	return strings.TrimSuffix(s, "\n")
 }
 
 // wrap breaks s into lines of at most width runes, at spaces.
@@ -794,9 +808,7 @@ func (r *Report) writeMarkdown(w io.Writer) error {
 		b.WriteString("\n")
 	}
 	if r.Environment.Mode == modeCluster {
-		for _, l := range strings.Split(spreadLine(r), "\n") {
-			b.WriteString(mdEscape(l) + ".\n\n")
-		}
+		b.WriteString(mdEscape(strings.ReplaceAll(spreadLine(r, false), "\n", " ")) + "\n\n")
 	}
 	fmt.Fprintf(&b, "Total wall time: %.1f s.\n", r.WallSeconds)
 	_, err := io.WriteString(w, b.String())

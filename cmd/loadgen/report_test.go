@@ -493,3 +493,42 @@ func TestWriteSVG(t *testing.T) {
 		t.Errorf("writeSVG without memory = %v, want errNoMemory", err)
 	}
 }
+
+// A --cluster run at the four sizes still fits one screen of 100 columns:
+// the shard table and the spread cover the last test run only.
+func TestWriteTextCluster(t *testing.T) {
+	r := sampleReport(defaultUsers...)
+	r.Environment.Mode, r.Environment.Server.Masters = modeCluster, 3
+	for si := range r.Scenarios {
+		for ti := range r.Scenarios[si].Tests {
+			x := &r.Scenarios[si].Tests[ti]
+			x.Shards = []ShardResult{{Node: "127.0.0.1:7001", Keys: 16_500}, {Node: "127.0.0.1:7002", Keys: 16_700}, {Node: "127.0.0.1:7003", Keys: 16_800}}
+			x.Spread = spread(x.Shards)
+			x.Memory.ReplicaDeltaBytes, x.Memory.ReplicaBytesPerUser = 5_900_000, 118
+		}
+	}
+	var b bytes.Buffer
+	if err := r.writeText(&b, false); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	if len(lines) > 40 {
+		t.Errorf("%d lines, want at most 40:\n%s", len(lines), out)
+	}
+	for _, l := range lines {
+		if n := utf8.RuneCountInString(l); n > 100 {
+			t.Errorf("line of %d columns: %q", n, l)
+		}
+	}
+	for _, want := range []string{"3-master Redis Cluster", "Per shard", "127.0.0.1:7003", "16,800",
+		"Spread (max/min keys per shard): 50,000 full 1.018", "Replicas: 50,000 full +5.90 MB in all, 118 B per user per copy"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "50,000 hourly 1.018") || strings.Count(out, "127.0.0.1:7001") != 1 {
+		t.Errorf("the default output lists every size's spread:\n%s", out)
+	}
+	checkAligned(t, out)
+}
