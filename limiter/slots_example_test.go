@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"time"
 
 	"github.com/floodgate/floodgate/limiter"
 )
@@ -91,4 +92,43 @@ func ExampleLease_Token() {
 	// Output:
 	// ann <nil>
 	// true
+}
+
+// A lease lasts Config.SlotLease (30 s) from its grant or last Refresh: a
+// long answer refreshes it, and a replica that stopped refreshing (it
+// crashed, or hung) loses the slot to the next user.
+func ExampleLease_Refresh() {
+	mr, rdb := exampleRedis()
+	defer mr.Close()
+	lim, err := limiter.New(rdb, limiter.DefaultConfig())
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx := context.Background()
+	pool, err := lim.Slots("llm", limiter.SlotsSettings{Size: 1})
+	if err != nil {
+		log.Fatal(err)
+	}
+	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	after := func(d time.Duration) { now = now.Add(d); mr.SetTime(now); mr.FastForward(d) }
+
+	ann, err := pool.TryAcquire(ctx, "ann")
+	if err != nil {
+		log.Fatal(err)
+	}
+	after(20 * time.Second)
+	fmt.Println("refresh at 20s:", ann.Refresh(ctx))
+	after(20 * time.Second) // 40 s after the grant, 20 s after the refresh
+	n, _ := pool.InUse(ctx)
+	fmt.Println("in use at 40s:", n)
+	after(11 * time.Second) // 31 s without a refresh: the lease lapsed
+	err = ann.Refresh(ctx)
+	fmt.Println("refresh at 51s:", errors.Is(err, limiter.ErrLeaseLost))
+	_, err = pool.TryAcquire(ctx, "bob")
+	fmt.Println("bob gets the slot:", err == nil)
+	// Output:
+	// refresh at 20s: <nil>
+	// in use at 40s: 1
+	// refresh at 51s: true
+	// bob gets the slot: true
 }
