@@ -35,9 +35,8 @@ const (
 // at most Burst + W*PerSecond calls pass. Its methods mirror
 // golang.org/x/time/rate's Allow/AllowN/Wait/WaitN.
 //
-// Each decision is one round trip to Redis and reads Redis TIME, so
-// replicas with skewed clocks agree. The emission interval (1/PerSecond)
-// is rounded up to a whole microsecond, so the rate is never exceeded.
+// The emission interval (1/PerSecond) is rounded up to a whole
+// microsecond, so the rate is never exceeded.
 //
 // At 4 per second with a burst of 2, two calls at 12:00:00.000 pass
 // (Remaining 1, then 0); a third at 12:00:00.100 is denied with RetryAfter

@@ -66,13 +66,6 @@ const (
 // Acquire queues first come, first served until a slot frees or its
 // context ends.
 //
-// Acquire polls Redis: the pause between polls starts at 1 ms and doubles
-// up to min(Lease/4, 50 ms), cut short when the earliest lease expires
-// sooner, so a freed slot is taken within about 50 ms. A waiter that stops
-// polling (crashed) is dropped after its heartbeat lapses (the larger of
-// 2 s and 4*(pause+Config.RedisTimeout), at most Config.MaxIdleTime); a
-// cancelled Acquire leaves the queue at once. Slots starts no goroutines.
-//
 // With Size 2 and a 30 s Lease, ann and bob take a slot at 12:00:00; cat's
 // TryAcquire at 12:00:10 gets a *NoSlotError with RetryAfter 20s (when
 // the first lease expires, unless released sooner), and cat's Acquire
@@ -252,10 +245,17 @@ func (s *Slots) acquireOnce(ctx context.Context, member string, wait bool, arriv
 // caller that started waiting earlier is served first, across replicas,
 // and TryAcquire never takes a slot a waiter is owed. It returns when it
 // holds a slot, or with an error when ctx ends (wrapping ctx.Err()),
-// within 50 ms, having given up its place in the queue. holder and the Redis failure
-// modes are as for TryAcquire; under FailLocal, a wait that started on
-// Redis continues in the in-process pool's queue, and under FailClosed
-// the error ends the wait.
+// within 50 ms, having given up its place in the queue. holder and the
+// Redis failure modes are as for TryAcquire; under FailLocal, a wait that
+// started on Redis continues in the in-process pool's queue, and under
+// FailClosed the error ends the wait.
+//
+// It polls Redis from the calling goroutine (Slots starts none): the pause
+// between polls starts at 1 ms and doubles up to min(Lease/4, 50 ms), cut
+// short when the earliest lease expires sooner, so a freed slot is taken
+// within about 50 ms. A waiter that stops polling (its replica crashed) is
+// dropped once its heartbeat lapses: the larger of 2 s and
+// 4*(pause+Config.RedisTimeout), at most Config.MaxIdleTime.
 func (s *Slots) Acquire(ctx context.Context, holder string) (lease *Lease, err error) {
 	if err := s.check(holder); err != nil {
 		return nil, err
