@@ -147,6 +147,43 @@ block. serve starts an embedded redis-server when no Redis is named (a demo).
 `)
 }
 
+// commandHelp is each command's --help text beyond its summary.
+var commandHelp = map[string]string{
+	"serve": `
+Serves the HTTP API of docs/sidecar.md on --addr (FLOODGATE_HTTP_ADDR,
+default 127.0.0.1:8080). Listening beyond loopback requires
+FLOODGATE_HTTP_TOKEN (at least 16 characters), then asked of every /v1 route
+and /metrics as "Authorization: Bearer <token>".
+
+With no FLOODGATE_REDIS_URL or REDIS_URL it starts an embedded redis-server
+on a free loopback port and says so: state is lost on exit and not shared
+with other hosts; a demo, not production.
+
+Also read: FLOODGATE_HTTP_MAX_WAIT (30s: cap of a wait's timeout_ms),
+FLOODGATE_HTTP_MAX_WAITS (1024: requests waiting at once; more get 429),
+FLOODGATE_HTTP_SHUTDOWN_TIMEOUT (10s: on SIGINT/SIGTERM, how long in-flight
+requests may finish; waits end at once with their current answer).`,
+	"user": `
+Reads the user's state from Redis without counting a request: what a
+request now would get (remaining, retry after, reason), the cooldown left,
+the window's entries and when the state resets.`,
+	"reset": `
+Deletes the user's cooldown and window in Redis: their next request is
+allowed on every replica (a replica that denied them a moment ago may
+answer from its deny cache until that denial's retry-after).`,
+	"endpoints": `
+Shows each named endpoint's backoff state under breaker NAME (e.g. llm):
+closed, half-open or open, consecutive open periods, failures, the current
+delay, the time until half-open and whether a probe is out.`,
+	"slots": `
+Shows the slot pool NAME: its size (FLOODGATE_MAX_CONCURRENT_USERS), the
+slots held now across all replicas and the callers waiting.`,
+	"config": `
+Prints the settings serve and the other commands would use: defaults, then
+--config, then FLOODGATE_* variables. Passwords in the Redis URL and the
+HTTP token are hidden.`,
+}
+
 // newFlags builds a subcommand's flag set whose --help prints usage and
 // summary to out.
 func newFlags(name string, out io.Writer) *flag.FlagSet {
