@@ -370,9 +370,10 @@ func (b *Backoff) degradedCheck(endpoints []string, token string) (int, Decision
 	}
 }
 
-// redisDown is the FailClosed decision, as Bucket's.
+// redisDown is the FailClosed decision, the same as every policy's (see
+// degrade).
 func (b *Backoff) redisDown() Decision {
-	return Decision{Reason: ReasonRedisDown, RetryAfter: redisDownRetry, Degraded: true}
+	return Decision{Reason: ReasonRedisDown, RetryAfter: redisRetryInterval, ResetAfter: redisRetryInterval, Degraded: true}
 }
 
 // Failure reports that a request to endpoint failed (an error or timeout

@@ -673,7 +673,7 @@ func TestBackoffFailOpenAndClosed(t *testing.T) {
 		pick string
 	}{
 		{FailOpen, Decision{Allowed: true, Remaining: Unlimited, Degraded: true}, epLocal},
-		{FailClosed, Decision{Reason: ReasonRedisDown, RetryAfter: redisDownRetry, Degraded: true}, ""},
+		{FailClosed, Decision{Reason: ReasonRedisDown, RetryAfter: redisRetryInterval, ResetAfter: redisRetryInterval, Degraded: true}, ""},
 	} {
 		cfg := backoffConfig()
 		cfg.RedisTimeout = 20 * bms

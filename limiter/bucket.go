@@ -24,9 +24,6 @@ const (
 	// takes to fill: it keeps TAT below 2^53 µs, where Lua's doubles are
 	// still exact integers, and turns typos (a rate of 1e-9) into errors.
 	maxBucketRefill = maxPolicyDuration
-	// redisDownRetry is Decision.RetryAfter when Backoff fails closed: a
-	// guess at when Redis may answer again.
-	redisDownRetry = 100 * time.Millisecond
 )
 
 // A Bucket limits calls to one external API across every replica, with the

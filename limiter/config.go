@@ -443,7 +443,11 @@ const (
 	FailLocal FailureMode = iota
 	// FailOpen admits every request (Degraded) while Redis is down.
 	FailOpen
-	// FailClosed denies every request (Degraded, Reason RedisDown).
+	// FailClosed denies every request: a Decision with Reason
+	// ReasonRedisDown, Degraded, and RetryAfter and ResetAfter of 1 s, as
+	// long as Limiter calls skip Redis after it failed to answer (a retry
+	// sooner would be denied again). Slots' TryAcquire and Acquire return
+	// an error wrapping ErrRedisUnavailable instead.
 	FailClosed
 )
 

@@ -1,6 +1,8 @@
 package limiter
 
 import (
+	"context"
+	"errors"
 	"math"
 	"reflect"
 	"strings"
@@ -391,5 +393,46 @@ func TestConfigReviewFixes(t *testing.T) {
 	got, err := configFromEnv(map[string]string{"FLOODGATE_API_RATES": "none"})
 	if err != nil || len(got.APIRates) != 0 {
 		t.Fatalf("FLOODGATE_API_RATES=none: %v, %v", got.APIRates, err)
+	}
+}
+
+// FailClosed's doc: every policy denies with ReasonRedisDown, Degraded, and
+// the same 1 s RetryAfter and ResetAfter; Slots returns ErrRedisUnavailable.
+func TestFailClosedWaitsOneSecondEverywhere(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.LocalCacheSize = 0
+	cfg.RedisTimeout = 50 * time.Millisecond
+	cfg.OnRedisError, cfg.BackoffOnRedisError, cfg.BucketOnRedisError, cfg.SlotsOnRedisError = FailClosed, FailClosed, FailClosed, FailClosed
+	l, r := newTestLimiter(t, cfg)
+	b := mustBackoff(t, l, "llm")
+	api := mustBucket(t, l, "api", 1, 1)
+	pool := mustSlots(t, l, "llm", 1, time.Second)
+	r.mr.Close()
+	ctx := context.Background()
+	want := Decision{Reason: ReasonRedisDown, RetryAfter: time.Second, ResetAfter: time.Second, Degraded: true}
+	check := func(what string, d Decision, err error) {
+		t.Helper()
+		if err != nil || d != want {
+			t.Errorf("%s = %+v, %v; want %+v", what, d, err, want)
+		}
+	}
+	d, err := l.Allow(ctx, "u")
+	check("Allow", d, err)
+	ds, err := l.AllowMany(ctx, []string{"u", "v"})
+	if len(ds) != 2 {
+		t.Fatalf("AllowMany = %+v, %v", ds, err)
+	}
+	check("AllowMany[0]", ds[0], err)
+	check("AllowMany[1]", ds[1], err)
+	d, err = api.Allow(ctx)
+	check("Bucket.Allow", d, err)
+	d, err = b.Check(ctx, "ep")
+	check("Backoff.Check", d, err)
+	d, err = b.Failure(ctx, "ep")
+	check("Backoff.Failure", d, err)
+	_, d, err = b.Pick(ctx, "ep", "other")
+	check("Backoff.Pick", d, err)
+	if _, err := pool.TryAcquire(ctx, "u"); !errors.Is(err, ErrRedisUnavailable) {
+		t.Errorf("TryAcquire: %v, want ErrRedisUnavailable", err)
 	}
 }
