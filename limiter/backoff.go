@@ -229,20 +229,6 @@ func (b *Backoff) Name() string {
 	return b.name
 }
 
-// redisErr tells what to do with an error from Redis: outage reports
-// whether BackoffOnRedisError applies (Redis unreachable, and not the
-// caller's own context ending); otherwise err is returned, wrapping
-// ErrForeignKey when the key holds data Floodgate did not write.
-func redisErr(ctx context.Context, err error) (outage bool, _ error) {
-	if isOutage(ctx, err) {
-		return true, nil
-	}
-	if isRedisReply(err, "WRONGTYPE") {
-		return false, fmt.Errorf("%w: %w", ErrForeignKey, err)
-	}
-	return false, err
-}
-
 // key is the state hash of endpoint.
 func (b *Backoff) key(endpoint string) string {
 	return b.l.key("e", b.name, ":"+endpoint)
@@ -333,12 +319,17 @@ func (b *Backoff) check(ctx context.Context, endpoints []string) (int, Decision,
 	token := b.token()
 	r, err := b.l.run(ctx, backoffCheck, keys, ms(b.set.ProbeLease), ms(b.set.Max), token, ms(b.l.cfg.MaxIdleTime))
 	if err != nil {
-		outage, err := redisErr(ctx, err)
-		if !outage {
-			return -1, Decision{}, err
+		i := -1
+		mode := b.l.cfg.BackoffOnRedisError
+		d, err := b.l.degrade(ctx, PolicyBackoff, mode, err, func() Decision {
+			var d Decision
+			i, d = b.local.check(b.now(), endpoints, b.set.ProbeLease, b.set.Max, b.l.cfg.MaxIdleTime, token)
+			return d
+		})
+		if err == nil && mode == FailOpen {
+			i = 0 // FailOpen allows the first endpoint
 		}
-		i, d := b.degradedCheck(endpoints, token)
-		return i, b.l.observe(PolicyBackoff, d), nil
+		return i, d, err
 	}
 	if len(r) != 6 || r[0] < 0 || r[0] > int64(len(endpoints)) {
 		return -1, Decision{}, fmt.Errorf("limiter: backoff_check replied %v for %d endpoints", r, len(endpoints))
@@ -354,26 +345,6 @@ func (b *Backoff) check(ctx context.Context, endpoints []string) (int, Decision,
 		d.Probe, d.Token = true, token
 	}
 	return int(r[0]) - 1, b.l.observe(PolicyBackoff, d), nil
-}
-
-// degradedCheck answers while Redis cannot be reached.
-func (b *Backoff) degradedCheck(endpoints []string, token string) (int, Decision) {
-	switch b.l.cfg.BackoffOnRedisError {
-	case FailOpen:
-		return 0, Decision{Allowed: true, Remaining: Unlimited, Degraded: true}
-	case FailClosed:
-		return -1, b.redisDown()
-	default:
-		i, d := b.local.check(b.now(), endpoints, b.set.ProbeLease, b.set.Max, b.l.cfg.MaxIdleTime, token)
-		d.Degraded = true
-		return i, d
-	}
-}
-
-// redisDown is the FailClosed decision, the same as every policy's (see
-// degrade).
-func (b *Backoff) redisDown() Decision {
-	return Decision{Reason: ReasonRedisDown, RetryAfter: redisRetryInterval, ResetAfter: redisRetryInterval, Degraded: true}
 }
 
 // Failure reports that a request to endpoint failed (an error or timeout
@@ -397,19 +368,11 @@ func (b *Backoff) Failure(ctx context.Context, endpoint string) (Decision, error
 	cut := jitterCut(b.set.Jitter, b.jitter)
 	r, err := b.l.run(ctx, backoffFailure, []string{b.key(endpoint)}, sc.base, sc.multPPM, sc.max, cut, sc.idle)
 	if err != nil {
-		outage, err := redisErr(ctx, err)
-		if !outage {
+		if !isOutage(ctx, err) {
 			return Decision{}, err
 		}
-		switch b.l.cfg.BackoffOnRedisError {
-		case FailOpen:
-			return Decision{Allowed: true, Remaining: Unlimited, Degraded: true}, nil
-		case FailClosed:
-			return b.redisDown(), nil
-		}
-		d := b.local.failure(b.now(), endpoint, sc, cut)
-		d.Degraded = true
-		return d, nil
+		// A report, not a decision: not observed.
+		return degraded(b.l.cfg.BackoffOnRedisError, func() Decision { return b.local.failure(b.now(), endpoint, sc, cut) }), nil
 	}
 	if len(r) != 5 || r[1] <= 0 {
 		return Decision{}, fmt.Errorf("limiter: backoff_failure replied %v", r)
@@ -432,7 +395,7 @@ func (b *Backoff) Success(ctx context.Context, endpoint string) error {
 	// The fallback too, so a later outage does not resurrect an old failure.
 	b.local.success(endpoint)
 	if _, err := b.l.run(ctx, backoffSuccess, []string{b.key(endpoint)}); err != nil {
-		if outage, err := redisErr(ctx, err); !outage {
+		if !isOutage(ctx, err) {
 			return err
 		}
 	}
@@ -463,7 +426,7 @@ func (b *Backoff) Abandon(ctx context.Context, endpoint, token string) error {
 	}
 	b.local.abandon(endpoint, token)
 	if _, err := b.l.run(ctx, backoffAbandon, []string{b.key(endpoint)}, token); err != nil {
-		if outage, err := redisErr(ctx, err); !outage {
+		if !isOutage(ctx, err) {
 			return err
 		}
 	}
@@ -490,9 +453,6 @@ func (b *Backoff) Status(ctx context.Context, endpoint string) (BackoffStatus, e
 	}
 	r, err := b.l.run(ctx, backoffState, []string{b.key(endpoint)}, ms(b.set.ProbeLease))
 	if err != nil {
-		if outage, err2 := redisErr(ctx, err); !outage {
-			return BackoffStatus{}, err2
-		}
 		return BackoffStatus{}, err
 	}
 	if len(r) != 6 || r[0] < 0 || r[0] > int64(StateOpen) {

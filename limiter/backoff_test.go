@@ -714,8 +714,12 @@ func TestBackoffRedisErrorIsNotAnOutage(t *testing.T) {
 	if _, err := b.Failure(ctx, epLocal); !errors.Is(err, ErrForeignKey) {
 		t.Fatalf("Failure on a foreign key = %v", err)
 	}
-	if _, err := b.Status(ctx, epLocal); !errors.Is(err, ErrForeignKey) || !strings.HasPrefix(err.Error(), "limiter: ") {
+	if _, err := b.Status(ctx, epLocal); !errors.Is(err, ErrForeignKey) || !strings.HasPrefix(err.Error(), "limiter: backoff_state on ") {
 		t.Fatalf("Status on a foreign key = %v", err)
+	}
+	// Said once, by the call path, as from every policy.
+	if _, err := b.Check(ctx, epLocal); strings.Count(err.Error(), ErrForeignKey.Error()) != 1 {
+		t.Fatalf("Check on a foreign key says ErrForeignKey %d times: %v", strings.Count(err.Error(), ErrForeignKey.Error()), err)
 	}
 	if err := b.Success(ctx, epLocal); !errors.Is(err, ErrForeignKey) {
 		t.Fatalf("Success on a foreign key = %v", err)

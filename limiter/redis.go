@@ -213,6 +213,13 @@ func (l *Limiter) degrade(ctx context.Context, policy string, mode FailureMode, 
 	if !isOutage(ctx, err) {
 		return Decision{}, err
 	}
+	return l.observe(policy, degraded(mode, local)), nil
+}
+
+// degraded is mode's decision while Redis is out of reach, marked
+// Degraded (see degrade), for a caller that reports rather than decides
+// and so observes nothing.
+func degraded(mode FailureMode, local func() Decision) Decision {
 	var d Decision
 	switch mode {
 	case FailOpen:
@@ -223,7 +230,7 @@ func (l *Limiter) degrade(ctx context.Context, policy string, mode FailureMode, 
 		d = local()
 	}
 	d.Degraded = true
-	return l.observe(policy, d), nil
+	return d
 }
 
 // ms converts Go durations to the whole milliseconds the scripts use.
