@@ -3,6 +3,8 @@ package limiter
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -537,5 +539,57 @@ func TestAgedOutEntriesDroppedOnlyWhenBaseIsOld(t *testing.T) {
 	}
 	if n, _ := r.rdb.ZCard(ctx, key).Result(); n != 2 {
 		t.Fatalf("%d members after a fresh start, want 1 + the base", n)
+	}
+}
+
+// A limit of 1: the entry that must age out is the newest one.
+func TestWindowOfOne(t *testing.T) {
+	l, r := newTestLimiter(t, userConfig(10*time.Second, 1, time.Minute))
+	runSteps(t, l, r, "one", []step{
+		{0, allowed(0, time.Minute)},
+		// Both deny; the window's wait is the longer.
+		{5 * time.Second, denied(ReasonHourly, 0, 55*time.Second, 55*time.Second)},
+		{time.Minute - time.Millisecond, denied(ReasonHourly, 0, time.Millisecond, time.Millisecond)},
+		{time.Minute, allowed(0, time.Minute)},
+	})
+}
+
+// The script against the local mirror (user_local.go, a plain sliding log
+// in Go) on random traffic: bursts in one millisecond, gaps around the
+// cooldown and the window, ids wrapping many times. Every decision must
+// match exactly.
+func TestScriptMatchesPlainLog(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for c := 0; c < 8; c++ {
+		limit := 1 + rng.IntN(12)
+		if c == 0 {
+			limit = MaxWindowRequests
+		}
+		window := time.Duration(1+rng.IntN(60)) * time.Second
+		var cooldown time.Duration
+		if rng.IntN(3) > 0 {
+			cooldown = time.Duration(rng.Int64N(int64(window)/time.Millisecond.Nanoseconds())+1) * time.Millisecond
+		}
+		cfg := userConfig(cooldown, limit, window)
+		t.Run(fmt.Sprintf("limit=%d,window=%v,cooldown=%v", limit, window, cooldown), func(t *testing.T) {
+			l, r := newTestLimiter(t, cfg)
+			model := newLocalUsers(cfg)
+			for i := 0; i < 1000; i++ {
+				switch k := rng.IntN(10); {
+				case k < 4: // same millisecond
+				case k < 7:
+					r.advance(time.Duration(rng.IntN(50)) * time.Millisecond)
+				case k < 9: // around the cooldown (whole ms: the scripts' clock)
+					r.advance(time.Duration(rng.Int64N(cooldown.Milliseconds()+2)) * time.Millisecond)
+				default: // around the window
+					r.advance(time.Duration(rng.Int64N(window.Milliseconds()*5/4)) * time.Millisecond)
+				}
+				got := mustAllow(t, l, "p")
+				want := model.allow("p", r.now)
+				if got != want {
+					t.Fatalf("decision %d at %v: script %+v, plain log %+v", i, r.now.Sub(epoch), got, want)
+				}
+			}
+		})
 	}
 }

@@ -152,8 +152,11 @@ for _, key in ipairs(KEYS) do
     if count >= limit then
       -- Full: the oldest entry that still counts (limit entries back from
       -- the newest) must age out first.
-      local e = redis.call('ZRANGE', key, -limit - 1, -limit - 1, 'WITHSCORES')
-      wwait = base + tonumber(e[2]) + window - now
+      local oldest = newest_rel -- limit 1: the newest, already read
+      if limit > 1 then
+        oldest = tonumber(redis.call('ZRANGE', key, -limit - 1, -limit - 1, 'WITHSCORES')[2])
+      end
+      wwait = base + oldest + window - now
     end
     if cwait > 0 or wwait > 0 then
       a, reason, retry = 0, 1, cwait
