@@ -20,7 +20,9 @@
 // TIME (so replicas with skewed clocks agree) and either applies all of its
 // effects or none. Every key carries a TTL, so idle users cost nothing and
 // no sweeper is needed. A Limiter is safe for concurrent use. Every call
-// returns by its context's deadline (see Config.RedisTimeout and New).
+// returns by its context's deadline (see Config.RedisTimeout and New),
+// except Backoff.Do and Slots.Acquire, which may take a bounded moment
+// longer to leave things tidy (see each).
 //
 // Where things are: the policies in user.go, backoff.go, bucket.go and
 // slots.go; the one Redis call path in redis.go, with health.go (a node
