@@ -19,7 +19,8 @@ import (
 // in the same run on the same server, because this machine is shared and
 // absolute numbers drift. Run them with:
 //
-//	go test ./integration_test -run '^$' -bench . -benchtime 3s
+//	go test ./integration_test -run '^$' -bench VsPing -benchtime 3s
+//	go test ./integration_test -run '^$' -bench Peers -benchtime 1x   # peers_bench_test.go
 
 // rate runs op from g goroutines for about d and returns ops per second
 // and the per-call latencies of the first goroutine.

@@ -57,9 +57,14 @@ func BenchmarkPeers(b *testing.B) {
 			for _, g := range []int{1, 32} {
 				name := fmt.Sprintf("%s/entries=%d/goroutines=%d", path, n, g)
 				b.Run(name, func(b *testing.B) {
-					res := runPeers(b, rdb, path, n, g)
+					// A cell is measured once, whatever b.N: -benchtime
+					// 4000x calls it again, and then gets the same figures.
+					res, ok := peerTable.get(name)
+					if !ok {
+						res = runPeers(b, rdb, path, n, g)
+						peerTable.add(name, res)
+					}
 					reportPeers(b, res, g)
-					peerTable.add(name, res)
 				})
 			}
 		}
@@ -453,9 +458,17 @@ func reportPeers(b *testing.B, res []peerResult, g int) {
 var peerTable peerRows
 
 type peerRows struct {
-	mu    sync.Mutex
-	names []string
-	rows  map[string]string
+	mu      sync.Mutex
+	names   []string
+	rows    map[string]string
+	results map[string][]peerResult
+}
+
+func (t *peerRows) get(name string) ([]peerResult, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r, ok := t.results[name]
+	return r, ok
 }
 
 func (t *peerRows) add(name string, res []peerResult) {
@@ -463,7 +476,9 @@ func (t *peerRows) add(name string, res []peerResult) {
 	defer t.mu.Unlock()
 	if t.rows == nil {
 		t.rows = map[string]string{}
+		t.results = map[string][]peerResult{}
 	}
+	t.results[name] = res
 	ping := res[len(res)-1]
 	best := 0.0
 	bestName := ""
@@ -521,10 +536,17 @@ func BenchmarkPeersServerTime(b *testing.B) {
 	}
 	const users, rounds = 3000, 5
 	var rows []string
+	srvCache := map[string]map[string]float64{}
 	for _, path := range []string{"allowed", "window", "cooldown"} {
 		for _, n := range []int{1, 10, 20, 127} {
 			name := fmt.Sprintf("%s/entries=%d", path, n)
 			b.Run(name, func(b *testing.B) {
+				if m, ok := srvCache[name]; ok { // measured once, whatever b.N
+					for unit, v := range m {
+						b.ReportMetric(v, unit)
+					}
+					return
+				}
 				cell := newPeerCell(path, n)
 				prefix := uniquePrefix(b, rdb)
 				fg := floodgateContender(b, rdb, cell, prefix, users)
@@ -584,10 +606,10 @@ func BenchmarkPeersServerTime(b *testing.B) {
 					return best
 				}
 				one, sixteen, text := measure(fg, send(1)), measure(fg, send(16)), measure(tb, textbook)
-				b.ReportMetric(one, "floodgate_srv_us")
-				b.ReportMetric(sixteen, "floodgate16_srv_us")
-				b.ReportMetric(text, "textbook_srv_us")
-				b.ReportMetric(0, "ns/op")
+				srvCache[name] = map[string]float64{"floodgate_srv_us": one, "floodgate16_srv_us": sixteen, "textbook_srv_us": text, "ns/op": 0}
+				for unit, v := range srvCache[name] {
+					b.ReportMetric(v, unit)
+				}
 				rows = append(rows, fmt.Sprintf("| %s, %d | %.1f | %.1f | %.1f |", path, n, one, sixteen, text))
 			})
 		}
