@@ -263,7 +263,8 @@ func (b *Backoff) validate(endpoints ...string) error {
 // While Redis cannot be reached the decision follows
 // Config.BackoffOnRedisError and is marked Degraded, with a nil error:
 // FailLocal runs the same breaker in this process (fed by this process's
-// reports), FailOpen allows, FailClosed denies with ReasonRedisDown. Other
+// reports), FailOpen allows, FailClosed denies with ReasonRedisDown for
+// 1s (see FailClosed). Other
 // Redis errors are returned; a key holding data Floodgate did not write
 // gives ErrForeignKey.
 func (b *Backoff) Check(ctx context.Context, endpoint string) (Decision, error) {
