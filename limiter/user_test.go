@@ -593,3 +593,31 @@ func TestScriptMatchesPlainLog(t *testing.T) {
 		})
 	}
 }
+
+// A denial writes nothing even when the window holds entries that have aged
+// out: only an admitted request drops them.
+func TestDenialLeavesAgedOutEntries(t *testing.T) {
+	l, r := newTestLimiter(t, userConfig(10*time.Second, 3, time.Minute))
+	ctx := context.Background()
+	key := "floodgate:{u:keep}:w"
+	mustAllow(t, l, "keep")
+	r.at(55 * time.Second)
+	mustAllow(t, l, "keep")
+	r.at(61 * time.Second) // the first has aged out; the cooldown holds
+	before, _ := r.rdb.ZRangeWithScores(ctx, key, 0, -1).Result()
+	ttl := r.mr.TTL(key)
+	if d := mustAllow(t, l, "keep"); d.Allowed || d.Reason != ReasonCooldown || d.Remaining != 2 || d.RetryAfter != 4*time.Second {
+		t.Fatalf("in the cooldown: %+v", d)
+	}
+	after, _ := r.rdb.ZRangeWithScores(ctx, key, 0, -1).Result()
+	if len(before) != 3 || len(after) != len(before) || r.mr.TTL(key) != ttl {
+		t.Fatalf("the denial wrote: %v -> %v, TTL %v -> %v", before, after, ttl, r.mr.TTL(key))
+	}
+	r.at(65 * time.Second)
+	if d := mustAllow(t, l, "keep"); !d.Allowed || d.Remaining != 1 {
+		t.Fatalf("after the cooldown: %+v", d)
+	}
+	if n, _ := r.rdb.ZCard(ctx, key).Result(); n != 3 {
+		t.Fatalf("%d members after the admission, want 2 live + the base", n)
+	}
+}

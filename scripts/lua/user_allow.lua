@@ -1,9 +1,7 @@
 -- user_allow.lua: per-user decisions (cooldown + sliding-window log), each
--- checked and applied atomically. A denied request consumes nothing: it
--- adds no entry and extends no TTL (it may drop entries that have aged
--- out). One key is one request: Allow passes one, AllowMany and the
--- coalescer pass many (on a single node; on a Cluster each call stays
--- within one slot).
+-- checked and applied atomically; a denied request writes nothing. One key
+-- is one request: Allow passes one, AllowMany and the coalescer pass many
+-- (on a single node; on a Cluster each call stays within one slot).
 --
 -- KEYS[i]  a user's state key, floodgate:{u:<user>}:w or :cd. The same key
 --          may appear twice: two requests, decided in order.
@@ -33,10 +31,10 @@
 --
 -- Why it reads so little: a decision's cost must not grow with the window.
 -- It reads the newest entry and the base (one ranked read from the end),
--- counts entries with ZCARD (dropping aged-out ones first only when the
--- base is older than the window), and reads one more entry only when the
--- window is full. Redis 7.0 formats every score it hands to Lua with
--- printf, so reading the whole set would cost ~1 µs per entry.
+-- counts entries with ZCARD (and, once the base is older than the window,
+-- the aged-out ones with ZCOUNT), and reads one more entry only when the
+-- window is full. Redis 7.0 formats every score it hands to Lua with printf, so
+-- reading the whole set would cost ~1 µs per entry.
 
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
@@ -135,15 +133,18 @@ for _, key in ipairs(KEYS) do
     if now < newest then skew = newest - now; now = newest end
 
     -- Entries scored at or before cut have aged out; none can have while
-    -- the base is inside the window (cut < 0).
+    -- the base is inside the window (cut < 0). They are the oldest, so
+    -- counting them walks only that prefix of the listpack.
     local cut = now - window - base
-    local count = redis.call('ZCARD', key) - 1
+    local count = redis.call('ZCARD', key) - 1 -- all but the base
+    local expired = 0
     if cut >= 0 then
       if newest_rel <= cut then
-        count = 0
+        expired = count
       else
-        count = count - redis.call('ZREMRANGEBYSCORE', key, '-inf', cut)
+        expired = redis.call('ZCOUNT', key, '-inf', cut)
       end
+      count = count - expired
     end
 
     local cwait = 0
@@ -186,27 +187,33 @@ for _, key in ipairs(KEYS) do
       -- Every entry has aged out: a fresh window from now.
       redis.call('ZREMRANGEBYRANK', key, 0, -2)
       redis.call('ZADD', key, now, 'b', 0, id)
-    elseif rel > 8388607 and rel > 2 * window then
-      -- Rebase so relative scores stay within 24 bits (4 bytes in a
-      -- listpack); the new entry rides along in the same call.
-      local e = redis.call('ZRANGE', key, 0, -2, 'WITHSCORES')
-      local nb = base + tonumber(e[2])
-      local args = {nb, 'b'}
-      local held = {}
-      for i = 1, #e, 2 do
-        args[#args + 1] = tonumber(e[i + 1]) + base - nb
-        args[#args + 1] = e[i]
-        held[tonumber(e[i])] = true
+    else
+      if expired > 0 then
+        -- Drop what has aged out, so the ids held are the latest ones.
+        redis.call('ZREMRANGEBYRANK', key, 0, expired - 1)
       end
-      if held[id] then id = next_id(key, held, z[2]) end
-      args[#args + 1] = now - nb
-      args[#args + 1] = id
-      redis.call('ZADD', key, unpack(args))
-    elseif redis.call('ZADD', key, 'NX', rel, id) == 0 then
-      -- The id is held (see next_id): nothing was written; take the right one.
-      local held = {}
-      for _, v in ipairs(redis.call('ZRANGE', key, 0, -2)) do held[tonumber(v)] = true end
-      redis.call('ZADD', key, rel, next_id(key, held, z[2]))
+      if rel > 8388607 and rel > 2 * window then
+        -- Rebase so relative scores stay within 24 bits (4 bytes in a
+        -- listpack); the new entry rides along in the same call.
+        local e = redis.call('ZRANGE', key, 0, -2, 'WITHSCORES')
+        local nb = base + tonumber(e[2])
+        local args = {nb, 'b'}
+        local held = {}
+        for i = 1, #e, 2 do
+          args[#args + 1] = tonumber(e[i + 1]) + base - nb
+          args[#args + 1] = e[i]
+          held[tonumber(e[i])] = true
+        end
+        if held[id] then id = next_id(key, held, z[2]) end
+        args[#args + 1] = now - nb
+        args[#args + 1] = id
+        redis.call('ZADD', key, unpack(args))
+      elseif redis.call('ZADD', key, 'NX', rel, id) == 0 then
+        -- The id is held (see next_id): nothing was written; take the right one.
+        local held = {}
+        for _, v in ipairs(redis.call('ZRANGE', key, 0, -2)) do held[tonumber(v)] = true end
+        redis.call('ZADD', key, rel, next_id(key, held, z[2]))
+      end
     end
     if skew == 0 then
       redis.call('PEXPIRE', key, ARGV[2])
