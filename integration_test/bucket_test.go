@@ -202,13 +202,17 @@ func TestBucketOnRealRedis(t *testing.T) {
 	l := newLimiter(t, rdb, cfg)
 	ctx := context.Background()
 	b := mustBucket(t, l, "wiki", 2, 3) // 500 ms apart, burst 3
+	// Every bound below counts from origin, before the first Allow (T1 in
+	// Redis TIME, on this machine's clock): Redis's instant moves on
+	// between calls by at most the time since origin, however loaded the
+	// machine.
+	origin := time.Now()
 	for i, want := range []int{2, 1, 0} {
-		// ResetAfter is exact at Redis's instant, which moves on between
-		// calls: the first is 500 ms, then slightly under 1 s and 1.5 s.
+		// ResetAfter is exact at Redis's instant: T1 + (i+1)*500ms - now.
 		d, err := b.Allow(ctx)
 		full := time.Duration(500*(i+1)) * time.Millisecond
-		if err != nil || !d.Allowed || d.Remaining != want || d.ResetAfter > full || d.ResetAfter < full-200*time.Millisecond {
-			t.Fatalf("Allow %d = %+v, %v", i, d, err)
+		if err != nil || !d.Allowed || d.Remaining != want || d.ResetAfter > full || d.ResetAfter < full-time.Since(origin) {
+			t.Fatalf("Allow %d = %+v, %v (%v after the first)", i, d, err, time.Since(origin))
 		}
 	}
 	d, err := b.Allow(ctx)
@@ -228,21 +232,22 @@ func TestBucketOnRealRedis(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ahead := time.Duration(tat-now.UnixMicro()) * time.Microsecond; ahead <= time.Second || ahead > 1500*time.Millisecond {
-		t.Fatalf("TAT is %v ahead of Redis TIME, want (1s, 1.5s]", ahead)
+	// The TAT is T1 + 1.5s.
+	if ahead := time.Duration(tat-now.UnixMicro()) * time.Microsecond; ahead < 1500*time.Millisecond-time.Since(origin) || ahead > 1500*time.Millisecond {
+		t.Fatalf("TAT is %v ahead of Redis TIME %v after the first Allow, want 1.5s less the time since", ahead, time.Since(origin))
 	}
-	if pttl := rdb.PTTL(ctx, key).Val(); pttl <= time.Second || pttl > 1500*time.Millisecond {
-		t.Fatalf("PTTL = %v, want (1s, 1.5s]", pttl)
+	if pttl := rdb.PTTL(ctx, key).Val(); pttl < 1500*time.Millisecond-time.Since(origin)-time.Millisecond || pttl > 1500*time.Millisecond {
+		t.Fatalf("PTTL = %v %v after the first Allow, want 1.5s less the time since", pttl, time.Since(origin))
 	}
-	// Wait takes the next token when it comes, and the one after.
-	begin := time.Now()
+	// Wait takes the next token when it comes (T1 + 500ms), and the one
+	// after (T1 + 1s): never sooner.
 	for range 2 {
 		if err := b.Wait(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if took := time.Since(begin); took < 500*time.Millisecond {
-		t.Fatalf("two Waits on an empty bucket at 2/s took %v, want at least 500ms", took)
+	if took := time.Since(origin); took < time.Second {
+		t.Fatalf("3 Allows and 2 Waits on a bucket of burst 3 at 2/s took %v, want at least 1s", took)
 	}
 }
 
