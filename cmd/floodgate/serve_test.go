@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -55,6 +56,21 @@ func TestHTTPServerBounds(t *testing.T) {
 	if srv.ReadHeaderTimeout != 5*time.Second || srv.ReadTimeout != 10*time.Second || srv.MaxHeaderBytes != 16<<10 ||
 		srv.WriteTimeout <= set.MaxWait || srv.IdleTimeout == 0 {
 		t.Fatalf("%+v", srv)
+	}
+}
+
+// serve sets its GC target unless GOGC is set (the runtime has applied
+// GOGC then, and serve leaves it alone).
+func TestServeGC(t *testing.T) {
+	old := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(old)
+	serveGC("50")
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Fatalf("with GOGC set, serveGC changed the GC percent to %d", got)
+	}
+	serveGC("")
+	if got := debug.SetGCPercent(100); got != serveGCPercent {
+		t.Fatalf("without GOGC, GC percent %d, want %d", got, serveGCPercent)
 	}
 }
 
