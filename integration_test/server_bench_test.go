@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/floodgate/floodgate/limiter"
 )
@@ -33,11 +36,19 @@ import (
 func BenchmarkServe(b *testing.B) {
 	rdb := benchClient(b)
 	prefix := uniquePrefix(b, rdb)
-	url, stop := startServe(b, map[string]string{
+	proc := startServeProc(b, map[string]string{
 		"FLOODGATE_KEY_PREFIX":       prefix,
 		"FLOODGATE_LOCAL_CACHE_SIZE": "0",
 	})
-	defer stop()
+	defer func() {
+		if err := proc.Stop(); err != nil {
+			b.Errorf("floodgate serve: %v\n%s", err, proc.Output())
+		}
+	}()
+	url := proc.URL
+	// CPU time of the three processes a decision crosses: this one (the
+	// HTTP client, or the library), the server and Redis.
+	pids := []int{os.Getpid(), proc.cmd.Process.Pid, redisPID(b, rdb)}
 	cfg := limiter.DefaultConfig()
 	cfg.KeyPrefix = prefix
 	cfg.LocalCacheSize = 0
@@ -126,9 +137,17 @@ func BenchmarkServe(b *testing.B) {
 			slice := d / (4 * slices)
 			var sum [4]float64
 			var lat [4][]time.Duration
+			var cpu [4][3]time.Duration // per op: this process, server, Redis
+			var wall [4]time.Duration
 			for i := 0; i < slices; i++ {
 				for k, op := range ops {
+					c0, t0 := cpuTimes(pids), time.Now()
 					r, l := rate(b, g, slice, op)
+					c1 := cpuTimes(pids)
+					wall[k] += time.Since(t0)
+					for j := range c0 {
+						cpu[k][j] += c1[j] - c0[j]
+					}
 					sum[k] += r
 					lat[k] = append(lat[k], l...)
 				}
@@ -155,6 +174,26 @@ func BenchmarkServe(b *testing.B) {
 			} else {
 				b.ReportMetric(serveRate/allowRate, "serve_vs_allow")
 				b.ReportMetric(0.5, "serve_vs_allow_target_min")
+				// CPU µs per call of each op, summed over the three
+				// processes (calls = rate x wall time of its slices).
+				var perCall [4]float64
+				for k := range ops {
+					calls := sum[k] / slices * wall[k].Seconds()
+					for j := range cpu[k] {
+						perCall[k] += float64(cpu[k][j].Microseconds()) / calls
+					}
+				}
+				if perCall[0] > 0 {
+					serveCalls := sum[0] / slices * wall[0].Seconds()
+					b.ReportMetric(perCall[0], "serve_cpu_us")
+					b.ReportMetric(float64(cpu[0][1].Microseconds())/serveCalls, "serve_server_cpu_us")
+					b.ReportMetric(perCall[1], "allow_cpu_us")
+					b.ReportMetric(perCall[3], "healthz_cpu_us")
+					// A decision over HTTP costs at least an HTTP exchange
+					// (healthz) plus a decision from a Go process (Allow):
+					// on a CPU-bound machine the rate ratio cannot beat this.
+					b.ReportMetric(perCall[1]/(perCall[1]+perCall[3]), "serve_vs_allow_cpu_bound")
+				}
 			}
 			b.ReportMetric(0, "ns/op")
 		})
@@ -178,4 +217,47 @@ func interleaved(b *testing.B, d time.Duration, ops []func(*rand.Rand) error) [4
 		}
 	}
 	return lat
+}
+
+// redisPID is the process id Redis reports, or 0 (no CPU figures) when
+// it is not on this machine's /proc (a REDIS_URL elsewhere).
+func redisPID(b *testing.B, rdb *redis.Client) int {
+	info, err := rdb.Info(context.Background(), "server").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "process_id:"); ok {
+			pid, _ := strconv.Atoi(v)
+			if _, err := os.Stat("/proc/" + v); err == nil {
+				return pid
+			}
+		}
+	}
+	return 0
+}
+
+// cpuTimes is each process's user+system CPU time from /proc (Linux); a
+// process it cannot read counts 0.
+func cpuTimes(pids []int) []time.Duration {
+	out := make([]time.Duration, len(pids))
+	for i, pid := range pids {
+		if pid == 0 {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			continue
+		}
+		// Fields after the command name (which may hold spaces): utime
+		// and stime are the 12th and 13th, in clock ticks (100 a second).
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		if len(f) < 13 {
+			continue
+		}
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		out[i] = time.Duration(u+st) * 10 * time.Millisecond
+	}
+	return out
 }
