@@ -72,7 +72,7 @@ func (b *Backoff) Do(ctx context.Context, endpoint string, fn func(context.Conte
 	switch {
 	case ferr == nil:
 		rerr = b.Success(context.WithoutCancel(ctx), endpoint)
-	case ctx.Err() == nil && b.set.IsFailure(ferr):
+	case callerDone(ctx) == nil && b.set.IsFailure(ferr):
 		_, rerr = b.Failure(context.WithoutCancel(ctx), endpoint)
 	case d.Probe:
 		rerr = b.Abandon(context.WithoutCancel(ctx), endpoint, d.Token)

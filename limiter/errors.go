@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -79,7 +80,22 @@ func IsUnavailable(err error) bool {
 // out of reach, and the caller's own context has not ended (their
 // deadline or cancellation is theirs to see, not an outage).
 func isOutage(ctx context.Context, err error) bool {
-	return ctx.Err() == nil && IsUnavailable(err)
+	return callerDone(ctx) == nil && IsUnavailable(err)
+}
+
+// callerDone is ctx.Err(), or context.DeadlineExceeded once ctx's deadline
+// has passed: a read that timed out at that deadline (go-redis sets it on
+// the connection) can come back before ctx's own timer has ended ctx, and
+// must not count as Redis's timeout, which would mark Redis down for
+// every caller.
+func callerDone(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 // isRedisReply reports whether err holds an error reply from the server

@@ -192,7 +192,7 @@ func (s *Slots) TryAcquire(ctx context.Context, holder string) (*Lease, error) {
 	member := newMember(holder)
 	r, err := s.acquireOnce(ctx, member, false, 0)
 	if err != nil {
-		if ctx.Err() != nil || IsUnavailable(err) {
+		if callerDone(ctx) != nil || IsUnavailable(err) {
 			// Redis may have granted the slot and lost only the reply.
 			s.owe(member)
 		}
@@ -301,8 +301,8 @@ func (s *Slots) Acquire(ctx context.Context, holder string) (lease *Lease, err e
 			return &Lease{s: s, holder: holder, member: member}, nil
 		case err == nil:
 			arrival = r.arrival
-		case ctx.Err() != nil:
-			return nil, fmt.Errorf("limiter: waiting for a slot in pool %q: %w", s.name, ctx.Err())
+		case callerDone(ctx) != nil:
+			return nil, fmt.Errorf("limiter: waiting for a slot in pool %q: %w", s.name, callerDone(ctx))
 		case !IsUnavailable(err):
 			return nil, err
 		default:

@@ -174,7 +174,7 @@ func (lu *localUsers) redisAnswered(user string, now time.Time) {
 // own context ended, the error wraps its context's error and names the
 // user, quoted.
 func (l *Limiter) userFallback(ctx context.Context, user string, err error) (Decision, error) {
-	if cerr := ctx.Err(); cerr != nil {
+	if cerr := callerDone(ctx); cerr != nil {
 		var left *callerLeft
 		if errors.As(err, &left) {
 			return Decision{}, fmt.Errorf("limiter: allow %q: %w", user, err)
