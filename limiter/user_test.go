@@ -442,7 +442,14 @@ func TestClockBackwardsWaitWithinTTL(t *testing.T) {
 	mustAllow(t, l, "s")
 	r.mr.SetTime(epoch.Add(30 * time.Second)) // TIME steps back 30 s; TTLs do not move
 	ttl := r.mr.TTL("floodgate:{u:s}:w")
+	st, err := l.Peek(context.Background(), "s")
+	if err != nil {
+		t.Fatal(err)
+	}
 	d := mustAllow(t, l, "s")
+	if st.RetryAfter != d.RetryAfter || st.ResetAfter != d.ResetAfter {
+		t.Fatalf("Peek said %+v, Allow then %+v", st, d)
+	}
 	if d.Allowed || d.Reason != ReasonHourly || d.RetryAfter != ttl || d.ResetAfter != ttl || ttl != time.Minute {
 		t.Fatalf("after the step back: %+v with TTL %v, want a window denial waiting exactly the TTL (1m)", d, ttl)
 	}

@@ -94,6 +94,17 @@ if cwait > 0 then cleft = cwait + skew end
 if cwait > 0 or wwait > 0 then
   local reason, retry = 1, cwait
   if wwait > cwait then reason, retry = 2, wwait end
-  return {1, reason, remaining, retry + skew, reset, cleft, count}
+  retry = retry + skew
+  if skew > 0 then
+    -- As user_allow.lua: no wait outlasts the key's TTL.
+    local ttl = redis.call('PTTL', key)
+    if ttl >= 0 then
+      if ttl < 1 then ttl = 1 end
+      if retry > ttl then retry = ttl end
+      if reset > ttl then reset = ttl end
+      if cleft > ttl then cleft = ttl end
+    end
+  end
+  return {1, reason, remaining, retry, reset, cleft, count}
 end
 return {1, 0, remaining, 0, reset, cleft, count}
