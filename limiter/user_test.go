@@ -422,6 +422,9 @@ func TestCooldownLastMillisecondWaitsOneMs(t *testing.T) {
 	l, r := newTestLimiter(t, userConfig(10*time.Second, 0, time.Hour))
 	mustAllow(t, l, "last")
 	r.advance(10*time.Second - 500*time.Microsecond) // 0.5 ms of TTL left
+	if st, err := l.Peek(context.Background(), "last"); err != nil || st.RetryAfter != time.Millisecond {
+		t.Fatalf("Peek in the last millisecond: %+v, %v; want RetryAfter 1ms", st, err)
+	}
 	d := mustAllow(t, l, "last")
 	if d.Allowed || d.RetryAfter != time.Millisecond || d.ResetAfter != time.Millisecond {
 		t.Fatalf("in the last millisecond: %+v, want denied with RetryAfter and ResetAfter 1ms", d)

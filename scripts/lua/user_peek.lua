@@ -40,6 +40,7 @@ if limit == 0 then
     ttl = cooldown
   end
   if ttl > cooldown then ttl = cooldown end
+  if ttl < 1 then ttl = 1 end -- the key's last millisecond, as user_allow.lua
   return {1, 1, -1, ttl, ttl, ttl, 0}
 end
 
