@@ -368,7 +368,11 @@ func (s *server) slotsAcquire(w http.ResponseWriter, r *http.Request) error {
 	}
 	switch {
 	case errors.Is(err, limiter.ErrNoSlot):
-		writeNoSlot(w, noSlotRetry)
+		retry := noSlotRetry
+		if nse, ok := errors.AsType[*limiter.NoSlotError](err); ok {
+			retry = nse.RetryAfter
+		}
+		writeNoSlot(w, retry)
 		return nil
 	case errors.Is(err, limiter.ErrRedisUnavailable) && r.Context().Err() == nil:
 		writeJSON(w, http.StatusServiceUnavailable, []byte(`{"acquired":false,"reason":"redis_down","retry_after_ms":1000,"error":"redis unavailable and the slots policy fails closed"}`+"\n"))
@@ -389,9 +393,10 @@ func (s *server) slotsAcquire(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// noSlotRetry is the retry_after_ms of a full pool: a suggested poll
-// interval, since a slot frees whenever a holder releases it. Callers that
-// can wait should ask with "wait": true instead, which queues them fairly.
+// noSlotRetry is the retry_after_ms of a wait that timed out (a full
+// pool's try answers the library's NoSlotError.RetryAfter: when the
+// earliest lease expires, unless released sooner). Callers that can wait
+// should ask with "wait": true, which queues them fairly.
 const noSlotRetry = time.Second
 
 // writeNoSlot answers a try that found the pool full or a wait that timed
