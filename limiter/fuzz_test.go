@@ -178,7 +178,7 @@ func FuzzAllowUser(f *testing.F) {
 // FuzzAPIRates: UnmarshalText never panics; what it accepts validates and
 // survives String and back.
 func FuzzAPIRates(f *testing.F) {
-	for _, s := range []string{"wikipedia=1,igdb=4/2", "", " a = 0.5 / 3 ", "a=1,a=2", "a=1/0", "=1", "a=NaN", "a=1e6/1048576", "a=1/2/3", ",", "a=0x1p-2", "é=1"} {
+	for _, s := range []string{"wikipedia=1,igdb=4/2", "", " a = 0.5 / 3 ", "a=1,a=2", "a=1/0", "=1", "a=NaN", "a=1e6/1048576", "a=1/2/3", ",", "a=0x1p-2", "é=1", "0=1/7000"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -194,8 +194,15 @@ func FuzzAPIRates(f *testing.F) {
 		}
 		cfg := DefaultConfig()
 		cfg.APIRates = r
+		// Any refill time APIRates accepts (up to 30 days) fits the
+		// longest MaxIdleTime; the default hour is checked below.
+		cfg.MaxIdleTime = maxPolicyDuration
 		if err := cfg.Validate(); err != nil {
 			t.Fatalf("%q: Config with %v: %v", s, r, err)
+		}
+		cfg.MaxIdleTime = DefaultConfig().MaxIdleTime
+		if err := cfg.Validate(); err != nil && !strings.Contains(err.Error(), "longer than MaxIdleTime") {
+			t.Fatalf("%q: Config with %v and the default MaxIdleTime: %v", s, r, err)
 		}
 		var back APIRates
 		if err := back.UnmarshalText([]byte(r.String())); err != nil {
