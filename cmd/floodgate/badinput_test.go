@@ -111,7 +111,9 @@ func TestAuth(t *testing.T) {
 	set := testSettings()
 	set.Token = "0123456789abcdef0123"
 	ts := newTestServer(t, testConfig(), set)
-	for _, path := range []string{"/v1/users/alice", "/metrics", "/v1/nothing", "/v1/users//allow"} {
+	// Percent-encoded paths route like plain ones, so they need the token too.
+	for _, path := range []string{"/v1/users/alice", "/metrics", "/v1/nothing", "/v1/users//allow",
+		"/%761/users/alice", "/%6detrics", "/v1%2Fusers/alice", "/nothing"} {
 		for _, hdr := range [][]string{
 			nil,
 			{"Authorization", "Bearer wrong"},

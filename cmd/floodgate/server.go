@@ -152,15 +152,16 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		*rec = recorder{}
 		recorders.Put(rec)
 	}()
-	path := r.URL.EscapedPath()
-	v1 := strings.HasPrefix(path, "/v1/")
-	protected := v1 || path == "/metrics"
-	if protected && s.set.Token != "" && !s.authorized(r) {
+	// Auth by default: every route but health and readiness, read from
+	// the decoded path, which the mux routes on (the escaped one let
+	// /%761/... reach /v1/ routes without a token).
+	open := r.URL.Path == "/healthz" || r.URL.Path == "/readyz"
+	if !open && s.set.Token != "" && !s.authorized(r) {
 		rec.Header().Set("WWW-Authenticate", `Bearer realm="floodgate"`)
 		writeError(rec, http.StatusUnauthorized, "missing or wrong bearer token (Authorization: Bearer <FLOODGATE_HTTP_TOKEN>)")
 		return
 	}
-	if v1 && badSegments(path) {
+	if strings.HasPrefix(r.URL.Path, "/v1/") && badSegments(r.URL.EscapedPath()) {
 		writeError(rec, http.StatusBadRequest, "path has an empty, '.' or '..' segment: user ids and names must be non-empty, and '.' is sent as %2E")
 		return
 	}
