@@ -283,6 +283,9 @@ func (s *server) errorStatus(r *http.Request, err error) (int, string) {
 		// fault worth a log line.
 		return http.StatusServiceUnavailable, "request cancelled"
 	case errors.Is(err, limiter.ErrRedisUnavailable), limiter.IsUnavailable(err):
+		if strings.Contains(msg, "redis unavailable") {
+			return http.StatusServiceUnavailable, msg
+		}
 		return http.StatusServiceUnavailable, "redis unavailable: " + msg
 	}
 	s.logf("%s %s: %s", r.Method, routeOf(r), msg)
