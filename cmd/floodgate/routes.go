@@ -151,24 +151,20 @@ func (s *server) backoffPick(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) backoffCheck(w http.ResponseWriter, r *http.Request) error {
-	b, err := s.backoff(r)
-	if err != nil {
-		return err
-	}
-	d, err := b.Check(r.Context(), r.PathValue("endpoint"))
-	if err != nil {
-		return err
-	}
-	writeDecision(w, d, decisionExtra{backoff: true})
-	return nil
+	return s.backoffDecide(w, r, (*limiter.Backoff).Check)
 }
 
 func (s *server) backoffFailure(w http.ResponseWriter, r *http.Request) error {
+	return s.backoffDecide(w, r, (*limiter.Backoff).Failure)
+}
+
+// backoffDecide answers op's decision on the path's breaker and endpoint.
+func (s *server) backoffDecide(w http.ResponseWriter, r *http.Request, op func(*limiter.Backoff, context.Context, string) (limiter.Decision, error)) error {
 	b, err := s.backoff(r)
 	if err != nil {
 		return err
 	}
-	d, err := b.Failure(r.Context(), r.PathValue("endpoint"))
+	d, err := op(b, r.Context(), r.PathValue("endpoint"))
 	if err != nil {
 		return err
 	}
