@@ -384,7 +384,15 @@ class Client:
     def _call(self, method: str, segments: list, body: Optional[dict] = None, timeout: Optional[float] = None) -> Any:
         return self._request(method, segments, body, timeout)[1]
 
-    def _decision(self, segments: list, body: Optional[dict] = None, timeout: Optional[float] = None) -> Decision:
+    def _decision(
+        self,
+        segments: list,
+        body: Optional[dict] = None,
+        timeout: Optional[float] = None,
+        build: Callable[[Dict[str, Any], Any], Any] = lambda d, h: Decision.from_json(d, _retry_after_header(h)),
+        want: str = "a decision",
+    ) -> Any:
+        """POST and build the answer from the reply object and its headers."""
         try:
             _, d, h = self._request("POST", segments, body, timeout)
         except FloodgateError as e:
@@ -394,8 +402,8 @@ class Client:
                 return e.decision
             raise
         if not isinstance(d, dict):
-            raise FloodgateError(200, f"server sent {d!r}, want a decision object")
-        return Decision.from_json(d, _retry_after_header(h))
+            raise FloodgateError(200, f"server sent {d!r}, want {want} object")
+        return build(d, h)
 
     # -- users
 
@@ -518,10 +526,15 @@ class Client:
         """
         t = _timeout_arg("timeout", timeout)
         body: Dict[str, Any] = {"n": _count(n)}
+        http_t = self._wait_for(body, t)
+        return self._decision(["v1", "buckets", _quote("name", name), "wait"], body, timeout=http_t)
+
+    def _wait_for(self, body: Dict[str, Any], t: Optional[float]) -> float:
+        """Put a server-side wait of t seconds (None: the server's maximum)
+        into body; returns the HTTP timeout that outlasts it."""
         if t is not None:
             body["timeout_ms"] = max(1, math.ceil(t * 1000))
-        http_t = self.timeout + (t if t is not None else self.max_wait)
-        return self._decision(["v1", "buckets", _quote("name", name), "wait"], body, timeout=http_t)
+        return self.timeout + (t if t is not None else self.max_wait)
 
     # -- slots
 
@@ -535,27 +548,20 @@ class Client:
         if isinstance(holder, bytes):
             holder = holder.decode("utf-8", "replace")
         body: Dict[str, Any] = {"holder": holder, "wait": bool(wait)}
-        http_t = None
-        if wait:
-            if t is not None:
-                body["timeout_ms"] = max(1, math.ceil(t * 1000))
-            http_t = self.timeout + (t if t is not None else self.max_wait)
-        try:
-            d = self._call("POST", ["v1", "slots", _quote("name", name), "acquire"], body, timeout=http_t)
-        except FloodgateError as e:
-            # A pool that fails closed while Redis is down: a denial too.
-            if e.status == 503 and e.decision is not None:
-                return e.decision
-            raise
-        if not isinstance(d, dict):
-            raise FloodgateError(200, f"server sent {d!r}, want an acquire object")
-        if d.get("acquired"):
-            return Lease(self, name, str(d.get("token", "")), _secs(d.get("lease_ms")), bool(d.get("degraded", False)))
-        return Decision(
-            allowed=False,
-            reason=str(d.get("reason") or "slots"),
-            retry_after=_secs(d.get("retry_after_ms")),
-            degraded=bool(d.get("degraded", False)),
+        http_t = self._wait_for(body, t) if wait else None
+
+        def lease_or_denial(d: Dict[str, Any], _: Any) -> Union[Lease, Decision]:
+            if d.get("acquired"):
+                return Lease(self, name, str(d.get("token", "")), _secs(d.get("lease_ms")), bool(d.get("degraded", False)))
+            return Decision(
+                allowed=False,
+                reason=str(d.get("reason") or "slots"),
+                retry_after=_secs(d.get("retry_after_ms")),
+                degraded=bool(d.get("degraded", False)),
+            )
+
+        return self._decision(
+            ["v1", "slots", _quote("name", name), "acquire"], body, http_t, lease_or_denial, "an acquire"
         )
 
     def lease(self, name: Id, token: str) -> Lease:
