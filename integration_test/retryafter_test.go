@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/floodgate/floodgate/limiter"
 )
 
@@ -29,12 +27,10 @@ type retryAfterTally struct {
 // user under a cooldown (window off, deny cache off, so every decision is
 // user_allow.lua's) for RUN_FOR.
 func retryAfterWorker(ctx context.Context) (any, error) {
-	opt, err := redis.ParseURL(os.Getenv("REDIS_URL"))
+	rdb, err := workerClient(32)
 	if err != nil {
 		return nil, err
 	}
-	opt.PoolSize = 32
-	rdb := redis.NewClient(opt)
 	defer rdb.Close()
 	cfg := limiter.DefaultConfig()
 	cfg.KeyPrefix = os.Getenv("PREFIX")

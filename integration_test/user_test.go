@@ -27,12 +27,10 @@ func init() {
 // for random users among USERS, until each goroutine has sent ROUNDS.
 // It returns how many requests were admitted per user.
 func userAdmissionWorker(ctx context.Context) (any, error) {
-	opt, err := redis.ParseURL(os.Getenv("REDIS_URL"))
+	rdb, err := workerClient(64)
 	if err != nil {
 		return nil, err
 	}
-	opt.PoolSize = 64
-	rdb := redis.NewClient(opt)
 	defer rdb.Close()
 	cfg := limiter.DefaultConfig()
 	cfg.KeyPrefix = os.Getenv("PREFIX")

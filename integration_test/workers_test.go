@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Several tests run this test binary again as separate OS processes
@@ -41,6 +43,17 @@ func runWorker(role string) int {
 		return 1
 	}
 	return 0
+}
+
+// workerClient is a worker process's client on REDIS_URL with a pool of
+// poolSize connections, one per goroutine it runs.
+func workerClient(poolSize int) (*redis.Client, error) {
+	opt, err := redis.ParseURL(os.Getenv("REDIS_URL"))
+	if err != nil {
+		return nil, err
+	}
+	opt.PoolSize = poolSize
+	return redis.NewClient(opt), nil
 }
 
 // runWorkers starts n worker processes of role with env added (plus
