@@ -46,34 +46,68 @@ type backoffProbeResult struct {
 	Overlaps int
 }
 
+func (r *backoffProbeResult) add(o backoffProbeResult) {
+	r.Checks += o.Checks
+	r.Probes += o.Probes
+	r.Backoff += o.Backoff
+	r.Probing += o.Probing
+	r.Overlaps += o.Overlaps
+}
+
+// openBackoffWorker opens a backoff worker's client and its Backoff on
+// PREFIX; it returns when to stop (DURATION from now) and the key of the
+// counter its probes mark themselves in flight on.
+func openBackoffWorker() (rdb *redis.Client, b *limiter.Backoff, deadline time.Time, inFlight string, err error) {
+	dur, err := time.ParseDuration(os.Getenv("DURATION"))
+	if err != nil {
+		return nil, nil, time.Time{}, "", err
+	}
+	rdb, err = workerClient(64)
+	if err != nil {
+		return nil, nil, time.Time{}, "", err
+	}
+	prefix := os.Getenv("PREFIX")
+	l, err := limiter.New(rdb, backoffProbeConfig(prefix))
+	if err == nil {
+		b, err = l.Backoff("llm", limiter.BackoffSettings{})
+	}
+	if err != nil {
+		rdb.Close()
+		return nil, nil, time.Time{}, "", err
+	}
+	return rdb, b, time.Now().Add(dur), prefix + "in-flight", nil
+}
+
+// openedBackoff is the test side: a Backoff on a fresh prefix whose
+// endpoint one Failure has opened, for the workers to hammer.
+func openedBackoff(t *testing.T) (prefix string, b *limiter.Backoff) {
+	t.Helper()
+	rdb := client(t)
+	prefix = uniquePrefix(t, rdb)
+	l, err := limiter.New(rdb, backoffProbeConfig(prefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err = l.Backoff("llm", limiter.BackoffSettings{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Failure(context.Background(), backoffEndpoint); err != nil {
+		t.Fatal(err)
+	}
+	return prefix, b
+}
+
 // backoffProbeWorker is one bot replica: 32 goroutines call Check on an
 // endpoint that keeps failing, until DURATION has passed. A goroutine that
 // gets the probe marks itself in flight (INCR on a shared counter: it must
 // read 1), holds the probe for 2 ms as a request would, unmarks itself and
 // reports Failure.
 func backoffProbeWorker(ctx context.Context) (any, error) {
-	opt, err := redis.ParseURL(os.Getenv("REDIS_URL"))
+	rdb, b, deadline, inFlight, err := openBackoffWorker()
 	if err != nil {
 		return nil, err
 	}
-	opt.PoolSize = 64
-	rdb := redis.NewClient(opt)
 	defer rdb.Close()
-	prefix := os.Getenv("PREFIX")
-	l, err := limiter.New(rdb, backoffProbeConfig(prefix))
-	if err != nil {
-		return nil, err
-	}
-	b, err := l.Backoff("llm", limiter.BackoffSettings{})
-	if err != nil {
-		return nil, err
-	}
-	dur, err := time.ParseDuration(os.Getenv("DURATION"))
-	if err != nil {
-		return nil, err
-	}
-	deadline := time.Now().Add(dur)
-	inFlight := prefix + "in-flight"
 	var mu sync.Mutex
 	var res backoffProbeResult
 	errs := make(chan error, 32)
@@ -85,11 +119,7 @@ func backoffProbeWorker(ctx context.Context) (any, error) {
 			var mine backoffProbeResult
 			defer func() {
 				mu.Lock()
-				res.Checks += mine.Checks
-				res.Probes += mine.Probes
-				res.Backoff += mine.Backoff
-				res.Probing += mine.Probing
-				res.Overlaps += mine.Overlaps
+				res.add(mine)
 				mu.Unlock()
 			}()
 			for time.Now().Before(deadline) {
@@ -159,20 +189,8 @@ func backoffProbeWorker(ctx context.Context) (any, error) {
 //     of its own: the endpoint opened exactly 1 + probes times. Two probes
 //     in one period would make one Failure stale (counted, not opened).
 func TestBackoffOneProbePerHalfOpenPeriodAcrossProcesses(t *testing.T) {
-	rdb := client(t)
-	prefix := uniquePrefix(t, rdb)
-	l, err := limiter.New(rdb, backoffProbeConfig(prefix))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := l.Backoff("llm", limiter.BackoffSettings{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	prefix, b := openedBackoff(t)
 	ctx := context.Background()
-	if _, err := b.Failure(ctx, backoffEndpoint); err != nil {
-		t.Fatal(err)
-	}
 	const procs = 3
 	results := runWorkers[backoffProbeResult](t, "backoff-probe", procs, map[string]string{
 		"PREFIX": prefix, "DURATION": "2s",
@@ -183,11 +201,7 @@ func TestBackoffOneProbePerHalfOpenPeriodAcrossProcesses(t *testing.T) {
 		if r.Checks == 0 {
 			t.Errorf("process %d made no checks", i)
 		}
-		total.Checks += r.Checks
-		total.Probes += r.Probes
-		total.Backoff += r.Backoff
-		total.Probing += r.Probing
-		total.Overlaps += r.Overlaps
+		total.add(r)
 	}
 	st, err := b.Status(ctx, backoffEndpoint)
 	if err != nil {
@@ -372,6 +386,14 @@ type backoffDoResult struct {
 	Overlaps int
 }
 
+func (r *backoffDoResult) add(o backoffDoResult) {
+	r.Calls += o.Calls
+	r.Failed += o.Failed
+	r.Abandoned += o.Abandoned
+	r.Denied += o.Denied
+	r.Overlaps += o.Overlaps
+}
+
 var errLLMDown = errors.New("502 bad gateway")
 
 // backoffDoWorker is one bot replica: 32 goroutines call Do on an endpoint
@@ -381,28 +403,11 @@ var errLLMDown = errors.New("502 bad gateway")
 // gives up (the context is cancelled: Do must hand the probe back) or the
 // endpoint fails, alternately in each process, the first giving up.
 func backoffDoWorker(ctx context.Context) (any, error) {
-	opt, err := redis.ParseURL(os.Getenv("REDIS_URL"))
+	rdb, b, deadline, inFlight, err := openBackoffWorker()
 	if err != nil {
 		return nil, err
 	}
-	opt.PoolSize = 64
-	rdb := redis.NewClient(opt)
 	defer rdb.Close()
-	prefix := os.Getenv("PREFIX")
-	l, err := limiter.New(rdb, backoffProbeConfig(prefix))
-	if err != nil {
-		return nil, err
-	}
-	b, err := l.Backoff("llm", limiter.BackoffSettings{})
-	if err != nil {
-		return nil, err
-	}
-	dur, err := time.ParseDuration(os.Getenv("DURATION"))
-	if err != nil {
-		return nil, err
-	}
-	deadline := time.Now().Add(dur)
-	inFlight := prefix + "in-flight"
 	var mu sync.Mutex
 	var res backoffDoResult
 	var probes atomic.Int64 // this process's: odd ones give up, even ones fail
@@ -415,11 +420,7 @@ func backoffDoWorker(ctx context.Context) (any, error) {
 			var mine backoffDoResult
 			defer func() {
 				mu.Lock()
-				res.Calls += mine.Calls
-				res.Failed += mine.Failed
-				res.Abandoned += mine.Abandoned
-				res.Denied += mine.Denied
-				res.Overlaps += mine.Overlaps
+				res.add(mine)
 				mu.Unlock()
 			}()
 			for time.Now().Before(deadline) {
@@ -478,31 +479,15 @@ func backoffDoWorker(ctx context.Context) (any, error) {
 //     failures), and no abandoned probe was counted;
 //   - abandoned probes passed the probe on at once, many times.
 func TestBackoffDoAcrossProcesses(t *testing.T) {
-	rdb := client(t)
-	prefix := uniquePrefix(t, rdb)
-	l, err := limiter.New(rdb, backoffProbeConfig(prefix))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := l.Backoff("llm", limiter.BackoffSettings{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	prefix, b := openedBackoff(t)
 	ctx := context.Background()
-	if _, err := b.Failure(ctx, backoffEndpoint); err != nil {
-		t.Fatal(err)
-	}
 	results := runWorkers[backoffDoResult](t, "backoff-do", 3, map[string]string{
 		"PREFIX": prefix, "DURATION": "2s",
 	})
 	var total backoffDoResult
 	for i, r := range results {
 		t.Logf("process %d: %+v", i, r)
-		total.Calls += r.Calls
-		total.Failed += r.Failed
-		total.Abandoned += r.Abandoned
-		total.Denied += r.Denied
-		total.Overlaps += r.Overlaps
+		total.add(r)
 	}
 	st, err := b.Status(ctx, backoffEndpoint)
 	if err != nil {
