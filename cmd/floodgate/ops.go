@@ -67,32 +67,63 @@ func writeJSONOut(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-func runUser(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// opsCommand is an operator command ready to run: its arguments, the
+// effective settings and a Limiter on the configured Redis.
+type opsCommand struct {
+	args  []string
+	json  bool
+	cfg   limiter.Config
+	lim   *limiter.Limiter
+	close func()
+}
+
+// startOps parses an operator command's flags, checks its argument count
+// with nargs (before anything is read or dialled), loads the settings and
+// connects. The context it returns is bounded by opsTimeout; c.close ends
+// it and the connection.
+func startOps(ctx context.Context, name string, args []string, stderr io.Writer, nargs func(n int) error) (context.Context, *opsCommand, error) {
 	var o opsFlags
-	fs := o.register("user", stderr)
+	fs := o.register(name, stderr)
 	if err := parseFlags(fs, args); err != nil {
-		return err
+		return nil, nil, err
 	}
-	if fs.NArg() != 1 {
-		return usagef("user takes one USER, got %d arguments", fs.NArg())
+	if err := nargs(fs.NArg()); err != nil {
+		return nil, nil, err
 	}
-	user := fs.Arg(0)
 	cfg, err := o.load()
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	lim, closeFn, err := connect(cfg)
 	if err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, opsTimeout)
+	return ctx, &opsCommand{args: fs.Args(), json: o.json, cfg: cfg, lim: lim, close: func() { cancel(); closeFn() }}, nil
+}
+
+// oneArg is startOps's check for a command that takes one argument.
+func oneArg(cmd, what string) func(n int) error {
+	return func(n int) error {
+		if n != 1 {
+			return usagef("%s takes one %s, got %d arguments", cmd, what, n)
+		}
+		return nil
+	}
+}
+
+func runUser(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	ctx, c, err := startOps(ctx, "user", args, stderr, oneArg("user", "USER"))
+	if err != nil {
 		return err
 	}
-	defer closeFn()
-	ctx, cancel := context.WithTimeout(ctx, opsTimeout)
-	defer cancel()
-	st, err := lim.Peek(ctx, user)
+	defer c.close()
+	user, cfg := c.args[0], c.cfg
+	st, err := c.lim.Peek(ctx, user)
 	if err != nil {
 		return opError(fmt.Sprintf("user %q", user), err)
 	}
-	if o.json {
+	if c.json {
 		return writeJSONOut(stdout, map[string]any{
 			"user": user, "remaining": st.Remaining, "retry_after_ms": ceilMs(st.RetryAfter),
 			"reason": st.Reason.String(), "cooldown_left_ms": ceilMs(st.CooldownLeft),
@@ -120,30 +151,16 @@ func runUser(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
 func runReset(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var o opsFlags
-	fs := o.register("reset", stderr)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		return usagef("reset takes one USER, got %d arguments", fs.NArg())
-	}
-	user := fs.Arg(0)
-	cfg, err := o.load()
+	ctx, c, err := startOps(ctx, "reset", args, stderr, oneArg("reset", "USER"))
 	if err != nil {
 		return err
 	}
-	lim, closeFn, err := connect(cfg)
-	if err != nil {
-		return err
-	}
-	defer closeFn()
-	ctx, cancel := context.WithTimeout(ctx, opsTimeout)
-	defer cancel()
-	if err := lim.Reset(ctx, user); err != nil {
+	defer c.close()
+	user := c.args[0]
+	if err := c.lim.Reset(ctx, user); err != nil {
 		return opError(fmt.Sprintf("reset %q", user), err)
 	}
-	if o.json {
+	if c.json {
 		return writeJSONOut(stdout, map[string]any{"user": user, "reset": true})
 	}
 	fmt.Fprintf(stdout, "user %q reset: cooldown and window cleared on every replica\n", user)
@@ -151,37 +168,28 @@ func runReset(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 }
 
 func runEndpoints(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var o opsFlags
-	fs := o.register("endpoints", stderr)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() < 2 {
-		return usagef("endpoints takes a breaker NAME and at least one ENDPOINT, e.g. floodgate endpoints llm http://gpu-1:8000")
-	}
-	name, endpoints := fs.Arg(0), fs.Args()[1:]
-	cfg, err := o.load()
+	ctx, c, err := startOps(ctx, "endpoints", args, stderr, func(n int) error {
+		if n < 2 {
+			return usagef("endpoints takes a breaker NAME and at least one ENDPOINT, e.g. floodgate endpoints llm http://gpu-1:8000")
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
-	lim, closeFn, err := connect(cfg)
-	if err != nil {
-		return err
-	}
-	defer closeFn()
-	b, err := lim.Backoff(name, limiter.BackoffSettings{})
+	defer c.close()
+	name, endpoints := c.args[0], c.args[1:]
+	b, err := c.lim.Backoff(name, limiter.BackoffSettings{})
 	if err != nil {
 		return usagef("%s", strings.TrimPrefix(err.Error(), "limiter: "))
 	}
-	ctx, cancel := context.WithTimeout(ctx, opsTimeout)
-	defer cancel()
 	var rows []map[string]any
 	for _, ep := range endpoints {
 		st, err := b.Status(ctx, ep)
 		if err != nil {
 			return opError(fmt.Sprintf("endpoint %q", ep), err)
 		}
-		if o.json {
+		if c.json {
 			rows = append(rows, map[string]any{
 				"endpoint": ep, "state": st.State.String(), "opens": st.Opens, "failures": st.Failures,
 				"delay_ms": ceilMs(st.Delay), "retry_after_ms": ceilMs(st.RetryAfter), "probing": st.Probing,
@@ -194,37 +202,23 @@ func runEndpoints(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		fmt.Fprintf(stdout, "\n  opens %d, failures %d, delay %v, probe out %v\n", st.Opens, st.Failures, st.Delay, st.Probing)
 	}
-	if o.json {
+	if c.json {
 		return writeJSONOut(stdout, rows)
 	}
 	return nil
 }
 
 func runSlots(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var o opsFlags
-	fs := o.register("slots", stderr)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		return usagef("slots takes one pool NAME, got %d arguments", fs.NArg())
-	}
-	name := fs.Arg(0)
-	cfg, err := o.load()
+	ctx, c, err := startOps(ctx, "slots", args, stderr, oneArg("slots", "pool NAME"))
 	if err != nil {
 		return err
 	}
-	lim, closeFn, err := connect(cfg)
-	if err != nil {
-		return err
-	}
-	defer closeFn()
-	pool, err := lim.Slots(name, limiter.SlotsSettings{})
+	defer c.close()
+	name := c.args[0]
+	pool, err := c.lim.Slots(name, limiter.SlotsSettings{})
 	if err != nil {
 		return usagef("%s", strings.TrimPrefix(err.Error(), "limiter: "))
 	}
-	ctx, cancel := context.WithTimeout(ctx, opsTimeout)
-	defer cancel()
 	inUse, err := pool.InUse(ctx)
 	if err != nil {
 		return opError(fmt.Sprintf("pool %q", name), err)
@@ -233,7 +227,7 @@ func runSlots(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return opError(fmt.Sprintf("pool %q", name), err)
 	}
-	if o.json {
+	if c.json {
 		return writeJSONOut(stdout, map[string]any{"pool": name, "size": pool.Size(), "in_use": inUse, "waiting": waiting})
 	}
 	fmt.Fprintf(stdout, "pool %q: %d of %d slots in use, %d waiting\n", name, inUse, pool.Size(), waiting)
