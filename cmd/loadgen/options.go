@@ -169,7 +169,11 @@ How each figure is taken:
             deny cache off (each is a Redis round trip); "cache" replays them
             with the local deny cache on
   x PING    decisions/s at --goroutines over PING/s, in 6 alternating slices
-            each (medians), so noise from elsewhere lands on both
+            each (medians), so noise from elsewhere lands on both. One path
+            per test: cooldown rows are cooldown denials (the cheapest path),
+            hourly rows window denials at 20 of 20, full rows mostly allowed
+            decisions on windows of 5-19 entries. No peer library runs here:
+            BenchmarkPeers (docs/benchmarks.md, Speed) compares them per path
   script µs server time per decision at --goroutines: INFO commandstats usec
             of the script commands / decisions; "CPU µs" is the main thread's
             CPU (INFO cpu) / decisions, and "ceiling" 1e6 / CPU µs: what one
