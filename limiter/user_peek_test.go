@@ -58,16 +58,32 @@ func TestPeekCountsNothing(t *testing.T) {
 }
 
 // Peek predicts Allow: over random traffic, a peek followed by Allow at the
-// same instant agrees on allowed, reason, remaining and both waits.
+// same instant agrees on allowed, reason, remaining and both waits, also
+// when Redis TIME steps back (user_allow.lua's skew rule) and when the
+// cooldown was shortened while keys written under the longer one live on.
 func TestPeekPredictsAllow(t *testing.T) {
 	for _, tc := range []struct {
-		cooldown time.Duration
-		limit    int
-	}{{10 * time.Second, 5}, {0, 5}, {10 * time.Second, 0}, {time.Second, 1}} {
+		cooldown, before time.Duration // before: the cooldown that wrote the keys first
+		limit            int
+	}{
+		{10 * time.Second, 0, 5}, {0, 0, 5}, {10 * time.Second, 0, 0}, {time.Second, 0, 1},
+		{2 * time.Second, 30 * time.Second, 0}, {2 * time.Second, 30 * time.Second, 3},
+	} {
 		l, r := newTestLimiter(t, userConfig(tc.cooldown, tc.limit, time.Minute))
+		if tc.before > 0 {
+			old, err := New(r.rdb, userConfig(tc.before, tc.limit, time.Minute))
+			if err != nil {
+				t.Fatal(err)
+			}
+			mustAllow(t, old, "carol")
+		}
 		rng := rand.New(rand.NewPCG(1, uint64(tc.limit)))
 		for i := range 400 {
-			r.advance(time.Duration(rng.IntN(8000)) * time.Millisecond)
+			if rng.IntN(10) == 0 {
+				r.stepBack(time.Duration(rng.IntN(20000)) * time.Millisecond)
+			} else {
+				r.advance(time.Duration(rng.IntN(8000)) * time.Millisecond)
+			}
 			s := mustPeek(t, l, "carol")
 			d := mustAllow(t, l, "carol")
 			if d.Allowed != (s.RetryAfter == 0) || (!d.Allowed && (d.Reason != s.Reason || d.RetryAfter != s.RetryAfter || d.ResetAfter != s.ResetAfter)) {

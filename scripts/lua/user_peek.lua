@@ -39,7 +39,8 @@ if limit == 0 then
     end
     ttl = cooldown
   end
-  if ttl > cooldown then ttl = cooldown end
+  -- The TTL is the wait, as user_allow.lua answers it, even when a longer
+  -- cooldown set it.
   if ttl < 1 then ttl = 1 end -- the key's last millisecond, as user_allow.lua
   return {1, 1, -1, ttl, ttl, ttl, 0}
 end
