@@ -124,6 +124,8 @@ func TestConfigCommandErrors(t *testing.T) {
 		{[]string{"config", "--config", filepath.Join(dir, "missing.yaml")}, "no such file"},
 		{[]string{"config", "--config", bad}, `unknown key rate_limiting.user_cooldwn`},
 		{[]string{"config", "--config", invalid}, "MaxRequestsPerUserHour"},
+		{[]string{"config", "extra"}, `config takes no arguments, got ["extra"]`},
+		{[]string{"serve", "extra"}, `serve takes no arguments, got ["extra"]`},
 	} {
 		var out, errOut bytes.Buffer
 		err := Run(context.Background(), tc.args, &out, &errOut)

@@ -238,17 +238,7 @@ func runConfig(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var sf settingsFlags
 	fs := newFlags("config", stderr)
 	sf.register(fs)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("config takes no arguments, got %q", fs.Args())
-	}
-	cfg, err := sf.load()
-	if err != nil {
-		return err
-	}
-	set, err := loadHTTP()
+	cfg, set, err := sf.parseAll(fs, args)
 	if err != nil {
 		return err
 	}

@@ -28,17 +28,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var sf settingsFlags
 	sf.register(fs)
 	addr := fs.String("addr", "", "listen on `HOST:PORT` (default FLOODGATE_HTTP_ADDR, else "+defaultAddr+")")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("serve takes no arguments, got %q", fs.Args())
-	}
-	cfg, err := sf.load()
-	if err != nil {
-		return err
-	}
-	set, err := loadHTTP()
+	cfg, set, err := sf.parseAll(fs, args)
 	if err != nil {
 		return err
 	}

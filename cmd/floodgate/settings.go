@@ -67,6 +67,27 @@ func (s *settingsFlags) load() (limiter.Config, error) {
 	return cfg, nil
 }
 
+// parseAll parses the flags of a command that takes no arguments (config,
+// serve) and returns the effective limiter and HTTP settings; the caller
+// applies its own flags over the HTTP ones.
+func (s *settingsFlags) parseAll(fs *flag.FlagSet, args []string) (limiter.Config, httpSettings, error) {
+	if err := parseFlags(fs, args); err != nil {
+		return limiter.Config{}, httpSettings{}, err
+	}
+	if fs.NArg() > 0 {
+		return limiter.Config{}, httpSettings{}, usagef("%s takes no arguments, got %q", strings.TrimPrefix(fs.Name(), "floodgate "), fs.Args())
+	}
+	cfg, err := s.load()
+	if err != nil {
+		return limiter.Config{}, httpSettings{}, err
+	}
+	set, err := loadHTTP()
+	if err != nil {
+		return limiter.Config{}, httpSettings{}, err
+	}
+	return cfg, set, nil
+}
+
 // scrub removes the Redis password and the HTTP token from a message,
 // should one ever quote them.
 func scrub(msg string) string {
