@@ -1,0 +1,58 @@
+package redisurltest
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+)
+
+// Check runs run once per hostile URL, each in a subtest named by its
+// number (t.TempDir's path would otherwise hold the URL). The URL's
+// 127.0.0.1:1 becomes a miniredis; when parse takes the URL for one plain
+// TCP node, the miniredis requires the URL's credentials and served is
+// true, so the run can get through to what it shows after connecting.
+// run returns what it showed, by where (stdout, a report file, the
+// error), and whether it got through. Check fails the test for each
+// secret shown anywhere, and when no URL got through (the paths after
+// connecting went untested).
+//
+// parse is the caller's URL parser (limiter.ParseRedisURL): this package
+// cannot import the limiter, whose own tests import it.
+func Check(t *testing.T, parse func(string) (*redis.UniversalOptions, error), run func(t *testing.T, url string, served bool) (shown map[string]string, ran bool)) {
+	t.Helper()
+	ran := 0
+	for i, h := range HostileURLs {
+		t.Run(strconv.Itoa(i), func(t *testing.T) {
+			t.Logf("URL %q", h.URL)
+			m := miniredis.RunT(t)
+			u := strings.ReplaceAll(h.URL, "127.0.0.1:1", m.Addr())
+			o, err := parse(u)
+			served := err == nil && len(o.Addrs) == 1 && !o.IsClusterMode && o.MasterName == "" &&
+				!strings.HasPrefix(u, "unix") && o.TLSConfig == nil
+			if served {
+				if o.Username != "" {
+					m.RequireUserAuth(o.Username, o.Password)
+				} else {
+					m.RequireAuth(o.Password)
+				}
+			}
+			shown, ok := run(t, u, served)
+			if ok {
+				ran++
+			}
+			for where, s := range shown {
+				for _, sec := range h.Secrets {
+					if strings.Contains(s, sec) {
+						t.Errorf("%s shows %q:\n%s", where, sec, s)
+					}
+				}
+			}
+		})
+	}
+	if ran == 0 {
+		t.Fatal("no hostile URL got through: the paths after connecting went untested")
+	}
+}
