@@ -460,6 +460,18 @@ LIVE_URL = os.environ.get("FLOODGATE_TEST_URL", "")
 LIVE_TOKEN = os.environ.get("FLOODGATE_TEST_TOKEN") or None
 
 
+class SourceTest(unittest.TestCase):
+    def test_grammar_is_python_3_9(self):
+        # The docs promise Python 3.9+; the tests run on a newer Python, so
+        # at least check that no newer syntax (match, except*, ...) slipped in.
+        import ast
+
+        for name in ("floodgate.py", "example_bot.py"):
+            path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
+            with open(path, encoding="utf-8") as f:
+                ast.parse(f.read(), name, feature_version=(3, 9))
+
+
 @unittest.skipUnless(LIVE_URL, "FLOODGATE_TEST_URL is not set (integration_test/python_test.go sets it)")
 class LiveServerTest(unittest.TestCase):
     def setUp(self):
