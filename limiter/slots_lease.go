@@ -34,53 +34,42 @@ func (l *Lease) Degraded() bool { return l.local || l.open }
 // belong to another holder by now), and an error wrapping
 // ErrRedisUnavailable when Redis cannot be reached (the lease then runs
 // out unless a later Refresh gets through).
-func (l *Lease) Refresh(ctx context.Context) error {
-	if l == nil || l.s == nil {
-		return fmt.Errorf("%w: nil or zero Lease", ErrInvalidArgument)
-	}
-	switch {
-	case l.open:
-		return nil
-	case l.local:
-		if !l.s.local.refresh(l.member, l.s.lease) {
-			return l.lost("refresh")
-		}
-		return nil
-	}
-	r, err := l.s.l.run(ctx, slotsRefresh, []string{l.s.holders}, l.member, ms(l.s.lease))
-	if err != nil {
-		return l.redisError("refresh", err)
-	}
-	if len(r) != 1 || r[0] != 1 {
-		return l.lost("refresh")
-	}
-	return nil
-}
+func (l *Lease) Refresh(ctx context.Context) error { return l.act(ctx, true) }
 
 // Release gives the slot back. It returns ErrLeaseLost when the lease was
 // already released or expired: releasing twice, or after the slot was
 // granted again, frees nobody else's slot. When Redis cannot be reached
 // it returns an error wrapping ErrRedisUnavailable; the slot then comes
 // back when the lease expires.
-func (l *Lease) Release(ctx context.Context) error {
+func (l *Lease) Release(ctx context.Context) error { return l.act(ctx, false) }
+
+// act is Refresh (refresh true) or Release: in the in-process pool for a
+// FailLocal lease, in Redis (the script replies 1 while the lease is held)
+// otherwise; a FailOpen lease holds nothing, so there is nothing to do.
+func (l *Lease) act(ctx context.Context, refresh bool) error {
 	if l == nil || l.s == nil {
 		return fmt.Errorf("%w: nil or zero Lease", ErrInvalidArgument)
 	}
+	op, sc, args := "release", slotsRelease, []any{l.member}
+	if refresh {
+		op, sc, args = "refresh", slotsRefresh, append(args, ms(l.s.lease))
+	}
+	held := true
 	switch {
 	case l.open:
-		return nil
+	case l.local && refresh:
+		held = l.s.local.refresh(l.member, l.s.lease)
 	case l.local:
-		if !l.s.local.release(l.member) {
-			return l.lost("release")
+		held = l.s.local.release(l.member)
+	default:
+		r, err := l.s.l.run(ctx, sc, []string{l.s.holders}, args...)
+		if err != nil {
+			return l.redisError(op, err)
 		}
-		return nil
+		held = len(r) == 1 && r[0] == 1
 	}
-	r, err := l.s.l.run(ctx, slotsRelease, []string{l.s.holders}, l.member)
-	if err != nil {
-		return l.redisError("release", err)
-	}
-	if len(r) != 1 || r[0] != 1 {
-		return l.lost("release")
+	if !held {
+		return l.lost(op)
 	}
 	return nil
 }
