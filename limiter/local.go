@@ -16,63 +16,38 @@ type localState struct {
 	breakers map[string]*localBreaker
 }
 
+// shared returns m[name], made by mk and kept on first use, under s.mu.
+func shared[T any](s *localState, m *map[string]*T, name string, mk func() *T) *T {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if *m == nil {
+		*m = map[string]*T{}
+	}
+	v := (*m)[name]
+	if v == nil {
+		v = mk()
+		(*m)[name] = v
+	}
+	return v
+}
+
 // breaker returns the fallback of the Backoff called name: every handle of
 // one name shares it.
 func (s *localState) breaker(name string) *localBreaker {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.breakers == nil {
-		s.breakers = map[string]*localBreaker{}
-	}
-	b := s.breakers[name]
-	if b == nil {
-		b = &localBreaker{m: map[string]*localEndpoint{}}
-		s.breakers[name] = b
-	}
-	return b
+	return shared(s, &s.breakers, name, func() *localBreaker { return &localBreaker{m: map[string]*localEndpoint{}} })
 }
 
 func (s *localState) gcra(name string) *localGCRA {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.buckets == nil {
-		s.buckets = map[string]*localGCRA{}
-	}
-	g := s.buckets[name]
-	if g == nil {
-		g = &localGCRA{}
-		s.buckets[name] = g
-	}
-	return g
+	return shared(s, &s.buckets, name, func() *localGCRA { return &localGCRA{} })
 }
 
 func (s *localState) slots(name string) *localSlots {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.pools == nil {
-		s.pools = map[string]*localSlots{}
-	}
-	p := s.pools[name]
-	if p == nil {
-		p = &localSlots{held: map[string]time.Time{}}
-		s.pools[name] = p
-	}
-	return p
+	return shared(s, &s.pools, name, func() *localSlots { return &localSlots{held: map[string]time.Time{}} })
 }
 
 // owedLeaves returns the leaves the pool name owes Redis (slots_takeback.go).
 func (s *localState) owedLeaves(name string) *owedLeaves {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.owed == nil {
-		s.owed = map[string]*owedLeaves{}
-	}
-	o := s.owed[name]
-	if o == nil {
-		o = &owedLeaves{}
-		s.owed[name] = o
-	}
-	return o
+	return shared(s, &s.owed, name, func() *owedLeaves { return &owedLeaves{} })
 }
 
 // locals is the Limiter's in-process fallback state for buckets and pools,
