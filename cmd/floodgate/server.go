@@ -282,10 +282,10 @@ func (s *server) errorStatus(r *http.Request, err error) (int, string) {
 		// The client went away: nobody reads this, and it is no server
 		// fault worth a log line.
 		return http.StatusServiceUnavailable, "request cancelled"
-	case errors.Is(err, limiter.ErrRedisUnavailable), limiter.IsUnavailable(err):
-		if strings.Contains(msg, "redis unavailable") {
-			return http.StatusServiceUnavailable, msg
-		}
+	case errors.Is(err, limiter.ErrRedisUnavailable):
+		// Its message says "redis unavailable" already.
+		return http.StatusServiceUnavailable, msg
+	case limiter.IsUnavailable(err):
 		return http.StatusServiceUnavailable, "redis unavailable: " + msg
 	}
 	s.logf("%s %s: %s", r.Method, routeOf(r), msg)
