@@ -13,7 +13,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/floodgate/floodgate/internal/redisproc"
 	"github.com/floodgate/floodgate/limiter"
 )
 
@@ -323,15 +322,8 @@ func TestBackoffScheduleRealTime(t *testing.T) {
 // refuses (CROSSSLOT) unless they share a slot. They do: the hash tag is
 // the Backoff's name, whatever the endpoints are called.
 func TestBackoffPickOnCluster(t *testing.T) {
-	needRedisServer(t)
 	ctx := context.Background()
-	srv, err := redisproc.Start(ctx, redisproc.Options{Args: []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Stop()
-	node := redis.NewClient(&redis.Options{Addr: srv.Addr})
-	defer node.Close()
+	addr, node := clusterModeNode(t)
 	if err := node.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -342,7 +334,7 @@ func TestBackoffPickOnCluster(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{srv.Addr}})
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{addr}})
 	defer cc.Close()
 	cfg := limiter.DefaultConfig()
 	cfg.RedisTimeout = 5 * time.Second

@@ -93,6 +93,22 @@ func client(t testing.TB) *redis.Client {
 	return rdb
 }
 
+// clusterModeNode starts a redis-server of its own with cluster mode on
+// and no slots assigned: enough to ask where keys live (CLUSTER KEYSLOT),
+// or to serve as a one-node Cluster once given the slots.
+func clusterModeNode(t testing.TB) (addr string, node *redis.Client) {
+	t.Helper()
+	needRedisServer(t)
+	srv, err := redisproc.Start(context.Background(), redisproc.Options{Args: []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	node = redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { node.Close() })
+	return srv.Addr, node
+}
+
 // uniquePrefix isolates one test's keys on the shared server, and deletes
 // them at the end.
 func uniquePrefix(t testing.TB, rdb redis.UniversalClient) string {

@@ -230,14 +230,7 @@ func TestRealTTLDecay(t *testing.T) {
 // of a user lives: all of a user's keys must hash to one slot, whatever
 // bytes the id holds.
 func TestUserKeysShareSlot(t *testing.T) {
-	needRedisServer(t)
-	srv, err := redisproc.Start(context.Background(), redisproc.Options{Args: []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Stop()
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
-	defer rdb.Close()
+	_, rdb := clusterModeNode(t)
 	ctx := context.Background()
 	l, err := limiter.New(rdb, limiter.DefaultConfig())
 	if err != nil {
@@ -272,14 +265,7 @@ func TestUserKeysShareSlot(t *testing.T) {
 // spread as random keys would (about 1,885 distinct slots of 16,384);
 // ids without braces keep the keys they always had.
 func TestCraftedIdsSpreadOverSlots(t *testing.T) {
-	needRedisServer(t)
-	srv, err := redisproc.Start(context.Background(), redisproc.Options{Args: []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Stop()
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
-	defer rdb.Close()
+	_, rdb := clusterModeNode(t)
 	ctx := context.Background()
 	l, err := limiter.New(rdb, limiter.DefaultConfig())
 	if err != nil {
