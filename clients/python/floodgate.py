@@ -443,15 +443,12 @@ class Client:
         """
         if not endpoints:
             raise ValueError("floodgate: pick needs at least one endpoint")
-        try:
-            _, d, h = self._request("POST", ["v1", "backoff", _quote("name", name), "pick"], {"endpoints": list(endpoints)})
-        except FloodgateError as e:
-            if e.status == 503 and e.decision is not None:
-                return None, e.decision
-            raise
-        if not isinstance(d, dict):
-            raise FloodgateError(200, f"server sent {d!r}, want a decision object")
-        return (d.get("endpoint") or None), Decision.from_json(d, _retry_after_header(h))
+        got = self._decision(
+            ["v1", "backoff", _quote("name", name), "pick"],
+            {"endpoints": list(endpoints)},
+            build=lambda d, h: ((d.get("endpoint") or None), Decision.from_json(d, _retry_after_header(h))),
+        )
+        return got if isinstance(got, tuple) else (None, got)  # a 503 denial names no endpoint
 
     def check(self, name: Id, endpoint: Id) -> Decision:
         """May endpoint be called now? probe=True: you hold its half-open probe."""

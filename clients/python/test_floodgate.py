@@ -250,6 +250,9 @@ class FakeServerTest(unittest.TestCase):
         d = self.fg.allow("v")
         self.assertFalse(d.allowed)
         self.assertEqual((d.reason, d.degraded, d.retry_after), ("redis_down", True, 1.0))
+        ep, d = self.fg.pick("llm", "a")  # pick shares the path: no endpoint, the denial
+        self.assertIsNone(ep)
+        self.assertEqual((d.allowed, d.reason, d.retry_after), (False, "redis_down", 1.0))
 
     def test_503_without_decision_raises_with_retry_after(self):
         self.answer(503, {"error": "redis: down"}, {"Retry-After": "3"})
