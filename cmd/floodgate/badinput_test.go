@@ -169,9 +169,9 @@ func TestWaitCap(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, rt := range [][2]string{{"/v1/buckets/igdb/wait", `{}`}, {"/v1/slots/gpu/acquire", `{"holder":"a","wait":true}`}} {
-		code, body, _ := ts.do("POST", rt[0], rt[1])
-		if code != 429 || !strings.Contains(body["error"].(string), "too many requests waiting (2") {
-			t.Errorf("%s at the cap: %d %v", rt[0], code, body)
+		code, body, hdr := ts.do("POST", rt[0], rt[1])
+		if code != 429 || !strings.Contains(body["error"].(string), "too many requests waiting (2") || hdr.Get("Retry-After") != "1" {
+			t.Errorf("%s at the cap: %d %v, Retry-After %q", rt[0], code, body, hdr.Get("Retry-After"))
 		}
 	}
 	// A try (no wait) is not capped.

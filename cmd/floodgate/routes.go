@@ -317,7 +317,7 @@ func (s *server) startWait() (release func(), err error) {
 	case s.waits <- struct{}{}:
 		return func() { <-s.waits }, nil
 	default:
-		return nil, &apiError{status: http.StatusTooManyRequests,
+		return nil, &apiError{status: http.StatusTooManyRequests, retryAfter: time.Second,
 			msg: "too many requests waiting (" + strconv.Itoa(cap(s.waits)) + ", FLOODGATE_HTTP_MAX_WAITS); retry shortly"}
 	}
 }

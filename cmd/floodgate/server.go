@@ -247,6 +247,8 @@ func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 type apiError struct {
 	status int
 	msg    string
+	// retryAfter, when set, is sent as Retry-After (a 429).
+	retryAfter time.Duration
 }
 
 func (e *apiError) Error() string { return e.msg }
@@ -255,6 +257,9 @@ func (e *apiError) Error() string { return e.msg }
 func (s *server) wrap(h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := h(w, r); err != nil {
+			if ae, ok := errors.AsType[*apiError](err); ok && ae.retryAfter > 0 {
+				w.Header()["Retry-After"] = headerInt(retryAfterSeconds(ae.retryAfter))
+			}
 			status, msg := s.errorStatus(r, err)
 			writeError(w, status, msg)
 		}
