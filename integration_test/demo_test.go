@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -46,24 +45,6 @@ type demoReport struct {
 		Skipped bool   `json:"skipped"`
 		Line    string `json:"line"`
 	} `json:"checks"`
-}
-
-// buildDemo compiles cmd/chatbot-demo into a temporary directory.
-func buildDemo(t *testing.T) string {
-	t.Helper()
-	goBin, err := exec.LookPath("go")
-	if err != nil && os.Getenv("GOROOT") != "" {
-		goBin, err = filepath.Join(os.Getenv("GOROOT"), "bin", "go"), nil
-	}
-	if err != nil {
-		t.Fatalf("building the demo needs the go command on PATH: %v", err)
-	}
-	bin := filepath.Join(t.TempDir(), "chatbot-demo")
-	cmd := exec.Command(goBin, "build", "-o", bin, "github.com/floodgate/floodgate/cmd/chatbot-demo")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/chatbot-demo: %v\n%s", err, out)
-	}
-	return bin
 }
 
 // demoEnv is the environment without any FLOODGATE_* or DEMO_* of the
@@ -124,7 +105,7 @@ func checkShared(t *testing.T, sums []demoSummary, messages int) int {
 // own summaries that no user got past one limit in total.
 func TestDemoSharedLimits(t *testing.T) {
 	rdb := client(t)
-	bin := buildDemo(t)
+	bin := commandBin(t, "chatbot-demo")
 	const messages = 300
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -243,7 +224,7 @@ func scrape(ctx context.Context, url, metric string, labels ...string) (sum floa
 // checks must pass.
 func TestDemoMetrics(t *testing.T) {
 	rdb := client(t)
-	bin := buildDemo(t)
+	bin := commandBin(t, "chatbot-demo")
 	const messages = 600
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

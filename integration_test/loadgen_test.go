@@ -78,18 +78,6 @@ type loadgenReport struct {
 	} `json:"scenarios"`
 }
 
-// buildLoadgen compiles cmd/loadgen, so the tests see its real exit
-// status and signal handling.
-func buildLoadgen(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "loadgen")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/floodgate/floodgate/cmd/loadgen").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build ./cmd/loadgen: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // envWithout is the environment minus the Redis URL variables, so loadgen
 // goes by its flags (or starts its own server).
 func envWithout() []string {
@@ -146,7 +134,7 @@ func keysUnder(t *testing.T, rdb *redis.Client, prefix string) []string {
 // figure is there and plausible, and that it deleted exactly its own keys.
 func TestLoadgenAgainstRedis(t *testing.T) {
 	rdb := client(t)
-	bin := buildLoadgen(t)
+	bin := commandBin(t, "loadgen")
 	ctx := context.Background()
 	// A neighbour's key, just outside loadgen's prefix.
 	other := uniquePrefix(t, rdb)
@@ -222,7 +210,7 @@ func TestLoadgenAgainstRedis(t *testing.T) {
 // and stops the server.
 func TestLoadgenEmbedded(t *testing.T) {
 	needRedisServer(t)
-	bin := buildLoadgen(t)
+	bin := commandBin(t, "loadgen")
 	out := filepath.Join(t.TempDir(), "r.json")
 	svg := filepath.Join(t.TempDir(), "m.svg")
 	_, stderr, code := runLoadgen(t, bin, "--users", "100,1000", "--tests", "cooldown", "--json", out, "--svg", svg,
@@ -275,7 +263,7 @@ func checkSVG(t *testing.T, path string) {
 // stops every node.
 func TestLoadgenCluster(t *testing.T) {
 	needRedisServer(t)
-	bin := buildLoadgen(t)
+	bin := commandBin(t, "loadgen")
 	out := filepath.Join(t.TempDir(), "r.json")
 	stdout, stderr, code := runLoadgen(t, bin, "--cluster", "3", "--replicas", "1", "--users", "10000", "--tests", "hourly", "--json", out,
 		"--idle", "300ms", "--lookups", "500", "--duration", "100ms", "--quiet")
@@ -376,7 +364,7 @@ func TestLoadgenCluster(t *testing.T) {
 // line on stderr and leave no key behind.
 func TestLoadgenCtrlC(t *testing.T) {
 	rdb := client(t)
-	bin := buildLoadgen(t)
+	bin := commandBin(t, "loadgen")
 	prefix := uniquePrefix(t, rdb) + "lg:"
 	cmd := exec.Command(bin, "--users", "50000", "--redis-url", redisURL, "--prefix", prefix, "--quiet")
 	cmd.Env = envWithout()
@@ -418,7 +406,7 @@ func TestLoadgenCtrlC(t *testing.T) {
 // stderr and exit status 2.
 func TestLoadgenUnreachable(t *testing.T) {
 	needRedis(t)
-	bin := buildLoadgen(t)
+	bin := commandBin(t, "loadgen")
 	port, err := redisproc.FreePort()
 	if err != nil {
 		t.Fatal(err)
@@ -438,7 +426,7 @@ func TestLoadgenUnreachable(t *testing.T) {
 // while it writes them: exit 130 with one line, and every node stopped.
 func TestLoadgenClusterCtrlC(t *testing.T) {
 	needRedisServer(t)
-	bin := buildLoadgen(t)
+	bin := commandBin(t, "loadgen")
 	cmd := exec.Command(bin, "--cluster", "3", "--users", "1M", "--tests", "hourly")
 	cmd.Env = envWithout()
 	var stdout bytes.Buffer

@@ -19,33 +19,56 @@ import (
 	"github.com/floodgate/floodgate/internal/redisproc"
 )
 
-// floodgateBin builds cmd/floodgate once per test process (from the Go
-// build cache, about a second), into a per-process temporary directory:
-// a t.TempDir would vanish with the first test that asked for it.
+// commandBin builds cmd/<name> once per test process (from the Go build
+// cache, about a second), into a per-process temporary directory: a
+// t.TempDir would vanish with the first test that asked for it.
+func commandBin(t testing.TB, name string) string {
+	t.Helper()
+	binsMu.Lock()
+	b, ok := bins[name]
+	if !ok {
+		b = &builtBin{}
+		bins[name] = b
+	}
+	binsMu.Unlock()
+	b.once.Do(func() { b.path, b.err = buildCommand(name) })
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.path
+}
+
+type builtBin struct {
+	once sync.Once
+	path string
+	err  error
+}
+
 var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
+	binsMu    sync.Mutex
+	bins      = map[string]*builtBin{}
+	staleOnce sync.Once
 )
 
-func floodgateBin(t testing.TB) string {
-	t.Helper()
-	binOnce.Do(func() {
-		removeStaleBins()
-		dir := filepath.Join(os.TempDir(), fmt.Sprintf("floodgate-itest-%d", os.Getpid()))
-		if binErr = os.MkdirAll(dir, 0o700); binErr != nil {
-			return
-		}
-		binPath = filepath.Join(dir, "floodgate")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/floodgate/floodgate/cmd/floodgate").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("go build ./cmd/floodgate: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
+func buildCommand(name string) (string, error) {
+	staleOnce.Do(removeStaleBins)
+	goBin, err := exec.LookPath("go")
+	if err != nil && os.Getenv("GOROOT") != "" {
+		goBin, err = filepath.Join(os.Getenv("GOROOT"), "bin", "go"), nil
 	}
-	return binPath
+	if err != nil {
+		return "", fmt.Errorf("building cmd/%s needs the go command on PATH: %v", name, err)
+	}
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("floodgate-itest-%d", os.Getpid()))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, name)
+	out, err := exec.Command(goBin, "build", "-o", bin, "github.com/floodgate/floodgate/cmd/"+name).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build ./cmd/%s: %v\n%s", name, err, out)
+	}
+	return bin, nil
 }
 
 // removeStaleBins deletes the binaries of earlier test processes that
@@ -106,7 +129,7 @@ func startServe(t testing.TB, env map[string]string) (baseURL string, stop func(
 func startServeProc(t testing.TB, env map[string]string, args ...string) *serveProc {
 	t.Helper()
 	needRedis(t)
-	bin := floodgateBin(t)
+	bin := commandBin(t, "floodgate")
 	for attempt := 1; ; attempt++ {
 		port, err := redisproc.FreePort()
 		if err != nil {

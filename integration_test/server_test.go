@@ -339,7 +339,7 @@ func TestServeConfigFile(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("rate_limiting:\n  user_cooldwn: 10\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(floodgateBin(t), "serve", "--config", bad)
+	cmd := exec.Command(commandBin(t, "floodgate"), "serve", "--config", bad)
 	cmd.Env = serveEnv(map[string]string{"FLOODGATE_REDIS_URL": redisURL, "FLOODGATE_HTTP_ADDR": "127.0.0.1:0"}, nil)
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
