@@ -267,8 +267,9 @@ func TestSlotsRoutes(t *testing.T) {
 		t.Fatalf("acquire on a full pool: %d %v", code, b)
 	}
 	start := time.Now()
-	code, b, _ = ts.do("POST", "/v1/slots/gpu/acquire", `{"holder":"u2","wait":true,"timeout_ms":200}`)
-	if code != 200 || b["acquired"] != false || time.Since(start) < 150*time.Millisecond {
+	code, b, hdr = ts.do("POST", "/v1/slots/gpu/acquire", `{"holder":"u2","wait":true,"timeout_ms":200}`)
+	// A timed-out wait says 1000 (docs/sidecar.md).
+	if code != 200 || b["acquired"] != false || b["retry_after_ms"] != 1000.0 || hdr.Get("Retry-After") != "1" || time.Since(start) < 150*time.Millisecond {
 		t.Fatalf("wait on a full pool: %d %v after %v", code, b, time.Since(start))
 	}
 	code, st, _ := ts.do("GET", "/v1/slots/gpu", "")
@@ -456,5 +457,26 @@ func TestClientGoneMidWait(t *testing.T) {
 	}
 	if len(ts.s.waits) != 0 {
 		t.Fatalf("%d wait places still held", len(ts.s.waits))
+	}
+}
+
+// Millisecond fields and Retry-After round up (docs/sidecar.md), so a
+// client that waits them is never early.
+func TestRoundingUp(t *testing.T) {
+	for _, tc := range []struct {
+		d       time.Duration
+		ms, sec int64
+	}{
+		{-time.Second, 0, 1},
+		{0, 0, 1},
+		{time.Nanosecond, 1, 1},
+		{time.Millisecond, 1, 1},
+		{time.Millisecond + time.Nanosecond, 2, 1},
+		{time.Second, 1000, 1},
+		{time.Second + time.Nanosecond, 1001, 2},
+	} {
+		if ms, sec := ceilMs(tc.d), retryAfterSeconds(tc.d); ms != tc.ms || sec != tc.sec {
+			t.Errorf("%v: %d ms, Retry-After %d; want %d, %d", tc.d, ms, sec, tc.ms, tc.sec)
+		}
 	}
 }
