@@ -30,7 +30,7 @@ const (
 	// with at most 128 entries (zset-max-listpack-entries) as a compact
 	// listpack; the window uses one entry for its base time, so 127 requests
 	// is the most it can hold before Redis converts it to a skiplist that
-	// costs about six times more memory per user.
+	// costs about 14 times more memory per user (README, Limitations).
 	MaxWindowRequests = 127
 	maxKeyPrefixLen   = 64
 	maxPolicyDuration = 30 * 24 * time.Hour
