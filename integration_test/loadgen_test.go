@@ -381,24 +381,32 @@ func TestLoadgenCtrlC(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	// Before the last line: the warning that used_memory is shared with others.
+	interruptLoadgen(t, cmd, &stdout, &stderr)
+	if keys := keysUnder(t, rdb, prefix); len(keys) != 0 {
+		t.Errorf("%d keys left under %s after Ctrl-C", len(keys), prefix)
+	}
+}
+
+// interruptLoadgen sends a running loadgen SIGINT (Ctrl-C) and checks how
+// it ends: exit status 130, the interruption as the last line on stderr,
+// no partial report on stdout.
+func interruptLoadgen(t *testing.T, cmd *exec.Cmd, stdout *bytes.Buffer, stderr fmt.Stringer) {
+	t.Helper()
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
 	err := cmd.Wait()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
-		t.Fatalf("exit: %v, want status 130; stderr: %s", err, stderr.String())
+		t.Fatalf("exit: %v, want status 130; stderr: %s", err, stderr)
 	}
-	// Before it: the warning that used_memory is shared with others.
 	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
 	if last := lines[len(lines)-1]; !strings.HasPrefix(last, "loadgen: interrupted") {
-		t.Errorf("stderr %q: want a last line about the interruption", stderr.String())
+		t.Errorf("stderr %q: want a last line about the interruption", stderr)
 	}
 	if stdout.Len() != 0 {
-		t.Errorf("a partial report on stdout: %q", stdout.String())
-	}
-	if keys := keysUnder(t, rdb, prefix); len(keys) != 0 {
-		t.Errorf("%d keys left under %s after Ctrl-C", len(keys), prefix)
+		t.Errorf("a partial report on stdout: %q", stdout)
 	}
 }
 
@@ -460,21 +468,7 @@ func TestLoadgenClusterCtrlC(t *testing.T) {
 		n, _ = rdb.DBSize(context.Background()).Result()
 		time.Sleep(10 * time.Millisecond)
 	}
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	err := cmd.Wait()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
-		t.Fatalf("exit: %v, want status 130; stderr: %s", err, stderr.String())
-	}
-	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
-	if last := lines[len(lines)-1]; !strings.HasPrefix(last, "loadgen: interrupted") {
-		t.Errorf("last stderr line %q: want the interruption", last)
-	}
-	if stdout.Len() != 0 {
-		t.Errorf("a partial report on stdout: %q", stdout.String())
-	}
+	interruptLoadgen(t, cmd, &stdout, stderr)
 	for _, a := range addrs {
 		if c, err := net.DialTimeout("tcp", a, time.Second); err == nil {
 			c.Close()
