@@ -362,14 +362,11 @@ func (s *server) slotsAcquire(w http.ResponseWriter, r *http.Request) error {
 	} else {
 		lease, err = pool.TryAcquire(r.Context(), req.Holder)
 	}
-	switch {
-	case errors.Is(err, limiter.ErrNoSlot):
-		retry := noSlotRetry
-		if nse, ok := errors.AsType[*limiter.NoSlotError](err); ok {
-			retry = nse.RetryAfter
-		}
-		writeNoSlot(w, retry)
+	if nse, ok := errors.AsType[*limiter.NoSlotError](err); ok {
+		writeNoSlot(w, nse.RetryAfter)
 		return nil
+	}
+	switch {
 	case errors.Is(err, limiter.ErrRedisUnavailable) && r.Context().Err() == nil:
 		writeJSON(w, http.StatusServiceUnavailable, []byte(`{"acquired":false,"reason":"redis_down","retry_after_ms":1000,"error":"redis unavailable and the slots policy fails closed"}`+"\n"))
 		return nil
