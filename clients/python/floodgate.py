@@ -392,7 +392,8 @@ class Client:
         build: Callable[[Dict[str, Any], Any], Any] = lambda d, h: Decision.from_json(d, _retry_after_header(h)),
         want: str = "a decision",
     ) -> Any:
-        """POST and build the answer from the reply object and its headers."""
+        """POST; build(reply object, headers) makes the answer, except that a
+        503 carrying a denial is returned as that Decision."""
         try:
             _, d, h = self._request("POST", segments, body, timeout)
         except FloodgateError as e:
