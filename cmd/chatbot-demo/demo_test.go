@@ -480,19 +480,26 @@ func TestReplica(t *testing.T) {
 	}
 }
 
+// setLoneReplica sets the environment of `chatbot-demo --replica` as
+// the only replica of run runID, sending messages at once, with a Redis
+// timeout for a loaded machine.
+func setLoneReplica(t *testing.T, runID string, messages int) {
+	t.Setenv("FLOODGATE_REDIS_TIMEOUT", "20s")
+	t.Setenv("DEMO_REPLICA_ID", "1")
+	t.Setenv("DEMO_REPLICAS", "1")
+	t.Setenv("DEMO_MESSAGES", fmt.Sprint(messages))
+	t.Setenv("DEMO_DURATION", "0s")
+	t.Setenv("DEMO_RUN_ID", runID)
+	t.Setenv("DEMO_START_AT", fmt.Sprint(time.Now().UnixMilli()))
+}
+
 // TestReplicaAlone: a replica without a launcher (as in docker compose)
 // pools its summary in Redis; alone, it is the last and prints the report.
 func TestReplicaAlone(t *testing.T) {
 	mr := miniredis.RunT(t)
 	mr.SetTime(time.Date(2025, 6, 1, 20, 0, 0, 0, time.UTC))
 	t.Setenv("REDIS_URL", "redis://"+mr.Addr())
-	t.Setenv("FLOODGATE_REDIS_TIMEOUT", "20s")
-	t.Setenv("DEMO_REPLICA_ID", "1")
-	t.Setenv("DEMO_REPLICAS", "1")
-	t.Setenv("DEMO_MESSAGES", "40")
-	t.Setenv("DEMO_DURATION", "0s")
-	t.Setenv("DEMO_RUN_ID", "alone")
-	t.Setenv("DEMO_START_AT", fmt.Sprint(time.Now().UnixMilli()))
+	setLoneReplica(t, "alone", 40)
 	var out, errOut bytes.Buffer
 	if err := Run(context.Background(), []string{"--replica"}, &out, &errOut); err != nil {
 		t.Fatalf("Run: %v\n%s", err, errOut.String())

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -30,14 +29,8 @@ func TestReplicaNeverShowsPasswords(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
 		t.Setenv("FLOODGATE_REDIS_URL", u)
-		t.Setenv("FLOODGATE_REDIS_TIMEOUT", "20s")
-		t.Setenv("DEMO_REPLICA_ID", "1")
-		t.Setenv("DEMO_REPLICAS", "1")
-		t.Setenv("DEMO_MESSAGES", "10")
-		t.Setenv("DEMO_DURATION", "0s")
+		setLoneReplica(t, "hostile", 10)
 		t.Setenv("DEMO_LOG_LEVEL", "debug")
-		t.Setenv("DEMO_RUN_ID", "hostile")
-		t.Setenv("DEMO_START_AT", fmt.Sprint(time.Now().UnixMilli()))
 		var out, errOut bytes.Buffer
 		err := Run(ctx, []string{"--replica"}, &out, &errOut)
 		shown := map[string]string{"stdout": out.String(), "stderr": errOut.String()}
