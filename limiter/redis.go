@@ -34,48 +34,16 @@ func newScript(file string) script {
 // when the node is marked down (fn is then not called). A policy decides
 // what an outage means with degrade.
 func (l *Limiter) call(ctx context.Context, op, key string, fn func(context.Context) error) error {
-	tctx, cancel, h, err := l.begin(ctx, op, key)
-	if err != nil {
-		return err
-	}
-	defer cancel()
-	start := time.Now()
-	return l.finish(ctx, h, op, key, start, fn(tctx))
-}
-
-// run evaluates s on the call path (EVALSHA, then EVAL after a NOSCRIPT)
-// and returns its integer array reply.
-func (l *Limiter) run(ctx context.Context, s script, keys []string, args ...any) ([]int64, error) {
-	tctx, cancel, h, err := l.begin(ctx, s.name, keys[0])
-	if err != nil {
-		return nil, err
-	}
-	defer cancel()
-	start := time.Now()
-	res, err := s.Run(tctx, l.rdb, keys, args...).Result()
-	if err = l.finish(ctx, h, s.name, keys[0], start, err); err != nil {
-		return nil, err
-	}
-	return int64s(s.name, res)
-}
-
-// begin starts a call: its bounded context and the health of key's node,
-// or an error at once while that node is marked down.
-func (l *Limiter) begin(ctx context.Context, op, key string) (context.Context, context.CancelFunc, *health, error) {
 	// The timeout covers finding the node too: a Cluster client may have
 	// to load its slot map first.
 	tctx, cancel := context.WithTimeout(ctx, l.cfg.RedisTimeout)
+	defer cancel()
 	h := l.healthOf(tctx, key)
 	if err := h.check(); err != nil {
-		cancel()
-		return nil, nil, nil, fmt.Errorf("limiter: %s on %q: %w", op, key, err)
+		return fmt.Errorf("limiter: %s on %q: %w", op, key, err)
 	}
-	return tctx, cancel, h, nil
-}
-
-// finish ends a call that began at start: it reports it, updates the
-// node's health and wraps err.
-func (l *Limiter) finish(ctx context.Context, h *health, op, key string, start time.Time, err error) error {
+	start := time.Now()
+	err := fn(tctx)
 	l.observeRedis(op, start, err)
 	if err == nil {
 		h.ok()
@@ -84,6 +52,20 @@ func (l *Limiter) finish(ctx context.Context, h *health, op, key string, start t
 	err = wrapErr(op, key, h, err)
 	h.failed(ctx, err)
 	return err
+}
+
+// run evaluates s on the call path (EVALSHA, then EVAL after a NOSCRIPT)
+// and returns its integer array reply.
+func (l *Limiter) run(ctx context.Context, s script, keys []string, args ...any) ([]int64, error) {
+	var res any
+	err := l.call(ctx, s.name, keys[0], func(ctx context.Context) (err error) {
+		res, err = s.Run(ctx, l.rdb, keys, args...).Result()
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return int64s(s.name, res)
 }
 
 // wrapErr wraps err, a failed op on key, as "limiter: <op> on <quoted
