@@ -174,8 +174,7 @@ func (l *Limiter) Import(ctx context.Context, user string, accepted []time.Time)
 	if len(msTimes) > keep {
 		msTimes = msTimes[len(msTimes)-keep:]
 	}
-	args := make([]any, 0, 3+len(msTimes))
-	args = append(args, l.cfg.MaxRequestsPerUserHour, ms(l.cfg.UserWindow), ms(l.cfg.UserCooldown))
+	args := append(make([]any, 0, len(l.userArgs)+len(msTimes)), l.userArgs...)
 	for _, m := range msTimes {
 		args = append(args, m)
 	}
