@@ -75,6 +75,26 @@ func slotsContend(ctx context.Context) (any, error) {
 		errs = append(errs, err)
 		mu.Unlock()
 	}
+	// held marks lease's held section on the shared counter for hold, then
+	// releases it and counts; false when the counter failed.
+	held := func(lease *limiter.Lease, hold time.Duration) bool {
+		n, err := rdb.Incr(ctx, counter).Result()
+		if err != nil {
+			fail(err)
+			return false
+		}
+		time.Sleep(hold)
+		rdb.Decr(ctx, counter)
+		rerr := lease.Release(ctx)
+		mu.Lock()
+		res.Acquired++
+		res.MaxInside = max(res.MaxInside, n)
+		if rerr != nil {
+			res.ReleaseErrors++
+		}
+		mu.Unlock()
+		return true
+	}
 	wctx, cancel := context.WithDeadline(ctx, end)
 	defer cancel()
 	for g := range 4 {
@@ -88,21 +108,9 @@ func slotsContend(ctx context.Context) (any, error) {
 					}
 					return
 				}
-				n, err := rdb.Incr(ctx, counter).Result()
-				if err != nil {
-					fail(err)
+				if !held(lease, time.Duration(rand.IntN(3000))*time.Microsecond) {
 					return
 				}
-				time.Sleep(time.Duration(rand.IntN(3000)) * time.Microsecond)
-				rdb.Decr(ctx, counter)
-				rerr := lease.Release(ctx)
-				mu.Lock()
-				res.Acquired++
-				res.MaxInside = max(res.MaxInside, n)
-				if rerr != nil {
-					res.ReleaseErrors++
-				}
-				mu.Unlock()
 			}
 		})
 	}
@@ -129,20 +137,9 @@ func slotsContend(ctx context.Context) (any, error) {
 				}
 				return
 			}
-			n, err := rdb.Incr(ctx, counter).Result()
-			if err != nil {
-				fail(err)
+			if !held(lease, 0) {
 				return
 			}
-			rdb.Decr(ctx, counter)
-			rerr := lease.Release(ctx)
-			mu.Lock()
-			res.Acquired++
-			res.MaxInside = max(res.MaxInside, n)
-			if rerr != nil {
-				res.ReleaseErrors++
-			}
-			mu.Unlock()
 		}
 	})
 	wg.Go(func() {
