@@ -257,28 +257,26 @@ func (e *apiError) Error() string { return e.msg }
 func (s *server) wrap(h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := h(w, r); err != nil {
-			if ae, ok := errors.AsType[*apiError](err); ok && ae.retryAfter > 0 {
-				w.Header()["Retry-After"] = headerInt(retryAfterSeconds(ae.retryAfter))
-			}
-			status, msg := s.errorStatus(r, err)
+			status, msg := s.errorStatus(w, r, err)
 			writeError(w, status, msg)
 		}
 	})
 }
 
-// errorStatus maps an error to its status and message: 400 for bad input
-// (the library's sentinels), 409 for a lost lease, 413 for a large body,
-// 503 when Redis cannot be reached by a call without a fallback, 500
-// otherwise (logged).
-func (s *server) errorStatus(r *http.Request, err error) (int, string) {
-	var ae *apiError
-	var tooBig *http.MaxBytesError
+// errorStatus maps an error to its status and message: an apiError's own
+// (bad requests, a large body, too many waits), 400 for bad input (the
+// library's sentinels), 409 for a lost lease, 503 when Redis cannot be
+// reached by a call without a fallback, 500 otherwise (logged). An
+// apiError's Retry-After goes on w's header.
+func (s *server) errorStatus(w http.ResponseWriter, r *http.Request, err error) (int, string) {
+	if ae, ok := errors.AsType[*apiError](err); ok {
+		if ae.retryAfter > 0 {
+			w.Header()["Retry-After"] = headerInt(retryAfterSeconds(ae.retryAfter))
+		}
+		return ae.status, ae.msg
+	}
 	msg := scrub(strings.TrimPrefix(err.Error(), "limiter: "))
 	switch {
-	case errors.As(err, &ae):
-		return ae.status, ae.msg
-	case errors.As(err, &tooBig):
-		return http.StatusRequestEntityTooLarge, fmt.Sprintf("body: larger than %d bytes", tooBig.Limit)
 	case errors.Is(err, limiter.ErrInvalidUser), errors.Is(err, limiter.ErrInvalidName), errors.Is(err, limiter.ErrInvalidArgument):
 		return http.StatusBadRequest, msg
 	case errors.Is(err, limiter.ErrLeaseLost):
