@@ -266,13 +266,11 @@ func (s *Slots) Acquire(ctx context.Context, holder string) (lease *Lease, err e
 		inLocal bool  // in the in-process queue
 		down    bool  // the last poll found Redis unreachable
 		sleep   = pollMin
-		timer   *time.Timer
+		sl      sleeper
 		pollCap = s.pollCap()
 	)
 	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
+		sl.stop()
 		if inLocal && (lease == nil || !lease.local) {
 			s.local.leave(member)
 		}
@@ -320,15 +318,8 @@ func (s *Slots) Acquire(ctx context.Context, holder string) (lease *Lease, err e
 			wait = r.hint
 		}
 		sleep = min(2*sleep, pollCap)
-		if timer == nil {
-			timer = time.NewTimer(wait)
-		} else {
-			timer.Reset(wait)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("limiter: waiting for a slot in pool %q: %w", s.name, ctx.Err())
-		case <-timer.C:
+		if err := sl.sleep(ctx, wait); err != nil {
+			return nil, fmt.Errorf("limiter: waiting for a slot in pool %q: %w", s.name, err)
 		}
 	}
 }
