@@ -233,7 +233,11 @@ func (s *server) backoffStatus(w http.ResponseWriter, r *http.Request) error {
 // Buckets
 
 func (s *server) bucket(r *http.Request) (*limiter.Bucket, error) {
-	return s.lim.Bucket(r.PathValue("name"), limiter.BucketSettings{})
+	name := r.PathValue("name")
+	if b, ok := s.buckets[name]; ok {
+		return b, nil
+	}
+	return s.lim.Bucket(name, limiter.BucketSettings{})
 }
 
 func (s *server) bucketAllow(w http.ResponseWriter, r *http.Request) error {

@@ -32,7 +32,10 @@ type server struct {
 	tokenSum [sha256.Size]byte
 	// waits holds one token per request waiting (bucket wait, slot
 	// acquire with wait); a full channel means 429.
-	waits   chan struct{}
+	waits chan struct{}
+	// buckets holds a Bucket per configured API, built once: they are
+	// immutable, and the only names Bucket accepts without settings.
+	buckets map[string]*limiter.Bucket
 	metrics *metrics.HTTP
 	gather  prometheus.Gatherer
 	// draining ends when shutdown begins: waits stop at once and answer
@@ -57,6 +60,13 @@ func newServer(lim *limiter.Limiter, rdb redis.UniversalClient, set httpSettings
 	}
 	if set.Token != "" {
 		s.tokenSum = sha256.Sum256([]byte(set.Token))
+	}
+	s.buckets = make(map[string]*limiter.Bucket, len(s.cfg.APIRates))
+	for name := range s.cfg.APIRates {
+		// One that fails is built (and refused) per request, as before.
+		if b, err := lim.Bucket(name, limiter.BucketSettings{}); err == nil {
+			s.buckets[name] = b
+		}
 	}
 	s.routes()
 	return s, nil
