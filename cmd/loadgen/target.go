@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os/exec"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -73,7 +72,7 @@ func openTarget(ctx context.Context, o options, logf func(string, ...any)) (*tar
 		logf("starting a %d-master Redis Cluster", o.cluster)
 		c, err := redisproc.StartCluster(ctx, o.cluster, o.replicas, debugArgs...)
 		if err != nil {
-			if _, lerr := exec.LookPath("redis-server"); lerr != nil {
+			if errors.Is(err, redisproc.ErrNotInstalled) || errors.Is(err, redisproc.ErrNoCLI) {
 				return nil, fmt.Errorf("%w: --cluster needs redis-server and redis-cli on PATH (%s)", errUnreachable, installHint)
 			}
 			return nil, fmt.Errorf("loadgen: starting the cluster: %w", err)

@@ -60,6 +60,10 @@ func (n ClusterNode) HasSlot(slot int) bool {
 	return false
 }
 
+// ErrNoCLI means no redis-cli binary is on PATH: StartCluster needs it to
+// join the nodes.
+var ErrNoCLI = errors.New("redisproc: redis-cli not found on PATH (needed to create a cluster)")
+
 // StartCluster starts masters*(1+replicasPerMaster) redis-server nodes in
 // cluster mode on free loopback ports (cluster-node-timeout 2 s, replicas
 // always allowed to fail over), joins them with redis-cli --cluster create
@@ -76,7 +80,7 @@ func StartCluster(ctx context.Context, masters, replicasPerMaster int, extraArgs
 	}
 	cli, err := exec.LookPath("redis-cli")
 	if err != nil {
-		return nil, errors.New("redisproc: redis-cli not found on PATH (needed to create a cluster)")
+		return nil, ErrNoCLI
 	}
 	c := &Cluster{servers: map[string]*Server{}, args: map[string][]string{}, clients: map[string]*redis.Client{}}
 	for i, a := range extraArgs {
