@@ -49,6 +49,18 @@ func (h *lostReplyHook) isScript(cmd redis.Cmder) bool {
 		args[0] == "eval" && args[1] == lua.Source(h.script.name+".lua"))
 }
 
+// lostReplyPool is a one-slot pool "llm" under mode whose slots_acquire
+// replies hook loses while armed.
+func lostReplyPool(t *testing.T, mode FailureMode) (*Limiter, *testRedis, *lostReplyHook, *Slots) {
+	t.Helper()
+	cfg := slotsConfig()
+	cfg.SlotsOnRedisError = mode
+	l, r := newTestLimiter(t, cfg)
+	hook := &lostReplyHook{script: slotsAcquire}
+	r.rdb.AddHook(hook)
+	return l, r, hook, mustSlots(t, l, "llm", 1, time.Minute)
+}
+
 // holdersOf returns the members of the pool's holders key.
 func holdersOf(t *testing.T, r *testRedis) []string {
 	t.Helper()
@@ -69,12 +81,7 @@ func TestSlotsLostGrantTakenBack(t *testing.T) {
 	for _, mode := range []FailureMode{FailLocal, FailOpen, FailClosed} {
 		for _, op := range []string{"TryAcquire", "Acquire"} {
 			t.Run(mode.String()+"/"+op, func(t *testing.T) {
-				cfg := slotsConfig()
-				cfg.SlotsOnRedisError = mode
-				l, r := newTestLimiter(t, cfg)
-				hook := &lostReplyHook{script: slotsAcquire}
-				r.rdb.AddHook(hook)
-				s := mustSlots(t, l, "llm", 1, time.Minute)
+				l, r, hook, s := lostReplyPool(t, mode)
 				ctx := context.Background()
 
 				hook.armed.Store(true)
@@ -136,12 +143,7 @@ func slotsGoroutines() int {
 // Slots starts no goroutine, not even to take back a lost grant.
 func TestSlotsStartNoGoroutine(t *testing.T) {
 	for _, mode := range []FailureMode{FailLocal, FailOpen, FailClosed} {
-		cfg := slotsConfig()
-		cfg.SlotsOnRedisError = mode
-		l, r := newTestLimiter(t, cfg)
-		hook := &lostReplyHook{script: slotsAcquire}
-		r.rdb.AddHook(hook)
-		s := mustSlots(t, l, "llm", 1, time.Minute)
+		l, _, hook, s := lostReplyPool(t, mode)
 		hook.armed.Store(true)
 		_, _ = s.TryAcquire(context.Background(), "a")
 		l.health.ok()
