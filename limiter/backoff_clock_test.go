@@ -17,6 +17,17 @@ func (r *testRedis) stepBack(d time.Duration) {
 // forward moves Redis TIME and TTLs on by d from wherever the clock is.
 func (r *testRedis) forward(d time.Duration) { r.advance(d) }
 
+// failedBackoff is a Backoff (backoffConfig) whose epLocal has just
+// failed once: open for 5 s.
+func failedBackoff(t *testing.T) (*Backoff, *testRedis) {
+	t.Helper()
+	b, r := newTestBackoff(t, backoffConfig())
+	if _, err := b.Failure(context.Background(), epLocal); err != nil {
+		t.Fatal(err)
+	}
+	return b, r
+}
+
 // TestBackoffClockStepsBack is issue 11 item 3: after Redis TIME steps back
 // an hour, an open endpoint is open for at most its delay on the new clock,
 // and a probe's lease lasts at most the lease, not for as long as the skew.
@@ -25,10 +36,7 @@ func TestBackoffClockStepsBack(t *testing.T) {
 	const key = "floodgate:{e:llm}:" + epLocal
 
 	t.Run("open", func(t *testing.T) {
-		b, r := newTestBackoff(t, backoffConfig())
-		if _, err := b.Failure(ctx, epLocal); err != nil {
-			t.Fatal(err)
-		}
+		b, r := failedBackoff(t)
 		r.forward(2 * bsec)
 		r.stepBack(time.Hour)
 		// Inspection does not write, but reports no more than the delay.
@@ -56,10 +64,7 @@ func TestBackoffClockStepsBack(t *testing.T) {
 	})
 
 	t.Run("stale failure", func(t *testing.T) {
-		b, r := newTestBackoff(t, backoffConfig())
-		if _, err := b.Failure(ctx, epLocal); err != nil {
-			t.Fatal(err)
-		}
+		b, r := failedBackoff(t)
 		r.stepBack(time.Hour)
 		// A failure reported first after the step pulls the deadline in too.
 		if d, err := b.Failure(ctx, epLocal); err != nil || d != bOpen(5*bsec) {
@@ -75,10 +80,7 @@ func TestBackoffClockStepsBack(t *testing.T) {
 	})
 
 	t.Run("probe lease", func(t *testing.T) {
-		b, r := newTestBackoff(t, backoffConfig())
-		if _, err := b.Failure(ctx, epLocal); err != nil {
-			t.Fatal(err)
-		}
+		b, r := failedBackoff(t)
 		r.forward(5 * bsec)
 		if d := mustCheck(t, b, epLocal); d != bProbe(30*bsec) {
 			t.Fatalf("probe: %+v", d)
@@ -105,10 +107,7 @@ func TestBackoffClockStepsBack(t *testing.T) {
 	})
 
 	t.Run("probe lease, half-open on both clocks", func(t *testing.T) {
-		b, r := newTestBackoff(t, backoffConfig())
-		if _, err := b.Failure(ctx, epLocal); err != nil {
-			t.Fatal(err)
-		}
+		b, r := failedBackoff(t)
 		r.forward(100 * bsec)
 		if d := mustCheck(t, b, epLocal); d != bProbe(30*bsec) {
 			t.Fatalf("probe: %+v", d)
