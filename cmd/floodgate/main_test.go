@@ -97,6 +97,11 @@ func TestOpsCommands(t *testing.T) {
 	if !strings.Contains(out, `llm "http://gpu-1:8000": open (retry after`) || !strings.Contains(out, `llm "http://gpu-2:8000": closed`) {
 		t.Fatalf("endpoints:\n%s", out)
 	}
+	var eps []map[string]any
+	if err := json.Unmarshal([]byte(run("endpoints", "--json", "llm", "http://gpu-1:8000", "http://gpu-2:8000")), &eps); err != nil || len(eps) != 2 ||
+		eps[0]["endpoint"] != "http://gpu-1:8000" || eps[0]["state"] != "open" || eps[0]["failures"] != 1.0 || eps[1]["state"] != "closed" {
+		t.Fatalf("endpoints --json: %v %v", eps, err)
+	}
 	pool, err := lim.Slots("gpu", limiter.SlotsSettings{})
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -67,6 +68,18 @@ func writeJSONOut(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
+// writeJSONRaw prints JSON the server's appenders wrote, indented as
+// writeJSONOut does: the commands and the routes share field names.
+func writeJSONRaw(w io.Writer, raw []byte) error {
+	var b bytes.Buffer
+	if err := json.Indent(&b, raw, "", "  "); err != nil {
+		return err
+	}
+	b.WriteByte('\n')
+	_, err := w.Write(b.Bytes())
+	return err
+}
+
 // opsCommand is an operator command ready to run: its arguments, the
 // effective settings and a Limiter on the configured Redis.
 type opsCommand struct {
@@ -124,11 +137,7 @@ func runUser(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return opError(fmt.Sprintf("user %q", user), err)
 	}
 	if c.json {
-		return writeJSONOut(stdout, map[string]any{
-			"user": user, "remaining": st.Remaining, "retry_after_ms": ceilMs(st.RetryAfter),
-			"reason": st.Reason.String(), "cooldown_left_ms": ceilMs(st.CooldownLeft),
-			"entries": st.Entries, "reset_after_ms": ceilMs(st.ResetAfter),
-		})
+		return writeJSONRaw(stdout, appendPeek(nil, user, st))
 	}
 	verdict := "a request now would be allowed"
 	if st.RetryAfter > 0 {
@@ -183,17 +192,19 @@ func runEndpoints(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return usagef("%s", strings.TrimPrefix(err.Error(), "limiter: "))
 	}
-	var rows []map[string]any
-	for _, ep := range endpoints {
+	rows := []byte{'['}
+	for i, ep := range endpoints {
 		st, err := b.Status(ctx, ep)
 		if err != nil {
 			return opError(fmt.Sprintf("endpoint %q", ep), err)
 		}
 		if c.json {
-			rows = append(rows, map[string]any{
-				"endpoint": ep, "state": st.State.String(), "opens": st.Opens, "failures": st.Failures,
-				"delay_ms": ceilMs(st.Delay), "retry_after_ms": ceilMs(st.RetryAfter), "probing": st.Probing,
-			})
+			if i > 0 {
+				rows = append(rows, ',')
+			}
+			rows = append(rows, `{"endpoint":`...)
+			rows = appendJSONString(rows, ep)
+			rows = append(appendBackoffStatus(append(rows, ','), st), '}')
 			continue
 		}
 		fmt.Fprintf(stdout, "%s %q: %s", name, ep, st.State)
@@ -203,7 +214,7 @@ func runEndpoints(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintf(stdout, "\n  opens %d, failures %d, delay %v, probe out %v\n", st.Opens, st.Failures, st.Delay, st.Probing)
 	}
 	if c.json {
-		return writeJSONOut(stdout, rows)
+		return writeJSONRaw(stdout, append(rows, ']'))
 	}
 	return nil
 }

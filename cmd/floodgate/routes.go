@@ -96,7 +96,13 @@ func (s *server) userPeek(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	b := make([]byte, 0, 160+len(user))
+	writeJSON(w, http.StatusOK, append(appendPeek(make([]byte, 0, 160+len(user)), user, st), '\n'))
+	return nil
+}
+
+// appendPeek appends user's status as a JSON object: the answer of GET
+// /v1/users/{user} and of floodgate user --json.
+func appendPeek(b []byte, user string, st limiter.UserStatus) []byte {
 	b = append(b, `{"user":`...)
 	b = appendJSONString(b, user)
 	b = append(b, `,"remaining":`...)
@@ -111,9 +117,7 @@ func (s *server) userPeek(w http.ResponseWriter, r *http.Request) error {
 	b = strconv.AppendInt(b, int64(st.Entries), 10)
 	b = append(b, `,"reset_after_ms":`...)
 	b = strconv.AppendInt(b, ceilMs(st.ResetAfter), 10)
-	b = append(b, "}\n"...)
-	writeJSON(w, http.StatusOK, b)
-	return nil
+	return append(b, '}')
 }
 
 func (s *server) userReset(w http.ResponseWriter, r *http.Request) error {
@@ -212,22 +216,27 @@ func (s *server) backoffStatus(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	bs := make([]byte, 0, 160)
-	bs = append(bs, `{"state":"`...)
-	bs = append(bs, st.State.String()...)
-	bs = append(bs, `","opens":`...)
-	bs = strconv.AppendInt(bs, int64(st.Opens), 10)
-	bs = append(bs, `,"failures":`...)
-	bs = strconv.AppendInt(bs, int64(st.Failures), 10)
-	bs = append(bs, `,"delay_ms":`...)
-	bs = strconv.AppendInt(bs, ceilMs(st.Delay), 10)
-	bs = append(bs, `,"retry_after_ms":`...)
-	bs = strconv.AppendInt(bs, ceilMs(st.RetryAfter), 10)
-	bs = append(bs, `,"probing":`...)
-	bs = strconv.AppendBool(bs, st.Probing)
-	bs = append(bs, "}\n"...)
-	writeJSON(w, http.StatusOK, bs)
+	bs := appendBackoffStatus(append(make([]byte, 0, 160), '{'), st)
+	writeJSON(w, http.StatusOK, append(bs, "}\n"...))
 	return nil
+}
+
+// appendBackoffStatus appends an endpoint's state as JSON fields, without
+// braces: the answer of GET /v1/backoff/{name}/endpoints/{endpoint} and
+// the rows of floodgate endpoints --json.
+func appendBackoffStatus(b []byte, st limiter.BackoffStatus) []byte {
+	b = append(b, `"state":"`...)
+	b = append(b, st.State.String()...)
+	b = append(b, `","opens":`...)
+	b = strconv.AppendInt(b, int64(st.Opens), 10)
+	b = append(b, `,"failures":`...)
+	b = strconv.AppendInt(b, int64(st.Failures), 10)
+	b = append(b, `,"delay_ms":`...)
+	b = strconv.AppendInt(b, ceilMs(st.Delay), 10)
+	b = append(b, `,"retry_after_ms":`...)
+	b = strconv.AppendInt(b, ceilMs(st.RetryAfter), 10)
+	b = append(b, `,"probing":`...)
+	return strconv.AppendBool(b, st.Probing)
 }
 
 // Buckets
