@@ -213,7 +213,7 @@ func (l *Limiter) Backoff(name string, s BackoffSettings) (*Backoff, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Backoff{l: l, name: name, set: set, local: l.locals().breaker(name), jitter: rand.Float64, now: time.Now, token: newProbeToken}, nil
+	return &Backoff{l: l, name: name, set: set, local: l.fallback.breaker(name), jitter: rand.Float64, now: time.Now, token: newProbeToken}, nil
 }
 
 // newProbeToken draws a probe token: 16 hex digits.

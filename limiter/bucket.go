@@ -110,7 +110,7 @@ func (l *Limiter) Bucket(name string, s BucketSettings) (*Bucket, error) {
 		perSecond: s.PerSecond,
 		interval:  int64(math.Ceil(1e6 / s.PerSecond)),
 		burst:     s.Burst,
-		local:     l.locals().gcra(name),
+		local:     l.fallback.gcra(name),
 	}, nil
 }
 

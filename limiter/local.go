@@ -49,7 +49,3 @@ func (s *localState) slots(name string) *localSlots {
 func (s *localState) owedLeaves(name string) *owedLeaves {
 	return shared(s, &s.owed, name, func() *owedLeaves { return &owedLeaves{} })
 }
-
-// locals is the Limiter's in-process fallback state for buckets and pools,
-// shared per name however often callers build Buckets or Slots.
-func (l *Limiter) locals() *localState { return &l.fallback }

@@ -131,8 +131,8 @@ func (l *Limiter) Slots(name string, s SlotsSettings) (*Slots, error) {
 		holders: l.key("s", name, ":h"),
 		waiters: l.key("s", name, ":w"),
 		alive:   l.key("s", name, ":e"),
-		local:   l.locals().slots(name),
-		owed:    l.locals().owedLeaves(name),
+		local:   l.fallback.slots(name),
+		owed:    l.fallback.owedLeaves(name),
 	}, nil
 }
 

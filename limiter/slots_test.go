@@ -531,7 +531,7 @@ func TestSlotsRedisDown(t *testing.T) {
 	mustRelease(t, b)
 	mustRelease(t, got)
 	// A cancelled local wait leaves the local queue.
-	p := l.locals().slots("llm")
+	p := l.fallback.slots("llm")
 	mustTry(t, mustSlots(t, l, "llm", 1, time.Minute), "x")
 	cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
