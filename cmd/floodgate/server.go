@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -118,7 +119,7 @@ func (s *server) routes() {
 	paths = append(paths, "/metrics")
 	for _, p := range paths {
 		ms := append([]string(nil), methods[p]...)
-		if contains(ms, "GET") {
+		if slices.Contains(ms, "GET") {
 			ms = append(ms, "HEAD")
 		}
 		allow := strings.Join(ms, ", ")
@@ -130,15 +131,6 @@ func (s *server) routes() {
 	s.mux.Handle("/", s.wrap(func(w http.ResponseWriter, r *http.Request) error {
 		return &apiError{status: http.StatusNotFound, msg: "no such route (docs/sidecar.md lists them)"}
 	}))
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // ServeHTTP runs the middleware: metrics and panic recovery outermost,
