@@ -589,11 +589,9 @@ func lookupOp(l *limiter.Limiter, users int, n *lookupCount, meter *serverMeter)
 	return func(ctx context.Context, rng *rand.Rand) error {
 		user := userName(rng.IntN(users))
 		if meter != nil {
-			keys, err := l.UserKeys(user)
-			if err != nil {
+			if err := meter.count(l, user); err != nil {
 				return err
 			}
-			meter.count(keys[0])
 		}
 		d, err := l.Allow(ctx, user)
 		switch {
