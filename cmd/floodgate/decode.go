@@ -69,6 +69,14 @@ func readBody(r *http.Request, v any, required bool) error {
 	return decodeJSON(data, v, required)
 }
 
+// readChecked reads a required body into v and checks it.
+func readChecked(r *http.Request, v interface{ normalize() error }) error {
+	if err := readBody(r, v, true); err != nil {
+		return err
+	}
+	return v.normalize()
+}
+
 // decodeJSON decodes one JSON object from data into v, strictly: no
 // unknown fields, nothing after the object, numbers that fit their field.
 // Errors are 400s naming the field.

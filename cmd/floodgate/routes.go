@@ -31,10 +31,7 @@ func (s *server) userAllow(w http.ResponseWriter, r *http.Request) error {
 // others stand, since they were counted.
 func (s *server) allowMany(w http.ResponseWriter, r *http.Request) error {
 	var req manyRequest
-	if err := readBody(r, &req, true); err != nil {
-		return err
-	}
-	if err := req.normalize(); err != nil {
+	if err := readChecked(r, &req); err != nil {
 		return err
 	}
 	ds, err := s.lim.AllowMany(r.Context(), req.Users)
@@ -140,10 +137,7 @@ func (s *server) backoffPick(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var req pickRequest
-	if err := readBody(r, &req, true); err != nil {
-		return err
-	}
-	if err := req.normalize(); err != nil {
+	if err := readChecked(r, &req); err != nil {
 		return err
 	}
 	ep, d, err := b.Pick(r.Context(), req.Endpoints...)
@@ -194,10 +188,7 @@ func (s *server) backoffAbandon(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var req tokenRequest
-	if err := readBody(r, &req, true); err != nil {
-		return err
-	}
-	if err := req.normalize(); err != nil {
+	if err := readChecked(r, &req); err != nil {
 		return err
 	}
 	if err := b.Abandon(r.Context(), r.PathValue("endpoint"), req.Token); err != nil {
@@ -430,10 +421,7 @@ func (s *server) leaseOp(w http.ResponseWriter, r *http.Request, op func(*limite
 		return err
 	}
 	var req tokenRequest
-	if err := readBody(r, &req, true); err != nil {
-		return err
-	}
-	if err := req.normalize(); err != nil {
+	if err := readChecked(r, &req); err != nil {
 		return err
 	}
 	lease, err := pool.Lease(req.Token)
