@@ -201,8 +201,7 @@ func (s *Slots) TryAcquire(ctx context.Context, holder string) (*Lease, error) {
 	if !r.granted {
 		return nil, s.noSlot(r.hint, false)
 	}
-	s.l.observe(PolicySlots, Decision{Allowed: true, Remaining: r.remaining})
-	return &Lease{s: s, holder: holder, member: member}, nil
+	return s.granted(&Lease{s: s, holder: holder, member: member}, r.remaining), nil
 }
 
 // acquireReply is slots_acquire.lua's reply.
@@ -295,8 +294,7 @@ func (s *Slots) Acquire(ctx context.Context, holder string) (lease *Lease, err e
 		down = err != nil && isOutage(ctx, err)
 		switch {
 		case err == nil && r.granted:
-			s.l.observe(PolicySlots, Decision{Allowed: true, Remaining: r.remaining})
-			return &Lease{s: s, holder: holder, member: member}, nil
+			return s.granted(&Lease{s: s, holder: holder, member: member}, r.remaining), nil
 		case err == nil:
 			arrival = r.arrival
 		case callerDone(ctx) != nil:
@@ -309,8 +307,7 @@ func (s *Slots) Acquire(ctx context.Context, holder string) (lease *Lease, err e
 			}
 			inLocal = true
 			if ok, _ := s.local.acquire(member, s.size, s.lease, true); ok {
-				s.l.observe(PolicySlots, Decision{Allowed: true, Remaining: Unlimited, Degraded: true})
-				return &Lease{s: s, holder: holder, member: member, local: true}, nil
+				return s.granted(&Lease{s: s, holder: holder, member: member, local: true}, Unlimited), nil
 			}
 		}
 		wait := sleep
@@ -331,18 +328,23 @@ func (s *Slots) fallback(ctx context.Context, member, holder string, wait bool, 
 	}
 	switch s.l.cfg.SlotsOnRedisError {
 	case FailOpen:
-		s.l.observe(PolicySlots, Decision{Allowed: true, Remaining: Unlimited, Degraded: true})
-		return &Lease{s: s, holder: holder, member: member, open: true}, nil
+		return s.granted(&Lease{s: s, holder: holder, member: member, open: true}, Unlimited), nil
 	case FailClosed:
 		s.l.observe(PolicySlots, Decision{Reason: ReasonRedisDown, RetryAfter: redisRetryInterval, Degraded: true})
 		return nil, fmt.Errorf("limiter: slot pool %q fails closed: %w: %w", s.name, ErrRedisUnavailable, err)
 	}
 	ok, retry := s.local.acquire(member, s.size, s.lease, wait)
 	if ok {
-		s.l.observe(PolicySlots, Decision{Allowed: true, Remaining: Unlimited, Degraded: true})
-		return &Lease{s: s, holder: holder, member: member, local: true}, nil
+		return s.granted(&Lease{s: s, holder: holder, member: member, local: true}, Unlimited), nil
 	}
 	return nil, s.noSlot(retry, true)
+}
+
+// granted reports lease's grant to the Observer, with remaining free
+// slots (Unlimited for a degraded lease), and returns lease.
+func (s *Slots) granted(lease *Lease, remaining int) *Lease {
+	s.l.observe(PolicySlots, Decision{Allowed: true, Remaining: remaining, Degraded: lease.Degraded()})
+	return lease
 }
 
 // noSlot reports a denial to the Observer and returns it as a
