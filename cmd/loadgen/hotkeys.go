@@ -58,7 +58,7 @@ func (b *bench) measureHotKeys(ctx context.Context, w redis.UniversalClient, cfg
 			if err == nil && lease != nil {
 				return lease.Release(ctx) // a slot freed meanwhile: give it back
 			}
-			if err != nil && !isPoolFull(err) {
+			if err != nil && !errors.Is(err, limiter.ErrNoSlot) { // a full pool is the answer, not an error
 				return err
 			}
 			return nil
@@ -69,7 +69,7 @@ func (b *bench) measureHotKeys(ctx context.Context, w redis.UniversalClient, cfg
 	}
 	var out []HotKeyResult
 	for i, o := range ops {
-		meter := newServerMeter(&shardMap{nodes: b.shards.nodes})
+		meter := newServerMeter(b.shards)
 		op := func(ctx context.Context, rng *rand.Rand) error {
 			meter.n[0].Add(1)
 			return o.op(ctx, rng)
@@ -89,7 +89,3 @@ func (b *bench) measureHotKeys(ctx context.Context, w redis.UniversalClient, cfg
 	}
 	return out, nil
 }
-
-// isPoolFull: TryAcquire's "no slot free" answer, which is not an error
-// of the run.
-func isPoolFull(err error) bool { return errors.Is(err, limiter.ErrNoSlot) }
