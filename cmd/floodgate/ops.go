@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -43,19 +42,19 @@ func connect(cfg limiter.Config) (*limiter.Limiter, func(), error) {
 		o.PoolSize = 2
 	}))
 	if err != nil {
-		return nil, nil, usagef("%s", scrub(strings.TrimPrefix(err.Error(), "limiter: ")))
+		return nil, nil, usagef("%s", errText(err))
 	}
 	lim, err := limiter.New(rdb, cfg)
 	if err != nil {
 		rdb.Close()
-		return nil, nil, usagef("%s", scrub(strings.TrimPrefix(err.Error(), "limiter: ")))
+		return nil, nil, usagef("%s", errText(err))
 	}
 	return lim, func() { rdb.Close() }, nil
 }
 
 // opError words a Redis error for the operator, without secrets.
 func opError(what string, err error) error {
-	msg := scrub(strings.TrimPrefix(err.Error(), "limiter: "))
+	msg := errText(err)
 	if limiter.IsUnavailable(err) {
 		return fmt.Errorf("%s: Redis did not answer: %s", what, msg)
 	}
@@ -190,7 +189,7 @@ func runEndpoints(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	name, endpoints := c.args[0], c.args[1:]
 	b, err := c.lim.Backoff(name, limiter.BackoffSettings{})
 	if err != nil {
-		return usagef("%s", strings.TrimPrefix(err.Error(), "limiter: "))
+		return usagef("%s", errText(err))
 	}
 	rows := []byte{'['}
 	for i, ep := range endpoints {
@@ -228,7 +227,7 @@ func runSlots(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	name := c.args[0]
 	pool, err := c.lim.Slots(name, limiter.SlotsSettings{})
 	if err != nil {
-		return usagef("%s", strings.TrimPrefix(err.Error(), "limiter: "))
+		return usagef("%s", errText(err))
 	}
 	inUse, err := pool.InUse(ctx)
 	if err != nil {

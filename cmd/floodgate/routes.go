@@ -47,7 +47,7 @@ func (s *server) allowMany(w http.ResponseWriter, r *http.Request) error {
 		if errors.As(err, &many) {
 			for _, e := range many.Unwrap() {
 				if i, ok := userIndex(e); ok {
-					failed[i] = scrub(strings.TrimPrefix(e.Error(), "limiter: "))
+					failed[i] = errText(e)
 				}
 			}
 		}

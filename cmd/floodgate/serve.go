@@ -72,12 +72,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		o.PoolSize = max(o.PoolSize, 64)
 	}))
 	if err != nil {
-		return usagef("%s", scrub(strings.TrimPrefix(err.Error(), "limiter: ")))
+		return usagef("%s", errText(err))
 	}
 	defer rdb.Close()
 	lim, err := limiter.New(rdb, cfg)
 	if err != nil {
-		return usagef("%s", scrub(strings.TrimPrefix(err.Error(), "limiter: ")))
+		return usagef("%s", errText(err))
 	}
 
 	ln, err := net.Listen("tcp", set.Addr)

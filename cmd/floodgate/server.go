@@ -277,7 +277,7 @@ func (s *server) errorStatus(w http.ResponseWriter, r *http.Request, err error) 
 		}
 		return ae.status, ae.msg
 	}
-	msg := scrub(strings.TrimPrefix(err.Error(), "limiter: "))
+	msg := errText(err)
 	switch {
 	case errors.Is(err, limiter.ErrInvalidUser), errors.Is(err, limiter.ErrInvalidName), errors.Is(err, limiter.ErrInvalidArgument):
 		return http.StatusBadRequest, msg

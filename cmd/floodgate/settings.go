@@ -62,7 +62,7 @@ func (s *settingsFlags) load() (limiter.Config, error) {
 	}
 	cfg, err := limiter.EnvOverrides(base)
 	if err != nil {
-		return limiter.Config{}, usagef("%s", strings.TrimPrefix(scrub(err.Error()), "limiter: "))
+		return limiter.Config{}, usagef("%s", errText(err))
 	}
 	return cfg, nil
 }
@@ -86,6 +86,12 @@ func (s *settingsFlags) parseAll(fs *flag.FlagSet, args []string) (limiter.Confi
 		return limiter.Config{}, httpSettings{}, err
 	}
 	return cfg, set, nil
+}
+
+// errText is a library error as floodgate shows it: without the
+// "limiter: " prefix, secrets scrubbed.
+func errText(err error) string {
+	return scrub(strings.TrimPrefix(err.Error(), "limiter: "))
 }
 
 // scrub removes the Redis password and the HTTP token from a message,
