@@ -126,14 +126,7 @@ func TestBackoffAbandon(t *testing.T) {
 // every replica. Do hands it back; another replica probes at once.
 func TestBackoffCancelledProbeFreesEndpoint(t *testing.T) {
 	r := newTestRedis(t)
-	var bs [2]*Backoff
-	for i := range bs {
-		l, err := New(r.rdb, backoffConfig())
-		if err != nil {
-			t.Fatal(err)
-		}
-		bs[i] = mustBackoff(t, l, "llm")
-	}
+	bs := backoffReplicas(t, r, 2)
 	ctx := context.Background()
 	if _, err := bs[0].Failure(ctx, epOpenAI); err != nil {
 		t.Fatal(err)

@@ -50,6 +50,21 @@ func mustBackoff(t testing.TB, l *Limiter, name string) *Backoff {
 
 const testToken = "00000000000000a1"
 
+// backoffReplicas is n replicas' Backoffs "llm" (mustBackoff) on r, each
+// with its own Limiter.
+func backoffReplicas(t *testing.T, r *testRedis, n int) []*Backoff {
+	t.Helper()
+	bs := make([]*Backoff, n)
+	for i := range bs {
+		l, err := New(r.rdb, backoffConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		bs[i] = mustBackoff(t, l, "llm")
+	}
+	return bs
+}
+
 // Decisions Backoff gives, exactly.
 var bClosed = Decision{Allowed: true, Remaining: Unlimited}
 
@@ -179,14 +194,7 @@ func TestBackoffStaleFailuresDoNotEscalate(t *testing.T) {
 
 func TestBackoffOneProbeAcrossReplicas(t *testing.T) {
 	r := newTestRedis(t)
-	var bs []*Backoff
-	for i := 0; i < 3; i++ {
-		l, err := New(r.rdb, backoffConfig())
-		if err != nil {
-			t.Fatal(err)
-		}
-		bs = append(bs, mustBackoff(t, l, "llm"))
-	}
+	bs := backoffReplicas(t, r, 3)
 	ctx := context.Background()
 	if _, err := bs[0].Failure(ctx, epOpenAI); err != nil {
 		t.Fatal(err)
