@@ -21,8 +21,8 @@
 -- ARGV[3]  cooldown in ms (0: no cooldown)
 --
 -- Returns five integers per key, in KEYS order:
---   allowed         1 or 0; -1 when the key is not a Floodgate window
---                   (another program's key): nothing was written
+--   allowed         1 or 0; -1 when the key is not Floodgate's (another
+--                   program's key, window or cooldown): nothing was written
 --   reason          0 none, 1 cooldown, 2 window (the longer wait when both deny)
 --   remaining       requests left in the window after this decision (-1: no window)
 --   retry_after_ms  0 when allowed, else the wait after which it passes (>= 1)
