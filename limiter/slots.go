@@ -387,18 +387,20 @@ func (e *NoSlotError) Unwrap() error { return ErrNoSlot }
 // metrics. It reads Redis only (leases held in-process under FailLocal are
 // not counted); errors are returned as they are.
 func (s *Slots) InUse(ctx context.Context) (int, error) {
-	held, _, err := s.usage(ctx)
+	held, _, err := s.Usage(ctx)
 	return held, err
 }
 
 // Waiting returns how many callers are queued in Acquire now across all
 // replicas, for metrics; like InUse it reads Redis only.
 func (s *Slots) Waiting(ctx context.Context) (int, error) {
-	_, waiting, err := s.usage(ctx)
+	_, waiting, err := s.Usage(ctx)
 	return waiting, err
 }
 
-func (s *Slots) usage(ctx context.Context) (held, waiting int, err error) {
+// Usage returns InUse and Waiting from one read of Redis, so the two agree
+// (two calls could straddle a grant).
+func (s *Slots) Usage(ctx context.Context) (held, waiting int, err error) {
 	if err := s.checkPool(); err != nil {
 		return 0, 0, err
 	}

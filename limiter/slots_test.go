@@ -233,6 +233,9 @@ func TestSlotsFIFO(t *testing.T) {
 	if n, _ := s.Waiting(context.Background()); n != 3 {
 		t.Fatalf("Waiting = %d, want 3", n)
 	}
+	if held, waiting, err := s.Usage(context.Background()); held != 1 || waiting != 3 || err != nil {
+		t.Fatalf("Usage = %d held, %d waiting, %v; want 1, 3", held, waiting, err)
+	}
 	mustRelease(t, holder)
 	// The free slot is a's, though c and b poll first.
 	wantNoSlot(t, s, "x")

@@ -229,11 +229,7 @@ func runSlots(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return usagef("%s", errText(err))
 	}
-	inUse, err := pool.InUse(ctx)
-	if err != nil {
-		return opError(fmt.Sprintf("pool %q", name), err)
-	}
-	waiting, err := pool.Waiting(ctx)
+	inUse, waiting, err := pool.Usage(ctx)
 	if err != nil {
 		return opError(fmt.Sprintf("pool %q", name), err)
 	}

@@ -440,11 +440,7 @@ func (s *server) slotsStatus(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	inUse, err := pool.InUse(r.Context())
-	if err != nil {
-		return err
-	}
-	waiting, err := pool.Waiting(r.Context())
+	inUse, waiting, err := pool.Usage(r.Context())
 	if err != nil {
 		return err
 	}
