@@ -25,7 +25,7 @@ func (l *Limiter) AllowMany(ctx context.Context, users []string) ([]Decision, er
 	}
 	for i, u := range users {
 		if err := validUser(u); err != nil {
-			return nil, fmt.Errorf("%w (users[%d])", err, i)
+			return nil, &UserError{Index: i, Err: err}
 		}
 	}
 	out := make([]Decision, len(users))
@@ -55,7 +55,7 @@ func (l *Limiter) AllowMany(ctx context.Context, users []string) ([]Decision, er
 		i := index[j]
 		d, err := l.userResult(ctx, users[i], sent, rep.r, rep.err)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%w (users[%d])", err, i))
+			errs = append(errs, &UserError{Index: i, Err: err})
 		}
 		out[i] = d
 	}
@@ -64,6 +64,22 @@ func (l *Limiter) AllowMany(ctx context.Context, users []string) ([]Decision, er
 	}
 	return out, userErrors(errs)
 }
+
+// UserError is AllowMany's error for one entry of its users: Index is the
+// entry's position, Err what went wrong (it wraps the sentinels, so
+// errors.Is(err, ErrForeignKey) works through it). Its text ends with
+// "(users[Index])". When several users fail, AllowMany's error unwraps to
+// one *UserError each (errors.As finds the first; Unwrap() []error lists
+// all).
+type UserError struct {
+	Index int
+	Err   error
+}
+
+func (e *UserError) Error() string { return fmt.Sprintf("%v (users[%d])", e.Err, e.Index) }
+
+// Unwrap returns Err.
+func (e *UserError) Unwrap() error { return e.Err }
 
 // userErrors joins AllowMany's per-user errors on one line ("; "), unlike
 // errors.Join's newlines: a log line stays one line. errors.Is and

@@ -268,6 +268,9 @@ func TestForeignKeyIsAnError(t *testing.T) {
 	if !errors.Is(err, ErrForeignKey) || len(d) != 2 || !d[0].Allowed || d[1].Allowed || !strings.Contains(err.Error(), "users[1]") {
 		t.Fatalf("AllowMany with a foreign key = %v, %v", d, err)
 	}
+	if ue, ok := errors.AsType[*UserError](err); !ok || ue.Index != 1 {
+		t.Fatalf("AllowMany's error names users[1] as a *UserError: %#v", err)
+	}
 	if got := mustAllow(t, l, "ok1"); got.Allowed {
 		t.Fatalf("ok1's request in the batch was not counted: %+v", got)
 	}

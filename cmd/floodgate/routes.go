@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/floodgate/floodgate/limiter"
@@ -46,8 +45,8 @@ func (s *server) allowMany(w http.ResponseWriter, r *http.Request) error {
 		var many interface{ Unwrap() []error }
 		if errors.As(err, &many) {
 			for _, e := range many.Unwrap() {
-				if i, ok := userIndex(e); ok {
-					failed[i] = errText(e)
+				if ue, ok := errors.AsType[*limiter.UserError](e); ok {
+					failed[ue.Index] = errText(e)
 				}
 			}
 		}
@@ -69,22 +68,6 @@ func (s *server) allowMany(w http.ResponseWriter, r *http.Request) error {
 	b = append(b, "]}\n"...)
 	writeJSON(w, http.StatusOK, b)
 	return nil
-}
-
-// userIndex reads the "(users[i])" AllowMany puts on each user's error.
-func userIndex(err error) (int, bool) {
-	msg := err.Error()
-	j := strings.LastIndex(msg, "(users[")
-	if j < 0 {
-		return 0, false
-	}
-	rest := msg[j+len("(users["):]
-	k := strings.IndexByte(rest, ']')
-	if k < 0 {
-		return 0, false
-	}
-	i, convErr := strconv.Atoi(rest[:k])
-	return i, convErr == nil
 }
 
 func (s *server) userPeek(w http.ResponseWriter, r *http.Request) error {
