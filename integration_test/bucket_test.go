@@ -242,7 +242,7 @@ func TestBucketOnRealRedis(t *testing.T) {
 	// Wait takes the next token when it comes (T1 + 500ms), and the one
 	// after (T1 + 1s): never sooner.
 	for range 2 {
-		if err := b.Wait(ctx); err != nil {
+		if _, err := b.Wait(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}

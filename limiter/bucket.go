@@ -194,21 +194,23 @@ func (b *Bucket) check(n int) error {
 }
 
 // Wait is WaitN(ctx, 1).
-func (b *Bucket) Wait(ctx context.Context) error {
+func (b *Bucket) Wait(ctx context.Context) (Decision, error) {
 	return b.WaitN(ctx, 1)
 }
 
-// WaitN blocks until n calls may happen, takes the tokens and returns nil;
-// or returns an error when ctx ends first, when ctx's deadline comes before
-// the tokens would (at once, without waiting; the error wraps
+// WaitN blocks until n calls may happen, takes the tokens and returns the
+// allowing Decision, as Limiter.Wait and Backoff.Wait do; or returns an
+// error when ctx ends first, when ctx's deadline comes before the tokens
+// would (at once, without waiting; the error wraps
 // context.DeadlineExceeded), when n is invalid, or on a Redis error that
-// Config.BucketOnRedisError does not cover. It sleeps for each denial's
-// RetryAfter on a timer, so it never spins; under FailClosed it keeps
-// trying every second until Redis answers or ctx ends.
-func (b *Bucket) WaitN(ctx context.Context, n int) error {
+// Config.BucketOnRedisError does not cover. With an error the Decision is
+// the last denial seen (its RetryAfter says when to try again), or zero if
+// none was. It sleeps for each denial's RetryAfter on a timer, so it never
+// spins; under FailClosed it keeps trying every second until Redis answers
+// or ctx ends.
+func (b *Bucket) WaitN(ctx context.Context, n int) (Decision, error) {
 	if err := b.check(n); err != nil {
-		return err
+		return Decision{}, err
 	}
-	_, err := waitFor(ctx, fmt.Sprintf("API %q", b.name), func() (Decision, error) { return b.AllowN(ctx, n) })
-	return err
+	return waitFor(ctx, fmt.Sprintf("API %q", b.name), func() (Decision, error) { return b.AllowN(ctx, n) })
 }

@@ -287,7 +287,7 @@ func TestBucketInvalidArguments(t *testing.T) {
 		if _, err := b.AllowN(ctx, n); !errors.Is(err, ErrInvalidArgument) {
 			t.Errorf("AllowN(%d) = %v, want ErrInvalidArgument", n, err)
 		}
-		if err := b.WaitN(ctx, n); !errors.Is(err, ErrInvalidArgument) {
+		if _, err := b.WaitN(ctx, n); !errors.Is(err, ErrInvalidArgument) {
 			t.Errorf("WaitN(%d) = %v, want ErrInvalidArgument", n, err)
 		}
 	}
@@ -296,7 +296,7 @@ func TestBucketInvalidArguments(t *testing.T) {
 		t.Errorf("zero Bucket Allow = %v", err)
 	}
 	var nilBucket *Bucket
-	if err := nilBucket.Wait(ctx); !errors.Is(err, ErrInvalidArgument) {
+	if _, err := nilBucket.Wait(ctx); !errors.Is(err, ErrInvalidArgument) {
 		t.Errorf("nil Bucket Wait = %v", err)
 	}
 	if n := r.mr.CommandCount(); n != 0 {
@@ -425,7 +425,7 @@ func TestBucketRedisDown(t *testing.T) {
 	// Wait keeps trying while closed, until its context ends.
 	wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
-	if err := mustBucket(t, l, "igdb", 4, 1).Wait(wctx); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := mustBucket(t, l, "igdb", 4, 1).Wait(wctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Wait while failing closed = %v, want DeadlineExceeded", err)
 	}
 
@@ -464,7 +464,7 @@ func TestBucketWaitSleepsRetryAfter(t *testing.T) {
 	ctx := context.Background()
 	const calls = 5
 	for range calls {
-		if err := b.Wait(ctx); err != nil {
+		if _, err := b.Wait(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -475,7 +475,7 @@ func TestBucketWaitSleepsRetryAfter(t *testing.T) {
 		t.Fatalf("%d Waits made %d round trips: Wait polls instead of sleeping", calls, n)
 	}
 	// WaitN with several tokens.
-	if err := mustBucket(t, l, "api2", 50, 3).WaitN(ctx, 3); err != nil {
+	if _, err := mustBucket(t, l, "api2", 50, 3).WaitN(ctx, 3); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -484,19 +484,21 @@ func TestBucketWaitContext(t *testing.T) {
 	l, _ := realTimeLimiter(t, bucketConfig())
 	b := mustBucket(t, l, "wiki", 0.01, 1) // one call per 100 s
 	ctx := context.Background()
-	if err := b.Wait(ctx); err != nil {
-		t.Fatal(err)
+	if d, err := b.Wait(ctx); err != nil || !d.Allowed {
+		t.Fatal(d, err)
 	}
-	// A deadline before the next token: an error at once, not a sleep.
+	// A deadline before the next token: an error at once, not a sleep,
+	// with the denial that says when (about 100 s).
 	dctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	if err := b.Wait(dctx); !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "deadline") {
-		t.Fatalf("Wait past the deadline = %v", err)
+	if d, err := b.Wait(dctx); !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "deadline") ||
+		d.Allowed || d.Reason != ReasonRate || d.RetryAfter < 90*time.Second {
+		t.Fatalf("Wait past the deadline = %+v, %v", d, err)
 	}
 	// Cancellation ends a wait.
 	cctx, ccancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- b.Wait(cctx) }()
+	go func() { _, err := b.Wait(cctx); done <- err }()
 	ccancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled Wait = %v", err)

@@ -81,7 +81,7 @@ func TestEveryCallReturnsByItsDeadline(t *testing.T) {
 			return l.Import(ctx, "u", []time.Time{time.Now().Add(-time.Minute)})
 		},
 		"Bucket.Allow":       func(ctx context.Context) error { _, err := api.Allow(ctx); return err },
-		"Bucket.Wait":        func(ctx context.Context) error { return api.Wait(ctx) },
+		"Bucket.Wait":        func(ctx context.Context) error { _, err := api.Wait(ctx); return err },
 		"Backoff.Check":      func(ctx context.Context) error { _, err := b.Check(ctx, "ep"); return err },
 		"Backoff.Pick":       func(ctx context.Context) error { _, _, err := b.Pick(ctx, "ep", "other"); return err },
 		"Backoff.Failure":    func(ctx context.Context) error { _, err := b.Failure(ctx, "ep"); return err },

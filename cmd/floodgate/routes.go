@@ -267,35 +267,19 @@ func (s *server) bucketWait(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	defer release()
-	deadline := time.Now().Add(timeout)
-	var timer *time.Timer
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
-	for {
-		d, err := b.AllowN(r.Context(), req.N)
-		if err != nil {
-			return err
-		}
-		wait := max(d.RetryAfter, time.Millisecond)
-		if d.Allowed || time.Until(deadline) < wait || s.draining.Err() != nil {
-			writeDecision(w, d, decisionExtra{})
-			return nil
-		}
-		if timer == nil {
-			timer = time.NewTimer(wait)
-		} else {
-			timer.Reset(wait)
-		}
-		select {
-		case <-timer.C:
-		case <-s.draining.Done():
-		case <-r.Context().Done():
-			return r.Context().Err()
-		}
+	// The library's wait (Bucket.WaitN), bounded by the request's timeout;
+	// shutdown ends it at once. When it stops short, its last denial is the
+	// answer: a decision, with the wait it would have needed.
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	defer cancel()
+	stop := context.AfterFunc(s.draining, cancel)
+	defer stop()
+	d, err := b.WaitN(ctx, req.N)
+	if err != nil && (r.Context().Err() != nil || ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) || d.RetryAfter <= 0) {
+		return err
 	}
+	writeDecision(w, d, decisionExtra{})
+	return nil
 }
 
 // startWait takes a place among the requests allowed to wait at once.
