@@ -26,6 +26,15 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import floodgate
+from harness import blocking_async_client, sources as _sources
+
+
+def _client(test, cls, *args, **kwargs):
+    if cls is floodgate.AsyncClient:
+        return blocking_async_client(test, *args, **kwargs)
+    c = floodgate.Client(*args, **kwargs)
+    test.addCleanup(c.close)
+    return c
 
 DECISION_OK = {
     "allowed": True,
@@ -94,7 +103,11 @@ class FakeServerTest(unittest.TestCase):
     def setUp(self):
         self.fake = FakeServer()
         self.addCleanup(self.fake.close)
-        self.fg = floodgate.Client(self.fake.url, timeout=2.0)
+        self.fg = self.make(self.fake.url, timeout=2.0)
+
+    def make(self, *args, **kwargs):
+        """A Client; AsyncFakeServerTest runs every test again with an AsyncClient."""
+        return _client(self, floodgate.Client, *args, **kwargs)
 
     def answer(self, status=200, payload=None, headers=None, delay=0):
         self.fake.reply = lambda m, p, b: (status, headers or {}, payload, delay)
@@ -113,7 +126,7 @@ class FakeServerTest(unittest.TestCase):
             d.allowed = True  # frozen
 
     def test_retry_after_header_fills_a_missing_retry_after_ms(self):
-        self.answer(200, {"allowed": False, "reason": "hourly"}, {"Retry-After": "42"})
+        self.answer(200, {"allowed": False, "reason": "window"}, {"Retry-After": "42"})
         self.assertEqual(self.fg.allow("v").retry_after, 42.0)
 
     def test_user_ids_are_one_quoted_path_segment(self):
@@ -167,7 +180,7 @@ class FakeServerTest(unittest.TestCase):
         self.assertEqual((cm.exception.status, cm.exception.message), (502, "bad gateway from proxy"))
 
     def test_token_is_sent_as_bearer_and_401_is_an_error(self):
-        fg = floodgate.Client(self.fake.url, token="s3cret")
+        fg = self.make(self.fake.url, token="s3cret")
         fg.allow("v")
         self.assertEqual(self.fake.last()["headers"].get("Authorization"), "Bearer s3cret")
         self.assertNotIn("s3cret", repr(fg))
@@ -180,7 +193,7 @@ class FakeServerTest(unittest.TestCase):
 
     def test_timeout_is_a_transport_error(self):
         self.answer(200, DECISION_OK, delay=1.0)
-        fg = floodgate.Client(self.fake.url, timeout=0.2)
+        fg = self.make(self.fake.url, timeout=0.2)
         t0 = time.monotonic()
         with self.assertRaises(floodgate.TransportError) as cm:
             fg.allow("v")
@@ -194,7 +207,7 @@ class FakeServerTest(unittest.TestCase):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
         s.close()  # nothing listens there now
-        fg = floodgate.Client("http://127.0.0.1:%d" % port)
+        fg = self.make("http://127.0.0.1:%d" % port)
         with self.assertRaises(floodgate.TransportError):
             fg.allow("v")
         self.assertFalse(fg.healthy())
@@ -219,7 +232,7 @@ class FakeServerTest(unittest.TestCase):
             for k in saved:
                 os.environ.pop(k, None)
             os.environ["http_proxy"] = os.environ["HTTP_PROXY"] = "http://127.0.0.1:9"  # discard port
-            self.assertTrue(floodgate.Client(self.fake.url).allow("v").allowed)
+            self.assertTrue(self.make(self.fake.url).allow("v").allowed)
         finally:
             for k, v in saved.items():
                 os.environ.pop(k, None)
@@ -271,9 +284,9 @@ class FakeServerTest(unittest.TestCase):
     def test_bad_arguments(self):
         for bad in ("ftp://x", "127.0.0.1:8080", ""):
             with self.assertRaises(ValueError):
-                floodgate.Client(bad)
+                self.make(bad)
         with self.assertRaises(ValueError):
-            floodgate.Client(self.fake.url, timeout=0)
+            self.make(self.fake.url, timeout=0)
         for n in (0, -1, 1.5, True):
             with self.assertRaises(ValueError):
                 self.fg.bucket_allow("wikipedia", n)  # type: ignore[arg-type]
@@ -375,16 +388,16 @@ class FakeServerTest(unittest.TestCase):
         # The server holds the request while it waits: 0.5 s here, past the
         # client's 0.3 s but within 0.3 + the 1 s wait.
         self.answer(200, DECISION_OK, delay=0.5)
-        fg = floodgate.Client(self.fake.url, timeout=0.3)
+        fg = self.make(self.fake.url, timeout=0.3)
         self.assertTrue(fg.wait("igdb", timeout=1.0).allowed)
         with self.assertRaises(floodgate.TransportError):
             fg.bucket_allow("igdb")
 
     def test_wait_without_timeout_gets_max_wait(self):
         self.answer(200, DECISION_OK, delay=0.5)
-        self.assertTrue(floodgate.Client(self.fake.url, timeout=0.2, max_wait=1.0).wait("igdb").allowed)
+        self.assertTrue(self.make(self.fake.url, timeout=0.2, max_wait=1.0).wait("igdb").allowed)
         with self.assertRaises(floodgate.TransportError):
-            floodgate.Client(self.fake.url, timeout=0.2, max_wait=0).wait("igdb")
+            self.make(self.fake.url, timeout=0.2, max_wait=0).wait("igdb")
 
     # -- slots
 
@@ -469,7 +482,7 @@ class SourceTest(unittest.TestCase):
         # at least check that no newer syntax (match, except*, ...) slipped in.
         import ast
 
-        for name in ("floodgate.py", "example_bot.py"):
+        for name in _sources():
             path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
             with open(path, encoding="utf-8") as f:
                 ast.parse(f.read(), name, feature_version=(3, 9))
@@ -478,7 +491,10 @@ class SourceTest(unittest.TestCase):
 @unittest.skipUnless(LIVE_URL, "FLOODGATE_TEST_URL is not set (integration_test/python_test.go sets it)")
 class LiveServerTest(unittest.TestCase):
     def setUp(self):
-        self.fg = floodgate.Client(LIVE_URL, token=LIVE_TOKEN, timeout=15.0)
+        self.fg = self.make(LIVE_URL, token=LIVE_TOKEN, timeout=15.0)
+
+    def make(self, *args, **kwargs):
+        return _client(self, floodgate.Client, *args, **kwargs)
         self.run_id = uuid.uuid4().hex[:10]
 
     def uid(self, name):
@@ -537,9 +553,9 @@ class LiveServerTest(unittest.TestCase):
     def test_wrong_or_missing_token_is_401(self):
         for token in ("wrong-" + self.run_id, None):
             with self.assertRaises(floodgate.FloodgateError) as cm:
-                floodgate.Client(LIVE_URL, token=token).allow(self.uid("v"))
+                self.make(LIVE_URL, token=token).allow(self.uid("v"))
             self.assertEqual(cm.exception.status, 401)
-        self.assertTrue(floodgate.Client(LIVE_URL).healthy())  # /healthz stays open
+        self.assertTrue(self.make(LIVE_URL).healthy())  # /healthz stays open
 
     def test_backoff_failure_probe_abandon_success(self):
         name, ep, other = "llm", self.uid("ep"), self.uid("ep2")
@@ -621,6 +637,21 @@ class LiveServerTest(unittest.TestCase):
             leases[1].release()
         with self.assertRaises(floodgate.LeaseLost):
             self.fg.lease(pool, leases[1].token).refresh()
+
+
+class AsyncFakeServerTest(FakeServerTest):
+    """Every FakeServerTest again, through floodgate.AsyncClient."""
+
+    def make(self, *args, **kwargs):
+        return _client(self, floodgate.AsyncClient, *args, **kwargs)
+
+
+@unittest.skipUnless(LIVE_URL, "FLOODGATE_TEST_URL is not set (integration_test/python_test.go sets it)")
+class AsyncLiveServerTest(LiveServerTest):
+    """Every LiveServerTest again, through floodgate.AsyncClient."""
+
+    def make(self, *args, **kwargs):
+        return _client(self, floodgate.AsyncClient, *args, **kwargs)
 
 
 if __name__ == "__main__":
