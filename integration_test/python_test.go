@@ -85,7 +85,7 @@ func TestPythonClientUnittest(t *testing.T) {
 	if err != nil {
 		t.Fatalf("python3 -m unittest -v: %v\n%s\nserver output:\n%s", err, out, srv.Output())
 	}
-	live := regexp.MustCompile(`(?m)^(test_\w+) \(test_floodgate\.LiveServerTest[^)]*\)[^\n]*\.\.\. (\w+)`)
+	live := regexp.MustCompile(`(?m)^(test_\w+) \(test_floodgate\.(?:Async)?LiveServerTest[^)]*\)[^\n]*\.\.\. (\w+)`)
 	ran := 0
 	for _, m := range live.FindAllStringSubmatch(string(out), -1) {
 		if m[2] != "ok" {

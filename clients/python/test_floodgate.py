@@ -492,10 +492,11 @@ class SourceTest(unittest.TestCase):
 class LiveServerTest(unittest.TestCase):
     def setUp(self):
         self.fg = self.make(LIVE_URL, token=LIVE_TOKEN, timeout=15.0)
+        self.run_id = uuid.uuid4().hex[:10]
 
     def make(self, *args, **kwargs):
+        """A Client; AsyncLiveServerTest runs every test again with an AsyncClient."""
         return _client(self, floodgate.Client, *args, **kwargs)
-        self.run_id = uuid.uuid4().hex[:10]
 
     def uid(self, name):
         return "%s-%s" % (name, self.run_id)
@@ -616,7 +617,8 @@ class LiveServerTest(unittest.TestCase):
         leases = []
         for i in range(size):
             got = self.fg.acquire(pool, "h%d" % i, wait=False)
-            self.assertIsInstance(got, floodgate.Lease)
+            self.assertNotIsInstance(got, floodgate.Decision)
+            self.assertTrue(got.token)
             leases.append(got)
         self.assertEqual(self.fg.slots(pool).in_use, size)
         with self.assertRaises(floodgate.Denied) as cm:
