@@ -16,6 +16,7 @@ FLOODGATE_LLM_RETRY_DELAY short (the Go test uses 1s).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -47,17 +48,25 @@ DECISION_OK = {
 }
 
 
+_conn_numbers = itertools.count(1)
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *args):  # keep test output clean
         pass
 
+    def setup(self):
+        super().setup()
+        self.conn_no = next(_conn_numbers)  # which connection a request came on
+
     def _any(self):
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n) if n else b""
         fake = self.server.fake  # type: ignore[attr-defined]
-        fake.requests.append({"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body})
+        fake.requests.append({"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body,
+                              "conn": self.conn_no})
         status, headers, payload, delay = fake.reply(self.command, self.path, body)
         if delay:
             time.sleep(delay)
@@ -81,15 +90,18 @@ class _Handler(BaseHTTPRequestHandler):
 class FakeServer:
     """Records every request; reply(method, path, body) -> (status, headers, payload, delay)."""
 
-    def __init__(self):
+    def __init__(self, httpd=None, scheme="http"):
         self.requests = []
         self.reply = lambda m, p, b: (200, {}, DECISION_OK, 0)
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd = httpd or ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.httpd.daemon_threads = True
         self.httpd.fake = self  # type: ignore[attr-defined]
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
         self.thread.start()
-        self.url = "http://127.0.0.1:%d" % self.httpd.server_address[1]
+        if isinstance(self.httpd.server_address, str):
+            self.url = "unix://" + self.httpd.server_address
+        else:
+            self.url = "%s://%s:%d" % ((scheme,) + tuple(self.httpd.server_address[:2]))
 
     def close(self):
         self.httpd.shutdown()
