@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/floodgate/floodgate/internal/redisproc"
 	"github.com/floodgate/floodgate/limiter"
 )
 
@@ -70,17 +71,22 @@ func TestPythonClientUnittest(t *testing.T) {
 		"FLOODGATE_HTTP_TOKEN":           token,
 		"FLOODGATE_LLM_RETRY_DELAY":      "1s",
 		"FLOODGATE_USER_COOLDOWN":        "10s",
-		"FLOODGATE_API_RATES":            "wikipedia=1,igdb=4,pytest=0.5",
+		"FLOODGATE_API_RATES":            "wikipedia=1,igdb=4,pytest=0.5,pyslow=0.5",
 		"FLOODGATE_MAX_CONCURRENT_USERS": "7",
 		"FLOODGATE_REDIS_TIMEOUT":        pyRedisTimeout.String(),
 	})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	tlsDir := t.TempDir() // for the client's TLS tests (test_transport.py)
+	if _, err := redisproc.GenerateTLS(tlsDir); err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.CommandContext(ctx, py, "-m", "unittest", "-v")
 	cmd.Dir = pyClientDir
 	cmd.Env = append(os.Environ(), "FLOODGATE_TEST_URL="+srv.URL, "FLOODGATE_TEST_TOKEN="+token,
-		"FLOODGATE_TEST_BUCKET=pytest", "PYTHONDONTWRITEBYTECODE=1")
+		"FLOODGATE_TEST_BUCKET=pytest", "FLOODGATE_TEST_SLOW_BUCKET=pyslow", "FLOODGATE_TEST_TLS_DIR="+tlsDir,
+		"PYTHONDONTWRITEBYTECODE=1")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("python3 -m unittest -v: %v\n%s\nserver output:\n%s", err, out, srv.Output())
@@ -95,6 +101,19 @@ func TestPythonClientUnittest(t *testing.T) {
 	}
 	if ran < 20 {
 		t.Fatalf("only %d live tests ran against the server; output:\n%s", ran, out)
+	}
+	// These must run here, not skip: the recipes against the server, the
+	// event loop during a server-side wait, TLS with the test's CA.
+	for _, name := range []string{
+		`test_twitchio \(test_recipes\.LiveRecipeTest`, `test_discord \(test_recipes\.LiveRecipeTest`,
+		`test_twitchapi \(test_recipes\.LiveRecipeTest`, `test_docs_show_every_recipe_verbatim \(test_recipes`,
+		`test_other_tasks_go_on_during_a_server_side_wait \(test_floodgate\.AsyncLiveServerTest`,
+		`test_ca_file_and_ssl_context \(test_transport\.TLSTest`, `test_ca_file_and_ssl_context \(test_transport\.AsyncTLSTest`,
+		`test_unix_socket \(test_transport\.AsyncConnectionTest`,
+	} {
+		if !regexp.MustCompile(`(?m)^` + name + `[^\n]*\.\.\. ok$`).Match(out) {
+			t.Errorf("%s did not run ok; output:\n%s", name, out)
+		}
 	}
 	t.Logf("%d live Python tests passed against %s", ran, srv.URL)
 }
@@ -262,10 +281,21 @@ func TestPythonAndGoReplicasShareLimits(t *testing.T) {
 	t.Logf("allowed: Go %d, Python %d, total %d over %d users (limit %d each)", goTotal, pyTotal, goTotal+pyTotal, users, limit)
 }
 
+// TestPythonExampleBotAsync runs clients/python/example_bot_async.py
+// (AsyncClient, one task per message) against a real server, as
+// TestPythonExampleBot does the sync one.
+func TestPythonExampleBotAsync(t *testing.T) {
+	runPythonExampleBot(t, "example_bot_async.py")
+}
+
 // TestPythonExampleBot runs clients/python/example_bot.py (the compose
 // file's bot-py) against a real server: every message is answered, held
 // back by a named limit, or an LLM failure, and some are answered.
 func TestPythonExampleBot(t *testing.T) {
+	runPythonExampleBot(t, "example_bot.py")
+}
+
+func runPythonExampleBot(t *testing.T, script string) {
 	py := needPython(t)
 	rdb := client(t)
 	token := randomHex(t, 16)
@@ -277,17 +307,17 @@ func TestPythonExampleBot(t *testing.T) {
 	const messages = 100
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, py, "example_bot.py")
+	cmd := exec.CommandContext(ctx, py, script)
 	cmd.Dir = pyClientDir
 	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1", "FLOODGATE_URL="+srv.URL, "FLOODGATE_HTTP_TOKEN="+token,
 		fmt.Sprintf("BOT_MESSAGES=%d", messages), "BOT_LLM_SECONDS=0.01")
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("example_bot.py: %v\n%s", err, out)
+		t.Fatalf("%s: %v\n%s", script, err, out)
 	}
 	var tally map[string]int
 	if err := json.Unmarshal(out, &tally); err != nil {
-		t.Fatalf("example_bot.py printed %q: %v", out, err)
+		t.Fatalf("%s printed %q: %v", script, out, err)
 	}
 	total := 0
 	for k, n := range tally {
@@ -299,5 +329,5 @@ func TestPythonExampleBot(t *testing.T) {
 	if total != messages || tally["answered"] == 0 || tally["held_cooldown"] == 0 {
 		t.Fatalf("outcomes %v: want %d in total, some answered and some held by the cooldown", tally, messages)
 	}
-	t.Logf("example_bot.py: %v", tally)
+	t.Logf("%s: %v", script, tally)
 }

@@ -78,6 +78,8 @@ class _Blocking:
             return call
         if inspect.iscoroutinefunction(attr):
             return lambda *a, **k: self._wrap(self._loop.run(attr(*a, **k)))
+        if callable(attr):
+            return lambda *a, **k: self._wrap(attr(*a, **k))  # e.g. lease() gives an AsyncLease
         return attr
 
 

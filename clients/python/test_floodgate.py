@@ -16,6 +16,7 @@ FLOODGATE_LLM_RETRY_DELAY short (the Go test uses 1s).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -666,6 +667,31 @@ class AsyncLiveServerTest(LiveServerTest):
 
     def make(self, *args, **kwargs):
         return _client(self, floodgate.AsyncClient, *args, **kwargs)
+
+    @unittest.skipUnless(os.environ.get("FLOODGATE_TEST_SLOW_BUCKET"), "FLOODGATE_TEST_SLOW_BUCKET (0.5/s) is not set")
+    def test_other_tasks_go_on_during_a_server_side_wait(self):
+        bucket = os.environ.get("FLOODGATE_TEST_SLOW_BUCKET", "")
+
+        async def go():
+            async with floodgate.AsyncClient(LIVE_URL, token=LIVE_TOKEN, timeout=15) as fg:
+                self.assertTrue((await fg.wait(bucket, timeout=5)).allowed)  # the next token is 2 s away
+                loop = asyncio.get_running_loop()
+                t0 = last = loop.time()
+                waiter = asyncio.ensure_future(fg.wait(bucket, timeout=5))
+                calls, gap = 0, 0.0
+                while not waiter.done():
+                    self.assertTrue((await fg.allow(self.uid("busy%d" % calls))).allowed)
+                    calls += 1
+                    now = loop.time()
+                    gap, last = max(gap, now - last), now
+                d = await waiter
+                return d, loop.time() - t0, calls, gap
+
+        d, waited, calls, gap = asyncio.run(go())
+        self.assertTrue(d.allowed, d)
+        self.assertGreater(waited, 1.0)  # the server held the wait...
+        self.assertGreater(calls, 20)  # ...while this task went on calling
+        self.assertLess(gap, 0.5)
 
 
 if __name__ == "__main__":
