@@ -164,6 +164,25 @@ class FakeServerTest(unittest.TestCase):
             self.fg.allow(42)  # type: ignore[arg-type]
         self.assertEqual(self.fake.requests, [])
 
+    def test_allow_many_sends_users_and_maps_decisions(self):
+        self.answer(200, {"decisions": [DECISION_OK, dict(DECISION_OK, allowed=False, reason="cooldown", retry_after_ms=6000),
+                                        dict(DECISION_OK, allowed=False, reason="redis_down", error="redis: timeout")]})
+        got = self.fg.allow_many(["a", b"b/c", "a"])
+        self.assertEqual([(d.allowed, d.reason, d.error) for d in got],
+                         [(True, "none", ""), (False, "cooldown", ""), (False, "redis_down", "redis: timeout")])
+        self.assertEqual(got[1].retry_after, 6.0)
+        self.assertEqual((self.fake.last()["method"], self.fake.last()["path"]), ("POST", "/v1/allow-many"))
+        self.assertEqual(json.loads(self.fake.last()["body"]), {"users": ["a", "b/c", "a"]})
+        self.answer(200, {"decisions": [DECISION_OK]})
+        with self.assertRaisesRegex(floodgate.FloodgateError, "1 decisions for 2 users"):
+            self.fg.allow_many(["a", "b"])
+        n = len(self.fake.requests)
+        for bad, err in (([], ValueError), ([b"\xff"], ValueError), (["ok", ""], ValueError), ("ab", TypeError),
+                         (["x"] * 1001, ValueError), ([42], TypeError)):
+            with self.assertRaises(err, msg=repr(bad)[:40]):
+                self.fg.allow_many(bad)  # type: ignore[arg-type]
+        self.assertEqual(len(self.fake.requests), n)
+
     def test_peek_and_reset(self):
         self.answer(200, {"user": "v", "remaining": 18, "retry_after_ms": 2500, "reason": "cooldown",
                           "cooldown_left_ms": 2500, "entries": 2, "reset_after_ms": 3599000})
@@ -538,6 +557,19 @@ class LiveServerTest(unittest.TestCase):
             st = self.fg.peek(user)
             self.assertEqual((st.reason, st.entries), ("cooldown", 1))
             self.assertGreater(st.cooldown_left, 0)
+
+    def test_allow_many_counts_each_listed_user(self):
+        a, b = self.uid("many-a"), self.uid("many-b")
+        got = self.fg.allow_many([a, b, a])
+        self.assertEqual(len(got), 3)
+        self.assertTrue(got[0].allowed and got[1].allowed, got)
+        self.assertEqual(self.fg.peek(b).entries, 1)
+        self.assertEqual(self.fg.peek(a).entries, 1 + got[2].allowed)
+        if not got[2].allowed:
+            self.assertEqual(got[2].reason, "cooldown")
+        with self.assertRaises(floodgate.FloodgateError) as cm:
+            self.fg.allow_many(["x" * 257])
+        self.assertEqual(cm.exception.status, 400)
 
     def test_reset_forgets_the_user(self):
         user = self.uid("pardoned")

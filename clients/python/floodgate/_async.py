@@ -287,7 +287,7 @@ class AsyncClient:
 
     async def allow_many(self, users: Sequence[Id], *, timeout: Optional[float] = None) -> List[Decision]:
         """allow() for each user in order, in one round trip (Client.allow_many)."""
-        return await self._send(p.op_allow_many(list(users)), timeout)
+        return await self._send(p.op_allow_many(users), timeout)
 
     async def peek(self, user: Id, *, timeout: Optional[float] = None) -> UserStatus:
         """user's state, counting nothing."""

@@ -11,7 +11,7 @@ import math
 import ssl
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Generic, List, Optional, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, Generic, List, Optional, Sequence, Tuple, TypeVar, Union
 
 __version__ = "0.2.0"
 
@@ -406,7 +406,7 @@ def op_allow(user: Id) -> _Op[Decision]:
     return _Op("POST", _user_path(user) + "/allow", None, _decision, _same)
 
 
-def op_allow_many(users: List[Id]) -> _Op[List[Decision]]:
+def op_allow_many(users: Sequence[Id]) -> _Op[List[Decision]]:
     if isinstance(users, (str, bytes)) or not hasattr(users, "__iter__"):
         raise TypeError(f"floodgate: users must be a list of ids, got {type(users).__name__}")
     ids = [_json_id("user", u) for u in users]

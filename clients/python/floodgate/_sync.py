@@ -254,7 +254,7 @@ class Client:
         A user listed twice makes two requests. A user the server could not
         decide gets allowed=False with .error set; the others stand.
         """
-        return self._send(p.op_allow_many(list(users)), timeout)
+        return self._send(p.op_allow_many(users), timeout)
 
     def peek(self, user: Id, *, timeout: Optional[float] = None) -> UserStatus:
         """user's state, counting nothing."""
