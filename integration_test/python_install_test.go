@@ -59,6 +59,40 @@ func TestPythonClientInstalls(t *testing.T) {
 	if !strings.HasPrefix(strings.TrimSpace(where), venv) {
 		t.Fatalf("imported floodgate from %s, want the venv %s", where, venv)
 	}
+	// A type checker sees the installed package's hints (py.typed): the
+	// result types of both clients, and a misspelt field is an error.
+	if err := exec.Command(sysPy, "-c", "import mypy").Run(); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("CI is set but mypy is missing (.ci/run installs python3-mypy)")
+		}
+		t.Log("no mypy: the type check is skipped")
+	} else {
+		check := filepath.Join(tests, "typecheck_me.py")
+		if err := os.WriteFile(check, []byte(`import floodgate
+
+async def handler(afg: floodgate.AsyncClient, fg: floodgate.Client) -> None:
+    reveal_type(await afg.allow("x"))
+    reveal_type(fg.allow_many(["x"]))
+    async with afg.slot("llm", "x") as lease:
+        reveal_type(lease)
+    fg.allow("x").alowed
+`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.CommandContext(ctx, vpy, "-m", "mypy", "--no-incremental", "--python-version", "3.9", check)
+		cmd.Dir, cmd.Env = tests, append(os.Environ(), "PYTHONPATH=")
+		got, _ := cmd.CombinedOutput() // exit 1: the misspelt field
+		for _, want := range []string{
+			`Revealed type is "floodgate._proto.Decision"`,
+			`Revealed type is "builtins.list[floodgate._proto.Decision]"`,
+			`Revealed type is "floodgate._async.AsyncLease"`,
+			`"Decision" has no attribute "alowed"`,
+		} {
+			if !strings.Contains(string(got), want) {
+				t.Errorf("mypy on the installed package: want %q in\n%s", want, got)
+			}
+		}
+	}
 	out := run(tests, []string{"PYTHONPATH="}, vpy, "-m", "unittest", "test_floodgate", "test_transport")
 	if !strings.Contains(out, "OK") {
 		t.Fatalf("unittest: %s", out)
