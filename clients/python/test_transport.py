@@ -188,6 +188,21 @@ class ConnectionTest(unittest.TestCase):
             self.cls("http://127.0.0.1:1", ca_file="/nonexistent")
 
 
+class SyncPoolTest(unittest.TestCase):
+    def test_pool_size_bounds_the_idle_connections(self):
+        fake = FakeServer()
+        self.addCleanup(fake.close)
+        for size, conns in ((0, 5), (1, 1)):
+            fg = floodgate.Client(fake.url, pool_size=size)
+            self.addCleanup(fg.close)
+            fake.requests.clear()
+            for i in range(5):
+                fg.allow("v%d" % i)
+            self.assertEqual(len({r["conn"] for r in fake.requests}), conns, size)
+        with self.assertRaises(ValueError):
+            floodgate.Client(fake.url, pool_size=-1)
+
+
 class AsyncConnectionTest(ConnectionTest):
     cls = floodgate.AsyncClient  # type: ignore[assignment]
 
@@ -319,7 +334,7 @@ class AsyncCancellationTest(unittest.TestCase):
         def reply(m, p, b):
             if p.endswith("/check"):
                 return 200, {}, dict(DECISION_OK, probe=True, token="P1"), 0
-            return 204, {}, b"", 0
+            return 204, {}, b"", 0.1  # a slow abandon: the second cancel must not cut it short
         self.fake.reply = reply
 
         async def go():
@@ -332,6 +347,8 @@ class AsyncCancellationTest(unittest.TestCase):
                 t = asyncio.ensure_future(fg.call("llm", "ep", llm))
                 await started.wait()
                 t.cancel()
+                await asyncio.sleep(0)
+                t.cancel()  # cancelled again while handing the probe back
                 with self.assertRaises(asyncio.CancelledError):
                     await t
         self.run_async(go())

@@ -185,7 +185,8 @@ class AsyncClient:
 
     async def aclose(self) -> None:
         """Close every idle connection and refuse new calls; calls under way
-        finish and close theirs."""
+        finish and close theirs. Waits for lease releases and probe
+        hand-backs that cancelled tasks left running."""
         self._closed = True
         idle, self._idle = self._idle, []
         for c in idle:
