@@ -173,6 +173,7 @@ class AsyncClient:
         self._sem: Optional[asyncio.Semaphore] = None  # made in the loop that uses it
         self._closed = False
         self._background: Set["asyncio.Task[Any]"] = set()
+        self._head = p.RequestHead(self._target.host, self.token)
 
     def __repr__(self) -> str:
         return f"AsyncClient({self.base_url!r})"  # never the token
@@ -215,23 +216,20 @@ class AsyncClient:
             t += op.wait if op.wait >= 0 else self.max_wait
         if self._closed:
             raise TransportError("the AsyncClient is closed")
-        what = f"{op.method} {self.base_url}{op.path}"
         try:
             status, ra, raw = await _within(self._round_trip(op), t)
         except (asyncio.TimeoutError, TimeoutError):
-            raise TransportError(f"{what}: timed out after {t}s") from None
+            raise TransportError(f"{op.method} {self.base_url}{op.path}: timed out after {t}s") from None
         except TransportError as e:
-            raise TransportError(f"{what}: {e.message}") from None
+            raise TransportError(f"{op.method} {self.base_url}{op.path}: {e.message}") from None
         except (OSError, EOFError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ssl.SSLError) as e:
-            raise TransportError(f"{what}: {e.__class__.__name__}: {e}") from None
+            raise TransportError(f"{op.method} {self.base_url}{op.path}: {e.__class__.__name__}: {e}") from None
         return op.finish(status, ra, raw)
 
     async def _round_trip(self, op: "p._Op[Any]") -> Tuple[int, Optional[str], bytes]:
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.max_connections)
-        data = p.request_head(op.method, op.path, self._target.host, self.token, op.body)
-        if op.body:
-            data += op.body
+        data = self._head.encode(op.method, op.path, op.body)
         async with self._sem:
             fresh = False
             while True:

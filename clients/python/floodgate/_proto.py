@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import ssl
 import urllib.parse
 from dataclasses import dataclass
@@ -118,7 +119,10 @@ class Decision:
     @classmethod
     def from_json(cls, d: Dict[str, Any], retry_after_header: Optional[float] = None) -> "Decision":
         ra = d.get("retry_after_ms")
-        return cls(
+        # Filled in directly: a frozen dataclass's __init__ pays an
+        # object.__setattr__ per field, on every decision.
+        self = object.__new__(cls)
+        self.__dict__.update(
             allowed=bool(d.get("allowed", False)),
             reason=str(d.get("reason", "none")),
             remaining=int(d.get("remaining", 0)),
@@ -130,6 +134,7 @@ class Decision:
             token=str(d.get("token") or ""),
             error=str(d.get("error") or ""),
         )
+        return self
 
 
 @dataclass(frozen=True)
@@ -187,11 +192,16 @@ class _Granted:
 # ---------------------------------------------------------------- arguments
 
 
+_PLAIN = re.compile(r"[A-Za-z0-9_~-]+").fullmatch
+
+
 def _quote(what: str, value: Id) -> str:
     """One path segment: every byte but unreserved ones escaped, dots too.
 
     Dots are escaped so that "." and ".." stay ids instead of path steps.
     """
+    if isinstance(value, str) and _PLAIN(value):
+        return value  # the common case: nothing to escape
     if isinstance(value, bytes):
         raw = value
     elif isinstance(value, str):
@@ -338,11 +348,13 @@ class _Op(Generic[T]):
 
 
 def _json(status: int, raw: bytes) -> Any:
-    if not raw.strip():
+    if not raw:
         return None
     try:
         return json.loads(raw)
     except ValueError:
+        if not raw.strip():
+            return None
         raise FloodgateError(status, f"server sent invalid JSON: {raw[:200]!r}") from None
 
 
@@ -541,21 +553,25 @@ def op_probe(path: str) -> _Op[None]:
     return _Op("GET", path, None, _none, idempotent=True)
 
 
-def request_head(method: str, path: str, host: str, token: Optional[str], body: Optional[bytes]) -> bytes:
-    """The request line and headers, for transports that write raw HTTP/1.1."""
-    lines = [
-        f"{method} {path} HTTP/1.1",
-        f"Host: {host}",
-        "Accept: application/json",
-        "User-Agent: " + USER_AGENT,
-    ]
-    if body is not None:
-        lines.append("Content-Type: application/json")
-    if body is not None or method in ("POST", "PUT"):
-        lines.append(f"Content-Length: {len(body) if body else 0}")
-    if token:
-        lines.append("Authorization: Bearer " + token)
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+class RequestHead:
+    """Request lines and headers for transports that write raw HTTP/1.1;
+    what is the same for every request is encoded once."""
+
+    __slots__ = ("_tail",)
+
+    def __init__(self, host: str, token: Optional[str]) -> None:
+        lines = [f"Host: {host}", "Accept: application/json", "User-Agent: " + USER_AGENT]
+        if token:
+            lines.append("Authorization: Bearer " + token)
+        self._tail = ("\r\n" + "\r\n".join(lines) + "\r\n").encode("latin-1")
+
+    def encode(self, method: str, path: str, body: Optional[bytes]) -> bytes:
+        head = f"{method} {path} HTTP/1.1".encode("ascii") + self._tail
+        if body is not None:
+            return head + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        if method == "POST":
+            return head + b"Content-Length: 0\r\n\r\n"
+        return head + b"\r\n"
 
 
 def headers_for(token: Optional[str], body: Optional[bytes]) -> Dict[str, str]:
