@@ -217,10 +217,13 @@ def _tls_files():
     d = tempfile.mkdtemp()
     ca, ca_key, crt, key, csr, ext = (os.path.join(d, n) for n in ("ca.crt", "ca.key", "server.crt", "server.key", "s.csr", "ext"))
     with open(ext, "w") as f:
-        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\nkeyUsage=critical,digitalSignature\n"
+                "extendedKeyUsage=serverAuth\nauthorityKeyIdentifier=keyid\n")
     q = dict(check=True, capture_output=True)
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                    "-keyout", ca_key, "-out", ca, "-days", "1", "-subj", "/CN=floodgate test CA"], **q)
+                    "-keyout", ca_key, "-out", ca, "-days", "1", "-subj", "/CN=floodgate test CA",
+                    # Python 3.13 verifies strictly: a CA must say what its key is for.
+                    "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"], **q)
     subprocess.run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
                     "-keyout", key, "-out", csr, "-subj", "/CN=localhost"], **q)
     subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
