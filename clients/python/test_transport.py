@@ -186,6 +186,8 @@ class ConnectionTest(unittest.TestCase):
                 self.cls(bad)
         with self.assertRaisesRegex(ValueError, "https"):
             self.cls("http://127.0.0.1:1", ca_file="/nonexistent")
+        with self.assertRaisesRegex(ValueError, "token"):  # no header injection
+            self.cls("http://127.0.0.1:1", token="abc\r\nX-Evil: 1")
 
 
 class SyncPoolTest(unittest.TestCase):
