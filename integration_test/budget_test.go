@@ -309,36 +309,20 @@ func TestBudgetMemoryPerUser(t *testing.T) {
 	wg.Wait()
 	window := float64(usedMemory(t, rdb)-before) / users
 
-	sums := make([]int, users)
 	before = usedMemory(t, rdb)
-	base := now.Add(-time.Hour + time.Minute).UnixMilli()
-	for lo := 0; lo < users; lo += 1000 {
-		pipe := rdb.Pipeline()
-		for i := lo; i < min(lo+1000, users); i++ {
-			rng := rand.New(rand.NewPCG(uint64(i), 2))
-			key, _ := b.UserKey(fmt.Sprintf("user_%05d", i))
-			zs := []redis.Z{{Score: float64(base), Member: "b"}}
-			for slot := 0; slot < 20; slot++ {
-				units := 100 + rng.IntN(1900) // a chat answer: 100..2,000 tokens
-				sums[i] += units
-				zs = append(zs, redis.Z{Score: float64(rng.Int64N(int64(58 * time.Minute / time.Millisecond))), Member: units*128 + slot})
-			}
-			pipe.ZAdd(ctx, key, zs...)
-			pipe.PExpire(ctx, key, time.Hour)
-		}
-		if _, err := pipe.Exec(ctx); err != nil {
-			t.Fatal(err)
-		}
+	sums, err := fillBudgets(ctx, rdb, b, users, 20)
+	if err != nil {
+		t.Fatal(err)
 	}
 	budget := float64(usedMemory(t, rdb)-before) / users
 	for i := 0; i < users; i += 97 {
-		u := fmt.Sprintf("user_%05d", i)
+		u := "user_" + strconv.Itoa(i)
 		st, err := b.Peek(ctx, u)
 		if err != nil || st.Spent != sums[i] {
 			t.Fatalf("%s: Peek %+v, %v; want %d spent", u, st, err, sums[i])
 		}
 	}
-	key, _ := b.UserKey("user_00001")
+	key, _ := b.UserKey("user_1")
 	enc, _ := rdb.ObjectEncoding(ctx, key).Result()
 	t.Logf("50,000 users x 20 settled spends: %.1f bytes/user of used_memory (encoding %s); per-message window, 20 requests, same run: %.1f bytes/user; ratio %.2f (%s)",
 		budget, enc, window, budget/window, runtime.Version())

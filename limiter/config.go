@@ -99,9 +99,9 @@ type Config struct {
 	LLMProbeLease time.Duration `env:"LLM_PROBE_LEASE"`
 
 	// UserTokenBudget is how many units (LLM tokens) one user may spend
-	// within UserTokenWindow under a Budget whose Limit is left 0 (the
-	// sidecar's "llm" budget), at most MaxBudgetUnits; 0 (the default)
-	// turns that budget off (max_tokens_per_user_hour).
+	// within UserTokenWindow under a Budget whose Limit is left 0, at
+	// most MaxBudgetUnits; 0 (the default) turns such budgets off
+	// (max_tokens_per_user_hour).
 	UserTokenBudget int `env:"USER_TOKEN_BUDGET"`
 	// UserTokenWindow is a Budget's sliding window when its Window is left
 	// 0; 1h by default, at most MaxIdleTime.

@@ -59,10 +59,12 @@ local function member(slot)
 end
 
 -- parse returns slot, units and whether m is a reservation; nil when m is
--- not a Floodgate entry.
+-- not a Floodgate entry. (tonumber first: most entries are spends, and a
+-- pattern match costs more than the arithmetic.)
 local function parse(m)
-  if string.find(m, '^%d+$') then
-    local v = tonumber(m)
+  local v = tonumber(m)
+  if v then
+    if v < 0 or v % 1 ~= 0 then return nil end
     local s = v % 128
     return s, (v - s) / 128, false
   end
@@ -88,17 +90,28 @@ if now < newest then skew = newest - now; now = newest end
 
 -- Entries scored at or before cut have aged out.
 local cut = now - window - base
-local live = redis.call('ZRANGEBYSCORE', key, '(' .. cut, '+inf', 'WITHSCORES')
-local n = #live / 2 - 1 -- the base is last
+-- Members only: Redis 7.0 formats every score it hands to Lua with
+-- printf, so times are read only when a denial or a merge needs them.
+local live = redis.call('ZRANGEBYSCORE', key, '(' .. cut, '+inf')
+local n = #live - 1 -- the base is last
 local used, held = 0, {}
-local ents = {}
 for i = 1, n do
-  local m = live[2 * i - 1]
-  local s, u, r = parse(m)
+  local s, u = parse(live[i])
   if not s then return {-1, 0, 0, 0, 0} end
   used = used + u
   held[s] = true
-  ents[i] = {m = m, at = base + tonumber(live[2 * i]), u = u, r = r}
+end
+
+-- entries reads the live entries with their times, oldest first.
+local function entries()
+  local w = redis.call('ZRANGEBYSCORE', key, '(' .. cut, '+inf', 'WITHSCORES')
+  local ents = {}
+  for i = 1, n do
+    local m = w[2 * i - 1]
+    local _, u, r = parse(m)
+    ents[i] = {m = m, at = base + tonumber(w[2 * i]), u = u, r = r}
+  end
+  return ents
 end
 
 -- A wait is stretched by the skew but never outlasts the key.
@@ -120,6 +133,7 @@ if used + units > limit then
   -- Entries age out oldest first: wait for the one after which these
   -- units fit.
   local freed, retry = 0, 0
+  local ents = entries()
   for i = 1, n do
     freed = freed + ents[i].u
     if used - freed + units <= limit then
@@ -136,6 +150,7 @@ end
 -- are not live reservations.
 local merge = nil
 if n >= 127 then
+  local ents = entries()
   local a = nil
   for i = 1, n do
     local e = ents[i]
