@@ -5,13 +5,17 @@ import (
 	"time"
 )
 
+// maxLocalBudgetUsers bounds the users one Budget's fallback remembers.
+const maxLocalBudgetUsers = 10_000
+
 // localBudget is one Budget's in-process fallback (FailLocal): the same
 // window and reservations as budget_reserve.lua, for this replica's calls
 // alone, on this process's clock; N replicas admit at most N times the
 // limit while Redis is out of reach. Its tokens are "l" + the nonce, so
 // Settle finds them here whatever Redis does meanwhile. It keeps at most
-// maxLocalUsers users (forgetting one whose window is empty first, else
-// any) and maxBudgetEntries entries per user (merging as the script does),
+// maxLocalBudgetUsers users (forgetting one whose window is empty first,
+// else any) and maxBudgetEntries entries per user (merging as the script
+// does), 40 bytes each: about 50 MB at worst, 8 MB at 20 entries a user;
 // and it outlives the outage: what a replica admitted locally was never
 // counted in Redis, so it keeps counting here until it ages out.
 type localBudget struct {
@@ -91,14 +95,14 @@ func (lb *localBudget) admit(now time.Time, user string, n int, nonce string, li
 			return deny(es[0].at.Add(lease).Sub(now))
 		}
 	}
-	if len(lb.users) >= maxLocalUsers && len(es) == 0 {
+	if len(lb.users) >= maxLocalBudgetUsers && len(es) == 0 {
 		for u, other := range lb.users {
 			if len(other) == 0 || !other[len(other)-1].at.After(now.Add(-window)) {
 				delete(lb.users, u)
 				break
 			}
 		}
-		if len(lb.users) >= maxLocalUsers {
+		if len(lb.users) >= maxLocalBudgetUsers {
 			for u := range lb.users {
 				delete(lb.users, u)
 				break
