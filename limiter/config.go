@@ -345,8 +345,8 @@ func (c Config) Validate() error {
 	if err := c.APIRates.validate(); err != nil {
 		errs = append(errs, fieldError("APIRates", "%v", err))
 	}
-	checkIdleTTLs(&errs, c)     // bucket and slot keys within MaxIdleTime (key_ttl.go)
-	checkBudgetConfig(&errs, c) // budget.go
+	checkIdleTTLs(&errs, c) // bucket and slot keys within MaxIdleTime (key_ttl.go)
+	checkBudgetConfig(&errs, c)
 	checkDuration(&errs, "RedisTimeout", c.RedisTimeout, time.Millisecond, maxRedisTimeout)
 	checkInt(&errs, "LocalCacheSize", c.LocalCacheSize, 0, maxLocalCache)
 	for _, m := range []struct {
