@@ -19,6 +19,7 @@ import (
 
 func init() {
 	workers["budget-calls"] = budgetCallsWorker
+	clusterTests = append(clusterTests, clusterTest{name: "BudgetOnCluster", run: testClusterBudget})
 }
 
 // budgetCall is one admitted LLM call as a worker saw it: wall-clock ns
@@ -331,5 +332,71 @@ func TestBudgetMemoryPerUser(t *testing.T) {
 	}
 	if budget > 2*window {
 		t.Errorf("%.1f bytes per budget user, more than twice the window's %.1f", budget, window)
+	}
+}
+
+// testClusterBudget: on a 3-master Cluster, a user's budget key sits in
+// the slot of their window key (ids with braces included), and 32
+// goroutines reserving and settling for 24 users stay exact: Redis holds
+// what was admitted, never above the limit.
+func testClusterBudget(t *testing.T, env *clusterEnv) {
+	cfg := limiter.DefaultConfig()
+	cfg.RedisTimeout = 5 * time.Second
+	l := env.limiter(t, cfg)
+	b, err := l.Budget("llm", limiter.BudgetSettings{Limit: 5000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := clusterUsers(24)
+	for _, u := range users {
+		bk, _ := b.UserKey(u)
+		uk, _ := l.UserKeys(u)
+		if env.slot(t, bk) != env.slot(t, uk[0]) {
+			t.Errorf("user %q: budget key %q in slot %d, window key %q in slot %d", u, bk, env.slot(t, bk), uk[0], env.slot(t, uk[0]))
+		}
+	}
+	ctx := context.Background()
+	var mu sync.Mutex
+	sums := map[string]int{}
+	var wg sync.WaitGroup
+	errs := make(chan error, 32)
+	for g := 0; g < 32; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(g), 9))
+			for i := 0; i < 40; i++ {
+				u, est := users[rng.IntN(len(users))], 100+rng.IntN(900)
+				d, err := b.Reserve(ctx, u, est)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if !d.Allowed {
+					continue
+				}
+				if err := b.Settle(ctx, u, d.Token, est); err != nil {
+					errs <- err
+					return
+				}
+				mu.Lock()
+				sums[u] += est
+				mu.Unlock()
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range users {
+		st, err := b.Peek(ctx, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Spent != sums[u] || sums[u] > 5000 {
+			t.Errorf("user %q: Peek %+v, admitted %d (limit 5000)", u, st, sums[u])
+		}
 	}
 }
