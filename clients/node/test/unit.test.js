@@ -174,6 +174,18 @@ test('a request the server may have read is never sent twice, unless idempotent'
   }
 });
 
+test("Node's fetch fails even a GET the server dropped unanswered (why the client uses core http)", async () => {
+  const srv = await rawServer('reset-second');
+  try {
+    await (await fetch(`${srv.url}/v1/users/u`)).text();
+    await sleep(50); // the connection is back in fetch's pool
+    await assert.rejects(fetch(`${srv.url}/v1/users/u`), (e) => e instanceof TypeError && /other side closed|socket/i.test(String(e.cause?.message ?? e.cause)));
+    assert.deepEqual(srv.st, { requests: 2, connections: 1 }, 'fetch did not send it again');
+  } finally {
+    await srv.close();
+  }
+});
+
 test('a server restarted on the same port: the next call succeeds on a new connection', async () => {
   let srv = await fakeServer(() => [200, DECISION]);
   const fg = new Client({ baseUrl: srv.url });
@@ -225,8 +237,11 @@ function makeCerts(dir) {
 }
 
 test('TLS: certificates verified by default; the ca option trusts a private CA', async (t) => {
-  const dir = process.env.FLOODGATE_TEST_TLS_DIR || fs.mkdtempSync(path.join(os.tmpdir(), 'fg-tls-'));
-  if (!fs.existsSync(path.join(dir, 'server.pem'))) {
+  // FLOODGATE_TEST_TLS_{CA,CERT,KEY}: files made by the Go test; else openssl makes them.
+  let files = ['CA', 'CERT', 'KEY'].map((k) => process.env[`FLOODGATE_TEST_TLS_${k}`]);
+  if (!files.every(Boolean)) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fg-tls-'));
+    t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
     try {
       makeCerts(dir);
     } catch (e) {
@@ -234,17 +249,18 @@ test('TLS: certificates verified by default; the ca option trusts a private CA',
       t.skip(`no openssl to make a test CA: ${e.message}`);
       return;
     }
+    files = ['ca.pem', 'server.pem', 'server.key'].map((f) => path.join(dir, f));
   }
-  const read = (f) => fs.readFileSync(path.join(dir, f));
+  const [caPem, certPem, keyPem] = files.map((f) => fs.readFileSync(f));
   const srv = await fakeServer(() => [200, DECISION], {
     create: https.createServer,
-    options: { key: read('server.key'), cert: read('server.pem') },
+    options: { key: keyPem, cert: certPem },
   });
   try {
     const strict = new Client({ baseUrl: srv.url });
     await assert.rejects(strict.allow('x'), (e) => e instanceof TransportError && /certificate|self.signed|UNABLE_TO_VERIFY/i.test(e.message));
     strict.close();
-    const fg = new Client({ baseUrl: srv.url, ca: read('ca.pem') });
+    const fg = new Client({ baseUrl: srv.url, ca: caPem });
     assert.equal((await fg.allow('x')).allowed, true);
     await fg.allow('y');
     assert.equal(srv.st.connections, 1, 'TLS connections are kept alive too');
