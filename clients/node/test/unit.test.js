@@ -174,7 +174,9 @@ test('a request the server may have read is never sent twice, unless idempotent'
   }
 });
 
-test("Node's fetch fails even a GET the server dropped unanswered (why the client uses core http)", async () => {
+test("Node 20's fetch fails even a GET the server dropped unanswered (why the client uses core http)", async () => {
+  // What README.md says of Node 20's fetch; other versions' undici may differ.
+  if (process.versions.node.split('.')[0] !== '20') return;
   const srv = await rawServer('reset-second');
   try {
     await (await fetch(`${srv.url}/v1/users/u`)).text();
