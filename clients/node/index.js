@@ -296,7 +296,7 @@ export class Client {
     for (let attempt = 0; ; attempt++) {
       await this._settle();
       try {
-        return await this._send(method, path, data, signal, idempotent);
+        return await this._send(method, path, data, signal, idempotent, timeoutMs);
       } catch (err) {
         if (!(err instanceof Resend) || attempt >= this._maxSockets || signal.aborted) throw err.error ?? err;
       }
@@ -318,7 +318,7 @@ export class Client {
     }
   }
 
-  _send(method, path, data, signal, idempotent) {
+  _send(method, path, data, signal, idempotent, timeoutMs) {
     const t = this._target;
     const headers = { Accept: 'application/json', 'User-Agent': 'floodgate-node/' + version };
     if (data) {
@@ -343,11 +343,11 @@ export class Client {
         answered = true;
         const chunks = [];
         res.on('data', (c) => chunks.push(c));
-        res.on('error', (e) => reject(transportError(what, e, signal, this.timeoutMs)));
-        res.on('aborted', () => reject(transportError(what, new Error('connection closed mid-answer'), signal)));
+        res.on('error', (e) => reject(transportError(what, e, signal, timeoutMs)));
+        res.on('aborted', () => reject(transportError(what, new Error('connection closed mid-answer'), signal, timeoutMs)));
         res.on('end', () => {
           if (!res.complete) {
-            reject(transportError(what, new Error('connection closed mid-answer'), signal));
+            reject(transportError(what, new Error('connection closed mid-answer'), signal, timeoutMs));
             return;
           }
           const raw = Buffer.concat(chunks).toString('utf8');
@@ -377,11 +377,11 @@ export class Client {
           // Read or not, we cannot tell: only an idempotent request goes again.
           const maybeRead = req.reusedSocket && (code === 'ECONNRESET' || code === 'EPIPE') && idempotent;
           if (closedBefore || maybeRead) {
-            reject(new Resend(transportError(what, err, signal)));
+            reject(new Resend(transportError(what, err, signal, timeoutMs)));
             return;
           }
         }
-        reject(transportError(what, err, signal, this.timeoutMs));
+        reject(transportError(what, err, signal, timeoutMs));
       });
       req.end(data ?? undefined);
     });
