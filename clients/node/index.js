@@ -11,10 +11,11 @@
 //
 // Transport: core node:http / node:https with a keep-alive Agent, not the
 // global fetch. fetch cannot take a CA or a unix socket without undici (a
-// dependency), and on a kept-alive connection the server closed while idle
-// it can fail the next request ("other side closed") without retrying, even
-// a GET (Node 20's undici). With our own Agent the client sees which socket a request went out on
-// and retries only what provably never reached the server (see request()).
+// dependency), and (Node 20) when a kept-alive connection dies after the
+// request went out it fails even a GET, with no way to say what is safe to
+// send again. With our own Agent the client sees which socket a request
+// went out on and sends again only what provably never reached the server,
+// or is idempotent (see _request).
 // Per-call timeouts are AbortSignal.timeout.
 
 import http from 'node:http';
