@@ -38,11 +38,12 @@ export async function fakeServer(handler, { socketPath, port = 0, create = http.
  * died); mode "close-idle": each connection is closed closeMs after its
  * answer (an idle timeout).
  */
-export async function rawServer(mode, { closeMs = 50 } = {}) {
+export async function rawServer(mode, { closeMs = 50, onChange = () => {} } = {}) {
   const st = { requests: 0, connections: 0 };
   const socks = new Set();
   const srv = net.createServer((sock) => {
     st.connections++;
+    onChange(st);
     socks.add(sock);
     sock.on('close', () => socks.delete(sock));
     let n = 0;
@@ -57,6 +58,7 @@ export async function rawServer(mode, { closeMs = 50 } = {}) {
         if (buf.length < end) return;
         buf = buf.slice(end);
         st.requests++;
+        onChange(st);
         n++;
         if (mode === 'reset-second' && n === 2) {
           sock.destroy();
@@ -86,3 +88,23 @@ export function block(ms) {
 }
 
 export const DECISION = { allowed: true, reason: 'none', remaining: 19, retry_after_ms: 0, reset_after_ms: 3600000, degraded: false, cached: false };
+
+/** rawServer in a child process; st follows its counts. */
+export async function rawServerProcess(mode, { closeMs = 50 } = {}) {
+  const { spawn } = await import('node:child_process');
+  const { createInterface } = await import('node:readline');
+  const child = spawn(process.execPath, [new URL('./raw-server-child.js', import.meta.url).pathname, mode, String(closeMs)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const st = { requests: 0, connections: 0 };
+  const lines = createInterface({ input: child.stdout });
+  const url = await new Promise((resolve, reject) => {
+    child.once('exit', (code) => reject(new Error(`raw server exited: ${code}`)));
+    lines.on('line', (l) => (l.startsWith('http') ? resolve(l) : Object.assign(st, JSON.parse(l))));
+  });
+  return {
+    url,
+    st,
+    // settled waits until the child's counts have stopped changing.
+    settled: () => new Promise((r) => setTimeout(r, 200)),
+    close: () => new Promise((r) => { child.once('exit', r); child.kill(); }),
+  };
+}

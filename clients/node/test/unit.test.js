@@ -8,7 +8,7 @@ import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { Client, Denied, FloodgateError, Lease, LeaseLost, TransportError } from '../index.js';
-import { block, DECISION, fakeServer, rawServer, sleep } from './helpers.js';
+import { block, DECISION, fakeServer, rawServer, rawServerProcess, sleep } from './helpers.js';
 
 const here = path.dirname(new URL(import.meta.url).pathname);
 
@@ -131,18 +131,20 @@ test('a connection the server closed while idle is not an error and sends the re
 });
 
 test('a close that arrived while the event loop was blocked is found before sending', async () => {
-  // The handler blocks the loop; the server's close sits unread in the
-  // kernel when the next call starts. Without the client's look at the
-  // idle socket first, the request would go out on it and fail.
-  const srv = await rawServer('close-idle', { closeMs: 20 });
+  // The handler blocks the loop; the server (another process) closes the
+  // idle connection meanwhile, and its close sits unread in the kernel when
+  // the next call starts. Without the client's look at idle sockets first,
+  // the request would go out on it and fail.
+  const srv = await rawServerProcess('close-idle', { closeMs: 20 });
   const fg = new Client({ baseUrl: srv.url });
   try {
     for (let i = 0; i < 3; i++) {
       await fg.allow('u');
-      block(150);
+      block(300);
       assert.equal((await fg.allow('u')).allowed, true, `round ${i}`);
     }
-    assert.equal(srv.st.requests, 6, 'each request read exactly once');
+    await srv.settled();
+    assert.deepEqual(srv.st, { requests: 6, connections: 4 }, 'each request read exactly once; a new connection after each block');
   } finally {
     fg.close();
     await srv.close();
