@@ -191,7 +191,11 @@ test("Node 20's fetch fails even a GET the server dropped unanswered (why the cl
 });
 
 test('idle connections close after keepAliveMs; proxies are ignored; redirects are errors', async () => {
-  const srv = await fakeServer((req) => (req.url.includes('moved') ? [307, '', { Location: '/elsewhere' }] : [200, DECISION]));
+  const srv = await fakeServer(async (req) => {
+    if (req.url.includes('moved')) return [307, '', { Location: '/elsewhere' }];
+    if (req.url.includes('slow')) await sleep(300);
+    return [200, DECISION];
+  });
   const saved = process.env.HTTP_PROXY;
   process.env.HTTP_PROXY = 'http://127.0.0.1:1'; // nothing listens there
   const fg = new Client({ baseUrl: srv.url, keepAliveMs: 100 });
@@ -204,6 +208,7 @@ test('idle connections close after keepAliveMs; proxies are ignored; redirects a
     assert.equal(srv.st.connections, 2, 'the idle connection was closed by the client');
     await assert.rejects(fg.allow('moved'), (e) => e instanceof FloodgateError && e.status === 307);
     assert.equal(srv.seen.length, 4, 'the redirect was not followed');
+    assert.equal((await fg.allow('slow')).allowed, true, 'keepAliveMs limits idle connections, not answers');
   } finally {
     if (saved === undefined) delete process.env.HTTP_PROXY;
     else process.env.HTTP_PROXY = saved;
