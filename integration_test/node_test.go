@@ -3,6 +3,8 @@ package integration_test
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -27,6 +29,21 @@ import (
 // example.js.
 
 const nodeClientDir = "../clients/node"
+
+// nodeRedisTimeout is generous: these tests check counting and the HTTP
+// contract, not outages, and a loaded CI machine must not turn a slow Redis
+// reply into a degraded decision.
+const nodeRedisTimeout = 5 * time.Second
+
+// nodeToken is a fresh FLOODGATE_HTTP_TOKEN.
+func nodeToken(t *testing.T) string {
+	t.Helper()
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
 
 // needNode returns node's path; it skips without one, except under CI
 // (.ci/run installs Debian's nodejs), where it fails.
@@ -62,7 +79,7 @@ func nodeEnv(extra ...string) []string {
 func TestNodeClient(t *testing.T) {
 	node := needNode(t)
 	rdb := client(t)
-	token := randomHex(t, 16)
+	token := nodeToken(t)
 	// As for the Python client: the backoff stays open 1s, the test bucket
 	// refills one token every 2s.
 	srv := startServeProc(t, map[string]string{
@@ -72,7 +89,7 @@ func TestNodeClient(t *testing.T) {
 		"FLOODGATE_USER_COOLDOWN":        "10s",
 		"FLOODGATE_API_RATES":            "wikipedia=1,igdb=4,nodetest=0.5",
 		"FLOODGATE_MAX_CONCURRENT_USERS": "7",
-		"FLOODGATE_REDIS_TIMEOUT":        pyRedisTimeout.String(),
+		"FLOODGATE_REDIS_TIMEOUT":        nodeRedisTimeout.String(),
 	})
 	tlsFiles, err := redisproc.GenerateTLS(t.TempDir())
 	if err != nil {
@@ -256,13 +273,13 @@ func countingSetup(t *testing.T) (map[string]string, *limiter.Limiter) {
 		"FLOODGATE_KEY_PREFIX":                 prefix,
 		"FLOODGATE_USER_COOLDOWN":              "0",
 		"FLOODGATE_MAX_REQUESTS_PER_USER_HOUR": "100",
-		"FLOODGATE_REDIS_TIMEOUT":              pyRedisTimeout.String(),
+		"FLOODGATE_REDIS_TIMEOUT":              nodeRedisTimeout.String(),
 	}
 	cfg := limiter.DefaultConfig()
 	cfg.KeyPrefix = prefix
 	cfg.UserCooldown = 0
 	cfg.MaxRequestsPerUserHour = 100
-	cfg.RedisTimeout = pyRedisTimeout
+	cfg.RedisTimeout = nodeRedisTimeout
 	lim, err := limiter.New(rdb, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -489,11 +506,11 @@ func TestNodeIdleTimeout(t *testing.T) {
 func TestNodeExampleBot(t *testing.T) {
 	node := needNode(t)
 	rdb := client(t)
-	token := randomHex(t, 16)
+	token := nodeToken(t)
 	srv := startServeProc(t, map[string]string{
 		"FLOODGATE_KEY_PREFIX":    uniquePrefix(t, rdb),
 		"FLOODGATE_HTTP_TOKEN":    token,
-		"FLOODGATE_REDIS_TIMEOUT": pyRedisTimeout.String(),
+		"FLOODGATE_REDIS_TIMEOUT": nodeRedisTimeout.String(),
 	})
 	const messages = 100
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -536,13 +553,13 @@ func TestNodeAndGoReplicasShareLimits(t *testing.T) {
 		"FLOODGATE_KEY_PREFIX":                 prefix,
 		"FLOODGATE_USER_COOLDOWN":              "0",
 		"FLOODGATE_MAX_REQUESTS_PER_USER_HOUR": fmt.Sprint(limit),
-		"FLOODGATE_REDIS_TIMEOUT":              pyRedisTimeout.String(),
+		"FLOODGATE_REDIS_TIMEOUT":              nodeRedisTimeout.String(),
 	})
 	cfg := limiter.DefaultConfig()
 	cfg.KeyPrefix = prefix
 	cfg.UserCooldown = 0
 	cfg.MaxRequestsPerUserHour = limit
-	cfg.RedisTimeout = pyRedisTimeout
+	cfg.RedisTimeout = nodeRedisTimeout
 	lim, err := limiter.New(rdb, cfg)
 	if err != nil {
 		t.Fatal(err)
