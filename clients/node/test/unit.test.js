@@ -43,10 +43,13 @@ test('allow: one path segment per id, camelCase result, token, keep-alive', asyn
     assert.equal(srv.seen[2].url, '/v1/users/%FF%2F/allow');
     for (let i = 0; i < 5; i++) await fg.allow('x');
     assert.equal(srv.st.connections, 1, 'eight sequential calls share one kept-alive connection');
+    fg.close();
+    assert.equal((await fg.allow('x')).allowed, true, 'a call after close() opens a new connection');
+    assert.equal(srv.st.connections, 2);
     await assert.rejects(fg.allow(''), RangeError);
     await assert.rejects(fg.allow(42), /user must be a string or Uint8Array, got number/);
     await assert.rejects(fg.allow('bad\uD800'), /lone surrogate/);
-    assert.equal(srv.seen.length, 8, 'bad ids are refused before sending');
+    assert.equal(srv.seen.length, 9, 'bad ids are refused before sending');
   } finally {
     fg.close();
     await srv.close();
