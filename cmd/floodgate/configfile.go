@@ -28,6 +28,7 @@ var configKeys = map[string]func(c *limiter.Config, key string, v *yaml.Node) er
 	"user_cooldown":              durationKey(func(c *limiter.Config) *time.Duration { return &c.UserCooldown }),
 	"max_requests_per_user_hour": intKey(func(c *limiter.Config) *int { return &c.MaxRequestsPerUserHour }),
 	"max_concurrent_users":       intKey(func(c *limiter.Config) *int { return &c.MaxConcurrentUsers }),
+	"max_tokens_per_user_hour":   intKey(func(c *limiter.Config) *int { return &c.UserTokenBudget }),
 	// Floodgate needs no sweeper: every key carries a TTL (at most
 	// max_idle_time), so Redis drops idle users by itself. Accepted so the
 	// bot's file works unchanged; its value is ignored.
