@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/floodgate/floodgate/internal/cli"
 	"github.com/floodgate/floodgate/limiter"
 )
 
@@ -34,7 +35,7 @@ func (o *opsFlags) register(name string, stderr io.Writer) *flag.FlagSet {
 // never start an embedded server: an empty one would show nothing.
 func connect(cfg limiter.Config) (*limiter.Limiter, func(), error) {
 	if cfg.RedisURL == "" {
-		return nil, nil, usagef("no Redis: set FLOODGATE_REDIS_URL or REDIS_URL to the Redis your bots use")
+		return nil, nil, cli.Usagef("no Redis: set FLOODGATE_REDIS_URL or REDIS_URL to the Redis your bots use")
 	}
 	// Operators look at the shared state, not at this process's cache.
 	cfg.LocalCacheSize = 0
@@ -42,12 +43,12 @@ func connect(cfg limiter.Config) (*limiter.Limiter, func(), error) {
 		o.PoolSize = 2
 	}))
 	if err != nil {
-		return nil, nil, usagef("%s", errText(err))
+		return nil, nil, cli.Usagef("%s", errText(err))
 	}
 	lim, err := limiter.New(rdb, cfg)
 	if err != nil {
 		rdb.Close()
-		return nil, nil, usagef("%s", errText(err))
+		return nil, nil, cli.Usagef("%s", errText(err))
 	}
 	return lim, func() { rdb.Close() }, nil
 }
@@ -118,7 +119,7 @@ func startOps(ctx context.Context, name string, args []string, stderr io.Writer,
 func oneArg(cmd, what string) func(n int) error {
 	return func(n int) error {
 		if n != 1 {
-			return usagef("%s takes one %s, got %d arguments", cmd, what, n)
+			return cli.Usagef("%s takes one %s, got %d arguments", cmd, what, n)
 		}
 		return nil
 	}
@@ -178,7 +179,7 @@ func runReset(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 func runEndpoints(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	ctx, c, err := startOps(ctx, "endpoints", args, stderr, func(n int) error {
 		if n < 2 {
-			return usagef("endpoints takes a breaker NAME and at least one ENDPOINT, e.g. floodgate endpoints llm http://gpu-1:8000")
+			return cli.Usagef("endpoints takes a breaker NAME and at least one ENDPOINT, e.g. floodgate endpoints llm http://gpu-1:8000")
 		}
 		return nil
 	})
@@ -189,7 +190,7 @@ func runEndpoints(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	name, endpoints := c.args[0], c.args[1:]
 	b, err := c.lim.Backoff(name, limiter.BackoffSettings{})
 	if err != nil {
-		return usagef("%s", errText(err))
+		return cli.Usagef("%s", errText(err))
 	}
 	rows := []byte{'['}
 	for i, ep := range endpoints {
@@ -227,7 +228,7 @@ func runSlots(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	name := c.args[0]
 	pool, err := c.lim.Slots(name, limiter.SlotsSettings{})
 	if err != nil {
-		return usagef("%s", errText(err))
+		return cli.Usagef("%s", errText(err))
 	}
 	inUse, waiting, err := pool.Usage(ctx)
 	if err != nil {

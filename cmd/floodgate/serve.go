@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/floodgate/floodgate/internal/cli"
 	"github.com/floodgate/floodgate/internal/redisproc"
 	"github.com/floodgate/floodgate/limiter"
 	"github.com/floodgate/floodgate/metrics"
@@ -48,7 +49,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		embedded, err = redisproc.Start(ctx, redisproc.Options{})
 		if err != nil {
 			if errors.Is(err, redisproc.ErrNotInstalled) {
-				return usagef("no Redis named (FLOODGATE_REDIS_URL or REDIS_URL) and no redis-server on PATH to start an embedded one")
+				return cli.Usagef("no Redis named (FLOODGATE_REDIS_URL or REDIS_URL) and no redis-server on PATH to start an embedded one")
 			}
 			return fmt.Errorf("starting the embedded redis-server: %w", err)
 		}
@@ -72,12 +73,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		o.PoolSize = max(o.PoolSize, 64)
 	}))
 	if err != nil {
-		return usagef("%s", errText(err))
+		return cli.Usagef("%s", errText(err))
 	}
 	defer rdb.Close()
 	lim, err := limiter.New(rdb, cfg)
 	if err != nil {
-		return usagef("%s", errText(err))
+		return cli.Usagef("%s", errText(err))
 	}
 
 	ln, err := net.Listen("tcp", set.Addr)
@@ -171,7 +172,7 @@ type errorLog struct {
 func (e *errorLog) Write(p []byte) (int, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.logf("http: %s", oneLine(string(p)))
+	e.logf("http: %s", cli.OneLine(string(p)))
 	return len(p), nil
 }
 

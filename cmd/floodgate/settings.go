@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/floodgate/floodgate/internal/cli"
 	"github.com/floodgate/floodgate/limiter"
 )
 
@@ -62,7 +63,7 @@ func (s *settingsFlags) load() (limiter.Config, error) {
 	}
 	cfg, err := limiter.EnvOverrides(base)
 	if err != nil {
-		return limiter.Config{}, usagef("%s", errText(err))
+		return limiter.Config{}, cli.Usagef("%s", errText(err))
 	}
 	return cfg, nil
 }
@@ -75,7 +76,7 @@ func (s *settingsFlags) parseAll(fs *flag.FlagSet, args []string) (limiter.Confi
 		return limiter.Config{}, httpSettings{}, err
 	}
 	if fs.NArg() > 0 {
-		return limiter.Config{}, httpSettings{}, usagef("%s takes no arguments, got %q", strings.TrimPrefix(fs.Name(), "floodgate "), fs.Args())
+		return limiter.Config{}, httpSettings{}, cli.Usagef("%s takes no arguments, got %q", strings.TrimPrefix(fs.Name(), "floodgate "), fs.Args())
 	}
 	cfg, err := s.load()
 	if err != nil {
@@ -129,7 +130,7 @@ func loadHTTP() (httpSettings, error) {
 		if v := os.Getenv(d.name); v != "" {
 			x, err := parseSeconds(v)
 			if err != nil {
-				return h, usagef("%s: %v", d.name, err)
+				return h, cli.Usagef("%s: %v", d.name, err)
 			}
 			*d.dst = x
 		}
@@ -137,7 +138,7 @@ func loadHTTP() (httpSettings, error) {
 	if v := os.Getenv("FLOODGATE_HTTP_MAX_WAITS"); v != "" {
 		n, err := strconv.Atoi(strings.TrimSpace(v))
 		if err != nil {
-			return h, usagef("FLOODGATE_HTTP_MAX_WAITS: %q is not a whole number", v)
+			return h, cli.Usagef("FLOODGATE_HTTP_MAX_WAITS: %q is not a whole number", v)
 		}
 		h.MaxWaits = n
 	}
@@ -162,25 +163,25 @@ func parseSeconds(s string) (time.Duration, error) {
 func (h httpSettings) validate() error {
 	host, port, err := net.SplitHostPort(h.Addr)
 	if err != nil {
-		return usagef("address %q: want host:port, e.g. 127.0.0.1:8080", h.Addr)
+		return cli.Usagef("address %q: want host:port, e.g. 127.0.0.1:8080", h.Addr)
 	}
 	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
-		return usagef("address %q: bad port %q", h.Addr, port)
+		return cli.Usagef("address %q: bad port %q", h.Addr, port)
 	}
 	switch {
 	case h.MaxWait < time.Millisecond || h.MaxWait > time.Hour:
-		return usagef("max wait (FLOODGATE_HTTP_MAX_WAIT) must be between 1ms and 1h, got %v", h.MaxWait)
+		return cli.Usagef("max wait (FLOODGATE_HTTP_MAX_WAIT) must be between 1ms and 1h, got %v", h.MaxWait)
 	case h.MaxWaits < 1 || h.MaxWaits > 1_000_000:
-		return usagef("max waits (FLOODGATE_HTTP_MAX_WAITS) must be between 1 and 1000000, got %d", h.MaxWaits)
+		return cli.Usagef("max waits (FLOODGATE_HTTP_MAX_WAITS) must be between 1 and 1000000, got %d", h.MaxWaits)
 	case h.ShutdownTimeout < 0 || h.ShutdownTimeout > time.Hour:
-		return usagef("shutdown timeout (FLOODGATE_HTTP_SHUTDOWN_TIMEOUT) must be between 0 and 1h, got %v", h.ShutdownTimeout)
+		return cli.Usagef("shutdown timeout (FLOODGATE_HTTP_SHUTDOWN_TIMEOUT) must be between 0 and 1h, got %v", h.ShutdownTimeout)
 	case h.Token != "" && len(h.Token) < minTokenLen:
-		return usagef("FLOODGATE_HTTP_TOKEN is %d characters, want at least %d (e.g. openssl rand -hex 16)", len(h.Token), minTokenLen)
+		return cli.Usagef("FLOODGATE_HTTP_TOKEN is %d characters, want at least %d (e.g. openssl rand -hex 16)", len(h.Token), minTokenLen)
 	case h.Token != "" && strings.ContainsAny(h.Token, " \t\r\n"):
-		return usagef("FLOODGATE_HTTP_TOKEN must not contain spaces or line breaks")
+		return cli.Usagef("FLOODGATE_HTTP_TOKEN must not contain spaces or line breaks")
 	}
 	if h.Token == "" && !isLoopback(host) {
-		return usagef("refusing to listen on %s without FLOODGATE_HTTP_TOKEN: anyone who reaches it could reset users and take slots; set a token or listen on 127.0.0.1", h.Addr)
+		return cli.Usagef("refusing to listen on %s without FLOODGATE_HTTP_TOKEN: anyone who reaches it could reset users and take slots; set a token or listen on 127.0.0.1", h.Addr)
 	}
 	return nil
 }
