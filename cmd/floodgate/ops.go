@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -68,18 +67,6 @@ func writeJSONOut(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// writeJSONRaw prints JSON the server's appenders wrote, indented as
-// writeJSONOut does: the commands and the routes share field names.
-func writeJSONRaw(w io.Writer, raw []byte) error {
-	var b bytes.Buffer
-	if err := json.Indent(&b, raw, "", "  "); err != nil {
-		return err
-	}
-	b.WriteByte('\n')
-	_, err := w.Write(b.Bytes())
-	return err
-}
-
 // opsCommand is an operator command ready to run: its arguments, the
 // effective settings and a Limiter on the configured Redis.
 type opsCommand struct {
@@ -137,7 +124,7 @@ func runUser(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return opError(fmt.Sprintf("user %q", user), err)
 	}
 	if c.json {
-		return writeJSONRaw(stdout, appendPeek(nil, user, st))
+		return writeJSONOut(stdout, newPeekBody(user, st))
 	}
 	verdict := "a request now would be allowed"
 	if st.RetryAfter > 0 {
@@ -192,19 +179,14 @@ func runEndpoints(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return cli.Usagef("%s", errText(err))
 	}
-	rows := []byte{'['}
-	for i, ep := range endpoints {
+	var rows []endpointBody
+	for _, ep := range endpoints {
 		st, err := b.Status(ctx, ep)
 		if err != nil {
 			return opError(fmt.Sprintf("endpoint %q", ep), err)
 		}
 		if c.json {
-			if i > 0 {
-				rows = append(rows, ',')
-			}
-			rows = append(rows, `{"endpoint":`...)
-			rows = appendJSONString(rows, ep)
-			rows = append(appendBackoffStatus(append(rows, ','), st), '}')
+			rows = append(rows, newEndpointBody(ep, st))
 			continue
 		}
 		fmt.Fprintf(stdout, "%s %q: %s", name, ep, st.State)
@@ -214,7 +196,7 @@ func runEndpoints(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintf(stdout, "\n  opens %d, failures %d, delay %v, probe out %v\n", st.Opens, st.Failures, st.Delay, st.Probing)
 	}
 	if c.json {
-		return writeJSONRaw(stdout, append(rows, ']'))
+		return writeJSONOut(stdout, rows)
 	}
 	return nil
 }
@@ -235,7 +217,7 @@ func runSlots(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return opError(fmt.Sprintf("pool %q", name), err)
 	}
 	if c.json {
-		return writeJSONOut(stdout, map[string]any{"pool": name, "size": pool.Size(), "in_use": inUse, "waiting": waiting})
+		return writeJSONOut(stdout, poolBody{Pool: name, Size: pool.Size(), InUse: inUse, Waiting: waiting})
 	}
 	fmt.Fprintf(stdout, "pool %q: %d of %d slots in use, %d waiting\n", name, inUse, pool.Size(), waiting)
 	return nil

@@ -11,7 +11,6 @@ import (
 	"os"
 	"runtime/debug"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -125,7 +124,7 @@ func serveOn(ctx context.Context, ln net.Listener, lim *limiter.Limiter, rdb red
 	}
 	srv := newHTTPServer(s, set, logf)
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(newListener(ln, set.maxConns())) }()
 	if started != nil {
 		started()
 	}
@@ -147,35 +146,32 @@ func serveOn(ctx context.Context, ln net.Listener, lim *limiter.Limiter, rdb red
 	return nil
 }
 
+// Connection bounds. Bodies are at most 64 KiB: readTimeout is generous.
+const (
+	readHeaderTimeout = 5 * time.Second
+	readTimeout       = 10 * time.Second
+	idleTimeout       = 2 * time.Minute
+	// maxHeaderBytes is the request line and headers: net/http reads up
+	// to 4 KiB past http.Server.MaxHeaderBytes before it answers 431.
+	maxHeaderBytes = 16 << 10
+)
+
 // newHTTPServer sets the connection bounds.
 func newHTTPServer(h http.Handler, set httpSettings, logf func(string, ...any)) *http.Server {
 	return &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 5 * time.Second,
-		// Bodies are at most 64 KiB: 10 s is generous.
-		ReadTimeout: 10 * time.Second,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
 		// A wait may take MaxWait; the answer must still get out.
 		WriteTimeout:   set.MaxWait + 10*time.Second,
-		IdleTimeout:    2 * time.Minute,
-		MaxHeaderBytes: 16 << 10,
-		ErrorLog:       newErrorLog(logf),
+		IdleTimeout:    idleTimeout,
+		MaxHeaderBytes: maxHeaderBytes - 4<<10,
+		// net/http's own messages (bad requests on the wire), one line
+		// each; log.Logger serializes the writes.
+		ErrorLog: log.New(logWriter(func(p []byte) { logf("http: %s", cli.OneLine(string(p))) }), "", 0),
 	}
 }
 
-// errorLog passes net/http's own messages (TLS handshakes, bad requests
-// on the wire) to logf, one line each.
-type errorLog struct {
-	mu   sync.Mutex
-	logf func(string, ...any)
-}
+type logWriter func(p []byte)
 
-func (e *errorLog) Write(p []byte) (int, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.logf("http: %s", cli.OneLine(string(p)))
-	return len(p), nil
-}
-
-func newErrorLog(logf func(string, ...any)) *log.Logger {
-	return log.New(&errorLog{logf: logf}, "", 0)
-}
+func (w logWriter) Write(p []byte) (int, error) { w(p); return len(p), nil }

@@ -54,7 +54,7 @@ func TestListenRules(t *testing.T) {
 func TestHTTPServerBounds(t *testing.T) {
 	set := testSettings()
 	srv := newHTTPServer(http.NotFoundHandler(), set, func(string, ...any) {})
-	if srv.ReadHeaderTimeout != 5*time.Second || srv.ReadTimeout != 10*time.Second || srv.MaxHeaderBytes != 16<<10 ||
+	if srv.ReadHeaderTimeout != 5*time.Second || srv.ReadTimeout != 10*time.Second || srv.MaxHeaderBytes != 12<<10 ||
 		srv.WriteTimeout <= set.MaxWait || srv.IdleTimeout == 0 {
 		t.Fatalf("%+v", srv)
 	}
