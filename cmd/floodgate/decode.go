@@ -95,7 +95,7 @@ func decodeJSON(data []byte, v any, required bool) error {
 		return nil
 	}
 	if at, str, ok := badString(data); ok {
-		return badRequest("body: the string at byte %d, %q, is not valid Unicode (invalid UTF-8 or a lone surrogate)", at, str)
+		return badRequest("body: the string %q at byte %d is not valid Unicode (invalid UTF-8 or a lone surrogate escape)", str, at)
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
@@ -137,7 +137,8 @@ func checkKeys(data []byte, v any) error {
 
 // badString finds the first JSON string in data (a body, before it is
 // decoded) that is not valid Unicode: invalid UTF-8, or a \u escape of a
-// lone surrogate. It returns the string's offset and raw bytes.
+// lone surrogate. It returns the string's offset and its raw bytes
+// between the quotes.
 func badString(data []byte) (at int, raw string, found bool) {
 	for i := 0; i < len(data); i++ {
 		if data[i] != '"' {
@@ -162,9 +163,9 @@ func badString(data []byte) (at int, raw string, found bool) {
 				i += 4
 			}
 		}
-		end := min(i+1, len(data))
-		if bad || !utf8.Valid(data[start:end]) {
-			return start, string(data[start:end]), true
+		end := min(i, len(data))
+		if bad || !utf8.Valid(data[start+1:end]) {
+			return start, string(data[start+1 : end]), true
 		}
 	}
 	return 0, "", false

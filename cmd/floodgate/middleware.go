@@ -38,6 +38,11 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(rec, http.StatusUnauthorized, "missing or wrong bearer token (Authorization: Bearer <FLOODGATE_HTTP_TOKEN>)")
 		return
 	}
+	if r.Method == http.MethodConnect {
+		rec.Header().Set("Allow", "GET, HEAD, POST, DELETE")
+		writeError(rec, http.StatusMethodNotAllowed, "method CONNECT not allowed: this is no proxy")
+		return
+	}
 	if msg := badTarget(r); msg != "" {
 		writeError(rec, http.StatusBadRequest, msg)
 		return
@@ -59,15 +64,12 @@ func routeOf(r *http.Request) string {
 }
 
 // badTarget says what is wrong with a request target ServeMux would
-// answer with a redirect or plain text: CONNECT, a target that is no path
-// ("*", host:port), and empty, "." and ".." segments (a redirect to
-// another path, another user).
+// answer with a redirect or plain text: one that is no path ("*"), and
+// empty, "." and ".." segments anywhere (a redirect to another path,
+// another user).
 func badTarget(r *http.Request) string {
 	path := r.URL.EscapedPath()
-	switch {
-	case r.Method == http.MethodConnect:
-		return "method CONNECT not allowed: this is no proxy"
-	case !strings.HasPrefix(path, "/"):
+	if !strings.HasPrefix(path, "/") {
 		return "request target must be a path starting with '/'"
 	}
 	for rest := path[1:]; ; {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/floodgate/floodgate/limiter"
@@ -327,6 +328,12 @@ func (s *server) leaseOp(w http.ResponseWriter, r *http.Request, op func(*limite
 	var req tokenRequest
 	if err := readChecked(r, &req); err != nil {
 		return err
+	}
+	// A fail-open lease holds nothing, so refreshing or releasing one
+	// succeeds without asking Redis: unless this server's pools fail open,
+	// a token that says "o." (Lease.Token's mode) was altered.
+	if strings.HasPrefix(req.Token, "o.") && s.cfg.SlotsOnRedisError != limiter.FailOpen {
+		return badRequest("token: a fail-open lease, but FLOODGATE_SLOTS_ON_REDIS_ERROR is not open here: altered or from another server")
 	}
 	lease, err := pool.Lease(req.Token)
 	if err != nil {

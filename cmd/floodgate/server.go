@@ -39,8 +39,8 @@ type server struct {
 	// userQuota and bucketQuotas make the RateLimit headers (ratelimit.go).
 	userQuota    quota
 	bucketQuotas map[string]quota
-	metrics    *metrics.HTTP
-	gather     prometheus.Gatherer
+	metrics      *metrics.HTTP
+	gather       prometheus.Gatherer
 	// draining ends when shutdown begins: waits stop at once and answer
 	// with what they have, so in-flight requests finish within the bound.
 	draining context.Context
