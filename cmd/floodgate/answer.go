@@ -135,11 +135,51 @@ func writeDecision(w http.ResponseWriter, d limiter.Decision, body decisionBody,
 		status = http.StatusServiceUnavailable
 		body.Error = "redis unavailable and the policy fails closed"
 	}
+	h := w.Header()
 	if !d.Allowed {
-		w.Header().Set("Retry-After", strconv.FormatInt(retryAfterSeconds(d.RetryAfter), 10))
+		h.Set("Retry-After", strconv.FormatInt(retryAfterSeconds(d.RetryAfter), 10))
 	}
-	q.set(w.Header(), d)
-	writeJSON(w, status, body)
+	q.set(h, d)
+	b := body.appendJSON(make([]byte, 0, 256))
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
+// appendJSON appends b as json.Marshal would, and a newline: by hand,
+// because decisions are the hot path and json.Marshal costs 1.6 µs more
+// per decision (1.96 against 0.32 µs), 5% of the server's CPU per
+// decision (BenchmarkServeVsBaseline, docs/benchmarks.md).
+// TestDecisionJSON holds the two equal.
+func (b decisionBody) appendJSON(out []byte) []byte {
+	out = append(out, `{"allowed":`...)
+	out = strconv.AppendBool(out, b.Allowed)
+	out = append(out, `,"reason":`...)
+	out = strconv.AppendQuote(out, b.Reason) // reasons are plain ASCII words
+	out = append(out, `,"remaining":`...)
+	out = strconv.AppendInt(out, int64(b.Remaining), 10)
+	out = append(out, `,"retry_after_ms":`...)
+	out = strconv.AppendInt(out, b.RetryAfterMs, 10)
+	out = append(out, `,"reset_after_ms":`...)
+	out = strconv.AppendInt(out, b.ResetAfterMs, 10)
+	out = append(out, `,"degraded":`...)
+	out = strconv.AppendBool(out, b.Degraded)
+	out = append(out, `,"cached":`...)
+	out = strconv.AppendBool(out, b.Cached)
+	if b.Probe != nil || b.Token != "" || b.Endpoint != nil || b.Error != "" {
+		// Rare fields: any string, so json's own quoting.
+		rest, _ := json.Marshal(struct {
+			Probe    *bool   `json:"probe,omitempty"`
+			Token    string  `json:"token,omitempty"`
+			Endpoint *string `json:"endpoint,omitempty"`
+			Error    string  `json:"error,omitempty"`
+		}{b.Probe, b.Token, b.Endpoint, b.Error})
+		out = append(append(out, ','), rest[1:]...)
+		return append(out, '\n')
+	}
+	return append(out, "}\n"...)
 }
 
 // ceilMs rounds up to whole milliseconds, so a client that waits the

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -83,7 +84,11 @@ func (q quota) set(h http.Header, d limiter.Decision) {
 		// No count (no window): the cooldown starts now.
 		name, r, t = "cooldown", 0, q.window
 	}
-	h.Set("RateLimit", fmt.Sprintf("%q;r=%d;t=%d", name, r, t))
+	// By hand, not Sprintf: a decision's hot path.
+	v := make([]byte, 0, 32)
+	v = append(append(append(v, '"'), name...), `";r=`...)
+	v = append(strconv.AppendInt(v, r, 10), ";t="...)
+	h.Set("RateLimit", string(strconv.AppendInt(v, t, 10)))
 }
 
 // setSlotHeaders adds the headers of a slot acquire: the pool's size, and
