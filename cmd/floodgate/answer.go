@@ -10,9 +10,9 @@ import (
 	"github.com/floodgate/floodgate/limiter"
 )
 
-// Answers: each route's JSON as a type, written by encoding/json. (A
-// hand-written encoder, pooled buffers and shared header values measured
-// no difference in the server's CPU per decision: docs/benchmarks.md.)
+// Answers: each route's JSON as a type, written by encoding/json but for
+// a decision's (decisionBody.appendJSON). Pooled buffers and recorders and
+// shared header values were measured and removed: docs/benchmarks.md.
 
 // decisionBody is a decision, for every policy.
 type decisionBody struct {

@@ -79,9 +79,9 @@ func TestRateLimitHeaders(t *testing.T) {
 	}
 	userPolicy := map[string]map[string]int64{"user": {"q": 20, "w": 3600}, "cooldown": {"q": 1, "w": 10}}
 
-	_, d, hdr := ts.do("POST", "/v1/users/alice/allow", "")
+	_, _, hdr := ts.do("POST", "/v1/users/alice/allow", "")
 	check(hdr, userPolicy, "user", 19, 3600)
-	_, d, hdr = ts.do("POST", "/v1/users/alice/allow", "")
+	_, d, hdr := ts.do("POST", "/v1/users/alice/allow", "")
 	if d["allowed"] != false || hdr.Get("Retry-After") != "10" {
 		t.Fatalf("second request: %v %v", d, hdr)
 	}
