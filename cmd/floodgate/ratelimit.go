@@ -26,7 +26,7 @@ import (
 // quota is what the headers say about one policy's decisions; the zero
 // quota sends none.
 type quota struct {
-	policy string // RateLimit-Policy, built once
+	policy []string // RateLimit-Policy, built once
 	name   string // the item RateLimit names
 	window int64  // seconds: t of an allowed decision without a count
 	binary bool   // r is 1 or 0: allowed or not (backoff)
@@ -53,24 +53,25 @@ func userQuota(cfg limiter.Config) quota {
 		items = append([]string{policyItem("user", cfg.MaxRequestsPerUserHour, cfg.UserWindow)}, items...)
 		q.name = "user"
 	}
-	q.policy = strings.Join(items, ", ")
+	q.policy = []string{strings.Join(items, ", ")}
 	return q
 }
 
 func bucketQuota(b *limiter.Bucket) quota {
 	perSecond, burst := b.Limit()
 	refill := time.Duration(float64(burst) / perSecond * float64(time.Second))
-	return quota{policy: policyItem("bucket", burst, refill), name: "bucket"}
+	return quota{policy: []string{policyItem("bucket", burst, refill)}, name: "bucket"}
 }
 
-var backoffQuota = quota{policy: policyItem("backoff", 1, 0), name: "backoff", binary: true}
+var backoffQuota = quota{policy: []string{policyItem("backoff", 1, 0)}, name: "backoff", binary: true}
 
 // set adds the headers for d.
 func (q quota) set(h http.Header, d limiter.Decision) {
 	if q.name == "" {
 		return
 	}
-	h.Set("RateLimit-Policy", q.policy)
+	// Canonical keys, assigned: see jsonType.
+	h["Ratelimit-Policy"] = q.policy
 	name, r, t := q.name, int64(d.Remaining), ceilSeconds(d.ResetAfter)
 	switch {
 	case !d.Allowed:
@@ -88,7 +89,7 @@ func (q quota) set(h http.Header, d limiter.Decision) {
 	v := make([]byte, 0, 32)
 	v = append(append(append(v, '"'), name...), `";r=`...)
 	v = append(strconv.AppendInt(v, r, 10), ";t="...)
-	h.Set("RateLimit", string(strconv.AppendInt(v, t, 10)))
+	h["Ratelimit"] = []string{string(strconv.AppendInt(v, t, 10))}
 }
 
 // setSlotHeaders adds the headers of a slot acquire: the pool's size, and
