@@ -27,9 +27,9 @@ import (
 // quota sends none.
 type quota struct {
 	policy []string // RateLimit-Policy, built once
-	name   string // the item RateLimit names
-	window int64  // seconds: t of an allowed decision without a count
-	binary bool   // r is 1 or 0: allowed or not (backoff)
+	name   string   // the item RateLimit names
+	window int64    // seconds: t of an allowed decision without a count
+	binary bool     // r is 1 or 0: allowed or not (backoff)
 }
 
 // policyItem is one item of RateLimit-Policy; w is left out when 0.

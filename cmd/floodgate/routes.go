@@ -104,26 +104,21 @@ func (s *server) backoffPick(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (s *server) backoffCheck(w http.ResponseWriter, r *http.Request) error {
-	return s.backoffDecide(w, r, (*limiter.Backoff).Check)
-}
-
-func (s *server) backoffFailure(w http.ResponseWriter, r *http.Request) error {
-	return s.backoffDecide(w, r, (*limiter.Backoff).Failure)
-}
-
-// backoffDecide answers op's decision on the path's breaker and endpoint.
-func (s *server) backoffDecide(w http.ResponseWriter, r *http.Request, op func(*limiter.Backoff, context.Context, string) (limiter.Decision, error)) error {
-	b, err := s.breakers.get(r.PathValue("name"))
-	if err != nil {
-		return err
+// backoffDecide is a route answering op's decision (check, failure) on
+// the path's breaker and endpoint.
+func (s *server) backoffDecide(op func(*limiter.Backoff, context.Context, string) (limiter.Decision, error)) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		b, err := s.breakers.get(r.PathValue("name"))
+		if err != nil {
+			return err
+		}
+		d, err := op(b, r.Context(), r.PathValue("endpoint"))
+		if err != nil {
+			return err
+		}
+		writeDecision(w, d, backoffBody(d), backoffQuota)
+		return nil
 	}
-	d, err := op(b, r.Context(), r.PathValue("endpoint"))
-	if err != nil {
-		return err
-	}
-	writeDecision(w, d, backoffBody(d), backoffQuota)
-	return nil
 }
 
 func (s *server) backoffSuccess(w http.ResponseWriter, r *http.Request) error {
@@ -312,38 +307,34 @@ func writeNoSlot(w http.ResponseWriter, size int, retry time.Duration) {
 	writeJSON(w, http.StatusOK, acquireBody{Reason: "slots", RetryAfterMs: ceilMs(retry)})
 }
 
-func (s *server) slotsRefresh(w http.ResponseWriter, r *http.Request) error {
-	return s.leaseOp(w, r, (*limiter.Lease).Refresh)
-}
-
-func (s *server) slotsRelease(w http.ResponseWriter, r *http.Request) error {
-	return s.leaseOp(w, r, (*limiter.Lease).Release)
-}
-
-func (s *server) leaseOp(w http.ResponseWriter, r *http.Request, op func(*limiter.Lease, context.Context) error) error {
-	pool, err := s.pools.get(r.PathValue("name"))
-	if err != nil {
-		return err
+// leaseOp is a route running op (refresh, release) on the lease the
+// body's token names: 204.
+func (s *server) leaseOp(op func(*limiter.Lease, context.Context) error) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		pool, err := s.pools.get(r.PathValue("name"))
+		if err != nil {
+			return err
+		}
+		var req tokenRequest
+		if err := readChecked(r, &req); err != nil {
+			return err
+		}
+		// A fail-open lease holds nothing, so refreshing or releasing one
+		// succeeds without asking Redis: unless this server's pools fail
+		// open, a token that says "o." (Lease.Token's mode) was altered.
+		if strings.HasPrefix(req.Token, "o.") && s.cfg.SlotsOnRedisError != limiter.FailOpen {
+			return badRequest("token: a fail-open lease, but FLOODGATE_SLOTS_ON_REDIS_ERROR is not open here: altered or from another server")
+		}
+		lease, err := pool.Lease(req.Token)
+		if err != nil {
+			return err
+		}
+		if err := op(lease, r.Context()); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
 	}
-	var req tokenRequest
-	if err := readChecked(r, &req); err != nil {
-		return err
-	}
-	// A fail-open lease holds nothing, so refreshing or releasing one
-	// succeeds without asking Redis: unless this server's pools fail open,
-	// a token that says "o." (Lease.Token's mode) was altered.
-	if strings.HasPrefix(req.Token, "o.") && s.cfg.SlotsOnRedisError != limiter.FailOpen {
-		return badRequest("token: a fail-open lease, but FLOODGATE_SLOTS_ON_REDIS_ERROR is not open here: altered or from another server")
-	}
-	lease, err := pool.Lease(req.Token)
-	if err != nil {
-		return err
-	}
-	if err := op(lease, r.Context()); err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
 }
 
 func (s *server) slotsStatus(w http.ResponseWriter, r *http.Request) error {
