@@ -117,7 +117,10 @@ with other hosts; a demo, not production.
 Also read: FLOODGATE_HTTP_MAX_WAIT (30s: cap of a wait's timeout_ms),
 FLOODGATE_HTTP_MAX_WAITS (1024: requests waiting at once; more get 429),
 FLOODGATE_HTTP_SHUTDOWN_TIMEOUT (10s: on SIGINT/SIGTERM, how long in-flight
-requests may finish; waits end at once with their current answer).`,
+requests may finish; waits end at once with their current answer),
+FLOODGATE_HTTP_MAX_CONNS (1024, or the open-file limit less 64: connections
+open at once), FLOODGATE_HTTP_MAX_NAMES (1024: slot pool names, and backoff
+names, the server keeps state for).`,
 	"user": `
 Reads the user's state from Redis without counting a request: what a
 request now would get (remaining, retry after, reason), the cooldown left,
