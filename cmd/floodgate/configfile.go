@@ -13,6 +13,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/floodgate/floodgate/internal/cli"
 	"github.com/floodgate/floodgate/limiter"
 )
 
@@ -58,19 +59,19 @@ const rateSuffix = "_rate_limit"
 func readConfigFile(path string, base limiter.Config) (limiter.Config, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return base, usagef("--config: %v", err)
+		return base, cli.Usagef("--config: %v", err)
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, maxConfigFile+1))
 	if err != nil {
-		return base, usagef("--config %s: %v", path, err)
+		return base, cli.Usagef("--config %s: %v", path, err)
 	}
 	if len(data) > maxConfigFile {
-		return base, usagef("--config %s: larger than %d bytes", path, maxConfigFile)
+		return base, cli.Usagef("--config %s: larger than %d bytes", path, maxConfigFile)
 	}
 	cfg, err := parseConfigFile(data, base)
 	if err != nil {
-		return base, usagef("--config %s: %v", path, err)
+		return base, cli.Usagef("--config %s: %v", path, err)
 	}
 	return cfg, nil
 }
