@@ -42,6 +42,9 @@ local cooldown = tonumber(ARGV[3])
 local out = {}
 local nout = 0
 
+-- include: lib/clock.lua
+-- include: lib/user.lua
+
 if limit == 0 then
   -- Cooldown only: SET NX PX is the whole decision.
   for _, key in ipairs(KEYS) do
@@ -61,20 +64,16 @@ if limit == 0 then
           ttl = redis.call('PTTL', key)
         end
       end
-      if a == 0 and ttl == -1 then
-        -- Ours always has a TTL: a key without one belongs to someone
-        -- else (or lost it by hand); repair only what is recognisably
-        -- ours. pcall: GET on another type is an error reply, not '1'.
-        if redis.pcall('GET', key) ~= '1' then
+      if a == 0 then
+        local raw = ttl
+        ttl = cooldown_ttl(key, raw, cooldown)
+        if ttl < 0 then
           a = -1
-        else
+        elseif raw == -1 then
+          -- Ours without a TTL (lost by hand): repair it.
           redis.call('PEXPIRE', key, ARGV[3])
-          ttl = cooldown
         end
       end
-      -- PTTL rounds down: 0 in the key's last millisecond. A denial
-      -- always carries a wait.
-      if a == 0 and ttl < 1 then ttl = 1 end
     end
     if a == 1 then
       out[nout + 1], out[nout + 2], out[nout + 3], out[nout + 4], out[nout + 5] = 1, 0, -1, 0, ttl
@@ -104,8 +103,7 @@ local function next_id(key, held, newest_score)
   return id
 end
 
-local t = redis.call('TIME')
-local clock = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local clock = time_ms()
 for _, key in ipairs(KEYS) do
   local a, reason, rem, retry, reset = -1, 0, 0, 0, 0
   repeat -- once; break ends this key's decision
@@ -147,36 +145,24 @@ for _, key in ipairs(KEYS) do
       count = count - expired
     end
 
-    local cwait = 0
-    if cooldown > 0 then cwait = newest + cooldown - now end
-    local wwait = 0
+    -- Full: the oldest entry that still counts (limit entries back from
+    -- the newest) must age out first.
+    local oldest = nil
     if count >= limit then
-      -- Full: the oldest entry that still counts (limit entries back from
-      -- the newest) must age out first.
-      local oldest = newest_rel -- limit 1: the newest, already read
+      oldest = newest_rel -- limit 1: the newest, already read
       if limit > 1 then
         oldest = tonumber(redis.call('ZRANGE', key, -limit - 1, -limit - 1, 'WITHSCORES')[2])
       end
-      wwait = base + oldest + window - now
+      oldest = base + oldest
     end
-    if cwait > 0 or wwait > 0 then
-      a, reason, retry = 0, 1, cwait
-      if wwait > cwait then reason, retry = 2, wwait end
+    reason, retry = user_wait(cooldown, window, newest, oldest, now)
+    if reason > 0 then
+      a = 0
       rem = limit - count
       if rem < 0 then rem = 0 end
       retry = retry + skew
       reset = newest + window - now + skew
-      if skew > 0 then
-        -- The TTL may not have stretched with the skew (it was set before
-        -- TIME stepped back), and once the key is gone the user starts
-        -- afresh: no wait outlasts it.
-        local ttl = redis.call('PTTL', key)
-        if ttl >= 0 then
-          if ttl < 1 then ttl = 1 end
-          if retry > ttl then retry = ttl end
-          if reset > ttl then reset = ttl end
-        end
-      end
+      if skew > 0 then retry, reset = within_ttl(key, retry, reset) end
       break
     end
 

@@ -17,8 +17,8 @@ local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local cooldown = tonumber(ARGV[3])
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- include: lib/clock.lua
+local now = time_ms()
 
 redis.call('DEL', key)
 

@@ -26,22 +26,20 @@ local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local cooldown = tonumber(ARGV[3])
 
+-- include: lib/clock.lua
+-- include: lib/user.lua
+
 if limit == 0 then
   local ttl = redis.call('PTTL', key)
   if ttl == -2 then
     return {1, 0, -1, 0, 0, 0, 0}
   end
-  if ttl < 0 then
-    -- No TTL: user_allow.lua repairs ours (value '1') with a full cooldown
-    -- on the next request; anything else is not ours.
-    if redis.pcall('GET', key) ~= '1' then
-      return {-1, 0, 0, 0, 0, 0, 0}
-    end
-    ttl = cooldown
-  end
   -- The TTL is the wait, as user_allow.lua answers it, even when a longer
-  -- cooldown set it.
-  if ttl < 1 then ttl = 1 end -- the key's last millisecond, as user_allow.lua
+  -- cooldown set it; a key without one gets the full cooldown there.
+  ttl = cooldown_ttl(key, ttl, cooldown)
+  if ttl < 0 then
+    return {-1, 0, 0, 0, 0, 0, 0}
+  end
   return {1, 1, -1, ttl, ttl, ttl, 0}
 end
 
@@ -58,8 +56,7 @@ end
 local base = tonumber(z[#z])
 local n = #z / 2 - 1
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = time_ms()
 local real = now
 local newest = nil
 if n > 0 then
@@ -78,35 +75,18 @@ if count == 0 then
   return {1, 0, limit, 0, 0, 0, 0}
 end
 
-local cwait = 0
-if cooldown > 0 then
-  cwait = newest + cooldown - now
-  if cwait < 0 then cwait = 0 end
-end
-local wwait = 0
+local oldest = nil
 if count >= limit then
-  local i = expired + count - limit + 1
-  wwait = base + tonumber(z[2 * i]) + window - now
+  oldest = base + tonumber(z[2 * (expired + count - limit + 1)])
 end
+local reason, retry = user_wait(cooldown, window, newest, oldest, now)
 local remaining = limit - count
 if remaining < 0 then remaining = 0 end
 local reset = newest + window - now + skew
 local cleft = 0
-if cwait > 0 then cleft = cwait + skew end
-if cwait > 0 or wwait > 0 then
-  local reason, retry = 1, cwait
-  if wwait > cwait then reason, retry = 2, wwait end
+if cooldown > 0 and newest + cooldown > now then cleft = newest + cooldown - now + skew end
+if reason > 0 then
   retry = retry + skew
-  if skew > 0 then
-    -- As user_allow.lua: no wait outlasts the key's TTL.
-    local ttl = redis.call('PTTL', key)
-    if ttl >= 0 then
-      if ttl < 1 then ttl = 1 end
-      if retry > ttl then retry = ttl end
-      if reset > ttl then reset = ttl end
-      if cleft > ttl then cleft = ttl end
-    end
-  end
-  return {1, reason, remaining, retry, reset, cleft, count}
+  if skew > 0 then retry, reset, cleft = within_ttl(key, retry, reset, cleft) end
 end
-return {1, 0, remaining, 0, reset, cleft, count}
+return {1, reason, remaining, retry, reset, cleft, count}
