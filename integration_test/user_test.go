@@ -201,7 +201,7 @@ func TestRealTTLDecay(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond)
 	d := allow()
-	if d.Allowed || d.Reason != limiter.ReasonHourly || d.RetryAfter > 2*time.Second {
+	if d.Allowed || d.Reason != limiter.ReasonWindow || d.RetryAfter > 2*time.Second {
 		t.Fatalf("window full: %+v", d)
 	}
 	keys, _ := rdb.Keys(ctx, l.Config().KeyPrefix+"*").Result()

@@ -55,8 +55,9 @@ type Config struct {
 	// user; 10s by default (user_cooldown: 10). 0 turns the cooldown off.
 	UserCooldown time.Duration `env:"USER_COOLDOWN"`
 	// MaxRequestsPerUserHour is how many requests one user may have accepted
-	// within UserWindow, at most MaxWindowRequests; 20 by default
-	// (max_requests_per_user_hour: 20). 0 turns the window off.
+	// per window (UserWindow, an hour by default, hence the name, kept from
+	// the config.yaml key max_requests_per_user_hour), at most
+	// MaxWindowRequests; 20 by default. 0 turns the window off.
 	MaxRequestsPerUserHour int `env:"MAX_REQUESTS_PER_USER_HOUR"`
 	// UserWindow is the length of the sliding window, 1h by default.
 	UserWindow time.Duration `env:"USER_WINDOW"`

@@ -66,9 +66,9 @@ const (
 	// ReasonCooldown: the user's previous accepted request is more recent
 	// than Config.UserCooldown.
 	ReasonCooldown
-	// ReasonHourly: the user already has MaxRequestsPerUserHour requests in
+	// ReasonWindow: the user already has MaxRequestsPerUserHour requests in
 	// the sliding window.
-	ReasonHourly
+	ReasonWindow
 	// ReasonRate: an external API's rate (Bucket) is used up.
 	ReasonRate
 	// ReasonBackoff: an LLM endpoint failed and is backing off.
@@ -83,7 +83,7 @@ const (
 	ReasonRedisDown
 )
 
-var reasonNames = [...]string{"none", "cooldown", "hourly", "rate", "backoff", "probing", "slots", "redis_down"}
+var reasonNames = [...]string{"none", "cooldown", "window", "rate", "backoff", "probing", "slots", "redis_down"}
 
 // String returns a short lower-case name, stable for logs and metric labels.
 func (r Reason) String() string {

@@ -52,7 +52,7 @@ func TestDenyCacheBounded(t *testing.T) {
 	c := newDenyCache(size)
 	t0 := time.Now()
 	for i := 0; i < 100*size; i++ {
-		c.put(fmt.Sprint("user", i), t0, Decision{Reason: ReasonHourly, RetryAfter: time.Duration(i+1) * time.Second})
+		c.put(fmt.Sprint("user", i), t0, Decision{Reason: ReasonWindow, RetryAfter: time.Duration(i+1) * time.Second})
 	}
 	if n := c.len(); n > size {
 		t.Fatalf("cache holds %d entries, bound %d", n, size)
@@ -200,7 +200,7 @@ func TestResetFenceOnlyMovesForward(t *testing.T) {
 	t0 := time.Now()
 	c.reset("a", t0.Add(2*time.Second))
 	c.reset("b", t0.Add(time.Second)) // read the clock earlier, stored later
-	c.put("x", t0.Add(1500*time.Millisecond), Decision{Reason: ReasonHourly, RetryAfter: time.Hour})
+	c.put("x", t0.Add(1500*time.Millisecond), Decision{Reason: ReasonWindow, RetryAfter: time.Hour})
 	if _, ok := c.get("x", t0.Add(1600*time.Millisecond)); ok {
 		t.Fatal("a denial sent before the latest Reset was cached: the fence moved back")
 	}

@@ -85,7 +85,7 @@ func (lu *localUsers) allow(user string, now time.Time) Decision {
 		lu.m[user] = live
 		d := Decision{Reason: ReasonCooldown, RetryAfter: cwait, Remaining: remaining}
 		if wwait > cwait {
-			d.Reason, d.RetryAfter = ReasonHourly, wwait
+			d.Reason, d.RetryAfter = ReasonWindow, wwait
 		}
 		d.ResetAfter = span - time.Duration(at-live[len(live)-1])
 		atLeastMinWait(&d)

@@ -20,7 +20,7 @@ func TestLocalUsersMirrorsScript(t *testing.T) {
 		{9999 * time.Millisecond, denied(ReasonCooldown, 2, time.Millisecond, time.Minute-9999*time.Millisecond)},
 		{10 * time.Second, allowed(1, time.Minute)},
 		{20 * time.Second, allowed(0, time.Minute)},
-		{30 * time.Second, denied(ReasonHourly, 0, 30*time.Second, 50*time.Second)},
+		{30 * time.Second, denied(ReasonWindow, 0, 30*time.Second, 50*time.Second)},
 		{time.Minute, allowed(0, time.Minute)},
 	} {
 		if got := lu.allow("u", t0.Add(s.at)); got != s.want {

@@ -67,7 +67,7 @@ func TestCooldownOnlyUsesStringKey(t *testing.T) {
 	}
 }
 
-func TestHourlyWindowExact(t *testing.T) {
+func TestWindowExact(t *testing.T) {
 	l, r := newTestLimiter(t, userConfig(10*time.Second, 20, time.Hour))
 	var steps []step
 	// 20 requests, one a minute: each allowed, Remaining counting down.
@@ -77,12 +77,12 @@ func TestHourlyWindowExact(t *testing.T) {
 	}
 	// The 21st within the hour: denied until the first (at 0) ages out at 1h.
 	steps = append(steps,
-		step{20 * time.Minute, denied(ReasonHourly, 0, 40*time.Minute, 59*time.Minute)},
-		step{time.Hour - time.Millisecond, denied(ReasonHourly, 0, time.Millisecond, 19*time.Minute+time.Millisecond)},
+		step{20 * time.Minute, denied(ReasonWindow, 0, 40*time.Minute, 59*time.Minute)},
+		step{time.Hour - time.Millisecond, denied(ReasonWindow, 0, time.Millisecond, 19*time.Minute+time.Millisecond)},
 		// Exactly when the oldest ages out, the same request passes...
 		step{time.Hour, allowed(0, time.Hour)},
 		// ...and the next waits for the second oldest (at 1m).
-		step{time.Hour + 30*time.Second, denied(ReasonHourly, 0, 30*time.Second, time.Hour-30*time.Second)},
+		step{time.Hour + 30*time.Second, denied(ReasonWindow, 0, 30*time.Second, time.Hour-30*time.Second)},
 		step{time.Hour + time.Minute, allowed(0, time.Hour)},
 	)
 	runSteps(t, l, r, "carol", steps)
@@ -122,8 +122,8 @@ func TestWindowOnlyNoCooldown(t *testing.T) {
 		{0, allowed(2, time.Minute)},
 		{0, allowed(1, time.Minute)},
 		{0, allowed(0, time.Minute)},
-		{0, denied(ReasonHourly, 0, time.Minute, time.Minute)},
-		{59 * time.Second, denied(ReasonHourly, 0, time.Second, time.Second)},
+		{0, denied(ReasonWindow, 0, time.Minute, time.Minute)},
+		{59 * time.Second, denied(ReasonWindow, 0, time.Second, time.Second)},
 		// All three aged out together at exactly 1m.
 		{time.Minute, allowed(2, time.Minute)},
 		{time.Minute, allowed(1, time.Minute)},
@@ -183,7 +183,7 @@ func TestRebaseKeepsScoresSmall(t *testing.T) {
 	// 3 per hour, 25 min apart: a 4th right now must wait for the oldest.
 	mustAllow(t, l, "hank")
 	d := mustAllow(t, l, "hank")
-	if d.Allowed || d.Reason != ReasonHourly {
+	if d.Allowed || d.Reason != ReasonWindow {
 		t.Fatalf("limit not held after rebases: %+v", d)
 	}
 }
@@ -456,7 +456,7 @@ func TestClockBackwardsWaitWithinTTL(t *testing.T) {
 	if st.RetryAfter != d.RetryAfter || st.ResetAfter != d.ResetAfter {
 		t.Fatalf("Peek said %+v, Allow then %+v", st, d)
 	}
-	if d.Allowed || d.Reason != ReasonHourly || d.RetryAfter != ttl || d.ResetAfter != ttl || ttl != time.Minute {
+	if d.Allowed || d.Reason != ReasonWindow || d.RetryAfter != ttl || d.ResetAfter != ttl || ttl != time.Minute {
 		t.Fatalf("after the step back: %+v with TTL %v, want a window denial waiting exactly the TTL (1m)", d, ttl)
 	}
 	// When the key is gone the user is admitted, as the wait said.
@@ -537,10 +537,10 @@ func TestAgedOutEntriesDroppedOnlyWhenBaseIsOld(t *testing.T) {
 		{0, allowed(2, time.Minute)},
 		{20 * time.Second, allowed(1, time.Minute)},
 		{40 * time.Second, allowed(0, time.Minute)},
-		{50 * time.Second, denied(ReasonHourly, 0, 10*time.Second, 50*time.Second)},
+		{50 * time.Second, denied(ReasonWindow, 0, 10*time.Second, 50*time.Second)},
 		// The first ages out at 60s: admitted, and it is dropped.
 		{60 * time.Second, allowed(0, time.Minute)},
-		{61 * time.Second, denied(ReasonHourly, 0, 19*time.Second, 59*time.Second)},
+		{61 * time.Second, denied(ReasonWindow, 0, 19*time.Second, 59*time.Second)},
 	})
 	if n, _ := r.rdb.ZCard(ctx, key).Result(); n != 4 {
 		t.Fatalf("%d members, want 3 live requests + the base", n)
@@ -561,8 +561,8 @@ func TestWindowOfOne(t *testing.T) {
 	runSteps(t, l, r, "one", []step{
 		{0, allowed(0, time.Minute)},
 		// Both deny; the window's wait is the longer.
-		{5 * time.Second, denied(ReasonHourly, 0, 55*time.Second, 55*time.Second)},
-		{time.Minute - time.Millisecond, denied(ReasonHourly, 0, time.Millisecond, time.Millisecond)},
+		{5 * time.Second, denied(ReasonWindow, 0, 55*time.Second, 55*time.Second)},
+		{time.Minute - time.Millisecond, denied(ReasonWindow, 0, time.Millisecond, time.Millisecond)},
 		{time.Minute, allowed(0, time.Minute)},
 	})
 }
