@@ -168,7 +168,12 @@ func (l *Limiter) Import(ctx context.Context, user string, accepted []time.Time)
 	keep := max(l.cfg.MaxRequestsPerUserHour, 1)
 	msTimes := make([]int64, len(accepted))
 	for i, t := range accepted {
+		// Rounded up, as user_allow.lua records a request: an imported
+		// time then ages out late, never early.
 		msTimes[i] = t.UnixMilli()
+		if t.Nanosecond()%int(time.Millisecond) != 0 {
+			msTimes[i]++
+		}
 	}
 	slices.Sort(msTimes)
 	if len(msTimes) > keep {

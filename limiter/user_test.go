@@ -634,3 +634,88 @@ func TestDenialLeavesAgedOutEntries(t *testing.T) {
 		t.Fatalf("%d members after the admission, want 2 live + the base", n)
 	}
 }
+
+// slidingLog is the reference model of the per-user policy on an exact
+// clock: a request at now passes when fewer than limit accepted requests
+// are younger than window and the newest is at least cooldown old.
+type slidingLog struct {
+	limit            int
+	window, cooldown time.Duration
+	accepted         []time.Time
+}
+
+// wait is how long a request at now must wait to pass (0: it passes now).
+func (m *slidingLog) wait(now time.Time) time.Duration {
+	var w time.Duration
+	if n := len(m.accepted); n > 0 && m.cooldown > 0 {
+		w = max(w, m.accepted[n-1].Add(m.cooldown).Sub(now))
+	}
+	if m.limit > 0 && len(m.accepted) >= m.limit {
+		w = max(w, m.accepted[len(m.accepted)-m.limit].Add(m.window).Sub(now))
+	}
+	return max(w, 0)
+}
+
+// The script never admits a request the exact sliding log would deny, not
+// even by a microsecond: with Redis TIME stepping in sub-millisecond
+// amounts, many requests land 1-999 µs before an entry ages out or a
+// cooldown ends. A denial's RetryAfter is never shorter than the exact
+// wait, and at most 1 ms longer once rounded up; waiting it out passes.
+func TestNeverAdmitsEarlyWithSubMillisecondClock(t *testing.T) {
+	rng := rand.New(rand.NewPCG(19, 1))
+	for _, c := range []struct {
+		limit            int
+		window, cooldown time.Duration
+	}{
+		{1, 2 * time.Second, 0},
+		{1, 2 * time.Second, 500 * time.Millisecond},
+		{3, 2 * time.Second, 300 * time.Millisecond},
+		{2, time.Second, 0},
+	} {
+		cfg := userConfig(c.cooldown, c.limit, c.window)
+		t.Run(fmt.Sprintf("limit=%d,window=%v,cooldown=%v", c.limit, c.window, c.cooldown), func(t *testing.T) {
+			l, r := newTestLimiter(t, cfg)
+			r.advance(time.Duration(rng.Int64N(1000)) * time.Microsecond)
+			model := &slidingLog{limit: c.limit, window: c.window, cooldown: c.cooldown}
+			nearEdge, passedAfterWait := 0, 0
+			for i := 0; i < 400; i++ {
+				if w := model.wait(r.now); w > 0 {
+					switch rng.IntN(3) {
+					case 0: // 1-999 µs before the request may pass
+						r.advance(w - time.Duration(1+rng.IntN(999))*time.Microsecond)
+						nearEdge++
+					case 1: // at or just after it
+						r.advance(w + time.Duration(rng.IntN(1500))*time.Microsecond)
+					default:
+						r.advance(time.Duration(rng.Int64N(int64(w))))
+					}
+				} else {
+					r.advance(time.Duration(rng.IntN(3000)) * time.Microsecond)
+				}
+				want := model.wait(r.now)
+				got := mustAllow(t, l, "u")
+				if got.Allowed {
+					if want > 0 {
+						t.Fatalf("decision %d at %v: admitted %v early", i, r.now.Sub(epoch), want)
+					}
+					model.accepted = append(model.accepted, r.now)
+					continue
+				}
+				if got.RetryAfter < want || got.RetryAfter > want+2*time.Millisecond || got.RetryAfter < time.Millisecond {
+					t.Fatalf("decision %d at %v: RetryAfter %v, exact wait %v", i, r.now.Sub(epoch), got.RetryAfter, want)
+				}
+				if rng.IntN(4) == 0 { // wait it out: the request passes
+					r.advance(got.RetryAfter)
+					if d := mustAllow(t, l, "u"); !d.Allowed {
+						t.Fatalf("decision %d: denied %+v after waiting RetryAfter %v", i, d, got.RetryAfter)
+					}
+					model.accepted = append(model.accepted, r.now)
+					passedAfterWait++
+				}
+			}
+			if nearEdge < 50 || passedAfterWait < 20 {
+				t.Fatalf("only %d requests just before an edge, %d after a RetryAfter", nearEdge, passedAfterWait)
+			}
+		})
+	}
+}

@@ -28,6 +28,12 @@
 --   retry_after_ms  0 when allowed, else the wait after which it passes (>= 1)
 --   reset_after_ms  until the user's state is gone (window empty, cooldown over)
 -- The clock is Redis TIME, read once; per key it never goes backwards.
+-- Times are whole milliseconds, rounded so that nothing is admitted early,
+-- even by a fraction of one: an accepted request is recorded at TIME
+-- rounded up and compared with TIME rounded down, so an entry ages out,
+-- and a cooldown ends, up to 1 ms late, never early. Waits are rounded up
+-- likewise (a request right after one in the same millisecond waits the
+-- cooldown plus 1 ms), and the key's TTL covers its newest entry's window.
 --
 -- Why it reads so little: a decision's cost must not grow with the window.
 -- It reads the newest entry and the base (one ranked read from the end),
@@ -103,7 +109,7 @@ local function next_id(key, held, newest_score)
   return id
 end
 
-local clock = time_ms()
+local clock, stamp = time_ms()
 for _, key in ipairs(KEYS) do
   local a, reason, rem, retry, reset = -1, 0, 0, 0, 0
   repeat -- once; break ends this key's decision
@@ -115,9 +121,10 @@ for _, key in ipairs(KEYS) do
     if z[4] == nil then
       if z[1] ~= nil and z[1] ~= 'b' then break end
       -- Nothing held: a fresh window.
-      redis.call('ZADD', key, now, 'b', 0, 0)
-      redis.call('PEXPIRE', key, ARGV[2])
-      a, rem, reset = 1, limit - 1, window
+      redis.call('ZADD', key, stamp, 'b', 0, 0)
+      reset = stamp + window - clock
+      redis.call('PEXPIRE', key, reset)
+      a, rem = 1, limit - 1
       break
     end
     if z[3] ~= 'b' then break end
@@ -126,9 +133,10 @@ for _, key in ipairs(KEYS) do
     local newest = base + newest_rel
     -- When TIME went backwards the key's clock stays ahead by skew; every
     -- duration handed back (waits, TTL) is stretched by it, so none ends
-    -- early in real time.
+    -- early in real time. (An entry up to the stamp is no skew: only the
+    -- rounding up of a request earlier in this millisecond.)
     local skew = 0
-    if now < newest then skew = newest - now; now = newest end
+    if newest > stamp then skew = newest - now; now = newest end
 
     -- Entries scored at or before cut have aged out; none can have while
     -- the base is inside the window (cut < 0). They are the oldest, so
@@ -166,13 +174,16 @@ for _, key in ipairs(KEYS) do
       break
     end
 
-    a, rem, reset = 1, limit - count - 1, window + skew
+    -- Recorded at the stamp (on the key's clock when it is ahead).
+    local at = stamp
+    if now > at then at = now end
+    a, rem, reset = 1, limit - count - 1, at + window - clock
     local id = (tonumber(z[1]) + 1) % 128
-    local rel = now - base
+    local rel = at - base
     if count == 0 then
       -- Every entry has aged out: a fresh window from now.
       redis.call('ZREMRANGEBYRANK', key, 0, -2)
-      redis.call('ZADD', key, now, 'b', 0, id)
+      redis.call('ZADD', key, at, 'b', 0, id)
     else
       if expired > 0 then
         -- Drop what has aged out, so the ids held are the latest ones.
@@ -191,7 +202,7 @@ for _, key in ipairs(KEYS) do
           held[tonumber(e[i])] = true
         end
         if held[id] then id = next_id(key, held, z[2]) end
-        args[#args + 1] = now - nb
+        args[#args + 1] = at - nb
         args[#args + 1] = id
         redis.call('ZADD', key, unpack(args))
       elseif redis.call('ZADD', key, 'NX', rel, id) == 0 then
@@ -201,11 +212,7 @@ for _, key in ipairs(KEYS) do
         redis.call('ZADD', key, rel, next_id(key, held, z[2]))
       end
     end
-    if skew == 0 then
-      redis.call('PEXPIRE', key, ARGV[2])
-    else
-      redis.call('PEXPIRE', key, window + skew)
-    end
+    redis.call('PEXPIRE', key, reset)
   until true
   out[nout + 1], out[nout + 2], out[nout + 3], out[nout + 4], out[nout + 5] = a, reason, rem, retry, reset
   nout = nout + 5

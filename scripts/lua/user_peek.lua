@@ -18,8 +18,9 @@
 --   reset_after_ms  until the user's state is gone (0: nothing held)
 --   cooldown_ms     cooldown left, 0 when over
 --   entries         live entries in the window (0 without a window)
--- The clock is Redis TIME, with user_allow.lua's skew rule: a window whose
--- newest entry is ahead of TIME is read at that entry's time.
+-- The clock is Redis TIME, with user_allow.lua's rounding (nothing ends
+-- early: waits are rounded up) and skew rule: a window whose newest entry
+-- is ahead of TIME rounded up is read at that entry's time.
 
 local key = KEYS[1]
 local limit = tonumber(ARGV[1])
@@ -56,12 +57,12 @@ end
 local base = tonumber(z[#z])
 local n = #z / 2 - 1
 
-local now = time_ms()
+local now, stamp = time_ms()
 local real = now
 local newest = nil
 if n > 0 then
   newest = base + tonumber(z[2 * n])
-  if now < newest then now = newest end
+  if newest > stamp then now = newest end
 end
 local skew = now - real
 
