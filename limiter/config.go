@@ -439,8 +439,11 @@ const (
 	// FailLocal falls back to per-process limits with the same settings and
 	// marks each Decision Degraded; shared limits resume by themselves when
 	// Redis answers again. It is the default: a bot keeps answering, and
-	// each replica still holds every user to the limits, so N replicas admit
-	// at most N times the limit during an outage instead of without bound.
+	// each replica still holds every user to the limits, starting from what
+	// Redis last said and keeping what it admitted until the window has
+	// passed, so one replica admits a user at most the limit per window and
+	// N replicas at most N times it, whatever the number of outages,
+	// instead of without bound.
 	FailLocal FailureMode = iota
 	// FailOpen admits every request (Degraded) while Redis is down.
 	FailOpen

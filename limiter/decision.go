@@ -35,8 +35,10 @@ type Decision struct {
 	// followed the policy's FailureMode (local limits, open or closed)
 	// instead of the shared state.
 	Degraded bool
-	// Cached is true when this process answered a repeat denial from its
-	// local deny cache, without a Redis round trip.
+	// Cached is true when this process answered a denial without a Redis
+	// round trip: a repeat denial from its local deny cache, or a user
+	// still held by requests its FailLocal fallback admitted during an
+	// outage, which Redis does not know about.
 	Cached bool
 	// Probe is true when Backoff.Check or Pick admitted this caller as the
 	// endpoint's single half-open probe: its delay ran out, and every other
