@@ -682,7 +682,11 @@ func TestNeverAdmitsEarlyWithSubMillisecondClock(t *testing.T) {
 				if w := model.wait(r.now); w > 0 {
 					switch rng.IntN(3) {
 					case 0: // 1-999 µs before the request may pass
-						r.advance(w - time.Duration(1+rng.IntN(999))*time.Microsecond)
+						early := time.Duration(1+rng.IntN(999)) * time.Microsecond
+						if early >= w {
+							early = w / 2
+						}
+						r.advance(w - early)
 						nearEdge++
 					case 1: // at or just after it
 						r.advance(w + time.Duration(rng.IntN(1500))*time.Microsecond)

@@ -41,7 +41,6 @@ local lease = tonumber(ARGV[1])
 local keep = tonumber(ARGV[2])
 local idle = tonumber(ARGV[4])
 -- include: lib/clock.lua
-local now = time_ms()
 
 -- The TTL a write gives a key whose next deadline is dl ms away.
 local function ttl(dl)

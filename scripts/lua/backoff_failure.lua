@@ -35,7 +35,6 @@ local cap = tonumber(ARGV[3])
 local cut = tonumber(ARGV[4])
 local idle = tonumber(ARGV[5])
 -- include: lib/clock.lua
-local now = time_ms()
 
 -- floor(a / b) for non-negative integers below 2^53, exact even where the
 -- double quotient rounds up to the next integer.

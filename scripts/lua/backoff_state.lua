@@ -22,7 +22,6 @@ if not u then
   return {0, 0, 0, 0, 0, 0}
 end
 -- include: lib/clock.lua
-local now = time_ms()
 local opens, d, p, f = tonumber(h[1]) or 0, tonumber(h[2]) or 0, tonumber(h[4]) or 0, tonumber(h[5]) or 0
 if now < u then
   return {2, opens, f, d, math.min(u - now, d), 0}

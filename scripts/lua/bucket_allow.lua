@@ -35,8 +35,8 @@ local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
 
--- include: lib/clock.lua
-local _, _, now = time_ms()
+-- include: lib/clock_us.lua
+local now = now_us
 
 local tat = now
 local stored = redis.call('GET', key)

@@ -42,8 +42,9 @@ local mode = tonumber(ARGV[4])
 local wttl = tonumber(ARGV[5])
 local arrival = tonumber(ARGV[6])
 
--- include: lib/clock.lua
-local now, _, nowus = time_ms()
+-- include: lib/clock_us.lua
+local nowus = now_us
+local now = math.floor(nowus / 1000)
 
 local function int(x) return string.format('%d', x) end
 

@@ -10,6 +10,5 @@
 -- Returns {held, waiting}.
 
 -- include: lib/clock.lua
-local now = time_ms()
 local after = '(' .. string.format('%d', now)
 return {redis.call('ZCOUNT', KEYS[1], after, '+inf'), redis.call('ZCOUNT', KEYS[2], after, '+inf')}

@@ -15,7 +15,6 @@ local member = ARGV[1]
 local lease = tonumber(ARGV[2])
 
 -- include: lib/clock.lua
-local now = time_ms()
 
 local score = redis.call('ZSCORE', holders, member)
 if not score then return {0} end

@@ -14,7 +14,6 @@ local holders = KEYS[1]
 local member = ARGV[1]
 
 -- include: lib/clock.lua
-local now = time_ms()
 
 local score = redis.call('ZSCORE', holders, member)
 if not score then return {0} end

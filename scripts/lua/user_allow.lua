@@ -33,7 +33,9 @@
 -- rounded up and compared with TIME rounded down, so an entry ages out,
 -- and a cooldown ends, up to 1 ms late, never early. Waits are rounded up
 -- likewise (a request right after one in the same millisecond waits the
--- cooldown plus 1 ms), and the key's TTL covers its newest entry's window.
+-- cooldown plus 1 ms). The key's TTL, the window from the last write,
+-- covers the newest entry's too: Redis expires a key only once its
+-- millisecond clock is past the deadline, at the stamp plus the window.
 --
 -- Why it reads so little: a decision's cost must not grow with the window.
 -- It reads the newest entry and the base (one ranked read from the end),
@@ -47,9 +49,6 @@ local window = tonumber(ARGV[2])
 local cooldown = tonumber(ARGV[3])
 local out = {}
 local nout = 0
-
--- include: lib/clock.lua
--- include: lib/user.lua
 
 if limit == 0 then
   -- Cooldown only: SET NX PX is the whole decision.
@@ -71,11 +70,11 @@ if limit == 0 then
         end
       end
       if a == 0 then
-        local raw = ttl
-        ttl = cooldown_ttl(key, raw, cooldown)
-        if ttl < 0 then
+        local lost, mine = ttl == -1, true
+-- include: lib/user_cooldown.lua
+        if not mine then
           a = -1
-        elseif raw == -1 then
+        elseif lost then
           -- Ours without a TTL (lost by hand): repair it.
           redis.call('PEXPIRE', key, ARGV[3])
         end
@@ -109,7 +108,8 @@ local function next_id(key, held, newest_score)
   return id
 end
 
-local clock, stamp = time_ms()
+-- include: lib/clock.lua
+local clock = now
 for _, key in ipairs(KEYS) do
   local a, reason, rem, retry, reset = -1, 0, 0, 0, 0
   repeat -- once; break ends this key's decision
@@ -122,9 +122,8 @@ for _, key in ipairs(KEYS) do
       if z[1] ~= nil and z[1] ~= 'b' then break end
       -- Nothing held: a fresh window.
       redis.call('ZADD', key, stamp, 'b', 0, 0)
-      reset = stamp + window - clock
-      redis.call('PEXPIRE', key, reset)
-      a, rem = 1, limit - 1
+      redis.call('PEXPIRE', key, ARGV[2])
+      a, rem, reset = 1, limit - 1, window
       break
     end
     if z[3] ~= 'b' then break end
@@ -163,21 +162,24 @@ for _, key in ipairs(KEYS) do
       end
       oldest = base + oldest
     end
-    reason, retry = user_wait(cooldown, window, newest, oldest, now)
+-- include: lib/user_wait.lua
     if reason > 0 then
       a = 0
       rem = limit - count
       if rem < 0 then rem = 0 end
       retry = retry + skew
       reset = newest + window - now + skew
-      if skew > 0 then retry, reset = within_ttl(key, retry, reset) end
+      if skew > 0 then
+        local cleft = 0 -- Peek's; capped alongside
+-- include: lib/user_skew.lua
+      end
       break
     end
 
     -- Recorded at the stamp (on the key's clock when it is ahead).
     local at = stamp
     if now > at then at = now end
-    a, rem, reset = 1, limit - count - 1, at + window - clock
+    a, rem, reset = 1, limit - count - 1, window + skew
     local id = (tonumber(z[1]) + 1) % 128
     local rel = at - base
     if count == 0 then
@@ -212,7 +214,11 @@ for _, key in ipairs(KEYS) do
         redis.call('ZADD', key, rel, next_id(key, held, z[2]))
       end
     end
-    redis.call('PEXPIRE', key, reset)
+    if skew == 0 then
+      redis.call('PEXPIRE', key, ARGV[2])
+    else
+      redis.call('PEXPIRE', key, reset)
+    end
   until true
   out[nout + 1], out[nout + 2], out[nout + 3], out[nout + 4], out[nout + 5] = a, reason, rem, retry, reset
   nout = nout + 5

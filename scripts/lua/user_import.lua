@@ -19,7 +19,6 @@ local window = tonumber(ARGV[2])
 local cooldown = tonumber(ARGV[3])
 
 -- include: lib/clock.lua
-local now, stamp = time_ms()
 
 redis.call('DEL', key)
 

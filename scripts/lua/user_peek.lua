@@ -27,9 +27,6 @@ local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local cooldown = tonumber(ARGV[3])
 
--- include: lib/clock.lua
--- include: lib/user.lua
-
 if limit == 0 then
   local ttl = redis.call('PTTL', key)
   if ttl == -2 then
@@ -37,8 +34,9 @@ if limit == 0 then
   end
   -- The TTL is the wait, as user_allow.lua answers it, even when a longer
   -- cooldown set it; a key without one gets the full cooldown there.
-  ttl = cooldown_ttl(key, ttl, cooldown)
-  if ttl < 0 then
+  local mine = true
+-- include: lib/user_cooldown.lua
+  if not mine then
     return {-1, 0, 0, 0, 0, 0, 0}
   end
   return {1, 1, -1, ttl, ttl, ttl, 0}
@@ -57,7 +55,7 @@ end
 local base = tonumber(z[#z])
 local n = #z / 2 - 1
 
-local now, stamp = time_ms()
+-- include: lib/clock.lua
 local real = now
 local newest = nil
 if n > 0 then
@@ -80,7 +78,8 @@ local oldest = nil
 if count >= limit then
   oldest = base + tonumber(z[2 * (expired + count - limit + 1)])
 end
-local reason, retry = user_wait(cooldown, window, newest, oldest, now)
+local reason, retry = 0, 0
+-- include: lib/user_wait.lua
 local remaining = limit - count
 if remaining < 0 then remaining = 0 end
 local reset = newest + window - now + skew
@@ -88,6 +87,8 @@ local cleft = 0
 if cooldown > 0 and newest + cooldown > now then cleft = newest + cooldown - now + skew end
 if reason > 0 then
   retry = retry + skew
-  if skew > 0 then retry, reset, cleft = within_ttl(key, retry, reset, cleft) end
+  if skew > 0 then
+-- include: lib/user_skew.lua
+  end
 end
 return {1, reason, remaining, retry, reset, cleft, count}

@@ -1,10 +1,10 @@
--- lib/clock.lua (included by every script that reads the clock): Redis
--- TIME, read once, as ms since the Unix epoch rounded down (now: a
--- deadline compared with it passes late, never early), the same rounded
--- up (a stamp: a time recorded with it ages out late, never early), and
--- µs since the epoch (exact, below 2^53).
-local function time_ms()
-  local t = redis.call('TIME')
-  local s, us = tonumber(t[1]), tonumber(t[2])
-  return s * 1000 + math.floor(us / 1000), s * 1000 + math.ceil(us / 1000), s * 1000000 + us
-end
+-- lib/clock.lua: Redis TIME in whole milliseconds since the Unix epoch,
+-- read once. Included at the top level where a script reads the clock; a
+-- snippet, not a function, because Redis builds a script's functions
+-- afresh on every call (~0.1 us each). Sets now, rounded down (a deadline
+-- compared with it passes late, never early), and stamp, rounded up (a
+-- time recorded with it ages out late, never early).
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local stamp = now
+if tonumber(time[2]) % 1000 ~= 0 then stamp = now + 1 end
