@@ -4,7 +4,12 @@
 -- afresh on every call (~0.1 us each). Sets now, rounded down (a deadline
 -- compared with it passes late, never early), and stamp, rounded up (a
 -- time recorded with it ages out late, never early).
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local stamp = now
-if tonumber(time[2]) % 1000 ~= 0 then stamp = now + 1 end
+local now, stamp
+do
+  local t = redis.call('TIME')
+  local us = tonumber(t[2])
+  local frac = us % 1000
+  now = tonumber(t[1]) * 1000 + (us - frac) / 1000
+  stamp = now
+  if frac ~= 0 then stamp = now + 1 end
+end
