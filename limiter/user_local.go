@@ -40,6 +40,7 @@ type localUsers struct {
 	window   time.Duration
 	span     time.Duration // how long an accepted request matters
 	base     time.Time     // the monotonic origin of the stored times
+	off      bool          // OnRedisError is not FailLocal: nothing to record
 
 	seed       maphash.Seed
 	shards     [denyShards]localShard
@@ -79,6 +80,7 @@ func newLocalUsers(cfg Config) *localUsers {
 		window:     cfg.UserWindow,
 		span:       cfg.UserWindow,
 		base:       time.Now(),
+		off:        cfg.OnRedisError != FailLocal,
 		seed:       maphash.MakeSeed(),
 		maxUsers:   (maxLocalUsers + denyShards - 1) / denyShards,
 		maxEntries: (maxLocalEntries + denyShards - 1) / denyShards,
@@ -241,6 +243,9 @@ func (lu *localUsers) precheck(user string, now time.Time) (Decision, bool) {
 // from Remaining and ResetAfter (now is after Redis decided, so the
 // newest comes out no earlier than it was: the fallback errs strict).
 func (lu *localUsers) redisSaid(user string, d Decision, now time.Time) {
+	if lu.off {
+		return
+	}
 	seen, newest := 1, now.Add(d.ResetAfter-lu.span)
 	if lu.limit > 0 {
 		seen = lu.limit - d.Remaining
