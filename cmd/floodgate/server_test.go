@@ -390,7 +390,7 @@ func TestAllowMany(t *testing.T) {
 			t.Fatalf("decision %d: %v, want allowed %v", i, d, w)
 		}
 	}
-	if d := ds[3].(map[string]any); d["reason"] != "hourly" {
+	if d := ds[3].(map[string]any); d["reason"] != "window" {
 		t.Fatalf("the third request of a: %v", d)
 	}
 	// A foreign key fails its user alone; the others stand (counted).
