@@ -81,7 +81,7 @@ type SoakReport struct {
 	// MaxCall is the longest call, against Deadline.
 	MaxCallMs   float64 `json:"max_call_ms"`
 	DeadlineMs  float64 `json:"deadline_ms"`
-	OverDeadine int     `json:"calls_over_deadline"`
+	OverDeadline int     `json:"calls_over_deadline"`
 	// Faults lists the outage windows: [start, end] in seconds from the
 	// start, fault plus grace.
 	Faults []SoakFault `json:"faults"`
@@ -355,7 +355,7 @@ traffic:
 				rep.Decisions++
 				maxCall = max(maxCall, post.Sub(pre))
 				if post.Sub(pre) > soakDeadline {
-					rep.OverDeadine++
+					rep.OverDeadline++
 				}
 				if kind != "" {
 					rep.Errors[kind]++
@@ -473,7 +473,7 @@ func printSoak(w io.Writer, r SoakReport) {
 	for _, k := range kinds {
 		fmt.Fprintf(w, "errors               %-30s %d\n", k, r.Errors[k])
 	}
-	fmt.Fprintf(w, "max call             %.1f ms (deadline %.0f ms, %d over)\n", r.MaxCallMs, r.DeadlineMs, r.OverDeadine)
+	fmt.Fprintf(w, "max call             %.1f ms (deadline %.0f ms, %d over)\n", r.MaxCallMs, r.DeadlineMs, r.OverDeadline)
 	fmt.Fprintf(w, "outage windows       %d:", len(r.Faults))
 	for _, f := range r.Faults {
 		fmt.Fprintf(w, " %s %.1f-%.1fs;", f.Kind, f.From, f.Until)
