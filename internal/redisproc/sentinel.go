@@ -367,3 +367,15 @@ func (s *Sentinel) Stop() {
 		os.RemoveAll(d)
 	}
 }
+
+// Signal sends sig to the data node at addr: SIGSTOP and SIGCONT freeze
+// and thaw a replica, to make it lag.
+func (s *Sentinel) Signal(addr string, sig syscall.Signal) error {
+	s.mu.Lock()
+	srv, ok := s.data[addr]
+	s.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("redisproc: no data node %s", addr)
+	}
+	return srv.cmd.Process.Signal(sig)
+}
