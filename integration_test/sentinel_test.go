@@ -25,7 +25,7 @@ import (
 // `floodgate serve`. docs/reliability.md, "Sentinel", quotes these tests.
 
 // sentinelDeployment starts a deployment for one test, stopped at its end.
-func sentinelDeployment(t testing.TB) *redisproc.Sentinel {
+func sentinelDeployment(t testing.TB, replicas int) *redisproc.Sentinel {
 	t.Helper()
 	needRedisServer(t)
 	if testing.Short() {
@@ -33,7 +33,7 @@ func sentinelDeployment(t testing.TB) *redisproc.Sentinel {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	s, err := redisproc.StartSentinel(ctx, 1)
+	s, err := redisproc.StartSentinel(ctx, replicas)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +78,7 @@ func sentinelLimiter(t testing.TB, cfg limiter.Config) *limiter.Limiter {
 // TestSentinelLibraryAndServe: the library and floodgate serve both reach
 // the master through the sentinels, and share its state.
 func TestSentinelLibraryAndServe(t *testing.T) {
-	s := sentinelDeployment(t)
+	s := sentinelDeployment(t, 1)
 	cfg := sentinelUserConfig(s.URL(), fmt.Sprintf("fgsent%d:", os.Getpid()), 0)
 	cfg.UserCooldown = time.Minute
 	l := sentinelLimiter(t, cfg)
@@ -239,15 +239,24 @@ func sentinelLoadWorker(ctx context.Context) (any, error) {
 // limit, counted by asking every user again after the failover). With
 // WaitReplicas 1 none may be lost.
 func TestSentinelFailover(t *testing.T) {
-	for _, waitN := range []int{0, 1} {
-		t.Run(fmt.Sprintf("wait=%d", waitN), func(t *testing.T) {
-			s := sentinelDeployment(t)
+	for _, tc := range []struct {
+		waitN, replicas int
+		restart         bool // start the killed master again, as a replica
+	}{
+		{0, 1, true},
+		{1, 1, true},
+		// With two replicas the one left acknowledges: no restart needed.
+		{1, 2, false},
+	} {
+		waitN := tc.waitN
+		t.Run(fmt.Sprintf("wait=%d,replicas=%d", waitN, tc.replicas), func(t *testing.T) {
+			s := sentinelDeployment(t, tc.replicas)
 			ctx := context.Background()
 			old, err := s.Master(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
-			prefix := fmt.Sprintf("fgsentf%d_%d:", os.Getpid(), waitN)
+			prefix := fmt.Sprintf("fgsentf%d_%d_%d:", os.Getpid(), waitN, tc.replicas)
 			killAt := time.Now().Add(4 * time.Second)
 			until := killAt.Add(12 * time.Second)
 			var failover, restarted time.Duration
@@ -265,6 +274,11 @@ func TestSentinelFailover(t *testing.T) {
 					return
 				}
 				failover = time.Since(killAt)
+				if !tc.restart {
+					bgErr = s.WaitHealthy(wctx) // the other replica follows the new master
+					restarted = time.Since(killAt)
+					return
+				}
 				if bgErr = s.Restart(wctx, old); bgErr != nil {
 					return
 				}
@@ -337,10 +351,10 @@ func TestSentinelFailover(t *testing.T) {
 					}
 				}
 			}
-			t.Logf("WaitReplicas %d: %d calls from 3 processes (p50 before the kill %v µs); failover %v, old master back as a replica %v after the kill; "+
+			t.Logf("WaitReplicas %d, %d replicas: %d calls from 3 processes (p50 before the kill %v µs); failover %v, all replicas in sync %v after the kill; "+
 				"first non-degraded decision %d ms, admission %d ms after the kill (slowest process); after the kill %d calls failed, %d degraded; "+
 				"%d admissions lost (%d users over the limit of %d, %d users checked)",
-				waitN, calls, p50s, failover.Round(time.Millisecond), restarted.Round(time.Millisecond), firstGood, firstAdmit, failed, degraded, lost, lostUsers, sentinelLimit, len(admitted))
+				waitN, tc.replicas, calls, p50s, failover.Round(time.Millisecond), restarted.Round(time.Millisecond), firstGood, firstAdmit, failed, degraded, lost, lostUsers, sentinelLimit, len(admitted))
 			if degradedAdmits > 0 {
 				t.Errorf("%d degraded admissions under FailClosed", degradedAdmits)
 			}
@@ -369,7 +383,7 @@ func TestSentinelLostWrites(t *testing.T) {
 	const users = 10
 	for _, waitN := range []int{0, 1} {
 		t.Run(fmt.Sprintf("wait=%d", waitN), func(t *testing.T) {
-			s := sentinelDeployment(t)
+			s := sentinelDeployment(t, 1)
 			ctx := context.Background()
 			old, err := s.Master(ctx)
 			if err != nil {
@@ -469,7 +483,7 @@ func TestSentinelLostWrites(t *testing.T) {
 //
 //	go test ./integration_test -run '^$' -bench SentinelReplicaAck -benchtime 3000x
 func BenchmarkSentinelReplicaAck(b *testing.B) {
-	s := sentinelDeployment(b)
+	s := sentinelDeployment(b, 1)
 	for _, waitN := range []int{0, 1} {
 		b.Run(fmt.Sprintf("wait=%d", waitN), func(b *testing.B) {
 			cfg := sentinelUserConfig(s.URL(), fmt.Sprintf("fgsentb%d_%d:", os.Getpid(), waitN), waitN)
