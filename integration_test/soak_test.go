@@ -39,6 +39,10 @@ func TestSoak(t *testing.T) {
 		OverLimitInOutage int            `json:"over_limit_in_outage"`
 		OverLimitOutside  int            `json:"over_limit_outside"`
 		OutsideExamples   []string       `json:"outside_examples"`
+		Start, End        []struct {
+			Name       string `json:"name"`
+			Goroutines int    `json:"goroutines"`
+		}
 	}
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
 		t.Fatalf("soak: %v; report %q: %v\n%s", runErr, stdout.String(), err, stderr.String())
@@ -62,6 +66,17 @@ func TestSoak(t *testing.T) {
 	// degraded decisions during them, and the chat's 100 messages a second.
 	if len(rep.Faults) != 4 || rep.Degraded == 0 {
 		t.Errorf("%d faults and %d degraded decisions, want 4 faults and some degraded decisions", len(rep.Faults), rep.Degraded)
+	}
+	// Goroutines return to where they were after the warm-up (the end
+	// figure is taken with idle connections closed); a few of slack for
+	// the scrape's own connection and the runtime's.
+	if len(rep.Start) != 3 || len(rep.End) != 3 {
+		t.Errorf("start %v, end %v: want the soak process and 2 sidecars", rep.Start, rep.End)
+	}
+	for i := range min(len(rep.Start), len(rep.End)) {
+		if s, e := rep.Start[i], rep.End[i]; e.Goroutines > s.Goroutines+10 {
+			t.Errorf("%s: %d goroutines at the end, %d at the start", s.Name, e.Goroutines, s.Goroutines)
+		}
 	}
 	if rep.Decisions < 5900 {
 		t.Errorf("%d decisions, want the chat's 6000", rep.Decisions)
