@@ -114,9 +114,11 @@ type Config struct {
 	RedisTimeout time.Duration `env:"REDIS_TIMEOUT"`
 	// WaitReplicas, when above 0, makes the per-user policy send WAIT
 	// WaitReplicas after its decision, on the same connection, and count
-	// an admission only once that many replicas hold it; see
-	// replica_ack.go for what that guarantees. 0 (the default) waits for
-	// none: a failover may lose the last admissions.
+	// an admission only once that many replicas hold it; one they did
+	// not acknowledge in time is an outage (ErrReplicaAck) and
+	// OnRedisError decides. 0 (the default) waits for none: a failover may
+	// lose the last admissions. docs/reliability.md ("WaitReplicas") says
+	// what it guarantees and what it does not.
 	WaitReplicas int `env:"REDIS_WAIT_REPLICAS"`
 	// WaitTimeout bounds that wait (WAIT's timeout); it must be shorter
 	// than RedisTimeout. 0 means RedisTimeout/2.

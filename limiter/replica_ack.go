@@ -25,7 +25,9 @@ import (
 // WaitTimeout comes back as an outage (ErrReplicaAck, which wraps
 // ErrRedisUnavailable), so OnRedisError decides: FailClosed denies,
 // FailOpen allows (and may over-admit), FailLocal counts in-process.
-// Denials need no acknowledgement and are returned as Redis gave them.
+// Denials need no acknowledgement and are returned as Redis gave them
+// (AllowMany packs users into one script call: a call that admits anyone
+// needs the acknowledgement for all its users).
 //
 // What it does not: the other policies (Backoff, Bucket, Slots) do not
 // wait; the master has already counted an unacknowledged admission (the
