@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"sort"
 	"strconv"
@@ -112,6 +113,10 @@ type SoakProc struct {
 	HeapMB     float64 `json:"heap_mb"`
 	// RSSMB is the sidecar's resident memory (process_resident_memory_bytes).
 	RSSMB float64 `json:"rss_mb,omitempty"`
+	// LiveMB is the sidecar's heap marked live by its last GC (its
+	// GODEBUG=gctrace=1 output): HeapMB, read between collections with
+	// serve's GOGC=400, may be up to 5 times that.
+	LiveMB float64 `json:"live_heap_mb,omitempty"`
 }
 
 // admission is one entry of the independent log.
@@ -496,7 +501,7 @@ func printSoak(w io.Writer, r SoakReport) {
 		s, e := r.Start[i], r.End[i]
 		fmt.Fprintf(w, "%-24s goroutines %d -> %d, heap %.1f -> %.1f MB", s.Name, s.Goroutines, e.Goroutines, s.HeapMB, e.HeapMB)
 		if s.RSSMB > 0 {
-			fmt.Fprintf(w, ", RSS %.1f -> %.1f MB", s.RSSMB, e.RSSMB)
+			fmt.Fprintf(w, " (live after GC %.0f -> %.0f MB), RSS %.1f -> %.1f MB", s.LiveMB, e.LiveMB, s.RSSMB, e.RSSMB)
 		}
 		fmt.Fprintln(w)
 	}
@@ -571,7 +576,8 @@ func startSoakSidecar(ctx context.Context, bin, name, redisURL, prefix string, s
 		for k, v := range soakEnv {
 			sc.cmd.Env = append(sc.cmd.Env, k+"="+v)
 		}
-		sc.cmd.Env = append(sc.cmd.Env, "FLOODGATE_REDIS_URL="+redisURL, "FLOODGATE_KEY_PREFIX="+prefix, fmt.Sprintf("FLOODGATE_HTTP_ADDR=127.0.0.1:%d", port))
+		// gctrace: the live heap after each GC, which /metrics lacks.
+		sc.cmd.Env = append(sc.cmd.Env, "GODEBUG=gctrace=1", "FLOODGATE_REDIS_URL="+redisURL, "FLOODGATE_KEY_PREFIX="+prefix, fmt.Sprintf("FLOODGATE_HTTP_ADDR=127.0.0.1:%d", port))
 		sc.cmd.Stdout, sc.cmd.Stderr = sc.out, sc.out
 		sc.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := sc.cmd.Start(); err != nil {
@@ -632,10 +638,16 @@ func (sc *soakSidecar) decide(ctx context.Context, user string) (allowed, degrad
 	return body.Allowed, body.Degraded, ""
 }
 
+// gcLive finds a gctrace line's live heap: "gc 7 @1.2s 0%: ..., 4->4->1 MB, ...".
+var gcLive = regexp.MustCompile(`(?m)^gc \d+ @.*?\d+->\d+->(\d+) MB`)
+
 // procStats reads go_goroutines and go_memstats_heap_alloc_bytes from the
 // sidecar's /metrics.
 func (sc *soakSidecar) procStats() SoakProc {
 	p := SoakProc{Name: sc.name, Goroutines: -1, HeapMB: -1}
+	if m := gcLive.FindAllStringSubmatch(sc.out.String(), -1); len(m) > 0 {
+		p.LiveMB, _ = strconv.ParseFloat(m[len(m)-1][1], 64)
+	}
 	resp, err := sc.client.Get(sc.url + "/metrics")
 	if err != nil {
 		return p
