@@ -24,7 +24,7 @@ func (o *Observer) ObserveEviction(e limiter.Eviction, err error) {
 // CheckEviction (one INFO round trip per master, bounded by the watch
 // timeout), so that floodgate_redis_eviction_unsafe and
 // floodgate_redis_evicted_keys_total are current. While fn fails, the last
-// values stay and floodgate_watch_errors_total{watch="eviction"} grows.
+// values stay and floodgate_redis_eviction_check_errors_total grows.
 func (o *Observer) WatchEviction(fn func(ctx context.Context) (limiter.Eviction, error)) error {
 	if o == nil {
 		return errors.New("metrics: WatchEviction on a nil Observer")
@@ -46,7 +46,7 @@ type evictionCollector struct {
 	timeout time.Duration
 	unsafe  *prometheus.Desc
 	evicted *prometheus.Desc
-	errs    *prometheus.CounterVec // floodgate_watch_errors_total, the watchCollector's
+	errs    prometheus.Counter
 
 	mu    sync.Mutex
 	known bool
@@ -54,7 +54,7 @@ type evictionCollector struct {
 	fn    func(context.Context) (limiter.Eviction, error)
 }
 
-func newEvictionCollector(constLabels prometheus.Labels, timeout time.Duration, errs *prometheus.CounterVec) *evictionCollector {
+func newEvictionCollector(constLabels prometheus.Labels, timeout time.Duration) *evictionCollector {
 	return &evictionCollector{
 		timeout: timeout,
 		unsafe: prometheus.NewDesc(namespace+"_redis_eviction_unsafe",
@@ -63,7 +63,11 @@ func newEvictionCollector(constLabels prometheus.Labels, timeout time.Duration, 
 		evicted: prometheus.NewDesc(namespace+"_redis_evicted_keys_total",
 			"Keys Redis evicted since it started (INFO stats evicted_keys, summed over a Cluster's masters), Floodgate's or not.",
 			nil, constLabels),
-		errs: errs,
+		errs: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "redis_eviction_check_errors_total",
+			Help:        "Scrapes at which WatchEviction's check failed or timed out; the eviction metrics kept their last values.",
+			ConstLabels: constLabels,
+		}),
 	}
 }
 
@@ -77,6 +81,7 @@ func (c *evictionCollector) set(e limiter.Eviction) {
 func (c *evictionCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.unsafe
 	ch <- c.evicted
+	c.errs.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
@@ -89,7 +94,7 @@ func (c *evictionCollector) Collect(ch chan<- prometheus.Metric) {
 		e, err := fn(ctx)
 		cancel()
 		if err != nil {
-			c.errs.WithLabelValues("eviction", "redis").Inc()
+			c.errs.Inc()
 		} else {
 			c.set(e)
 		}
@@ -97,6 +102,7 @@ func (c *evictionCollector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
 	known, e := c.known, c.last
 	c.mu.Unlock()
+	c.errs.Collect(ch)
 	if !known {
 		return
 	}

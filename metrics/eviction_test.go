@@ -73,14 +73,14 @@ func TestWatchEviction(t *testing.T) {
 	if err := o.WatchEviction(nil); err == nil {
 		t.Error("WatchEviction(nil) was accepted")
 	}
-	names := []string{"floodgate_redis_eviction_unsafe", "floodgate_redis_evicted_keys_total", "floodgate_watch_errors_total"}
-	compare(t, reg, evictedHead+"floodgate_redis_evicted_keys_total 1\n"+evictionHead+"floodgate_redis_eviction_unsafe 1\n", names...)
+	names := []string{"floodgate_redis_eviction_unsafe", "floodgate_redis_evicted_keys_total", "floodgate_redis_eviction_check_errors_total"}
+	errsHead := `# HELP floodgate_redis_eviction_check_errors_total Scrapes at which WatchEviction's check failed or timed out; the eviction metrics kept their last values.
+# TYPE floodgate_redis_eviction_check_errors_total counter
+`
+	compare(t, reg, errsHead+"floodgate_redis_eviction_check_errors_total 0\n"+evictedHead+"floodgate_redis_evicted_keys_total 1\n"+evictionHead+"floodgate_redis_eviction_unsafe 1\n", names...)
+	compare(t, reg, errsHead+"floodgate_redis_eviction_check_errors_total 0\n"+evictedHead+"floodgate_redis_evicted_keys_total 2\n"+evictionHead+"floodgate_redis_eviction_unsafe 1\n", names...)
 	fail = true
-	compare(t, reg, evictedHead+"floodgate_redis_evicted_keys_total 1\n"+evictionHead+"floodgate_redis_eviction_unsafe 1\n"+
-		`# HELP floodgate_watch_errors_total Scrapes at which a WatchSlots, WatchEndpoint or WatchEviction function failed or timed out; its gauge was left out (WatchEviction: its last values kept).
-# TYPE floodgate_watch_errors_total counter
-floodgate_watch_errors_total{name="redis",watch="eviction"} 1
-`, names...)
+	compare(t, reg, errsHead+"floodgate_redis_eviction_check_errors_total 1\n"+evictedHead+"floodgate_redis_evicted_keys_total 2\n"+evictionHead+"floodgate_redis_eviction_unsafe 1\n", names...)
 	var nilObs *Observer
 	if err := nilObs.WatchEviction(func(context.Context) (limiter.Eviction, error) { return limiter.Eviction{}, nil }); err == nil {
 		t.Error("WatchEviction on a nil Observer was accepted")

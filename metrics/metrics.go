@@ -33,7 +33,7 @@
 //	floodgate_endpoint_state{endpoint,state}           gauge, from WatchEndpoint: 1 for the state
 //	                                                   the endpoint is in, 0 for the other two
 //	floodgate_watch_errors_total{watch,name}           counter: a watch function failed or timed out
-//	                                                   (watch="eviction",name="redis" for WatchEviction)
+//	floodgate_redis_eviction_check_errors_total        counter: WatchEviction's check failed
 //
 // Label values are bounded: policies, reasons, ops and states are fixed
 // sets, and pool and endpoint names come from the caller's configuration,
@@ -176,7 +176,7 @@ func New(reg prometheus.Registerer, opts ...Option) (*Observer, error) {
 	if obs.watch, err = register(reg, obs.watch); err != nil {
 		return nil, err
 	}
-	obs.eviction = newEvictionCollector(o.constLabels, o.watchTimeout, obs.watch.errs)
+	obs.eviction = newEvictionCollector(o.constLabels, o.watchTimeout)
 	if obs.eviction, err = register(reg, obs.eviction); err != nil {
 		return nil, err
 	}
@@ -324,7 +324,7 @@ func newWatchCollector(constLabels prometheus.Labels, timeout time.Duration) *wa
 		},
 		errs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "watch_errors_total",
-			Help:        "Scrapes at which a WatchSlots, WatchEndpoint or WatchEviction function failed or timed out; its gauge was left out (WatchEviction: its last values kept).",
+			Help:        "Scrapes at which a WatchSlots or WatchEndpoint function failed or timed out; its gauge was left out.",
 			ConstLabels: constLabels,
 		}, []string{"watch", "name"}),
 		fns: [2]map[string]func(context.Context) (float64, error){{}, {}},
