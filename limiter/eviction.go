@@ -180,14 +180,15 @@ type evictionState struct {
 	last   Eviction
 	err    error
 	done   bool
-	warned string // the last warning logged, so a scrape does not repeat it
+	warned string // the settings last warned about, so a scrape does not repeat it
 }
 
 // CheckEviction reads Redis's memory settings now (the package-level
 // CheckEviction on the Limiter's client), remembers them for
 // EvictionRisk, reports them to the Observer if it is an
 // EvictionObserver, and logs Warning through log/slog's default logger
-// when Redis can evict Floodgate's keys (once per distinct warning).
+// when Redis can evict Floodgate's keys (once per setting: not again while
+// the policy stays the same).
 func (l *Limiter) CheckEviction(ctx context.Context) (Eviction, error) {
 	if err := l.usable(); err != nil {
 		return Eviction{}, err
@@ -196,9 +197,10 @@ func (l *Limiter) CheckEviction(ctx context.Context) (Eviction, error) {
 	l.eviction.mu.Lock()
 	l.eviction.last, l.eviction.err, l.eviction.done = e, err, true
 	warn := e.Warning()
-	logIt := warn != "" && warn != l.eviction.warned
+	settings := fmt.Sprint(e.Node, " ", e.Policy, " ", e.MaxMemory)
+	logIt := warn != "" && settings != l.eviction.warned
 	if err == nil {
-		l.eviction.warned = warn
+		l.eviction.warned = settings
 	}
 	l.eviction.mu.Unlock()
 	if logIt {
