@@ -181,6 +181,7 @@ type evictionState struct {
 	err    error
 	done   bool
 	warned string // the settings last warned about, so a scrape does not repeat it
+	denied bool   // the ACL's refusal was logged
 }
 
 // CheckEviction reads Redis's memory settings now (the package-level
@@ -188,7 +189,7 @@ type evictionState struct {
 // EvictionRisk, reports them to the Observer if it is an
 // EvictionObserver, and logs Warning through log/slog's default logger
 // when Redis can evict Floodgate's keys (once per setting: not again while
-// the policy stays the same).
+// the policy stays the same), or once when the ACL denies the check.
 func (l *Limiter) CheckEviction(ctx context.Context) (Eviction, error) {
 	if err := l.usable(); err != nil {
 		return Eviction{}, err
@@ -202,9 +203,16 @@ func (l *Limiter) CheckEviction(ctx context.Context) (Eviction, error) {
 	if err == nil {
 		l.eviction.warned = settings
 	}
+	// An ACL without INFO is the operator's to fix; other failures (Redis
+	// not up yet) show in EvictionRisk and the next check.
+	logDenied := err != nil && isRedisReply(err, "NOPERM") && !l.eviction.denied
+	l.eviction.denied = l.eviction.denied || logDenied
 	l.eviction.mu.Unlock()
 	if logIt {
 		slog.Warn(warn, "maxmemory_policy", e.Policy, "maxmemory", e.MaxMemory, "evicted_keys", e.EvictedKeys)
+	}
+	if logDenied {
+		slog.Warn("limiter: cannot tell whether Redis may evict Floodgate's keys: " + err.Error())
 	}
 	if eo, ok := l.obs.(EvictionObserver); ok {
 		eo.ObserveEviction(e, err)

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/alicebob/miniredis/v2/server"
 )
 
 // oomReply is Redis's answer to a write when it is full under noeviction.
@@ -133,7 +136,13 @@ func TestOutOfMemoryIsAnOutage(t *testing.T) {
 		l, r := newTestLimiter(t, cfg)
 		ctx := context.Background()
 		mustAllow(t, l, "before")
-		r.mr.SetError(oomReply)
+		// Every command answers OOM, and is counted (SetError's are not).
+		var seen atomic.Int64
+		r.mr.Server().SetPreHook(func(c *server.Peer, cmd string, args ...string) bool {
+			seen.Add(1)
+			c.WriteError(oomReply)
+			return true
+		})
 		_, err := l.rdb.Set(ctx, "floodgate:x", "1", 0).Result()
 		if !IsOutOfMemory(err) || !IsUnavailable(err) {
 			t.Fatalf("%v: IsOutOfMemory/IsUnavailable(%v) false", mode, err)
@@ -154,6 +163,15 @@ func TestOutOfMemoryIsAnOutage(t *testing.T) {
 				t.Errorf("%v: AllowMany[%d] on a full Redis = %+v, want Degraded", mode, i, d)
 			}
 		}
-		r.mr.SetError("")
+		// Three OOM answers in a row: calls skip Redis for a second.
+		mustAllow(t, l, "u5")
+		before := seen.Load()
+		if d := mustAllow(t, l, "u6"); !d.Degraded {
+			t.Fatalf("%v: Allow after 3 OOMs = %+v", mode, d)
+		}
+		if n := seen.Load() - before; n != 0 {
+			t.Errorf("%v: %d commands reached Redis after 3 OOM answers in a row, want 0 (skipped for a second)", mode, n)
+		}
+		r.mr.Server().SetPreHook(nil)
 	}
 }
