@@ -333,6 +333,17 @@ func TestEvictionCheckWithoutINFO(t *testing.T) {
 	}
 }
 
+// TestDocumentedACLAllowsEvictionCheck: the ACL docs/reliability.md
+// recommends lets the eviction check run.
+func TestDocumentedACLAllowsEvictionCheck(t *testing.T) {
+	addr, _ := startAuthServer(t)
+	c := redis.NewClient(&redis.Options{Addr: addr, Username: "floodgate", Password: botPassword})
+	t.Cleanup(func() { c.Close() })
+	if e, err := limiter.CheckEviction(context.Background(), c); err != nil || e.Policy == "" {
+		t.Fatalf("CheckEviction as the documented ACL user: %+v, %v", e, err)
+	}
+}
+
 // testClusterEvictionEveryMaster: one master of three set to allkeys-lru
 // makes the Cluster unsafe, named by its address.
 func testClusterEvictionEveryMaster(t *testing.T, env *clusterEnv) {
