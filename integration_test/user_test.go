@@ -378,9 +378,16 @@ func TestCraftedIdsSpreadOverSlots(t *testing.T) {
 	}
 }
 
-// TestMemoryPerUser fills 50,000 users with a full hour of history (20
-// requests each, spread over the hour, as Allow leaves them) and reads
-// INFO used_memory. The design goal is at most 420 bytes per user.
+// memoryPerUserBound is TestMemoryPerUser's bound: the figure measured
+// when the test was written (302-303 B/user on redis-server 7.0.15, three
+// runs) plus 10%, so that a layout change costing a tenth more fails,
+// where the design goal (420 B) let a 43% regression pass.
+const memoryPerUserBound = 333
+
+// TestMemoryPerUser admits 50,000 users 20 times each through Allow (the
+// path a chat bot takes, cooldown off so the 20 land at once), which
+// leaves a full hour's window per user, and reads INFO used_memory.
+// (README's 293 B comes from loadgen, which counts the keys alone.)
 func TestMemoryPerUser(t *testing.T) {
 	needRedisServer(t)
 	srv, err := redisproc.Start(context.Background(), redisproc.Options{})
@@ -392,29 +399,39 @@ func TestMemoryPerUser(t *testing.T) {
 	defer rdb.Close()
 	cfg := limiter.DefaultConfig()
 	cfg.RedisTimeout = 10 * time.Second
+	cfg.UserCooldown = 0
+	cfg.MaxRequestsPerUserHour = 20
+	cfg.LocalCacheSize = 0
 	l, err := limiter.New(rdb, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	const users = 50_000
+	const users, workers, batch = 50_000, 4, 1000
 	before := usedMemory(t, rdb)
-	now := time.Now()
 	var wg sync.WaitGroup
-	errs := make(chan error, 32)
-	for g := 0; g < 32; g++ {
+	errs := make(chan error, workers)
+	for g := 0; g < workers; g++ {
 		wg.Add(1)
 		go func(g int) {
 			defer wg.Done()
-			rng := rand.New(rand.NewPCG(uint64(g), 1))
-			for i := g; i < users; i += 32 {
-				times := make([]time.Time, 20)
-				for j := range times {
-					times[j] = now.Add(-time.Duration(rng.Int64N(int64(time.Hour - time.Minute))))
-				}
-				if err := l.Import(ctx, fmt.Sprintf("user_%05d", i), times); err != nil {
-					errs <- err
-					return
+			var ids []string
+			for i := g; i < users; i += workers {
+				ids = append(ids, fmt.Sprintf("user_%05d", i))
+			}
+			for round := 0; round < 20; round++ {
+				for start := 0; start < len(ids); start += batch {
+					ds, err := l.AllowMany(ctx, ids[start:min(start+batch, len(ids))])
+					if err != nil {
+						errs <- err
+						return
+					}
+					for i, d := range ds {
+						if !d.Allowed || d.Degraded {
+							errs <- fmt.Errorf("round %d, %s: %+v, want a shared admission", round, ids[start+i], d)
+							return
+						}
+					}
 				}
 			}
 		}(g)
@@ -428,15 +445,15 @@ func TestMemoryPerUser(t *testing.T) {
 	per := float64(after-before) / users
 	enc, _ := rdb.ObjectEncoding(ctx, "floodgate:{u:user_00001}:w").Result()
 	card, _ := rdb.ZCard(ctx, "floodgate:{u:user_00001}:w").Result()
-	t.Logf("50,000 users x 20 requests: %.1f bytes/user of used_memory (encoding %s, %d members, %s)", per, enc, card, runtime.Version())
+	t.Logf("50,000 users x 20 Allow: %.1f bytes/user of used_memory (encoding %s, %d members, %s)", per, enc, card, runtime.Version())
 	if enc != "listpack" {
 		t.Errorf("window encoding %q, want listpack", enc)
 	}
 	if card != 21 {
 		t.Errorf("window holds %d members, want 20 + base", card)
 	}
-	if per > 420 {
-		t.Errorf("%.1f bytes per user, design goal is at most 420", per)
+	if per > memoryPerUserBound {
+		t.Errorf("%.1f bytes per user, want at most %d (measured 303 + 10%%)", per, memoryPerUserBound)
 	}
 }
 
