@@ -387,7 +387,6 @@ const memoryPerUserBound = 333
 // TestMemoryPerUser admits 50,000 users 20 times each through Allow (the
 // path a chat bot takes, cooldown off so the 20 land at once), which
 // leaves a full hour's window per user, and reads INFO used_memory.
-// (README's 293 B comes from loadgen, which counts the keys alone.)
 func TestMemoryPerUser(t *testing.T) {
 	needRedisServer(t)
 	srv, err := redisproc.Start(context.Background(), redisproc.Options{})
