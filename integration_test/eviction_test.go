@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -341,6 +343,39 @@ func TestDocumentedACLAllowsEvictionCheck(t *testing.T) {
 	t.Cleanup(func() { c.Close() })
 	if e, err := limiter.CheckEviction(context.Background(), c); err != nil || e.Policy == "" {
 		t.Fatalf("CheckEviction as the documented ACL user: %+v, %v", e, err)
+	}
+}
+
+// TestServeShowsEvictionRisk: floodgate serve on a volatile-lru Redis logs
+// the warning at startup, and /readyz and /metrics show it.
+func TestServeShowsEvictionRisk(t *testing.T) {
+	needRedisServer(t)
+	srv, err := redisproc.Start(context.Background(), redisproc.Options{
+		Args: []string{"--maxmemory", "4mb", "--maxmemory-policy", "volatile-lru"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	p := startServeProc(t, map[string]string{"FLOODGATE_REDIS_URL": "redis://" + srv.Addr})
+	c := &http.Client{Timeout: 5 * time.Second}
+	defer c.CloseIdleConnections()
+	code, body, err := callJSON(c, "GET", p.URL+"/readyz", "")
+	if err != nil || code != 200 || body["maxmemory_policy"] != "volatile-lru" || body["eviction_unsafe"] != true ||
+		!strings.Contains(fmt.Sprint(body["warning"]), "noeviction") {
+		t.Errorf("/readyz on a volatile-lru Redis: %d %v %v", code, body, err)
+	}
+	resp, err := c.Get(p.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(m), "\nfloodgate_redis_eviction_unsafe 1\n") {
+		t.Errorf("/metrics has no floodgate_redis_eviction_unsafe 1")
+	}
+	if out := p.Output(); !strings.Contains(out, "WARN") || !strings.Contains(out, "CONFIG SET maxmemory-policy noeviction") {
+		t.Errorf("floodgate serve printed no startup warning with the fix:\n%s", out)
 	}
 }
 

@@ -431,7 +431,8 @@ func (s *server) healthz(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// readyz answers 200 when Redis answers PING within RedisTimeout.
+// readyz answers 200 when Redis answers PING within RedisTimeout, with
+// what Redis's maxmemory-policy means for the limits (limiter.Eviction).
 func (s *server) readyz(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RedisTimeout)
 	defer cancel()
@@ -439,6 +440,14 @@ func (s *server) readyz(w http.ResponseWriter, r *http.Request) error {
 		writeError(w, http.StatusServiceUnavailable, "redis: "+scrub(err.Error()))
 		return nil
 	}
-	writeJSON(w, http.StatusOK, []byte(`{"status":"ready"}`+"\n"))
+	body := []byte(`{"status":"ready"}` + "\n")
+	// Redis's maxmemory-policy, read again (one INFO round trip): an
+	// unsafe one forgets limits, but Redis still serves, so still 200.
+	if e, err := s.lim.CheckEviction(ctx); err == nil {
+		body, _ = json.Marshal(map[string]any{"status": "ready", "maxmemory_policy": e.Policy,
+			"eviction_unsafe": e.Unsafe, "evicted_keys": e.EvictedKeys, "warning": e.Warning()})
+		body = append(body, '\n')
+	}
+	writeJSON(w, http.StatusOK, body)
 	return nil
 }
