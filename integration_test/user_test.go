@@ -259,7 +259,9 @@ func TestRealTTLDecay(t *testing.T) {
 	if d := allow(); !d.Allowed {
 		t.Fatalf("first: %+v", d)
 	}
-	if d := allow(); d.Allowed || d.Reason != limiter.ReasonCooldown || d.RetryAfter <= 0 || d.RetryAfter > 250*time.Millisecond {
+	// At most the cooldown plus 1 ms: times round so that nothing passes
+	// early (the request was recorded at TIME rounded up).
+	if d := allow(); d.Allowed || d.Reason != limiter.ReasonCooldown || d.RetryAfter <= 0 || d.RetryAfter > 251*time.Millisecond {
 		t.Fatalf("in cooldown: %+v", d)
 	}
 	time.Sleep(300 * time.Millisecond)
@@ -268,7 +270,7 @@ func TestRealTTLDecay(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond)
 	d := allow()
-	if d.Allowed || d.Reason != limiter.ReasonHourly || d.RetryAfter > 2*time.Second {
+	if d.Allowed || d.Reason != limiter.ReasonWindow || d.RetryAfter > 2*time.Second {
 		t.Fatalf("window full: %+v", d)
 	}
 	keys, _ := rdb.Keys(ctx, l.Config().KeyPrefix+"*").Result()

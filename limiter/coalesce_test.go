@@ -320,7 +320,7 @@ func TestCallerLeavesFlightByItsDeadline(t *testing.T) {
 	wg.Wait()
 	waitDrained(t, l)
 
-	if d := mustAllow(t, l, "fresh"); d.Allowed || d.Reason != ReasonHourly {
+	if d := mustAllow(t, l, "fresh"); d.Allowed || d.Reason != ReasonWindow {
 		t.Fatalf("after its caller left, the next request of a user with a limit of 1 got %+v; want the first counted", d)
 	}
 	obs.denied.Add(-1)

@@ -109,7 +109,7 @@ func TestPeekWindowFull(t *testing.T) {
 	r.advance(10 * time.Second)
 	mustAllow(t, l, "dan")
 	r.advance(5 * time.Second)
-	want := UserStatus{Reason: ReasonHourly, Remaining: 0, RetryAfter: 45 * time.Second,
+	want := UserStatus{Reason: ReasonWindow, Remaining: 0, RetryAfter: 45 * time.Second,
 		Entries: 2, ResetAfter: 55 * time.Second}
 	if got := mustPeek(t, l, "dan"); got != want {
 		t.Fatalf("full window: %+v, want %+v", got, want)

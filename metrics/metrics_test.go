@@ -44,7 +44,7 @@ func TestObserveDecision(t *testing.T) {
 		{limiter.PolicyUser, limiter.Decision{Allowed: true, Remaining: 18}},
 		{limiter.PolicyUser, limiter.Decision{Reason: limiter.ReasonCooldown, RetryAfter: 6 * time.Second}},
 		{limiter.PolicyUser, limiter.Decision{Reason: limiter.ReasonCooldown, Cached: true}},
-		{limiter.PolicyUser, limiter.Decision{Reason: limiter.ReasonHourly}},
+		{limiter.PolicyUser, limiter.Decision{Reason: limiter.ReasonWindow}},
 		{limiter.PolicyUser, limiter.Decision{Allowed: true, Degraded: true}},
 		{limiter.PolicySlots, limiter.Decision{Reason: limiter.ReasonSlots}},
 		{limiter.PolicyBackoff, limiter.Decision{Reason: limiter.ReasonRedisDown, Degraded: true}},
@@ -60,7 +60,7 @@ floodgate_decisions_total{allowed="false",policy="backoff",reason="redis_down"} 
 floodgate_decisions_total{allowed="false",policy="bucket",reason="rate"} 1
 floodgate_decisions_total{allowed="false",policy="slots",reason="slots"} 1
 floodgate_decisions_total{allowed="false",policy="user",reason="cooldown"} 2
-floodgate_decisions_total{allowed="false",policy="user",reason="hourly"} 1
+floodgate_decisions_total{allowed="false",policy="user",reason="window"} 1
 floodgate_decisions_total{allowed="true",policy="user",reason="none"} 3
 # HELP floodgate_degraded_decisions_total Decisions taken without the shared state because Redis could not be reached (the policy's FailureMode).
 # TYPE floodgate_degraded_decisions_total counter

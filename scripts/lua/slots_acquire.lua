@@ -44,9 +44,9 @@ local mode = tonumber(ARGV[4])
 local wttl = tonumber(ARGV[5])
 local arrival = tonumber(ARGV[6])
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local nowus = tonumber(t[1]) * 1000000 + tonumber(t[2])
+-- include: lib/clock_us.lua
+local nowus = now_us
+local now = math.floor(nowus / 1000)
 
 local function int(x) return string.format('%d', x) end
 
