@@ -125,7 +125,7 @@ func TestOutageShortCircuits(t *testing.T) {
 		if i == 3 {
 			t.Fatal("3 failed calls in a row did not mark Redis down")
 		}
-		mustAllow(t, l, "u")
+		mustAllow(t, l, fmt.Sprint("u", i)) // new users: each reaches Redis
 	}
 	marked := time.Now()
 	n0 := tries()
