@@ -170,6 +170,13 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if !b.memory && t.mode != modeMiniredis {
 		warnf("%s reports no INFO memory: memory and expiry figures are n/a", t.desc)
 	}
+	// A Redis that evicts Floodgate's keys forgets limits: say so first.
+	_ = t.with(ctx, func(c redis.UniversalClient) error {
+		if e, err := limiter.CheckEviction(ctx, c); err == nil && e.Unsafe {
+			warnf("WARNING: %s", e.Warning())
+		}
+		return nil
+	})
 	logf("%s, Redis %s; keys under %q", t.desc, si.Version, o.prefix)
 
 	rep := &Report{Tool: "floodgate loadgen", Environment: environment(o, t, si, b.memory, began)}
