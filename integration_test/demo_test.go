@@ -104,6 +104,7 @@ func checkShared(t *testing.T, sums []demoSummary, messages int) int {
 // replica processes) against the test Redis, and checks from the replicas'
 // own summaries that no user got past one limit in total.
 func TestDemoSharedLimits(t *testing.T) {
+	skipIfShort(t) // -short keeps TestDemoMetrics
 	rdb := client(t)
 	bin := commandBin(t, "chatbot-demo")
 	const messages = 300

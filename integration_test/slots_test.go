@@ -167,6 +167,7 @@ func slotsContend(ctx context.Context) (any, error) {
 // section at once, by a shared counter and by InUse; every denied try
 // waits at least 1 ms.
 func TestSlotsNeverOverCapacityAcrossProcesses(t *testing.T) {
+	skipIfShort(t) // -short keeps TestLeaseTokenOnRealRedis
 	rdb := client(t)
 	prefix := uniquePrefix(t, rdb)
 	const procs = 4
@@ -237,6 +238,7 @@ func slotsHold(ctx context.Context) (any, error) {
 // released): the slots stay taken until the lease runs out, then are
 // reclaimed.
 func TestSlotsCrashedHolderReclaimed(t *testing.T) {
+	skipIfShort(t) // -short keeps TestLeaseTokenOnRealRedis
 	rdb := client(t)
 	prefix := uniquePrefix(t, rdb)
 	const lease = 2 * time.Second
@@ -391,6 +393,7 @@ func slotsFair(ctx context.Context) (any, error) {
 // apart may reach Redis in either order, so only inversions between calls
 // further apart count, and we allow at most 1 (a poll stalled by the host).
 func TestSlotsAcquireFairAcrossProcesses(t *testing.T) {
+	skipIfShort(t) // -short keeps TestLeaseTokenOnRealRedis
 	rdb := client(t)
 	prefix := uniquePrefix(t, rdb)
 	const (

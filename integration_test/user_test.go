@@ -102,6 +102,7 @@ func admitConcurrently(ctx context.Context, l *limiter.Limiter, users, goroutine
 // (or the script) admitted what Redis denies; fewer, that the cache denied
 // past the RetryAfter Redis gave.
 func TestDenyCacheNeverOverAdmits(t *testing.T) {
+	skipIfShort(t) // -short keeps TestExactAdmissionAcrossProcesses
 	rdb := client(t)
 	prefix := uniquePrefix(t, rdb)
 	const users = 30
@@ -315,6 +316,7 @@ func TestCraftedIdsSpreadOverSlots(t *testing.T) {
 // requests each, spread over the hour, as Allow leaves them) and reads
 // INFO used_memory. The design goal is at most 420 bytes per user.
 func TestMemoryPerUser(t *testing.T) {
+	skipIfShort(t) // -short keeps TestLoadgenEmbedded
 	needRedisServer(t)
 	srv, err := redisproc.Start(context.Background(), redisproc.Options{})
 	if err != nil {
