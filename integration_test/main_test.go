@@ -59,9 +59,9 @@ func TestMain(m *testing.M) {
 }
 
 // prebuild starts building the commands the tests run, side by side, as
-// the first tests start: each is a link of seconds on a loaded machine,
-// which the first test to call commandBin would otherwise wait for in turn.
-// Only for a whole run: a -run selection may need none of them.
+// the first tests start: after an edit each is a link of seconds on a
+// loaded machine, which the first test to call commandBin would otherwise
+// wait for in turn. Only for a whole run: a -run selection may need none.
 func prebuild(names ...string) {
 	binsMu.Lock()
 	defer binsMu.Unlock()
