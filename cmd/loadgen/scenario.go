@@ -34,17 +34,6 @@ func expiryTimeout(users int) time.Duration {
 // memorySample is how many keys MEMORY USAGE looks at per test.
 const memorySample = 200
 
-// The seed's message counts: 20 per user in the hourly test, 5 to 20 in
-// the full test (random.randint(5, 20)).
-const (
-	hourlyMessages  = 20
-	fullMinMessages = 5
-	fullMaxMessages = 20
-)
-
-// userName is the seed's generate_username: "user_00042".
-func userName(i int) string { return fmt.Sprintf("user_%05d", i) }
-
 // newKeyer is a Limiter used only to name keys (Limiter.UserKeys): its
 // client never connects.
 func newKeyer(prefix string) (*limiter.Limiter, error) {
@@ -79,13 +68,13 @@ func testConfig(test, prefix string) limiter.Config {
 	cfg.SlotsOnRedisError = limiter.FailClosed
 	switch test {
 	case testCooldown:
-		// One string key per user. An hour instead of the seed's 10 s
+		// One string key per user. An hour instead of the study's 10 s
 		// keeps every key alive through the run; the TTL's length does not
 		// change what the key costs.
 		cfg.UserCooldown = time.Hour
 		cfg.MaxRequestsPerUserHour = 0
 	case testHourly:
-		cfg.UserCooldown = 0 // the window alone, as the seed's test 2
+		cfg.UserCooldown = 0 // the window alone, as the study's second test
 	case testFull:
 		// DefaultConfig: 10 s cooldown + 20 per hour.
 	}
@@ -148,7 +137,7 @@ func acceptTimes(rng *rand.Rand, n int, now time.Time, span, gap time.Duration) 
 	return times
 }
 
-// Streams of the seeded generator, so each phase is repeatable on its own.
+// Streams of the --seed generator, so each phase is repeatable on its own.
 const (
 	streamPopulate = iota + 1
 	streamExpiry
@@ -282,7 +271,7 @@ func (b *bench) warmUp(ctx context.Context, l *limiter.Limiter, test string) err
 		if err != nil {
 			return fmt.Errorf("loadgen: warm-up: %w", err)
 		}
-		if _, err := bo.Check(ctx, seedEndpoints[0]); err != nil {
+		if _, err := bo.Check(ctx, studyEndpoints[0]); err != nil {
 			return fmt.Errorf("loadgen: warm-up: %w", err)
 		}
 	}
@@ -338,7 +327,7 @@ func (b *bench) warmUpServer(ctx context.Context) error {
 	return nil
 }
 
-// runTest runs one of the seed's tests at one size: write the users,
+// runTest runs one of the study's tests at one size: write the users,
 // measure memory, time lookups and throughput, purge, then time idle
 // expiry. Workers are closed before every memory reading (see target).
 func (b *bench) runTest(ctx context.Context, users int, test string) (TestResult, error) {
@@ -502,10 +491,10 @@ func (b *bench) measureMemory(ctx context.Context, base map[string]int64, replic
 		return nil, err
 	}
 	m := &MemoryResult{
-		BaselineBytes:     sum(base),
-		AfterBytes:        sum(after),
-		SeedEstimateBytes: seedEstimate(test, users),
-		after:             after,
+		BaselineBytes:      sum(base),
+		AfterBytes:         sum(after),
+		StudyEstimateBytes: studyEstimate(test, users),
+		after:              after,
 	}
 	m.DeltaBytes = m.AfterBytes - m.BaselineBytes
 	m.BytesPerUser = float64(m.DeltaBytes) / float64(users)
@@ -841,11 +830,11 @@ func msOrNil(d time.Duration) *float64 {
 	return &v
 }
 
-// The seed's full RateLimiter beside its users: the LLM pool (slots of
+// The study's full RateLimiter beside its users: the LLM pool (slots of
 // max_concurrent_users) and its two endpoints (endpoint_failures).
 const llmPool = "llm"
 
-// writeSharedState writes what the seed's full RateLimiter holds beside its
+// writeSharedState writes what the study's full RateLimiter holds beside its
 // users: one GCRA key per external API in Config.APIRates (wikipedia, igdb)
 // after one call each, the LLM pool with every slot held (7 leases), and
 // one failure on each of its two LLM endpoints (endpoint_failures). It is
@@ -890,7 +879,7 @@ func writeSharedState(ctx context.Context, l *limiter.Limiter) (SharedState, err
 	if err != nil {
 		return SharedState{}, fmt.Errorf("loadgen: %w", err)
 	}
-	for _, ep := range seedEndpoints {
+	for _, ep := range studyEndpoints {
 		d, err := bo.Failure(ctx, ep)
 		if err != nil {
 			return SharedState{}, fmt.Errorf("loadgen: endpoint %s: %w", ep, err)
@@ -899,9 +888,6 @@ func writeSharedState(ctx context.Context, l *limiter.Limiter) (SharedState, err
 			return SharedState{}, errDegraded(cfg)
 		}
 	}
-	parts = append(parts, "one failure on each of "+strings.Join(seedEndpoints, " and ")+" (Backoff)")
+	parts = append(parts, "one failure on each of "+strings.Join(studyEndpoints, " and ")+" (Backoff)")
 	return SharedState{Written: strings.Join(parts, "; ")}, nil
 }
-
-// seedEndpoints are the seed's endpoint_failures keys.
-var seedEndpoints = []string{"http://localhost:1234", "https://api.openai.com"}
