@@ -86,9 +86,6 @@ func testConfig(test, prefix string) limiter.Config {
 func expiryConfig(test, prefix string, idle time.Duration) limiter.Config {
 	cfg := testConfig(test, prefix)
 	cfg.MaxIdleTime = idle
-	// The pass writes users only; shared keys must not outlive idle either.
-	cfg.SlotLease = min(cfg.SlotLease, idle)
-	cfg.APIRates = nil
 	// Only users are written; the pool and bucket defaults must still fit
 	// within MaxIdleTime to validate.
 	cfg.SlotLease, cfg.APIRates = min(cfg.SlotLease, idle), nil
@@ -224,16 +221,21 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// settledMemory waits for rehashing to finish and reads used_memory of
-// each master.
+// settle waits until Redis has finished rehashing, so that used_memory
+// does not count two key tables.
+func (b *bench) settle(ctx context.Context) error {
+	if err := sleep(ctx, settleTime); err != nil {
+		return err
+	}
+	return b.t.waitRehashed(ctx)
+}
+
+// settledMemory is used_memory of each master once settled.
 func (b *bench) settledMemory(ctx context.Context) (map[string]int64, error) {
 	if !b.memory {
 		return nil, nil
 	}
-	if err := sleep(ctx, settleTime); err != nil {
-		return nil, err
-	}
-	if err := b.t.waitRehashed(ctx); err != nil {
+	if err := b.settle(ctx); err != nil {
 		return nil, err
 	}
 	return b.t.usedMemoryByNode(ctx)
@@ -321,14 +323,6 @@ func (b *bench) warmUpServer(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-func sumSlice(xs []int64) int64 {
-	var n int64
-	for _, x := range xs {
-		n += x
-	}
-	return n
 }
 
 // redisErrors remembers the last error of any Limiter loadgen builds: a

@@ -115,10 +115,7 @@ func (r *testRun) writeUsers(ctx context.Context) error {
 func (r *testRun) measureMemory(ctx context.Context) error {
 	b := r.b
 	if b.memory {
-		if err := sleep(ctx, settleTime); err != nil {
-			return err
-		}
-		if err := b.t.waitRehashed(ctx); err != nil {
+		if err := b.settle(ctx); err != nil {
 			return err
 		}
 	}
@@ -182,8 +179,12 @@ func (r *testRun) readMemory(ctx context.Context) (*MemoryResult, error) {
 		return nil, err
 	}
 	if ok {
+		var total int64
+		for _, n := range sizes {
+			total += n
+		}
 		m.SampleKeys = sample
-		m.MemoryUsagePerUser = float64(sumSlice(sizes)) / float64(sample)
+		m.MemoryUsagePerUser = float64(total) / float64(sample)
 		m.NotInMemoryUsagePerUser = m.BytesPerUser - m.MemoryUsagePerUser
 	}
 	_ = b.t.with(ctx, func(c redis.UniversalClient) error {
