@@ -254,30 +254,33 @@ func newLimiter(w redis.UniversalClient, cfg limiter.Config) (*limiter.Limiter, 
 // warmUp loads every script the test runs (Redis keeps them, a few kB,
 // for the server's lifetime), so the baseline already holds them.
 func (b *bench) warmUp(ctx context.Context, l *limiter.Limiter, test string) error {
+	if err := loadScripts(ctx, l, test); err != nil {
+		return fmt.Errorf("loadgen: warm-up: %w", err)
+	}
+	return nil
+}
+
+func loadScripts(ctx context.Context, l *limiter.Limiter, test string) error {
 	const warm = "loadgen_warmup"
 	// Twice: the second is a denial, which runs other commands.
 	for i := 0; i < 2; i++ {
 		if _, err := l.Allow(ctx, warm); err != nil {
-			return fmt.Errorf("loadgen: warm-up: %w", err)
+			return err
 		}
 	}
-	if err := l.Import(ctx, warm, []time.Time{time.Now()}); err != nil {
-		return fmt.Errorf("loadgen: warm-up: %w", err)
+	if err := l.Import(ctx, warm, []time.Time{time.Now()}); err != nil || test != testFull {
+		return err
 	}
-	if test == testFull {
-		if _, err := writeSharedState(ctx, l); err != nil {
-			return fmt.Errorf("loadgen: warm-up: %w", err)
-		}
-		// The hot-key phase's one script writeSharedState does not run.
-		bo, err := l.Backoff(llmPool, limiter.BackoffSettings{})
-		if err != nil {
-			return fmt.Errorf("loadgen: warm-up: %w", err)
-		}
-		if _, err := bo.Check(ctx, studyEndpoints[0]); err != nil {
-			return fmt.Errorf("loadgen: warm-up: %w", err)
-		}
+	if _, err := writeSharedState(ctx, l); err != nil {
+		return err
 	}
-	return nil
+	// The hot-key phase's one script writeSharedState does not run.
+	bo, err := l.Backoff(llmPool, limiter.BackoffSettings{})
+	if err != nil {
+		return err
+	}
+	_, err = bo.Check(ctx, studyEndpoints[0])
+	return err
 }
 
 // warmUpUsers is the size of the server-wide warm-up round.
