@@ -129,7 +129,7 @@ func keysUnder(t *testing.T, rdb *redis.Client, prefix string) []string {
 	return keys
 }
 
-// TestLoadgenAgainstRedis runs loadgen at the seed's two small sizes on the
+// TestLoadgenAgainstRedis runs loadgen at the study's two small sizes on the
 // shared server, as a user would against their own Redis, and checks every
 // figure is there and plausible, and that it deleted exactly its own keys.
 func TestLoadgenAgainstRedis(t *testing.T) {

@@ -20,7 +20,7 @@ import (
 // beside GET /healthz (one HTTP loopback round trip), the
 // library's own Allow and a PING, in 6 alternating slices each in the same
 // run, at 1 and 32 concurrent clients. Same settings on both sides: the
-// seed's defaults, local deny cache off, users drawn from 100,000.
+// original bot's defaults, local deny cache off, users drawn from 100,000.
 //
 //	go test ./integration_test -run '^$' -bench '^BenchmarkServe$' -benchtime 6000x
 //

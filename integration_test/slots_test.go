@@ -46,7 +46,7 @@ type contendResult struct {
 	ShortWaits    int // of which with a RetryAfter under 1 ms
 }
 
-// slotsContend: 4 goroutines acquire a slot of the seed's 7, mark the held
+// slotsContend: 4 goroutines acquire a slot of the original bot's 7, mark the held
 // section with INCR/DECR of a shared counter, hold 0-3 ms and release,
 // until the end of the schedule; a fifth samples InUse.
 func slotsContend(ctx context.Context) (any, error) {
@@ -162,7 +162,7 @@ func slotsContend(ctx context.Context) (any, error) {
 	return res, nil
 }
 
-// 4 processes x 4 goroutines contend for the seed's 7 slots for 5 s (and
+// 4 processes x 4 goroutines contend for the original bot's 7 slots for 5 s (and
 // one more per process only tries): never more than 7 are inside the held
 // section at once, by a shared counter and by InUse; every denied try
 // waits at least 1 ms.
