@@ -619,7 +619,9 @@ func (r *Report) writeText(w io.Writer, detail bool) error {
 	b.WriteString("\n" + sum.title + "\n")
 	writeAligned(&b, sum.header, sum.rows)
 	if r.timed() {
-		b.WriteString(wrap(acceptanceLegend(), 100))
+		for _, l := range acceptanceLegend() {
+			b.WriteString(l + "\n")
+		}
 	}
 	b.WriteString("\n")
 	for _, l := range r.verdict() {

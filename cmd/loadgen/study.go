@@ -117,8 +117,8 @@ func scenarioLabel(users int) string {
 }
 
 // acceptanceLegend says what the PASS/FAIL columns hold the figures to,
-// from acceptanceTable.
-func acceptanceLegend() string {
+// from acceptanceTable, in two lines.
+func acceptanceLegend() []string {
 	var users, ram, cleanup, lookup []string
 	for _, r := range acceptanceTable {
 		u := fmtCount(r.users)
@@ -130,6 +130,8 @@ func acceptanceLegend() string {
 		cleanup = append(cleanup, fmtCount(int(r.cleanup.Milliseconds())))
 		lookup = append(lookup, fmtCount(int(r.lookup.Microseconds())))
 	}
-	return fmt.Sprintf("Study's limits at %s users (other sizes: the next row up): RAM < %s MB, cleanup < %s ms, lookup < %s µs.",
-		strings.Join(users, " / "), strings.Join(ram, " / "), strings.Join(cleanup, " / "), strings.Join(lookup, " / "))
+	return []string{
+		fmt.Sprintf("Study's limits at %s users (other sizes: the next row up):", strings.Join(users, " / ")),
+		fmt.Sprintf("RAM < %s MB, cleanup < %s ms, lookup < %s µs.", strings.Join(ram, " / "), strings.Join(cleanup, " / "), strings.Join(lookup, " / ")),
+	}
 }

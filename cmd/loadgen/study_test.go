@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -56,9 +57,9 @@ func TestStudyEstimate(t *testing.T) {
 
 // The legend under the summary states acceptanceTable's limits.
 func TestAcceptanceLegend(t *testing.T) {
-	want := "Study's limits at 100 / 1K / 10K / 50K users (other sizes: the next row up): RAM < 1 / 5 / 20 / 50 MB, " +
-		"cleanup < 10 / 50 / 500 / 2,000 ms, lookup < 1 / 10 / 100 / 1,000 µs."
-	if got := acceptanceLegend(); got != want {
+	want := "Study's limits at 100 / 1K / 10K / 50K users (other sizes: the next row up):\n" +
+		"RAM < 1 / 5 / 20 / 50 MB, cleanup < 10 / 50 / 500 / 2,000 ms, lookup < 1 / 10 / 100 / 1,000 µs."
+	if got := strings.Join(acceptanceLegend(), "\n"); got != want {
 		t.Errorf("acceptanceLegend() =\n%s\nwant\n%s", got, want)
 	}
 }
