@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/floodgate/floodgate/internal/redisproc"
 	"github.com/floodgate/floodgate/limiter"
 )
 
@@ -71,22 +72,27 @@ func TestPythonClientUnittest(t *testing.T) {
 		"FLOODGATE_HTTP_TOKEN":           token,
 		"FLOODGATE_LLM_RETRY_DELAY":      "1s",
 		"FLOODGATE_USER_COOLDOWN":        "10s",
-		"FLOODGATE_API_RATES":            "wikipedia=1,igdb=4,pytest=0.5",
+		"FLOODGATE_API_RATES":            "wikipedia=1,igdb=4,pytest=0.5,pyslow=0.5",
 		"FLOODGATE_MAX_CONCURRENT_USERS": "7",
 		"FLOODGATE_REDIS_TIMEOUT":        pyRedisTimeout.String(),
 	})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	tlsDir := t.TempDir() // for the client's TLS tests (test_transport.py)
+	if _, err := redisproc.GenerateTLS(tlsDir); err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.CommandContext(ctx, py, "-m", "unittest", "-v")
 	cmd.Dir = pyClientDir
 	cmd.Env = append(os.Environ(), "FLOODGATE_TEST_URL="+srv.URL, "FLOODGATE_TEST_TOKEN="+token,
-		"FLOODGATE_TEST_BUCKET=pytest", "PYTHONDONTWRITEBYTECODE=1")
+		"FLOODGATE_TEST_BUCKET=pytest", "FLOODGATE_TEST_SLOW_BUCKET=pyslow", "FLOODGATE_TEST_TLS_DIR="+tlsDir,
+		"PYTHONDONTWRITEBYTECODE=1")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("python3 -m unittest -v: %v\n%s\nserver output:\n%s", err, out, srv.Output())
 	}
-	live := regexp.MustCompile(`(?m)^(test_\w+) \(test_floodgate\.LiveServerTest[^)]*\)[^\n]*\.\.\. (\w+)`)
+	live := regexp.MustCompile(`(?m)^(test_\w+) \(test_floodgate\.(?:Async)?LiveServerTest[^)]*\)[^\n]*\.\.\. (\w+)`)
 	ran := 0
 	for _, m := range live.FindAllStringSubmatch(string(out), -1) {
 		if m[2] != "ok" {
@@ -94,70 +100,172 @@ func TestPythonClientUnittest(t *testing.T) {
 		}
 		ran++
 	}
-	if ran < 10 {
+	if ran < 20 {
 		t.Fatalf("only %d live tests ran against the server; output:\n%s", ran, out)
+	}
+	// These must run here, not skip: the recipes against the server, the
+	// event loop during a server-side wait, TLS with the test's CA.
+	for _, name := range []string{
+		`test_twitchio \(test_recipes\.LiveRecipeTest`, `test_discord \(test_recipes\.LiveRecipeTest`,
+		`test_twitchapi \(test_recipes\.LiveRecipeTest`, `test_docs_show_every_recipe_verbatim \(test_recipes`,
+		`test_other_tasks_go_on_during_a_server_side_wait \(test_floodgate\.AsyncLiveServerTest`,
+		`test_ca_file_and_ssl_context \(test_transport\.TLSTest`, `test_ca_file_and_ssl_context \(test_transport\.AsyncTLSTest`,
+		`test_unix_socket \(test_transport\.AsyncConnectionTest`,
+	} {
+		if !regexp.MustCompile(`(?m)^` + name + `[^\n]*\.\.\. ok$`).Match(out) {
+			t.Errorf("%s did not run ok; output:\n%s", name, out)
+		}
 	}
 	t.Logf("%d live Python tests passed against %s", ran, srv.URL)
 }
 
-// pyMixedReplica is a bot replica in Python: after "go" on stdin, THREADS
-// threads make ATTEMPTS requests for each of USERS users through the
-// server and it prints {"allowed": {user: n}, "errors": [...], "degraded": n}.
+// pyMixedReplica is a bot replica in Python: after "go" on stdin it makes
+// ATTEMPTS requests for each of USERS users through the server, with
+// THREADS threads sharing a Client, or (TASKS set) TASKS asyncio tasks
+// sharing an AsyncClient, and prints {"allowed": {user: n}, "errors":
+// [...], "degraded": n}.
 const pyMixedReplica = `
-import json, os, sys, threading
+import asyncio, json, os, sys, threading
 import floodgate
 
-fg = floodgate.Client(os.environ["FLOODGATE_TEST_URL"], timeout=10.0)
 users = ["viewer%02d" % i for i in range(int(os.environ["USERS"]))]
 jobs = [u for _ in range(int(os.environ["ATTEMPTS"])) for u in users]
 allowed = {u: 0 for u in users}
 errors, degraded = [], [0]
-lock = threading.Lock()
-if not fg.ready():
-    sys.exit("server not ready")
-print("ready", flush=True)
-sys.stdin.readline()
 
-def work():
-    while True:
-        with lock:
-            if not jobs:
-                return
-            u = jobs.pop()
-        try:
-            d = fg.allow(u)
-        except floodgate.FloodgateError as e:
+def tally(u, d):
+    allowed[u] += d.allowed
+    degraded[0] += d.degraded
+
+def threads():
+    fg = floodgate.Client(os.environ["FLOODGATE_TEST_URL"], timeout=10.0)
+    lock = threading.Lock()
+    if not fg.ready():
+        sys.exit("server not ready")
+    print("ready", flush=True)
+    sys.stdin.readline()
+
+    def work():
+        while True:
             with lock:
-                errors.append(str(e))
-            continue
-        with lock:
-            allowed[u] += d.allowed
-            degraded[0] += d.degraded
+                if not jobs:
+                    return
+                u = jobs.pop()
+            try:
+                d = fg.allow(u)
+            except floodgate.FloodgateError as e:
+                with lock:
+                    errors.append(str(e))
+                continue
+            with lock:
+                tally(u, d)
 
-threads = [threading.Thread(target=work) for _ in range(int(os.environ["THREADS"]))]
-for t in threads:
-    t.start()
-for t in threads:
-    t.join()
+    ts = [threading.Thread(target=work) for _ in range(int(os.environ["THREADS"]))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+
+async def tasks():
+    async with floodgate.AsyncClient(os.environ["FLOODGATE_TEST_URL"], timeout=10.0, max_connections=64) as fg:
+        if not await fg.ready():
+            sys.exit("server not ready")
+        print("ready", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+
+        async def work():
+            while jobs:
+                u = jobs.pop(0)  # from the front: the threads replica pops from the back
+                try:
+                    tally(u, await fg.allow(u))
+                except floodgate.FloodgateError as e:
+                    errors.append(str(e))
+
+        await asyncio.gather(*(work() for _ in range(int(os.environ["TASKS"]))))
+
+if os.environ.get("TASKS"):
+    asyncio.run(tasks())
+else:
+    threads()
 print(json.dumps({"allowed": allowed, "errors": errors[:5], "degraded": degraded[0]}))
 `
 
+// pyReplica is one running pyMixedReplica.
+type pyReplica struct {
+	name   string
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	lines  *bufio.Scanner
+	stderr *strings.Builder
+}
+
+type pyReplicaResult struct {
+	Allowed  map[string]int `json:"allowed"`
+	Errors   []string       `json:"errors"`
+	Degraded int            `json:"degraded"`
+}
+
+func startPyReplica(ctx context.Context, t *testing.T, name, baseURL string, env ...string) *pyReplica {
+	t.Helper()
+	abs, err := filepath.Abs(pyClientDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &pyReplica{name: name, cmd: exec.CommandContext(ctx, needPython(t), "-c", pyMixedReplica), stderr: &strings.Builder{}}
+	r.cmd.Env = append(append(os.Environ(), "PYTHONPATH="+abs, "PYTHONDONTWRITEBYTECODE=1", "FLOODGATE_TEST_URL="+baseURL), env...)
+	if r.stdin, err = r.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := r.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.cmd.Stderr = r.stderr
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.cmd.Process.Kill(); _ = r.cmd.Wait() })
+	r.lines = bufio.NewScanner(stdout)
+	r.lines.Buffer(make([]byte, 1<<20), 1<<20)
+	if !r.lines.Scan() || r.lines.Text() != "ready" {
+		t.Fatalf("%s did not get ready: %q %v\n%s", name, r.lines.Text(), r.lines.Err(), r.stderr.String())
+	}
+	return r
+}
+
+func (r *pyReplica) result(t *testing.T) pyReplicaResult {
+	t.Helper()
+	var res pyReplicaResult
+	if !r.lines.Scan() {
+		t.Fatalf("%s printed no result: %v\n%s", r.name, r.lines.Err(), r.stderr.String())
+	}
+	if err := json.Unmarshal(r.lines.Bytes(), &res); err != nil {
+		t.Fatalf("%s result %q: %v", r.name, r.lines.Text(), err)
+	}
+	if err := r.cmd.Wait(); err != nil {
+		t.Fatalf("%s: %v\n%s", r.name, err, r.stderr.String())
+	}
+	return res
+}
+
 // TestPythonAndGoReplicasShareLimits: a Go replica (library, direct to
-// Redis) and a Python replica (floodgate.py, through the server) hammer the
+// Redis), a sync Python replica (16 threads, one server) and an asyncio
+// Python replica (200 tasks, a second server on the same Redis) hammer the
 // same 50 users at the same time with cooldown off and a limit of 20. Each
 // side tries 15 times per user, so each alone would get 15; together every
 // user gets exactly 20.
 func TestPythonAndGoReplicasShareLimits(t *testing.T) {
-	py := needPython(t)
+	needPython(t)
 	rdb := client(t)
 	const users, limit, attempts = 50, 20, 15
 	prefix := uniquePrefix(t, rdb)
-	srv := startServeProc(t, map[string]string{
+	env := map[string]string{
 		"FLOODGATE_KEY_PREFIX":                 prefix,
 		"FLOODGATE_USER_COOLDOWN":              "0",
 		"FLOODGATE_MAX_REQUESTS_PER_USER_HOUR": fmt.Sprint(limit),
 		"FLOODGATE_REDIS_TIMEOUT":              pyRedisTimeout.String(),
-	})
+	}
+	srvA, srvB := startServeProc(t, env), startServeProc(t, env)
 	cfg := limiter.DefaultConfig()
 	cfg.KeyPrefix = prefix
 	cfg.UserCooldown = 0
@@ -170,43 +278,20 @@ func TestPythonAndGoReplicasShareLimits(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, py, "-c", pyMixedReplica)
-	abs, err := filepath.Abs(pyClientDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Env = append(os.Environ(), "PYTHONPATH="+abs, "PYTHONDONTWRITEBYTECODE=1", "FLOODGATE_TEST_URL="+srv.URL,
-		fmt.Sprintf("USERS=%d", users), fmt.Sprintf("ATTEMPTS=%d", attempts), "THREADS=16")
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	lines := bufio.NewScanner(stdout)
-	lines.Buffer(make([]byte, 1<<20), 1<<20)
-	if !lines.Scan() || lines.Text() != "ready" {
-		cmd.Process.Kill()
-		cmd.Wait()
-		t.Fatalf("python replica did not get ready: %q %v\n%s", lines.Text(), lines.Err(), stderr.String())
-	}
+	common := []string{fmt.Sprintf("USERS=%d", users), fmt.Sprintf("ATTEMPTS=%d", attempts)}
+	threadsR := startPyReplica(ctx, t, "python threads replica", srvA.URL, append(common, "THREADS=16")...)
+	tasksR := startPyReplica(ctx, t, "python asyncio replica", srvB.URL, append(common, "TASKS=200")...)
 
-	// Start both sides together. The Go replica paces itself a little so
+	// Start all three together. The Go replica paces itself a little so
 	// that its requests interleave with the slower Python ones instead of
 	// finishing before Python's first.
-	io.WriteString(stdin, "go\n")
+	io.WriteString(threadsR.stdin, "go\n")
+	io.WriteString(tasksR.stdin, "go\n")
 	goAllowed := make([]atomic.Int64, users)
 	var goErrs atomic.Int64
 	jobs := make(chan int, users*attempts)
 	for a := 0; a < attempts; a++ {
-		for u := users - 1; u >= 0; u-- { // Python pops from the other end
+		for u := users - 1; u >= 0; u-- {
 			jobs <- u
 		}
 	}
@@ -230,43 +315,46 @@ func TestPythonAndGoReplicasShareLimits(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-
-	var res struct {
-		Allowed  map[string]int `json:"allowed"`
-		Errors   []string       `json:"errors"`
-		Degraded int            `json:"degraded"`
-	}
-	if !lines.Scan() {
-		t.Fatalf("python replica printed no result: %v\n%s", lines.Err(), stderr.String())
-	}
-	if err := json.Unmarshal(lines.Bytes(), &res); err != nil {
-		t.Fatalf("python replica result %q: %v", lines.Text(), err)
-	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("python replica: %v\n%s", err, stderr.String())
-	}
-	if goErrs.Load() != 0 || len(res.Errors) != 0 || res.Degraded != 0 {
-		t.Fatalf("errors or degraded decisions: go %d, python %v (+%d degraded)", goErrs.Load(), res.Errors, res.Degraded)
-	}
-	var goTotal, pyTotal int
-	for u := 0; u < users; u++ {
-		g, p := int(goAllowed[u].Load()), res.Allowed[fmt.Sprintf("viewer%02d", u)]
-		goTotal += g
-		pyTotal += p
-		if g+p != limit {
-			t.Errorf("viewer%02d: %d allowed (Go %d + Python %d), want exactly %d", u, g+p, g, p, limit)
+	resS, resA := threadsR.result(t), tasksR.result(t)
+	for _, r := range []pyReplicaResult{resS, resA} {
+		if len(r.Errors) != 0 || r.Degraded != 0 {
+			t.Fatalf("python errors or degraded decisions: %v (+%d degraded)", r.Errors, r.Degraded)
+		}
+		if len(r.Allowed) != users {
+			t.Errorf("a python replica reported %d users, want %d", len(r.Allowed), users)
 		}
 	}
-	if len(res.Allowed) != users {
-		t.Errorf("python replica reported %d users, want %d", len(res.Allowed), users)
+	if goErrs.Load() != 0 {
+		t.Fatalf("go replica: %d errors or degraded decisions", goErrs.Load())
 	}
-	t.Logf("allowed: Go %d, Python %d, total %d over %d users (limit %d each)", goTotal, pyTotal, goTotal+pyTotal, users, limit)
+	var goTotal, syncTotal, asyncTotal int
+	for u := 0; u < users; u++ {
+		name := fmt.Sprintf("viewer%02d", u)
+		g, s, a := int(goAllowed[u].Load()), resS.Allowed[name], resA.Allowed[name]
+		goTotal, syncTotal, asyncTotal = goTotal+g, syncTotal+s, asyncTotal+a
+		if g+s+a != limit {
+			t.Errorf("%s: %d allowed (Go %d + Python threads %d + Python asyncio %d), want exactly %d", name, g+s+a, g, s, a, limit)
+		}
+	}
+	t.Logf("allowed: Go %d, Python threads %d, Python asyncio %d, total %d over %d users (limit %d each)",
+		goTotal, syncTotal, asyncTotal, goTotal+syncTotal+asyncTotal, users, limit)
+}
+
+// TestPythonExampleBotAsync runs clients/python/example_bot_async.py
+// (AsyncClient, one task per message) against a real server, as
+// TestPythonExampleBot does the sync one.
+func TestPythonExampleBotAsync(t *testing.T) {
+	runPythonExampleBot(t, "example_bot_async.py")
 }
 
 // TestPythonExampleBot runs clients/python/example_bot.py (the compose
 // file's bot-py) against a real server: every message is answered, held
 // back by a named limit, or an LLM failure, and some are answered.
 func TestPythonExampleBot(t *testing.T) {
+	runPythonExampleBot(t, "example_bot.py")
+}
+
+func runPythonExampleBot(t *testing.T, script string) {
 	py := needPython(t)
 	rdb := client(t)
 	token := randomHex(t, 16)
@@ -278,17 +366,17 @@ func TestPythonExampleBot(t *testing.T) {
 	const messages = 100
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, py, "example_bot.py")
+	cmd := exec.CommandContext(ctx, py, script)
 	cmd.Dir = pyClientDir
 	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1", "FLOODGATE_URL="+srv.URL, "FLOODGATE_HTTP_TOKEN="+token,
 		fmt.Sprintf("BOT_MESSAGES=%d", messages), "BOT_LLM_SECONDS=0.01")
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("example_bot.py: %v\n%s", err, out)
+		t.Fatalf("%s: %v\n%s", script, err, out)
 	}
 	var tally map[string]int
 	if err := json.Unmarshal(out, &tally); err != nil {
-		t.Fatalf("example_bot.py printed %q: %v", out, err)
+		t.Fatalf("%s printed %q: %v", script, out, err)
 	}
 	total := 0
 	for k, n := range tally {
@@ -300,5 +388,5 @@ func TestPythonExampleBot(t *testing.T) {
 	if total != messages || tally["answered"] == 0 || tally["held_cooldown"] == 0 {
 		t.Fatalf("outcomes %v: want %d in total, some answered and some held by the cooldown", tally, messages)
 	}
-	t.Logf("example_bot.py: %v", tally)
+	t.Logf("%s: %v", script, tally)
 }

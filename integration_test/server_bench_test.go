@@ -20,7 +20,7 @@ import (
 // beside GET /healthz (one HTTP loopback round trip), the
 // library's own Allow and a PING, in 6 alternating slices each in the same
 // run, at 1 and 32 concurrent clients. Same settings on both sides: the
-// original bot's defaults, local deny cache off, users drawn from 100,000.
+// defaults, local deny cache off, users drawn from 100,000.
 //
 //	go test ./integration_test -run '^$' -bench '^BenchmarkServe$' -benchtime 6000x
 //
@@ -198,6 +198,55 @@ func BenchmarkServe(b *testing.B) {
 			b.ReportMetric(0, "ns/op")
 		})
 	}
+}
+
+// BenchmarkServeVsBaseline measures this floodgate serve beside another
+// build of it (FLOODGATE_BASELINE_BIN, e.g. main's), both on the same
+// Redis with the same settings as BenchmarkServe, in 6 alternating slices
+// at 32 clients: decisions/s and the server's CPU µs per decision of each.
+//
+//	git worktree add /tmp/fg-main main && (cd /tmp/fg-main && go build -o /tmp/floodgate-main ./cmd/floodgate)
+//	FLOODGATE_BASELINE_BIN=/tmp/floodgate-main go test ./integration_test -run '^$' -bench '^BenchmarkServeVsBaseline$' -benchtime 12000x
+func BenchmarkServeVsBaseline(b *testing.B) {
+	baseline := os.Getenv("FLOODGATE_BASELINE_BIN")
+	if baseline == "" {
+		b.Skip("FLOODGATE_BASELINE_BIN names no floodgate binary to compare with")
+	}
+	rdb := benchClient(b)
+	prefix := uniquePrefix(b, rdb)
+	env := map[string]string{"FLOODGATE_KEY_PREFIX": prefix, "FLOODGATE_LOCAL_CACHE_SIZE": "0"}
+	procs := []*serveProc{startServeProc(b, env), startServeBin(b, baseline, env)}
+	var ops []func(*rand.Rand) error
+	for _, p := range procs {
+		hc := newRawClient(strings.TrimPrefix(p.URL, "http://"))
+		defer hc.close()
+		ops = append(ops, func(rng *rand.Rand) error {
+			code, body, err := hc.do("POST", "/v1/users/bench-"+strconv.Itoa(rng.IntN(100_000))+"/allow")
+			if err == nil && code != 200 {
+				err = fmt.Errorf("status %d: %s", code, body)
+			}
+			return err
+		})
+	}
+	const g, slices = 32, 6
+	d := min(max(time.Duration(b.N)*time.Millisecond, 3*time.Second), 30*time.Second)
+	var calls, cpu [2]float64
+	for i := range slices {
+		// Each goes first in every other slice: the second sees the users
+		// the first just counted (more denials), so a fixed order biases.
+		for j := range ops {
+			k := (i + j) % len(ops)
+			c0, t0 := cpuTimes([]int{procs[k].cmd.Process.Pid}), time.Now()
+			r, _ := rate(b, g, d/(2*slices), ops[k])
+			c1 := cpuTimes([]int{procs[k].cmd.Process.Pid})
+			calls[k] += r * time.Since(t0).Seconds()
+			cpu[k] += float64((c1[0] - c0[0]).Microseconds())
+		}
+	}
+	b.ReportMetric(calls[0]/calls[1], "serve_vs_baseline_rate")
+	b.ReportMetric(cpu[0]/calls[0], "server_cpu_us")
+	b.ReportMetric(cpu[1]/calls[1], "baseline_server_cpu_us")
+	b.ReportMetric(0, "ns/op")
 }
 
 // interleaved calls each op in turn, rotating which goes first, for about

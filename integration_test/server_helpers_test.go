@@ -121,7 +121,13 @@ func startServe(t testing.TB, env map[string]string) (baseURL string, stop func(
 func startServeProc(t testing.TB, env map[string]string, args ...string) *serveProc {
 	t.Helper()
 	needRedis(t)
-	bin := commandBin(t, "floodgate")
+	return startServeBin(t, commandBin(t, "floodgate"), env, args...)
+}
+
+// startServeBin is startServeProc with the floodgate binary at bin (an
+// older build, for a before-and-after benchmark).
+func startServeBin(t testing.TB, bin string, env map[string]string, args ...string) *serveProc {
+	t.Helper()
 	for attempt := 1; ; attempt++ {
 		port, err := redisproc.FreePort()
 		if err != nil {

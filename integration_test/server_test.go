@@ -212,7 +212,7 @@ func TestServeReadinessRedisRestart(t *testing.T) {
 	srv.Kill()
 	body := poll(503)
 	msg, _ := body["error"].(string)
-	if !strings.HasPrefix(msg, "redis: ") || strings.Contains(msg, "s3cret-pass") {
+	if !strings.HasPrefix(msg, "redis did not answer") || strings.Contains(msg, "s3cret-pass") {
 		t.Fatalf("/readyz error while down: %q", msg)
 	}
 	code, d, err := callJSON(c, "POST", url+"/v1/users/alice/allow", "")

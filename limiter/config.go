@@ -98,6 +98,15 @@ type Config struct {
 	// 30s by default.
 	LLMProbeLease time.Duration `env:"LLM_PROBE_LEASE"`
 
+	// UserTokenBudget is how many units (LLM tokens) one user may spend
+	// within UserTokenWindow under a Budget whose Limit is left 0, at
+	// most MaxBudgetUnits; 0 (the default) turns such budgets off
+	// (max_tokens_per_user_hour).
+	UserTokenBudget int `env:"USER_TOKEN_BUDGET"`
+	// UserTokenWindow is a Budget's sliding window when its Window is left
+	// 0; 1h by default, at most MaxIdleTime.
+	UserTokenWindow time.Duration `env:"USER_TOKEN_WINDOW"`
+
 	// APIRates are the external API limits; by default wikipedia 1/s and
 	// igdb 4/s, burst 1 (wikipedia_rate_limit: 1.0, igdb_rate_limit: 4.0).
 	// In the environment: FLOODGATE_API_RATES="wikipedia=1,igdb=4/4".
@@ -128,6 +137,8 @@ type Config struct {
 	BucketOnRedisError FailureMode `env:"BUCKET_ON_REDIS_ERROR"`
 	// SlotsOnRedisError is FailureMode of Slots.
 	SlotsOnRedisError FailureMode `env:"SLOTS_ON_REDIS_ERROR"`
+	// BudgetOnRedisError is FailureMode of Budget.
+	BudgetOnRedisError FailureMode `env:"BUDGET_ON_REDIS_ERROR"`
 
 	// Observer, when set, is told about every decision and Redis call (see
 	// the metrics package for Prometheus). Not read from the environment.
@@ -150,6 +161,7 @@ func DefaultConfig() Config {
 		LLMBackoffMultiplier:   2,
 		LLMBackoffMax:          300 * time.Second,
 		LLMProbeLease:          30 * time.Second,
+		UserTokenWindow:        time.Hour,
 		APIRates: APIRates{
 			"wikipedia": {PerSecond: 1, Burst: 1},
 			"igdb":      {PerSecond: 4, Burst: 1},
@@ -160,6 +172,7 @@ func DefaultConfig() Config {
 		BackoffOnRedisError: FailLocal,
 		BucketOnRedisError:  FailLocal,
 		SlotsOnRedisError:   FailLocal,
+		BudgetOnRedisError:  FailLocal,
 	}
 }
 
@@ -333,6 +346,7 @@ func (c Config) Validate() error {
 		errs = append(errs, fieldError("APIRates", "%v", err))
 	}
 	checkIdleTTLs(&errs, c) // bucket and slot keys within MaxIdleTime (key_ttl.go)
+	checkBudgetConfig(&errs, c)
 	checkDuration(&errs, "RedisTimeout", c.RedisTimeout, time.Millisecond, maxRedisTimeout)
 	checkInt(&errs, "LocalCacheSize", c.LocalCacheSize, 0, maxLocalCache)
 	for _, m := range []struct {
@@ -343,6 +357,7 @@ func (c Config) Validate() error {
 		{"BackoffOnRedisError", c.BackoffOnRedisError},
 		{"BucketOnRedisError", c.BucketOnRedisError},
 		{"SlotsOnRedisError", c.SlotsOnRedisError},
+		{"BudgetOnRedisError", c.BudgetOnRedisError},
 	} {
 		if !m.mode.valid() {
 			errs = append(errs, fieldError(m.field, "must be local, open or closed, got %d", int(m.mode)))

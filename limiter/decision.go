@@ -49,8 +49,9 @@ type Decision struct {
 	// Token: "9f86d081884c7d65", ResetAfter: 30s}; a second Check at
 	// 12:00:06 gets {Reason: ReasonProbing, RetryAfter: 29s, ResetAfter: 29s}.
 	Probe bool
-	// Token names the probe, for Backoff.Abandon; set only when Probe is
-	// true. It is opaque and URL-safe.
+	// Token names the probe, for Backoff.Abandon, when Probe is true; or
+	// the reservation an allowed Budget.Reserve made, for Budget.Settle
+	// and Cancel. It is opaque and URL-safe.
 	Token string
 }
 
@@ -81,9 +82,12 @@ const (
 	// ReasonRedisDown: Redis could not be reached and the policy fails
 	// closed.
 	ReasonRedisDown
+	// ReasonBudget: the user's units (LLM tokens) in a Budget's window
+	// would exceed its Limit.
+	ReasonBudget
 )
 
-var reasonNames = [...]string{"none", "cooldown", "hourly", "rate", "backoff", "probing", "slots", "redis_down"}
+var reasonNames = [...]string{"none", "cooldown", "hourly", "rate", "backoff", "probing", "slots", "redis_down", "budget"}
 
 // String returns a short lower-case name, stable for logs and metric labels.
 func (r Reason) String() string {

@@ -14,6 +14,7 @@ type localState struct {
 	pools    map[string]*localSlots
 	owed     map[string]*owedLeaves
 	breakers map[string]*localBreaker
+	budgets  map[string]*localBudget
 }
 
 // shared returns m[name], made by mk and kept on first use, under s.mu.

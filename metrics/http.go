@@ -2,8 +2,6 @@ package metrics
 
 import (
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,17 +21,6 @@ import (
 type HTTP struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
-	// routes caches each route's series (route -> *httpRoute), so a
-	// request costs no label hashing; series are still created on first
-	// use, as with WithLabelValues.
-	routes sync.Map
-}
-
-// httpRoute is one route's series: the histogram and a counter per status
-// code (100-599), each set on first use.
-type httpRoute struct {
-	duration prometheus.Observer
-	codes    [500]atomic.Pointer[prometheus.Counter]
 }
 
 // HTTPBuckets are the request-duration histogram's upper bounds in
@@ -74,21 +61,6 @@ func (h *HTTP) Observe(route string, code int, took time.Duration) {
 	if h == nil {
 		return
 	}
-	v, ok := h.routes.Load(route)
-	if !ok {
-		v, _ = h.routes.LoadOrStore(route, &httpRoute{duration: h.duration.WithLabelValues(route)})
-	}
-	rt := v.(*httpRoute)
-	if i := code - 100; i >= 0 && i < len(rt.codes) {
-		c := rt.codes[i].Load()
-		if c == nil {
-			n := h.requests.WithLabelValues(route, strconv.Itoa(code))
-			c = &n
-			rt.codes[i].Store(c)
-		}
-		(*c).Inc()
-	} else {
-		h.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
-	}
-	rt.duration.Observe(took.Seconds())
+	h.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+	h.duration.WithLabelValues(route).Observe(took.Seconds())
 }

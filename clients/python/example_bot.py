@@ -44,7 +44,7 @@ def main() -> None:
 
     for i in range(int(os.environ.get("BOT_MESSAGES", "200"))):
         user = rnd.choice(viewers)
-        d = fg.allow(user)  # per-viewer cooldown and hourly limit
+        d = fg.allow(user)  # per-viewer cooldown and window
         if not d.allowed:
             tally["held_" + d.reason] += 1
             continue

@@ -16,6 +16,8 @@ FLOODGATE_LLM_RETRY_DELAY short (the Go test uses 1s).
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import os
 import socket
@@ -26,6 +28,15 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import floodgate
+from harness import blocking_async_client, sources as _sources
+
+
+def _client(test, cls, *args, **kwargs):
+    if cls is floodgate.AsyncClient:
+        return blocking_async_client(test, *args, **kwargs)
+    c = floodgate.Client(*args, **kwargs)
+    test.addCleanup(c.close)
+    return c
 
 DECISION_OK = {
     "allowed": True,
@@ -38,17 +49,25 @@ DECISION_OK = {
 }
 
 
+_conn_numbers = itertools.count(1)
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *args):  # keep test output clean
         pass
 
+    def setup(self):
+        super().setup()
+        self.conn_no = next(_conn_numbers)  # which connection a request came on
+
     def _any(self):
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n) if n else b""
         fake = self.server.fake  # type: ignore[attr-defined]
-        fake.requests.append({"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body})
+        fake.requests.append({"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body,
+                              "conn": self.conn_no})
         status, headers, payload, delay = fake.reply(self.command, self.path, body)
         if delay:
             time.sleep(delay)
@@ -72,15 +91,18 @@ class _Handler(BaseHTTPRequestHandler):
 class FakeServer:
     """Records every request; reply(method, path, body) -> (status, headers, payload, delay)."""
 
-    def __init__(self):
+    def __init__(self, httpd=None, scheme="http"):
         self.requests = []
         self.reply = lambda m, p, b: (200, {}, DECISION_OK, 0)
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd = httpd or ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.httpd.daemon_threads = True
         self.httpd.fake = self  # type: ignore[attr-defined]
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
         self.thread.start()
-        self.url = "http://127.0.0.1:%d" % self.httpd.server_address[1]
+        if isinstance(self.httpd.server_address, str):
+            self.url = "unix://" + self.httpd.server_address
+        else:
+            self.url = "%s://%s:%d" % ((scheme,) + tuple(self.httpd.server_address[:2]))
 
     def close(self):
         self.httpd.shutdown()
@@ -94,7 +116,11 @@ class FakeServerTest(unittest.TestCase):
     def setUp(self):
         self.fake = FakeServer()
         self.addCleanup(self.fake.close)
-        self.fg = floodgate.Client(self.fake.url, timeout=2.0)
+        self.fg = self.make(self.fake.url, timeout=2.0)
+
+    def make(self, *args, **kwargs):
+        """A Client; AsyncFakeServerTest runs every test again with an AsyncClient."""
+        return _client(self, floodgate.Client, *args, **kwargs)
 
     def answer(self, status=200, payload=None, headers=None, delay=0):
         self.fake.reply = lambda m, p, b: (status, headers or {}, payload, delay)
@@ -113,7 +139,7 @@ class FakeServerTest(unittest.TestCase):
             d.allowed = True  # frozen
 
     def test_retry_after_header_fills_a_missing_retry_after_ms(self):
-        self.answer(200, {"allowed": False, "reason": "hourly"}, {"Retry-After": "42"})
+        self.answer(200, {"allowed": False, "reason": "window"}, {"Retry-After": "42"})
         self.assertEqual(self.fg.allow("v").retry_after, 42.0)
 
     def test_user_ids_are_one_quoted_path_segment(self):
@@ -137,6 +163,25 @@ class FakeServerTest(unittest.TestCase):
         with self.assertRaisesRegex(TypeError, "user must be str or bytes"):
             self.fg.allow(42)  # type: ignore[arg-type]
         self.assertEqual(self.fake.requests, [])
+
+    def test_allow_many_sends_users_and_maps_decisions(self):
+        self.answer(200, {"decisions": [DECISION_OK, dict(DECISION_OK, allowed=False, reason="cooldown", retry_after_ms=6000),
+                                        dict(DECISION_OK, allowed=False, reason="redis_down", error="redis: timeout")]})
+        got = self.fg.allow_many(["a", b"b/c", "a"])
+        self.assertEqual([(d.allowed, d.reason, d.error) for d in got],
+                         [(True, "none", ""), (False, "cooldown", ""), (False, "redis_down", "redis: timeout")])
+        self.assertEqual(got[1].retry_after, 6.0)
+        self.assertEqual((self.fake.last()["method"], self.fake.last()["path"]), ("POST", "/v1/allow-many"))
+        self.assertEqual(json.loads(self.fake.last()["body"]), {"users": ["a", "b/c", "a"]})
+        self.answer(200, {"decisions": [DECISION_OK]})
+        with self.assertRaisesRegex(floodgate.FloodgateError, "1 decisions for 2 users"):
+            self.fg.allow_many(["a", "b"])
+        n = len(self.fake.requests)
+        for bad, err in (([], ValueError), ([b"\xff"], ValueError), (["ok", ""], ValueError), ("ab", TypeError),
+                         (["x"] * 1001, ValueError), ([42], TypeError)):
+            with self.assertRaises(err, msg=repr(bad)[:40]):
+                self.fg.allow_many(bad)  # type: ignore[arg-type]
+        self.assertEqual(len(self.fake.requests), n)
 
     def test_peek_and_reset(self):
         self.answer(200, {"user": "v", "remaining": 18, "retry_after_ms": 2500, "reason": "cooldown",
@@ -167,7 +212,7 @@ class FakeServerTest(unittest.TestCase):
         self.assertEqual((cm.exception.status, cm.exception.message), (502, "bad gateway from proxy"))
 
     def test_token_is_sent_as_bearer_and_401_is_an_error(self):
-        fg = floodgate.Client(self.fake.url, token="s3cret")
+        fg = self.make(self.fake.url, token="s3cret")
         fg.allow("v")
         self.assertEqual(self.fake.last()["headers"].get("Authorization"), "Bearer s3cret")
         self.assertNotIn("s3cret", repr(fg))
@@ -180,7 +225,7 @@ class FakeServerTest(unittest.TestCase):
 
     def test_timeout_is_a_transport_error(self):
         self.answer(200, DECISION_OK, delay=1.0)
-        fg = floodgate.Client(self.fake.url, timeout=0.2)
+        fg = self.make(self.fake.url, timeout=0.2)
         t0 = time.monotonic()
         with self.assertRaises(floodgate.TransportError) as cm:
             fg.allow("v")
@@ -194,7 +239,7 @@ class FakeServerTest(unittest.TestCase):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
         s.close()  # nothing listens there now
-        fg = floodgate.Client("http://127.0.0.1:%d" % port)
+        fg = self.make("http://127.0.0.1:%d" % port)
         with self.assertRaises(floodgate.TransportError):
             fg.allow("v")
         self.assertFalse(fg.healthy())
@@ -219,7 +264,7 @@ class FakeServerTest(unittest.TestCase):
             for k in saved:
                 os.environ.pop(k, None)
             os.environ["http_proxy"] = os.environ["HTTP_PROXY"] = "http://127.0.0.1:9"  # discard port
-            self.assertTrue(floodgate.Client(self.fake.url).allow("v").allowed)
+            self.assertTrue(self.make(self.fake.url).allow("v").allowed)
         finally:
             for k, v in saved.items():
                 os.environ.pop(k, None)
@@ -271,9 +316,9 @@ class FakeServerTest(unittest.TestCase):
     def test_bad_arguments(self):
         for bad in ("ftp://x", "127.0.0.1:8080", ""):
             with self.assertRaises(ValueError):
-                floodgate.Client(bad)
+                self.make(bad)
         with self.assertRaises(ValueError):
-            floodgate.Client(self.fake.url, timeout=0)
+            self.make(self.fake.url, timeout=0)
         for n in (0, -1, 1.5, True):
             with self.assertRaises(ValueError):
                 self.fg.bucket_allow("wikipedia", n)  # type: ignore[arg-type]
@@ -375,16 +420,16 @@ class FakeServerTest(unittest.TestCase):
         # The server holds the request while it waits: 0.5 s here, past the
         # client's 0.3 s but within 0.3 + the 1 s wait.
         self.answer(200, DECISION_OK, delay=0.5)
-        fg = floodgate.Client(self.fake.url, timeout=0.3)
+        fg = self.make(self.fake.url, timeout=0.3)
         self.assertTrue(fg.wait("igdb", timeout=1.0).allowed)
         with self.assertRaises(floodgate.TransportError):
             fg.bucket_allow("igdb")
 
     def test_wait_without_timeout_gets_max_wait(self):
         self.answer(200, DECISION_OK, delay=0.5)
-        self.assertTrue(floodgate.Client(self.fake.url, timeout=0.2, max_wait=1.0).wait("igdb").allowed)
+        self.assertTrue(self.make(self.fake.url, timeout=0.2, max_wait=1.0).wait("igdb").allowed)
         with self.assertRaises(floodgate.TransportError):
-            floodgate.Client(self.fake.url, timeout=0.2, max_wait=0).wait("igdb")
+            self.make(self.fake.url, timeout=0.2, max_wait=0).wait("igdb")
 
     # -- slots
 
@@ -469,7 +514,7 @@ class SourceTest(unittest.TestCase):
         # at least check that no newer syntax (match, except*, ...) slipped in.
         import ast
 
-        for name in ("floodgate.py", "example_bot.py"):
+        for name in _sources():
             path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
             with open(path, encoding="utf-8") as f:
                 ast.parse(f.read(), name, feature_version=(3, 9))
@@ -478,8 +523,12 @@ class SourceTest(unittest.TestCase):
 @unittest.skipUnless(LIVE_URL, "FLOODGATE_TEST_URL is not set (integration_test/python_test.go sets it)")
 class LiveServerTest(unittest.TestCase):
     def setUp(self):
-        self.fg = floodgate.Client(LIVE_URL, token=LIVE_TOKEN, timeout=15.0)
+        self.fg = self.make(LIVE_URL, token=LIVE_TOKEN, timeout=15.0)
         self.run_id = uuid.uuid4().hex[:10]
+
+    def make(self, *args, **kwargs):
+        """A Client; AsyncLiveServerTest runs every test again with an AsyncClient."""
+        return _client(self, floodgate.Client, *args, **kwargs)
 
     def uid(self, name):
         return "%s-%s" % (name, self.run_id)
@@ -509,6 +558,19 @@ class LiveServerTest(unittest.TestCase):
             self.assertEqual((st.reason, st.entries), ("cooldown", 1))
             self.assertGreater(st.cooldown_left, 0)
 
+    def test_allow_many_counts_each_listed_user(self):
+        a, b = self.uid("many-a"), self.uid("many-b")
+        got = self.fg.allow_many([a, b, a])
+        self.assertEqual(len(got), 3)
+        self.assertTrue(got[0].allowed and got[1].allowed, got)
+        self.assertEqual(self.fg.peek(b).entries, 1)
+        self.assertEqual(self.fg.peek(a).entries, 1 + got[2].allowed)
+        if not got[2].allowed:
+            self.assertEqual(got[2].reason, "cooldown")
+        with self.assertRaises(floodgate.FloodgateError) as cm:
+            self.fg.allow_many(["x" * 257])
+        self.assertEqual(cm.exception.status, 400)
+
     def test_reset_forgets_the_user(self):
         user = self.uid("pardoned")
         self.assertTrue(self.fg.allow(user).allowed)
@@ -537,9 +599,9 @@ class LiveServerTest(unittest.TestCase):
     def test_wrong_or_missing_token_is_401(self):
         for token in ("wrong-" + self.run_id, None):
             with self.assertRaises(floodgate.FloodgateError) as cm:
-                floodgate.Client(LIVE_URL, token=token).allow(self.uid("v"))
+                self.make(LIVE_URL, token=token).allow(self.uid("v"))
             self.assertEqual(cm.exception.status, 401)
-        self.assertTrue(floodgate.Client(LIVE_URL).healthy())  # /healthz stays open
+        self.assertTrue(self.make(LIVE_URL).healthy())  # /healthz stays open
 
     def test_backoff_failure_probe_abandon_success(self):
         name, ep, other = "llm", self.uid("ep"), self.uid("ep2")
@@ -600,7 +662,8 @@ class LiveServerTest(unittest.TestCase):
         leases = []
         for i in range(size):
             got = self.fg.acquire(pool, "h%d" % i, wait=False)
-            self.assertIsInstance(got, floodgate.Lease)
+            self.assertNotIsInstance(got, floodgate.Decision)
+            self.assertTrue(got.token)
             leases.append(got)
         self.assertEqual(self.fg.slots(pool).in_use, size)
         with self.assertRaises(floodgate.Denied) as cm:
@@ -621,6 +684,46 @@ class LiveServerTest(unittest.TestCase):
             leases[1].release()
         with self.assertRaises(floodgate.LeaseLost):
             self.fg.lease(pool, leases[1].token).refresh()
+
+
+class AsyncFakeServerTest(FakeServerTest):
+    """Every FakeServerTest again, through floodgate.AsyncClient."""
+
+    def make(self, *args, **kwargs):
+        return _client(self, floodgate.AsyncClient, *args, **kwargs)
+
+
+@unittest.skipUnless(LIVE_URL, "FLOODGATE_TEST_URL is not set (integration_test/python_test.go sets it)")
+class AsyncLiveServerTest(LiveServerTest):
+    """Every LiveServerTest again, through floodgate.AsyncClient."""
+
+    def make(self, *args, **kwargs):
+        return _client(self, floodgate.AsyncClient, *args, **kwargs)
+
+    @unittest.skipUnless(os.environ.get("FLOODGATE_TEST_SLOW_BUCKET"), "FLOODGATE_TEST_SLOW_BUCKET (0.5/s) is not set")
+    def test_other_tasks_go_on_during_a_server_side_wait(self):
+        bucket = os.environ.get("FLOODGATE_TEST_SLOW_BUCKET", "")
+
+        async def go():
+            async with floodgate.AsyncClient(LIVE_URL, token=LIVE_TOKEN, timeout=15) as fg:
+                self.assertTrue((await fg.wait(bucket, timeout=5)).allowed)  # the next token is 2 s away
+                loop = asyncio.get_running_loop()
+                t0 = last = loop.time()
+                waiter = asyncio.ensure_future(fg.wait(bucket, timeout=5))
+                calls, gap = 0, 0.0
+                while not waiter.done():
+                    self.assertTrue((await fg.allow(self.uid("busy%d" % calls))).allowed)
+                    calls += 1
+                    now = loop.time()
+                    gap, last = max(gap, now - last), now
+                d = await waiter
+                return d, loop.time() - t0, calls, gap
+
+        d, waited, calls, gap = asyncio.run(go())
+        self.assertTrue(d.allowed, d)
+        self.assertGreater(waited, 1.0)  # the server held the wait...
+        self.assertGreater(calls, 20)  # ...while this task went on calling
+        self.assertLess(gap, 0.5)
 
 
 if __name__ == "__main__":

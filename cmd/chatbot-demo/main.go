@@ -40,28 +40,16 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
+
+	"github.com/floodgate/floodgate/internal/cli"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	switch {
-	case err == nil:
-	case errors.Is(err, context.Canceled):
-		os.Exit(130) // interrupted: the replicas said so in their logs
-	case errors.Is(err, errUsage):
-		os.Exit(2)
-	default:
-		fmt.Fprintln(os.Stderr, "chatbot-demo:", err)
-		os.Exit(1)
-	}
-}
+// Exit status 130 when interrupted (the replicas said so in their logs),
+// 2 for a bad command line (after the usage text), else 1 with the error.
+func main() { cli.Main("chatbot-demo", Run) }
 
 // errUsage is returned after the usage text has been printed.
-var errUsage = errors.New("usage")
+var errUsage = cli.ErrUsage
 
 // Run is the whole program: the launcher by default, one replica with
 // --replica. Its configuration comes from the environment.

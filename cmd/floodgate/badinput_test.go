@@ -5,6 +5,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Every route's bad input: the status and a JSON error naming the
@@ -160,11 +161,12 @@ func TestWaitCap(t *testing.T) {
 	set.MaxWaits = 2
 	ts := newTestServer(t, testConfig(), set)
 	// Hold both places as two waits would.
-	rel1, err := ts.s.startWait()
+	req := httptest.NewRequest("POST", "/", nil)
+	_, rel1, err := ts.s.startWait(req, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rel2, err := ts.s.startWait()
+	_, rel2, err := ts.s.startWait(req, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/floodgate/floodgate/internal/cli"
 	"github.com/floodgate/floodgate/limiter"
 )
 
@@ -28,6 +29,7 @@ var configKeys = map[string]func(c *limiter.Config, key string, v *yaml.Node) er
 	"user_cooldown":              durationKey(func(c *limiter.Config) *time.Duration { return &c.UserCooldown }),
 	"max_requests_per_user_hour": intKey(func(c *limiter.Config) *int { return &c.MaxRequestsPerUserHour }),
 	"max_concurrent_users":       intKey(func(c *limiter.Config) *int { return &c.MaxConcurrentUsers }),
+	"max_tokens_per_user_hour":   intKey(func(c *limiter.Config) *int { return &c.UserTokenBudget }),
 	// Floodgate needs no sweeper: every key carries a TTL (at most
 	// max_idle_time), so Redis drops idle users by itself. Accepted so the
 	// bot's file works unchanged; its value is ignored.
@@ -57,19 +59,19 @@ const rateSuffix = "_rate_limit"
 func readConfigFile(path string, base limiter.Config) (limiter.Config, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return base, usagef("--config: %v", err)
+		return base, cli.Usagef("--config: %v", err)
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, maxConfigFile+1))
 	if err != nil {
-		return base, usagef("--config %s: %v", path, err)
+		return base, cli.Usagef("--config %s: %v", path, err)
 	}
 	if len(data) > maxConfigFile {
-		return base, usagef("--config %s: larger than %d bytes", path, maxConfigFile)
+		return base, cli.Usagef("--config %s: larger than %d bytes", path, maxConfigFile)
 	}
 	cfg, err := parseConfigFile(data, base)
 	if err != nil {
-		return base, usagef("--config %s: %v", path, err)
+		return base, cli.Usagef("--config %s: %v", path, err)
 	}
 	return cfg, nil
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/floodgate/floodgate/internal/cli"
 	"github.com/floodgate/floodgate/limiter"
 )
 
@@ -129,8 +130,8 @@ func TestConfigCommandErrors(t *testing.T) {
 	} {
 		var out, errOut bytes.Buffer
 		err := Run(context.Background(), tc.args, &out, &errOut)
-		if err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%v: %v (exit %d), want %q", tc.args, err, exitCode(err), tc.want)
+		if err == nil || cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v (exit %d), want %q", tc.args, err, cli.ExitCode(err), tc.want)
 		}
 	}
 	t.Setenv("FLOODGATE_SLOT_LEASE", "soon")

@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"reflect"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/floodgate/floodgate/limiter"
 )
@@ -50,21 +53,21 @@ type (
 	}
 )
 
-// badRequest is a 400 naming what is wrong.
-func badRequest(format string, a ...any) error {
-	return &apiError{status: http.StatusBadRequest, msg: fmt.Sprintf(format, a...)}
-}
-
 // readBody reads r's body (bounded by the server's MaxBytesReader) and
 // decodes it into v. An empty body leaves v as it is unless required.
 func readBody(r *http.Request, v any, required bool) error {
 	data, err := io.ReadAll(r.Body)
 	if err != nil {
 		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
+		var ne net.Error
+		switch {
+		case errors.As(err, &tooBig):
 			return &apiError{status: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf("body: larger than %d bytes", tooBig.Limit)}
+		case errors.As(err, &ne) && ne.Timeout():
+			return &apiError{status: http.StatusRequestTimeout, msg: fmt.Sprintf("body: not received within %v (the server's read timeout)", readTimeout)}
 		}
-		return badRequest("body: %v", err)
+		// Not the error's text: it quotes the socket addresses.
+		return badRequest("body: the connection broke while it was read")
 	}
 	return decodeJSON(data, v, required)
 }
@@ -78,14 +81,21 @@ func readChecked(r *http.Request, v interface{ normalize() error }) error {
 }
 
 // decodeJSON decodes one JSON object from data into v, strictly: no
-// unknown fields, nothing after the object, numbers that fit their field.
-// Errors are 400s naming the field.
+// unknown, duplicate or differently cased fields (encoding/json would
+// match "Users" to "users" and keep the last of two), strings that are
+// valid Unicode (encoding/json would turn invalid UTF-8 and lone
+// surrogates into U+FFFD, so distinct ids would count as one), nothing
+// after the object, numbers that fit their field. Errors are 400s naming
+// the field or the string.
 func decodeJSON(data []byte, v any, required bool) error {
 	if len(bytes.TrimSpace(data)) == 0 {
 		if required {
 			return badRequest("body: want a JSON object, got nothing")
 		}
 		return nil
+	}
+	if at, str, ok := badString(data); ok {
+		return badRequest("body: the string %q at byte %d is not valid Unicode (invalid UTF-8 or a lone surrogate escape)", str, at)
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
@@ -95,7 +105,82 @@ func decodeJSON(data []byte, v any, required bool) error {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return badRequest("body: more data after the JSON object")
 	}
+	return checkKeys(data, v)
+}
+
+// checkKeys refuses a top-level key that is repeated or not spelled
+// exactly as one of v's fields (data is a valid JSON object).
+func checkKeys(data []byte, v any) error {
+	t := reflect.TypeOf(v).Elem()
+	dec := json.NewDecoder(bytes.NewReader(data))
+	_, _ = dec.Token() // {
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, _ := dec.Token()
+		key, _ := tok.(string)
+		known := false
+		for i := range t.NumField() {
+			known = known || strings.Split(t.Field(i).Tag.Get("json"), ",")[0] == key
+		}
+		switch {
+		case !known:
+			return badRequest("body: unknown field %q (field names are case-sensitive)", key)
+		case seen[key]:
+			return badRequest("body: field %q given twice", key)
+		}
+		seen[key] = true
+		var skip json.RawMessage
+		_ = dec.Decode(&skip)
+	}
 	return nil
+}
+
+// badString finds the first JSON string in data (a body, before it is
+// decoded) that is not valid Unicode: invalid UTF-8, or a \u escape of a
+// lone surrogate. It returns the string's offset and its raw bytes
+// between the quotes.
+func badString(data []byte) (at int, raw string, found bool) {
+	for i := 0; i < len(data); i++ {
+		if data[i] != '"' {
+			continue
+		}
+		start, bad := i, false
+		for i++; i < len(data) && data[i] != '"'; i++ {
+			if data[i] != '\\' {
+				continue
+			}
+			i++
+			if i+4 < len(data) && data[i] == 'u' {
+				if r := hex4(data[i+1:]); r >= 0xD800 && r < 0xDC00 && i+10 < len(data) && data[i+5] == '\\' && data[i+6] == 'u' {
+					if lo := hex4(data[i+7:]); lo >= 0xDC00 && lo < 0xE000 {
+						i += 10
+						continue
+					}
+					bad = true
+				} else if r >= 0xD800 && r < 0xE000 {
+					bad = true
+				}
+				i += 4
+			}
+		}
+		end := min(i, len(data))
+		if bad || !utf8.Valid(data[start+1:end]) {
+			return start, string(data[start+1 : end]), true
+		}
+	}
+	return 0, "", false
+}
+
+// hex4 is the value of 4 hex digits at b's start, or -1.
+func hex4(b []byte) int {
+	if len(b) < 4 {
+		return -1
+	}
+	n, err := strconv.ParseUint(string(b[:4]), 16, 16)
+	if err != nil {
+		return -1
+	}
+	return int(n)
 }
 
 // jsonProblem says what is wrong in a body without Go type names.

@@ -23,57 +23,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/floodgate/floodgate/internal/cli"
 )
 
-func main() {
-	// go-redis logs each failed dial itself; errors here are values.
-	redis.SetLogger(quietLogger{})
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "floodgate: "+oneLine(strings.TrimPrefix(err.Error(), "floodgate: ")))
-		}
-		os.Exit(exitCode(err))
-	}
-}
-
-type quietLogger struct{}
-
-func (quietLogger) Printf(context.Context, string, ...any) {}
-
-// errUsage marks a bad command line or configuration: exit status 2.
-var errUsage = errors.New("usage")
-
-type usageError struct{ msg string }
-
-func (e usageError) Error() string        { return e.msg }
-func (e usageError) Is(target error) bool { return target == errUsage }
-
-func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(format, a...)} }
-
-// exitCode: 0 ok, 2 bad command line or settings, 1 anything else.
-func exitCode(err error) int {
-	switch {
-	case err == nil:
-		return 0
-	case errors.Is(err, errUsage), errors.Is(err, flag.ErrHelp):
-		return 2
-	}
-	return 1
-}
-
-// oneLine keeps an error message to one line.
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " ")
-}
+func main() { cli.Main("floodgate", Run) }
 
 // command is one subcommand.
 type command struct {
@@ -102,7 +57,7 @@ func init() {
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		writeHelp(stderr)
-		return usagef("no command given")
+		return cli.Usagef("no command given")
 	}
 	name, rest := args[0], args[1:]
 	switch name {
@@ -116,7 +71,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 					return nil
 				}
 			}
-			return usagef("help: no command %q (floodgate help lists them)", rest[0])
+			return cli.Usagef("help: no command %q (floodgate help lists them)", rest[0])
 		}
 		writeHelp(stdout)
 		return nil
@@ -130,7 +85,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	return usagef("no command %q (floodgate help lists them)", name)
+	return cli.Usagef("no command %q (floodgate help lists them)", name)
 }
 
 func writeHelp(w io.Writer) {
@@ -162,7 +117,10 @@ with other hosts; a demo, not production.
 Also read: FLOODGATE_HTTP_MAX_WAIT (30s: cap of a wait's timeout_ms),
 FLOODGATE_HTTP_MAX_WAITS (1024: requests waiting at once; more get 429),
 FLOODGATE_HTTP_SHUTDOWN_TIMEOUT (10s: on SIGINT/SIGTERM, how long in-flight
-requests may finish; waits end at once with their current answer).`,
+requests may finish; waits end at once with their current answer),
+FLOODGATE_HTTP_MAX_CONNS (1024, or the open-file limit less 64: connections
+open at once), FLOODGATE_HTTP_MAX_NAMES (1024: slot pool names, and backoff
+names, the server keeps state for).`,
 	"user": `
 Reads the user's state from Redis without counting a request: what a
 request now would get (remaining, retry after, reason), the cooldown left,
@@ -225,5 +183,5 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	case errors.Is(err, flag.ErrHelp):
 		return err
 	}
-	return usagef("%s: %v", fs.Name(), err)
+	return cli.Usagef("%s: %v", fs.Name(), err)
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 
+	"github.com/floodgate/floodgate/internal/cli"
 	"github.com/floodgate/floodgate/limiter"
 )
 
@@ -39,8 +40,8 @@ func TestHelp(t *testing.T) {
 	}
 	for _, args := range [][]string{nil, {"frobnicate"}, {"user"}, {"user", "a", "b"}, {"reset"}, {"endpoints", "llm"}, {"slots"}, {"serve", "extra"}, {"user", "--nope", "a"}, {"help", "nope"}} {
 		err := Run(context.Background(), args, &out, &errOut)
-		if err == nil || exitCode(err) != 2 {
-			t.Errorf("%q: %v (exit %d), want a usage error", args, err, exitCode(err))
+		if err == nil || cli.ExitCode(err) != 2 {
+			t.Errorf("%q: %v (exit %d), want a usage error", args, err, cli.ExitCode(err))
 		}
 	}
 }
@@ -123,14 +124,14 @@ func TestOpsWithoutRedis(t *testing.T) {
 	t.Setenv("REDIS_URL", "")
 	var out, errOut bytes.Buffer
 	err := Run(context.Background(), []string{"user", "alice"}, &out, &errOut)
-	if err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), "no Redis") {
+	if err == nil || cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), "no Redis") {
 		t.Fatalf("no Redis: %v", err)
 	}
 	t.Setenv("FLOODGATE_REDIS_URL", "redis://:s3cretpass@127.0.0.1:1")
 	t.Setenv("FLOODGATE_REDIS_TIMEOUT", "200ms")
 	start := time.Now()
 	err = Run(context.Background(), []string{"user", "alice"}, &out, &errOut)
-	if err == nil || exitCode(err) != 1 || !strings.Contains(err.Error(), "Redis did not answer") || strings.Contains(err.Error(), "s3cretpass") {
+	if err == nil || cli.ExitCode(err) != 1 || !strings.Contains(err.Error(), "Redis did not answer") || strings.Contains(err.Error(), "s3cretpass") {
 		t.Fatalf("unreachable Redis: %v", err)
 	}
 	if time.Since(start) > 5*time.Second {

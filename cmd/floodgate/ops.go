@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/floodgate/floodgate/internal/cli"
 	"github.com/floodgate/floodgate/limiter"
 )
 
@@ -34,7 +34,7 @@ func (o *opsFlags) register(name string, stderr io.Writer) *flag.FlagSet {
 // never start an embedded server: an empty one would show nothing.
 func connect(cfg limiter.Config) (*limiter.Limiter, func(), error) {
 	if cfg.RedisURL == "" {
-		return nil, nil, usagef("no Redis: set FLOODGATE_REDIS_URL or REDIS_URL to the Redis your bots use")
+		return nil, nil, cli.Usagef("no Redis: set FLOODGATE_REDIS_URL or REDIS_URL to the Redis your bots use")
 	}
 	// Operators look at the shared state, not at this process's cache.
 	cfg.LocalCacheSize = 0
@@ -42,12 +42,12 @@ func connect(cfg limiter.Config) (*limiter.Limiter, func(), error) {
 		o.PoolSize = 2
 	}))
 	if err != nil {
-		return nil, nil, usagef("%s", errText(err))
+		return nil, nil, cli.Usagef("%s", errText(err))
 	}
 	lim, err := limiter.New(rdb, cfg)
 	if err != nil {
 		rdb.Close()
-		return nil, nil, usagef("%s", errText(err))
+		return nil, nil, cli.Usagef("%s", errText(err))
 	}
 	return lim, func() { rdb.Close() }, nil
 }
@@ -65,18 +65,6 @@ func writeJSONOut(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
-}
-
-// writeJSONRaw prints JSON the server's appenders wrote, indented as
-// writeJSONOut does: the commands and the routes share field names.
-func writeJSONRaw(w io.Writer, raw []byte) error {
-	var b bytes.Buffer
-	if err := json.Indent(&b, raw, "", "  "); err != nil {
-		return err
-	}
-	b.WriteByte('\n')
-	_, err := w.Write(b.Bytes())
-	return err
 }
 
 // opsCommand is an operator command ready to run: its arguments, the
@@ -118,7 +106,7 @@ func startOps(ctx context.Context, name string, args []string, stderr io.Writer,
 func oneArg(cmd, what string) func(n int) error {
 	return func(n int) error {
 		if n != 1 {
-			return usagef("%s takes one %s, got %d arguments", cmd, what, n)
+			return cli.Usagef("%s takes one %s, got %d arguments", cmd, what, n)
 		}
 		return nil
 	}
@@ -136,7 +124,7 @@ func runUser(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return opError(fmt.Sprintf("user %q", user), err)
 	}
 	if c.json {
-		return writeJSONRaw(stdout, appendPeek(nil, user, st))
+		return writeJSONOut(stdout, newPeekBody(user, st))
 	}
 	verdict := "a request now would be allowed"
 	if st.RetryAfter > 0 {
@@ -178,7 +166,7 @@ func runReset(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 func runEndpoints(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	ctx, c, err := startOps(ctx, "endpoints", args, stderr, func(n int) error {
 		if n < 2 {
-			return usagef("endpoints takes a breaker NAME and at least one ENDPOINT, e.g. floodgate endpoints llm http://gpu-1:8000")
+			return cli.Usagef("endpoints takes a breaker NAME and at least one ENDPOINT, e.g. floodgate endpoints llm http://gpu-1:8000")
 		}
 		return nil
 	})
@@ -189,21 +177,16 @@ func runEndpoints(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	name, endpoints := c.args[0], c.args[1:]
 	b, err := c.lim.Backoff(name, limiter.BackoffSettings{})
 	if err != nil {
-		return usagef("%s", errText(err))
+		return cli.Usagef("%s", errText(err))
 	}
-	rows := []byte{'['}
-	for i, ep := range endpoints {
+	var rows []endpointBody
+	for _, ep := range endpoints {
 		st, err := b.Status(ctx, ep)
 		if err != nil {
 			return opError(fmt.Sprintf("endpoint %q", ep), err)
 		}
 		if c.json {
-			if i > 0 {
-				rows = append(rows, ',')
-			}
-			rows = append(rows, `{"endpoint":`...)
-			rows = appendJSONString(rows, ep)
-			rows = append(appendBackoffStatus(append(rows, ','), st), '}')
+			rows = append(rows, newEndpointBody(ep, st))
 			continue
 		}
 		fmt.Fprintf(stdout, "%s %q: %s", name, ep, st.State)
@@ -213,7 +196,7 @@ func runEndpoints(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintf(stdout, "\n  opens %d, failures %d, delay %v, probe out %v\n", st.Opens, st.Failures, st.Delay, st.Probing)
 	}
 	if c.json {
-		return writeJSONRaw(stdout, append(rows, ']'))
+		return writeJSONOut(stdout, rows)
 	}
 	return nil
 }
@@ -227,14 +210,14 @@ func runSlots(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	name := c.args[0]
 	pool, err := c.lim.Slots(name, limiter.SlotsSettings{})
 	if err != nil {
-		return usagef("%s", errText(err))
+		return cli.Usagef("%s", errText(err))
 	}
 	inUse, waiting, err := pool.Usage(ctx)
 	if err != nil {
 		return opError(fmt.Sprintf("pool %q", name), err)
 	}
 	if c.json {
-		return writeJSONOut(stdout, map[string]any{"pool": name, "size": pool.Size(), "in_use": inUse, "waiting": waiting})
+		return writeJSONOut(stdout, poolBody{Pool: name, Size: pool.Size(), InUse: inUse, Waiting: waiting})
 	}
 	fmt.Fprintf(stdout, "pool %q: %d of %d slots in use, %d waiting\n", name, inUse, pool.Size(), waiting)
 	return nil

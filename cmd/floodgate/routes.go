@@ -5,10 +5,13 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/floodgate/floodgate/limiter"
 )
+
+// The policy routes (the table is in server.go).
 
 // Users
 
@@ -17,7 +20,7 @@ func (s *server) userAllow(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeDecision(w, d, decisionExtra{})
+	writeDecision(w, d, newDecisionBody(d), s.userQuota)
 	return nil
 }
 
@@ -27,7 +30,8 @@ func (s *server) userAllow(w http.ResponseWriter, r *http.Request) error {
 // decision stands on its own (a denial or a fail-closed redis_down is a
 // decision in the list, and the answer is 200); a user whose decision
 // Redis failed gets {"allowed": false, ..., "error": "..."} while the
-// others stand, since they were counted.
+// others stand, since they were counted. One answer for many users
+// carries no RateLimit headers.
 func (s *server) allowMany(w http.ResponseWriter, r *http.Request) error {
 	var req manyRequest
 	if err := readChecked(r, &req); err != nil {
@@ -40,33 +44,24 @@ func (s *server) allowMany(w http.ResponseWriter, r *http.Request) error {
 		}
 		return err
 	}
-	failed := map[int]string{}
+	out := struct {
+		Decisions []decisionBody `json:"decisions"`
+	}{make([]decisionBody, len(ds))}
+	for i, d := range ds {
+		out.Decisions[i] = newDecisionBody(d)
+	}
 	if err != nil {
 		var many interface{ Unwrap() []error }
 		if errors.As(err, &many) {
 			for _, e := range many.Unwrap() {
-				if ue, ok := errors.AsType[*limiter.UserError](e); ok {
-					failed[ue.Index] = errText(e)
+				if ue, ok := errors.AsType[*limiter.UserError](e); ok && ue.Index < len(ds) {
+					out.Decisions[ue.Index].Error = errText(e)
 				}
 			}
 		}
-		s.logf("POST /v1/allow-many: %s", scrub(err.Error()))
+		s.logf("POST /v1/allow-many: %s", errText(err))
 	}
-	b := make([]byte, 0, 16+180*len(ds))
-	b = append(b, `{"decisions":[`...)
-	for i, d := range ds {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendDecision(b, d, decisionExtra{})
-		if msg, ok := failed[i]; ok {
-			b = append(b, `,"error":`...)
-			b = appendJSONString(b, msg)
-		}
-		b = append(b, '}')
-	}
-	b = append(b, "]}\n"...)
-	writeJSON(w, http.StatusOK, b)
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -76,28 +71,8 @@ func (s *server) userPeek(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, append(appendPeek(make([]byte, 0, 160+len(user)), user, st), '\n'))
+	writeJSON(w, http.StatusOK, newPeekBody(user, st))
 	return nil
-}
-
-// appendPeek appends user's status as a JSON object: the answer of GET
-// /v1/users/{user} and of floodgate user --json.
-func appendPeek(b []byte, user string, st limiter.UserStatus) []byte {
-	b = append(b, `{"user":`...)
-	b = appendJSONString(b, user)
-	b = append(b, `,"remaining":`...)
-	b = strconv.AppendInt(b, int64(st.Remaining), 10)
-	b = append(b, `,"retry_after_ms":`...)
-	b = strconv.AppendInt(b, ceilMs(st.RetryAfter), 10)
-	b = append(b, `,"reason":"`...)
-	b = append(b, st.Reason.String()...)
-	b = append(b, `","cooldown_left_ms":`...)
-	b = strconv.AppendInt(b, ceilMs(st.CooldownLeft), 10)
-	b = append(b, `,"entries":`...)
-	b = strconv.AppendInt(b, int64(st.Entries), 10)
-	b = append(b, `,"reset_after_ms":`...)
-	b = strconv.AppendInt(b, ceilMs(st.ResetAfter), 10)
-	return append(b, '}')
 }
 
 func (s *server) userReset(w http.ResponseWriter, r *http.Request) error {
@@ -110,12 +85,8 @@ func (s *server) userReset(w http.ResponseWriter, r *http.Request) error {
 
 // Backoff
 
-func (s *server) backoff(r *http.Request) (*limiter.Backoff, error) {
-	return s.lim.Backoff(r.PathValue("name"), limiter.BackoffSettings{})
-}
-
 func (s *server) backoffPick(w http.ResponseWriter, r *http.Request) error {
-	b, err := s.backoff(r)
+	b, err := s.breakers.get(r.PathValue("name"))
 	if err != nil {
 		return err
 	}
@@ -127,34 +98,31 @@ func (s *server) backoffPick(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeDecision(w, d, decisionExtra{backoff: true, pick: true, endpoint: ep})
+	body := backoffBody(d)
+	body.Endpoint = &ep
+	writeDecision(w, d, body, backoffQuota)
 	return nil
 }
 
-func (s *server) backoffCheck(w http.ResponseWriter, r *http.Request) error {
-	return s.backoffDecide(w, r, (*limiter.Backoff).Check)
-}
-
-func (s *server) backoffFailure(w http.ResponseWriter, r *http.Request) error {
-	return s.backoffDecide(w, r, (*limiter.Backoff).Failure)
-}
-
-// backoffDecide answers op's decision on the path's breaker and endpoint.
-func (s *server) backoffDecide(w http.ResponseWriter, r *http.Request, op func(*limiter.Backoff, context.Context, string) (limiter.Decision, error)) error {
-	b, err := s.backoff(r)
-	if err != nil {
-		return err
+// backoffDecide is a route answering op's decision (check, failure) on
+// the path's breaker and endpoint.
+func (s *server) backoffDecide(op func(*limiter.Backoff, context.Context, string) (limiter.Decision, error)) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		b, err := s.breakers.get(r.PathValue("name"))
+		if err != nil {
+			return err
+		}
+		d, err := op(b, r.Context(), r.PathValue("endpoint"))
+		if err != nil {
+			return err
+		}
+		writeDecision(w, d, backoffBody(d), backoffQuota)
+		return nil
 	}
-	d, err := op(b, r.Context(), r.PathValue("endpoint"))
-	if err != nil {
-		return err
-	}
-	writeDecision(w, d, decisionExtra{backoff: true})
-	return nil
 }
 
 func (s *server) backoffSuccess(w http.ResponseWriter, r *http.Request) error {
-	b, err := s.backoff(r)
+	b, err := s.breakers.get(r.PathValue("name"))
 	if err != nil {
 		return err
 	}
@@ -166,7 +134,7 @@ func (s *server) backoffSuccess(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) backoffAbandon(w http.ResponseWriter, r *http.Request) error {
-	b, err := s.backoff(r)
+	b, err := s.breakers.get(r.PathValue("name"))
 	if err != nil {
 		return err
 	}
@@ -182,7 +150,7 @@ func (s *server) backoffAbandon(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) backoffStatus(w http.ResponseWriter, r *http.Request) error {
-	b, err := s.backoff(r)
+	b, err := s.breakers.get(r.PathValue("name"))
 	if err != nil {
 		return err
 	}
@@ -190,117 +158,98 @@ func (s *server) backoffStatus(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	bs := appendBackoffStatus(append(make([]byte, 0, 160), '{'), st)
-	writeJSON(w, http.StatusOK, append(bs, "}\n"...))
+	body := newEndpointBody("", st)
+	writeJSON(w, http.StatusOK, body)
 	return nil
-}
-
-// appendBackoffStatus appends an endpoint's state as JSON fields, without
-// braces: the answer of GET /v1/backoff/{name}/endpoints/{endpoint} and
-// the rows of floodgate endpoints --json.
-func appendBackoffStatus(b []byte, st limiter.BackoffStatus) []byte {
-	b = append(b, `"state":"`...)
-	b = append(b, st.State.String()...)
-	b = append(b, `","opens":`...)
-	b = strconv.AppendInt(b, int64(st.Opens), 10)
-	b = append(b, `,"failures":`...)
-	b = strconv.AppendInt(b, int64(st.Failures), 10)
-	b = append(b, `,"delay_ms":`...)
-	b = strconv.AppendInt(b, ceilMs(st.Delay), 10)
-	b = append(b, `,"retry_after_ms":`...)
-	b = strconv.AppendInt(b, ceilMs(st.RetryAfter), 10)
-	b = append(b, `,"probing":`...)
-	return strconv.AppendBool(b, st.Probing)
 }
 
 // Buckets
 
-func (s *server) bucket(r *http.Request) (*limiter.Bucket, error) {
-	name := r.PathValue("name")
-	if b, ok := s.buckets[name]; ok {
-		return b, nil
+// bucket reads a bucket request: the path's bucket (configured APIs
+// only), n and the timeout.
+func (s *server) bucket(r *http.Request) (*limiter.Bucket, bucketRequest, time.Duration, error) {
+	var req bucketRequest
+	b, ok := s.buckets[r.PathValue("name")]
+	if !ok {
+		// Not configured, or refused at startup: the library says why.
+		_, err := s.lim.Bucket(r.PathValue("name"), limiter.BucketSettings{})
+		if err == nil {
+			err = badRequest("bucket %q could not be built at startup", r.PathValue("name"))
+		}
+		return nil, req, 0, err
 	}
-	return s.lim.Bucket(name, limiter.BucketSettings{})
+	if err := readBody(r, &req, false); err != nil {
+		return nil, req, 0, err
+	}
+	timeout, err := req.normalize(s.set.MaxWait)
+	return b, req, timeout, err
 }
 
 func (s *server) bucketAllow(w http.ResponseWriter, r *http.Request) error {
-	b, err := s.bucket(r)
+	b, req, _, err := s.bucket(r)
 	if err != nil {
-		return err
-	}
-	var req bucketRequest
-	if err := readBody(r, &req, false); err != nil {
 		return err
 	}
 	if req.TimeoutMs != 0 {
 		return badRequest("timeout_ms: allow never waits (use /wait)")
 	}
-	if _, err := req.normalize(s.set.MaxWait); err != nil {
-		return err
-	}
 	d, err := b.AllowN(r.Context(), req.N)
 	if err != nil {
 		return err
 	}
-	writeDecision(w, d, decisionExtra{})
+	writeDecision(w, d, newDecisionBody(d), s.bucketQuotas[b.Name()])
 	return nil
 }
 
-// bucketWait takes n tokens, sleeping each denial's RetryAfter, and
-// answers the first allowing decision; or, as soon as the next wait would
-// pass the timeout, the denial (allowed false, with retry_after_ms).
+// bucketWait takes n tokens through the library's wait (Bucket.WaitN),
+// bounded by the request's timeout, and answers the first allowing
+// decision; when it stops short (the timeout, shutdown), its last denial:
+// a decision, with the wait it would have needed.
 func (s *server) bucketWait(w http.ResponseWriter, r *http.Request) error {
-	b, err := s.bucket(r)
+	b, req, timeout, err := s.bucket(r)
 	if err != nil {
 		return err
 	}
-	var req bucketRequest
-	if err := readBody(r, &req, false); err != nil {
-		return err
-	}
-	timeout, err := req.normalize(s.set.MaxWait)
+	ctx, done, err := s.startWait(r, timeout)
 	if err != nil {
 		return err
 	}
-	release, err := s.startWait()
-	if err != nil {
-		return err
-	}
-	defer release()
-	// The library's wait (Bucket.WaitN), bounded by the request's timeout;
-	// shutdown ends it at once. When it stops short, its last denial is the
-	// answer: a decision, with the wait it would have needed.
-	ctx, cancel := context.WithTimeout(r.Context(), timeout)
-	defer cancel()
-	stop := context.AfterFunc(s.draining, cancel)
-	defer stop()
+	defer done()
 	d, err := b.WaitN(ctx, req.N)
-	if err != nil && (r.Context().Err() != nil || ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) || d.RetryAfter <= 0) {
+	if err != nil && (!waitEnded(r, ctx, err) || d.RetryAfter <= 0) {
 		return err
 	}
-	writeDecision(w, d, decisionExtra{})
+	writeDecision(w, d, newDecisionBody(d), s.bucketQuotas[b.Name()])
 	return nil
 }
 
-// startWait takes a place among the requests allowed to wait at once.
-func (s *server) startWait() (release func(), err error) {
+// startWait takes a place among the requests allowed to wait at once
+// (429 when none is free) and returns the wait's context: r's, ending
+// after timeout or when shutdown begins. done gives the place back.
+func (s *server) startWait(r *http.Request, timeout time.Duration) (ctx context.Context, done func(), err error) {
 	select {
 	case s.waits <- struct{}{}:
-		return func() { <-s.waits }, nil
 	default:
-		return nil, &apiError{status: http.StatusTooManyRequests, retryAfter: time.Second,
+		return nil, nil, &apiError{status: http.StatusTooManyRequests, retryAfter: time.Second,
 			msg: "too many requests waiting (" + strconv.Itoa(cap(s.waits)) + ", FLOODGATE_HTTP_MAX_WAITS); retry shortly"}
 	}
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	stop := context.AfterFunc(s.draining, cancel)
+	return ctx, func() { stop(); cancel(); <-s.waits }, nil
+}
+
+// waitEnded reports whether a wait on ctx (from startWait) that returned
+// err stopped for its timeout or shutdown, not because the client left.
+// The library's waits return a deadline error early when the next try
+// would come too late.
+func waitEnded(r *http.Request, ctx context.Context, err error) bool {
+	return r.Context().Err() == nil && (ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded))
 }
 
 // Slots
 
-func (s *server) slots(r *http.Request) (*limiter.Slots, error) {
-	return s.lim.Slots(r.PathValue("name"), limiter.SlotsSettings{})
-}
-
 func (s *server) slotsAcquire(w http.ResponseWriter, r *http.Request) error {
-	pool, err := s.slots(r)
+	pool, err := s.pools.get(r.PathValue("name"))
 	if err != nil {
 		return err
 	}
@@ -312,48 +261,35 @@ func (s *server) slotsAcquire(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var lease *limiter.Lease
+	ctx, acquire := r.Context(), pool.TryAcquire
 	if req.Wait {
-		release, err := s.startWait()
+		wctx, done, err := s.startWait(r, timeout)
 		if err != nil {
 			return err
 		}
-		defer release()
-		ctx, cancel := context.WithTimeout(r.Context(), timeout)
-		defer cancel()
-		// Shutdown ends the wait at once: the caller hears "not acquired"
-		// instead of holding the server up.
-		stop := context.AfterFunc(s.draining, cancel)
-		defer stop()
-		lease, err = pool.Acquire(ctx, req.Holder)
-		if err != nil && ctx.Err() != nil && r.Context().Err() == nil {
-			writeNoSlot(w, noSlotRetry)
-			return nil
-		}
-	} else {
-		lease, err = pool.TryAcquire(r.Context(), req.Holder)
+		defer done()
+		ctx, acquire = wctx, pool.Acquire
 	}
-	if nse, ok := errors.AsType[*limiter.NoSlotError](err); ok {
-		writeNoSlot(w, nse.RetryAfter)
-		return nil
-	}
+	lease, err := acquire(ctx, req.Holder)
+	nse, noSlot := errors.AsType[*limiter.NoSlotError](err)
 	switch {
-	case errors.Is(err, limiter.ErrRedisUnavailable) && r.Context().Err() == nil:
-		writeJSON(w, http.StatusServiceUnavailable, []byte(`{"acquired":false,"reason":"redis_down","retry_after_ms":1000,"error":"redis unavailable and the slots policy fails closed"}`+"\n"))
-		return nil
-	case err != nil:
+	case err == nil:
+		setSlotHeaders(w.Header(), pool.Size(), true, 0)
+		writeJSON(w, http.StatusOK, acquireBody{Acquired: true, Token: lease.Token(), LeaseMs: ceilMs(s.cfg.SlotLease), Reason: "none", Degraded: lease.Degraded()})
+	case noSlot:
+		writeNoSlot(w, pool.Size(), nse.RetryAfter)
+	case r.Context().Err() != nil:
+		return err
+	case errors.Is(err, limiter.ErrRedisUnavailable):
+		// The policy fails closed: a decision like the others' redis_down.
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusServiceUnavailable, acquireBody{Reason: "redis_down", RetryAfterMs: 1000, Error: "redis unavailable and the slots policy fails closed"})
+	case waitEnded(r, ctx, err):
+		// The wait's timeout or shutdown: the caller hears "not acquired".
+		writeNoSlot(w, pool.Size(), noSlotRetry)
+	default:
 		return err
 	}
-	token := lease.Token()
-	b := make([]byte, 0, 128+len(token))
-	b = append(b, `{"acquired":true,"token":`...)
-	b = strconv.AppendQuote(b, token)
-	b = append(b, `,"lease_ms":`...)
-	b = strconv.AppendInt(b, ceilMs(s.cfg.SlotLease), 10)
-	b = append(b, `,"degraded":`...)
-	b = strconv.AppendBool(b, lease.Degraded())
-	b = append(b, "}\n"...)
-	writeJSON(w, http.StatusOK, b)
 	return nil
 }
 
@@ -365,45 +301,44 @@ const noSlotRetry = time.Second
 
 // writeNoSlot answers a try that found the pool full or a wait that timed
 // out: a decision, so 200, with Retry-After.
-func writeNoSlot(w http.ResponseWriter, retry time.Duration) {
+func writeNoSlot(w http.ResponseWriter, size int, retry time.Duration) {
 	w.Header().Set("Retry-After", strconv.FormatInt(retryAfterSeconds(retry), 10))
-	b := make([]byte, 0, 80)
-	b = append(b, `{"acquired":false,"reason":"slots","retry_after_ms":`...)
-	b = strconv.AppendInt(b, ceilMs(retry), 10)
-	b = append(b, "}\n"...)
-	writeJSON(w, http.StatusOK, b)
+	setSlotHeaders(w.Header(), size, false, retry)
+	writeJSON(w, http.StatusOK, acquireBody{Reason: "slots", RetryAfterMs: ceilMs(retry)})
 }
 
-func (s *server) slotsRefresh(w http.ResponseWriter, r *http.Request) error {
-	return s.leaseOp(w, r, (*limiter.Lease).Refresh)
-}
-
-func (s *server) slotsRelease(w http.ResponseWriter, r *http.Request) error {
-	return s.leaseOp(w, r, (*limiter.Lease).Release)
-}
-
-func (s *server) leaseOp(w http.ResponseWriter, r *http.Request, op func(*limiter.Lease, context.Context) error) error {
-	pool, err := s.slots(r)
-	if err != nil {
-		return err
+// leaseOp is a route running op (refresh, release) on the lease the
+// body's token names: 204.
+func (s *server) leaseOp(op func(*limiter.Lease, context.Context) error) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		pool, err := s.pools.get(r.PathValue("name"))
+		if err != nil {
+			return err
+		}
+		var req tokenRequest
+		if err := readChecked(r, &req); err != nil {
+			return err
+		}
+		// A fail-open lease holds nothing, so refreshing or releasing one
+		// succeeds without asking Redis: unless this server's pools fail
+		// open, a token that says "o." (Lease.Token's mode) was altered.
+		if strings.HasPrefix(req.Token, "o.") && s.cfg.SlotsOnRedisError != limiter.FailOpen {
+			return badRequest("token: a fail-open lease, but FLOODGATE_SLOTS_ON_REDIS_ERROR is not open here: altered or from another server")
+		}
+		lease, err := pool.Lease(req.Token)
+		if err != nil {
+			return err
+		}
+		if err := op(lease, r.Context()); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
 	}
-	var req tokenRequest
-	if err := readChecked(r, &req); err != nil {
-		return err
-	}
-	lease, err := pool.Lease(req.Token)
-	if err != nil {
-		return err
-	}
-	if err := op(lease, r.Context()); err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
 }
 
 func (s *server) slotsStatus(w http.ResponseWriter, r *http.Request) error {
-	pool, err := s.slots(r)
+	pool, err := s.pools.get(r.PathValue("name"))
 	if err != nil {
 		return err
 	}
@@ -411,14 +346,6 @@ func (s *server) slotsStatus(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	b := make([]byte, 0, 64)
-	b = append(b, `{"size":`...)
-	b = strconv.AppendInt(b, int64(pool.Size()), 10)
-	b = append(b, `,"in_use":`...)
-	b = strconv.AppendInt(b, int64(inUse), 10)
-	b = append(b, `,"waiting":`...)
-	b = strconv.AppendInt(b, int64(waiting), 10)
-	b = append(b, "}\n"...)
-	writeJSON(w, http.StatusOK, b)
+	writeJSON(w, http.StatusOK, poolBody{Size: pool.Size(), InUse: inUse, Waiting: waiting})
 	return nil
 }

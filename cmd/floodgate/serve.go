@@ -11,13 +11,13 @@ import (
 	"os"
 	"runtime/debug"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/floodgate/floodgate/internal/cli"
 	"github.com/floodgate/floodgate/internal/redisproc"
 	"github.com/floodgate/floodgate/limiter"
 	"github.com/floodgate/floodgate/metrics"
@@ -48,7 +48,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		embedded, err = redisproc.Start(ctx, redisproc.Options{})
 		if err != nil {
 			if errors.Is(err, redisproc.ErrNotInstalled) {
-				return usagef("no Redis named (FLOODGATE_REDIS_URL or REDIS_URL) and no redis-server on PATH to start an embedded one")
+				return cli.Usagef("no Redis named (FLOODGATE_REDIS_URL or REDIS_URL) and no redis-server on PATH to start an embedded one")
 			}
 			return fmt.Errorf("starting the embedded redis-server: %w", err)
 		}
@@ -72,12 +72,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		o.PoolSize = max(o.PoolSize, 64)
 	}))
 	if err != nil {
-		return usagef("%s", errText(err))
+		return cli.Usagef("%s", errText(err))
 	}
 	defer rdb.Close()
 	lim, err := limiter.New(rdb, cfg)
 	if err != nil {
-		return usagef("%s", errText(err))
+		return cli.Usagef("%s", errText(err))
 	}
 
 	ln, err := net.Listen("tcp", set.Addr)
@@ -124,7 +124,7 @@ func serveOn(ctx context.Context, ln net.Listener, lim *limiter.Limiter, rdb red
 	}
 	srv := newHTTPServer(s, set, logf)
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(newListener(ln, set.maxConns())) }()
 	if started != nil {
 		started()
 	}
@@ -146,35 +146,32 @@ func serveOn(ctx context.Context, ln net.Listener, lim *limiter.Limiter, rdb red
 	return nil
 }
 
+// Connection bounds. Bodies are at most 64 KiB: readTimeout is generous.
+const (
+	readHeaderTimeout = 5 * time.Second
+	readTimeout       = 10 * time.Second
+	idleTimeout       = 2 * time.Minute
+	// maxHeaderBytes is the request line and headers: net/http reads up
+	// to 4 KiB past http.Server.MaxHeaderBytes before it answers 431.
+	maxHeaderBytes = 16 << 10
+)
+
 // newHTTPServer sets the connection bounds.
 func newHTTPServer(h http.Handler, set httpSettings, logf func(string, ...any)) *http.Server {
 	return &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 5 * time.Second,
-		// Bodies are at most 64 KiB: 10 s is generous.
-		ReadTimeout: 10 * time.Second,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
 		// A wait may take MaxWait; the answer must still get out.
 		WriteTimeout:   set.MaxWait + 10*time.Second,
-		IdleTimeout:    2 * time.Minute,
-		MaxHeaderBytes: 16 << 10,
-		ErrorLog:       newErrorLog(logf),
+		IdleTimeout:    idleTimeout,
+		MaxHeaderBytes: maxHeaderBytes - 4<<10,
+		// net/http's own messages (bad requests on the wire), one line
+		// each; log.Logger serializes the writes.
+		ErrorLog: log.New(logWriter(func(p []byte) { logf("http: %s", cli.OneLine(string(p))) }), "", 0),
 	}
 }
 
-// errorLog passes net/http's own messages (TLS handshakes, bad requests
-// on the wire) to logf, one line each.
-type errorLog struct {
-	mu   sync.Mutex
-	logf func(string, ...any)
-}
+type logWriter func(p []byte)
 
-func (e *errorLog) Write(p []byte) (int, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.logf("http: %s", oneLine(string(p)))
-	return len(p), nil
-}
-
-func newErrorLog(logf func(string, ...any)) *log.Logger {
-	return log.New(&errorLog{logf: logf}, "", 0)
-}
+func (w logWriter) Write(p []byte) (int, error) { w(p); return len(p), nil }

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/floodgate/floodgate/internal/cli"
 	"github.com/floodgate/floodgate/limiter"
 )
 
@@ -53,7 +54,7 @@ func TestListenRules(t *testing.T) {
 func TestHTTPServerBounds(t *testing.T) {
 	set := testSettings()
 	srv := newHTTPServer(http.NotFoundHandler(), set, func(string, ...any) {})
-	if srv.ReadHeaderTimeout != 5*time.Second || srv.ReadTimeout != 10*time.Second || srv.MaxHeaderBytes != 16<<10 ||
+	if srv.ReadHeaderTimeout != 5*time.Second || srv.ReadTimeout != 10*time.Second || srv.MaxHeaderBytes != 12<<10 ||
 		srv.WriteTimeout <= set.MaxWait || srv.IdleTimeout == 0 {
 		t.Fatalf("%+v", srv)
 	}
@@ -82,7 +83,7 @@ func TestServeRefusesOpenAddress(t *testing.T) {
 	t.Setenv("FLOODGATE_REDIS_URL", "redis://127.0.0.1:1")
 	var out, errOut bytes.Buffer
 	err := Run(context.Background(), []string{"serve"}, &out, &errOut)
-	if err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), "refusing to listen on 0.0.0.0:0 without FLOODGATE_HTTP_TOKEN") {
+	if err == nil || cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), "refusing to listen on 0.0.0.0:0 without FLOODGATE_HTTP_TOKEN") {
 		t.Fatalf("serve on 0.0.0.0 without a token: %v", err)
 	}
 	for _, bad := range []map[string]string{
@@ -96,7 +97,7 @@ func TestServeRefusesOpenAddress(t *testing.T) {
 			t.Setenv(k, v)
 		}
 		err := Run(context.Background(), []string{"serve"}, &out, &errOut)
-		if err == nil || exitCode(err) != 2 {
+		if err == nil || cli.ExitCode(err) != 2 {
 			t.Errorf("%v: %v", bad, err)
 		}
 		for k := range bad {

@@ -9,8 +9,10 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
+	"github.com/floodgate/floodgate/internal/cli"
 	"github.com/floodgate/floodgate/limiter"
 )
 
@@ -30,6 +32,14 @@ type httpSettings struct {
 	// ShutdownTimeout bounds how long in-flight requests may finish after
 	// SIGINT or SIGTERM.
 	ShutdownTimeout time.Duration
+	// MaxConns caps open client connections; past it, new ones wait in
+	// the kernel's accept queue. 0 means defaultMaxConns, or the
+	// open-file limit less 64 when that is lower.
+	MaxConns int
+	// MaxNames caps the slot pool names, and apart the backoff names,
+	// the server holds state for; a new name past it is refused (400).
+	// 0 means defaultMaxNames.
+	MaxNames int
 }
 
 const (
@@ -37,6 +47,8 @@ const (
 	defaultMaxWait         = 30 * time.Second
 	defaultMaxWaits        = 1024
 	defaultShutdownTimeout = 10 * time.Second
+	defaultMaxConns        = 1024
+	defaultMaxNames        = 1024
 	// minTokenLen keeps tokens out of guessing range.
 	minTokenLen = 16
 )
@@ -62,7 +74,7 @@ func (s *settingsFlags) load() (limiter.Config, error) {
 	}
 	cfg, err := limiter.EnvOverrides(base)
 	if err != nil {
-		return limiter.Config{}, usagef("%s", errText(err))
+		return limiter.Config{}, cli.Usagef("%s", errText(err))
 	}
 	return cfg, nil
 }
@@ -75,7 +87,7 @@ func (s *settingsFlags) parseAll(fs *flag.FlagSet, args []string) (limiter.Confi
 		return limiter.Config{}, httpSettings{}, err
 	}
 	if fs.NArg() > 0 {
-		return limiter.Config{}, httpSettings{}, usagef("%s takes no arguments, got %q", strings.TrimPrefix(fs.Name(), "floodgate "), fs.Args())
+		return limiter.Config{}, httpSettings{}, cli.Usagef("%s takes no arguments, got %q", strings.TrimPrefix(fs.Name(), "floodgate "), fs.Args())
 	}
 	cfg, err := s.load()
 	if err != nil {
@@ -129,17 +141,22 @@ func loadHTTP() (httpSettings, error) {
 		if v := os.Getenv(d.name); v != "" {
 			x, err := parseSeconds(v)
 			if err != nil {
-				return h, usagef("%s: %v", d.name, err)
+				return h, cli.Usagef("%s: %v", d.name, err)
 			}
 			*d.dst = x
 		}
 	}
-	if v := os.Getenv("FLOODGATE_HTTP_MAX_WAITS"); v != "" {
-		n, err := strconv.Atoi(strings.TrimSpace(v))
-		if err != nil {
-			return h, usagef("FLOODGATE_HTTP_MAX_WAITS: %q is not a whole number", v)
+	for _, n := range []struct {
+		name string
+		dst  *int
+	}{{"FLOODGATE_HTTP_MAX_WAITS", &h.MaxWaits}, {"FLOODGATE_HTTP_MAX_CONNS", &h.MaxConns}, {"FLOODGATE_HTTP_MAX_NAMES", &h.MaxNames}} {
+		if v := os.Getenv(n.name); v != "" {
+			x, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				return h, cli.Usagef("%s: %q is not a whole number", n.name, v)
+			}
+			*n.dst = x
 		}
-		h.MaxWaits = n
 	}
 	return h, nil
 }
@@ -162,25 +179,47 @@ func parseSeconds(s string) (time.Duration, error) {
 func (h httpSettings) validate() error {
 	host, port, err := net.SplitHostPort(h.Addr)
 	if err != nil {
-		return usagef("address %q: want host:port, e.g. 127.0.0.1:8080", h.Addr)
+		return cli.Usagef("address %q: want host:port, e.g. 127.0.0.1:8080", h.Addr)
 	}
 	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
-		return usagef("address %q: bad port %q", h.Addr, port)
+		return cli.Usagef("address %q: bad port %q", h.Addr, port)
 	}
 	switch {
 	case h.MaxWait < time.Millisecond || h.MaxWait > time.Hour:
-		return usagef("max wait (FLOODGATE_HTTP_MAX_WAIT) must be between 1ms and 1h, got %v", h.MaxWait)
+		return cli.Usagef("max wait (FLOODGATE_HTTP_MAX_WAIT) must be between 1ms and 1h, got %v", h.MaxWait)
 	case h.MaxWaits < 1 || h.MaxWaits > 1_000_000:
-		return usagef("max waits (FLOODGATE_HTTP_MAX_WAITS) must be between 1 and 1000000, got %d", h.MaxWaits)
+		return cli.Usagef("max waits (FLOODGATE_HTTP_MAX_WAITS) must be between 1 and 1000000, got %d", h.MaxWaits)
 	case h.ShutdownTimeout < 0 || h.ShutdownTimeout > time.Hour:
-		return usagef("shutdown timeout (FLOODGATE_HTTP_SHUTDOWN_TIMEOUT) must be between 0 and 1h, got %v", h.ShutdownTimeout)
-	case h.Token != "" && len(h.Token) < minTokenLen:
-		return usagef("FLOODGATE_HTTP_TOKEN is %d characters, want at least %d (e.g. openssl rand -hex 16)", len(h.Token), minTokenLen)
-	case h.Token != "" && strings.ContainsAny(h.Token, " \t\r\n"):
-		return usagef("FLOODGATE_HTTP_TOKEN must not contain spaces or line breaks")
+		return cli.Usagef("shutdown timeout (FLOODGATE_HTTP_SHUTDOWN_TIMEOUT) must be between 0 and 1h, got %v", h.ShutdownTimeout)
+	case h.MaxConns < 0 || h.MaxConns > 1_000_000:
+		return cli.Usagef("max connections (FLOODGATE_HTTP_MAX_CONNS) must be between 1 and 1000000 (0: the default), got %d", h.MaxConns)
+	case h.MaxNames < 0 || h.MaxNames > 1_000_000:
+		return cli.Usagef("max names (FLOODGATE_HTTP_MAX_NAMES) must be between 1 and 1000000 (0: the default), got %d", h.MaxNames)
+	}
+	if err := checkToken(h.Token); err != nil {
+		return err
 	}
 	if h.Token == "" && !isLoopback(host) {
-		return usagef("refusing to listen on %s without FLOODGATE_HTTP_TOKEN: anyone who reaches it could reset users and take slots; set a token or listen on 127.0.0.1", h.Addr)
+		return cli.Usagef("refusing to listen on %s without FLOODGATE_HTTP_TOKEN: anyone who reaches it could reset users and take slots; set a token or listen on 127.0.0.1", h.Addr)
+	}
+	return nil
+}
+
+// checkToken refuses a token a client could not send as it is: the bytes
+// of an HTTP header value that survive trimming are visible ASCII (a
+// control character made every request a 400; a non-ASCII character is
+// several bytes, so a byte count overstated its strength).
+func checkToken(token string) error {
+	if token == "" {
+		return nil
+	}
+	for i := 0; i < len(token); i++ {
+		if c := token[i]; c < 0x21 || c > 0x7e {
+			return cli.Usagef("FLOODGATE_HTTP_TOKEN: byte %d is %#02x: use visible ASCII only, no spaces or control characters (e.g. openssl rand -hex 16)", i, c)
+		}
+	}
+	if len(token) < minTokenLen {
+		return cli.Usagef("FLOODGATE_HTTP_TOKEN is %d characters, want at least %d (e.g. openssl rand -hex 16)", len(token), minTokenLen)
 	}
 	return nil
 }
@@ -235,4 +274,28 @@ func writeConfig(w io.Writer, cfg limiter.Config, h *httpSettings) {
 	row("FLOODGATE_HTTP_MAX_WAIT", h.MaxWait.String())
 	row("FLOODGATE_HTTP_MAX_WAITS", strconv.Itoa(h.MaxWaits))
 	row("FLOODGATE_HTTP_SHUTDOWN_TIMEOUT", h.ShutdownTimeout.String())
+	row("FLOODGATE_HTTP_MAX_CONNS", strconv.Itoa(h.maxConns()))
+	row("FLOODGATE_HTTP_MAX_NAMES", strconv.Itoa(h.maxNames()))
+}
+
+// maxConns is MaxConns or its default: defaultMaxConns, or the open-file
+// limit less 64 (Redis connections, the listener, logs) when lower.
+func (h httpSettings) maxConns() int {
+	if h.MaxConns > 0 {
+		return h.MaxConns
+	}
+	n := defaultMaxConns
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err == nil && rl.Cur < uint64(n+64) {
+		n = max(16, int(rl.Cur)-64)
+	}
+	return n
+}
+
+// maxNames is MaxNames or defaultMaxNames.
+func (h httpSettings) maxNames() int {
+	if h.MaxNames > 0 {
+		return h.MaxNames
+	}
+	return defaultMaxNames
 }

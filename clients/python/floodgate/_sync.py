@@ -1,0 +1,403 @@
+"""Client: the blocking client, over http.client with kept-alive connections."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import select
+import socket
+import ssl
+import threading
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
+
+from . import _proto as p
+from ._proto import Decision, Denied, EndpointStatus, FloodgateError, Id, SlotsStatus, TransportError, UserStatus
+
+T = TypeVar("T")
+
+
+class Lease:
+    """A held slot. refresh() before lease seconds pass; release() when done.
+
+    Client.slot() releases it for you. token is opaque and may be handed to
+    another process, which can rebuild it with Client.lease(name, token).
+    """
+
+    def __init__(self, client: "Client", name: Id, token: str, lease: float, degraded: bool) -> None:
+        self.client = client
+        self.name = name
+        self.token = token
+        self.lease = lease
+        self.degraded = degraded
+        self.released = False
+
+    def refresh(self) -> None:
+        """Extend the lease by its full length; LeaseLost if it already ran out."""
+        self.client._send(p.op_lease(self.name, self.token, "refresh"))
+
+    def release(self) -> None:
+        """Give the slot back; LeaseLost if it had already run out or been released."""
+        self.client._send(p.op_lease(self.name, self.token, "release"))
+        self.released = True
+
+    def __repr__(self) -> str:
+        return f"Lease(name={self.name!r}, lease={self.lease}, degraded={self.degraded})"
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.settimeout(self.timeout)
+            s.connect(self._path)
+        except BaseException:
+            s.close()
+            raise
+        self.sock = s
+
+
+def _readable(sock: Any) -> bool:
+    """An idle kept-alive socket is readable only when the server closed it
+    (or sent something unasked): either way it must not carry a request."""
+    if sock is None:
+        return True
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    try:
+        if hasattr(select, "poll"):
+            po = select.poll()
+            po.register(sock, select.POLLIN)
+            return bool(po.poll(0))
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
+class _Pool:
+    """Idle kept-alive connections, at most size of them; thread-safe.
+
+    A thread that finds none idle opens a new one, so a burst of threads
+    is never serialised; past size, connections are closed after use.
+    """
+
+    def __init__(self, target: p._Target, size: int) -> None:
+        self.target = target
+        self.size = size
+        self.idle: List[http.client.HTTPConnection] = []
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def get(self, timeout: float, fresh: bool) -> Tuple[http.client.HTTPConnection, bool]:
+        """A connection and whether it was used before."""
+        while not fresh:
+            with self.lock:
+                if not self.idle:
+                    break
+                conn = self.idle.pop()
+            if _readable(conn.sock):  # closed by the server while idle
+                conn.close()
+                continue
+            conn.timeout = timeout
+            conn.sock.settimeout(timeout)
+            return conn, True
+        t = self.target
+        if t.scheme == "unix":
+            return _UnixConnection(t.path, timeout), False
+        if t.scheme == "https":
+            return http.client.HTTPSConnection(t.hostname, t.port, timeout=timeout, context=t.ssl), False
+        return http.client.HTTPConnection(t.hostname, t.port, timeout=timeout), False
+
+    def put(self, conn: http.client.HTTPConnection) -> None:
+        with self.lock:
+            if not self.closed and len(self.idle) < self.size:
+                self.idle.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            idle, self.idle = self.idle, []
+        for c in idle:
+            c.close()
+
+
+class Client:
+    """Talks to one ``floodgate serve``; safe to share between threads.
+
+    base_url: the server: "http://127.0.0.1:8080" (the default),
+        "https://host:port" or "unix:///path/to/floodgate.sock".
+    token: FLOODGATE_HTTP_TOKEN of the server, sent as a Bearer token.
+    timeout: seconds each call may take (connect plus answer); waits
+        (wait(), slot(wait=True)) get their own timeout on top. Every call
+        that does not wait takes timeout= to override it.
+    max_wait: what a wait without timeout may take on the server
+        (FLOODGATE_HTTP_MAX_WAIT there, 30 s by default).
+    ca_file, ssl_context: https only. The server's certificate is verified
+        against the system CAs by default; ca_file trusts a private CA
+        instead, ssl_context replaces the whole TLS policy.
+    pool_size: idle kept-alive connections kept (10).
+
+    Connections are kept alive and reused. One the server closed while
+    idle (its idle timeout, a restart) is noticed before a request is
+    written to it; a request is sent again only when it provably did not
+    reach the server (the write failed) or when it counts nothing (GET,
+    DELETE), so no request is ever counted twice.
+    HTTP(S)_PROXY variables are ignored: the sidecar is next to the bot.
+    """
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8080",
+        token: Optional[str] = None,
+        timeout: float = 2.0,
+        *,
+        max_wait: float = p.DEFAULT_MAX_WAIT,
+        ca_file: Optional[str] = None,
+        ssl_context: Optional[ssl.SSLContext] = None,
+        pool_size: int = 10,
+    ) -> None:
+        self._target = p._target(base_url, ca_file, ssl_context)
+        t = p._timeout_arg("timeout", timeout)
+        if not t:
+            raise ValueError(f"floodgate: timeout must be > 0, got {timeout!r}")
+        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 0:
+            raise ValueError(f"floodgate: pool_size must be an int >= 0, got {pool_size!r}")
+        self.base_url = self._target.base_url
+        self.token = p.check_token(token)
+        self.timeout = t
+        self.max_wait = p._timeout_arg("max_wait", max_wait) or 0.0
+        self._pool = _Pool(self._target, pool_size)
+
+    def __repr__(self) -> str:
+        return f"Client({self.base_url!r})"  # never the token
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the idle connections; the client stays usable."""
+        self._pool.close()
+        self._pool = _Pool(self._target, self._pool.size)
+
+    # -- transport
+
+    def _send(self, op: "p._Op[T]", timeout: Optional[float] = None) -> T:
+        t = p._timeout_arg("timeout", timeout) if timeout is not None else self.timeout
+        if not t:
+            raise ValueError(f"floodgate: timeout must be > 0, got {timeout!r}")
+        if op.wait is not None:
+            t += op.wait if op.wait >= 0 else self.max_wait
+        what = f"{op.method} {self.base_url}{op.path}"
+        headers = p.headers_for(self.token, op.body)
+        pool = self._pool
+        fresh = False
+        while True:
+            try:
+                conn, reused = pool.get(t, fresh)
+            except OSError as e:
+                raise TransportError(f"{what}: {e.__class__.__name__}: {e}") from None
+            try:
+                conn.request(op.method, op.path, body=op.body, headers=headers)
+            except (socket.timeout, TimeoutError):
+                conn.close()
+                raise TransportError(f"{what}: timed out after {t}s") from None
+            except (OSError, http.client.HTTPException) as e:
+                conn.close()
+                # The request (one write) did not get out whole, so the
+                # server cannot have acted on it: safe to send again once,
+                # on a new connection, if this one had been idle.
+                if reused:
+                    fresh = True
+                    continue
+                raise TransportError(f"{what}: {e.__class__.__name__}: {e}") from None
+            try:
+                resp = conn.getresponse()
+                raw = resp.read()
+            except (socket.timeout, TimeoutError):
+                conn.close()
+                raise TransportError(f"{what}: timed out after {t}s") from None
+            except (OSError, http.client.HTTPException) as e:
+                conn.close()
+                if reused and op.idempotent and isinstance(e, (http.client.RemoteDisconnected, ConnectionResetError)):
+                    fresh = True  # it counts nothing: asking again is harmless
+                    continue
+                raise TransportError(f"{what}: {e.__class__.__name__}: {e}") from None
+            except BaseException:
+                conn.close()  # half-read: never back into the pool
+                raise
+            if resp.will_close:
+                conn.close()
+            else:
+                pool.put(conn)
+            return op.finish(resp.status, resp.getheader("Retry-After"), raw)
+
+    # -- users
+
+    def allow(self, user: Id, *, timeout: Optional[float] = None) -> Decision:
+        """Count one request of user if every limit allows it.
+
+        A denial is a Decision with allowed=False, not an exception.
+        """
+        return self._send(p.op_allow(user), timeout)
+
+    def allow_many(self, users: Sequence[Id], *, timeout: Optional[float] = None) -> List[Decision]:
+        """allow() for each user in order, in one round trip (at most 1000).
+
+        A user listed twice makes two requests. A user the server could not
+        decide gets allowed=False with .error set; the others stand.
+        """
+        return self._send(p.op_allow_many(users), timeout)
+
+    def peek(self, user: Id, *, timeout: Optional[float] = None) -> UserStatus:
+        """user's state, counting nothing."""
+        return self._send(p.op_peek(user), timeout)
+
+    def reset(self, user: Id, *, timeout: Optional[float] = None) -> None:
+        """Forget user's cooldown and window (a moderator's pardon)."""
+        self._send(p.op_reset(user), timeout)
+
+    # -- backoff
+
+    def pick(self, name: Id, *endpoints: str, timeout: Optional[float] = None) -> Tuple[Optional[str], Decision]:
+        """The first usable endpoint in order (or None) and its Decision.
+
+        When none is usable the Decision says the shortest retry_after.
+        """
+        return self._send(p.op_pick(name, endpoints), timeout)
+
+    def check(self, name: Id, endpoint: Id, *, timeout: Optional[float] = None) -> Decision:
+        """May endpoint be called now? probe=True: you hold its half-open probe."""
+        return self._send(p.op_check(name, endpoint), timeout)
+
+    def failure(self, name: Id, endpoint: Id, *, timeout: Optional[float] = None) -> Decision:
+        """Report a failed call: the endpoint backs off (delay grows per failure)."""
+        return self._send(p.op_failure(name, endpoint), timeout)
+
+    def success(self, name: Id, endpoint: Id, *, timeout: Optional[float] = None) -> None:
+        """Report a successful call: the endpoint is closed again."""
+        self._send(p.op_success(name, endpoint), timeout)
+
+    def abandon(self, name: Id, endpoint: Id, token: str, *, timeout: Optional[float] = None) -> None:
+        """Hand back a probe without counting success or failure."""
+        self._send(p.op_abandon(name, endpoint, token), timeout)
+
+    def endpoint(self, name: Id, endpoint: Id, *, timeout: Optional[float] = None) -> EndpointStatus:
+        """endpoint's backoff state, counting nothing."""
+        return self._send(p.op_endpoint(name, endpoint), timeout)
+
+    def call(self, name: Id, endpoint: Id, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run fn(*args, **kwargs) against endpoint under its backoff.
+
+        Like gobreaker's Execute: check first (Denied when the endpoint is
+        backing off or another caller probes it), then report success when
+        fn returns and failure when it raises an Exception (re-raised). A
+        KeyboardInterrupt, asyncio.CancelledError or other BaseException
+        counts as neither: a held probe is abandoned so the next caller may
+        probe at once. If reporting success fails, fn's result is still
+        returned (a probe left held frees itself after the probe lease).
+        """
+        d = self.check(name, endpoint)
+        if not d.allowed:
+            raise Denied(d, f"endpoint {endpoint!r}")
+        try:
+            result = fn(*args, **kwargs)
+        except Exception:
+            with contextlib.suppress(FloodgateError):
+                self.failure(name, endpoint)  # fn's exception matters more
+            raise
+        except BaseException:
+            if d.probe and d.token:
+                with contextlib.suppress(FloodgateError):
+                    self.abandon(name, endpoint, d.token)
+            raise
+        with contextlib.suppress(FloodgateError):
+            self.success(name, endpoint)
+        return result
+
+    # -- buckets
+
+    def bucket_allow(self, name: Id, n: int = 1, *, timeout: Optional[float] = None) -> Decision:
+        """Take n tokens from API bucket name now, or be told when (no wait)."""
+        return self._send(p.op_bucket_allow(name, n), timeout)
+
+    def wait(self, name: Id, n: int = 1, timeout: Optional[float] = None) -> Decision:
+        """Take n tokens from API bucket name, waiting on the server.
+
+        Waits at most timeout seconds (None: the server's maximum). If the
+        wait would pass it, returns at once with allowed=False and
+        retry_after, having taken nothing.
+        """
+        return self._send(p.op_wait(name, n, timeout))
+
+    # -- slots
+
+    def acquire(self, name: Id, holder: Id, wait: bool = True, timeout: Optional[float] = None) -> Union[Lease, Decision]:
+        """Take a slot of pool name for holder: a Lease, or the denial Decision.
+
+        wait=False answers at once; wait=True waits up to timeout seconds
+        (None: the server's maximum) for a slot to free up.
+        """
+        got = self._send(p.op_acquire(name, holder, wait, timeout))
+        if isinstance(got, p._Granted):
+            return Lease(self, got.name, got.token, got.lease, got.degraded)
+        return got
+
+    def lease(self, name: Id, token: str) -> Lease:
+        """Rebuild a Lease from its token (e.g. one handed over by another process)."""
+        p._quote("name", name)
+        return Lease(self, name, token, 0.0, False)
+
+    @contextlib.contextmanager
+    def slot(self, name: Id, holder: Id, wait: bool = True, timeout: Optional[float] = None) -> Iterator[Lease]:
+        """Hold a slot of pool name for the with block, then release it.
+
+        Raises Denied (reason "slots", with retry_after) when no slot is
+        free (wait=False) or none freed up within timeout. The block gets
+        the Lease; call lease.refresh() for work longer than lease.lease
+        seconds. If the block raised, release errors are suppressed (the
+        lease runs out by itself); otherwise they are raised, e.g. LeaseLost
+        when the work outlasted the lease.
+        """
+        got = self.acquire(name, holder, wait=wait, timeout=timeout)
+        if isinstance(got, Decision):
+            raise Denied(got, f"slot of {name!r}")
+        try:
+            yield got
+        except BaseException:
+            if not got.released:
+                with contextlib.suppress(FloodgateError):
+                    got.release()
+            raise
+        if not got.released:
+            got.release()
+
+    def slots(self, name: Id, *, timeout: Optional[float] = None) -> SlotsStatus:
+        """Pool name's size, slots in use and waiters."""
+        return self._send(p.op_slots(name), timeout)
+
+    # -- ops
+
+    def healthy(self, *, timeout: Optional[float] = None) -> bool:
+        """The server process answers (/healthz)."""
+        try:
+            self._send(p.op_probe("/healthz"), timeout)
+            return True
+        except FloodgateError:
+            return False
+
+    def ready(self, *, timeout: Optional[float] = None) -> bool:
+        """The server answers and reaches Redis (/readyz)."""
+        try:
+            self._send(p.op_probe("/readyz"), timeout)
+            return True
+        except FloodgateError:
+            return False
+

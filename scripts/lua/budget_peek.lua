@@ -1,0 +1,68 @@
+-- budget_peek.lua: what a user's Budget holds right now, without changing
+-- anything (Budget.Peek), so an operator may look as often as they like.
+--
+-- KEYS[1]  the user's budget key, laid out as in budget_reserve.lua
+-- ARGV[1]  window in ms
+-- ARGV[2]  lease in ms
+--
+-- Returns {ok, spent, reserved, reservations, oldest_ms, reset_ms}:
+--   ok            1; -1 when the key is not Floodgate's (the rest are 0)
+--   spent         units of settled spends and of reservations whose lease
+--                 ended, in the window
+--   reserved      units of live reservations (their estimates)
+--   reservations  how many live reservations
+--   oldest_ms     until the oldest entry ages out, freeing its units (0:
+--                 nothing held)
+--   reset_ms      until the window holds nothing (0: nothing held)
+-- The clock is Redis TIME with budget_reserve.lua's rule after a step back:
+-- the key's clock stays at its newest entry, waits stretch by the step but
+-- none outlasts the key's TTL.
+
+local key = KEYS[1]
+local window = tonumber(ARGV[1])
+local lease = tonumber(ARGV[2])
+
+local z = redis.pcall('ZRANGE', key, 0, -1, 'WITHSCORES')
+if z.err then return {-1, 0, 0, 0, 0, 0} end
+local n = #z / 2 - 1
+if n < 0 then return {1, 0, 0, 0, 0, 0} end
+if z[#z - 1] ~= 'b' then return {-1, 0, 0, 0, 0, 0} end
+if n == 0 then return {1, 0, 0, 0, 0, 0} end
+local base = tonumber(z[#z])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local newest = base + tonumber(z[2 * n])
+local skew = 0
+if now < newest then skew = newest - now; now = newest end
+
+local spent, reserved, count, oldest = 0, 0, 0, nil
+for i = 1, n do
+  local m, at = z[2 * i - 1], base + tonumber(z[2 * i])
+  local u, r
+  if string.find(m, '^%d+$') then
+    u = math.floor(tonumber(m) / 128)
+  else
+    u = string.match(m, '^%d+%.(%d+)%.%x+$')
+    if not u then return {-1, 0, 0, 0, 0, 0} end
+    u, r = tonumber(u), true
+  end
+  if at > now - window then
+    if not oldest then oldest = at end
+    if r and at + lease > now then
+      reserved, count = reserved + u, count + 1
+    else
+      spent = spent + u
+    end
+  end
+end
+if not oldest then return {1, 0, 0, 0, 0, 0} end
+local o, reset = oldest + window - now + skew, newest + window - now + skew
+if skew > 0 then
+  local ttl = redis.call('PTTL', key)
+  if ttl >= 0 then
+    if ttl < 1 then ttl = 1 end
+    if o > ttl then o = ttl end
+    if reset > ttl then reset = ttl end
+  end
+end
+return {1, spent, reserved, count, o, reset}
