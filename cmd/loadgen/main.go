@@ -169,7 +169,17 @@ func deleteKeys(ctx context.Context, t *target, prefix string, log logger, err *
 	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	if _, _, perr := t.purge(cctx, prefix); perr != nil {
+	n, _, perr := t.purge(cctx, prefix)
+	if perr == nil && n > 0 {
+		// Keys were left, so the run was cut short: writes sent before
+		// Ctrl-C may reach Redis after that purge. Once Redis has dropped
+		// the workers' connections, purge again.
+		perr = t.with(cctx, func(c redis.UniversalClient) error { return t.quiesce(cctx, c) })
+		if perr == nil {
+			_, _, perr = t.purge(cctx, prefix)
+		}
+	}
+	if perr != nil {
 		if *err == nil {
 			*err = perr
 		} else {
