@@ -103,6 +103,7 @@ func admitConcurrently(ctx context.Context, l *limiter.Limiter, users, goroutine
 // (or the script) admitted what Redis denies; fewer, that the cache denied
 // past the RetryAfter Redis gave.
 func TestDenyCacheNeverOverAdmits(t *testing.T) {
+	skipIfShort(t) // -short keeps TestExactAdmissionAcrossProcesses
 	rdb := client(t)
 	prefix := uniquePrefix(t, rdb)
 	const users = 30
@@ -390,6 +391,7 @@ const memoryPerUserBound = 333
 // path a chat bot takes, cooldown off so the 20 land at once), which
 // leaves a full hour's window per user, and reads INFO used_memory.
 func TestMemoryPerUser(t *testing.T) {
+	skipIfShort(t) // -short keeps TestLoadgenEmbedded
 	needRedisServer(t)
 	srv, err := redisproc.Start(context.Background(), redisproc.Options{})
 	if err != nil {
