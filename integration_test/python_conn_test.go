@@ -185,7 +185,7 @@ func TestPythonClientsSurviveServerRestart(t *testing.T) {
 // own idle timeout is a fixed 2 minutes, so node_test.go's idleProxy in
 // front of it plays the short one.)
 func TestPythonClientsSurviveIdleTimeout(t *testing.T) {
-	skipIfShort(t) // -short keeps TestPythonAndGoReplicasShareLimits
+	skipIfShort(t) // -short keeps TestClientsAndGoReplicaShareLimits
 	needPython(t)
 	rdb := client(t)
 	token := randomHex(t, 16)
