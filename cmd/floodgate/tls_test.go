@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"path/filepath"
 	"strings"
@@ -165,6 +166,22 @@ func TestCertReload(t *testing.T) {
 	if err := get(a); err != nil {
 		t.Fatalf("first certificate: %v", err)
 	}
+	// A kept-alive connection made before the rotation.
+	kept := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: a.ClientConfig()}}
+	defer kept.CloseIdleConnections()
+	keptGet := func() (reused bool, err error) {
+		trace := &httptrace.ClientTrace{GotConn: func(ci httptrace.GotConnInfo) { reused = ci.Reused }}
+		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", base+"/healthz", nil)
+		resp, err := kept.Do(req)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		return reused, err
+	}
+	if _, err := keptGet(); err != nil {
+		t.Fatal(err)
+	}
 	if get(b) == nil {
 		t.Fatal("a client trusting only the other CA connected")
 	}
@@ -182,6 +199,9 @@ func TestCertReload(t *testing.T) {
 	}
 	if get(a) == nil {
 		t.Fatal("the old certificate still served after the rotation")
+	}
+	if reused, err := keptGet(); err != nil || !reused {
+		t.Fatalf("a connection open before the rotation: reused %v, %v", reused, err)
 	}
 
 	n := strings.Count(logs.String(), "TLS: serving the certificate")

@@ -50,13 +50,15 @@ func TestUnixSocketListener(t *testing.T) {
 		}
 
 		set := testSettings()
-		set.Addr = "unix:" + path
+		set.Addr, set.Token = "unix:"+path, "0123456789abcdef"
 		stop := serveTest(t, ln, set, &logBuffer{})
-		resp, err := unixClient(path).Get("http://floodgate/healthz")
-		if err != nil || resp.StatusCode != 200 {
-			t.Fatalf("GET /healthz over the socket: %v %v", resp, err)
+		for p, want := range map[string]int{"/healthz": 200, "/metrics": 401} { // a token set is asked here too
+			resp, err := unixClient(path).Get("http://floodgate" + p)
+			if err != nil || resp.StatusCode != want {
+				t.Fatalf("GET %s over the socket: %v %v, want %d", p, resp, err, want)
+			}
+			resp.Body.Close()
 		}
-		resp.Body.Close()
 		if _, err := openListener("unix:" + path); err == nil || !strings.Contains(err.Error(), "a server is answering on it") {
 			t.Fatalf("second server on a live socket: %v", err)
 		}
