@@ -77,6 +77,7 @@ func nodeEnv(extra ...string) []string {
 // exercised) and a test CA made here, and checks that every test ran and
 // passed: none skipped.
 func TestNodeClient(t *testing.T) {
+	skipIfShort(t) // -short keeps TestNodeAndGoReplicasShareLimits
 	node := needNode(t)
 	rdb := client(t)
 	token := nodeToken(t)
@@ -468,6 +469,7 @@ func (p *idleProxy) serve(c net.Conn, upstream string, idle time.Duration) {
 // counted exactly once, on a new connection each time (counted by a proxy
 // whose own timeout is out of reach).
 func TestNodeIdleTimeout(t *testing.T) {
+	skipIfShort(t) // -short keeps TestNodeRestartCountsOnce
 	needNode(t)
 	env, lim := countingSetup(t)
 	env["FLOODGATE_HTTP_IDLE_TIMEOUT"] = "200ms"

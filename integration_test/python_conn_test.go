@@ -148,6 +148,7 @@ func startServeAt(t *testing.T, addr string, env map[string]string) *serveProc {
 // sidecar restarts on the same address, both call again: no error, and
 // each user's count went up by exactly one per call.
 func TestPythonClientsSurviveServerRestart(t *testing.T) {
+	skipIfShort(t) // -short keeps TestServeReadinessRedisRestart
 	needPython(t)
 	rdb := client(t)
 	token := randomHex(t, 16)
@@ -184,6 +185,7 @@ func TestPythonClientsSurviveServerRestart(t *testing.T) {
 // front (node_test.go's idleProxy, its own timeout out of reach) counts
 // the connections.
 func TestPythonClientsSurviveIdleTimeout(t *testing.T) {
+	skipIfShort(t) // -short keeps TestPythonAndGoReplicasShareLimits
 	needPython(t)
 	rdb := client(t)
 	token := randomHex(t, 16)

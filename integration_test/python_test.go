@@ -61,6 +61,7 @@ func randomHex(t *testing.T, n int) string {
 // with FLOODGATE_TEST_URL pointing at a real server (with a token, so auth
 // is exercised), and checks that the live tests ran rather than skipped.
 func TestPythonClientUnittest(t *testing.T) {
+	skipIfShort(t) // -short keeps TestPythonAndGoReplicasShareLimits
 	py := needPython(t)
 	rdb := client(t)
 	token := randomHex(t, 16)

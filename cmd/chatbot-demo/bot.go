@@ -33,7 +33,7 @@ type bot struct {
 	report func(ctx context.Context, endpoint string, d limiter.Decision, callErr error)
 }
 
-// Held-back reasons besides the limiter's (cooldown, hourly, rate, slots,
+// Held-back reasons besides the limiter's (cooldown, window, rate, slots,
 // backoff, probing, redis_down).
 const (
 	heldLLMError = "llm_error" // the LLM call failed; its endpoint's backoff was told

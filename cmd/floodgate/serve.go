@@ -86,6 +86,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return cli.Usagef("%s", errText(err))
 	}
+	// New logs an unsafe maxmemory-policy; scrapes keep the gauge current.
+	if err := obs.WatchEviction(lim.CheckEviction); err != nil {
+		return err
+	}
 
 	ln, err := openListener(set.Addr)
 	if err != nil {
