@@ -118,13 +118,10 @@ func loadPair(certFile, keyFile string) (*tls.Certificate, error) {
 // fileStamp identifies a file's version: its inode (a rename or a
 // Kubernetes secret's symlink swap makes a new one), size and mtime.
 func fileStamp(name string) string {
-	fi, err := os.Stat(name)
-	if err != nil {
-		return "-;"
+	if fi, err := os.Stat(name); err == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			return fmt.Sprintf("%d.%d.%d;", st.Ino, st.Size, fi.ModTime().UnixNano())
+		}
 	}
-	var ino uint64
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		ino = st.Ino
-	}
-	return fmt.Sprintf("%d.%d.%d;", ino, fi.Size(), fi.ModTime().UnixNano())
+	return "-;"
 }
