@@ -375,9 +375,8 @@ func TestNodeRestartCountsOnce(t *testing.T) {
 }
 
 // idleProxy stands in front of a server and closes each client connection
-// that stays idle (no request outstanding) for idle: a server idle timeout
-// shorter than the bot's pauses (the sidecar's own is 2 minutes). It counts
-// the connections it accepted.
+// that stays idle (no request outstanding) for idle, or that the server
+// closed. It counts the connections it accepted.
 type idleProxy struct {
 	ln    net.Listener
 	conns atomic.Int64
@@ -464,16 +463,18 @@ func (p *idleProxy) serve(c net.Conn, upstream string, idle time.Duration) {
 	}
 }
 
-// TestNodeIdleTimeout: the server side closes kept-alive connections after
-// 200ms idle; the bot pauses longer between calls (once with its loop free,
-// once blocked). Every call succeeds, each counted exactly once, on a new
-// connection each time.
+// TestNodeIdleTimeout: the server closes kept-alive connections after
+// 200ms idle (FLOODGATE_HTTP_IDLE_TIMEOUT); the bot pauses longer between
+// calls (once with its loop free, once blocked). Every call succeeds, each
+// counted exactly once, on a new connection each time (counted by a proxy
+// whose own timeout is out of reach).
 func TestNodeIdleTimeout(t *testing.T) {
 	skipIfShort(t) // -short keeps TestNodeRestartCountsOnce
 	needNode(t)
 	env, lim := countingSetup(t)
+	env["FLOODGATE_HTTP_IDLE_TIMEOUT"] = "200ms"
 	srv := startServeProc(t, env)
-	proxy := startIdleProxy(t, strings.TrimPrefix(srv.URL, "http://"), 200*time.Millisecond)
+	proxy := startIdleProxy(t, strings.TrimPrefix(srv.URL, "http://"), time.Hour)
 	bot := startNodeBot(t, "http://"+proxy.ln.Addr().String())
 
 	if a := bot.allow("idle"); !a.OK || !a.Allowed {
