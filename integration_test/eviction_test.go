@@ -1,7 +1,6 @@
 package integration_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -43,27 +41,10 @@ func startMaxmemory(t *testing.T, policy string) *redis.Client {
 	return rdb
 }
 
-// logBuffer routes log/slog's default logger to a buffer for the test.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func captureSlog(t *testing.T) *logBuffer {
+// captureSlog routes log/slog's default logger to a buffer for the test.
+func captureSlog(t *testing.T) *redisproc.SyncBuffer {
 	t.Helper()
-	b := &logBuffer{}
+	b := &redisproc.SyncBuffer{}
 	old := slog.Default()
 	slog.SetDefault(slog.New(slog.NewTextHandler(b, nil)))
 	t.Cleanup(func() { slog.SetDefault(old) })
