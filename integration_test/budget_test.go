@@ -13,7 +13,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/floodgate/floodgate/internal/redisproc"
 	"github.com/floodgate/floodgate/limiter"
 )
 
@@ -259,12 +258,7 @@ func TestBudgetListpackPastTheBound(t *testing.T) {
 // user back exactly, so the layout is the scripts' own.
 func TestBudgetMemoryPerUser(t *testing.T) {
 	skipIfShort(t) // -short keeps TestBudgetListpackPastTheBound
-	needRedisServer(t)
-	srv, err := redisproc.Start(context.Background(), redisproc.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Stop()
+	srv := startRedis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 64})
 	defer rdb.Close()
 	cfg := limiter.DefaultConfig()

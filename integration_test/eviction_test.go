@@ -28,14 +28,7 @@ func init() {
 // returns a client for it.
 func startMaxmemory(t *testing.T, policy string) *redis.Client {
 	t.Helper()
-	needRedisServer(t)
-	srv, err := redisproc.Start(context.Background(), redisproc.Options{
-		Args: []string{"--maxmemory", "4mb", "--maxmemory-policy", policy},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
+	srv := startRedis(t, "--maxmemory", "4mb", "--maxmemory-policy", policy)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 64, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { rdb.Close() })
 	return rdb
@@ -284,13 +277,8 @@ func TestOutOfMemoryFollowsFailureMode(t *testing.T) {
 // TestEvictionCheckWithoutINFO: an ACL user without INFO gets the policy
 // from CONFIG GET when granted, else an error naming the grant.
 func TestEvictionCheckWithoutINFO(t *testing.T) {
-	needRedisServer(t)
 	ctx := context.Background()
-	srv, err := redisproc.Start(ctx, redisproc.Options{Args: []string{"--maxmemory", "4mb", "--maxmemory-policy", "allkeys-lru"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
+	srv := startRedis(t, "--maxmemory", "4mb", "--maxmemory-policy", "allkeys-lru")
 	admin := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	t.Cleanup(func() { admin.Close() })
 	for _, rule := range [][]any{
@@ -330,14 +318,7 @@ func TestDocumentedACLAllowsEvictionCheck(t *testing.T) {
 // TestServeShowsEvictionRisk: floodgate serve on a volatile-lru Redis logs
 // the warning at startup, and /readyz and /metrics show it.
 func TestServeShowsEvictionRisk(t *testing.T) {
-	needRedisServer(t)
-	srv, err := redisproc.Start(context.Background(), redisproc.Options{
-		Args: []string{"--maxmemory", "4mb", "--maxmemory-policy", "volatile-lru"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
+	srv := startRedis(t, "--maxmemory", "4mb", "--maxmemory-policy", "volatile-lru")
 	p := startServeProc(t, map[string]string{"FLOODGATE_REDIS_URL": "redis://" + srv.Addr})
 	c := &http.Client{Timeout: 5 * time.Second}
 	defer c.CloseIdleConnections()

@@ -107,6 +107,19 @@ func skipIfShort(t testing.TB) {
 	}
 }
 
+// startRedis starts a redis-server of the test's own, with args, and
+// stops it when the test ends.
+func startRedis(t testing.TB, args ...string) *redisproc.Server {
+	t.Helper()
+	needRedisServer(t)
+	srv, err := redisproc.Start(context.Background(), redisproc.Options{Args: args})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	return srv
+}
+
 // client connects to the shared server.
 func client(t testing.TB) *redis.Client {
 	t.Helper()

@@ -16,7 +16,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/floodgate/floodgate/internal/redisproc"
 	"github.com/floodgate/floodgate/limiter"
 )
 
@@ -384,12 +383,7 @@ const memoryPerUserBound = 333
 // leaves a full hour's window per user, and reads INFO used_memory.
 func TestMemoryPerUser(t *testing.T) {
 	skipIfShort(t) // -short keeps TestLoadgenEmbedded
-	needRedisServer(t)
-	srv, err := redisproc.Start(context.Background(), redisproc.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Stop()
+	srv := startRedis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 64})
 	defer rdb.Close()
 	cfg := limiter.DefaultConfig()
