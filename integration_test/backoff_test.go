@@ -61,16 +61,12 @@ func openBackoffWorker() (rdb *redis.Client, b *limiter.Backoff, deadline time.T
 	if err != nil {
 		return nil, nil, time.Time{}, "", err
 	}
-	rdb, err = workerClient(64)
+	prefix := os.Getenv("PREFIX")
+	l, rdb, err := workerLimiter(64, backoffProbeConfig(prefix))
 	if err != nil {
 		return nil, nil, time.Time{}, "", err
 	}
-	prefix := os.Getenv("PREFIX")
-	l, err := limiter.New(rdb, backoffProbeConfig(prefix))
-	if err == nil {
-		b, err = l.Backoff("llm", limiter.BackoffSettings{})
-	}
-	if err != nil {
+	if b, err = l.Backoff("llm", limiter.BackoffSettings{}); err != nil {
 		rdb.Close()
 		return nil, nil, time.Time{}, "", err
 	}

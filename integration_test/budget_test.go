@@ -44,18 +44,13 @@ const budgetTestLimit = 20_000
 // units, "call the model" for 0..1 ms, Settle at the estimate (MODE exact)
 // or above it by 0..500 (MODE overshoot). It returns every admitted call.
 func budgetCallsWorker(ctx context.Context) (any, error) {
-	rdb, err := workerClient(32)
+	cfg := limiter.DefaultConfig()
+	cfg.RedisTimeout = 5 * time.Second
+	l, rdb, err := workerLimiter(32, cfg)
 	if err != nil {
 		return nil, err
 	}
 	defer rdb.Close()
-	cfg := limiter.DefaultConfig()
-	cfg.KeyPrefix = os.Getenv("PREFIX")
-	cfg.RedisTimeout = 5 * time.Second
-	l, err := limiter.New(rdb, cfg)
-	if err != nil {
-		return nil, err
-	}
 	b, err := l.Budget("llm", limiter.BudgetSettings{Limit: budgetTestLimit, Lease: time.Minute})
 	if err != nil {
 		return nil, err

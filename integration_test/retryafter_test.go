@@ -27,21 +27,16 @@ type retryAfterTally struct {
 // user under a cooldown (window off, deny cache off, so every decision is
 // user_allow.lua's) for RUN_FOR.
 func retryAfterWorker(ctx context.Context) (any, error) {
-	rdb, err := workerClient(32)
-	if err != nil {
-		return nil, err
-	}
-	defer rdb.Close()
 	cfg := limiter.DefaultConfig()
-	cfg.KeyPrefix = os.Getenv("PREFIX")
 	cfg.UserCooldown = time.Second
 	cfg.MaxRequestsPerUserHour = 0
 	cfg.LocalCacheSize = 0
 	cfg.RedisTimeout = 5 * time.Second
-	l, err := limiter.New(rdb, cfg)
+	l, rdb, err := workerLimiter(32, cfg)
 	if err != nil {
 		return nil, err
 	}
+	defer rdb.Close()
 	runFor, err := time.ParseDuration(os.Getenv("RUN_FOR"))
 	if err != nil {
 		return nil, err

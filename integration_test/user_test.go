@@ -27,15 +27,10 @@ func init() {
 // for random users among USERS, until each goroutine has sent ROUNDS.
 // It returns how many requests were admitted per user.
 func userAdmissionWorker(ctx context.Context) (any, error) {
-	rdb, err := workerClient(64)
-	if err != nil {
-		return nil, err
-	}
-	defer rdb.Close()
 	cfg := limiter.DefaultConfig()
-	cfg.KeyPrefix = os.Getenv("PREFIX")
 	cfg.UserCooldown = 0
 	if c := os.Getenv("COOLDOWN"); c != "" {
+		var err error
 		if cfg.UserCooldown, err = time.ParseDuration(c); err != nil {
 			return nil, err
 		}
@@ -45,10 +40,11 @@ func userAdmissionWorker(ctx context.Context) (any, error) {
 	if os.Getenv("CACHE") == "" {
 		cfg.LocalCacheSize = 0
 	}
-	l, err := limiter.New(rdb, cfg)
+	l, rdb, err := workerLimiter(64, cfg)
 	if err != nil {
 		return nil, err
 	}
+	defer rdb.Close()
 	users, _ := strconv.Atoi(os.Getenv("USERS"))
 	rounds, _ := strconv.Atoi(os.Getenv("ROUNDS"))
 	if d, err := time.ParseDuration(os.Getenv("RUN_FOR")); err == nil {
