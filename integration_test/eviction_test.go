@@ -44,6 +44,20 @@ func captureSlog(t *testing.T) *redisproc.SyncBuffer {
 	return b
 }
 
+// metricsConfig is the default Config observed by floodgate's metrics, on
+// a registry of the test's own.
+func metricsConfig(t *testing.T) (limiter.Config, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	obs, err := metrics.New(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := limiter.DefaultConfig()
+	cfg.Observer = obs
+	return cfg, reg
+}
+
 // waitEvictionRisk waits for New's background check.
 func waitEvictionRisk(t *testing.T, l *limiter.Limiter) limiter.Eviction {
 	t.Helper()
@@ -74,13 +88,7 @@ func TestEvictionWarning(t *testing.T) {
 		t.Run(policy, func(t *testing.T) {
 			rdb := startMaxmemory(t, policy)
 			logs := captureSlog(t)
-			reg := prometheus.NewPedanticRegistry()
-			obs, err := metrics.New(reg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg := limiter.DefaultConfig()
-			cfg.Observer = obs
+			cfg, reg := metricsConfig(t)
 			cfg.RedisTimeout = 5 * time.Second
 			cfg.LocalCacheSize = 0
 			l, err := limiter.New(rdb, cfg)
@@ -206,13 +214,7 @@ func TestOutOfMemoryFollowsFailureMode(t *testing.T) {
 	ctx := context.Background()
 	for _, mode := range []limiter.FailureMode{limiter.FailLocal, limiter.FailOpen, limiter.FailClosed} {
 		t.Run(mode.String(), func(t *testing.T) {
-			reg := prometheus.NewPedanticRegistry()
-			obs, err := metrics.New(reg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg := limiter.DefaultConfig()
-			cfg.Observer = obs
+			cfg, reg := metricsConfig(t)
 			cfg.LocalCacheSize = 0
 			cfg.OnRedisError, cfg.BucketOnRedisError, cfg.SlotsOnRedisError, cfg.BackoffOnRedisError = mode, mode, mode, mode
 			cfg.KeyPrefix = "fg" + mode.String()
