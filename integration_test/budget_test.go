@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/floodgate/floodgate/limiter"
 )
 
@@ -253,9 +251,7 @@ func TestBudgetListpackPastTheBound(t *testing.T) {
 // user back exactly, so the layout is the scripts' own.
 func TestBudgetMemoryPerUser(t *testing.T) {
 	skipIfShort(t) // -short keeps TestBudgetListpackPastTheBound
-	srv := startRedis(t)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 64})
-	defer rdb.Close()
+	rdb := privateClient(t)
 	cfg := limiter.DefaultConfig()
 	cfg.RedisTimeout = 10 * time.Second
 	l, err := limiter.New(rdb, cfg)

@@ -28,10 +28,7 @@ func init() {
 // returns a client for it.
 func startMaxmemory(t *testing.T, policy string) *redis.Client {
 	t.Helper()
-	srv := startRedis(t, "--maxmemory", "4mb", "--maxmemory-policy", policy)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 64, ContextTimeoutEnabled: true})
-	t.Cleanup(func() { rdb.Close() })
-	return rdb
+	return privateClient(t, "--maxmemory", "4mb", "--maxmemory-policy", policy)
 }
 
 // captureSlog routes log/slog's default logger to a buffer for the test.

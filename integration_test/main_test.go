@@ -120,6 +120,17 @@ func startRedis(t testing.TB, args ...string) *redisproc.Server {
 	return srv
 }
 
+// privateClient is a client, with up to 64 connections, on a
+// redis-server of the test's own started with args: for tests that
+// measure or fill the whole server.
+func privateClient(t testing.TB, args ...string) *redis.Client {
+	t.Helper()
+	srv := startRedis(t, args...)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 64, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { rdb.Close() })
+	return rdb
+}
+
 // client connects to the shared server.
 func client(t testing.TB) *redis.Client {
 	t.Helper()

@@ -379,9 +379,7 @@ const memoryPerUserBound = 333
 // leaves a full hour's window per user, and reads INFO used_memory.
 func TestMemoryPerUser(t *testing.T) {
 	skipIfShort(t) // -short keeps TestLoadgenEmbedded
-	srv := startRedis(t)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 64})
-	defer rdb.Close()
+	rdb := privateClient(t)
 	cfg := limiter.DefaultConfig()
 	cfg.RedisTimeout = 10 * time.Second
 	cfg.UserCooldown = 0
