@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/floodgate/floodgate/internal/redisproc"
 	"github.com/floodgate/floodgate/limiter"
 	"github.com/redis/go-redis/v9"
 )
@@ -19,18 +18,9 @@ import (
 // decisions resume by themselves.
 func TestURLAtReplicaFailsLoudly(t *testing.T) {
 	skipIfShort(t) // waits out the 5 s failover window
-	needRedisServer(t)
 	ctx := context.Background()
-	master, err := redisproc.Start(ctx, redisproc.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer master.Stop()
-	replica, err := redisproc.Start(ctx, redisproc.Options{Args: []string{"--replicaof", "127.0.0.1", fmt.Sprint(master.Port)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer replica.Stop()
+	master := startRedis(t)
+	replica := startRedis(t, "--replicaof", "127.0.0.1", fmt.Sprint(master.Port))
 
 	cfg := limiter.DefaultConfig()
 	cfg.RedisURL = "redis://" + replica.Addr
