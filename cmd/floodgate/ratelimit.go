@@ -63,6 +63,12 @@ func bucketQuota(b *limiter.Bucket) quota {
 	return quota{policy: []string{policyItem("bucket", burst, refill)}, name: "bucket"}
 }
 
+// budgetQuota counts units: r is what is left, t when the window empties.
+func budgetQuota(b *limiter.Budget) quota {
+	units, window := b.Limit()
+	return quota{policy: []string{policyItem("budget", units, window)}, name: "budget"}
+}
+
 var backoffQuota = quota{policy: []string{policyItem("backoff", 1, 0)}, name: "backoff", binary: true}
 
 // set adds the headers for d.
