@@ -82,6 +82,9 @@ func TestBudgetRoutes(t *testing.T) {
 		t.Fatalf("denied reserve: %d %v %v", code, d, hdr)
 	}
 	peek(19000, 0, 1000)
+	if _, st, _ := ts.do("GET", budgetPath, ""); st["oldest_ages_out_ms"] != 1200000.0 || st["reset_after_ms"] != 3600000.0 || st["reservations"] != 0.0 {
+		t.Fatalf("peek at 12:40: %v, want the 900 of 12:00 to age out in 20m and the window empty in 1h", st)
+	}
 	code, d, _ = ts.do("POST", budgetPath+"/reserve", `{"units":1000}`)
 	tok, _ = d["reservation"].(string)
 	if code != 200 || d["allowed"] != true || d["remaining"] != 0.0 || tok == "" {
