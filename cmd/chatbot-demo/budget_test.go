@@ -25,6 +25,8 @@ func TestReplicaBudget(t *testing.T) {
 	setLoneReplica(t, "budget", 80)
 	t.Setenv("DEMO_OUTPUT", "json")
 	t.Setenv("FLOODGATE_USER_COOLDOWN", "0")
+	// No slot cap: the spammers' messages all reach the budget at once.
+	t.Setenv("FLOODGATE_MAX_CONCURRENT_USERS", "0")
 	t.Setenv("FLOODGATE_USER_TOKEN_BUDGET", "700")
 	var out, errOut bytes.Buffer
 	if err := Run(context.Background(), []string{"--replica"}, &out, &errOut); err != nil {
