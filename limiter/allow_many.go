@@ -45,6 +45,10 @@ func (l *Limiter) AllowMany(ctx context.Context, users []string) ([]Decision, er
 				continue
 			}
 		}
+		if d, ok := l.localPrecheck(ctx, u, sent); ok {
+			out[i] = l.observe(PolicyUser, d)
+			continue
+		}
 		ask = append(ask, u)
 		index = append(index, i)
 	}

@@ -55,8 +55,9 @@ type Config struct {
 	// user; 10s by default (user_cooldown: 10). 0 turns the cooldown off.
 	UserCooldown time.Duration `env:"USER_COOLDOWN"`
 	// MaxRequestsPerUserHour is how many requests one user may have accepted
-	// within UserWindow, at most MaxWindowRequests; 20 by default
-	// (max_requests_per_user_hour: 20). 0 turns the window off.
+	// per window (UserWindow, an hour by default, hence the name, kept from
+	// the config.yaml key max_requests_per_user_hour), at most
+	// MaxWindowRequests; 20 by default. 0 turns the window off.
 	MaxRequestsPerUserHour int `env:"MAX_REQUESTS_PER_USER_HOUR"`
 	// UserWindow is the length of the sliding window, 1h by default.
 	UserWindow time.Duration `env:"USER_WINDOW"`
@@ -121,6 +122,17 @@ type Config struct {
 	// enough that a chat reply is not held up noticeably before the
 	// FailureMode takes over.
 	RedisTimeout time.Duration `env:"REDIS_TIMEOUT"`
+	// WaitReplicas, when above 0, makes the per-user policy send WAIT
+	// WaitReplicas after its decision, on the same connection, and count
+	// an admission only once that many replicas hold it; one they did
+	// not acknowledge in time is an outage (ErrReplicaAck) and
+	// OnRedisError decides. 0 (the default) waits for none: a failover may
+	// lose the last admissions. docs/reliability.md ("WaitReplicas") says
+	// what it guarantees and what it does not.
+	WaitReplicas int `env:"REDIS_WAIT_REPLICAS"`
+	// WaitTimeout bounds that wait (WAIT's timeout); it must be shorter
+	// than RedisTimeout. 0 means RedisTimeout/2.
+	WaitTimeout time.Duration `env:"REDIS_WAIT_TIMEOUT"`
 
 	// LocalCacheSize is how many denied users each Limiter remembers
 	// in-process until their RetryAfter passes, answering their repeat
@@ -348,6 +360,7 @@ func (c Config) Validate() error {
 	checkIdleTTLs(&errs, c) // bucket and slot keys within MaxIdleTime (key_ttl.go)
 	checkBudgetConfig(&errs, c)
 	checkDuration(&errs, "RedisTimeout", c.RedisTimeout, time.Millisecond, maxRedisTimeout)
+	checkReplicaAck(&errs, c) // replica_ack.go
 	checkInt(&errs, "LocalCacheSize", c.LocalCacheSize, 0, maxLocalCache)
 	for _, m := range []struct {
 		field string
@@ -453,8 +466,11 @@ const (
 	// FailLocal falls back to per-process limits with the same settings and
 	// marks each Decision Degraded; shared limits resume by themselves when
 	// Redis answers again. It is the default: a bot keeps answering, and
-	// each replica still holds every user to the limits, so N replicas admit
-	// at most N times the limit during an outage instead of without bound.
+	// each replica still holds every user to the limits, starting from what
+	// Redis last said and keeping what it admitted until the window has
+	// passed, so one replica admits a user at most the limit per window and
+	// N replicas at most N times it, whatever the number of outages,
+	// instead of without bound.
 	FailLocal FailureMode = iota
 	// FailOpen admits every request (Degraded) while Redis is down.
 	FailOpen

@@ -379,17 +379,23 @@ func TestFailureModeText(t *testing.T) {
 	}
 }
 
-func TestConfigReviewFixes(t *testing.T) {
+func TestSubMillisecondCooldownRejected(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.UserCooldown = 500 * time.Microsecond
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "FLOODGATE_USER_COOLDOWN") {
 		t.Fatalf("sub-millisecond cooldown: %v", err)
 	}
-	cfg = DefaultConfig()
+}
+
+func TestAPIRateErrorNamesPackageOnce(t *testing.T) {
+	cfg := DefaultConfig()
 	cfg.APIRates = APIRates{"x": {PerSecond: -1, Burst: 1}}
 	if err := cfg.Validate(); err == nil || strings.Count(err.Error(), "limiter: ") != 1 {
 		t.Fatalf("API rate error repeats the package prefix: %v", err)
 	}
+}
+
+func TestAPIRatesNoneMeansNoAPIs(t *testing.T) {
 	got, err := configFromEnv(map[string]string{"FLOODGATE_API_RATES": "none"})
 	if err != nil || len(got.APIRates) != 0 {
 		t.Fatalf("FLOODGATE_API_RATES=none: %v, %v", got.APIRates, err)

@@ -35,8 +35,10 @@ type Decision struct {
 	// followed the policy's FailureMode (local limits, open or closed)
 	// instead of the shared state.
 	Degraded bool
-	// Cached is true when this process answered a repeat denial from its
-	// local deny cache, without a Redis round trip.
+	// Cached is true when this process answered a denial without a Redis
+	// round trip: a repeat denial from its local deny cache, or a user
+	// still held by requests its FailLocal fallback admitted during an
+	// outage, which Redis does not know about.
 	Cached bool
 	// Probe is true when Backoff.Check or Pick admitted this caller as the
 	// endpoint's single half-open probe: its delay ran out, and every other
@@ -67,9 +69,9 @@ const (
 	// ReasonCooldown: the user's previous accepted request is more recent
 	// than Config.UserCooldown.
 	ReasonCooldown
-	// ReasonHourly: the user already has MaxRequestsPerUserHour requests in
+	// ReasonWindow: the user already has MaxRequestsPerUserHour requests in
 	// the sliding window.
-	ReasonHourly
+	ReasonWindow
 	// ReasonRate: an external API's rate (Bucket) is used up.
 	ReasonRate
 	// ReasonBackoff: an LLM endpoint failed and is backing off.
@@ -87,7 +89,7 @@ const (
 	ReasonBudget
 )
 
-var reasonNames = [...]string{"none", "cooldown", "hourly", "rate", "backoff", "probing", "slots", "redis_down", "budget"}
+var reasonNames = [...]string{"none", "cooldown", "window", "rate", "backoff", "probing", "slots", "redis_down", "budget"}
 
 // String returns a short lower-case name, stable for logs and metric labels.
 func (r Reason) String() string {

@@ -14,7 +14,11 @@ import (
 // It can only deny, never admit, so it cannot over-admit. It never denies
 // past what Redis said: an entry ends at the instant the request was SENT
 // plus RetryAfter, which is no later than Redis's own answer, and it is
-// measured on the monotonic clock, immune to wall-clock jumps. Its last
+// measured on the monotonic clock, immune to wall-clock jumps. A lookup
+// counts down from the clock read under the entry's lock, not only from
+// its caller's instant (which may be stale: a caller descheduled after
+// reading it while another's later denial refreshed the entry), and a
+// cached RetryAfter never exceeds the one Redis gave. Its last
 // millisecond is left to Redis, so every cached RetryAfter is at least
 // 1 ms. Reset and Import on this replica drop the entry and fence off
 // denials still in flight; other replicas keep denying the user at most
@@ -32,6 +36,8 @@ type denyCache struct {
 	// user: cheaper than remembering each, and it only skips caching).
 	created   time.Time
 	lastReset atomic.Int64 // ns since created
+	// clock is time.Now; tests replace it.
+	clock func() time.Time
 }
 
 const (
@@ -57,7 +63,7 @@ func newDenyCache(size int) *denyCache {
 	if size <= 0 {
 		return nil
 	}
-	c := &denyCache{seed: maphash.MakeSeed(), per: max((size+denyShards-1)/denyShards, 1), created: time.Now()}
+	c := &denyCache{seed: maphash.MakeSeed(), per: max((size+denyShards-1)/denyShards, 1), created: time.Now(), clock: time.Now}
 	for i := range c.shards {
 		c.shards[i].m = make(map[string]denyEntry)
 	}
@@ -69,22 +75,30 @@ func (c *denyCache) shard(user string) *denyShard {
 }
 
 // get returns the cached denial for user with RetryAfter and ResetAfter
-// counted down to now, or false.
+// counted down to now (or to the clock, when later: now may be stale), or
+// false.
 func (c *denyCache) get(user string, now time.Time) (Decision, bool) {
 	s := c.shard(user)
 	s.mu.Lock()
 	e, ok := s.m[user]
-	// Less than a millisecond left: Redis answers instead, so a cached
-	// RetryAfter is never below 1 ms (nor 0 once rounded to milliseconds).
-	if ok && e.until.Sub(now) < minRetryAfter {
-		delete(s.m, user)
-		ok = false
+	var left time.Duration
+	if ok {
+		// Read after the entry: no later than any put it holds.
+		if t := c.clock(); t.After(now) {
+			now = t
+		}
+		left = min(e.until.Sub(now), e.d.RetryAfter)
+		// Less than a millisecond left: Redis answers instead, so a cached
+		// RetryAfter is never below 1 ms (nor 0 once rounded to milliseconds).
+		if left < minRetryAfter {
+			delete(s.m, user)
+			ok = false
+		}
 	}
 	s.mu.Unlock()
 	if !ok {
 		return Decision{}, false
 	}
-	left := e.until.Sub(now)
 	d := e.d
 	d.ResetAfter -= d.RetryAfter - left
 	d.RetryAfter = left

@@ -10,6 +10,7 @@ import (
 
 func TestDenyCacheCountsDown(t *testing.T) {
 	c := newDenyCache(100)
+	c.clock = func() time.Time { return time.Time{} } // the callers' instants alone
 	t0 := time.Now()
 	d := Decision{Reason: ReasonCooldown, Remaining: 19, RetryAfter: 6 * time.Second, ResetAfter: time.Hour}
 	c.put("u", t0, d)
@@ -52,7 +53,7 @@ func TestDenyCacheBounded(t *testing.T) {
 	c := newDenyCache(size)
 	t0 := time.Now()
 	for i := 0; i < 100*size; i++ {
-		c.put(fmt.Sprint("user", i), t0, Decision{Reason: ReasonHourly, RetryAfter: time.Duration(i+1) * time.Second})
+		c.put(fmt.Sprint("user", i), t0, Decision{Reason: ReasonWindow, RetryAfter: time.Duration(i+1) * time.Second})
 	}
 	if n := c.len(); n > size {
 		t.Fatalf("cache holds %d entries, bound %d", n, size)
@@ -200,7 +201,7 @@ func TestResetFenceOnlyMovesForward(t *testing.T) {
 	t0 := time.Now()
 	c.reset("a", t0.Add(2*time.Second))
 	c.reset("b", t0.Add(time.Second)) // read the clock earlier, stored later
-	c.put("x", t0.Add(1500*time.Millisecond), Decision{Reason: ReasonHourly, RetryAfter: time.Hour})
+	c.put("x", t0.Add(1500*time.Millisecond), Decision{Reason: ReasonWindow, RetryAfter: time.Hour})
 	if _, ok := c.get("x", t0.Add(1600*time.Millisecond)); ok {
 		t.Fatal("a denial sent before the latest Reset was cached: the fence moved back")
 	}
@@ -226,5 +227,37 @@ func TestImportFencesDenialsInFlight(t *testing.T) {
 	}
 	if d := mustAllow(t, l, "u"); !d.Allowed {
 		t.Fatalf("after Import of no history: %+v", d)
+	}
+}
+
+// A delayed caller (its instant read before it was descheduled, while
+// another caller's later denial refreshed the entry) is never told to
+// wait more than Redis said, nor denied once the entry has run out in
+// real time.
+func TestDenyCacheDelayedCaller(t *testing.T) {
+	c := newDenyCache(100)
+	t0 := time.Now()
+	clock := t0
+	c.clock = func() time.Time { return clock }
+	stale := t0 // the delayed caller's instant
+	// Another caller, sent 500 ms later, was denied for the rest of a 1 s
+	// cooldown; its denial lands while the first caller sleeps.
+	c.put("u", t0.Add(500*time.Millisecond), Decision{Reason: ReasonCooldown, Remaining: 19, RetryAfter: time.Second, ResetAfter: time.Hour})
+	clock = t0.Add(600 * time.Millisecond)
+	d, ok := c.get("u", stale)
+	if !ok || d.RetryAfter != 900*time.Millisecond || d.ResetAfter != time.Hour-100*time.Millisecond {
+		t.Fatalf("delayed caller got %+v, %v; want RetryAfter 900ms (Redis said 1s, 100ms ago)", d, ok)
+	}
+	// Counted from the stale instant alone it would be 1.5 s: more than the
+	// whole cooldown. Even with the clock unread, never more than Redis said.
+	c.clock = func() time.Time { return time.Time{} }
+	if d, ok := c.get("u", stale); !ok || d.RetryAfter > time.Second {
+		t.Fatalf("stale instant: %+v, %v; want at most Redis's 1s", d, ok)
+	}
+	// In real time the entry has run out: the delayed caller goes to Redis.
+	c.clock = func() time.Time { return clock }
+	clock = t0.Add(1500 * time.Millisecond)
+	if d, ok := c.get("u", stale); ok {
+		t.Fatalf("denied %+v past the entry's end", d)
 	}
 }

@@ -210,6 +210,11 @@ func degraded(mode FailureMode, local func() Decision) Decision {
 		d = Decision{Reason: ReasonRedisDown, RetryAfter: redisRetryInterval, ResetAfter: redisRetryInterval}
 	default:
 		d = local()
+		if !d.Allowed {
+			// Every fallback's denial waits at least 1 ms, as Redis's do:
+			// an in-process clock counts down to the nanosecond.
+			atLeastMinWait(&d)
+		}
 	}
 	d.Degraded = true
 	return d

@@ -149,3 +149,49 @@ func TestBucketAndSlotsDocNumbers(t *testing.T) {
 	mustRelease(t, ann)
 	mustTry(t, s, "cat")
 }
+
+// Every Backoff denial from the FailLocal fallback waits at least 1 ms,
+// with the fallback's clock 300 µs, 10 µs and 1 ns before a deadline:
+// Check, Pick, a probing denial, a late Failure and Do's error.
+func TestBackoffFallbackDenialsWaitAtLeast1ms(t *testing.T) {
+	ctx := context.Background()
+	cfg := backoffConfig()
+	cfg.RedisTimeout = 50 * time.Millisecond
+	l := downLimiter(t, cfg)
+	b := mustBackoff(t, l, "llm")
+	t0 := time.Now()
+	clock := t0
+	b.now = func() time.Time { return clock }
+	atLeast1ms := func(what string, d Decision, err error) {
+		t.Helper()
+		if err != nil || d.Allowed || !d.Degraded || d.RetryAfter < time.Millisecond || d.ResetAfter < d.RetryAfter {
+			t.Fatalf("%s = %+v, %v; want a degraded denial waiting at least 1ms", what, d, err)
+		}
+	}
+	d, err := b.Failure(ctx, "ep") // open for 5 s
+	atLeast1ms("Failure", d, err)
+	open := d.RetryAfter
+	clock = t0.Add(open - 300*time.Microsecond)
+	d, err = b.Check(ctx, "ep")
+	atLeast1ms("Check 300µs before the probe", d, err)
+	clock = t0.Add(open - 10*time.Microsecond)
+	_, d, err = b.Pick(ctx, "ep")
+	atLeast1ms("Pick 10µs before the probe", d, err)
+	clock = t0.Add(open - time.Nanosecond)
+	d, err = b.Failure(ctx, "ep")
+	atLeast1ms("late Failure 1ns before the probe", d, err)
+	var oe *BackoffOpenError
+	if err := b.Do(ctx, "ep", func(context.Context) error { return nil }); !errors.As(err, &oe) || oe.Decision.RetryAfter < time.Millisecond {
+		t.Fatalf("Do 1ns before the probe = %v, want a BackoffOpenError waiting at least 1ms", err)
+	}
+	clock = t0.Add(open)
+	if d := mustCheck(t, b, "ep"); !d.Allowed || !d.Probe {
+		t.Fatalf("Check at the deadline = %+v, want the probe", d)
+	}
+	clock = t0.Add(open + b.set.ProbeLease - 10*time.Microsecond)
+	d, err = b.Check(ctx, "ep")
+	atLeast1ms("probing denial 10µs before the lease ends", d, err)
+	if d.Reason != ReasonProbing {
+		t.Fatalf("probing denial = %+v, want ReasonProbing", d)
+	}
+}

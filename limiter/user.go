@@ -82,6 +82,9 @@ func (l *Limiter) Allow(ctx context.Context, user string) (Decision, error) {
 			return l.observe(PolicyUser, d), nil
 		}
 	}
+	if d, ok := l.localPrecheck(ctx, user, sent); ok {
+		return l.observe(PolicyUser, d), nil
+	}
 	rep := l.allowRedis(ctx, user, sent)
 	return l.userResult(ctx, user, sent, rep.r, rep.err)
 }
@@ -93,6 +96,17 @@ func (l *Limiter) Allow(ctx context.Context, user string) (Decision, error) {
 // queued work such as scheduled messages.
 func (l *Limiter) Wait(ctx context.Context, user string) (Decision, error) {
 	return waitFor(ctx, fmt.Sprintf("user %q", user), func() (Decision, error) { return l.Allow(ctx, user) })
+}
+
+// localPrecheck is localUsers.precheck, its denial marked Degraded (not
+// Cached) while the user's Redis node is failing (its last call did not
+// answer): it is then the fallback's own answer.
+func (l *Limiter) localPrecheck(ctx context.Context, user string, now time.Time) (Decision, bool) {
+	d, ok := l.local.precheck(user, now)
+	if ok && l.healthOf(ctx, l.userKey(user)).failing() {
+		d.Cached, d.Degraded = false, true
+	}
+	return d, ok
 }
 
 // userDecision reads user_allow.lua's reply.
@@ -168,7 +182,12 @@ func (l *Limiter) Import(ctx context.Context, user string, accepted []time.Time)
 	keep := max(l.cfg.MaxRequestsPerUserHour, 1)
 	msTimes := make([]int64, len(accepted))
 	for i, t := range accepted {
+		// Rounded up, as user_allow.lua records a request: an imported
+		// time then ages out late, never early.
 		msTimes[i] = t.UnixMilli()
+		if t.Nanosecond()%int(time.Millisecond) != 0 {
+			msTimes[i]++
+		}
 	}
 	slices.Sort(msTimes)
 	if len(msTimes) > keep {
@@ -182,6 +201,7 @@ func (l *Limiter) Import(ctx context.Context, user string, accepted []time.Time)
 	err := l.call(ctx, userImport.name, key, func(ctx context.Context) error {
 		return userImport.Run(ctx, l.rdb, []string{key}, args...).Err()
 	})
+	l.local.reset(user)
 	if l.cache != nil {
 		// As Reset: a denial sent before the import must not outlive it.
 		l.cache.reset(user, time.Now())
@@ -219,7 +239,9 @@ func (l *Limiter) decideRedis(ctx context.Context, users []string, out []userRep
 		}
 		calls = append(calls, &evalCall{keys: keys, args: l.userArgs})
 	}
-	if len(calls) == 1 {
+	if l.cfg.WaitReplicas > 0 {
+		l.evalAcked(ctx, userAllow, calls) // replica_ack.go
+	} else if len(calls) == 1 {
 		c := calls[0]
 		c.res, c.err = l.run(ctx, userAllow, c.keys, c.args...)
 	} else {
@@ -254,6 +276,6 @@ func (l *Limiter) userResult(ctx context.Context, user string, sent time.Time, r
 	if l.cache != nil {
 		l.cache.put(user, sent, d)
 	}
-	l.local.redisAnswered(user, time.Now())
+	l.local.redisSaid(user, d, time.Now())
 	return l.observe(PolicyUser, d), nil
 }

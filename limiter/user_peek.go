@@ -21,7 +21,7 @@ type UserStatus struct {
 	// wait after which it would be, as Allow would answer.
 	RetryAfter time.Duration
 	// Reason is what would deny a request now (ReasonCooldown or
-	// ReasonHourly; the one with the longer wait when both would), or
+	// ReasonWindow; the one with the longer wait when both would), or
 	// ReasonNone.
 	Reason Reason
 	// CooldownLeft is how long the cooldown still runs, 0 when over.

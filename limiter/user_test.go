@@ -67,7 +67,7 @@ func TestCooldownOnlyUsesStringKey(t *testing.T) {
 	}
 }
 
-func TestHourlyWindowExact(t *testing.T) {
+func TestWindowExact(t *testing.T) {
 	l, r := newTestLimiter(t, userConfig(10*time.Second, 20, time.Hour))
 	var steps []step
 	// 20 requests, one a minute: each allowed, Remaining counting down.
@@ -77,12 +77,12 @@ func TestHourlyWindowExact(t *testing.T) {
 	}
 	// The 21st within the hour: denied until the first (at 0) ages out at 1h.
 	steps = append(steps,
-		step{20 * time.Minute, denied(ReasonHourly, 0, 40*time.Minute, 59*time.Minute)},
-		step{time.Hour - time.Millisecond, denied(ReasonHourly, 0, time.Millisecond, 19*time.Minute+time.Millisecond)},
+		step{20 * time.Minute, denied(ReasonWindow, 0, 40*time.Minute, 59*time.Minute)},
+		step{time.Hour - time.Millisecond, denied(ReasonWindow, 0, time.Millisecond, 19*time.Minute+time.Millisecond)},
 		// Exactly when the oldest ages out, the same request passes...
 		step{time.Hour, allowed(0, time.Hour)},
 		// ...and the next waits for the second oldest (at 1m).
-		step{time.Hour + 30*time.Second, denied(ReasonHourly, 0, 30*time.Second, time.Hour-30*time.Second)},
+		step{time.Hour + 30*time.Second, denied(ReasonWindow, 0, 30*time.Second, time.Hour-30*time.Second)},
 		step{time.Hour + time.Minute, allowed(0, time.Hour)},
 	)
 	runSteps(t, l, r, "carol", steps)
@@ -122,8 +122,8 @@ func TestWindowOnlyNoCooldown(t *testing.T) {
 		{0, allowed(2, time.Minute)},
 		{0, allowed(1, time.Minute)},
 		{0, allowed(0, time.Minute)},
-		{0, denied(ReasonHourly, 0, time.Minute, time.Minute)},
-		{59 * time.Second, denied(ReasonHourly, 0, time.Second, time.Second)},
+		{0, denied(ReasonWindow, 0, time.Minute, time.Minute)},
+		{59 * time.Second, denied(ReasonWindow, 0, time.Second, time.Second)},
 		// All three aged out together at exactly 1m.
 		{time.Minute, allowed(2, time.Minute)},
 		{time.Minute, allowed(1, time.Minute)},
@@ -183,7 +183,7 @@ func TestRebaseKeepsScoresSmall(t *testing.T) {
 	// 3 per hour, 25 min apart: a 4th right now must wait for the oldest.
 	mustAllow(t, l, "hank")
 	d := mustAllow(t, l, "hank")
-	if d.Allowed || d.Reason != ReasonHourly {
+	if d.Allowed || d.Reason != ReasonWindow {
 		t.Fatalf("limit not held after rebases: %+v", d)
 	}
 }
@@ -456,7 +456,7 @@ func TestClockBackwardsWaitWithinTTL(t *testing.T) {
 	if st.RetryAfter != d.RetryAfter || st.ResetAfter != d.ResetAfter {
 		t.Fatalf("Peek said %+v, Allow then %+v", st, d)
 	}
-	if d.Allowed || d.Reason != ReasonHourly || d.RetryAfter != ttl || d.ResetAfter != ttl || ttl != time.Minute {
+	if d.Allowed || d.Reason != ReasonWindow || d.RetryAfter != ttl || d.ResetAfter != ttl || ttl != time.Minute {
 		t.Fatalf("after the step back: %+v with TTL %v, want a window denial waiting exactly the TTL (1m)", d, ttl)
 	}
 	// When the key is gone the user is admitted, as the wait said.
@@ -537,10 +537,10 @@ func TestAgedOutEntriesDroppedOnlyWhenBaseIsOld(t *testing.T) {
 		{0, allowed(2, time.Minute)},
 		{20 * time.Second, allowed(1, time.Minute)},
 		{40 * time.Second, allowed(0, time.Minute)},
-		{50 * time.Second, denied(ReasonHourly, 0, 10*time.Second, 50*time.Second)},
+		{50 * time.Second, denied(ReasonWindow, 0, 10*time.Second, 50*time.Second)},
 		// The first ages out at 60s: admitted, and it is dropped.
 		{60 * time.Second, allowed(0, time.Minute)},
-		{61 * time.Second, denied(ReasonHourly, 0, 19*time.Second, 59*time.Second)},
+		{61 * time.Second, denied(ReasonWindow, 0, 19*time.Second, 59*time.Second)},
 	})
 	if n, _ := r.rdb.ZCard(ctx, key).Result(); n != 4 {
 		t.Fatalf("%d members, want 3 live requests + the base", n)
@@ -561,8 +561,8 @@ func TestWindowOfOne(t *testing.T) {
 	runSteps(t, l, r, "one", []step{
 		{0, allowed(0, time.Minute)},
 		// Both deny; the window's wait is the longer.
-		{5 * time.Second, denied(ReasonHourly, 0, 55*time.Second, 55*time.Second)},
-		{time.Minute - time.Millisecond, denied(ReasonHourly, 0, time.Millisecond, time.Millisecond)},
+		{5 * time.Second, denied(ReasonWindow, 0, 55*time.Second, 55*time.Second)},
+		{time.Minute - time.Millisecond, denied(ReasonWindow, 0, time.Millisecond, time.Millisecond)},
 		{time.Minute, allowed(0, time.Minute)},
 	})
 }
@@ -573,7 +573,11 @@ func TestWindowOfOne(t *testing.T) {
 // match exactly.
 func TestScriptMatchesPlainLog(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	for c := 0; c < 8; c++ {
+	configs := 8
+	if testing.Short() {
+		configs = 3 // the first 3 of the same 8, limit=MaxWindowRequests first
+	}
+	for c := 0; c < configs; c++ {
 		limit := 1 + rng.IntN(12)
 		if c == 0 {
 			limit = MaxWindowRequests
@@ -632,5 +636,94 @@ func TestDenialLeavesAgedOutEntries(t *testing.T) {
 	}
 	if n, _ := r.rdb.ZCard(ctx, key).Result(); n != 3 {
 		t.Fatalf("%d members after the admission, want 2 live + the base", n)
+	}
+}
+
+// slidingLog is the reference model of the per-user policy on an exact
+// clock: a request at now passes when fewer than limit accepted requests
+// are younger than window and the newest is at least cooldown old.
+type slidingLog struct {
+	limit            int
+	window, cooldown time.Duration
+	accepted         []time.Time
+}
+
+// wait is how long a request at now must wait to pass (0: it passes now).
+func (m *slidingLog) wait(now time.Time) time.Duration {
+	var w time.Duration
+	if n := len(m.accepted); n > 0 && m.cooldown > 0 {
+		w = max(w, m.accepted[n-1].Add(m.cooldown).Sub(now))
+	}
+	if m.limit > 0 && len(m.accepted) >= m.limit {
+		w = max(w, m.accepted[len(m.accepted)-m.limit].Add(m.window).Sub(now))
+	}
+	return max(w, 0)
+}
+
+// The script never admits a request the exact sliding log would deny, not
+// even by a microsecond: with Redis TIME stepping in sub-millisecond
+// amounts, many requests land 1-999 µs before an entry ages out or a
+// cooldown ends. A denial's RetryAfter is never shorter than the exact
+// wait, and at most 1 ms longer once rounded up; waiting it out passes.
+func TestNeverAdmitsEarlyWithSubMillisecondClock(t *testing.T) {
+	rng := rand.New(rand.NewPCG(19, 1))
+	for _, c := range []struct {
+		limit            int
+		window, cooldown time.Duration
+	}{
+		{1, 2 * time.Second, 0},
+		{1, 2 * time.Second, 500 * time.Millisecond},
+		{3, 2 * time.Second, 300 * time.Millisecond},
+		{2, time.Second, 0},
+	} {
+		cfg := userConfig(c.cooldown, c.limit, c.window)
+		t.Run(fmt.Sprintf("limit=%d,window=%v,cooldown=%v", c.limit, c.window, c.cooldown), func(t *testing.T) {
+			l, r := newTestLimiter(t, cfg)
+			r.advance(time.Duration(rng.Int64N(1000)) * time.Microsecond)
+			model := &slidingLog{limit: c.limit, window: c.window, cooldown: c.cooldown}
+			nearEdge, passedAfterWait := 0, 0
+			for i := 0; i < 400; i++ {
+				if w := model.wait(r.now); w > 0 {
+					switch rng.IntN(3) {
+					case 0: // 1-999 µs before the request may pass
+						early := time.Duration(1+rng.IntN(999)) * time.Microsecond
+						if early >= w {
+							early = w / 2
+						}
+						r.advance(w - early)
+						nearEdge++
+					case 1: // at or just after it
+						r.advance(w + time.Duration(rng.IntN(1500))*time.Microsecond)
+					default:
+						r.advance(time.Duration(rng.Int64N(int64(w))))
+					}
+				} else {
+					r.advance(time.Duration(rng.IntN(3000)) * time.Microsecond)
+				}
+				want := model.wait(r.now)
+				got := mustAllow(t, l, "u")
+				if got.Allowed {
+					if want > 0 {
+						t.Fatalf("decision %d at %v: admitted %v early", i, r.now.Sub(epoch), want)
+					}
+					model.accepted = append(model.accepted, r.now)
+					continue
+				}
+				if got.RetryAfter < want || got.RetryAfter > want+2*time.Millisecond || got.RetryAfter < time.Millisecond {
+					t.Fatalf("decision %d at %v: RetryAfter %v, exact wait %v", i, r.now.Sub(epoch), got.RetryAfter, want)
+				}
+				if rng.IntN(4) == 0 { // wait it out: the request passes
+					r.advance(got.RetryAfter)
+					if d := mustAllow(t, l, "u"); !d.Allowed {
+						t.Fatalf("decision %d: denied %+v after waiting RetryAfter %v", i, d, got.RetryAfter)
+					}
+					model.accepted = append(model.accepted, r.now)
+					passedAfterWait++
+				}
+			}
+			if nearEdge < 50 || passedAfterWait < 20 {
+				t.Fatalf("only %d requests just before an edge, %d after a RetryAfter", nearEdge, passedAfterWait)
+			}
+		})
 	}
 }

@@ -13,7 +13,10 @@
 //
 // Gauges that need a look at Redis (slots in use, endpoint state) are read
 // at scrape time from functions the caller registers with WatchSlots and
-// WatchEndpoint, so they cost nothing between scrapes.
+// WatchEndpoint, so they cost nothing between scrapes. The eviction
+// metrics come from each eviction check the Limiter makes (at startup,
+// and at each scrape once WatchEviction is given Limiter.CheckEviction);
+// they are left out until one succeeds.
 //
 // Every metric name starts with "floodgate_":
 //
@@ -23,11 +26,16 @@
 //	floodgate_budget_units_total{budget,outcome}       counter: a Budget's units, outcome "spent"
 //	                                                   (settled, charged) or "denied"
 //	floodgate_redis_duration_seconds{op}               histogram
-//	floodgate_redis_errors_total{op,kind}              counter: kind is "unavailable" or "error"
+//	floodgate_redis_errors_total{op,kind}              counter: kind is "oom" (Redis is full under
+//	                                                   noeviction), "unavailable" or "error"
+//	floodgate_redis_eviction_unsafe                    gauge: 1 when Redis can evict Floodgate's keys
+//	                                                   (limiter.Eviction.Unsafe), 0 when it cannot
+//	floodgate_redis_evicted_keys_total                 counter: Redis's INFO stats evicted_keys
 //	floodgate_slots_in_use{pool}                       gauge, from WatchSlots
 //	floodgate_endpoint_state{endpoint,state}           gauge, from WatchEndpoint: 1 for the state
 //	                                                   the endpoint is in, 0 for the other two
 //	floodgate_watch_errors_total{watch,name}           counter: a watch function failed or timed out
+//	floodgate_redis_eviction_check_errors_total        counter: WatchEviction's check failed
 //
 // Label values are bounded: policies, reasons, ops and states are fixed
 // sets, and pool and endpoint names come from the caller's configuration,
@@ -72,9 +80,13 @@ type Observer struct {
 	redisTime *prometheus.HistogramVec
 	redisErrs *prometheus.CounterVec
 	watch     *watchCollector
+	eviction  *evictionCollector
 }
 
-var _ limiter.Observer = (*Observer)(nil)
+var (
+	_ limiter.Observer         = (*Observer)(nil)
+	_ limiter.EvictionObserver = (*Observer)(nil)
+)
 
 // Option changes how New builds an Observer.
 type Option func(*options)
@@ -147,7 +159,7 @@ func New(reg prometheus.Registerer, opts ...Option) (*Observer, error) {
 			ConstLabels: o.constLabels, Buckets: o.buckets,
 		}, []string{"op"}),
 		redisErrs: counter("redis_errors_total",
-			`Failed Redis round trips by script or command; kind "unavailable" means Redis could not be reached or timed out, "error" that it answered with an error.`, "op", "kind"),
+			`Failed Redis round trips by script or command; kind "oom" means Redis is full and refuses writes (maxmemory under noeviction), "unavailable" that it could not be reached or timed out, "error" that it answered with an error.`, "op", "kind"),
 		watch: newWatchCollector(o.constLabels, o.watchTimeout),
 	}
 	var err error
@@ -170,6 +182,10 @@ func New(reg prometheus.Registerer, opts ...Option) (*Observer, error) {
 		return nil, err
 	}
 	if obs.watch, err = register(reg, obs.watch); err != nil {
+		return nil, err
+	}
+	obs.eviction = newEvictionCollector(o.constLabels, o.watchTimeout)
+	if obs.eviction, err = register(reg, obs.eviction); err != nil {
 		return nil, err
 	}
 	return obs, nil
@@ -229,7 +245,10 @@ func (o *Observer) ObserveRedis(op string, took time.Duration, err error) {
 	o.redisTime.WithLabelValues(op).Observe(took.Seconds())
 	if err != nil {
 		kind := "error"
-		if limiter.IsUnavailable(err) {
+		switch {
+		case limiter.IsOutOfMemory(err):
+			kind = "oom"
+		case limiter.IsUnavailable(err):
 			kind = "unavailable"
 		}
 		o.redisErrs.WithLabelValues(op, kind).Inc()

@@ -44,7 +44,7 @@ func TestObserveDecision(t *testing.T) {
 		{limiter.PolicyUser, limiter.Decision{Allowed: true, Remaining: 18}},
 		{limiter.PolicyUser, limiter.Decision{Reason: limiter.ReasonCooldown, RetryAfter: 6 * time.Second}},
 		{limiter.PolicyUser, limiter.Decision{Reason: limiter.ReasonCooldown, Cached: true}},
-		{limiter.PolicyUser, limiter.Decision{Reason: limiter.ReasonHourly}},
+		{limiter.PolicyUser, limiter.Decision{Reason: limiter.ReasonWindow}},
 		{limiter.PolicyUser, limiter.Decision{Allowed: true, Degraded: true}},
 		{limiter.PolicySlots, limiter.Decision{Reason: limiter.ReasonSlots}},
 		{limiter.PolicyBackoff, limiter.Decision{Reason: limiter.ReasonRedisDown, Degraded: true}},
@@ -60,7 +60,7 @@ floodgate_decisions_total{allowed="false",policy="backoff",reason="redis_down"} 
 floodgate_decisions_total{allowed="false",policy="bucket",reason="rate"} 1
 floodgate_decisions_total{allowed="false",policy="slots",reason="slots"} 1
 floodgate_decisions_total{allowed="false",policy="user",reason="cooldown"} 2
-floodgate_decisions_total{allowed="false",policy="user",reason="hourly"} 1
+floodgate_decisions_total{allowed="false",policy="user",reason="window"} 1
 floodgate_decisions_total{allowed="true",policy="user",reason="none"} 3
 # HELP floodgate_degraded_decisions_total Decisions taken without the shared state because Redis could not be reached (the policy's FailureMode).
 # TYPE floodgate_degraded_decisions_total counter
@@ -113,7 +113,7 @@ floodgate_redis_duration_seconds_bucket{op="user_allow",le="0.01"} 4
 floodgate_redis_duration_seconds_bucket{op="user_allow",le="+Inf"} 5
 floodgate_redis_duration_seconds_sum{op="user_allow"} 0.2585
 floodgate_redis_duration_seconds_count{op="user_allow"} 5
-# HELP floodgate_redis_errors_total Failed Redis round trips by script or command; kind "unavailable" means Redis could not be reached or timed out, "error" that it answered with an error.
+# HELP floodgate_redis_errors_total Failed Redis round trips by script or command; kind "oom" means Redis is full and refuses writes (maxmemory under noeviction), "unavailable" that it could not be reached or timed out, "error" that it answered with an error.
 # TYPE floodgate_redis_errors_total counter
 floodgate_redis_errors_total{kind="error",op="user_allow"} 1
 floodgate_redis_errors_total{kind="unavailable",op="user_allow"} 1
@@ -369,12 +369,13 @@ func TestLint(t *testing.T) {
 	if err := o.WatchEndpoint("e", func(context.Context) (limiter.State, error) { return limiter.StateClosed, nil }); err != nil {
 		t.Fatal(err)
 	}
+	o.ObserveEviction(limiter.Eviction{Policy: "noeviction", Masters: 1}, nil)
 	n, err := testutil.GatherAndCount(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != 9 {
-		t.Errorf("series = %d, want 9 (one of each metric but slots_in_use, whose watch failed, and endpoint_state's three)", n)
+	if n != 12 {
+		t.Errorf("series = %d, want 12 (one of each metric but slots_in_use, whose watch failed, and endpoint_state's three)", n)
 	}
 	problems, err := testutil.GatherAndLint(reg)
 	if err != nil {

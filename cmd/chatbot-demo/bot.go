@@ -40,8 +40,8 @@ type bot struct {
 // errNoCall settles a reservation whose LLM call never happened.
 var errNoCall = errors.New("no LLM call")
 
-// Held-back reasons besides the limiter's (cooldown, hourly, rate, slots,
-// backoff, probing, redis_down).
+// Held-back reasons besides the limiter's (cooldown, window, rate, slots,
+// budget, backoff, probing, redis_down).
 const (
 	heldLLMError = "llm_error" // the LLM call failed; its endpoint's backoff was told
 	heldError    = "error"     // the limiter returned an error (Redis trouble)

@@ -266,7 +266,7 @@ func TestReport(t *testing.T) {
 	lim := limits{Cooldown: 200 * time.Millisecond, Window: time.Minute, PerWindow: 2, Slots: 1}
 	mk := func(id int, accepted map[string][][2]int64, leases [][2]int64) summary {
 		return summary{Replica: id, Replicas: 2, Seed: 1, Limits: lim, Wired: []string{"user", "slots"},
-			Messages: 5, Answered: 2, Held: map[string]int{"cooldown": 1, "hourly": 1, "slots": 1},
+			Messages: 5, Answered: 2, Held: map[string]int{"cooldown": 1, "window": 1, "slots": 1},
 			Kinds:     map[string]*kindStats{kindRegular: {Messages: 5, Answered: 2, Held: map[string]int{"slots": id - 1}}},
 			Endpoints: map[string]int{endpointLocal: 2}, Accepted: accepted, Leases: leases}
 	}
@@ -284,7 +284,7 @@ func TestReport(t *testing.T) {
 		"10 messages from 2 users (2 regulars, 0 spammers, 0 raiders), seed 1, 2 replicas sharing redis://x",
 		"      1         5         2         1       1     0      1        0        0          0",
 		"  total        10         4         2       2     0      2        0        0          0",
-		"held back: cooldown 2, hourly 2, slots 2",
+		"held back: cooldown 2, window 2, slots 2",
 		"regulars: 4 of 10 answered; held back: slots 1\n",
 		"users held to 2 per 1m0s across 2 replicas: max accepted for any user = 2 (limit 2: ann; 2 unshared limiters would allow 4) ✔",
 		"max LLM slots held at once across 2 replicas = 1 ≤ 1 (separate pools would allow 2) ✔",

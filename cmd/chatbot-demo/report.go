@@ -282,7 +282,7 @@ func wikiCheck(t *summary, replicas int) check {
 
 // heldColumns are the reasons always shown, in the order a message meets
 // them; others appear when they happened.
-var heldColumns = []string{"cooldown", "hourly", "rate", "slots", "backoff", "probing", heldLLMError}
+var heldColumns = []string{"cooldown", "window", "rate", "slots", "backoff", "probing", heldLLMError}
 
 func (r *report) columns() []string {
 	cols := slices.Clone(heldColumns)

@@ -40,8 +40,7 @@
 local lease = tonumber(ARGV[1])
 local keep = tonumber(ARGV[2])
 local idle = tonumber(ARGV[4])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- include: lib/clock.lua
 
 -- The TTL a write gives a key whose next deadline is dl ms away.
 local function ttl(dl)

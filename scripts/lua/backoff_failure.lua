@@ -34,8 +34,7 @@ local mult = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
 local cut = tonumber(ARGV[4])
 local idle = tonumber(ARGV[5])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- include: lib/clock.lua
 
 -- floor(a / b) for non-negative integers below 2^53, exact even where the
 -- double quotient rounds up to the next integer.

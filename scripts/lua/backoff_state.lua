@@ -21,8 +21,7 @@ local u = tonumber(h[3])
 if not u then
   return {0, 0, 0, 0, 0, 0}
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- include: lib/clock.lua
 local opens, d, p, f = tonumber(h[1]) or 0, tonumber(h[2]) or 0, tonumber(h[4]) or 0, tonumber(h[5]) or 0
 if now < u then
   return {2, opens, f, d, math.min(u - now, d), 0}

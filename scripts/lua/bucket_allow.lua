@@ -35,8 +35,8 @@ local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+-- include: lib/clock_us.lua
+local now = now_us
 
 local tat = now
 local stored = redis.call('GET', key)

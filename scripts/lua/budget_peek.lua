@@ -29,8 +29,7 @@ if n < 0 then return {1, 0, 0, 0, 0, 0} end
 if z[#z - 1] ~= 'b' then return {-1, 0, 0, 0, 0, 0} end
 if n == 0 then return {1, 0, 0, 0, 0, 0} end
 local base = tonumber(z[#z])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- include: lib/clock.lua
 local newest = base + tonumber(z[2 * n])
 local skew = 0
 if now < newest then skew = newest - now; now = newest end

@@ -41,7 +41,9 @@
 -- live reservations) the request is denied until enough leases end.
 -- The clock is Redis TIME; when it steps back the key's clock stays at its
 -- newest entry, and waits stretch by the step, but none outlasts the key's
--- TTL (as in user_allow.lua).
+-- TTL (as in user_allow.lua). Entries are recorded at TIME rounded up and
+-- compared with TIME rounded down (lib/clock.lua), so a spend ages out late,
+-- never early.
 
 local key = KEYS[1]
 local limit = tonumber(ARGV[1])
@@ -50,8 +52,7 @@ local lease = tonumber(ARGV[3])
 local units = tonumber(ARGV[4])
 local nonce = ARGV[5]
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- include: lib/clock.lua
 
 local function member(slot)
   if nonce == '' then return string.format('%d', units * 128 + slot) end
@@ -78,7 +79,7 @@ if z.err then return {-1, 0, 0, 0, 0} end
 if z[4] == nil then
   if z[1] ~= nil and z[1] ~= 'b' then return {-1, 0, 0, 0, 0} end
   -- Nothing held (or the base alone, after a cancel): a fresh window.
-  redis.call('ZADD', key, now, 'b', 0, member(0))
+  redis.call('ZADD', key, stamp, 'b', 0, member(0))
   redis.call('PEXPIRE', key, window)
   return {1, limit - units, 0, window, 0}
 end
@@ -87,6 +88,7 @@ local base = tonumber(z[4])
 local newest = base + tonumber(z[2])
 local skew = 0
 if now < newest then skew = newest - now; now = newest end
+if stamp < now then stamp = now end
 
 -- Entries scored at or before cut have aged out.
 local cut = now - window - base
@@ -178,7 +180,7 @@ end
 if n == 0 then
   -- Everything has aged out: a fresh window from now.
   redis.call('DEL', key)
-  redis.call('ZADD', key, now, 'b', 0, member(0))
+  redis.call('ZADD', key, stamp, 'b', 0, member(0))
   redis.call('PEXPIRE', key, window + skew)
   return {1, limit - units, 0, window + skew, 0}
 end
@@ -195,7 +197,7 @@ if merge then
 end
 local slot = 0
 while held[slot] do slot = slot + 1 end
-local rel = now - base
+local rel = stamp - base
 if rel > 8388607 and rel > 2 * window then
   -- Rebase on the oldest live entry so relative scores stay small (a
   -- listpack stores them in 4 bytes up to 2^23); the new entry rides along.

@@ -35,8 +35,7 @@ if z[3] ~= 'b' then return {-1} end
 base = tonumber(z[4])
 local score = redis.call('ZSCORE', key, token)
 if not score then return {0} end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- include: lib/clock.lua
 local newest = base + tonumber(z[2])
 if now < newest then now = newest end
 if base + tonumber(score) + lease <= now then return {-2} end

@@ -32,7 +32,9 @@
 -- else {0, position, arrival_us, hint_ms}: position among waiters (-1 in
 -- mode 0), the arrival to pass back in ARGV[6], and hint_ms, how long
 -- until the earliest lease expires when the pool is full (0 otherwise).
--- Every key's TTL is the time until its last entry expires.
+-- Every key's TTL is the time until its last entry expires. A key that is
+-- not a sorted set fails the call with WRONGTYPE before anything is
+-- written.
 
 local holders, waiters, alive = KEYS[1], KEYS[2], KEYS[3]
 local size = tonumber(ARGV[1])
@@ -42,9 +44,9 @@ local mode = tonumber(ARGV[4])
 local wttl = tonumber(ARGV[5])
 local arrival = tonumber(ARGV[6])
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local nowus = tonumber(t[1]) * 1000000 + tonumber(t[2])
+-- include: lib/clock_us.lua
+local nowus = now_us
+local now = math.floor(nowus / 1000)
 
 local function int(x) return string.format('%d', x) end
 
@@ -58,6 +60,12 @@ local function expire_at_last(key)
   redis.call('PEXPIRE', key, int(ttl))
   return ttl
 end
+
+-- All of its effects or none: a key of another type fails the call here
+-- (WRONGTYPE), before the first write below. ZCARD only reads.
+redis.call('ZCARD', holders)
+redis.call('ZCARD', waiters)
+redis.call('ZCARD', alive)
 
 for i = 7, #ARGV do
   redis.call('ZREM', holders, ARGV[i])

@@ -14,8 +14,7 @@ local holders = KEYS[1]
 local member = ARGV[1]
 local lease = tonumber(ARGV[2])
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- include: lib/clock.lua
 
 local score = redis.call('ZSCORE', holders, member)
 if not score then return {0} end

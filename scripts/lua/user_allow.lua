@@ -28,6 +28,14 @@
 --   retry_after_ms  0 when allowed, else the wait after which it passes (>= 1)
 --   reset_after_ms  until the user's state is gone (window empty, cooldown over)
 -- The clock is Redis TIME, read once; per key it never goes backwards.
+-- Times are whole milliseconds, rounded so that nothing is admitted early,
+-- even by a fraction of one: an accepted request is recorded at TIME
+-- rounded up and compared with TIME rounded down, so an entry ages out,
+-- and a cooldown ends, up to 1 ms late, never early. Waits are rounded up
+-- likewise (a request right after one in the same millisecond waits the
+-- cooldown plus 1 ms). The key's TTL, the window from the last write,
+-- covers the newest entry's too: Redis expires a key only once its
+-- millisecond clock is past the deadline, at the stamp plus the window.
 --
 -- Why it reads so little: a decision's cost must not grow with the window.
 -- It reads the newest entry and the base (one ranked read from the end),
@@ -61,20 +69,16 @@ if limit == 0 then
           ttl = redis.call('PTTL', key)
         end
       end
-      if a == 0 and ttl == -1 then
-        -- Ours always has a TTL: a key without one belongs to someone
-        -- else (or lost it by hand); repair only what is recognisably
-        -- ours. pcall: GET on another type is an error reply, not '1'.
-        if redis.pcall('GET', key) ~= '1' then
+      if a == 0 then
+        local lost, mine = ttl == -1, true
+-- include: lib/user_cooldown.lua
+        if not mine then
           a = -1
-        else
+        elseif lost then
+          -- Ours without a TTL (lost by hand): repair it.
           redis.call('PEXPIRE', key, ARGV[3])
-          ttl = cooldown
         end
       end
-      -- PTTL rounds down: 0 in the key's last millisecond. A denial
-      -- always carries a wait.
-      if a == 0 and ttl < 1 then ttl = 1 end
     end
     if a == 1 then
       out[nout + 1], out[nout + 2], out[nout + 3], out[nout + 4], out[nout + 5] = 1, 0, -1, 0, ttl
@@ -104,8 +108,8 @@ local function next_id(key, held, newest_score)
   return id
 end
 
-local t = redis.call('TIME')
-local clock = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- include: lib/clock.lua
+local clock = now
 for _, key in ipairs(KEYS) do
   local a, reason, rem, retry, reset = -1, 0, 0, 0, 0
   repeat -- once; break ends this key's decision
@@ -117,7 +121,7 @@ for _, key in ipairs(KEYS) do
     if z[4] == nil then
       if z[1] ~= nil and z[1] ~= 'b' then break end
       -- Nothing held: a fresh window.
-      redis.call('ZADD', key, now, 'b', 0, 0)
+      redis.call('ZADD', key, stamp, 'b', 0, 0)
       redis.call('PEXPIRE', key, ARGV[2])
       a, rem, reset = 1, limit - 1, window
       break
@@ -128,9 +132,10 @@ for _, key in ipairs(KEYS) do
     local newest = base + newest_rel
     -- When TIME went backwards the key's clock stays ahead by skew; every
     -- duration handed back (waits, TTL) is stretched by it, so none ends
-    -- early in real time.
+    -- early in real time. (An entry up to the stamp is no skew: only the
+    -- rounding up of a request earlier in this millisecond.)
     local skew = 0
-    if now < newest then skew = newest - now; now = newest end
+    if newest > stamp then skew = newest - now; now = newest end
 
     -- Entries scored at or before cut have aged out; none can have while
     -- the base is inside the window (cut < 0). They are the oldest, so
@@ -147,46 +152,40 @@ for _, key in ipairs(KEYS) do
       count = count - expired
     end
 
-    local cwait = 0
-    if cooldown > 0 then cwait = newest + cooldown - now end
-    local wwait = 0
+    -- Full: the oldest entry that still counts (limit entries back from
+    -- the newest) must age out first.
+    local oldest = nil
     if count >= limit then
-      -- Full: the oldest entry that still counts (limit entries back from
-      -- the newest) must age out first.
-      local oldest = newest_rel -- limit 1: the newest, already read
+      oldest = newest_rel -- limit 1: the newest, already read
       if limit > 1 then
         oldest = tonumber(redis.call('ZRANGE', key, -limit - 1, -limit - 1, 'WITHSCORES')[2])
       end
-      wwait = base + oldest + window - now
+      oldest = base + oldest
     end
-    if cwait > 0 or wwait > 0 then
-      a, reason, retry = 0, 1, cwait
-      if wwait > cwait then reason, retry = 2, wwait end
+-- include: lib/user_wait.lua
+    if reason > 0 then
+      a = 0
       rem = limit - count
       if rem < 0 then rem = 0 end
       retry = retry + skew
       reset = newest + window - now + skew
       if skew > 0 then
-        -- The TTL may not have stretched with the skew (it was set before
-        -- TIME stepped back), and once the key is gone the user starts
-        -- afresh: no wait outlasts it.
-        local ttl = redis.call('PTTL', key)
-        if ttl >= 0 then
-          if ttl < 1 then ttl = 1 end
-          if retry > ttl then retry = ttl end
-          if reset > ttl then reset = ttl end
-        end
+        local cleft = 0 -- Peek's; capped alongside
+-- include: lib/user_skew.lua
       end
       break
     end
 
+    -- Recorded at the stamp (on the key's clock when it is ahead).
+    local at = stamp
+    if now > at then at = now end
     a, rem, reset = 1, limit - count - 1, window + skew
     local id = (tonumber(z[1]) + 1) % 128
-    local rel = now - base
+    local rel = at - base
     if count == 0 then
       -- Every entry has aged out: a fresh window from now.
       redis.call('ZREMRANGEBYRANK', key, 0, -2)
-      redis.call('ZADD', key, now, 'b', 0, id)
+      redis.call('ZADD', key, at, 'b', 0, id)
     else
       if expired > 0 then
         -- Drop what has aged out, so the ids held are the latest ones.
@@ -205,7 +204,7 @@ for _, key in ipairs(KEYS) do
           held[tonumber(e[i])] = true
         end
         if held[id] then id = next_id(key, held, z[2]) end
-        args[#args + 1] = now - nb
+        args[#args + 1] = at - nb
         args[#args + 1] = id
         redis.call('ZADD', key, unpack(args))
       elseif redis.call('ZADD', key, 'NX', rel, id) == 0 then
@@ -218,7 +217,7 @@ for _, key in ipairs(KEYS) do
     if skew == 0 then
       redis.call('PEXPIRE', key, ARGV[2])
     else
-      redis.call('PEXPIRE', key, window + skew)
+      redis.call('PEXPIRE', key, reset)
     end
   until true
   out[nout + 1], out[nout + 2], out[nout + 3], out[nout + 4], out[nout + 5] = a, reason, rem, retry, reset

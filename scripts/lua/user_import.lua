@@ -7,8 +7,9 @@
 -- ARGV[2]  window length in ms
 -- ARGV[3]  cooldown in ms
 -- ARGV[4..] accept times, ms since the Unix epoch, ascending, at most limit
---          of them (1 without a window). Times after Redis TIME count as now;
---          times that have left the window are dropped.
+--          of them (1 without a window), rounded up to the millisecond
+--          (as user_allow.lua records them). Times after Redis TIME count
+--          as now; times that have left the window are dropped.
 --
 -- Returns the number of requests the window (or cooldown) now holds.
 
@@ -17,14 +18,13 @@ local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local cooldown = tonumber(ARGV[3])
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- include: lib/clock.lua
 
 redis.call('DEL', key)
 
 if limit == 0 then
   if cooldown == 0 or #ARGV < 4 then return 0 end
-  local newest = math.min(tonumber(ARGV[#ARGV]), now)
+  local newest = math.min(tonumber(ARGV[#ARGV]), stamp)
   local ttl = newest + cooldown - now
   if ttl <= 0 then return 0 end
   redis.call('SET', key, '1', 'PX', ttl)
@@ -33,7 +33,7 @@ end
 
 local times = {}
 for i = 4, #ARGV do
-  local ts = math.min(tonumber(ARGV[i]), now)
+  local ts = math.min(tonumber(ARGV[i]), stamp)
   if ts > now - window then times[#times + 1] = ts end
 end
 while #times > limit do table.remove(times, 1) end

@@ -18,8 +18,9 @@
 --   reset_after_ms  until the user's state is gone (0: nothing held)
 --   cooldown_ms     cooldown left, 0 when over
 --   entries         live entries in the window (0 without a window)
--- The clock is Redis TIME, with user_allow.lua's skew rule: a window whose
--- newest entry is ahead of TIME is read at that entry's time.
+-- The clock is Redis TIME, with user_allow.lua's rounding (nothing ends
+-- early: waits are rounded up) and skew rule: a window whose newest entry
+-- is ahead of TIME rounded up is read at that entry's time.
 
 local key = KEYS[1]
 local limit = tonumber(ARGV[1])
@@ -31,17 +32,13 @@ if limit == 0 then
   if ttl == -2 then
     return {1, 0, -1, 0, 0, 0, 0}
   end
-  if ttl < 0 then
-    -- No TTL: user_allow.lua repairs ours (value '1') with a full cooldown
-    -- on the next request; anything else is not ours.
-    if redis.pcall('GET', key) ~= '1' then
-      return {-1, 0, 0, 0, 0, 0, 0}
-    end
-    ttl = cooldown
-  end
   -- The TTL is the wait, as user_allow.lua answers it, even when a longer
-  -- cooldown set it.
-  if ttl < 1 then ttl = 1 end -- the key's last millisecond, as user_allow.lua
+  -- cooldown set it; a key without one gets the full cooldown there.
+  local mine = true
+-- include: lib/user_cooldown.lua
+  if not mine then
+    return {-1, 0, 0, 0, 0, 0, 0}
+  end
   return {1, 1, -1, ttl, ttl, ttl, 0}
 end
 
@@ -58,13 +55,12 @@ end
 local base = tonumber(z[#z])
 local n = #z / 2 - 1
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- include: lib/clock.lua
 local real = now
 local newest = nil
 if n > 0 then
   newest = base + tonumber(z[2 * n])
-  if now < newest then now = newest end
+  if newest > stamp then now = newest end
 end
 local skew = now - real
 
@@ -78,35 +74,21 @@ if count == 0 then
   return {1, 0, limit, 0, 0, 0, 0}
 end
 
-local cwait = 0
-if cooldown > 0 then
-  cwait = newest + cooldown - now
-  if cwait < 0 then cwait = 0 end
-end
-local wwait = 0
+local oldest = nil
 if count >= limit then
-  local i = expired + count - limit + 1
-  wwait = base + tonumber(z[2 * i]) + window - now
+  oldest = base + tonumber(z[2 * (expired + count - limit + 1)])
 end
+local reason, retry = 0, 0
+-- include: lib/user_wait.lua
 local remaining = limit - count
 if remaining < 0 then remaining = 0 end
 local reset = newest + window - now + skew
 local cleft = 0
-if cwait > 0 then cleft = cwait + skew end
-if cwait > 0 or wwait > 0 then
-  local reason, retry = 1, cwait
-  if wwait > cwait then reason, retry = 2, wwait end
+if cooldown > 0 and newest + cooldown > now then cleft = newest + cooldown - now + skew end
+if reason > 0 then
   retry = retry + skew
   if skew > 0 then
-    -- As user_allow.lua: no wait outlasts the key's TTL.
-    local ttl = redis.call('PTTL', key)
-    if ttl >= 0 then
-      if ttl < 1 then ttl = 1 end
-      if retry > ttl then retry = ttl end
-      if reset > ttl then reset = ttl end
-      if cleft > ttl then cleft = ttl end
-    end
+-- include: lib/user_skew.lua
   end
-  return {1, reason, remaining, retry, reset, cleft, count}
 end
-return {1, 0, remaining, 0, reset, cleft, count}
+return {1, reason, remaining, retry, reset, cleft, count}

@@ -93,7 +93,7 @@ class Decision:
 
     allowed: the request may go ahead (and has been counted).
     reason: "none" when allowed, else "cooldown", "window", "rate",
-        "backoff", "probing", "slots" or "redis_down".
+        "backoff", "probing", "slots", "budget" or "redis_down".
     remaining: how many more requests the limit admits now (-1: no count).
     retry_after: seconds to wait before the same request would be allowed
         (0.0 when allowed).
