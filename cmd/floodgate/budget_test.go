@@ -193,6 +193,24 @@ func TestBudgetRedisDown(t *testing.T) {
 	}
 }
 
+// Failing open, a reserve is allowed with a reservation that holds
+// nothing (settling it does nothing) and no RateLimit count.
+func TestBudgetFailOpen(t *testing.T) {
+	ts := budgetServer(t, func(c *limiter.Config) {
+		c.BudgetOnRedisError = limiter.FailOpen
+		c.RedisTimeout = 100 * time.Millisecond
+	})
+	ts.mr.Close()
+	code, d, hdr := ts.do("POST", budgetPath+"/reserve", `{"units":100}`)
+	tok, _ := d["reservation"].(string)
+	if code != 200 || d["allowed"] != true || d["degraded"] != true || tok == "" || hdr.Get("RateLimit") != "" || hdr.Get("RateLimit-Policy") == "" {
+		t.Fatalf("reserve failing open: %d %v %v", code, d, hdr)
+	}
+	if code, e, _ := ts.do("POST", budgetPath+"/settle", fmt.Sprintf(`{"reservation":%q,"units":90}`, tok)); code != 204 {
+		t.Fatalf("settle of an open reservation: %d %v", code, e)
+	}
+}
+
 func TestBudgetCommand(t *testing.T) {
 	ts := budgetServer(t, nil)
 	t.Setenv("FLOODGATE_REDIS_URL", "redis://"+ts.mr.Addr())

@@ -87,6 +87,9 @@ func (q quota) set(h http.Header, d limiter.Decision) {
 		}
 	case q.binary:
 		r, t = 1, 0
+	case r < 0 && name != "cooldown":
+		// Failed open (Redis down): nothing was counted, so no count to give.
+		return
 	case name == "cooldown" || r < 0:
 		// No count (no window): the cooldown starts now.
 		name, r, t = "cooldown", 0, q.window
