@@ -91,6 +91,7 @@ func TestNodeClient(t *testing.T) {
 		"FLOODGATE_API_RATES":            "wikipedia=1,igdb=4,nodetest=0.5",
 		"FLOODGATE_MAX_CONCURRENT_USERS": "7",
 		"FLOODGATE_REDIS_TIMEOUT":        nodeRedisTimeout.String(),
+		"FLOODGATE_USER_TOKEN_BUDGET":    "20000",
 	})
 	tlsFiles, err := redisproc.GenerateTLS(t.TempDir())
 	if err != nil {

@@ -72,6 +72,7 @@ func TestPythonClientUnittest(t *testing.T) {
 		"FLOODGATE_API_RATES":            "wikipedia=1,igdb=4,pytest=0.5,pyslow=0.5",
 		"FLOODGATE_MAX_CONCURRENT_USERS": "7",
 		"FLOODGATE_REDIS_TIMEOUT":        pyRedisTimeout.String(),
+		"FLOODGATE_USER_TOKEN_BUDGET":    "20000",
 	})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

@@ -266,6 +266,9 @@ func (b *Budget) admit(ctx context.Context, user string, n int, reserve bool) (D
 		if err == nil && reserve && d.Allowed && d.Token == "" {
 			d.Token = openToken
 		}
+		if err == nil {
+			b.observeUnits(d, n, reserve)
+		}
 		return d, err
 	}
 	if len(r) != 5 {
@@ -288,7 +291,16 @@ func (b *Budget) admit(ctx context.Context, user string, n int, reserve bool) (D
 		d.Reason = ReasonBudget
 		atLeastMinWait(&d)
 	}
+	b.observeUnits(d, n, reserve)
 	return b.l.observe(PolicyBudget, d), nil
+}
+
+// observeUnits reports an admission's units to a BudgetObserver: denied,
+// or spent by a charge.
+func (b *Budget) observeUnits(d Decision, n int, reserve bool) {
+	if o, ok := b.l.obs.(BudgetObserver); ok && (!d.Allowed || !reserve) {
+		o.ObserveUnits(b.name, d.Allowed, n)
+	}
 }
 
 // Settle replaces a reservation's estimate with what the call cost,
@@ -313,7 +325,11 @@ func (b *Budget) Settle(ctx context.Context, user, token string, actual int) err
 	if actual < 0 || actual > MaxBudgetUnits {
 		return fmt.Errorf("%w: budget %q: actual must be between 0 and %d, got %d", ErrInvalidArgument, b.name, MaxBudgetUnits, actual)
 	}
-	return b.settle(ctx, "settle", user, token, actual)
+	err := b.settle(ctx, "settle", user, token, actual)
+	if o, ok := b.l.obs.(BudgetObserver); ok && err == nil && actual > 0 {
+		o.ObserveUnits(b.name, true, actual)
+	}
+	return err
 }
 
 // Cancel frees a reservation whose call did not happen: nothing of it

@@ -20,6 +20,16 @@ type Observer interface {
 	ObserveRedis(op string, took time.Duration, err error)
 }
 
+// BudgetObserver is an Observer that also counts a Budget's units (LLM
+// tokens), for metrics: a Limiter whose Observer implements it calls
+// ObserveUnits with the units a call spent (an allowed Charge, a Settle's
+// actual) or was denied (a denied Reserve's estimate or Charge's cost),
+// under the budget's name. Reservations that outlive their lease count in
+// Redis as their estimate but are not reported: no call sees them end.
+type BudgetObserver interface {
+	ObserveUnits(budget string, spent bool, units int)
+}
+
 // observe reports d to the Observer, if any, and returns it.
 func (l *Limiter) observe(policy string, d Decision) Decision {
 	if l.obs != nil {

@@ -23,6 +23,8 @@
 //	floodgate_decisions_total{policy,reason,allowed}  counter
 //	floodgate_degraded_decisions_total{policy,allowed} counter: Decision.Degraded
 //	floodgate_local_cache_hits_total{policy}           counter: Decision.Cached
+//	floodgate_budget_units_total{budget,outcome}       counter: a Budget's units, outcome "spent"
+//	                                                   (settled, charged) or "denied"
 //	floodgate_redis_duration_seconds{op}               histogram
 //	floodgate_redis_errors_total{op,kind}              counter: kind is "oom" (Redis is full under
 //	                                                   noeviction), "unavailable" or "error"
@@ -74,6 +76,7 @@ type Observer struct {
 	decisions *prometheus.CounterVec
 	degraded  *prometheus.CounterVec
 	cached    *prometheus.CounterVec
+	units     *prometheus.CounterVec
 	redisTime *prometheus.HistogramVec
 	redisErrs *prometheus.CounterVec
 	watch     *watchCollector
@@ -148,6 +151,8 @@ func New(reg prometheus.Registerer, opts ...Option) (*Observer, error) {
 			"Decisions taken without the shared state because Redis could not be reached (the policy's FailureMode).", "policy", "allowed"),
 		cached: counter("local_cache_hits_total",
 			"Repeat denials answered from the in-process deny cache, without a Redis round trip.", "policy"),
+		units: counter("budget_units_total",
+			`Units (LLM tokens) of a token budget: outcome "spent" by settled calls and charges, "denied" by refused reservations and charges.`, "budget", "outcome"),
 		redisTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "redis_duration_seconds",
 			Help:        "Duration of the limiter's Redis round trips by script or command.",
@@ -165,6 +170,9 @@ func New(reg prometheus.Registerer, opts ...Option) (*Observer, error) {
 		return nil, err
 	}
 	if obs.cached, err = register(reg, obs.cached); err != nil {
+		return nil, err
+	}
+	if obs.units, err = register(reg, obs.units); err != nil {
 		return nil, err
 	}
 	if obs.redisTime, err = register(reg, obs.redisTime); err != nil {

@@ -4,7 +4,7 @@
 export type Id = string | Uint8Array;
 
 /** Why a request was denied ("none" when allowed). */
-export type Reason = 'none' | 'cooldown' | 'window' | 'rate' | 'backoff' | 'probing' | 'slots' | 'redis_down';
+export type Reason = 'none' | 'cooldown' | 'window' | 'rate' | 'backoff' | 'probing' | 'slots' | 'budget' | 'redis_down';
 
 /**
  * The answer to one request, the same for every policy. With the defaults
@@ -30,6 +30,8 @@ export interface Decision {
   probe?: boolean;
   /** Backoff only: names the probe for abandon(). */
   token?: string;
+  /** Budget reserve only, when allowed: names the units held, for settle() or cancel(). */
+  reservation?: string;
   /** allowMany only: Redis failed this user's decision (not allowed, not counted). */
   error?: string;
 }
@@ -62,6 +64,30 @@ export interface SlotsStatus {
   size: number;
   inUse: number;
   waiting: number;
+}
+
+/**
+ * A user's state in a token budget (budget()), changing nothing. With 20,000
+ * units an hour, a viewer who settled a call at 900 and holds a reservation
+ * of 1,500 reads `{ spent: 900, reserved: 1500, reservations: 1, remaining: 17600, ... }`.
+ */
+export interface BudgetStatus {
+  budget: string;
+  user: string;
+  /** Units one user may spend per window. */
+  limit: number;
+  windowMs: number;
+  /** Units settled or charged in the window (and expired reservations, at their estimate). */
+  spent: number;
+  /** Units held by reservations in flight, and how many. */
+  reserved: number;
+  reservations: number;
+  /** The largest estimate reserve() admits now. */
+  remaining: number;
+  /** Until the oldest spend leaves the window. */
+  oldestAgesOutMs: number;
+  /** Until the window holds nothing. */
+  resetAfterMs: number;
 }
 
 export interface ClientOptions {
@@ -101,7 +127,10 @@ export class TransportError extends FloodgateError {
 /** A slot lease ran out (or was released) before refresh/release (409). */
 export class LeaseLost extends FloodgateError {}
 
-/** call() or withSlot() could not go ahead now. */
+/** settle() or cancel() named no live reservation of the user (409); nothing changed. */
+export class StaleReservation extends FloodgateError {}
+
+/** call(), withSlot() or withBudget() could not go ahead now. */
 export class Denied extends Error {
   decision: Decision;
   reason: Reason;
@@ -119,6 +148,21 @@ export class Lease {
   released: boolean;
   refresh(): Promise<void>;
   release(): Promise<void>;
+}
+
+/** Units withBudget() holds for one call: settle(actual) when its usage is known, cancel() if it did not happen. */
+export class Reservation {
+  readonly client: Client;
+  readonly name: Id;
+  readonly user: Id;
+  readonly estimate: number;
+  /** The reserve() decision. */
+  readonly decision: Decision;
+  readonly token: string;
+  /** settle() or cancel() was tried. */
+  done: boolean;
+  settle(units: number): Promise<void>;
+  cancel(): Promise<void>;
 }
 
 export const version: string;
@@ -161,6 +205,22 @@ export class Client {
   /** Holds a slot while fn runs and always releases it. Denied when none freed up in time. */
   withSlot<T>(name: Id, holder: string, fn: (lease: Lease) => T | Promise<T>, options?: { wait?: boolean; timeoutMs?: number }): Promise<T>;
   slots(name: Id): Promise<SlotsStatus>;
+
+  /** Holds units (the estimate) of user's budget name if they fit; decision.reservation names them. */
+  reserve(name: Id, user: Id, units: number): Promise<Decision>;
+  /** Replaces a reservation's estimate with what the call cost (0 or more). StaleReservation when not held. */
+  settle(name: Id, user: Id, reservation: string, units: number): Promise<void>;
+  /** Frees a reservation whose call did not happen. */
+  cancel(name: Id, user: Id, reservation: string): Promise<void>;
+  /** Spends units known up front, if they fit. */
+  charge(name: Id, user: Id, units: number): Promise<Decision>;
+  budget(name: Id, user: Id): Promise<BudgetStatus>;
+  /**
+   * Reserves estimate, runs fn (which reports the usage with reservation.settle(units))
+   * and returns its result. Denied when estimate does not fit. Cancels when fn throws
+   * before settling; settles at the estimate when fn returns without settling.
+   */
+  withBudget<T>(name: Id, user: Id, estimate: number, fn: (reservation: Reservation) => T | Promise<T>): Promise<T>;
 
   healthy(): Promise<boolean>;
   ready(): Promise<boolean>;

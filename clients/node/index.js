@@ -2,7 +2,8 @@
 //
 // Zero dependencies, ESM, Node 18+. Every bot replica that talks to the same
 // server (or to servers on the same Redis) shares the same limits: per-user
-// cooldown and window, LLM endpoint backoff, API buckets and slots.
+// cooldown and window, LLM endpoint backoff, API buckets, slots and LLM
+// token budgets.
 //
 //   import { Client } from 'floodgate-client';
 //   const fg = new Client({ baseUrl: 'http://127.0.0.1:8080' });
@@ -58,7 +59,19 @@ export class LeaseLost extends FloodgateError {
   }
 }
 
-/** call() or withSlot() could not go ahead now; .decision says why and for how long. */
+/**
+ * settle() or cancel() named no reservation the user holds (409): settled
+ * or cancelled already, its lease ended (it then counts as its estimate),
+ * or another user's or budget's. Nothing changed.
+ */
+export class StaleReservation extends FloodgateError {
+  constructor(status, message, opts) {
+    super(status, message, opts);
+    this.name = 'StaleReservation';
+  }
+}
+
+/** call(), withSlot() or withBudget() could not go ahead now; .decision says why and for how long. */
 export class Denied extends Error {
   constructor(decision, what) {
     super(`floodgate: ${what} denied (${decision.reason}), retry after ${decision.retryAfterMs} ms`);
@@ -85,6 +98,7 @@ function decision(d, retryAfterHeaderMs = null) {
   };
   if ('probe' in d) out.probe = d.probe === true;
   if ('token' in d || 'probe' in d) out.token = typeof d.token === 'string' ? d.token : '';
+  if (typeof d.reservation === 'string') out.reservation = d.reservation;
   if (typeof d.error === 'string') out.error = d.error;
   return out;
 }
@@ -118,6 +132,41 @@ export class Lease {
 
   toJSON() {
     return { name: this.name, token: this.token, leaseMs: this.leaseMs, degraded: this.degraded, released: this.released };
+  }
+}
+
+/**
+ * Units withBudget() holds for one LLM call: settle(actual) once its usage
+ * is known, cancel() if it did not happen. done turns true once either is
+ * tried: a settle that failed is never followed by a cancel (the
+ * reservation then counts as its estimate, never less than the call used).
+ */
+export class Reservation {
+  constructor(client, name, user, estimate, decision) {
+    this.client = client;
+    this.name = name;
+    this.user = user;
+    this.estimate = estimate;
+    this.decision = decision;
+    this.token = decision.reservation;
+    this.done = false;
+  }
+
+  /** Records what the call cost, above the estimate too. */
+  async settle(units) {
+    countArg(units, 'units', 0);
+    this.done = true;
+    await this.client.settle(this.name, this.user, this.token, units);
+  }
+
+  /** Frees the reservation: nothing of it counts. */
+  async cancel() {
+    this.done = true;
+    await this.client.cancel(this.name, this.user, this.token);
+  }
+
+  toJSON() {
+    return { name: this.name, user: this.user, estimate: this.estimate, token: this.token, done: this.done };
   }
 }
 
@@ -169,8 +218,8 @@ function msArg(what, v, { allowZero = true } = {}) {
   return v;
 }
 
-function countArg(n) {
-  if (!Number.isInteger(n) || n < 1) throw new RangeError(`floodgate: n must be an integer >= 1, got ${String(n)}`);
+function countArg(n, what = 'n', least = 1) {
+  if (!Number.isInteger(n) || n < least) throw new RangeError(`floodgate: ${what} must be an integer >= ${least}, got ${String(n)}`);
   return n;
 }
 
@@ -365,7 +414,7 @@ export class Client {
           if (res.statusCode >= 200 && res.statusCode < 300) {
             resolve({ status: res.statusCode, body: parsed, headers: res.headers });
           } else {
-            reject(apiError(res.statusCode, parsed, raw, res.headers));
+            reject(apiError(res.statusCode, parsed, raw, res.headers, path));
           }
         });
       });
@@ -607,6 +656,85 @@ export class Client {
     return { size: int(d.size), inUse: int(d.in_use), waiting: int(d.waiting) };
   }
 
+  // -- token budgets
+
+  _budget(name, user) {
+    return `/v1/budgets/${segment('name', name)}/users/${segment('user', user)}`;
+  }
+
+  /**
+   * Holds units (the estimate: prompt tokens + max_tokens) of user's budget
+   * name if they fit; the decision's reservation names them. A denial is a
+   * decision (reason "budget", retryAfterMs: when enough of the window ages
+   * out for units).
+   */
+  async reserve(name, user, units) {
+    return this._decision(`${this._budget(name, user)}/reserve`, { units: countArg(units, 'units') });
+  }
+
+  /**
+   * Replaces a reservation's estimate with what the call cost (units, 0 or
+   * more; above the estimate too). StaleReservation (409) when it was
+   * settled or cancelled already, or its lease ended.
+   */
+  async settle(name, user, reservation, units) {
+    idArg('reservation', reservation);
+    await this._request('POST', `${this._budget(name, user)}/settle`, { reservation, units: countArg(units, 'units', 0) });
+  }
+
+  /** Frees a reservation whose call did not happen (StaleReservation as settle). */
+  async cancel(name, user, reservation) {
+    idArg('reservation', reservation);
+    await this._request('POST', `${this._budget(name, user)}/cancel`, { reservation });
+  }
+
+  /** Spends units known up front, if they fit: reserve and settle in one. */
+  async charge(name, user, units) {
+    return this._decision(`${this._budget(name, user)}/charge`, { units: countArg(units, 'units') });
+  }
+
+  /** user's state in budget name (spent, reserved, remaining); changes nothing. */
+  async budget(name, user) {
+    const d = await this._get(this._budget(name, user));
+    return {
+      budget: typeof d.budget === 'string' ? d.budget : '',
+      user: typeof d.user === 'string' ? d.user : '',
+      limit: int(d.limit),
+      windowMs: int(d.window_ms),
+      spent: int(d.spent),
+      reserved: int(d.reserved),
+      reservations: int(d.reservations),
+      remaining: int(d.remaining),
+      oldestAgesOutMs: int(d.oldest_ages_out_ms),
+      resetAfterMs: int(d.reset_after_ms),
+    };
+  }
+
+  /**
+   * Reserves estimate units of user's budget name, runs fn(reservation) and
+   * returns its result; fn reports the call's usage with
+   * `await reservation.settle(usage.total_tokens)`. Denied (reason
+   * "budget") when estimate does not fit; fn does not run. When fn throws
+   * (a cancellation too) before settling, the reservation is cancelled and
+   * the error passed on; when fn returns without settling, it settles at
+   * the estimate.
+   */
+  async withBudget(name, user, estimate, fn) {
+    if (typeof fn !== 'function') throw new TypeError('floodgate: withBudget needs a function');
+    const d = await this.reserve(name, user, estimate);
+    if (!d.allowed) throw new Denied(d, `budget ${JSON.stringify(name)} for ${estimate} units`);
+    const r = new Reservation(this, name, user, estimate, d);
+    let result;
+    try {
+      result = await fn(r);
+    } catch (err) {
+      if (!r.done) await r.cancel().catch(() => {});
+      throw err;
+    }
+    if (!r.done) await r.settle(estimate);
+    return result;
+  }
+
   // -- ops
 
   /** The server process answers (/healthz). */
@@ -644,7 +772,7 @@ function transportError(what, err, signal, timeoutMs) {
   return new TransportError(`${what}: ${err.code ? err.code + ': ' : ''}${err.message}`, err);
 }
 
-function apiError(status, body, raw, headers) {
+function apiError(status, body, raw, headers, path) {
   const ra = retryAfterHeader(headers);
   let msg = '';
   let dec = null;
@@ -654,6 +782,7 @@ function apiError(status, body, raw, headers) {
     else if ('acquired' in body) dec = slotDenial(body, ra); // slots: {"acquired": false, "reason": ...}
   }
   if (!msg) msg = raw.slice(0, 200).trim() || `HTTP ${status}`;
-  const Cls = status === 409 ? LeaseLost : FloodgateError;
+  const conflict = path.startsWith('/v1/budgets/') ? StaleReservation : LeaseLost;
+  const Cls = status === 409 ? conflict : FloodgateError;
   return new Cls(status, msg, { retryAfterMs: ra, decision: dec });
 }

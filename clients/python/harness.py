@@ -59,7 +59,7 @@ class _Blocking:
         self._loop = loop
 
     def _wrap(self, v: Any) -> Any:
-        if isinstance(v, floodgate.AsyncLease):
+        if isinstance(v, (floodgate.AsyncLease, floodgate.AsyncReservation)):
             return _Blocking(v, self._loop)
         if isinstance(v, tuple):
             return tuple(self._wrap(x) for x in v)
@@ -70,7 +70,7 @@ class _Blocking:
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._target, name)
-        if name == "slot":
+        if name in ("slot", "budget_call"):
             return lambda *a, **k: _BlockingCM(attr(*a, **k), self)
         if name == "call":
             def call(bname: Any, endpoint: Any, fn: Any, *a: Any, **k: Any) -> Any:

@@ -11,7 +11,8 @@ these. They expect the default user policy (10 s cooldown, 20 per hour; a
 cooldown of 0 is tolerated), a bucket of at most 1/s with burst 1 named by
 FLOODGATE_TEST_BUCKET ("wikipedia" by default), and slot pools of any size;
 backoff tests read the delay from the server, so keep
-FLOODGATE_LLM_RETRY_DELAY short (the Go test uses 1s).
+FLOODGATE_LLM_RETRY_DELAY short (the Go test uses 1s). Budget tests expect
+the budget "llm" (FLOODGATE_USER_TOKEN_BUDGET of at least 2000).
 """
 
 from __future__ import annotations
@@ -495,6 +496,104 @@ class FakeServerTest(unittest.TestCase):
             with self.fg.slot("llm", "viewer"):
                 raise RuntimeError("work failed")
 
+    # -- token budgets
+
+    def _budget(self, reserve=None, settle_status=204):
+        reserve = reserve or dict(DECISION_OK, remaining=18500, reservation="3.1500.9f86d081884c7d65")
+
+        def reply(m, p, b):
+            if p.endswith("/reserve") or p.endswith("/charge"):
+                return 200, {}, reserve, 0
+            if m == "GET":
+                return 200, {}, {"budget": "llm", "user": "viewer", "limit": 20000, "window_ms": 3600000, "spent": 900,
+                                 "reserved": 1500, "reservations": 1, "remaining": 17600,
+                                 "oldest_ages_out_ms": 3000000, "reset_after_ms": 3600000}, 0
+            if settle_status != 204:
+                return settle_status, {}, {"error": "limiter: reservation not held: settle of ..."}, 0
+            return 204, {}, b"", 0
+        self.fake.reply = reply
+
+    def bodies(self):
+        return [json.loads(r["body"]) if r["body"] else None for r in self.fake.requests]
+
+    def test_budget_operations_send_units_and_reservation(self):
+        self._budget()
+        d = self.fg.reserve("llm", "vie wer", 1500)
+        self.assertEqual((d.allowed, d.remaining, d.reservation), (True, 18500, "3.1500.9f86d081884c7d65"))
+        self.assertIsNone(self.fg.settle("llm", "vie wer", d.reservation, 900))
+        self.fg.cancel("llm", "vie wer", d.reservation)
+        self.fg.charge("llm", "vie wer", 120)
+        st = self.fg.budget("llm", "vie wer")
+        self.assertEqual((st.spent, st.reserved, st.reservations, st.remaining, st.limit, st.window, st.oldest_ages_out),
+                         (900, 1500, 1, 17600, 20000, 3600.0, 3000.0))
+        base = "/v1/budgets/llm/users/vie%20wer"
+        self.assertEqual([(r["method"], r["path"]) for r in self.fake.requests], [
+            ("POST", base + "/reserve"), ("POST", base + "/settle"), ("POST", base + "/cancel"),
+            ("POST", base + "/charge"), ("GET", base)])
+        tok = d.reservation
+        self.assertEqual(self.bodies(), [{"units": 1500}, {"reservation": tok, "units": 900}, {"reservation": tok},
+                                         {"units": 120}, None])
+
+    def test_stale_reservation_is_its_own_409(self):
+        self._budget(settle_status=409)
+        with self.assertRaises(floodgate.StaleReservation) as cm:
+            self.fg.settle("llm", "viewer", "3.1500.9f86d081884c7d65", 900)
+        self.assertEqual(cm.exception.status, 409)
+        self.assertNotIsInstance(cm.exception, floodgate.LeaseLost)
+
+    def test_budget_bad_arguments_are_refused_before_sending(self):
+        for call in (lambda: self.fg.reserve("llm", "u", 0), lambda: self.fg.reserve("llm", "u", True),
+                     lambda: self.fg.charge("llm", "u", -1), lambda: self.fg.settle("llm", "u", "t", -1),
+                     lambda: self.fg.settle("llm", "u", "", 5), lambda: self.fg.cancel("llm", "u", None),
+                     lambda: self.fg.reserve("", "u", 5)):
+            with self.assertRaises((ValueError, TypeError)):
+                call()
+        self.assertEqual(self.fake.requests, [])
+
+    def test_budget_call_settles_the_actual(self):
+        self._budget()
+        with self.fg.budget_call("llm", "viewer", 1500) as r:
+            self.assertEqual((r.decision.remaining, r.estimate), (18500, 1500))
+            r.settle(900)
+        self.assertEqual(self.ops(), ["reserve", "settle"])
+        self.assertEqual(self.bodies()[1], {"reservation": "3.1500.9f86d081884c7d65", "units": 900})
+
+    def test_budget_call_without_settle_settles_the_estimate(self):
+        self._budget()
+        with self.fg.budget_call("llm", "viewer", 1500):
+            pass
+        self.assertEqual(self.ops(), ["reserve", "settle"])
+        self.assertEqual(self.bodies()[1]["units"], 1500)
+
+    def test_budget_call_cancels_when_the_block_raises(self):
+        import asyncio
+        for exc in (RuntimeError("llm down"), KeyboardInterrupt(), asyncio.CancelledError()):
+            self.fake.requests.clear()
+            self._budget()
+            with self.assertRaises(type(exc)):
+                with self.fg.budget_call("llm", "viewer", 1500):
+                    raise exc
+            self.assertEqual(self.ops(), ["reserve", "cancel"], exc)
+            self.assertEqual(self.bodies()[1], {"reservation": "3.1500.9f86d081884c7d65"})
+
+    def test_budget_call_never_cancels_after_a_settle_was_tried(self):
+        self._budget(settle_status=409)
+        with self.assertRaises(floodgate.StaleReservation):
+            with self.fg.budget_call("llm", "viewer", 1500) as r:
+                r.settle(900)
+        self.assertEqual(self.ops(), ["reserve", "settle"])
+
+    def test_budget_call_denied_does_not_run_the_block(self):
+        self._budget(reserve=dict(DECISION_OK, allowed=False, reason="budget", remaining=1000, retry_after_ms=1200000))
+        ran = []
+        with self.assertRaises(floodgate.Denied) as cm:
+            with self.fg.budget_call("llm", "viewer", 1500):
+                ran.append(1)
+        self.assertEqual(ran, [])
+        self.assertEqual((cm.exception.reason, cm.exception.retry_after, cm.exception.decision.remaining),
+                         ("budget", 1200.0, 1000))
+        self.assertEqual(self.ops(), ["reserve"])
+
 
 def _raise(exc):
     def fn(*a, **k):
@@ -685,12 +784,82 @@ class LiveServerTest(unittest.TestCase):
         with self.assertRaises(floodgate.LeaseLost):
             self.fg.lease(pool, leases[1].token).refresh()
 
+    def test_budget_reserve_settle_charge_and_stale(self):
+        user = self.uid("budget")
+        limit = self.fg.budget("llm", user).limit
+        self.assertGreaterEqual(limit, 2000)
+        d = self.fg.reserve("llm", user, 1500)
+        self.assertTrue(d.allowed, d)
+        self.assertEqual(d.remaining, limit - 1500)
+        self.assertEqual((self.fg.budget("llm", user).reserved, self.fg.budget("llm", user).reservations), (1500, 1))
+        self.fg.settle("llm", user, d.reservation, 900)
+        st = self.fg.budget("llm", user)
+        self.assertEqual((st.spent, st.reserved, st.remaining, st.user, st.budget), (900, 0, limit - 900, user, "llm"))
+        with self.assertRaises(floodgate.StaleReservation):
+            self.fg.settle("llm", user, d.reservation, 900)
+        with self.assertRaises(floodgate.StaleReservation):
+            self.fg.cancel("llm", user, d.reservation)
+        c = self.fg.charge("llm", user, limit - 1000)
+        self.assertEqual((c.allowed, c.remaining, c.reservation), (True, 100, ""))
+        denied = self.fg.reserve("llm", user, 1500)
+        self.assertEqual((denied.allowed, denied.reason, denied.remaining, denied.reservation), (False, "budget", 100, ""))
+        self.assertGreater(denied.retry_after, 3000)  # the 900 ages out after about an hour
+        self.assertEqual(self.fg.budget("llm", user).spent, limit - 100)
+
+    def test_budget_call_settles_or_cancels(self):
+        user = self.uid("budgetcall")
+        limit = self.fg.budget("llm", user).limit
+        with self.assertRaisesRegex(RuntimeError, "llm down"):
+            with self.fg.budget_call("llm", user, 1500):
+                self.assertEqual(self.fg.budget("llm", user).reserved, 1500)
+                raise RuntimeError("llm down")
+        st = self.fg.budget("llm", user)
+        self.assertEqual((st.spent, st.reserved), (0, 0))
+        with self.fg.budget_call("llm", user, 1500) as r:
+            r.settle(1700)  # more than estimated: recorded in full
+        self.assertEqual(self.fg.budget("llm", user).spent, 1700)
+        with self.assertRaises(floodgate.Denied) as cm:
+            with self.fg.budget_call("llm", user, limit):
+                self.fail("ran while denied")
+        self.assertEqual(cm.exception.reason, "budget")
+
+    def test_unknown_budget_and_bad_units_are_errors(self):
+        with self.assertRaises(floodgate.FloodgateError) as cm:
+            self.fg.reserve("llm-typo", self.uid("b"), 10)
+        self.assertEqual(cm.exception.status, 404)
+        self.assertIn("FLOODGATE_USER_TOKEN_BUDGET", cm.exception.message)
+        with self.assertRaises(floodgate.FloodgateError) as cm:
+            self.fg.reserve("llm", self.uid("b"), 10**9)
+        self.assertEqual(cm.exception.status, 400)
+        self.assertIn("between 1 and the limit", cm.exception.message)
+
 
 class AsyncFakeServerTest(FakeServerTest):
     """Every FakeServerTest again, through floodgate.AsyncClient."""
 
     def make(self, *args, **kwargs):
         return _client(self, floodgate.AsyncClient, *args, **kwargs)
+
+    def test_budget_call_cancels_when_the_task_is_cancelled(self):
+        self._budget()
+
+        async def go():
+            async with floodgate.AsyncClient(self.fake.url) as fg:
+                entered = asyncio.Event()
+
+                async def bot():
+                    async with fg.budget_call("llm", "viewer", 1500):
+                        entered.set()
+                        await asyncio.sleep(30)  # the LLM call
+
+                task = asyncio.ensure_future(bot())
+                await entered.wait()
+                task.cancel()
+                with self.assertRaises(asyncio.CancelledError):
+                    await task
+
+        asyncio.run(go())
+        self.assertEqual(self.ops(), ["reserve", "cancel"])
 
 
 @unittest.skipUnless(LIVE_URL, "FLOODGATE_TEST_URL is not set (integration_test/python_test.go sets it)")

@@ -31,10 +31,17 @@ type bot struct {
 	// report tells the endpoint's backoff how a call went; d is pick's
 	// decision, which may hold the endpoint's half-open probe.
 	report func(ctx context.Context, endpoint string, d limiter.Decision, callErr error)
+	// reserve holds a call's estimated tokens of the user's budget;
+	// settle records what the call cost, or frees them if it failed or
+	// never happened (callErr).
+	reserve func(ctx context.Context, user string, estimate int) (settle func(ctx context.Context, tokens int, callErr error), d limiter.Decision, err error)
 }
 
+// errNoCall settles a reservation whose LLM call never happened.
+var errNoCall = errors.New("no LLM call")
+
 // Held-back reasons besides the limiter's (cooldown, window, rate, slots,
-// backoff, probing, redis_down).
+// budget, backoff, probing, redis_down).
 const (
 	heldLLMError = "llm_error" // the LLM call failed; its endpoint's backoff was told
 	heldError    = "error"     // the limiter returned an error (Redis trouble)
@@ -79,6 +86,15 @@ func (b *bot) handle(ctx context.Context, m message) {
 		}()
 	}
 
+	tokens, callErr := 0, errNoCall
+	if b.reserve != nil {
+		settle, d, err := b.reserve(ctx, m.User, estimate(m))
+		if !b.decided(log, m, "budget", d, err) {
+			return
+		}
+		defer func() { settle(ctx, tokens, callErr) }()
+	}
+
 	endpoint := endpoints[0]
 	var picked limiter.Decision
 	if b.pick != nil {
@@ -88,21 +104,22 @@ func (b *bot) handle(ctx context.Context, m message) {
 		}
 		endpoint, picked = ep, d
 	}
-	reply, err := b.llm.generate(ctx, endpoint, m)
+	var reply string
+	reply, tokens, callErr = b.llm.generate(ctx, endpoint, m)
 	if b.report != nil {
-		b.report(ctx, endpoint, picked, err)
+		b.report(ctx, endpoint, picked, callErr)
 	}
 	if b.llm.outage(m.At) {
 		b.rec.duringOutage(endpoint)
 	}
-	if err != nil {
+	if callErr != nil {
 		b.rec.held(m, heldLLMError)
 		b.rec.endpointFailure(endpoint)
-		log.Debug("held back", "why", heldLLMError, "endpoint", endpoint, "err", err)
+		log.Debug("held back", "why", heldLLMError, "endpoint", endpoint, "err", callErr)
 		return
 	}
 	b.rec.answered(m, endpoint)
-	log.Debug("answered", "endpoint", endpoint, "reply", reply)
+	log.Debug("answered", "endpoint", endpoint, "tokens", tokens, "reply", reply)
 }
 
 // decided records a denial or an error of one stage and reports whether

@@ -165,21 +165,27 @@ func TestFakeLLM(t *testing.T) {
 	}
 	for _, s := range steps {
 		// Seq 0 with seed 1 draws no random failure on either endpoint.
-		_, err := f.generate(ctx, s.endpoint, message{Seq: 0, At: s.at, User: "u", Text: "hi"})
+		_, _, err := f.generate(ctx, s.endpoint, message{Seq: 0, At: s.at, User: "u", Text: "hi"})
 		if (err != nil) != s.fails {
 			t.Errorf("%s: err = %v, want failure %v", s.name, err, s.fails)
 		}
 	}
-	if _, err := f.generate(ctx, "http://elsewhere", message{}); err == nil || !strings.Contains(err.Error(), "unknown endpoint") {
+	if _, _, err := f.generate(ctx, "http://elsewhere", message{}); err == nil || !strings.Contains(err.Error(), "unknown endpoint") {
 		t.Errorf("unknown endpoint: err = %v", err)
 	}
 	// The same message fares the same way every time.
 	for seq := range 50 {
 		m := message{Seq: seq, At: time.Second}
-		_, e1 := f.generate(ctx, endpointLocal, m)
-		_, e2 := f.generate(ctx, endpointLocal, m)
-		if (e1 == nil) != (e2 == nil) {
-			t.Fatalf("message %d: %v, then %v", seq, e1, e2)
+		m.Text = strings.Repeat("x", seq*10)
+		_, n1, e1 := f.generate(ctx, endpointLocal, m)
+		_, n2, e2 := f.generate(ctx, endpointLocal, m)
+		if (e1 == nil) != (e2 == nil) || n1 != n2 {
+			t.Fatalf("message %d: %v (%d tokens), then %v (%d tokens)", seq, e1, n1, e2, n2)
+		}
+		// A call costs its prompt and an answer of at most maxTokens, never
+		// more than its estimate; a failed one costs nothing.
+		if e1 == nil && (n1 <= promptTokens(m) || n1 > estimate(m)) || e1 != nil && n1 != 0 {
+			t.Fatalf("message %d: %d tokens, %v; prompt %d, estimate %d", seq, n1, e1, promptTokens(m), estimate(m))
 		}
 	}
 }

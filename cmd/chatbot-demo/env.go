@@ -148,10 +148,10 @@ func validRunID(s string) bool {
 }
 
 // demoDefaults compress the original bot's time scale so that a replay of 20 s
-// shows every limit at work: a per-user window of one minute instead of an
-// hour, a short cooldown and a quick LLM backoff. They apply only to
-// variables that are not set; the counts (20 per window, 7 slots) stay the
-// original bot's.
+// shows every limit at work: per-user windows (requests, LLM tokens) of
+// one minute instead of an hour, a short cooldown and a quick LLM backoff.
+// They apply only to variables that are not set; the counts (20 per
+// window, 7 slots) stay the original bot's.
 var demoDefaults = []struct {
 	env   string
 	value string
@@ -159,6 +159,7 @@ var demoDefaults = []struct {
 }{
 	{"FLOODGATE_USER_COOLDOWN", "200ms", func(c *limiter.Config, d time.Duration) { c.UserCooldown = d }},
 	{"FLOODGATE_USER_WINDOW", "1m", func(c *limiter.Config, d time.Duration) { c.UserWindow = d }},
+	{"FLOODGATE_USER_TOKEN_WINDOW", "1m", func(c *limiter.Config, d time.Duration) { c.UserTokenWindow = d }},
 	{"FLOODGATE_MAX_IDLE_TIME", "2m", func(c *limiter.Config, d time.Duration) { c.MaxIdleTime = d }},
 	{"FLOODGATE_SLOT_LEASE", "5s", func(c *limiter.Config, d time.Duration) { c.SlotLease = d }},
 	{"FLOODGATE_LLM_RETRY_DELAY", "250ms", func(c *limiter.Config, d time.Duration) { c.LLMRetryDelay = d }},

@@ -43,9 +43,21 @@ func (f *fakeLLM) outageWindow() (from, to time.Duration) {
 	return f.duration * 25 / 100, f.duration * 40 / 100
 }
 
-// generate "answers" m on endpoint, taking a while; it fails like the
-// endpoint would.
-func (f *fakeLLM) generate(ctx context.Context, endpoint string, m message) (string, error) {
+// maxTokens caps an answer, as an LLM request's max_tokens does.
+const maxTokens = 300
+
+// promptTokens is m's prompt in tokens: a system prompt and about four
+// characters a token.
+func promptTokens(m message) int { return 40 + len(m.Text)/4 }
+
+// estimate is what a call for m may cost: the prompt and the longest
+// answer. An answer never costs more.
+func estimate(m message) int { return promptTokens(m) + maxTokens }
+
+// generate "answers" m on endpoint, taking a while, and says how many
+// tokens the call cost (prompt and answer, as an LLM's usage does); it
+// fails like the endpoint would, costing nothing.
+func (f *fakeLLM) generate(ctx context.Context, endpoint string, m message) (reply string, tokens int, err error) {
 	rng := rand.New(rand.NewPCG(f.seed, uint64(m.Seq)))
 	var took time.Duration
 	var fail bool
@@ -60,8 +72,9 @@ func (f *fakeLLM) generate(ctx context.Context, endpoint string, m message) (str
 		took = 60*time.Millisecond + time.Duration(rng.IntN(100))*time.Millisecond
 		fail = rng.IntN(100) < 1
 	default:
-		return "", fmt.Errorf("llm: unknown endpoint %q", endpoint)
+		return "", 0, fmt.Errorf("llm: unknown endpoint %q", endpoint)
 	}
+	answer := 20 + rng.IntN(maxTokens-19)
 	if f.scale > 0 {
 		took = time.Duration(float64(took) * f.scale)
 	}
@@ -69,11 +82,11 @@ func (f *fakeLLM) generate(ctx context.Context, endpoint string, m message) (str
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
-		return "", ctx.Err()
+		return "", 0, ctx.Err()
 	case <-t.C:
 	}
 	if fail {
-		return "", fmt.Errorf("%w on %s", errLLM, endpoint)
+		return "", 0, fmt.Errorf("%w on %s", errLLM, endpoint)
 	}
-	return fmt.Sprintf("@%s: here is my answer to %q", m.User, m.Text), nil
+	return fmt.Sprintf("@%s: here is my answer to %q", m.User, m.Text), promptTokens(m) + answer, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -37,6 +38,12 @@ func wire(b *bot, l *limiter.Limiter, obs *metrics.Observer) ([]string, error) {
 	}
 	if ok {
 		policies = append(policies, "slots")
+	}
+	if ok, err = wireBudget(b, l); err != nil {
+		return nil, err
+	}
+	if ok {
+		policies = append(policies, "budget")
 	}
 	if ok, err = wireBackoff(b, l, obs); err != nil {
 		return nil, err
@@ -93,6 +100,43 @@ func wireSlots(b *bot, l *limiter.Limiter, obs *metrics.Observer) (bool, error) 
 		if err := obs.WatchSlots(pool.Name(), pool.InUse); err != nil {
 			return false, err
 		}
+	}
+	return true, nil
+}
+
+// wireBudget reserves each LLM call's estimate (prompt + max tokens) of
+// the user's token budget "llm" and settles what the call cost, or
+// cancels when it failed or never happened, so no user spends more than
+// FLOODGATE_USER_TOKEN_BUDGET tokens per FLOODGATE_USER_TOKEN_WINDOW
+// across replicas; 0 leaves the budget out.
+func wireBudget(b *bot, l *limiter.Limiter) (bool, error) {
+	if l.Config().UserTokenBudget == 0 {
+		return false, nil
+	}
+	llm, err := l.Budget("llm", limiter.BudgetSettings{})
+	if err != nil {
+		return false, err
+	}
+	b.reserve = func(ctx context.Context, user string, estimate int) (func(context.Context, int, error), limiter.Decision, error) {
+		d, err := llm.Reserve(ctx, user, estimate)
+		if err != nil || !d.Allowed {
+			return nil, d, err
+		}
+		return func(ctx context.Context, tokens int, callErr error) {
+			// Even when the message's context ended: a reservation left
+			// unsettled would count its whole estimate.
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			defer cancel()
+			var err error
+			if callErr != nil {
+				err = llm.Cancel(ctx, user, d.Token)
+			} else {
+				err = llm.Settle(ctx, user, d.Token, tokens)
+			}
+			if err != nil {
+				b.log.Warn("settling an LLM token reservation", "err", err)
+			}
+		}, d, nil
 	}
 	return true, nil
 }

@@ -28,6 +28,8 @@ type decisionBody struct {
 	Token string `json:"token,omitempty"`
 	// Endpoint is the one a pick chose.
 	Endpoint *string `json:"endpoint,omitempty"`
+	// Reservation names what an allowed budget reserve holds.
+	Reservation string `json:"reservation,omitempty"`
 	// Error says why: a fail-closed denial, or one user's failure in an
 	// allow-many.
 	Error string `json:"error,omitempty"`
@@ -87,6 +89,30 @@ func newEndpointBody(endpoint string, st limiter.BackoffStatus) endpointBody {
 	return endpointBody{
 		Endpoint: endpoint, State: st.State.String(), Opens: st.Opens, Failures: st.Failures,
 		DelayMs: ceilMs(st.Delay), RetryAfterMs: ceilMs(st.RetryAfter), Probing: st.Probing,
+	}
+}
+
+// budgetBody is a user's state in a budget: GET
+// /v1/budgets/{name}/users/{user} and floodgate budget --json.
+type budgetBody struct {
+	Budget          string `json:"budget"`
+	User            string `json:"user"`
+	Limit           int    `json:"limit"`
+	WindowMs        int64  `json:"window_ms"`
+	Spent           int    `json:"spent"`
+	Reserved        int    `json:"reserved"`
+	Reservations    int    `json:"reservations"`
+	Remaining       int    `json:"remaining"`
+	OldestAgesOutMs int64  `json:"oldest_ages_out_ms"`
+	ResetAfterMs    int64  `json:"reset_after_ms"`
+}
+
+func newBudgetBody(b *limiter.Budget, user string, st limiter.BudgetStatus) budgetBody {
+	limit, window := b.Limit()
+	return budgetBody{
+		Budget: b.Name(), User: user, Limit: limit, WindowMs: ceilMs(window),
+		Spent: st.Spent, Reserved: st.Reserved, Reservations: st.Reservations, Remaining: st.Remaining,
+		OldestAgesOutMs: ceilMs(st.OldestAgesOut), ResetAfterMs: ceilMs(st.ResetAfter),
 	}
 }
 
@@ -176,14 +202,15 @@ func (b decisionBody) appendJSON(out []byte) []byte {
 	out = strconv.AppendBool(out, b.Degraded)
 	out = append(out, `,"cached":`...)
 	out = strconv.AppendBool(out, b.Cached)
-	if b.Probe != nil || b.Token != "" || b.Endpoint != nil || b.Error != "" {
+	if b.Probe != nil || b.Token != "" || b.Endpoint != nil || b.Reservation != "" || b.Error != "" {
 		// Rare fields: any string, so json's own quoting.
 		rest, _ := json.Marshal(struct {
-			Probe    *bool   `json:"probe,omitempty"`
-			Token    string  `json:"token,omitempty"`
-			Endpoint *string `json:"endpoint,omitempty"`
-			Error    string  `json:"error,omitempty"`
-		}{b.Probe, b.Token, b.Endpoint, b.Error})
+			Probe       *bool   `json:"probe,omitempty"`
+			Token       string  `json:"token,omitempty"`
+			Endpoint    *string `json:"endpoint,omitempty"`
+			Reservation string  `json:"reservation,omitempty"`
+			Error       string  `json:"error,omitempty"`
+		}{b.Probe, b.Token, b.Endpoint, b.Reservation, b.Error})
 		out = append(append(out, ','), rest[1:]...)
 		return append(out, '\n')
 	}

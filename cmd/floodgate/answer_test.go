@@ -16,6 +16,7 @@ func TestDecisionJSON(t *testing.T) {
 		newDecisionBody(limiter.Decision{Reason: limiter.ReasonCooldown, RetryAfter: time.Second + 1, Degraded: true, Cached: true}),
 		backoffBody(limiter.Decision{Allowed: true, Probe: true, Token: "9f86d081884c7d65", Remaining: limiter.Unlimited}),
 		{Reason: "rate", Probe: &probe, Endpoint: &ep, Error: "redis \"down\""},
+		{Allowed: true, Remaining: 18500, Reservation: "3.1500.9f86d081884c7d65"},
 	} {
 		want, _ := json.Marshal(b)
 		if got := b.appendJSON(nil); string(got) != string(want)+"\n" {

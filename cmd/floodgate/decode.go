@@ -46,6 +46,16 @@ type (
 		N         int   `json:"n"`
 		TimeoutMs int64 `json:"timeout_ms"`
 	}
+	// unitsRequest is a budget reserve's (the estimate) or charge's.
+	unitsRequest struct {
+		Units *int `json:"units"`
+	}
+	// settleRequest is a settle's, or without units a cancel's.
+	settleRequest struct {
+		Reservation string `json:"reservation"`
+		Units       *int   `json:"units"`
+		cancel      bool
+	}
 	acquireRequest struct {
 		Holder    string `json:"holder"`
 		Wait      bool   `json:"wait"`
@@ -277,6 +287,28 @@ func (m *manyRequest) normalize() error {
 		return badRequest("users: want a non-empty array of user ids")
 	case len(m.Users) > maxManyUsers:
 		return badRequest("users: %d ids, at most %d", len(m.Users), maxManyUsers)
+	}
+	return nil
+}
+
+// The units' range is the library's to check (ErrInvalidArgument).
+func (u *unitsRequest) normalize() error {
+	if u.Units == nil {
+		return badRequest("units: missing (a reserve's estimate: prompt tokens + max_tokens; a charge's cost)")
+	}
+	return nil
+}
+
+func (s *settleRequest) normalize() error {
+	switch r := s.Reservation; {
+	case s.cancel && s.Units != nil:
+		return badRequest("units: a cancel takes none (nothing of the reservation counts; settle to record a cost)")
+	case !s.cancel && s.Units == nil:
+		return badRequest("units: missing (what the call cost; cancel a reservation whose call did not happen)")
+	case r == "":
+		return badRequest("reservation: missing (the reserve answer's \"reservation\")")
+	case len(r) > maxTokenLen:
+		return badRequest("reservation: %d bytes, at most %d", len(r), maxTokenLen)
 	}
 	return nil
 }

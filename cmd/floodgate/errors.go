@@ -41,7 +41,7 @@ const statusClientGone = 499
 
 // writeErr answers a route's error: an apiError's own status (bad
 // requests, a large body, too many waits), 400 for bad input (the
-// library's sentinels), 409 for a lost lease, 503 when Redis cannot be
+// library's sentinels), 409 for a lost lease or a stale reservation, 503 when Redis cannot be
 // reached by a call without a fallback, 500 otherwise (logged). Messages
 // about Redis say no more than that: its errors quote addresses and keys.
 func (s *server) writeErr(w http.ResponseWriter, r *http.Request, err error) {
@@ -55,7 +55,7 @@ func (s *server) writeErr(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.Is(err, limiter.ErrInvalidUser), errors.Is(err, limiter.ErrInvalidName), errors.Is(err, limiter.ErrInvalidArgument):
 		writeError(w, http.StatusBadRequest, errText(err))
-	case errors.Is(err, limiter.ErrLeaseLost):
+	case errors.Is(err, limiter.ErrLeaseLost), errors.Is(err, limiter.ErrStaleReservation):
 		writeError(w, http.StatusConflict, errText(err))
 	case r.Context().Err() != nil:
 		writeError(w, statusClientGone, "request cancelled")

@@ -19,6 +19,7 @@ func FuzzDecodeRequest(f *testing.F) {
 		``, `{}`, `{"n":1}`, `{"n":2,"timeout_ms":1000}`, `{"endpoints":["a","b"]}`, `{"token":"x"}`,
 		`{"holder":"u","wait":true,"timeout_ms":5}`, `{"n":-1}`, `{"n":1e99}`, `[`, `{"n":1}{}`, `null`,
 		`{"endpoints":null}`, `{"users":["a","b"]}`, `{"holder":"\u0000"}`, `{"timeout_ms":9223372036854775807}`, "\xff",
+		`{"units":1500}`, `{"reservation":"0.1500.9f86d081884c7d65","units":900}`, `{"units":null}`, `{"reservation":""}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -80,6 +81,24 @@ func FuzzDecodeRequest(f *testing.F) {
 			check("token", err)
 		} else if tk.Token == "" || len(tk.Token) > maxTokenLen {
 			t.Fatalf("token %q: %d bytes", data, len(tk.Token))
+		}
+		var u unitsRequest
+		if err := decodeJSON(data, &u, true); err != nil {
+			check("units", err)
+		} else if err := u.normalize(); err != nil {
+			check("units", err)
+		} else if u.Units == nil {
+			t.Fatalf("units %q: none after normalize", data)
+		}
+		for _, cancel := range []bool{false, true} {
+			st := settleRequest{cancel: cancel}
+			if err := decodeJSON(data, &st, true); err != nil {
+				check("settle", err)
+			} else if err := st.normalize(); err != nil {
+				check("settle", err)
+			} else if st.Reservation == "" || len(st.Reservation) > maxTokenLen || (st.Units == nil) != cancel {
+				t.Fatalf("settle (cancel %v) %q: %+v", cancel, data, st)
+			}
 		}
 		// Through the body limit as the server reads it.
 		req := httptest.NewRequest("POST", "/", strings.NewReader(string(data)))

@@ -9,6 +9,7 @@
 //	floodgate reset USER             # forget a user's cooldown and window
 //	floodgate endpoints NAME ENDPOINT...  # backoff state of endpoints
 //	floodgate slots NAME             # a slot pool: size, in use, waiting
+//	floodgate budget NAME USER       # a user's token budget: spent, reserved, left
 //	floodgate config                 # the effective settings, secrets hidden
 //	floodgate help
 //
@@ -46,6 +47,7 @@ func init() {
 		{"reset", "[flags] USER", "forget a user's cooldown and window on every replica", runReset},
 		{"endpoints", "[flags] NAME ENDPOINT...", "show the backoff state of a breaker's endpoints", runEndpoints},
 		{"slots", "[flags] NAME", "show a slot pool: size, in use, waiting", runSlots},
+		{"budget", "[flags] NAME USER", "show a user's token budget: spent, reserved, left", runBudget},
 		{"config", "[flags]", "print the effective settings (secrets hidden)", runConfig},
 		{"help", "[COMMAND]", "show this help, or a command's", nil},
 	}
@@ -142,6 +144,11 @@ delay, the time until half-open and whether a probe is out.`,
 	"slots": `
 Shows the slot pool NAME: its size (FLOODGATE_MAX_CONCURRENT_USERS), the
 slots held now across all replicas and the callers waiting.`,
+	"budget": `
+Reads the user's state in the token budget NAME (the sidecar's is llm)
+without changing it: units spent and reserved in the window, what is left
+of FLOODGATE_USER_TOKEN_BUDGET per FLOODGATE_USER_TOKEN_WINDOW, when the
+oldest spend ages out and when the window is empty.`,
 	"config": `
 Prints the settings serve and the other commands would use: defaults, then
 --config, then FLOODGATE_* variables. Passwords in the Redis URL and the

@@ -33,10 +33,11 @@ const heapBound = 16 << 20
 // fallback (limiter: localUsers).
 func TestHostileNamesHeapBounded(t *testing.T) {
 	if testing.Short() || raceEnabled {
-		t.Skip("sends 1.8 million requests; heap figures mean little under the race detector")
+		t.Skip("sends 2.2 million requests; heap figures mean little under the race detector")
 	}
 	cfg := limiter.DefaultConfig()
 	cfg.RedisTimeout = 50 * time.Millisecond
+	cfg.UserTokenBudget = 20000
 	ts := newTestServer(t, cfg, testSettings())
 	routes := []struct{ method, path, body string }{
 		{"POST", "/v1/users/%s/allow", ""},
@@ -56,8 +57,12 @@ func TestHostileNamesHeapBounded(t *testing.T) {
 		{"POST", "/v1/slots/%s/refresh", `{"token":"r.bGxt.eA"}`},
 		{"POST", "/v1/slots/llm/release", `{"token":"r.bGxt.%s"}`},
 		{"GET", "/v1/slots/%s", ""},
+		{"POST", "/v1/budgets/llm/users/%s/reserve", `{"units":1}`},
+		{"POST", "/v1/budgets/llm/users/%s/settle", `{"reservation":"l0123456789abcdef","units":1}`},
+		{"GET", "/v1/budgets/llm/users/%s", ""},
+		{"POST", "/v1/budgets/%s/users/u/charge", `{"units":1}`},
 	}
-	// send skips ts.do's checks: 1.8 million requests.
+	// send skips ts.do's checks: 2.2 million requests.
 	send := func(method, path, body string) {
 		var rd io.Reader = http.NoBody
 		if body != "" {

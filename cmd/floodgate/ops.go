@@ -223,6 +223,38 @@ func runSlots(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
+func runBudget(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	ctx, c, err := startOps(ctx, "budget", args, stderr, func(n int) error {
+		if n != 2 {
+			return cli.Usagef("budget takes a budget NAME and a USER, e.g. floodgate budget llm alice; got %d arguments", n)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	name, user := c.args[0], c.args[1]
+	b, err := c.lim.Budget(name, limiter.BudgetSettings{})
+	if err != nil {
+		return cli.Usagef("%s", errText(err))
+	}
+	st, err := b.Peek(ctx, user)
+	if err != nil {
+		return opError(fmt.Sprintf("user %q in budget %q", user, name), err)
+	}
+	if c.json {
+		return writeJSONOut(stdout, newBudgetBody(b, user, st))
+	}
+	limit, window := b.Limit()
+	fmt.Fprintf(stdout, "user %q in budget %q: %d of %d units left per %v\n", user, name, st.Remaining, limit, window)
+	fmt.Fprintf(stdout, "  spent            %d\n", st.Spent)
+	fmt.Fprintf(stdout, "  reserved         %d (%d reservations in flight)\n", st.Reserved, st.Reservations)
+	fmt.Fprintf(stdout, "  oldest ages out  %v\n", st.OldestAgesOut)
+	fmt.Fprintf(stdout, "  reset after      %v\n", st.ResetAfter)
+	return nil
+}
+
 func runConfig(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var sf settingsFlags
 	fs := newFlags("config", stderr)

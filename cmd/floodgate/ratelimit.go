@@ -63,6 +63,12 @@ func bucketQuota(b *limiter.Bucket) quota {
 	return quota{policy: []string{policyItem("bucket", burst, refill)}, name: "bucket"}
 }
 
+// budgetQuota counts units: r is what is left, t when the window empties.
+func budgetQuota(b *limiter.Budget) quota {
+	units, window := b.Limit()
+	return quota{policy: []string{policyItem("budget", units, window)}, name: "budget"}
+}
+
 var backoffQuota = quota{policy: []string{policyItem("backoff", 1, 0)}, name: "backoff", binary: true}
 
 // set adds the headers for d.
@@ -81,6 +87,9 @@ func (q quota) set(h http.Header, d limiter.Decision) {
 		}
 	case q.binary:
 		r, t = 1, 0
+	case r < 0 && name != "cooldown":
+		// Failed open (Redis down): nothing was counted, so no count to give.
+		return
 	case name == "cooldown" || r < 0:
 		// No count (no window): the cooldown starts now.
 		name, r, t = "cooldown", 0, q.window

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -347,5 +348,85 @@ func (s *server) slotsStatus(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	writeJSON(w, http.StatusOK, poolBody{Size: pool.Size(), InUse: inUse, Waiting: waiting})
+	return nil
+}
+
+// Budgets
+
+// budgetName is the one budget served, when FLOODGATE_USER_TOKEN_BUDGET
+// is set.
+const budgetName = "llm"
+
+// budgetOf returns the path's budget: "llm", when configured.
+func (s *server) budgetOf(r *http.Request) (*limiter.Budget, error) {
+	name := r.PathValue("name")
+	switch {
+	case s.budget == nil:
+		return nil, &apiError{status: http.StatusNotFound, msg: fmt.Sprintf("budget %q: no token budget on this server (set FLOODGATE_USER_TOKEN_BUDGET)", name)}
+	case name != budgetName:
+		return nil, &apiError{status: http.StatusNotFound, msg: fmt.Sprintf("budget %q: this server serves one budget, %q (FLOODGATE_USER_TOKEN_BUDGET)", name, budgetName)}
+	}
+	return s.budget, nil
+}
+
+// budgetAdmit is a route answering op's decision (reserve, charge) for
+// the body's units; an allowed reserve names its reservation.
+func (s *server) budgetAdmit(op func(*limiter.Budget, context.Context, string, int) (limiter.Decision, error)) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		b, err := s.budgetOf(r)
+		if err != nil {
+			return err
+		}
+		var req unitsRequest
+		if err := readChecked(r, &req); err != nil {
+			return err
+		}
+		d, err := op(b, r.Context(), r.PathValue("user"), *req.Units)
+		if err != nil {
+			return err
+		}
+		body := newDecisionBody(d)
+		body.Reservation = d.Token
+		writeDecision(w, d, body, s.budgetQuota)
+		return nil
+	}
+}
+
+// budgetSettle is a route settling the body's reservation at its units
+// or, for cancel, freeing it: 204.
+func (s *server) budgetSettle(cancel bool) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		b, err := s.budgetOf(r)
+		if err != nil {
+			return err
+		}
+		req := settleRequest{cancel: cancel}
+		if err := readChecked(r, &req); err != nil {
+			return err
+		}
+		if cancel {
+			err = b.Cancel(r.Context(), r.PathValue("user"), req.Reservation)
+		} else {
+			err = b.Settle(r.Context(), r.PathValue("user"), req.Reservation, *req.Units)
+		}
+		if err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+}
+
+func (s *server) budgetPeek(w http.ResponseWriter, r *http.Request) error {
+	b, err := s.budgetOf(r)
+	if err != nil {
+		return err
+	}
+	user := r.PathValue("user")
+	st, err := b.Peek(r.Context(), user)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, newBudgetBody(b, user, st))
 	return nil
 }

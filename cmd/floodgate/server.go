@@ -36,9 +36,15 @@ type server struct {
 	// names clients used, at most set.MaxNames each (names.go).
 	pools    *handles[limiter.Slots]
 	breakers *handles[limiter.Backoff]
-	// userQuota and bucketQuotas make the RateLimit headers (ratelimit.go).
+	// budget is the token budget "llm", nil unless
+	// FLOODGATE_USER_TOKEN_BUDGET is set: the only one served, so a
+	// misspelt name is a 404, not a fresh full budget.
+	budget *limiter.Budget
+	// userQuota, bucketQuotas and budgetQuota make the RateLimit headers
+	// (ratelimit.go).
 	userQuota    quota
 	bucketQuotas map[string]quota
+	budgetQuota  quota
 	metrics      *metrics.HTTP
 	gather       prometheus.Gatherer
 	// draining ends when shutdown begins: waits stop at once and answer
@@ -80,6 +86,12 @@ func newServer(lim *limiter.Limiter, rdb redis.UniversalClient, set httpSettings
 		return lim.Backoff(name, limiter.BackoffSettings{})
 	})
 	s.userQuota = userQuota(s.cfg)
+	if s.cfg.UserTokenBudget > 0 {
+		if s.budget, err = lim.Budget(budgetName, limiter.BudgetSettings{}); err != nil {
+			return nil, err
+		}
+		s.budgetQuota = budgetQuota(s.budget)
+	}
 	s.routes()
 	return s, nil
 }
@@ -111,6 +123,11 @@ func (s *server) routes() {
 		{"POST", "/v1/slots/{name}/refresh", s.leaseOp((*limiter.Lease).Refresh)},
 		{"POST", "/v1/slots/{name}/release", s.leaseOp((*limiter.Lease).Release)},
 		{"GET", "/v1/slots/{name}", s.slotsStatus},
+		{"POST", "/v1/budgets/{name}/users/{user}/reserve", s.budgetAdmit((*limiter.Budget).Reserve)},
+		{"POST", "/v1/budgets/{name}/users/{user}/charge", s.budgetAdmit((*limiter.Budget).Charge)},
+		{"POST", "/v1/budgets/{name}/users/{user}/settle", s.budgetSettle(false)},
+		{"POST", "/v1/budgets/{name}/users/{user}/cancel", s.budgetSettle(true)},
+		{"GET", "/v1/budgets/{name}/users/{user}", s.budgetPeek},
 		{"GET", "/healthz", s.healthz},
 		{"GET", "/readyz", s.readyz},
 	}

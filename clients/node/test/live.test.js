@@ -2,11 +2,12 @@
 // FLOODGATE_TEST_URL (and FLOODGATE_TEST_TOKEN) name one. The Go test
 // integration_test/node_test.go starts one and runs these, failing on a skip.
 // Server settings they assume: cooldown 10s, 20 per hour, LLM retry delay 1s,
-// 7 slots, bucket FLOODGATE_TEST_BUCKET at 0.5/s.
+// 7 slots, bucket FLOODGATE_TEST_BUCKET at 0.5/s, the token budget llm
+// (FLOODGATE_USER_TOKEN_BUDGET of at least 2000).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { Client, Denied, FloodgateError, Lease, LeaseLost } from '../index.js';
+import { Client, Denied, FloodgateError, Lease, LeaseLost, StaleReservation } from '../index.js';
 import { sleep } from './helpers.js';
 
 const url = process.env.FLOODGATE_TEST_URL;
@@ -146,4 +147,33 @@ test('live: slots: withSlot always releases; a full pool is Denied; lost leases'
   const st = await fg.slots(pool);
   assert.deepEqual([st.size, st.inUse, st.waiting], [7, 0, 0]);
   fg.close();
+});
+
+test('live: budget: reserve, settle, stale, charge, denial, withBudget', { skip }, async () => {
+  const fg = client();
+  try {
+    const user = id('budget');
+    const { limit } = await fg.budget('llm', user);
+    assert.ok(limit >= 2000, `limit ${limit}`);
+    const d = await fg.reserve('llm', user, 1500);
+    assert.deepEqual([d.allowed, d.remaining], [true, limit - 1500]);
+    assert.equal((await fg.budget('llm', user)).reserved, 1500);
+    await fg.settle('llm', user, d.reservation, 900);
+    const st = await fg.budget('llm', user);
+    assert.deepEqual([st.spent, st.reserved, st.remaining], [900, 0, limit - 900]);
+    await assert.rejects(fg.settle('llm', user, d.reservation, 900), StaleReservation);
+    await assert.rejects(fg.cancel('llm', user, d.reservation), StaleReservation);
+    await assert.rejects(fg.withBudget('llm', user, 1000, async () => { throw new Error('llm down'); }), /llm down/);
+    assert.deepEqual([(await fg.budget('llm', user)).reserved, (await fg.budget('llm', user)).spent], [0, 900], 'cancelled');
+    assert.equal(await fg.withBudget('llm', user, 1000, async (r) => { await r.settle(1100); return 'ok'; }), 'ok');
+    const c = await fg.charge('llm', user, limit - 2100);
+    assert.deepEqual([c.allowed, c.remaining, c.reservation], [true, 100, undefined]);
+    const denied = await fg.reserve('llm', user, 1500);
+    assert.deepEqual([denied.allowed, denied.reason, denied.remaining], [false, 'budget', 100]);
+    assert.ok(denied.retryAfterMs > 3_000_000, `retry after ${denied.retryAfterMs}`);
+    await assert.rejects(fg.withBudget('llm', user, 1500, () => assert.fail('ran while denied')), (e) => e instanceof Denied && e.reason === 'budget');
+    await assert.rejects(fg.reserve('llm-typo', user, 10), (e) => e instanceof FloodgateError && e.status === 404 && /FLOODGATE_USER_TOKEN_BUDGET/.test(e.message));
+  } finally {
+    fg.close();
+  }
 });

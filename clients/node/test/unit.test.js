@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
-import { Client, Denied, FloodgateError, Lease, LeaseLost, TransportError } from '../index.js';
+import { Client, Denied, FloodgateError, Lease, LeaseLost, Reservation, StaleReservation, TransportError } from '../index.js';
 import { block, DECISION, fakeServer, rawServer, rawServerProcess, sleep } from './helpers.js';
 
 const here = path.dirname(new URL(import.meta.url).pathname);
@@ -411,6 +411,83 @@ test('allowMany, pick, endpoint, slots, peek shapes', async () => {
     assert.deepEqual(await fg.peek('alice'), { user: 'alice', remaining: 19, retryAfterMs: 9963, reason: 'cooldown', cooldownLeftMs: 9963, entries: 1, resetAfterMs: 3599963 });
     await assert.rejects(fg.bucketAllow('api', 0), /n must be an integer >= 1/);
     await assert.rejects(fg.wait('api', { timeoutMs: -1 }), /timeoutMs must be a number of milliseconds >= 0/);
+  } finally {
+    fg.close();
+    await srv.close();
+  }
+});
+
+test('budgets: reserve, settle, cancel, charge, budget send units and the reservation', async () => {
+  let settle = [204];
+  const tok = '3.1500.9f86d081884c7d65';
+  const srv = await fakeServer((req) => {
+    if (req.url.endsWith('/reserve') || req.url.endsWith('/charge')) return [200, { ...DECISION, remaining: 18500, reservation: tok }];
+    if (req.method === 'GET') {
+      return [200, { budget: 'llm', user: 'vie wer', limit: 20000, window_ms: 3600000, spent: 900, reserved: 1500, reservations: 1,
+        remaining: 17600, oldest_ages_out_ms: 3000000, reset_after_ms: 3600000 }];
+    }
+    return settle;
+  });
+  const fg = new Client({ baseUrl: srv.url });
+  try {
+    const d = await fg.reserve('llm', 'vie wer', 1500);
+    assert.deepEqual([d.allowed, d.remaining, d.reservation], [true, 18500, tok]);
+    await fg.settle('llm', 'vie wer', tok, 900);
+    await fg.cancel('llm', 'vie wer', tok);
+    await fg.charge('llm', 'vie wer', 120);
+    assert.deepEqual(await fg.budget('llm', 'vie wer'), { budget: 'llm', user: 'vie wer', limit: 20000, windowMs: 3600000, spent: 900,
+      reserved: 1500, reservations: 1, remaining: 17600, oldestAgesOutMs: 3000000, resetAfterMs: 3600000 });
+    const base = '/v1/budgets/llm/users/vie%20wer';
+    assert.deepEqual(srv.seen.map((s) => [s.method, s.url, s.body]), [
+      ['POST', base + '/reserve', { units: 1500 }], ['POST', base + '/settle', { reservation: tok, units: 900 }],
+      ['POST', base + '/cancel', { reservation: tok }], ['POST', base + '/charge', { units: 120 }], ['GET', base, undefined]]);
+    srv.seen.length = 0;
+    for (const bad of [() => fg.reserve('llm', 'u', 0), () => fg.reserve('llm', 'u', 1.5), () => fg.charge('llm', 'u', -1),
+      () => fg.settle('llm', 'u', tok, -1), () => fg.settle('llm', 'u', '', 5), () => fg.cancel('llm', 'u', null), () => fg.reserve('', 'u', 5)]) {
+      await assert.rejects(bad(), (e) => e instanceof RangeError || e instanceof TypeError);
+    }
+    assert.equal(srv.seen.length, 0, 'bad arguments are refused before sending');
+    settle = [409, { error: 'limiter: reservation not held' }];
+    await assert.rejects(fg.settle('llm', 'u', tok, 9), (e) => e instanceof StaleReservation && e.status === 409 && !(e instanceof LeaseLost));
+  } finally {
+    fg.close();
+    await srv.close();
+  }
+});
+
+test('withBudget settles the reported usage, the estimate by default, cancels on throw; Denied', async () => {
+  let reserve = [200, { ...DECISION, remaining: 18500, reservation: '3.1500.9f86d081884c7d65' }];
+  let settle = [204];
+  const srv = await fakeServer((req) => (req.url.endsWith('/reserve') ? reserve : settle));
+  const fg = new Client({ baseUrl: srv.url });
+  const ops = () => srv.seen.map((s) => [s.url.split('/').pop(), s.body.units]);
+  try {
+    assert.equal(await fg.withBudget('llm', 'viewer', 1500, async (r) => {
+      assert.ok(r instanceof Reservation);
+      assert.equal(r.decision.remaining, 18500);
+      await r.settle(900);
+      return 'answer';
+    }), 'answer');
+    assert.deepEqual(ops(), [['reserve', 1500], ['settle', 900]]);
+    srv.seen.length = 0;
+    await fg.withBudget('llm', 'viewer', 1500, () => 'no usage reported');
+    assert.deepEqual(ops(), [['reserve', 1500], ['settle', 1500]]);
+    for (const err of [new Error('llm down'), Object.assign(new Error('aborted'), { name: 'AbortError' })]) {
+      srv.seen.length = 0;
+      await assert.rejects(fg.withBudget('llm', 'viewer', 1500, async () => { throw err; }), err);
+      assert.deepEqual(ops(), [['reserve', 1500], ['cancel', undefined]]);
+    }
+    srv.seen.length = 0;
+    settle = [409, { error: 'limiter: reservation not held' }];
+    await assert.rejects(fg.withBudget('llm', 'viewer', 1500, (r) => r.settle(900)), StaleReservation);
+    assert.deepEqual(ops(), [['reserve', 1500], ['settle', 900]], 'no cancel after a settle was tried');
+    srv.seen.length = 0;
+    reserve = [200, { ...DECISION, allowed: false, reason: 'budget', remaining: 1000, retry_after_ms: 1200000 }];
+    let ran = false;
+    await assert.rejects(fg.withBudget('llm', 'viewer', 1500, () => { ran = true; }),
+      (e) => e instanceof Denied && e.reason === 'budget' && e.retryAfterMs === 1200000 && e.decision.remaining === 1000);
+    assert.equal(ran, false);
+    assert.deepEqual(ops(), [['reserve', 1500]]);
   } finally {
     fg.close();
     await srv.close();

@@ -2,8 +2,8 @@
 
 Standard library only, Python 3.9+. Every bot replica that talks to the
 same server (or to servers on the same Redis) shares the same limits:
-per-user cooldown and window, LLM endpoint backoff, API rate buckets and
-concurrent-user slots.
+per-user cooldown and window, LLM endpoint backoff, API rate buckets,
+concurrent-user slots and per-user LLM token budgets.
 
     import floodgate
     fg = floodgate.Client("http://127.0.0.1:8080")
@@ -21,23 +21,27 @@ alive, speak https (certificates verified) and unix:///path sockets.
 Errors: FloodgateError for API errors (.status, .message), TransportError (a
 FloodgateError with status None) when the server cannot be reached or does
 not answer within the timeout, LeaseLost (409) when a slot lease ran out,
-Denied when call() or slot() cannot go ahead (it carries the Decision).
+StaleReservation (409) when settle() or cancel() names no live reservation,
+Denied when call(), slot() or budget_call() cannot go ahead (it carries the
+Decision).
 """
 
-from ._async import AsyncClient, AsyncLease
+from ._async import AsyncClient, AsyncLease, AsyncReservation
 from ._proto import (
     DEFAULT_MAX_WAIT,
+    BudgetStatus,
     Decision,
     Denied,
     EndpointStatus,
     FloodgateError,
     LeaseLost,
     SlotsStatus,
+    StaleReservation,
     TransportError,
     UserStatus,
     __version__,
 )
-from ._sync import Client, Lease
+from ._sync import Client, Lease, Reservation
 
 __all__ = [
     "Client",
@@ -46,11 +50,15 @@ __all__ = [
     "UserStatus",
     "EndpointStatus",
     "SlotsStatus",
+    "BudgetStatus",
     "Lease",
     "AsyncLease",
+    "Reservation",
+    "AsyncReservation",
     "FloodgateError",
     "TransportError",
     "LeaseLost",
+    "StaleReservation",
     "Denied",
     "DEFAULT_MAX_WAIT",
     "__version__",

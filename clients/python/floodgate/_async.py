@@ -11,7 +11,17 @@ import sys
 from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional, Sequence, Set, Tuple, TypeVar, Union
 
 from . import _proto as p
-from ._proto import Decision, Denied, EndpointStatus, FloodgateError, Id, SlotsStatus, TransportError, UserStatus
+from ._proto import (
+    BudgetStatus,
+    Decision,
+    Denied,
+    EndpointStatus,
+    FloodgateError,
+    Id,
+    SlotsStatus,
+    TransportError,
+    UserStatus,
+)
 
 T = TypeVar("T")
 
@@ -42,6 +52,35 @@ class AsyncLease:
 
     def __repr__(self) -> str:
         return f"AsyncLease(name={self.name!r}, lease={self.lease}, degraded={self.degraded})"
+
+
+class AsyncReservation:
+    """Units an AsyncClient.budget_call() holds (Reservation): await
+    settle(actual) once the call's usage is known, cancel() if it did not
+    happen. Both run to their end even if the task is cancelled meanwhile."""
+
+    def __init__(self, client: "AsyncClient", name: Id, user: Id, estimate: int, decision: Decision) -> None:
+        self.client = client
+        self.name = name
+        self.user = user
+        self.estimate = estimate
+        self.decision = decision
+        self.token = decision.reservation
+        self.done = False
+
+    async def settle(self, units: int) -> None:
+        """Record what the call cost, above the estimate too."""
+        p._count(units, "units", 0)
+        self.done = True
+        await self.client._finish_anyway(self.client.settle(self.name, self.user, self.token, units))
+
+    async def cancel(self) -> None:
+        """Free the reservation: nothing of it counts."""
+        self.done = True
+        await self.client._finish_anyway(self.client.cancel(self.name, self.user, self.token))
+
+    def __repr__(self) -> str:
+        return f"AsyncReservation(name={self.name!r}, user={self.user!r}, estimate={self.estimate}, done={self.done})"
 
 
 class _Conn:
@@ -403,6 +442,55 @@ class AsyncClient:
     async def slots(self, name: Id, *, timeout: Optional[float] = None) -> SlotsStatus:
         """Pool name's size, slots in use and waiters."""
         return await self._send(p.op_slots(name), timeout)
+
+    # -- token budgets
+
+    async def reserve(self, name: Id, user: Id, units: int, *, timeout: Optional[float] = None) -> Decision:
+        """Hold units of user's budget name if they fit (Client.reserve)."""
+        return await self._send(p.op_reserve(name, user, units), timeout)
+
+    async def settle(self, name: Id, user: Id, reservation: str, units: int, *, timeout: Optional[float] = None) -> None:
+        """Replace a reservation's estimate with what the call cost (Client.settle)."""
+        await self._send(p.op_settle(name, user, reservation, units), timeout)
+
+    async def cancel(self, name: Id, user: Id, reservation: str, *, timeout: Optional[float] = None) -> None:
+        """Free a reservation whose call did not happen (Client.cancel)."""
+        await self._send(p.op_settle(name, user, reservation, None), timeout)
+
+    async def charge(self, name: Id, user: Id, units: int, *, timeout: Optional[float] = None) -> Decision:
+        """Spend units known up front, if they fit (Client.charge)."""
+        return await self._send(p.op_charge(name, user, units), timeout)
+
+    async def budget(self, name: Id, user: Id, *, timeout: Optional[float] = None) -> BudgetStatus:
+        """user's state in budget name; changes nothing."""
+        return await self._send(p.op_budget(name, user), timeout)
+
+    @contextlib.asynccontextmanager
+    async def budget_call(self, name: Id, user: Id, estimate: int) -> AsyncIterator[AsyncReservation]:
+        """async with: reserve estimate units for the block (Client.budget_call).
+
+            async with fg.budget_call("llm", user, prompt_tokens + max_tokens) as r:
+                answer = await llm(prompt)
+                await r.settle(answer.usage.total_tokens)
+
+        Denied when estimate does not fit. When the block raises or the
+        task is cancelled before settling, the reservation is cancelled
+        (to its end, even if cancelled again); a block that ends without
+        settle() settles at the estimate.
+        """
+        d = await self.reserve(name, user, estimate)
+        if not d.allowed:
+            raise Denied(d, f"budget {name!r} for {estimate} units")
+        r = AsyncReservation(self, name, user, estimate, d)
+        try:
+            yield r
+        except BaseException:
+            if not r.done:
+                with contextlib.suppress(FloodgateError):
+                    await r.cancel()
+            raise
+        if not r.done:
+            await r.settle(estimate)
 
     # -- ops
 

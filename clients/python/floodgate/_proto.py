@@ -64,6 +64,12 @@ class LeaseLost(FloodgateError):
     """A slot lease ran out (or was released) before refresh/release (409)."""
 
 
+class StaleReservation(FloodgateError):
+    """settle() or cancel() named no reservation the user holds (409): it was
+    settled or cancelled already, its lease ended (it then counts as its
+    estimate), or it is another user's or budget's. Nothing changed."""
+
+
 class Denied(Exception):
     """call() or slot() could not go ahead now; .decision says why and for how long."""
 
@@ -87,7 +93,7 @@ class Decision:
 
     allowed: the request may go ahead (and has been counted).
     reason: "none" when allowed, else "cooldown", "window", "rate",
-        "backoff", "probing", "slots" or "redis_down".
+        "backoff", "probing", "slots", "budget" or "redis_down".
     remaining: how many more requests the limit admits now (-1: no count).
     retry_after: seconds to wait before the same request would be allowed
         (0.0 when allowed).
@@ -96,6 +102,8 @@ class Decision:
     cached: a repeat denial answered from the server's deny cache.
     probe, token: backoff only; probe is True when this caller holds the
         endpoint's single half-open probe, token names it for abandon().
+    reservation: budget reserve() only: names the units it holds, for
+        settle() or cancel(); "" when denied.
     error: allow_many only: why the server could not decide this user
         (allowed is then False); "" otherwise.
 
@@ -114,6 +122,7 @@ class Decision:
     cached: bool = False
     probe: bool = False
     token: str = ""
+    reservation: str = ""
     error: str = ""
 
     @classmethod
@@ -132,6 +141,7 @@ class Decision:
             cached=bool(d.get("cached", False)),
             probe=bool(d.get("probe", False)),
             token=str(d.get("token") or ""),
+            reservation=str(d.get("reservation") or ""),
             error=str(d.get("error") or ""),
         )
         return self
@@ -177,6 +187,35 @@ class SlotsStatus:
     size: int
     in_use: int
     waiting: int
+
+
+@dataclass(frozen=True)
+class BudgetStatus:
+    """A user's state in a token budget (budget()), changing nothing.
+
+    With 20,000 units an hour, a viewer who settled a call at 900 and holds
+    a reservation of 1,500 reads spent=900, reserved=1500, reservations=1,
+    remaining=17600.
+
+    limit, window: the budget's units per sliding window (seconds).
+    spent: units settled or charged in the window (and reservations whose
+        lease ended unsettled, at their estimate).
+    reserved, reservations: units and count of reservations in flight.
+    remaining: the largest estimate reserve() admits now.
+    oldest_ages_out: seconds until the oldest spend leaves the window.
+    reset_after: seconds until the window holds nothing.
+    """
+
+    budget: str
+    user: str
+    limit: int
+    window: float
+    spent: int
+    reserved: int
+    reservations: int
+    remaining: int
+    oldest_ages_out: float
+    reset_after: float
 
 
 @dataclass(frozen=True)
@@ -227,9 +266,9 @@ def _json_id(what: str, value: Id) -> str:
     return value
 
 
-def _count(n: int) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"floodgate: n must be an int >= 1, got {n!r}")
+def _count(n: int, what: str = "n", least: int = 1) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < least:
+        raise ValueError(f"floodgate: {what} must be an int >= {least}, got {n!r}")
     return n
 
 
@@ -316,7 +355,7 @@ class _Op(Generic[T]):
     counts) never are.
     """
 
-    __slots__ = ("method", "path", "body", "parse", "on_503", "wait", "idempotent")
+    __slots__ = ("method", "path", "body", "parse", "on_503", "wait", "idempotent", "conflict")
 
     def __init__(
         self,
@@ -327,6 +366,7 @@ class _Op(Generic[T]):
         on_503: Optional[Callable[["Decision"], T]] = None,
         wait: Optional[float] = None,
         idempotent: bool = False,
+        conflict: type = LeaseLost,
     ) -> None:
         self.method = method
         self.path = path
@@ -335,13 +375,14 @@ class _Op(Generic[T]):
         self.on_503 = on_503
         self.wait = wait
         self.idempotent = idempotent
+        self.conflict = conflict  # the error of a 409
 
     def finish(self, status: int, retry_after: Optional[str], raw: bytes) -> T:
         """The result of the answer (status, Retry-After header, body), or raise."""
         ra = _retry_after(retry_after)
         if 200 <= status < 300:
             return self.parse(_json(status, raw), ra)
-        err = _error(status, raw, ra)
+        err = _error(status, raw, ra, self.conflict)
         if status == 503 and self.on_503 is not None and err.decision is not None:
             return self.on_503(err.decision)
         raise err
@@ -358,7 +399,7 @@ def _json(status: int, raw: bytes) -> Any:
         raise FloodgateError(status, f"server sent invalid JSON: {raw[:200]!r}") from None
 
 
-def _error(status: int, raw: bytes, ra: Optional[float]) -> FloodgateError:
+def _error(status: int, raw: bytes, ra: Optional[float], conflict: type = LeaseLost) -> FloodgateError:
     msg = ""
     decision = None
     try:
@@ -375,7 +416,7 @@ def _error(status: int, raw: bytes, ra: Optional[float]) -> FloodgateError:
             decision = dataclasses.replace(decision, error="")  # the message, not a per-user failure
     if not msg:
         msg = raw[:200].decode("utf-8", "replace").strip() or f"HTTP {status}"
-    cls = LeaseLost if status == 409 else FloodgateError
+    cls = conflict if status == 409 else FloodgateError
     return cls(status, msg, ra, decision)
 
 
@@ -546,6 +587,49 @@ def op_slots(name: Id) -> _Op[SlotsStatus]:
         return SlotsStatus(size=int(d.get("size", 0)), in_use=int(d.get("in_use", 0)), waiting=int(d.get("waiting", 0)))
 
     return _Op("GET", "/v1/slots/" + _quote("name", name), None, parse, idempotent=True)
+
+
+def _budget_path(name: Id, user: Id) -> str:
+    return "/v1/budgets/" + _quote("name", name) + "/users/" + _quote("user", user)
+
+
+def op_reserve(name: Id, user: Id, units: int) -> _Op[Decision]:
+    """units: the estimate (prompt tokens + max_tokens)."""
+    return _Op("POST", _budget_path(name, user) + "/reserve", {"units": _count(units, "units")}, _decision, _same)
+
+
+def op_charge(name: Id, user: Id, units: int) -> _Op[Decision]:
+    return _Op("POST", _budget_path(name, user) + "/charge", {"units": _count(units, "units")}, _decision, _same)
+
+
+def op_settle(name: Id, user: Id, reservation: str, units: Optional[int]) -> _Op[None]:
+    """units None: cancel."""
+    if not isinstance(reservation, str) or not reservation:
+        raise ValueError(f"floodgate: reservation must be the reserve() Decision's non-empty .reservation, got {reservation!r}")
+    body: Dict[str, Any] = {"reservation": reservation}
+    what = "cancel"
+    if units is not None:
+        body["units"], what = _count(units, "units", 0), "settle"
+    return _Op("POST", _budget_path(name, user) + "/" + what, body, _none, conflict=StaleReservation)
+
+
+def op_budget(name: Id, user: Id) -> _Op[BudgetStatus]:
+    def parse(d: Any, ra: Optional[float]) -> BudgetStatus:
+        d = d or {}
+        return BudgetStatus(
+            budget=str(d.get("budget", "")),
+            user=str(d.get("user", "")),
+            limit=int(d.get("limit", 0)),
+            window=_secs(d.get("window_ms")),
+            spent=int(d.get("spent", 0)),
+            reserved=int(d.get("reserved", 0)),
+            reservations=int(d.get("reservations", 0)),
+            remaining=int(d.get("remaining", 0)),
+            oldest_ages_out=_secs(d.get("oldest_ages_out_ms")),
+            reset_after=_secs(d.get("reset_after_ms")),
+        )
+
+    return _Op("GET", _budget_path(name, user), None, parse, idempotent=True)
 
 
 def op_probe(path: str) -> _Op[None]:

@@ -11,7 +11,17 @@ import threading
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
 
 from . import _proto as p
-from ._proto import Decision, Denied, EndpointStatus, FloodgateError, Id, SlotsStatus, TransportError, UserStatus
+from ._proto import (
+    BudgetStatus,
+    Decision,
+    Denied,
+    EndpointStatus,
+    FloodgateError,
+    Id,
+    SlotsStatus,
+    TransportError,
+    UserStatus,
+)
 
 T = TypeVar("T")
 
@@ -42,6 +52,41 @@ class Lease:
 
     def __repr__(self) -> str:
         return f"Lease(name={self.name!r}, lease={self.lease}, degraded={self.degraded})"
+
+
+class Reservation:
+    """Units a budget_call() holds for one LLM call: settle(actual) once its
+    usage is known; cancel() if the call did not happen.
+
+    decision is the reserve() Decision (remaining, reset_after); token its
+    .reservation. done turns True once settle() or cancel() is tried: a
+    settle that failed is never followed by a cancel (the reservation then
+    counts as its estimate, never less than the call used).
+    """
+
+    def __init__(self, client: "Client", name: Id, user: Id, estimate: int, decision: Decision) -> None:
+        self.client = client
+        self.name = name
+        self.user = user
+        self.estimate = estimate
+        self.decision = decision
+        self.token = decision.reservation
+        self.done = False
+
+    def settle(self, units: int) -> None:
+        """Record what the call cost, above the estimate too (StaleReservation
+        if the reservation's lease ended first)."""
+        p._count(units, "units", 0)
+        self.done = True
+        self.client.settle(self.name, self.user, self.token, units)
+
+    def cancel(self) -> None:
+        """Free the reservation: nothing of it counts."""
+        self.done = True
+        self.client.cancel(self.name, self.user, self.token)
+
+    def __repr__(self) -> str:
+        return f"Reservation(name={self.name!r}, user={self.user!r}, estimate={self.estimate}, done={self.done})"
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -382,6 +427,63 @@ class Client:
     def slots(self, name: Id, *, timeout: Optional[float] = None) -> SlotsStatus:
         """Pool name's size, slots in use and waiters."""
         return self._send(p.op_slots(name), timeout)
+
+    # -- token budgets
+
+    def reserve(self, name: Id, user: Id, units: int, *, timeout: Optional[float] = None) -> Decision:
+        """Hold units (the estimate: prompt tokens + max_tokens) of user's
+        budget name if they fit; the Decision's .reservation names them.
+
+        A denial is a Decision with allowed=False (reason "budget") and
+        retry_after: when enough of the window ages out for units.
+        """
+        return self._send(p.op_reserve(name, user, units), timeout)
+
+    def settle(self, name: Id, user: Id, reservation: str, units: int, *, timeout: Optional[float] = None) -> None:
+        """Replace a reservation's estimate with what the call cost (units,
+        0 or more; above the estimate too). StaleReservation (409) when
+        it was settled or cancelled already, or its lease ended."""
+        self._send(p.op_settle(name, user, reservation, units), timeout)
+
+    def cancel(self, name: Id, user: Id, reservation: str, *, timeout: Optional[float] = None) -> None:
+        """Free a reservation whose call did not happen (StaleReservation as settle)."""
+        self._send(p.op_settle(name, user, reservation, None), timeout)
+
+    def charge(self, name: Id, user: Id, units: int, *, timeout: Optional[float] = None) -> Decision:
+        """Spend units known up front, if they fit: reserve and settle in one."""
+        return self._send(p.op_charge(name, user, units), timeout)
+
+    def budget(self, name: Id, user: Id, *, timeout: Optional[float] = None) -> BudgetStatus:
+        """user's state in budget name: spent, reserved, remaining; changes nothing."""
+        return self._send(p.op_budget(name, user), timeout)
+
+    @contextlib.contextmanager
+    def budget_call(self, name: Id, user: Id, estimate: int) -> Iterator[Reservation]:
+        """Reserve estimate units of user's budget name for the with block:
+
+            with fg.budget_call("llm", user, prompt_tokens + max_tokens) as r:
+                answer = llm(prompt)
+                r.settle(answer.usage.total_tokens)
+
+        Raises Denied (reason "budget", with retry_after) when estimate does
+        not fit; the block does not run. When the block raises (or is
+        interrupted) before settling, the reservation is cancelled, errors
+        doing so suppressed; when it ends without settle(), it settles at
+        the estimate.
+        """
+        d = self.reserve(name, user, estimate)
+        if not d.allowed:
+            raise Denied(d, f"budget {name!r} for {estimate} units")
+        r = Reservation(self, name, user, estimate, d)
+        try:
+            yield r
+        except BaseException:
+            if not r.done:
+                with contextlib.suppress(FloodgateError):
+                    r.cancel()
+            raise
+        if not r.done:
+            r.settle(estimate)
 
     # -- ops
 
