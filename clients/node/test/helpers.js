@@ -93,7 +93,7 @@ export const DECISION = { allowed: true, reason: 'none', remaining: 19, retry_af
 export async function rawServerProcess(mode, { closeMs = 50 } = {}) {
   const { spawn } = await import('node:child_process');
   const { createInterface } = await import('node:readline');
-  const child = spawn(process.execPath, [new URL('./raw-server-child.js', import.meta.url).pathname, mode, String(closeMs)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [new URL('../testdata/raw-server-child.js', import.meta.url).pathname, mode, String(closeMs)], { stdio: ['ignore', 'pipe', 'inherit'] });
   const st = { requests: 0, connections: 0 };
   const lines = createInterface({ input: child.stdout });
   const url = await new Promise((resolve, reject) => {
