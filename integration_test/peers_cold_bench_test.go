@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -189,7 +190,9 @@ func runCold(b *testing.B, rdb, other *redis.Client, mode, path string) []peerRe
 // BenchmarkAllowAllocs counts the client's allocations per decision
 // (-benchmem): Floodgate's Allow (deny cache off) beside go-redis
 // Script.Run of the textbook log, on a cooldown denial (nothing written,
-// so every iteration is the same decision).
+// so every iteration is the same decision), and the CPU time this process
+// (the client: redis-server is another) spends per decision, user and
+// system.
 //
 //	go test ./integration_test -run '^$' -bench AllowAllocs -benchmem
 func BenchmarkAllowAllocs(b *testing.B) {
@@ -212,11 +215,22 @@ func BenchmarkAllowAllocs(b *testing.B) {
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
+			cpu0 := processCPU()
 			for i := 0; i < b.N; i++ {
 				if err := c.op(ctx, i%users); err != nil {
 					b.Fatal(err)
 				}
 			}
+			b.ReportMetric(float64((processCPU()-cpu0).Nanoseconds())/1000/float64(b.N), "client_cpu_us/op")
 		})
 	}
+}
+
+// processCPU is the user and system CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
