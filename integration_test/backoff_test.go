@@ -188,6 +188,7 @@ func backoffProbeWorker(ctx context.Context) (any, error) {
 //     of its own: the endpoint opened exactly 1 + probes times. Two probes
 //     in one period would make one Failure stale (counted, not opened).
 func TestBackoffOneProbePerHalfOpenPeriodAcrossProcesses(t *testing.T) {
+	skipIfShort(t) // -short keeps TestBackoffScheduleRealTime
 	prefix, b := openedBackoff(t)
 	ctx := context.Background()
 	const procs = 3
@@ -471,6 +472,7 @@ func backoffDoWorker(ctx context.Context) (any, error) {
 //     failures), and no abandoned probe was counted;
 //   - abandoned probes passed the probe on at once, many times.
 func TestBackoffDoAcrossProcesses(t *testing.T) {
+	skipIfShort(t) // -short keeps TestBackoffScheduleRealTime
 	prefix, b := openedBackoff(t)
 	ctx := context.Background()
 	results := runWorkers[backoffDoResult](t, "backoff-do", 3, map[string]string{

@@ -149,6 +149,7 @@ func bucketFlatOut(ctx context.Context) (any, error) {
 // 4*10 + burst calls (GCRA admits burst + span*rate over any span), and
 // not many fewer.
 func TestBucketAcrossProcesses(t *testing.T) {
+	skipIfShort(t) // -short keeps TestBucketOnRealRedis
 	rdb := client(t)
 	prefix := uniquePrefix(t, rdb)
 	const (

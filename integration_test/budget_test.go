@@ -148,6 +148,7 @@ func budgetAcrossProcesses(t *testing.T, mode string, users int) (map[string][]b
 // exactly Limit minus that: one more unit than the room is denied, the
 // room itself is admitted.
 func TestBudgetExactAcrossProcesses(t *testing.T) {
+	skipIfShort(t) // -short keeps TestBudgetListpackPastTheBound
 	const users = 20
 	calls, b := budgetAcrossProcesses(t, "exact", users)
 	ctx := context.Background()
@@ -187,6 +188,7 @@ func TestBudgetExactAcrossProcesses(t *testing.T) {
 // that admission's Reserve. (Without overlap that is the last call's
 // overshoot alone: TestBudgetSequentialOvershootBound in limiter.)
 func TestBudgetOvershootBoundAcrossProcesses(t *testing.T) {
+	skipIfShort(t) // -short keeps TestBudgetListpackPastTheBound
 	const users = 20
 	calls, b := budgetAcrossProcesses(t, "overshoot", users)
 	ctx := context.Background()
@@ -265,6 +267,7 @@ func TestBudgetListpackPastTheBound(t *testing.T) {
 // per-message window (Import) in the same run. Peek reads every budget
 // user back exactly, so the layout is the scripts' own.
 func TestBudgetMemoryPerUser(t *testing.T) {
+	skipIfShort(t) // -short keeps TestBudgetListpackPastTheBound
 	needRedisServer(t)
 	srv, err := redisproc.Start(context.Background(), redisproc.Options{})
 	if err != nil {

@@ -75,6 +75,7 @@ type clusterEnv struct {
 }
 
 func TestCluster(t *testing.T) {
+	skipIfShort(t) // a 3+3 Cluster; -short keeps TestBackoffPickOnCluster
 	needRedisServer(t)
 	if _, err := exec.LookPath("redis-cli"); err != nil {
 		if os.Getenv("CI") != "" {

@@ -26,6 +26,7 @@ import (
 // with a decision or an error wrapping context.DeadlineExceeded; calls
 // taken into a coalesced batch leave without waiting for it.
 func TestCallsReturnByTheirDeadline(t *testing.T) {
+	skipIfShort(t) // -short keeps TestServeReadinessRedisRestart
 	needRedisServer(t)
 	for _, tc := range []struct {
 		name   string

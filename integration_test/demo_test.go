@@ -104,6 +104,7 @@ func checkShared(t *testing.T, sums []demoSummary, messages int) int {
 // replica processes) against the test Redis, and checks from the replicas'
 // own summaries that no user got past one limit in total.
 func TestDemoSharedLimits(t *testing.T) {
+	skipIfShort(t) // -short keeps cmd/chatbot-demo's TestReplica (miniredis)
 	rdb := client(t)
 	bin := commandBin(t, "chatbot-demo")
 	const messages = 300
@@ -223,6 +224,7 @@ func scrape(ctx context.Context, url, metric string, labels ...string) (sum floa
 // pool their summaries in Redis and the last one prints the report, whose
 // checks must pass.
 func TestDemoMetrics(t *testing.T) {
+	skipIfShort(t) // -short keeps cmd/chatbot-demo's TestReplica (miniredis)
 	rdb := client(t)
 	bin := commandBin(t, "chatbot-demo")
 	const messages = 600

@@ -129,10 +129,11 @@ func keysUnder(t *testing.T, rdb *redis.Client, prefix string) []string {
 	return keys
 }
 
-// TestLoadgenAgainstRedis runs loadgen at the seed's two small sizes on the
+// TestLoadgenAgainstRedis runs loadgen at the study's two small sizes on the
 // shared server, as a user would against their own Redis, and checks every
 // figure is there and plausible, and that it deleted exactly its own keys.
 func TestLoadgenAgainstRedis(t *testing.T) {
+	skipIfShort(t) // -short keeps TestLoadgenCtrlC
 	rdb := client(t)
 	bin := commandBin(t, "loadgen")
 	ctx := context.Background()
@@ -262,6 +263,7 @@ func checkSVG(t *testing.T, path string) {
 // the replicas too), an even spread, and server time per decision; then
 // stops every node.
 func TestLoadgenCluster(t *testing.T) {
+	skipIfShort(t) // -short keeps TestLoadgenEmbedded
 	needRedisServer(t)
 	bin := commandBin(t, "loadgen")
 	out := filepath.Join(t.TempDir(), "r.json")
@@ -433,6 +435,7 @@ func TestLoadgenUnreachable(t *testing.T) {
 // TestLoadgenClusterCtrlC interrupts a --cluster run of a million users
 // while it writes them: exit 130 with one line, and every node stopped.
 func TestLoadgenClusterCtrlC(t *testing.T) {
+	skipIfShort(t) // -short keeps TestLoadgenCtrlC
 	needRedisServer(t)
 	bin := commandBin(t, "loadgen")
 	cmd := exec.Command(bin, "--cluster", "3", "--users", "1M", "--tests", "hourly")

@@ -9,6 +9,7 @@ package integration_test
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -35,6 +36,10 @@ func TestMain(m *testing.M) {
 	if role := os.Getenv(workerEnv); role != "" {
 		os.Exit(runWorker(role))
 	}
+	flag.Parse()
+	if flag.Lookup("test.run").Value.String() == "" {
+		prebuild("floodgate", "loadgen") // chatbot-demo's tests are slow ones
+	}
 	var srv *redisproc.Server
 	redisURL = os.Getenv("REDIS_URL")
 	if redisURL == "" {
@@ -51,6 +56,20 @@ func TestMain(m *testing.M) {
 		srv.Stop()
 	}
 	os.Exit(code)
+}
+
+// prebuild starts building the commands the tests run, side by side, as
+// the first tests start: after an edit each is a link of seconds on a
+// loaded machine, which the first test to call commandBin would otherwise
+// wait for in turn. Only for a whole run: a -run selection may need none.
+func prebuild(names ...string) {
+	binsMu.Lock()
+	defer binsMu.Unlock()
+	for _, name := range names {
+		b := &builtBin{}
+		bins[name] = b
+		go b.once.Do(func() { b.path, b.err = buildCommand(name) })
+	}
 }
 
 // needRedis skips (or, under CI, fails) when no real Redis is available.
@@ -76,6 +95,16 @@ func needRedisServer(t testing.TB) {
 		t.Fatal("CI is set but redis-server is not on PATH")
 	}
 	t.Skip("redis-server is not on PATH")
+}
+
+// skipIfShort skips a slow test under `go test -short`, the tier to run
+// while editing; CI's full command runs it. The comment at each call names
+// the quicker real-Redis test that -short still runs for that area.
+func skipIfShort(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("slow: runs without -short")
+	}
 }
 
 // client connects to the shared server.

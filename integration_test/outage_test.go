@@ -44,6 +44,7 @@ func (s *outageStats) record(took time.Duration, degraded bool, err error) {
 // degraded decisions instead of errors during the outage, and shared
 // limits again afterwards, with the scripts reloaded after NOSCRIPT.
 func TestKillAndRestartRedis(t *testing.T) {
+	skipIfShort(t) // -short keeps TestServeReadinessRedisRestart
 	needRedisServer(t)
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 

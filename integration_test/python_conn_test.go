@@ -148,6 +148,7 @@ func startServeAt(t *testing.T, addr string, env map[string]string) *serveProc {
 // sidecar restarts on the same address, both call again: no error, and
 // each user's count went up by exactly one per call.
 func TestPythonClientsSurviveServerRestart(t *testing.T) {
+	skipIfShort(t) // -short keeps TestServeReadinessRedisRestart
 	needPython(t)
 	rdb := client(t)
 	token := randomHex(t, 16)
@@ -178,22 +179,24 @@ func TestPythonClientsSurviveServerRestart(t *testing.T) {
 	}
 }
 
-// TestPythonClientsSurviveIdleTimeout: the connection is closed by the
-// server side after 200ms idle while the clients pause 700ms between
-// calls: every call succeeds and counts exactly once. (floodgate serve's
-// own idle timeout is a fixed 2 minutes, so node_test.go's idleProxy in
-// front of it plays the short one.)
+// TestPythonClientsSurviveIdleTimeout: the server closes connections idle
+// for 200ms (FLOODGATE_HTTP_IDLE_TIMEOUT) while the clients pause 700ms
+// between calls: every call succeeds and counts exactly once. A proxy in
+// front (node_test.go's idleProxy, its own timeout out of reach) counts
+// the connections.
 func TestPythonClientsSurviveIdleTimeout(t *testing.T) {
+	skipIfShort(t) // -short keeps TestClientsAndGoReplicaShareLimits
 	needPython(t)
 	rdb := client(t)
 	token := randomHex(t, 16)
 	srv := startServeProc(t, map[string]string{
-		"FLOODGATE_KEY_PREFIX":    uniquePrefix(t, rdb),
-		"FLOODGATE_HTTP_TOKEN":    token,
-		"FLOODGATE_USER_COOLDOWN": "0",
-		"FLOODGATE_REDIS_TIMEOUT": pyRedisTimeout.String(),
+		"FLOODGATE_KEY_PREFIX":        uniquePrefix(t, rdb),
+		"FLOODGATE_HTTP_TOKEN":        token,
+		"FLOODGATE_USER_COOLDOWN":     "0",
+		"FLOODGATE_REDIS_TIMEOUT":     pyRedisTimeout.String(),
+		"FLOODGATE_HTTP_IDLE_TIMEOUT": "200ms",
 	})
-	proxy := startIdleProxy(t, strings.TrimPrefix(srv.URL, "http://"), 200*time.Millisecond)
+	proxy := startIdleProxy(t, strings.TrimPrefix(srv.URL, "http://"), time.Hour)
 	bot := startPyKeepAliveBot(t, "http://"+proxy.ln.Addr().String(), token, "idle-sync", "idle-async")
 	const rounds = 4
 	for round := 1; round <= rounds; round++ {

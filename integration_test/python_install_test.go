@@ -16,6 +16,7 @@ import (
 // installs them), and the installed package, not the source tree, passes
 // the unit tests and carries its py.typed marker.
 func TestPythonClientInstalls(t *testing.T) {
+	skipIfShort(t) // -short keeps TestClientsAndGoReplicaShareLimits
 	needPython(t)
 	const sysPy = "/usr/bin/python3" // Debian's, with venv, setuptools and wheel
 	if _, err := os.Stat(sysPy); err != nil {

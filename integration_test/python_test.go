@@ -13,13 +13,10 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/floodgate/floodgate/internal/redisproc"
-	"github.com/floodgate/floodgate/limiter"
 )
 
 // The Python client (clients/python/floodgate.py) against a real
@@ -61,6 +58,7 @@ func randomHex(t *testing.T, n int) string {
 // with FLOODGATE_TEST_URL pointing at a real server (with a token, so auth
 // is exercised), and checks that the live tests ran rather than skipped.
 func TestPythonClientUnittest(t *testing.T) {
+	skipIfShort(t) // -short keeps TestClientsAndGoReplicaShareLimits
 	py := needPython(t)
 	rdb := client(t)
 	token := randomHex(t, 16)
@@ -245,98 +243,6 @@ func (r *pyReplica) result(t *testing.T) pyReplicaResult {
 		t.Fatalf("%s: %v\n%s", r.name, err, r.stderr.String())
 	}
 	return res
-}
-
-// TestPythonAndGoReplicasShareLimits: a Go replica (library, direct to
-// Redis), a sync Python replica (16 threads, one server) and an asyncio
-// Python replica (200 tasks, a second server on the same Redis) hammer the
-// same 50 users at the same time with cooldown off and a limit of 20. Each
-// side tries 15 times per user, so each alone would get 15; together every
-// user gets exactly 20.
-func TestPythonAndGoReplicasShareLimits(t *testing.T) {
-	needPython(t)
-	rdb := client(t)
-	const users, limit, attempts = 50, 20, 15
-	prefix := uniquePrefix(t, rdb)
-	env := map[string]string{
-		"FLOODGATE_KEY_PREFIX":                 prefix,
-		"FLOODGATE_USER_COOLDOWN":              "0",
-		"FLOODGATE_MAX_REQUESTS_PER_USER_HOUR": fmt.Sprint(limit),
-		"FLOODGATE_REDIS_TIMEOUT":              pyRedisTimeout.String(),
-	}
-	srvA, srvB := startServeProc(t, env), startServeProc(t, env)
-	cfg := limiter.DefaultConfig()
-	cfg.KeyPrefix = prefix
-	cfg.UserCooldown = 0
-	cfg.MaxRequestsPerUserHour = limit
-	cfg.RedisTimeout = pyRedisTimeout
-	lim, err := limiter.New(rdb, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	common := []string{fmt.Sprintf("USERS=%d", users), fmt.Sprintf("ATTEMPTS=%d", attempts)}
-	threadsR := startPyReplica(ctx, t, "python threads replica", srvA.URL, append(common, "THREADS=16")...)
-	tasksR := startPyReplica(ctx, t, "python asyncio replica", srvB.URL, append(common, "TASKS=200")...)
-
-	// Start all three together. The Go replica paces itself a little so
-	// that its requests interleave with the slower Python ones instead of
-	// finishing before Python's first.
-	io.WriteString(threadsR.stdin, "go\n")
-	io.WriteString(tasksR.stdin, "go\n")
-	goAllowed := make([]atomic.Int64, users)
-	var goErrs atomic.Int64
-	jobs := make(chan int, users*attempts)
-	for a := 0; a < attempts; a++ {
-		for u := users - 1; u >= 0; u-- {
-			jobs <- u
-		}
-	}
-	close(jobs)
-	var wg sync.WaitGroup
-	for g := 0; g < 32; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for u := range jobs {
-				d, err := lim.Allow(ctx, fmt.Sprintf("viewer%02d", u))
-				if err != nil || d.Degraded {
-					goErrs.Add(1)
-					continue
-				}
-				if d.Allowed {
-					goAllowed[u].Add(1)
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
-		}()
-	}
-	wg.Wait()
-	resS, resA := threadsR.result(t), tasksR.result(t)
-	for _, r := range []pyReplicaResult{resS, resA} {
-		if len(r.Errors) != 0 || r.Degraded != 0 {
-			t.Fatalf("python errors or degraded decisions: %v (+%d degraded)", r.Errors, r.Degraded)
-		}
-		if len(r.Allowed) != users {
-			t.Errorf("a python replica reported %d users, want %d", len(r.Allowed), users)
-		}
-	}
-	if goErrs.Load() != 0 {
-		t.Fatalf("go replica: %d errors or degraded decisions", goErrs.Load())
-	}
-	var goTotal, syncTotal, asyncTotal int
-	for u := 0; u < users; u++ {
-		name := fmt.Sprintf("viewer%02d", u)
-		g, s, a := int(goAllowed[u].Load()), resS.Allowed[name], resA.Allowed[name]
-		goTotal, syncTotal, asyncTotal = goTotal+g, syncTotal+s, asyncTotal+a
-		if g+s+a != limit {
-			t.Errorf("%s: %d allowed (Go %d + Python threads %d + Python asyncio %d), want exactly %d", name, g+s+a, g, s, a, limit)
-		}
-	}
-	t.Logf("allowed: Go %d, Python threads %d, Python asyncio %d, total %d over %d users (limit %d each)",
-		goTotal, syncTotal, asyncTotal, goTotal+syncTotal+asyncTotal, users, limit)
 }
 
 // TestPythonExampleBotAsync runs clients/python/example_bot_async.py

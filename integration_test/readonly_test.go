@@ -18,6 +18,7 @@ import (
 // is not an outage; once the server is promoted (REPLICAOF NO ONE) shared
 // decisions resume by themselves.
 func TestURLAtReplicaFailsLoudly(t *testing.T) {
+	skipIfShort(t) // waits out the 5 s failover window
 	needRedisServer(t)
 	ctx := context.Background()
 	master, err := redisproc.Start(ctx, redisproc.Options{})

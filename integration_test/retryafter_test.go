@@ -97,6 +97,7 @@ func retryAfterWorker(ctx context.Context) (any, error) {
 // denial must still carry a wait of at least 1 ms. The cooldown is exact
 // too: at most one admission per second.
 func TestNoZeroRetryAfterAcrossProcesses(t *testing.T) {
+	skipIfShort(t) // -short keeps TestExactAdmissionAcrossProcesses
 	rdb := client(t)
 	prefix := uniquePrefix(t, rdb)
 	const runFor = 3 * time.Second

@@ -2,14 +2,13 @@ package integration_test
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,8 +18,9 @@ import (
 	"github.com/floodgate/floodgate/internal/redisproc"
 )
 
-// commandBin builds cmd/<name> once per test process (from the Go build
-// cache, about a second), into a per-process temporary directory: a
+// commandBin builds cmd/<name> once per test process into a directory
+// kept between runs, one per checkout: go build relinks only when the
+// code changed (a link takes seconds on a loaded machine), and a
 // t.TempDir would vanish with the first test that asked for it.
 func commandBin(t testing.TB, name string) string {
 	t.Helper()
@@ -45,13 +45,11 @@ type builtBin struct {
 }
 
 var (
-	binsMu    sync.Mutex
-	bins      = map[string]*builtBin{}
-	staleOnce sync.Once
+	binsMu sync.Mutex
+	bins   = map[string]*builtBin{}
 )
 
 func buildCommand(name string) (string, error) {
-	staleOnce.Do(removeStaleBins)
 	goBin, err := exec.LookPath("go")
 	if err != nil && os.Getenv("GOROOT") != "" {
 		goBin, err = filepath.Join(os.Getenv("GOROOT"), "bin", "go"), nil
@@ -59,28 +57,22 @@ func buildCommand(name string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("building cmd/%s needs the go command on PATH: %v", name, err)
 	}
-	dir := filepath.Join(os.TempDir(), fmt.Sprintf("floodgate-itest-%d", os.Getpid()))
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("floodgate-itest-bin-%08x", crc32.ChecksumIEEE([]byte(wd))))
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
+	// go build moves a new binary into place rather than rewriting the
+	// old one, so a process already running it is not disturbed.
 	bin := filepath.Join(dir, name)
 	out, err := exec.Command(goBin, "build", "-o", bin, "github.com/floodgate/floodgate/cmd/"+name).CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("go build ./cmd/%s: %v\n%s", name, err, out)
 	}
 	return bin, nil
-}
-
-// removeStaleBins deletes the binaries of earlier test processes that
-// have exited.
-func removeStaleBins() {
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "floodgate-itest-*"))
-	for _, d := range dirs {
-		pid, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(d), "floodgate-itest-"))
-		if err == nil && pid != os.Getpid() && errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) {
-			_ = os.RemoveAll(d)
-		}
-	}
 }
 
 // serveProc is one running `floodgate serve`.

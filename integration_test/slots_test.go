@@ -46,7 +46,7 @@ type contendResult struct {
 	ShortWaits    int // of which with a RetryAfter under 1 ms
 }
 
-// slotsContend: 4 goroutines acquire a slot of the seed's 7, mark the held
+// slotsContend: 4 goroutines acquire a slot of the original bot's 7, mark the held
 // section with INCR/DECR of a shared counter, hold 0-3 ms and release,
 // until the end of the schedule; a fifth samples InUse.
 func slotsContend(ctx context.Context) (any, error) {
@@ -162,11 +162,12 @@ func slotsContend(ctx context.Context) (any, error) {
 	return res, nil
 }
 
-// 4 processes x 4 goroutines contend for the seed's 7 slots for 5 s (and
+// 4 processes x 4 goroutines contend for the original bot's 7 slots for 5 s (and
 // one more per process only tries): never more than 7 are inside the held
 // section at once, by a shared counter and by InUse; every denied try
 // waits at least 1 ms.
 func TestSlotsNeverOverCapacityAcrossProcesses(t *testing.T) {
+	skipIfShort(t) // -short keeps TestLeaseTokenOnRealRedis
 	rdb := client(t)
 	prefix := uniquePrefix(t, rdb)
 	const procs = 4
@@ -237,6 +238,7 @@ func slotsHold(ctx context.Context) (any, error) {
 // released): the slots stay taken until the lease runs out, then are
 // reclaimed.
 func TestSlotsCrashedHolderReclaimed(t *testing.T) {
+	skipIfShort(t) // -short keeps TestLeaseTokenOnRealRedis
 	rdb := client(t)
 	prefix := uniquePrefix(t, rdb)
 	const lease = 2 * time.Second
@@ -391,6 +393,7 @@ func slotsFair(ctx context.Context) (any, error) {
 // apart may reach Redis in either order, so only inversions between calls
 // further apart count, and we allow at most 1 (a poll stalled by the host).
 func TestSlotsAcquireFairAcrossProcesses(t *testing.T) {
+	skipIfShort(t) // -short keeps TestLeaseTokenOnRealRedis
 	rdb := client(t)
 	prefix := uniquePrefix(t, rdb)
 	const (

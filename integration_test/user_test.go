@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -102,6 +103,7 @@ func admitConcurrently(ctx context.Context, l *limiter.Limiter, users, goroutine
 // (or the script) admitted what Redis denies; fewer, that the cache denied
 // past the RetryAfter Redis gave.
 func TestDenyCacheNeverOverAdmits(t *testing.T) {
+	skipIfShort(t) // -short keeps TestExactAdmissionAcrossProcesses
 	rdb := client(t)
 	prefix := uniquePrefix(t, rdb)
 	const users = 30
@@ -151,8 +153,31 @@ func TestExactAdmissionAcrossProcesses(t *testing.T) {
 	}
 }
 
+// roundTrips counts a client's round trips: each command sent alone and
+// each pipeline (one write, one read) is one.
+type roundTrips struct{ n atomic.Int64 }
+
+func (r *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (r *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		r.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+func (r *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		r.n.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+// TestNoScriptAfterFlush: docs/reliability.md, Outages and restarts: after
+// SCRIPT FLUSH a decision makes at most two round trips and a batch at
+// most three, the state is kept, and every later call makes one.
 func TestNoScriptAfterFlush(t *testing.T) {
 	rdb := client(t)
+	rt := &roundTrips{}
+	rdb.AddHook(rt)
 	cfg := limiter.DefaultConfig()
 	cfg.LocalCacheSize = 0
 	l := newLimiter(t, rdb, cfg)
@@ -160,16 +185,59 @@ func TestNoScriptAfterFlush(t *testing.T) {
 	if d, err := l.Allow(ctx, "n1"); err != nil || !d.Allowed {
 		t.Fatalf("first Allow: %+v, %v", d, err)
 	}
-	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
-		t.Fatal(err)
+	flush := func() {
+		t.Helper()
+		if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		rt.n.Store(0)
 	}
-	d, err := l.Allow(ctx, "n1")
-	if err != nil {
-		t.Fatalf("Allow after SCRIPT FLUSH: %v", err)
+	// counted runs f and fails if it made more than most round trips.
+	counted := func(what string, most int64, f func()) {
+		t.Helper()
+		before := rt.n.Load()
+		f()
+		if n := rt.n.Load() - before; n > most || n < 1 {
+			t.Errorf("%s: %d round trips, want 1 to %d", what, n, most)
+		}
 	}
-	if d.Allowed || d.Reason != limiter.ReasonCooldown {
-		t.Fatalf("after SCRIPT FLUSH the state was lost: %+v", d)
+	flush()
+	counted("Allow after SCRIPT FLUSH", 2, func() {
+		d, err := l.Allow(ctx, "n1")
+		if err != nil {
+			t.Fatalf("Allow after SCRIPT FLUSH: %v", err)
+		}
+		if d.Allowed || d.Reason != limiter.ReasonCooldown {
+			t.Fatalf("after SCRIPT FLUSH the state was lost: %+v", d)
+		}
+	})
+	counted("the next Allow", 1, func() { _, _ = l.Allow(ctx, "n2") })
+
+	users := make([]string, 300)
+	for i := range users {
+		users[i] = fmt.Sprintf("batch_%03d", i)
 	}
+	flush()
+	counted("AllowMany of 300 users after SCRIPT FLUSH", 3, func() {
+		ds, err := l.AllowMany(ctx, users)
+		if err != nil {
+			t.Fatalf("AllowMany after SCRIPT FLUSH: %v", err)
+		}
+		for i, d := range ds {
+			if !d.Allowed || d.Degraded {
+				t.Fatalf("AllowMany[%d] after SCRIPT FLUSH: %+v", i, d)
+			}
+		}
+	})
+	counted("the next AllowMany of 300 users", 1, func() {
+		ds, err := l.AllowMany(ctx, users)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ds[0].Allowed || ds[299].Allowed {
+			t.Fatalf("AllowMany again inside the cooldown admitted: %+v, %+v", ds[0], ds[299])
+		}
+	})
 }
 
 func TestRealTTLDecay(t *testing.T) {
@@ -313,10 +381,17 @@ func TestCraftedIdsSpreadOverSlots(t *testing.T) {
 	}
 }
 
-// TestMemoryPerUser fills 50,000 users with a full hour of history (20
-// requests each, spread over the hour, as Allow leaves them) and reads
-// INFO used_memory. The design goal is at most 420 bytes per user.
+// memoryPerUserBound is TestMemoryPerUser's bound: the figure measured
+// when the test was written (302-303 B/user on redis-server 7.0.15, three
+// runs) plus 10%, so that a layout change costing a tenth more fails,
+// where the design goal (420 B) let a 43% regression pass.
+const memoryPerUserBound = 333
+
+// TestMemoryPerUser admits 50,000 users 20 times each through Allow (the
+// path a chat bot takes, cooldown off so the 20 land at once), which
+// leaves a full hour's window per user, and reads INFO used_memory.
 func TestMemoryPerUser(t *testing.T) {
+	skipIfShort(t) // -short keeps TestLoadgenEmbedded
 	needRedisServer(t)
 	srv, err := redisproc.Start(context.Background(), redisproc.Options{})
 	if err != nil {
@@ -327,29 +402,39 @@ func TestMemoryPerUser(t *testing.T) {
 	defer rdb.Close()
 	cfg := limiter.DefaultConfig()
 	cfg.RedisTimeout = 10 * time.Second
+	cfg.UserCooldown = 0
+	cfg.MaxRequestsPerUserHour = 20
+	cfg.LocalCacheSize = 0
 	l, err := limiter.New(rdb, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	const users = 50_000
+	const users, workers, batch = 50_000, 4, 1000
 	before := usedMemory(t, rdb)
-	now := time.Now()
 	var wg sync.WaitGroup
-	errs := make(chan error, 32)
-	for g := 0; g < 32; g++ {
+	errs := make(chan error, workers)
+	for g := 0; g < workers; g++ {
 		wg.Add(1)
 		go func(g int) {
 			defer wg.Done()
-			rng := rand.New(rand.NewPCG(uint64(g), 1))
-			for i := g; i < users; i += 32 {
-				times := make([]time.Time, 20)
-				for j := range times {
-					times[j] = now.Add(-time.Duration(rng.Int64N(int64(time.Hour - time.Minute))))
-				}
-				if err := l.Import(ctx, fmt.Sprintf("user_%05d", i), times); err != nil {
-					errs <- err
-					return
+			var ids []string
+			for i := g; i < users; i += workers {
+				ids = append(ids, fmt.Sprintf("user_%05d", i))
+			}
+			for round := 0; round < 20; round++ {
+				for start := 0; start < len(ids); start += batch {
+					ds, err := l.AllowMany(ctx, ids[start:min(start+batch, len(ids))])
+					if err != nil {
+						errs <- err
+						return
+					}
+					for i, d := range ds {
+						if !d.Allowed || d.Degraded {
+							errs <- fmt.Errorf("round %d, %s: %+v, want a shared admission", round, ids[start+i], d)
+							return
+						}
+					}
 				}
 			}
 		}(g)
@@ -363,15 +448,15 @@ func TestMemoryPerUser(t *testing.T) {
 	per := float64(after-before) / users
 	enc, _ := rdb.ObjectEncoding(ctx, "floodgate:{u:user_00001}:w").Result()
 	card, _ := rdb.ZCard(ctx, "floodgate:{u:user_00001}:w").Result()
-	t.Logf("50,000 users x 20 requests: %.1f bytes/user of used_memory (encoding %s, %d members, %s)", per, enc, card, runtime.Version())
+	t.Logf("50,000 users x 20 Allow: %.1f bytes/user of used_memory (encoding %s, %d members, %s)", per, enc, card, runtime.Version())
 	if enc != "listpack" {
 		t.Errorf("window encoding %q, want listpack", enc)
 	}
 	if card != 21 {
 		t.Errorf("window holds %d members, want 20 + base", card)
 	}
-	if per > 420 {
-		t.Errorf("%.1f bytes per user, design goal is at most 420", per)
+	if per > memoryPerUserBound {
+		t.Errorf("%.1f bytes per user, want at most %d (measured 303 + 10%%)", per, memoryPerUserBound)
 	}
 }
 

@@ -59,6 +59,13 @@ func (l *Limiter) allowRedis(ctx context.Context, user string, sent time.Time) u
 		// Deferred: a panic (say, in an Observer) must not keep the
 		// flight's place forever and wedge every later caller.
 		defer l.handOff()
+		if l.cfg.WaitReplicas > 0 {
+			// The acknowledged path (replica_ack.go) pipelines WAIT
+			// after the script.
+			var rep [1]userReply
+			l.decideRedis(ctx, []string{user}, rep[:])
+			return rep[0]
+		}
 		r, err := l.decideOne(ctx, user)
 		return userReply{r: r, err: err}
 	}

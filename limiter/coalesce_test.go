@@ -13,18 +13,66 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// TestConcurrentAllowExact drives the coalescing path (more callers than
-// maxInflight) and counts admissions exactly.
+// roundTripHook counts a client's script round trips (EVALSHA or EVAL
+// alone, or a pipeline of them) and the most in flight at once. A new
+// connection's own commands (HELLO...) run through the hooks too, nested
+// in the round trip that dialled it: they are not counted.
+type roundTripHook struct {
+	n, inflight, most atomic.Int64
+}
+
+func isScript(cmd redis.Cmder) bool { return cmd.Name() == "evalsha" || cmd.Name() == "eval" }
+
+func (h *roundTripHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *roundTripHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if !isScript(cmd) {
+			return next(ctx, cmd)
+		}
+		defer h.enter()()
+		return next(ctx, cmd)
+	}
+}
+func (h *roundTripHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if len(cmds) == 0 || !isScript(cmds[0]) {
+			return next(ctx, cmds)
+		}
+		defer h.enter()()
+		return next(ctx, cmds)
+	}
+}
+
+func (h *roundTripHook) enter() (leave func()) {
+	h.n.Add(1)
+	now := h.inflight.Add(1)
+	for {
+		m := h.most.Load()
+		if now <= m || h.most.CompareAndSwap(m, now) {
+			break
+		}
+	}
+	return func() { h.inflight.Add(-1) }
+}
+
+// TestConcurrentAllowExact: README, Coalescing: concurrent Allow calls
+// share round trips, at most 4 in flight at once, and are still counted
+// exactly. 64 goroutines x 20 calls: every user admitted exactly 20 times,
+// in at most half as many round trips as calls.
 func TestConcurrentAllowExact(t *testing.T) {
-	l, _ := newTestLimiter(t, userConfig(0, 20, time.Hour))
+	l, r := newTestLimiter(t, userConfig(0, 20, time.Hour))
+	hook := &roundTripHook{}
+	r.rdb.AddHook(hook)
 	const users, goroutines, rounds = 10, 64, 20
 	var mu sync.Mutex
 	counts := map[string]int{}
 	var wg sync.WaitGroup
+	start := make(chan struct{})
 	for g := 0; g < goroutines; g++ {
 		wg.Add(1)
 		go func(g int) {
 			defer wg.Done()
+			<-start
 			for i := 0; i < rounds; i++ {
 				u := fmt.Sprint("u", (g+i)%users)
 				d, err := l.Allow(context.Background(), u)
@@ -40,6 +88,7 @@ func TestConcurrentAllowExact(t *testing.T) {
 			}
 		}(g)
 	}
+	close(start)
 	wg.Wait()
 	for i := 0; i < users; i++ {
 		if c := counts[fmt.Sprint("u", i)]; c != 20 {
@@ -47,6 +96,15 @@ func TestConcurrentAllowExact(t *testing.T) {
 		}
 	}
 	waitDrained(t, l)
+	calls := goroutines * rounds
+	n, most := hook.n.Load(), hook.most.Load()
+	t.Logf("%d calls in %d round trips (%.1f calls each), at most %d in flight", calls, n, float64(calls)/float64(n), most)
+	if n*2 > int64(calls) {
+		t.Errorf("%d calls took %d round trips: not batched (want at most %d)", calls, n, calls/2)
+	}
+	if most > 4 {
+		t.Errorf("%d round trips in flight at once, want at most 4", most)
+	}
 }
 
 // panickyObserver panics in its first n Redis observations.

@@ -122,6 +122,17 @@ type Config struct {
 	// enough that a chat reply is not held up noticeably before the
 	// FailureMode takes over.
 	RedisTimeout time.Duration `env:"REDIS_TIMEOUT"`
+	// WaitReplicas, when above 0, makes the per-user policy send WAIT
+	// WaitReplicas after its decision, on the same connection, and count
+	// an admission only once that many replicas hold it; one they did
+	// not acknowledge in time is an outage (ErrReplicaAck) and
+	// OnRedisError decides. 0 (the default) waits for none: a failover may
+	// lose the last admissions. docs/reliability.md ("WaitReplicas") says
+	// what it guarantees and what it does not.
+	WaitReplicas int `env:"REDIS_WAIT_REPLICAS"`
+	// WaitTimeout bounds that wait (WAIT's timeout); it must be shorter
+	// than RedisTimeout. 0 means RedisTimeout/2.
+	WaitTimeout time.Duration `env:"REDIS_WAIT_TIMEOUT"`
 
 	// LocalCacheSize is how many denied users each Limiter remembers
 	// in-process until their RetryAfter passes, answering their repeat
@@ -349,6 +360,7 @@ func (c Config) Validate() error {
 	checkIdleTTLs(&errs, c) // bucket and slot keys within MaxIdleTime (key_ttl.go)
 	checkBudgetConfig(&errs, c)
 	checkDuration(&errs, "RedisTimeout", c.RedisTimeout, time.Millisecond, maxRedisTimeout)
+	checkReplicaAck(&errs, c) // replica_ack.go
 	checkInt(&errs, "LocalCacheSize", c.LocalCacheSize, 0, maxLocalCache)
 	for _, m := range []struct {
 		field string

@@ -43,9 +43,10 @@ var (
 // errNilLimiter: a method was called on a nil or zero Limiter.
 var errNilLimiter = fmt.Errorf("%w: nil or zero Limiter (build one with New)", ErrInvalidArgument)
 
-// IsUnavailable reports whether err means Redis could not be reached or did
-// not answer in time (as opposed to Redis answering with an error). Such
-// errors trigger a policy's FailureMode.
+// IsUnavailable reports whether err means Redis could not be reached, did
+// not answer in time or cannot serve for now, such as a full Redis
+// refusing writes (IsOutOfMemory), as opposed to Redis answering with an
+// error about the request. Such errors trigger a policy's FailureMode.
 func IsUnavailable(err error) bool {
 	if err == nil {
 		return false
@@ -73,7 +74,7 @@ func IsUnavailable(err error) bool {
 			return true
 		}
 	}
-	return false
+	return IsOutOfMemory(err)
 }
 
 // isOutage reports whether a policy's FailureMode applies to err: Redis is

@@ -66,11 +66,15 @@ type Limiter struct {
 	// (redis.go).
 	oneArgs  oneArgs
 	timeouts sharedTimeout
+	// The last check of Redis's maxmemory-policy (eviction.go).
+	eviction evictionState
 }
 
 // New returns a Limiter using rdb with cfg, after cfg.Validate. It does not
-// contact Redis; scripts load on first use and again after a restart
-// (NOSCRIPT). Calls return by their context's deadline only if rdb
+// wait for Redis; scripts load on first use and again after a restart
+// (NOSCRIPT). In the background it reads Redis's maxmemory-policy once
+// (CheckEviction, bounded by RedisTimeout) and logs a warning when Redis
+// can evict Floodgate's keys. Calls return by their context's deadline only if rdb
 // honours context deadlines (ContextTimeoutEnabled, as NewClient sets);
 // each round trip is also bounded by Config.RedisTimeout.
 func New(rdb redis.UniversalClient, cfg Config) (*Limiter, error) {
@@ -86,6 +90,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Limiter, error) {
 	l := &Limiter{rdb: rdb, cfg: cfg, prefix: cfg.KeyPrefix, obs: cfg.Observer}
 	l.health.interval = redisRetryInterval
 	l.initUser()
+	l.startEvictionCheck()
 	return l, nil
 }
 

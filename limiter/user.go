@@ -240,7 +240,9 @@ func (l *Limiter) decideRedis(ctx context.Context, users []string, out []userRep
 		}
 		calls = append(calls, &evalCall{keys: keys, args: l.userArgs})
 	}
-	if len(calls) == 1 {
+	if l.cfg.WaitReplicas > 0 {
+		l.evalAcked(ctx, userAllow, calls) // replica_ack.go
+	} else if len(calls) == 1 {
 		c := calls[0]
 		c.res, c.err = l.run(ctx, userAllow, c.keys, c.args...)
 	} else {

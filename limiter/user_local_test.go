@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -98,26 +99,65 @@ func TestOutageFailOpenAndClosed(t *testing.T) {
 	}
 }
 
+// attemptCounter counts the round trips a Limiter attempts.
+type attemptCounter struct{ redis atomic.Int64 }
+
+func (o *attemptCounter) ObserveDecision(string, Decision)          {}
+func (o *attemptCounter) ObserveRedis(string, time.Duration, error) { o.redis.Add(1) }
+
+// TestOutageShortCircuits: docs/reliability.md, "No waiting on a dead
+// server": once Redis is marked down calls skip it for 1 s and decide
+// locally at once; the first call after that tries again, and shared
+// limits resume by themselves when Redis answers. The figures are the
+// docs', not the package's constants.
 func TestOutageShortCircuits(t *testing.T) {
-	l, _ := outageLimiter(t, FailLocal)
-	l.health.interval = time.Hour
-	mustAllow(t, l, "u") // marks Redis down
-	start := time.Now()
+	obs := &attemptCounter{}
+	cfg := userConfig(10*time.Second, 20, time.Hour)
+	cfg.Observer = obs
+	cfg.RedisTimeout = 100 * time.Millisecond
+	l, r := newTestLimiter(t, cfg)
+	mustAllow(t, l, "before")
+	r.mr.Close()
+	tries := func() int64 { return obs.redis.Load() }
+	// go-redis retries refused dials until RedisTimeout, so the outage
+	// shows as timeouts: 3 in a row mark Redis down.
+	for i := 0; l.health.check() == nil; i++ {
+		if i == 3 {
+			t.Fatal("3 failed calls in a row did not mark Redis down")
+		}
+		mustAllow(t, l, fmt.Sprint("u", i)) // new users: each reaches Redis
+	}
+	marked := time.Now()
+	n0 := tries()
 	for i := 0; i < 100; i++ {
 		// A user each: a repeat would be answered by the fallback's
 		// precheck without a call to short-circuit.
 		if d := mustAllow(t, l, fmt.Sprint("v", i)); !d.Degraded {
-			t.Fatalf("%+v", d)
+			t.Fatalf("call %d while Redis is down: %+v", i, d)
 		}
 	}
-	// 100 calls that each waited for Redis would take 100 timeouts; the
-	// bound here is loose on purpose, it only tells "skipped" from "waited".
-	if took := time.Since(start); took > 10*time.Second {
-		t.Fatalf("calls kept waiting for a down Redis: %v", took)
+	if n := tries() - n0; n != 0 {
+		t.Fatalf("%d of 100 calls tried a Redis marked down, want none", n)
 	}
 	_, err := l.run(context.Background(), userAllow, []string{"k"}, 1, 1, 1)
 	if !errors.Is(err, ErrRedisUnavailable) || !IsUnavailable(err) {
 		t.Fatalf("run while down = %v, want ErrRedisUnavailable", err)
+	}
+	// Still skipped shortly before 1 s...
+	time.Sleep(time.Until(marked.Add(800 * time.Millisecond)))
+	before := tries()
+	mustAllow(t, l, "w")
+	if tries() != before {
+		t.Fatal("a call 0.8 s after Redis was marked down tried it, want skipped for 1 s")
+	}
+	// ...tried again after it, and shared once Redis answers.
+	if err := r.mr.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Until(marked.Add(time.Second + 50*time.Millisecond)))
+	before = tries()
+	if d := mustAllow(t, l, "x"); d.Degraded || tries() != before+1 {
+		t.Fatalf("1 s after Redis was marked down: %+v after %d attempts, want a shared decision after 1", d, tries()-before)
 	}
 }
 
@@ -133,32 +173,44 @@ func TestCallerCancellationIsNotAnOutage(t *testing.T) {
 	}
 }
 
+// TestHealthMarksDown: docs/reliability.md: a refused connection, or 3
+// timeouts in a row, mark Redis down for 1 s (figures written out here,
+// not read from the package's constants).
 func TestHealthMarksDown(t *testing.T) {
 	ctx := context.Background()
 	timeout := fmt.Errorf("read: %w", context.DeadlineExceeded)
 	refused := fmt.Errorf("dial: %w", syscall.ECONNREFUSED)
-	h := &health{interval: time.Hour}
-	for i := 1; i < downAfterTimeouts; i++ {
-		h.failed(ctx, timeout)
-		if h.check() != nil {
-			t.Fatalf("down after %d timeouts, want %d in a row", i, downAfterTimeouts)
+	l, _ := newTestLimiter(t, DefaultConfig())
+	h := &l.health
+	// downFor is how long h skips Redis from now, 0 when it is up.
+	downFor := func() time.Duration {
+		if h.check() == nil {
+			return 0
 		}
+		return time.Until(time.Unix(0, h.downUntil.Load()))
+	}
+	h.failed(ctx, timeout)
+	h.failed(ctx, timeout)
+	if d := downFor(); d != 0 {
+		t.Fatalf("down for %v after 2 timeouts, want up until 3 in a row", d)
 	}
 	h.ok() // an answer in between resets the count
-	for i := 1; i < downAfterTimeouts; i++ {
-		h.failed(ctx, timeout)
-	}
-	if h.check() != nil {
+	h.failed(ctx, timeout)
+	h.failed(ctx, timeout)
+	if d := downFor(); d != 0 {
 		t.Fatal("timeouts separated by an answer marked Redis down")
 	}
 	h.failed(ctx, timeout)
 	if err := h.check(); !errors.Is(err, ErrRedisUnavailable) {
-		t.Fatalf("after %d timeouts in a row: %v", downAfterTimeouts, err)
+		t.Fatalf("after 3 timeouts in a row: %v", err)
+	}
+	if d := downFor(); d <= 900*time.Millisecond || d > time.Second {
+		t.Fatalf("after 3 timeouts in a row Redis is skipped for %v, want 1 s", d)
 	}
 	h.ok()
 	h.failed(ctx, refused)
-	if h.check() == nil {
-		t.Fatal("a refused connection did not mark Redis down at once")
+	if d := downFor(); d <= 900*time.Millisecond || d > time.Second {
+		t.Fatalf("a refused connection marks Redis down for %v, want 1 s at once", d)
 	}
 	h.ok()
 	h.failed(ctx, errors.New("ERR some script error"))

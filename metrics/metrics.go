@@ -13,7 +13,10 @@
 //
 // Gauges that need a look at Redis (slots in use, endpoint state) are read
 // at scrape time from functions the caller registers with WatchSlots and
-// WatchEndpoint, so they cost nothing between scrapes.
+// WatchEndpoint, so they cost nothing between scrapes. The eviction
+// metrics come from each eviction check the Limiter makes (at startup,
+// and at each scrape once WatchEviction is given Limiter.CheckEviction);
+// they are left out until one succeeds.
 //
 // Every metric name starts with "floodgate_":
 //
@@ -21,11 +24,16 @@
 //	floodgate_degraded_decisions_total{policy,allowed} counter: Decision.Degraded
 //	floodgate_local_cache_hits_total{policy}           counter: Decision.Cached
 //	floodgate_redis_duration_seconds{op}               histogram
-//	floodgate_redis_errors_total{op,kind}              counter: kind is "unavailable" or "error"
+//	floodgate_redis_errors_total{op,kind}              counter: kind is "oom" (Redis is full under
+//	                                                   noeviction), "unavailable" or "error"
+//	floodgate_redis_eviction_unsafe                    gauge: 1 when Redis can evict Floodgate's keys
+//	                                                   (limiter.Eviction.Unsafe), 0 when it cannot
+//	floodgate_redis_evicted_keys_total                 counter: Redis's INFO stats evicted_keys
 //	floodgate_slots_in_use{pool}                       gauge, from WatchSlots
 //	floodgate_endpoint_state{endpoint,state}           gauge, from WatchEndpoint: 1 for the state
 //	                                                   the endpoint is in, 0 for the other two
 //	floodgate_watch_errors_total{watch,name}           counter: a watch function failed or timed out
+//	floodgate_redis_eviction_check_errors_total        counter: WatchEviction's check failed
 //
 // Label values are bounded: policies, reasons, ops and states are fixed
 // sets, and pool and endpoint names come from the caller's configuration,
@@ -69,9 +77,13 @@ type Observer struct {
 	redisTime *prometheus.HistogramVec
 	redisErrs *prometheus.CounterVec
 	watch     *watchCollector
+	eviction  *evictionCollector
 }
 
-var _ limiter.Observer = (*Observer)(nil)
+var (
+	_ limiter.Observer         = (*Observer)(nil)
+	_ limiter.EvictionObserver = (*Observer)(nil)
+)
 
 // Option changes how New builds an Observer.
 type Option func(*options)
@@ -142,7 +154,7 @@ func New(reg prometheus.Registerer, opts ...Option) (*Observer, error) {
 			ConstLabels: o.constLabels, Buckets: o.buckets,
 		}, []string{"op"}),
 		redisErrs: counter("redis_errors_total",
-			`Failed Redis round trips by script or command; kind "unavailable" means Redis could not be reached or timed out, "error" that it answered with an error.`, "op", "kind"),
+			`Failed Redis round trips by script or command; kind "oom" means Redis is full and refuses writes (maxmemory under noeviction), "unavailable" that it could not be reached or timed out, "error" that it answered with an error.`, "op", "kind"),
 		watch: newWatchCollector(o.constLabels, o.watchTimeout),
 	}
 	var err error
@@ -162,6 +174,10 @@ func New(reg prometheus.Registerer, opts ...Option) (*Observer, error) {
 		return nil, err
 	}
 	if obs.watch, err = register(reg, obs.watch); err != nil {
+		return nil, err
+	}
+	obs.eviction = newEvictionCollector(o.constLabels, o.watchTimeout)
+	if obs.eviction, err = register(reg, obs.eviction); err != nil {
 		return nil, err
 	}
 	return obs, nil
@@ -221,7 +237,10 @@ func (o *Observer) ObserveRedis(op string, took time.Duration, err error) {
 	o.redisTime.WithLabelValues(op).Observe(took.Seconds())
 	if err != nil {
 		kind := "error"
-		if limiter.IsUnavailable(err) {
+		switch {
+		case limiter.IsOutOfMemory(err):
+			kind = "oom"
+		case limiter.IsUnavailable(err):
 			kind = "unavailable"
 		}
 		o.redisErrs.WithLabelValues(op, kind).Inc()

@@ -113,7 +113,7 @@ floodgate_redis_duration_seconds_bucket{op="user_allow",le="0.01"} 4
 floodgate_redis_duration_seconds_bucket{op="user_allow",le="+Inf"} 5
 floodgate_redis_duration_seconds_sum{op="user_allow"} 0.2585
 floodgate_redis_duration_seconds_count{op="user_allow"} 5
-# HELP floodgate_redis_errors_total Failed Redis round trips by script or command; kind "unavailable" means Redis could not be reached or timed out, "error" that it answered with an error.
+# HELP floodgate_redis_errors_total Failed Redis round trips by script or command; kind "oom" means Redis is full and refuses writes (maxmemory under noeviction), "unavailable" that it could not be reached or timed out, "error" that it answered with an error.
 # TYPE floodgate_redis_errors_total counter
 floodgate_redis_errors_total{kind="error",op="user_allow"} 1
 floodgate_redis_errors_total{kind="unavailable",op="user_allow"} 1
@@ -369,12 +369,13 @@ func TestLint(t *testing.T) {
 	if err := o.WatchEndpoint("e", func(context.Context) (limiter.State, error) { return limiter.StateClosed, nil }); err != nil {
 		t.Fatal(err)
 	}
+	o.ObserveEviction(limiter.Eviction{Policy: "noeviction", Masters: 1}, nil)
 	n, err := testutil.GatherAndCount(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != 9 {
-		t.Errorf("series = %d, want 9 (one of each metric but slots_in_use, whose watch failed, and endpoint_state's three)", n)
+	if n != 12 {
+		t.Errorf("series = %d, want 12 (one of each metric but slots_in_use, whose watch failed, and endpoint_state's three)", n)
 	}
 	problems, err := testutil.GatherAndLint(reg)
 	if err != nil {

@@ -2,7 +2,10 @@
 // What a unix socket saves against TCP loopback, for this client: p50 of
 // allow over each, in one run, alternating rounds.
 //
-//   FLOODGATE_URL_TCP=http://127.0.0.1:8080 FLOODGATE_URL_UNIX=unix:///run/floodgate.sock node bench-transport.js [calls per side]
+//   node bench-transport.js --url http://127.0.0.1:8080 --url unix:///run/floodgate.sock [calls per side]
+//
+// (or FLOODGATE_URL_TCP and FLOODGATE_URL_UNIX): the first URL TCP, the
+// second the unix socket, of two servers on one Redis.
 //
 // Without the two URLs it measures against a stub server (a child Node
 // process answering a fixed decision on both), which isolates the
@@ -13,10 +16,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { Client } from './index.js';
 
-const n = Number(process.argv[2] || 4000);
+const args = process.argv.slice(2);
+const urls = args.flatMap((a, i) => (args[i - 1] === '--url' ? [a] : []));
+const n = Number(args.find((a, i) => a !== '--url' && args[i - 1] !== '--url') || 4000);
 const rounds = 20;
-let tcp = process.env.FLOODGATE_URL_TCP;
-let unix = process.env.FLOODGATE_URL_UNIX;
+let tcp = urls[0] || process.env.FLOODGATE_URL_TCP;
+let unix = urls[1] || process.env.FLOODGATE_URL_UNIX;
 let child = null;
 let dir = null;
 if (!tcp || !unix) {

@@ -2,6 +2,11 @@
 """Figures for the Python clients against a running ``floodgate serve``.
 
     python3 bench.py --url http://127.0.0.1:8080 [--token T] [--calls 2000]
+    python3 bench.py --url http://127.0.0.1:8080 --url unix:///tmp/fg.sock
+
+With two --url (two servers on one Redis, e.g. one on TCP loopback and
+one on a unix socket) it prints only the allow p50 of AsyncClient and of
+the bare loop over each, alternating rounds, and their ratios.
 
 Prints, from one run (so the ratios compare like with like):
 
@@ -43,9 +48,12 @@ def p50(xs: List[float]) -> float:
 async def bare_loop(url: str, token: Optional[str], users: List[str]) -> List[float]:
     """The same request on one kept-alive asyncio connection, nothing else."""
     u = urllib.parse.urlsplit(url)
-    r, w = await asyncio.open_connection(u.hostname, u.port)
+    if u.scheme == "unix":
+        r, w = await asyncio.open_unix_connection(u.path)
+    else:
+        r, w = await asyncio.open_connection(u.hostname, u.port)
     out = []
-    request = _proto.RequestHead(u.netloc, token)
+    request = _proto.RequestHead("localhost" if u.scheme == "unix" else u.netloc, token)
     try:
         for user in users:
             req = request.encode("POST", "/v1/users/%s/allow" % user, None)
@@ -168,14 +176,43 @@ async def ticker_gap(url: str, token: Optional[str], tasks: int, calls: int, run
         return max(gaps), p50(gaps), took, alone
 
 
+async def compare(urls: List[str], token: Optional[str], calls: int, run: str) -> None:
+    """allow p50 over two servers (transports), alternating rounds."""
+    rounds = 10
+    per = max(1, calls // rounds)
+    lat = {(u, v): [] for u in urls for v in ("async", "bare")}  # type: dict
+    clients = [floodgate.AsyncClient(u, token=token) for u in urls]
+    for fg in clients:
+        await fg.allow("%s-warm" % run)
+    for r in range(rounds):
+        for i in (0, 1) if r % 2 == 0 else (1, 0):
+            users = lambda v: ["%s-%s%d-%d-%d" % (run, v, i, r, k) for k in range(per)]  # noqa: E731
+            lat[(urls[i], "async")] += await async_client(clients[i], users("a"))
+            lat[(urls[i], "bare")] += await bare_loop(urls[i], token, users("b"))
+    for fg in clients:
+        await fg.aclose()
+    us = {k: p50(v) * 1e6 for k, v in lat.items()}
+    w = max(len(u) for u in urls)
+    print("allow p50 over %d calls each, alternating rounds:" % (per * rounds))
+    print("  %-*s  AsyncClient  bare loop" % (w, "server"))
+    for u in urls:
+        print("  %-*s  %8.1f us  %7.1f us" % (w, u, us[(u, "async")], us[(u, "bare")]))
+    print("  %-*s  %9.2fx  %8.2fx" % (w, "second/first", us[(urls[1], "async")] / us[(urls[0], "async")],
+                                      us[(urls[1], "bare")] / us[(urls[0], "bare")]))
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--url", default="http://127.0.0.1:8080")
+    ap.add_argument("--url", action="append", help="http(s)://host:port or unix:///path (twice: compare the two)")
     ap.add_argument("--token", default=None)
     ap.add_argument("--calls", type=int, default=2000, help="allow calls per variant for the p50s")
     ap.add_argument("--seconds", type=float, default=3.0, help="per throughput run")
     a = ap.parse_args()
     run = uuid.uuid4().hex[:6]
+    if a.url and len(a.url) == 2:
+        return await compare(a.url, a.token, a.calls, run)
+    a.url = (a.url or ["http://127.0.0.1:8080"])[0]
+    unix = a.url.startswith("unix:")
     rounds = 5
     per = max(1, a.calls // rounds)
     lat = {"bare": [], "async": [], "urllib": []}  # type: dict
@@ -185,12 +222,14 @@ async def main() -> None:
             users = lambda v: ["%s-%s-%d-%d" % (run, v, r, i) for i in range(per)]  # noqa: E731
             lat["bare"] += await bare_loop(a.url, a.token, users("b"))
             lat["async"] += await async_client(fg, users("a"))
-            lat["urllib"] += await asyncio.get_running_loop().run_in_executor(None, urllib_client, a.url, a.token, users("u"))
-    us = {k: p50(v) * 1e6 for k, v in lat.items()}
+            if not unix:  # urllib speaks no unix sockets
+                lat["urllib"] += await asyncio.get_running_loop().run_in_executor(None, urllib_client, a.url, a.token, users("u"))
+    us = {k: p50(v) * 1e6 for k, v in lat.items() if v}
     print("allow p50 over %d calls each (%s):" % (per * rounds, a.url))
     print("  bare asyncio keep-alive loop  %7.1f us" % us["bare"])
     print("  AsyncClient.allow             %7.1f us   %.2fx the bare loop (target <= 1.3x)" % (us["async"], us["async"] / us["bare"]))
-    print("  previous urllib client        %7.1f us   AsyncClient is %.2fx faster (target >= 1.8x)" % (us["urllib"], us["urllib"] / us["async"]))
+    if not unix:
+        print("  previous urllib client        %7.1f us   AsyncClient is %.2fx faster (target >= 1.8x)" % (us["urllib"], us["urllib"] / us["async"]))
     at = await async_tasks(a.url, a.token, 64, a.seconds, run)
     st = await asyncio.get_running_loop().run_in_executor(None, sync_threads, a.url, a.token, 64, a.seconds, run)
     print("decisions/s, %.0f s each:" % a.seconds)

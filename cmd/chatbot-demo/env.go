@@ -147,11 +147,11 @@ func validRunID(s string) bool {
 	return true
 }
 
-// demoDefaults compress the seed's time scale so that a replay of 20 s
+// demoDefaults compress the original bot's time scale so that a replay of 20 s
 // shows every limit at work: a per-user window of one minute instead of an
 // hour, a short cooldown and a quick LLM backoff. They apply only to
 // variables that are not set; the counts (20 per window, 7 slots) stay the
-// seed's.
+// original bot's.
 var demoDefaults = []struct {
 	env   string
 	value string

@@ -54,6 +54,9 @@ var errUsage = cli.ErrUsage
 // Run is the whole program: the launcher by default, one replica with
 // --replica. Its configuration comes from the environment.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "soak" {
+		return runSoak(ctx, args[1:], stdout, stderr) // soak.go
+	}
 	fs := flag.NewFlagSet("chatbot-demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	replica := fs.Bool("replica", false, "run one replica, configured by the environment (DEMO_REPLICA_ID, REDIS_URL, FLOODGATE_*)")

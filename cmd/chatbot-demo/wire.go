@@ -48,7 +48,7 @@ func wire(b *bot, l *limiter.Limiter, obs *metrics.Observer) ([]string, error) {
 }
 
 // wireWiki limits "!wiki" lookups to the shared Wikipedia rate
-// (FLOODGATE_API_RATES, seed: wikipedia_rate_limit: 1.0). Without a
+// (FLOODGATE_API_RATES, the original bot's wikipedia_rate_limit: 1.0). Without a
 // "wikipedia" entry there, lookups are not limited.
 func wireWiki(b *bot, l *limiter.Limiter) (bool, error) {
 	if _, ok := l.Config().APIRates["wikipedia"]; !ok {
@@ -63,7 +63,7 @@ func wireWiki(b *bot, l *limiter.Limiter) (bool, error) {
 }
 
 // wireSlots caps the users being answered at once, across replicas, at
-// Config.MaxConcurrentUsers (seed: max_concurrent_users: 7); 0 turns the
+// Config.MaxConcurrentUsers (the original bot's max_concurrent_users: 7); 0 turns the
 // cap off.
 func wireSlots(b *bot, l *limiter.Limiter, obs *metrics.Observer) (bool, error) {
 	cfg := l.Config()
@@ -99,7 +99,7 @@ func wireSlots(b *bot, l *limiter.Limiter, obs *metrics.Observer) (bool, error) 
 
 // wireBackoff picks the first LLM endpoint that is not backing off and
 // reports each call's outcome, so every replica stops calling a failing
-// endpoint (seed: llm_retry_delay, llm_backoff_multiplier,
+// endpoint (the original bot's llm_retry_delay, llm_backoff_multiplier,
 // llm_backoff_max).
 func wireBackoff(b *bot, l *limiter.Limiter, obs *metrics.Observer) (bool, error) {
 	bo, err := l.Backoff("llm", limiter.BackoffSettings{})

@@ -16,7 +16,8 @@ func (s *server) healthz(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// readyz answers 200 when Redis answers PING within RedisTimeout.
+// readyz answers 200 when Redis answers PING within RedisTimeout, with
+// what Redis's maxmemory-policy means for the limits.
 func (s *server) readyz(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RedisTimeout)
 	defer cancel()
@@ -24,6 +25,26 @@ func (s *server) readyz(w http.ResponseWriter, r *http.Request) error {
 		writeError(w, http.StatusServiceUnavailable, "redis did not answer PING within FLOODGATE_REDIS_TIMEOUT")
 		return nil
 	}
-	writeJSON(w, http.StatusOK, statusBody{"ready"})
+	body := readyBody{Status: "ready"}
+	// Redis's maxmemory-policy, read again (one INFO round trip): an
+	// unsafe one forgets limits, but Redis still serves, so still 200.
+	if e, err := s.lim.CheckEviction(ctx); err == nil {
+		body.readyEviction = &readyEviction{e.Policy, e.Unsafe, e.EvictedKeys, e.Warning()}
+	}
+	writeJSON(w, http.StatusOK, body)
 	return nil
+}
+
+// readyBody is /readyz's answer: with what Redis's maxmemory-policy means
+// for the limits (limiter.Eviction), when it could be read.
+type readyBody struct {
+	Status string `json:"status"`
+	*readyEviction
+}
+
+type readyEviction struct {
+	Policy      string `json:"maxmemory_policy"`
+	Unsafe      bool   `json:"eviction_unsafe"`
+	EvictedKeys int64  `json:"evicted_keys"`
+	Warning     string `json:"warning,omitempty"`
 }

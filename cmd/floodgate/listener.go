@@ -2,7 +2,10 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
+	"errors"
+	"io"
 	"net"
 	"strconv"
 	"sync"
@@ -12,9 +15,11 @@ import (
 // past the cap, Accept waits for one to close and new clients wait in the
 // kernel's accept queue, holding no file descriptor of this process. Its
 // connections answer as JSON what net/http answers in plain text before
-// any handler runs (see conn.Write).
+// any handler runs (see conn.Write). With tls set, its connections speak
+// TLS, net/http seeing the plain text (so conn.Write still can).
 type listener struct {
 	net.Listener
+	tls       *tls.Config
 	slots     chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
@@ -34,6 +39,9 @@ func (l *listener) Accept() (net.Conn, error) {
 	if err != nil {
 		<-l.slots
 		return nil, err
+	}
+	if l.tls != nil {
+		c = tls.Server(c, l.tls)
 	}
 	return &conn{Conn: c, release: sync.OnceFunc(func() { <-l.slots })}, nil
 }
@@ -67,13 +75,31 @@ func (c *conn) Write(b []byte) (int, error) {
 	if !ok {
 		return c.Conn.Write(b)
 	}
-	body, _ := json.Marshal(errorBody{msg})
-	body = append(body, '\n')
-	head := "HTTP/1.1 " + status + "\r\nContent-Type: application/json\r\nCache-Control: no-store\r\nConnection: close\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n"
-	if _, err := c.Conn.Write(append([]byte(head), body...)); err != nil {
+	if err := writeRawError(c.Conn, status, msg); err != nil {
 		return 0, err
 	}
 	return len(b), nil
+}
+
+// Read answers plain HTTP sent to a TLS port, in plain text and outside
+// TLS, with what to fix: net/http would close the connection without a
+// word.
+func (c *conn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	var plain tls.RecordHeaderError
+	if err != nil && errors.As(err, &plain) && plain.Conn != nil {
+		_ = writeRawError(plain.Conn, "400 Bad Request", "this server speaks TLS: use an https:// URL")
+	}
+	return n, err
+}
+
+// writeRawError writes, on a bare connection, a whole answer that ends the connection.
+func writeRawError(w io.Writer, status, msg string) error {
+	body, _ := json.Marshal(errorBody{msg})
+	body = append(body, '\n')
+	head := "HTTP/1.1 " + status + "\r\nContent-Type: application/json\r\nCache-Control: no-store\r\nConnection: close\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n"
+	_, err := w.Write(append([]byte(head), body...))
+	return err
 }
 
 // plainError recognizes a net/http error answer: "HTTP/1.1 431 Request

@@ -108,7 +108,12 @@ var commandHelp = map[string]string{
 Serves the HTTP API of docs/sidecar.md on --addr (FLOODGATE_HTTP_ADDR,
 default 127.0.0.1:8080). Listening beyond loopback requires
 FLOODGATE_HTTP_TOKEN (at least 16 characters), then asked of every /v1 route
-and /metrics as "Authorization: Bearer <token>".
+and /metrics as "Authorization: Bearer <token>". --addr unix:/PATH listens
+on a unix socket (mode 0660; local, so no token is needed).
+
+FLOODGATE_HTTP_TLS_CERT and FLOODGATE_HTTP_TLS_KEY (PEM files) serve HTTPS,
+read again on SIGHUP or when either file changes; FLOODGATE_HTTP_CLIENT_CA
+(a PEM CA file) requires client certificates it signed.
 
 With no FLOODGATE_REDIS_URL or REDIS_URL it starts an embedded redis-server
 on a free loopback port and says so: state is lost on exit and not shared
@@ -120,7 +125,8 @@ FLOODGATE_HTTP_SHUTDOWN_TIMEOUT (10s: on SIGINT/SIGTERM, how long in-flight
 requests may finish; waits end at once with their current answer),
 FLOODGATE_HTTP_MAX_CONNS (1024, or the open-file limit less 64: connections
 open at once), FLOODGATE_HTTP_MAX_NAMES (1024: slot pool names, and backoff
-names, the server keeps state for).`,
+names, the server keeps state for), FLOODGATE_HTTP_IDLE_TIMEOUT (2m: a
+kept-alive connection idle this long is closed).`,
 	"user": `
 Reads the user's state from Redis without counting a request: what a
 request now would get (remaining, retry after, reason), the cooldown left,

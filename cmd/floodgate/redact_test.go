@@ -20,6 +20,9 @@ func TestCommandsNeverShowPasswords(t *testing.T) {
 		{"slots", "llm"}, {"endpoints", "llm", "a"}, {"serve", "--addr", "127.0.0.1:0"},
 	}
 	for i, h := range redisurltest.HostileURLs {
+		if redisurltest.LeftOutByShort(i) {
+			continue
+		}
 		t.Run(strconv.Itoa(i), func(t *testing.T) {
 			t.Logf("URL %q", h.URL)
 			t.Setenv("FLOODGATE_REDIS_URL", h.URL)

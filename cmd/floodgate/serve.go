@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -27,7 +28,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := newFlags("serve", stderr)
 	var sf settingsFlags
 	sf.register(fs)
-	addr := fs.String("addr", "", "listen on `HOST:PORT` (default FLOODGATE_HTTP_ADDR, else "+defaultAddr+")")
+	addr := fs.String("addr", "", "listen on `HOST:PORT` or unix:/PATH (default FLOODGATE_HTTP_ADDR, else "+defaultAddr+")")
 	cfg, set, err := sf.parseAll(fs, args)
 	if err != nil {
 		return err
@@ -40,6 +41,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	logf := func(format string, a ...any) {
 		fmt.Fprintf(stderr, "floodgate: "+format+"\n", a...)
+	}
+	if set.tls, err = set.loadTLS(ctx, logf); err != nil {
+		return err
+	}
+	if set.tls == nil && !set.local() {
+		warn(stderr, "WARNING: serving "+set.Addr+" over plain HTTP: the bearer token and every answer cross the network in clear text.",
+			"WARNING: set FLOODGATE_HTTP_TLS_CERT and FLOODGATE_HTTP_TLS_KEY (docs/sidecar.md), or listen on 127.0.0.1 or a unix: socket.")
 	}
 	serveGC(os.Getenv("GOGC"))
 
@@ -54,9 +62,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		defer embedded.Stop()
 		cfg.RedisURL = "redis://" + embedded.Addr
-		fmt.Fprintf(stderr, "%s\nfloodgate: WARNING: no FLOODGATE_REDIS_URL or REDIS_URL: started an EMBEDDED redis-server on %s.\n"+
-			"floodgate: WARNING: its state dies with this process and is shared with no other host: a demo, not production.\n%s\n",
-			strings.Repeat("!", 78), embedded.Addr, strings.Repeat("!", 78))
+		warn(stderr, "WARNING: no FLOODGATE_REDIS_URL or REDIS_URL: started an EMBEDDED redis-server on "+embedded.Addr+".",
+			"WARNING: its state dies with this process and is shared with no other host: a demo, not production.")
 	}
 
 	reg := prometheus.NewRegistry()
@@ -79,18 +86,37 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return cli.Usagef("%s", errText(err))
 	}
+	// New logs an unsafe maxmemory-policy; scrapes keep the gauge current.
+	if err := obs.WatchEviction(lim.CheckEviction); err != nil {
+		return err
+	}
 
-	ln, err := net.Listen("tcp", set.Addr)
+	ln, err := openListener(set.Addr)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", set.Addr, err)
+		return err
 	}
 	return serveOn(ctx, ln, lim, rdb, set, reg, logf, func() {
-		auth := "no token: loopback only"
+		auth, where := "no token: local clients only", "http://"+ln.Addr().String()
 		if set.Token != "" {
 			auth = "bearer token required on /v1 and /metrics"
 		}
-		logf("serving on http://%s (%s); Redis %s", ln.Addr(), auth, limiter.RedactURL(cfg.RedisURL))
+		if set.tls != nil {
+			where = "https://" + ln.Addr().String()
+			if set.tls.ClientCAs != nil {
+				auth += "; client certificate required"
+			}
+		} else if ln.Addr().Network() == "unix" {
+			where = set.Addr
+		}
+		logf("serving on %s (%s); Redis %s", where, auth, limiter.RedactURL(cfg.RedisURL))
 	})
+}
+
+// warn prints lines between two rows of '!': what an operator must not
+// miss in a log.
+func warn(w io.Writer, lines ...string) {
+	bar := strings.Repeat("!", 78)
+	fmt.Fprintf(w, "%s\nfloodgate: %s\n%s\n", bar, strings.Join(lines, "\nfloodgate: "), bar)
 }
 
 // serveGCPercent is the garbage collector's target for floodgate serve
@@ -124,7 +150,9 @@ func serveOn(ctx context.Context, ln net.Listener, lim *limiter.Limiter, rdb red
 	}
 	srv := newHTTPServer(s, set, logf)
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(newListener(ln, set.maxConns())) }()
+	l := newListener(ln, set.maxConns())
+	l.tls = set.tls
+	go func() { errc <- srv.Serve(l) }()
 	if started != nil {
 		started()
 	}
@@ -150,7 +178,6 @@ func serveOn(ctx context.Context, ln net.Listener, lim *limiter.Limiter, rdb red
 const (
 	readHeaderTimeout = 5 * time.Second
 	readTimeout       = 10 * time.Second
-	idleTimeout       = 2 * time.Minute
 	// maxHeaderBytes is the request line and headers: net/http reads up
 	// to 4 KiB past http.Server.MaxHeaderBytes before it answers 431.
 	maxHeaderBytes = 16 << 10
@@ -164,7 +191,7 @@ func newHTTPServer(h http.Handler, set httpSettings, logf func(string, ...any)) 
 		ReadTimeout:       readTimeout,
 		// A wait may take MaxWait; the answer must still get out.
 		WriteTimeout:   set.MaxWait + 10*time.Second,
-		IdleTimeout:    idleTimeout,
+		IdleTimeout:    cmp.Or(set.IdleTimeout, defaultIdleTimeout),
 		MaxHeaderBytes: maxHeaderBytes - 4<<10,
 		// net/http's own messages (bad requests on the wire), one line
 		// each; log.Logger serializes the writes.

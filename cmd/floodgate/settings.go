@@ -1,6 +1,8 @@
 package main
 
 import (
+	"cmp"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"io"
@@ -40,6 +42,16 @@ type httpSettings struct {
 	// the server holds state for; a new name past it is refused (400).
 	// 0 means defaultMaxNames.
 	MaxNames int
+	// IdleTimeout closes a kept-alive connection idle this long:
+	// FLOODGATE_HTTP_IDLE_TIMEOUT. 0 means defaultIdleTimeout.
+	IdleTimeout time.Duration
+	// TLSCert and TLSKey, PEM files, make serve speak HTTPS:
+	// FLOODGATE_HTTP_TLS_CERT and FLOODGATE_HTTP_TLS_KEY, both or neither.
+	// ClientCA (FLOODGATE_HTTP_CLIENT_CA) asks every client for a
+	// certificate signed by a CA in that PEM file. See tls.go.
+	TLSCert, TLSKey, ClientCA string
+
+	tls *tls.Config // loaded from the files by loadTLS
 }
 
 const (
@@ -49,6 +61,7 @@ const (
 	defaultShutdownTimeout = 10 * time.Second
 	defaultMaxConns        = 1024
 	defaultMaxNames        = 1024
+	defaultIdleTimeout     = 2 * time.Minute
 	// minTokenLen keeps tokens out of guessing range.
 	minTokenLen = 16
 )
@@ -134,10 +147,11 @@ func loadHTTP() (httpSettings, error) {
 		h.Addr = v
 	}
 	h.Token = os.Getenv("FLOODGATE_HTTP_TOKEN")
+	h.TLSCert, h.TLSKey, h.ClientCA = os.Getenv("FLOODGATE_HTTP_TLS_CERT"), os.Getenv("FLOODGATE_HTTP_TLS_KEY"), os.Getenv("FLOODGATE_HTTP_CLIENT_CA")
 	for _, d := range []struct {
 		name string
 		dst  *time.Duration
-	}{{"FLOODGATE_HTTP_MAX_WAIT", &h.MaxWait}, {"FLOODGATE_HTTP_SHUTDOWN_TIMEOUT", &h.ShutdownTimeout}} {
+	}{{"FLOODGATE_HTTP_MAX_WAIT", &h.MaxWait}, {"FLOODGATE_HTTP_SHUTDOWN_TIMEOUT", &h.ShutdownTimeout}, {"FLOODGATE_HTTP_IDLE_TIMEOUT", &h.IdleTimeout}} {
 		if v := os.Getenv(d.name); v != "" {
 			x, err := parseSeconds(v)
 			if err != nil {
@@ -175,13 +189,15 @@ func parseSeconds(s string) (time.Duration, error) {
 }
 
 // validate checks the HTTP settings, including the rule that only
-// loopback may be served without a token.
+// loopback or a unix socket may be served without a token.
 func (h httpSettings) validate() error {
-	host, port, err := net.SplitHostPort(h.Addr)
-	if err != nil {
-		return cli.Usagef("address %q: want host:port, e.g. 127.0.0.1:8080", h.Addr)
-	}
-	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+	if path, unix := strings.CutPrefix(h.Addr, "unix:"); unix {
+		if path == "" {
+			return cli.Usagef("address %q: want unix:/path/to/floodgate.sock", h.Addr)
+		}
+	} else if _, port, err := net.SplitHostPort(h.Addr); err != nil {
+		return cli.Usagef("address %q: want host:port, e.g. 127.0.0.1:8080, or unix:/path/to/floodgate.sock", h.Addr)
+	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
 		return cli.Usagef("address %q: bad port %q", h.Addr, port)
 	}
 	switch {
@@ -195,14 +211,32 @@ func (h httpSettings) validate() error {
 		return cli.Usagef("max connections (FLOODGATE_HTTP_MAX_CONNS) must be between 1 and 1000000 (0: the default), got %d", h.MaxConns)
 	case h.MaxNames < 0 || h.MaxNames > 1_000_000:
 		return cli.Usagef("max names (FLOODGATE_HTTP_MAX_NAMES) must be between 1 and 1000000 (0: the default), got %d", h.MaxNames)
+	case h.IdleTimeout != 0 && (h.IdleTimeout < 100*time.Millisecond || h.IdleTimeout > time.Hour):
+		return cli.Usagef("idle timeout (FLOODGATE_HTTP_IDLE_TIMEOUT) must be between 100ms and 1h (0: the default, 2m), got %v", h.IdleTimeout)
+	case (h.TLSCert == "") != (h.TLSKey == ""):
+		return cli.Usagef("FLOODGATE_HTTP_TLS_CERT and FLOODGATE_HTTP_TLS_KEY go together: set both (PEM files) or neither")
+	case h.ClientCA != "" && h.TLSCert == "":
+		return cli.Usagef("FLOODGATE_HTTP_CLIENT_CA needs FLOODGATE_HTTP_TLS_CERT and FLOODGATE_HTTP_TLS_KEY: client certificates are asked over TLS")
+	case h.TLSCert != "" && strings.HasPrefix(h.Addr, "unix:"):
+		return cli.Usagef("FLOODGATE_HTTP_TLS_CERT with a unix socket: no client speaks TLS over one; its file mode (0660) guards it")
 	}
 	if err := checkToken(h.Token); err != nil {
 		return err
 	}
-	if h.Token == "" && !isLoopback(host) {
+	if h.Token == "" && !h.local() {
 		return cli.Usagef("refusing to listen on %s without FLOODGATE_HTTP_TOKEN: anyone who reaches it could reset users and take slots; set a token or listen on 127.0.0.1", h.Addr)
 	}
 	return nil
+}
+
+// local reports whether only this host can reach Addr: a loopback
+// address or a unix socket.
+func (h httpSettings) local() bool {
+	if strings.HasPrefix(h.Addr, "unix:") {
+		return true
+	}
+	host, _, _ := net.SplitHostPort(h.Addr)
+	return isLoopback(host)
 }
 
 // checkToken refuses a token a client could not send as it is: the bytes
@@ -276,6 +310,10 @@ func writeConfig(w io.Writer, cfg limiter.Config, h *httpSettings) {
 	row("FLOODGATE_HTTP_SHUTDOWN_TIMEOUT", h.ShutdownTimeout.String())
 	row("FLOODGATE_HTTP_MAX_CONNS", strconv.Itoa(h.maxConns()))
 	row("FLOODGATE_HTTP_MAX_NAMES", strconv.Itoa(h.maxNames()))
+	row("FLOODGATE_HTTP_IDLE_TIMEOUT", cmp.Or(h.IdleTimeout, defaultIdleTimeout).String())
+	for _, f := range [][2]string{{"FLOODGATE_HTTP_TLS_CERT", h.TLSCert}, {"FLOODGATE_HTTP_TLS_KEY", h.TLSKey}, {"FLOODGATE_HTTP_CLIENT_CA", h.ClientCA}} {
+		row(f[0], cmp.Or(f[1], "(unset)"))
+	}
 }
 
 // maxConns is MaxConns or its default: defaultMaxConns, or the open-file

@@ -64,7 +64,7 @@ func (b *bench) measureHotKeys(ctx context.Context, w redis.UniversalClient, cfg
 			return nil
 		}},
 		{"Backoff.Check, failing endpoint", func(ctx context.Context, _ *rand.Rand) error {
-			return degraded(bo.Check(ctx, seedEndpoints[0]))
+			return degraded(bo.Check(ctx, studyEndpoints[0]))
 		}},
 	}
 	var out []HotKeyResult

@@ -81,15 +81,16 @@ type bench struct {
 	progress *progress
 	shards   *shardMap
 	keyer    *limiter.Limiter // names keys: Limiter.UserKeys
+	log      logger
 }
 
 // timed: the server is a real Redis, whose latency means something.
 func (b *bench) timed() bool { return b.t.mode != modeMiniredis }
 
 // Run is loadgen: it parses args, measures, prints the report on stdout
-// and writes --json and --markdown. Progress and warnings go to stderr.
-// Whatever happens, it removes its keys and stops its server before it
-// returns.
+// and writes --json, --markdown and --svg. Progress and warnings go to
+// stderr. Whatever happens, it removes its keys and stops its server
+// before it returns.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	o, err := parseArgs(args, os.Getenv)
 	if err != nil {
@@ -99,23 +100,12 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		writeUsage(stdout)
 		return nil
 	}
-	for _, f := range []struct{ flag, path string }{{"-json", o.jsonFile}, {"-markdown", o.mdFile}, {"-svg", o.svgFile}} {
-		if f.path == "" {
-			continue
-		}
-		if fi, err := os.Stat(filepath.Dir(f.path)); err != nil || !fi.IsDir() {
-			return usagef("%s %s: no such directory %s", f.flag, f.path, filepath.Dir(f.path))
-		}
+	if err := checkOutputDirs(o); err != nil {
+		return err
 	}
 	began := time.Now()
-	warnf := func(format string, a ...any) { fmt.Fprintf(stderr, "loadgen: "+format+"\n", a...) }
-	logf := func(format string, a ...any) {
-		if !o.quiet {
-			warnf(format, a...)
-		}
-	}
-
-	t, err := openTarget(ctx, o, warnf)
+	log := logger{w: stderr, quiet: o.quiet}
+	t, err := openTarget(ctx, o, log.warnf)
 	if err != nil {
 		return err
 	}
@@ -124,87 +114,155 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return interrupted(ctx, err)
 	}
 	// From here on the prefix is ours: delete everything under it on the
-	// way out, Ctrl-C included (ctx is cancelled then, so use a fresh one).
-	// Servers loadgen started are stopped instead, faster.
-	defer func() {
-		if t.owned() {
-			return
-		}
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		if _, _, perr := t.purge(cctx, o.prefix); perr != nil {
-			if err == nil {
-				err = perr
-			} else {
-				warnf("could not delete every key under %q: %v", o.prefix, perr)
-			}
-		}
-	}()
-
-	b := &bench{o: o, t: t, progress: newProgress(stderr, o.quiet)}
-	if b.keyer, err = newKeyer(o.prefix); err != nil {
-		return err
-	}
-	if t.mode == modeMiniredis {
-		warnf("%s", notMeasured)
-	}
-	si, err := t.describe(ctx)
+	// way out, Ctrl-C included.
+	defer deleteKeys(ctx, t, o.prefix, log, &err)
+	b, si, err := newBench(ctx, o, t, log)
 	if err != nil {
 		return interrupted(ctx, err)
 	}
-	if _, b.memory, err = t.usedMemory(ctx); err != nil {
+	rep := &Report{Tool: "floodgate loadgen", Environment: environment(o, t, si, b.memory, began)}
+	if err := b.warmUpServer(ctx); err != nil {
 		return interrupted(ctx, err)
 	}
+	if rep.Scenarios, err = b.runScenarios(ctx); err != nil {
+		return interrupted(ctx, err)
+	}
+	rep.WallSeconds = time.Since(began).Seconds()
+	return writeReports(rep, o, stdout)
+}
+
+// checkOutputDirs refuses a report file in a directory that does not
+// exist before anything is measured.
+func checkOutputDirs(o options) error {
+	for _, f := range []struct{ flag, path string }{{"-json", o.jsonFile}, {"-markdown", o.mdFile}, {"-svg", o.svgFile}} {
+		if f.path == "" {
+			continue
+		}
+		if fi, err := os.Stat(filepath.Dir(f.path)); err != nil || !fi.IsDir() {
+			return usagef("%s %s: no such directory %s", f.flag, f.path, filepath.Dir(f.path))
+		}
+	}
+	return nil
+}
+
+// logger writes loadgen's lines on stderr: warnings always, status lines
+// unless --quiet.
+type logger struct {
+	w     io.Writer
+	quiet bool
+}
+
+func (l logger) warnf(format string, a ...any) { fmt.Fprintf(l.w, "loadgen: "+format+"\n", a...) }
+
+func (l logger) logf(format string, a ...any) {
+	if !l.quiet {
+		l.warnf(format, a...)
+	}
+}
+
+// deleteKeys deletes everything under the prefix, on a fresh context as
+// ctx is cancelled after Ctrl-C; its error becomes *err unless one is
+// there already. Servers loadgen started are stopped instead, faster.
+func deleteKeys(ctx context.Context, t *target, prefix string, log logger, err *error) {
+	if t.owned() {
+		return
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	n, _, perr := t.purge(cctx, prefix)
+	if perr == nil && n > 0 {
+		// Keys were left, so the run was cut short: writes sent before
+		// Ctrl-C may reach Redis after that purge. Once Redis has dropped
+		// the workers' connections, purge again.
+		perr = t.with(cctx, func(c redis.UniversalClient) error { return t.quiesce(cctx, c) })
+		if perr == nil {
+			_, _, perr = t.purge(cctx, prefix)
+		}
+	}
+	if perr != nil {
+		if *err == nil {
+			*err = perr
+		} else {
+			log.warnf("could not delete every key under %q: %v", prefix, perr)
+		}
+	}
+}
+
+// newBench looks at the server (version, whether it reports memory, its
+// shards) and warns about what the figures will lack.
+func newBench(ctx context.Context, o options, t *target, log logger) (*bench, serverInfo, error) {
+	b := &bench{o: o, t: t, progress: newProgress(log.w, o.quiet), log: log}
+	var err error
+	if b.keyer, err = newKeyer(o.prefix); err != nil {
+		return nil, serverInfo{}, err
+	}
+	if t.mode == modeMiniredis {
+		log.warnf("%s", notMeasured)
+	}
+	si, err := t.describe(ctx)
+	if err != nil {
+		return nil, si, err
+	}
+	if _, b.memory, err = t.usedMemory(ctx); err != nil {
+		return nil, si, err
+	}
 	if t.mode == modeURL {
-		warnf("measuring %s: only keys under %q are written and deleted, but other clients' traffic changes used_memory too and blurs the figures", t.desc, o.prefix)
+		log.warnf("measuring %s: only keys under %q are written and deleted, but other clients' traffic changes used_memory too and blurs the figures", t.desc, o.prefix)
 	}
 	if err := t.with(ctx, func(c redis.UniversalClient) error {
 		b.shards, err = loadShardMap(ctx, c)
 		return err
 	}); err != nil {
-		return interrupted(ctx, err)
+		return nil, si, err
 	}
 	if o.svgFile != "" && !b.memory {
-		return usagef("-svg %s: %s reports no memory, so there is nothing to draw", o.svgFile, t.desc)
+		return nil, si, usagef("-svg %s: %s reports no memory, so there is nothing to draw", o.svgFile, t.desc)
 	}
 	if !b.memory && t.mode != modeMiniredis {
-		warnf("%s reports no INFO memory: memory and expiry figures are n/a", t.desc)
+		log.warnf("%s reports no INFO memory: memory and expiry figures are n/a", t.desc)
 	}
-	logf("%s, Redis %s; keys under %q", t.desc, si.Version, o.prefix)
+	// A Redis that evicts Floodgate's keys forgets limits: say so first.
+	_ = t.with(ctx, func(c redis.UniversalClient) error {
+		if e, err := limiter.CheckEviction(ctx, c); err == nil && e.Unsafe {
+			log.warnf("WARNING: %s", e.Warning())
+		}
+		return nil
+	})
+	log.logf("%s, Redis %s; keys under %q", t.desc, si.Version, o.prefix)
+	return b, si, nil
+}
 
-	rep := &Report{Tool: "floodgate loadgen", Environment: environment(o, t, si, b.memory, began)}
-	if err := b.warmUpServer(ctx); err != nil {
-		return interrupted(ctx, err)
-	}
-	for _, users := range o.users {
+// runScenarios runs every test at every number of users, in order.
+func (b *bench) runScenarios(ctx context.Context) ([]ScenarioResult, error) {
+	var out []ScenarioResult
+	for _, users := range b.o.users {
 		sc := ScenarioResult{Users: users, Label: scenarioLabel(users)}
-		for _, test := range o.tests {
+		for _, test := range b.o.tests {
 			res, err := b.runTest(ctx, users, test)
 			if err != nil {
-				return interrupted(ctx, err)
+				return nil, err
 			}
-			logf("%s", statusLine(res))
+			b.log.logf("%s", statusLine(res))
 			sc.Tests = append(sc.Tests, res)
 		}
-		rep.Scenarios = append(rep.Scenarios, sc)
+		out = append(out, sc)
 	}
-	rep.WallSeconds = time.Since(began).Seconds()
+	return out, nil
+}
 
+// writeReports prints the report and writes each file asked for.
+func writeReports(rep *Report, o options, stdout io.Writer) error {
 	if err := rep.writeText(stdout, o.detail); err != nil {
 		return fmt.Errorf("loadgen: writing the report: %w", err)
 	}
-	if o.jsonFile != "" {
-		if err := writeFile(o.jsonFile, rep.writeJSON); err != nil {
-			return err
+	for _, f := range []struct {
+		path  string
+		write func(io.Writer) error
+	}{{o.jsonFile, rep.writeJSON}, {o.mdFile, rep.writeMarkdown}, {o.svgFile, rep.writeSVG}} {
+		if f.path == "" {
+			continue
 		}
-	}
-	if o.mdFile != "" {
-		if err := writeFile(o.mdFile, rep.writeMarkdown); err != nil {
-			return err
-		}
-	}
-	if o.svgFile != "" {
-		if err := writeFile(o.svgFile, rep.writeSVG); err != nil {
+		if err := writeFile(f.path, f.write); err != nil {
 			return err
 		}
 	}

@@ -13,18 +13,6 @@ import (
 	"time"
 )
 
-// The seed's four scenarios (benchmark-cooldowns-ram.md, "Scénarios testés").
-var defaultUsers = []int{100, 1_000, 10_000, 50_000}
-
-// The seed's three tests per scenario, in the order they run.
-const (
-	testCooldown = "cooldown"
-	testHourly   = "hourly"
-	testFull     = "full"
-)
-
-var allTests = []string{testCooldown, testHourly, testFull}
-
 // Bounds on flags: beyond them a run would take hours or measure nothing.
 const (
 	maxUsers      = 10_000_000
@@ -252,7 +240,7 @@ func parseArgs(args []string, getenv func(string) string) (options, error) {
 		return o, usagef("unexpected argument %q: every setting is a flag", fs.Arg(0))
 	}
 	o.users = slices.Clone(users.vals)
-	// Tests run in the seed's order whatever order they were given in.
+	// Tests run in the study's order whatever order they were given in.
 	for _, t := range allTests {
 		if slices.Contains(tests.vals, t) {
 			o.tests = append(o.tests, t)

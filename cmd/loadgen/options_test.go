@@ -32,13 +32,13 @@ func TestParseArgs(t *testing.T) {
 		env  func(string) string
 		want want
 	}{
-		{"defaults: the seed's four scenarios, three tests, embedded server", nil, env(),
+		{"defaults: the study's four scenarios, three tests, embedded server", nil, env(),
 			want{users: []int{100, 1000, 10000, 50000}, tests: allTests, idle: 2 * time.Second}},
 		{"one size", []string{"--users", "50000"}, env(),
 			want{users: []int{50000}, tests: allTests, idle: 2 * time.Second}},
 		{"repeatable, comma lists, k suffix, duplicates dropped", []string{"-users=100,1000", "--users", "10k,1_000"}, env(),
 			want{users: []int{100, 1000, 10000}, tests: allTests, idle: 2 * time.Second}},
-		{"tests run in the seed's order", []string{"--tests", "full,cooldown"}, env(),
+		{"tests run in the study's order", []string{"--tests", "full,cooldown"}, env(),
 			want{users: defaultUsers, tests: []string{testCooldown, testFull}, idle: 2 * time.Second}},
 		{"idle", []string{"--idle", "500ms"}, env(),
 			want{users: defaultUsers, tests: allTests, idle: 500 * time.Millisecond}},

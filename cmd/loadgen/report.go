@@ -49,11 +49,11 @@ type Environment struct {
 // ScenarioResult is one number of users.
 type ScenarioResult struct {
 	Users int          `json:"users"`
-	Label string       `json:"label,omitempty"` // the seed's name for it
+	Label string       `json:"label,omitempty"` // the study's name for it
 	Tests []TestResult `json:"tests"`
 }
 
-// TestResult is one of the seed's tests at one size.
+// TestResult is one of the study's tests at one size.
 type TestResult struct {
 	Test              string           `json:"test"`
 	Users             int              `json:"users"`
@@ -101,7 +101,7 @@ type MemoryResult struct {
 	MemoryUsagePerUser      float64 `json:"memory_usage_bytes_per_user"`
 	NotInMemoryUsagePerUser float64 `json:"not_in_memory_usage_bytes_per_user"`
 	Encoding                string  `json:"encoding"`
-	SeedEstimateBytes       int64   `json:"seed_estimate_bytes"`
+	StudyEstimateBytes      int64   `json:"study_estimate_bytes"`
 	// Replicas (--replicas): growth of used_memory summed over every
 	// replica, and per user per copy.
 	ReplicaDeltaBytes   int64   `json:"replica_delta_bytes,omitempty"`
@@ -166,7 +166,7 @@ type ExpiryResult struct {
 	KeysLeft                 int64    `json:"keys_left"`
 }
 
-// Check is one cell of the seed's acceptance table.
+// Check is one cell of the study's acceptance table.
 type Check struct {
 	Status   string  `json:"status"` // PASS, FAIL or n/a
 	Measured float64 `json:"measured"`
@@ -174,71 +174,12 @@ type Check struct {
 	Unit     string  `json:"unit"` // bytes, ms, us
 }
 
-// AcceptanceResult is the seed's acceptance row for a test.
+// AcceptanceResult is the study's acceptance row for a test.
 type AcceptanceResult struct {
-	SeedUsers int   `json:"seed_users"` // the row used; 0: beyond the seed's table
-	RAM       Check `json:"ram"`
-	Cleanup   Check `json:"cleanup"`
-	Lookup    Check `json:"lookup"`
-}
-
-// seedRow is a line of the seed's "Critères d'acceptation".
-type seedRow struct {
-	users   int
-	ram     int64
-	cleanup time.Duration
-	lookup  time.Duration
-	label   string
-}
-
-var seedTable = []seedRow{
-	{100, 1_000_000, 10 * time.Millisecond, time.Microsecond, "average stream"},
-	{1_000, 5_000_000, 50 * time.Millisecond, 10 * time.Microsecond, "big stream / raid"},
-	{10_000, 20_000_000, 500 * time.Millisecond, 100 * time.Microsecond, "viral stream"},
-	{50_000, 50_000_000, 2 * time.Second, time.Millisecond, "exceptional event"},
-}
-
-// seedRowFor is the seed's row for n users: the smallest scenario at
-// least as large. ok is false above 50,000 users.
-func seedRowFor(users int) (seedRow, bool) {
-	for _, r := range seedTable {
-		if users <= r.users {
-			return r, true
-		}
-	}
-	return seedRow{}, false
-}
-
-func scenarioLabel(users int) string {
-	for _, r := range seedTable {
-		if users == r.users {
-			return r.label
-		}
-	}
-	return ""
-}
-
-// seedEstimate is the seed's theoretical Python figure for a test:
-// 76 B/user for Dict[str, datetime], 240 B/user for 20 timestamps, and
-// its "RAM Total Estimé" (32 KB / 316 KB / 3.2 MB / 16 MB) for the full one.
-func seedEstimate(test string, users int) int64 {
-	switch test {
-	case testCooldown:
-		return int64(users) * 76
-	case testHourly:
-		return int64(users) * 240
-	}
-	switch users {
-	case 100:
-		return 32_000
-	case 1_000:
-		return 316_000
-	case 10_000:
-		return 3_200_000
-	case 50_000:
-		return 16_000_000
-	}
-	return int64(users) * 316
+	StudyUsers int   `json:"study_users"` // the row used; 0: beyond the study's table
+	RAM        Check `json:"ram"`
+	Cleanup    Check `json:"cleanup"`
+	Lookup     Check `json:"lookup"`
 }
 
 func check(measured, limit float64, unit string) Check {
@@ -249,15 +190,15 @@ func check(measured, limit float64, unit string) Check {
 	return Check{Status: st, Measured: measured, Limit: limit, Unit: unit}
 }
 
-// accept fills the seed's acceptance row: RAM is the whole used_memory
+// accept fills the study's acceptance row: RAM is the whole used_memory
 // growth, cleanup the explicit purge, lookup the p50 decision latency.
 func accept(users int, r TestResult) AcceptanceResult {
-	row, ok := seedRowFor(users)
+	row, ok := acceptanceRowFor(users)
 	na := Check{Status: "n/a"}
 	if !ok {
 		return AcceptanceResult{RAM: na, Cleanup: na, Lookup: na}
 	}
-	a := AcceptanceResult{SeedUsers: row.users, RAM: na}
+	a := AcceptanceResult{StudyUsers: row.users, RAM: na}
 	if r.Memory != nil {
 		a.RAM = check(float64(r.Memory.DeltaBytes), float64(row.ram), "bytes")
 	}
@@ -266,7 +207,7 @@ func accept(users int, r TestResult) AcceptanceResult {
 	return a
 }
 
-// fmtBytes uses decimal units, as the seed does (7.6 KB = 7,600 B).
+// fmtBytes uses decimal units, as the study does (7.6 KB = 7,600 B).
 func fmtBytes(b float64) string {
 	neg := ""
 	if b < 0 {
@@ -375,12 +316,6 @@ func (r *Report) summary() table {
 	return t
 }
 
-// acceptanceLegend says what the PASS/FAIL columns hold the figures to.
-var acceptanceLegend = []string{
-	"Study's limits at 100 / 1K / 10K / 50K users (other sizes: the next row up): RAM < 1 / 5 / 20 /",
-	"50 MB, cleanup < 10 / 50 / 500 / 2,000 ms, lookup < 1 / 10 / 100 / 1,000 µs.",
-}
-
 // shardTable is each master's share of each test.
 // With last, only the last test run (the largest size, the fullest
 // policy), for the default output's one screen.
@@ -420,7 +355,7 @@ func (r *Report) detail() []table {
 				mu, notIn = fmt.Sprintf("%.0f B", m.MemoryUsagePerUser), fmt.Sprintf("%+.0f B", m.NotInMemoryUsagePerUser)
 			}
 			mem.rows = append(mem.rows, []string{u, x.Test, fmtCount(int(x.Keys)), fmtBytes(float64(m.DeltaBytes)),
-				fmt.Sprintf("%.0f B", m.BytesPerUser), mu, notIn, orNA(m.Encoding), fmtBytes(float64(m.SeedEstimateBytes))})
+				fmt.Sprintf("%.0f B", m.BytesPerUser), mu, notIn, orNA(m.Encoding), fmtBytes(float64(m.StudyEstimateBytes))})
 		}
 		if !r.timed() {
 			continue
@@ -538,7 +473,7 @@ func (r *Report) verdict() []string {
 		if x.Test == testFull {
 			s += 2
 		}
-		if x.Users == 10_000 {
+		if x.Users == questionUsers {
 			s += 4
 		}
 		return s
@@ -554,17 +489,17 @@ func (r *Report) verdict() []string {
 		return nil
 	}
 	per := best.Memory.BytesPerUser
-	at10k := per * 10_000
+	at10k := per * questionUsers
 	how := fmt.Sprintf("%s at 10,000 users with the %s test (%.0f B/user)", fmtBytes(at10k), best.Test, per)
-	if best.Users != 10_000 {
+	if best.Users != questionUsers {
 		how = fmt.Sprintf("%s at 10,000 users (%.0f B/user, measured with the %s test at %s users)",
 			fmtBytes(at10k), per, best.Test, fmtCount(best.Users))
 	}
 	var out []string
 	switch {
-	case at10k < 10e6:
+	case at10k < questionBytes:
 		out = append(out, "Yes: RAM is under 10 MB for 10K users, "+how+". Implement per-user cooldowns.")
-	case at10k <= 50e6:
+	case at10k <= alarmBytes:
 		out = append(out, "No: RAM is over the study's 10 MB for 10K users, "+how+"; under its 50 MB alarm.")
 	default:
 		out = append(out, "No: "+how+", over the study's 50 MB alarm: optimise the structures first.")
@@ -684,7 +619,7 @@ func (r *Report) writeText(w io.Writer, detail bool) error {
 	b.WriteString("\n" + sum.title + "\n")
 	writeAligned(&b, sum.header, sum.rows)
 	if r.timed() {
-		for _, l := range acceptanceLegend {
+		for _, l := range acceptanceLegend() {
 			b.WriteString(l + "\n")
 		}
 	}

@@ -9,7 +9,6 @@ import (
 	"math"
 	"strings"
 	"testing"
-	"time"
 	"unicode/utf8"
 )
 
@@ -57,55 +56,6 @@ func TestFormatting(t *testing.T) {
 	}
 }
 
-func TestSeedRows(t *testing.T) {
-	for _, tc := range []struct {
-		users   int
-		row     int
-		ok      bool
-		label   string
-		ram     int64
-		cleanup time.Duration
-		lookup  time.Duration
-	}{
-		{1, 100, true, "", 1_000_000, 10 * time.Millisecond, time.Microsecond},
-		{100, 100, true, "average stream", 1_000_000, 10 * time.Millisecond, time.Microsecond},
-		{101, 1_000, true, "", 5_000_000, 50 * time.Millisecond, 10 * time.Microsecond},
-		{10_000, 10_000, true, "viral stream", 20_000_000, 500 * time.Millisecond, 100 * time.Microsecond},
-		{50_000, 50_000, true, "exceptional event", 50_000_000, 2 * time.Second, time.Millisecond},
-		{50_001, 0, false, "", 0, 0, 0},
-	} {
-		r, ok := seedRowFor(tc.users)
-		if ok != tc.ok || r.users != tc.row || r.ram != tc.ram || r.cleanup != tc.cleanup || r.lookup != tc.lookup {
-			t.Errorf("seedRowFor(%d) = %+v, %v; want row %d ok %v", tc.users, r, ok, tc.row, tc.ok)
-		}
-		if got := scenarioLabel(tc.users); got != tc.label {
-			t.Errorf("scenarioLabel(%d) = %q, want %q", tc.users, got, tc.label)
-		}
-	}
-}
-
-func TestSeedEstimate(t *testing.T) {
-	for _, tc := range []struct {
-		test  string
-		users int
-		want  int64
-	}{
-		{testCooldown, 100, 7_600}, // the seed's "RAM Simple"
-		{testCooldown, 50_000, 3_800_000},
-		{testHourly, 100, 24_000}, // "+24 KB (20 msgs/h)"
-		{testHourly, 50_000, 12_000_000},
-		{testFull, 100, 32_000}, // "RAM Total Estimé"
-		{testFull, 1_000, 316_000},
-		{testFull, 10_000, 3_200_000},
-		{testFull, 50_000, 16_000_000},
-		{testFull, 2_000, 632_000}, // off the table: 316 B/user
-	} {
-		if got := seedEstimate(tc.test, tc.users); got != tc.want {
-			t.Errorf("seedEstimate(%s, %d) = %d, want %d", tc.test, tc.users, got, tc.want)
-		}
-	}
-}
-
 func TestAccept(t *testing.T) {
 	mem := func(delta int64) *MemoryResult { return &MemoryResult{DeltaBytes: delta} }
 	for _, tc := range []struct {
@@ -113,24 +63,24 @@ func TestAccept(t *testing.T) {
 		users                int
 		r                    TestResult
 		ram, cleanup, lookup string
-		seedUsers            int
+		studyUsers           int
 	}{
 		{"all pass at 50K", 50_000, TestResult{Memory: mem(12_370_000), Purge: PurgeResult{Ms: 131}, Latency: LatencyResult{P50us: 47}},
 			"PASS", "PASS", "PASS", 50_000},
 		{"a Redis round trip fails the 1 µs row", 100, TestResult{Memory: mem(24_300), Purge: PurgeResult{Ms: 0.5}, Latency: LatencyResult{P50us: 40}},
 			"PASS", "PASS", "FAIL", 100},
-		{"the limit itself fails: the seed says strictly less", 1_000, TestResult{Memory: mem(5_000_000), Purge: PurgeResult{Ms: 50}, Latency: LatencyResult{P50us: 10}},
+		{"the limit itself fails: the study says strictly less", 1_000, TestResult{Memory: mem(5_000_000), Purge: PurgeResult{Ms: 50}, Latency: LatencyResult{P50us: 10}},
 			"FAIL", "FAIL", "FAIL", 1_000},
 		{"no memory figure: RAM is n/a", 10_000, TestResult{Purge: PurgeResult{Ms: 20}, Latency: LatencyResult{P50us: 99}},
 			"n/a", "PASS", "PASS", 10_000},
-		{"beyond the seed's table", 100_000, TestResult{Memory: mem(1), Purge: PurgeResult{Ms: 1}, Latency: LatencyResult{P50us: 1}},
+		{"beyond the study's table", 100_000, TestResult{Memory: mem(1), Purge: PurgeResult{Ms: 1}, Latency: LatencyResult{P50us: 1}},
 			"n/a", "n/a", "n/a", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := accept(tc.users, tc.r)
-			if a.RAM.Status != tc.ram || a.Cleanup.Status != tc.cleanup || a.Lookup.Status != tc.lookup || a.SeedUsers != tc.seedUsers {
+			if a.RAM.Status != tc.ram || a.Cleanup.Status != tc.cleanup || a.Lookup.Status != tc.lookup || a.StudyUsers != tc.studyUsers {
 				t.Errorf("accept = RAM %s, cleanup %s, lookup %s, row %d; want %s, %s, %s, %d",
-					a.RAM.Status, a.Cleanup.Status, a.Lookup.Status, a.SeedUsers, tc.ram, tc.cleanup, tc.lookup, tc.seedUsers)
+					a.RAM.Status, a.Cleanup.Status, a.Lookup.Status, a.StudyUsers, tc.ram, tc.cleanup, tc.lookup, tc.studyUsers)
 			}
 		})
 	}
@@ -165,7 +115,7 @@ func sampleScenario(users int) ScenarioResult {
 	for _, test := range allTests {
 		tr := TestResult{
 			Test: test, Users: users, Config: "cooldown 1h",
-			Memory:     &MemoryResult{DeltaBytes: 5_850_000, BytesPerUser: 117, SampleKeys: 200, MemoryUsagePerUser: 72, NotInMemoryUsagePerUser: 45, Encoding: "int", SeedEstimateBytes: seedEstimate(test, 50_000)},
+			Memory:     &MemoryResult{DeltaBytes: 5_850_000, BytesPerUser: 117, SampleKeys: 200, MemoryUsagePerUser: 72, NotInMemoryUsagePerUser: 45, Encoding: "int", StudyEstimateBytes: studyEstimate(test, 50_000)},
 			Keys:       int64(users),
 			Latency:    LatencyResult{Lookups: 10_000, P50us: 31, P99us: 91, P999us: 426, AllowedFraction: 0.83, CacheSize: 10_000, CachedP50us: 0.4, CachedP99us: 55, CachedFraction: 0.17},
 			Throughput: ThroughputResult{Goroutines: 32, Decisions1PerSec: 26_300, Ping1PerSec: 42_800, Ratio1: 0.61, DecisionsNPerSec: 33_900, PingNPerSec: 60_200, RatioN: math.NaN(), PingP50us: 20},

@@ -34,17 +34,6 @@ func expiryTimeout(users int) time.Duration {
 // memorySample is how many keys MEMORY USAGE looks at per test.
 const memorySample = 200
 
-// The seed's message counts: 20 per user in the hourly test, 5 to 20 in
-// the full test (random.randint(5, 20)).
-const (
-	hourlyMessages  = 20
-	fullMinMessages = 5
-	fullMaxMessages = 20
-)
-
-// userName is the seed's generate_username: "user_00042".
-func userName(i int) string { return fmt.Sprintf("user_%05d", i) }
-
 // newKeyer is a Limiter used only to name keys (Limiter.UserKeys): its
 // client never connects.
 func newKeyer(prefix string) (*limiter.Limiter, error) {
@@ -79,13 +68,13 @@ func testConfig(test, prefix string) limiter.Config {
 	cfg.SlotsOnRedisError = limiter.FailClosed
 	switch test {
 	case testCooldown:
-		// One string key per user. An hour instead of the seed's 10 s
+		// One string key per user. An hour instead of the study's 10 s
 		// keeps every key alive through the run; the TTL's length does not
 		// change what the key costs.
 		cfg.UserCooldown = time.Hour
 		cfg.MaxRequestsPerUserHour = 0
 	case testHourly:
-		cfg.UserCooldown = 0 // the window alone, as the seed's test 2
+		cfg.UserCooldown = 0 // the window alone, as the study's second test
 	case testFull:
 		// DefaultConfig: 10 s cooldown + 20 per hour.
 	}
@@ -97,9 +86,6 @@ func testConfig(test, prefix string) limiter.Config {
 func expiryConfig(test, prefix string, idle time.Duration) limiter.Config {
 	cfg := testConfig(test, prefix)
 	cfg.MaxIdleTime = idle
-	// The pass writes users only; shared keys must not outlive idle either.
-	cfg.SlotLease = min(cfg.SlotLease, idle)
-	cfg.APIRates = nil
 	// Only users are written; the pool and bucket defaults must still fit
 	// within MaxIdleTime to validate.
 	cfg.SlotLease, cfg.APIRates = min(cfg.SlotLease, idle), nil
@@ -148,7 +134,7 @@ func acceptTimes(rng *rand.Rand, n int, now time.Time, span, gap time.Duration) 
 	return times
 }
 
-// Streams of the seeded generator, so each phase is repeatable on its own.
+// Streams of the --seed generator, so each phase is repeatable on its own.
 const (
 	streamPopulate = iota + 1
 	streamExpiry
@@ -235,16 +221,21 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// settledMemory waits for rehashing to finish and reads used_memory of
-// each master.
+// settle waits until Redis has finished rehashing, so that used_memory
+// does not count two key tables.
+func (b *bench) settle(ctx context.Context) error {
+	if err := sleep(ctx, settleTime); err != nil {
+		return err
+	}
+	return b.t.waitRehashed(ctx)
+}
+
+// settledMemory is used_memory of each master once settled.
 func (b *bench) settledMemory(ctx context.Context) (map[string]int64, error) {
 	if !b.memory {
 		return nil, nil
 	}
-	if err := sleep(ctx, settleTime); err != nil {
-		return nil, err
-	}
-	if err := b.t.waitRehashed(ctx); err != nil {
+	if err := b.settle(ctx); err != nil {
 		return nil, err
 	}
 	return b.t.usedMemoryByNode(ctx)
@@ -263,30 +254,33 @@ func newLimiter(w redis.UniversalClient, cfg limiter.Config) (*limiter.Limiter, 
 // warmUp loads every script the test runs (Redis keeps them, a few kB,
 // for the server's lifetime), so the baseline already holds them.
 func (b *bench) warmUp(ctx context.Context, l *limiter.Limiter, test string) error {
+	if err := loadScripts(ctx, l, test); err != nil {
+		return fmt.Errorf("loadgen: warm-up: %w", err)
+	}
+	return nil
+}
+
+func loadScripts(ctx context.Context, l *limiter.Limiter, test string) error {
 	const warm = "loadgen_warmup"
 	// Twice: the second is a denial, which runs other commands.
 	for i := 0; i < 2; i++ {
 		if _, err := l.Allow(ctx, warm); err != nil {
-			return fmt.Errorf("loadgen: warm-up: %w", err)
+			return err
 		}
 	}
-	if err := l.Import(ctx, warm, []time.Time{time.Now()}); err != nil {
-		return fmt.Errorf("loadgen: warm-up: %w", err)
+	if err := l.Import(ctx, warm, []time.Time{time.Now()}); err != nil || test != testFull {
+		return err
 	}
-	if test == testFull {
-		if _, err := writeSharedState(ctx, l); err != nil {
-			return fmt.Errorf("loadgen: warm-up: %w", err)
-		}
-		// The hot-key phase's one script writeSharedState does not run.
-		bo, err := l.Backoff(llmPool, limiter.BackoffSettings{})
-		if err != nil {
-			return fmt.Errorf("loadgen: warm-up: %w", err)
-		}
-		if _, err := bo.Check(ctx, seedEndpoints[0]); err != nil {
-			return fmt.Errorf("loadgen: warm-up: %w", err)
-		}
+	if _, err := writeSharedState(ctx, l); err != nil {
+		return err
 	}
-	return nil
+	// The hot-key phase's one script writeSharedState does not run.
+	bo, err := l.Backoff(llmPool, limiter.BackoffSettings{})
+	if err != nil {
+		return err
+	}
+	_, err = bo.Check(ctx, studyEndpoints[0])
+	return err
 }
 
 // warmUpUsers is the size of the server-wide warm-up round.
@@ -303,18 +297,14 @@ func (b *bench) warmUpServer(ctx context.Context) error {
 	n := min(warmUpUsers, slices.Max(b.o.users))
 	for _, test := range b.o.tests {
 		cfg := testConfig(test, b.o.prefix)
-		err := b.t.withWorkers(poolSize(b.o.goroutines), func(w redis.UniversalClient) error {
-			l, err := newLimiter(w, cfg)
-			if err != nil {
-				return err
-			}
+		err := b.withLimiter(cfg, func(l *limiter.Limiter, _ redis.UniversalClient) error {
 			if err := b.warmUp(ctx, l, test); err != nil {
 				return err
 			}
 			if _, err := b.populate(ctx, l, test, streamPopulate, n, "warm-up"); err != nil {
 				return err
 			}
-			_, _, err = throughput(ctx, b.o.goroutines, minDuration, [2]uint64{b.o.seed, 0}, lookupOp(l, n, nil, nil))
+			_, _, err := throughput(ctx, b.o.goroutines, minDuration, [2]uint64{b.o.seed, 0}, lookupOp(l, n, nil, nil))
 			return err
 		})
 		if err != nil {
@@ -336,221 +326,6 @@ func (b *bench) warmUpServer(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-// runTest runs one of the seed's tests at one size: write the users,
-// measure memory, time lookups and throughput, purge, then time idle
-// expiry. Workers are closed before every memory reading (see target).
-func (b *bench) runTest(ctx context.Context, users int, test string) (TestResult, error) {
-	began := time.Now()
-	cfg := testConfig(test, b.o.prefix)
-	res := TestResult{Test: test, Users: users, Config: describeConfig(cfg), Path: lookupPath(test)}
-	if test == testCooldown {
-		res.WrittenWith = "Allow (first request of each user)"
-	} else {
-		res.WrittenWith = "Import (accept times spread over the last hour)"
-	}
-	label := fmt.Sprintf("%s users, %s", fmtCount(users), test)
-	pool := poolSize(b.o.goroutines)
-	res.PhaseSeconds = map[string]float64{}
-	mark := time.Now()
-	phase := func(name string) {
-		res.PhaseSeconds[name] = time.Since(mark).Seconds()
-		mark = time.Now()
-	}
-
-	err := b.t.withWorkers(pool, func(w redis.UniversalClient) error {
-		l, err := newLimiter(w, cfg)
-		if err != nil {
-			return err
-		}
-		return b.warmUp(ctx, l, test)
-	})
-	if err != nil {
-		return res, err
-	}
-	if _, _, err := b.t.purge(ctx, b.o.prefix); err != nil {
-		return res, err
-	}
-	base, err := b.settledMemory(ctx)
-	if err != nil {
-		return res, err
-	}
-	replicaBase, err := b.t.replicaMemory(ctx)
-	if err != nil {
-		return res, err
-	}
-	phase("warm-up")
-
-	err = b.t.withWorkers(pool, func(w redis.UniversalClient) error {
-		l, err := newLimiter(w, cfg)
-		if err != nil {
-			return err
-		}
-		took, err := b.populate(ctx, l, test, streamPopulate, users, label+": writing")
-		if err != nil {
-			return err
-		}
-		res.PopulateSeconds = took.Seconds()
-		res.PopulatePerSecond = float64(users) / took.Seconds()
-		return nil
-	})
-	if err != nil {
-		return res, err
-	}
-	phase("write")
-	if res.Memory, err = b.measureMemory(ctx, base, replicaBase, users, test, func() error {
-		// The API buckets' keys live only until the bucket refills (a
-		// second or less), so the shared state is written just before the
-		// reading.
-		if test != testFull {
-			return nil
-		}
-		return b.t.with(ctx, func(c redis.UniversalClient) error {
-			l, err := newLimiter(c, cfg)
-			if err != nil {
-				return err
-			}
-			res.Shared, err = writeSharedState(ctx, l)
-			return err
-		})
-	}); err != nil {
-		return res, err
-	}
-	// One key per user, plus the full test's shared state: anything else
-	// would be a layout change the memory figures should not hide.
-	keys, err := b.t.countKeysByNode(ctx, b.o.prefix)
-	if err != nil {
-		return res, err
-	}
-	res.Keys = sum(keys)
-	res.Shared.Keys = int(res.Keys) - users
-	for _, node := range b.shards.nodes {
-		sh := ShardResult{Node: node, Keys: keys[node]}
-		if res.Memory != nil {
-			sh.DeltaBytes = res.Memory.after[node] - base[node]
-			if sh.Keys > 0 {
-				sh.BytesPerUser = float64(sh.DeltaBytes) / float64(sh.Keys)
-			}
-		}
-		res.Shards = append(res.Shards, sh)
-	}
-	res.Spread = spread(res.Shards)
-	phase("memory")
-
-	if b.timed() {
-		err = b.t.withWorkers(pool, func(w redis.UniversalClient) error {
-			l, err := newLimiter(w, cfg)
-			if err != nil {
-				return err
-			}
-			if res.Latency, err = b.measureLatency(ctx, l, w, users, test, label, &res.Throughput); err != nil {
-				return err
-			}
-			meter := newServerMeter(b.shards)
-			if err := b.measureThroughput(ctx, l, w, users, test, label, &res.Throughput, meter); err != nil {
-				return err
-			}
-			var per []ServerTime
-			per, res.Server = meter.result()
-			for i := range res.Shards {
-				res.Shards[i].ServerTime = per[i]
-			}
-			if test == testFull {
-				if res.HotKeys, err = b.measureHotKeys(ctx, w, cfg); err != nil {
-					return err
-				}
-			}
-			return b.measureCached(ctx, w, cfg, users, test, label, &res.Latency)
-		})
-		if err != nil {
-			return res, err
-		}
-	}
-	phase("decisions")
-	if res.Purge, err = b.measurePurge(ctx, base); err != nil {
-		return res, err
-	}
-	phase("purge")
-	if res.Expiry, err = b.measureExpiry(ctx, users, test, label); err != nil {
-		return res, err
-	}
-	phase("expiry")
-	res.Acceptance = accept(users, res)
-	res.Seconds = time.Since(began).Seconds()
-	return res, nil
-}
-
-// measureMemory reads used_memory after the users were written (and
-// beforeReading ran) and compares it with MEMORY USAGE of a sample of
-// their keys.
-func (b *bench) measureMemory(ctx context.Context, base map[string]int64, replicaBase int64, users int, test string, beforeReading func() error) (*MemoryResult, error) {
-	if !b.memory {
-		return nil, beforeReading()
-	}
-	if err := sleep(ctx, settleTime); err != nil {
-		return nil, err
-	}
-	if err := b.t.waitRehashed(ctx); err != nil {
-		return nil, err
-	}
-	if err := beforeReading(); err != nil {
-		return nil, err
-	}
-	after, err := b.t.usedMemoryByNode(ctx)
-	if err != nil {
-		return nil, err
-	}
-	m := &MemoryResult{
-		BaselineBytes:     sum(base),
-		AfterBytes:        sum(after),
-		SeedEstimateBytes: seedEstimate(test, users),
-		after:             after,
-	}
-	m.DeltaBytes = m.AfterBytes - m.BaselineBytes
-	m.BytesPerUser = float64(m.DeltaBytes) / float64(users)
-	if r := b.t.replicas; r > 0 {
-		after, err := b.t.replicaMemory(ctx)
-		if err != nil {
-			return nil, err
-		}
-		m.ReplicaDeltaBytes = after - replicaBase
-		m.ReplicaBytesPerUser = float64(m.ReplicaDeltaBytes) / float64(users*r)
-	}
-	// MEMORY USAGE of every key a sampled user can have (a missing one
-	// counts 0), so the figure is per user whatever the test's layout.
-	rng := b.rngFor(test, streamSample, 0)
-	sample := min(memorySample, users)
-	var keys []string
-	for range sample {
-		keys = append(keys, b.userKeys(userName(rng.IntN(users)))...)
-	}
-	sizes, ok, err := b.t.memoryUsage(ctx, keys)
-	if err != nil {
-		return nil, err
-	}
-	if ok {
-		m.SampleKeys = sample
-		m.MemoryUsagePerUser = float64(sumSlice(sizes)) / float64(sample)
-		m.NotInMemoryUsagePerUser = m.BytesPerUser - m.MemoryUsagePerUser
-	}
-	_ = b.t.with(ctx, func(c redis.UniversalClient) error {
-		for _, k := range keys {
-			if m.Encoding, _ = c.ObjectEncoding(ctx, k).Result(); m.Encoding != "" {
-				break
-			}
-		}
-		return nil
-	})
-	return m, nil
-}
-
-func sumSlice(xs []int64) int64 {
-	var n int64
-	for _, x := range xs {
-		n += x
-	}
-	return n
 }
 
 // redisErrors remembers the last error of any Limiter loadgen builds: a
@@ -580,255 +355,6 @@ func errDegraded(cfg limiter.Config) error {
 	return fmt.Errorf("loadgen: Redis did not answer a decision (within %v; the limiter failed closed; %s): %w", cfg.RedisTimeout, why, limiter.ErrRedisUnavailable)
 }
 
-// lookupCount counts what the decisions of a phase were.
-type lookupCount struct{ allowed, cached int }
-
-// lookupOp is one decision on a random existing user; meter, if not nil,
-// counts it on the user's shard.
-func lookupOp(l *limiter.Limiter, users int, n *lookupCount, meter *serverMeter) func(ctx context.Context, rng *rand.Rand) error {
-	return func(ctx context.Context, rng *rand.Rand) error {
-		user := userName(rng.IntN(users))
-		if meter != nil {
-			if err := meter.count(l, user); err != nil {
-				return err
-			}
-		}
-		d, err := l.Allow(ctx, user)
-		switch {
-		case err != nil:
-			return err
-		case d.Degraded:
-			return errDegraded(l.Config())
-		case n != nil && d.Allowed:
-			n.allowed++
-		case n != nil && d.Cached:
-			n.cached++
-		}
-		return nil
-	}
-}
-
-// pingEvery: the lookups are interleaved with one PING per pingEvery
-// decisions, the round trip they are compared with.
-const pingEvery = 5
-
-// measureLatency times --lookups decisions one after another, with a PING
-// timed after every pingEvery-th, and fills the 1-goroutine figures of th.
-func (b *bench) measureLatency(ctx context.Context, l *limiter.Limiter, w redis.UniversalClient, users int, test, label string, th *ThroughputResult) (LatencyResult, error) {
-	bar := b.progress.start(label+": lookups", b.o.lookups)
-	defer bar.done()
-	var n lookupCount
-	ping := func(ctx context.Context, _ *rand.Rand) error { return w.Ping(ctx).Err() }
-	lat, pl, err := timeEach(ctx, b.o.lookups, pingEvery, b.rngFor(test, streamLookups, 0), func() { bar.add(1) }, lookupOp(l, users, &n, nil), ping)
-	if err != nil {
-		return LatencyResult{}, err
-	}
-	s := summarize(lat)
-	ps := summarize(pl)
-	th.PingSamples = len(pl)
-	th.PingP50us = us(ps.p50)
-	// Medians: a stall from elsewhere on the machine moves a mean by more
-	// than the difference being measured.
-	th.Decisions1PerSec, th.Ping1PerSec = perSecond(s.p50), perSecond(ps.p50)
-	th.Ratio1 = th.Decisions1PerSec / th.Ping1PerSec
-	return LatencyResult{
-		Lookups:         s.n,
-		P50us:           us(s.p50),
-		P99us:           us(s.p99),
-		P999us:          us(s.p999),
-		MeanUs:          us(s.avg),
-		AllowedFraction: float64(n.allowed) / float64(s.n),
-		PerSecond:       th.Decisions1PerSec,
-	}, nil
-}
-
-// measureCached replays the same lookups through a Limiter with the local
-// deny cache on (the library's default size): a user denied once is then
-// answered in-process until the RetryAfter Redis gave.
-func (b *bench) measureCached(ctx context.Context, w redis.UniversalClient, cfg limiter.Config, users int, test, label string, r *LatencyResult) error {
-	cfg.LocalCacheSize = limiter.DefaultConfig().LocalCacheSize
-	l, err := newLimiter(w, cfg)
-	if err != nil {
-		return err
-	}
-	bar := b.progress.start(label+": lookups, deny cache on", b.o.lookups)
-	defer bar.done()
-	var n lookupCount
-	lat, _, err := timeEach(ctx, b.o.lookups, 0, b.rngFor(test, streamLookups, 0), func() { bar.add(1) }, lookupOp(l, users, &n, nil), nil)
-	if err != nil {
-		return err
-	}
-	s := summarize(lat)
-	r.CachedP50us, r.CachedP99us = us(s.p50), us(s.p99)
-	r.CachedFraction = float64(n.cached) / float64(s.n)
-	r.CacheSize = cfg.LocalCacheSize
-	return nil
-}
-
-// throughputRounds: the N-goroutine phase alternates decisions and PING
-// this many times.
-const throughputRounds = 6
-
-// measureThroughput compares decisions with PING at N goroutines, for
-// --duration each, in alternating slices (the 1-goroutine figures come
-// from measureLatency).
-// meter brackets the decision slices only, so PING's cost stays out of
-// the server time per decision.
-func (b *bench) measureThroughput(ctx context.Context, l *limiter.Limiter, w redis.UniversalClient, users int, test, label string, r *ThroughputResult, meter *serverMeter) error {
-	g := b.o.goroutines
-	r.Goroutines = g
-	ping := func(ctx context.Context, _ *rand.Rand) error { return w.Ping(ctx).Err() }
-	// Open the N connections first, so no dial lands in the timed phases.
-	if err := parallel(ctx, g, g, func(ctx context.Context, _ int) error { return w.Ping(ctx).Err() }); err != nil {
-		return fmt.Errorf("loadgen: PING: %w", err)
-	}
-	bar := b.progress.startTimed(fmt.Sprintf("%s: %d goroutines", label, g), 2*b.o.duration)
-	defer bar.done()
-	// Decisions and PING take turns in short slices, and the medians over
-	// the slices are kept: a burst of noise from elsewhere on the machine
-	// spoils a slice or two, not the figure.
-	slice := b.o.duration / throughputRounds
-	var dr, pr, ratios []float64
-	for i := uint64(0); i < throughputRounds; i++ {
-		seed := [2]uint64{b.o.seed, testIndex(test)<<56 | streamThroughput<<48 | i<<32}
-		if err := meter.begin(ctx, w); err != nil {
-			return fmt.Errorf("loadgen: INFO commandstats: %w", err)
-		}
-		n, took, err := throughput(ctx, g, slice, seed, lookupOp(l, users, nil, meter))
-		if err != nil {
-			return err
-		}
-		if err := meter.end(ctx, w); err != nil {
-			return fmt.Errorf("loadgen: INFO commandstats: %w", err)
-		}
-		d := float64(n) / took.Seconds()
-		if n, took, err = throughput(ctx, g, slice, seed, ping); err != nil {
-			return fmt.Errorf("loadgen: PING: %w", err)
-		}
-		p := float64(n) / took.Seconds()
-		dr, pr, ratios = append(dr, d), append(pr, p), append(ratios, d/p)
-	}
-	r.DecisionsNPerSec, r.PingNPerSec, r.RatioN = median(dr), median(pr), median(ratios)
-	return nil
-}
-
-// measurePurge deletes the test's keys with SCAN MATCH + UNLINK, timed.
-func (b *bench) measurePurge(ctx context.Context, base map[string]int64) (PurgeResult, error) {
-	n, took, err := b.t.purge(ctx, b.o.prefix)
-	if err != nil {
-		return PurgeResult{}, err
-	}
-	p := PurgeResult{Ms: ms(took), Keys: n, KeysPerSecond: float64(n) / took.Seconds()}
-	if b.memory {
-		after, err := b.settledMemory(ctx)
-		if err != nil {
-			return p, err
-		}
-		above := sum(after) - sum(base)
-		p.MemoryAboveBaselineBytes = &above
-	}
-	return p, nil
-}
-
-// measureExpiry writes the users again with every TTL at most --idle, waits
-// until the last key is due and times how long Redis takes to delete them
-// all (INFO stats expired_keys) and to give the memory back (used_memory
-// within tolerance of the baseline taken before the pass).
-func (b *bench) measureExpiry(ctx context.Context, users int, test, label string) (*ExpiryResult, error) {
-	if !b.memory {
-		return nil, nil
-	}
-	cfg := expiryConfig(test, b.o.prefix, b.o.idle)
-	base, _, err := b.t.usedMemory(ctx)
-	if err != nil {
-		return nil, err
-	}
-	exp0, ok, err := b.t.expiredKeys(ctx)
-	if err != nil || !ok {
-		return nil, err
-	}
-	e := &ExpiryResult{Config: describeConfig(cfg), IdleSeconds: b.o.idle.Seconds(), Keys: int64(users)}
-	var due time.Time
-	err = b.t.withWorkers(poolSize(b.o.goroutines), func(w redis.UniversalClient) error {
-		l, err := newLimiter(w, cfg)
-		if err != nil {
-			return err
-		}
-		took, err := b.populate(ctx, l, test, streamExpiry, users, label+": writing the idle batch")
-		// Every TTL was set during the populate, each at most idle long.
-		due = time.Now().Add(b.o.idle)
-		e.WriteSeconds = took.Seconds()
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	peak, _, err := b.t.usedMemory(ctx)
-	if err != nil {
-		return nil, err
-	}
-	e.PeakAboveBaselineBytes = peak - base
-	// "Back near the baseline": within 5% of what the batch added, at
-	// least 16 kB (allocator noise).
-	e.ToleranceBytes = max(e.PeakAboveBaselineBytes/20, 16_000)
-
-	bar := b.progress.startTimed(label+": idle", time.Until(due))
-	err = sleep(ctx, time.Until(due))
-	bar.done()
-	if err != nil {
-		return nil, err
-	}
-	timeout := expiryTimeout(users)
-	bar = b.progress.startTimed(label+": waiting for Redis to expire the keys (at most "+timeout.String()+")", timeout)
-	defer bar.done()
-	var keysAt, memAt time.Duration
-	var mem int64
-	// One connection polls, so the readings' own cost stays constant.
-	err = b.t.with(ctx, func(c redis.UniversalClient) error {
-		if err := b.t.quiesce(ctx, c); err != nil {
-			return err
-		}
-		start := time.Now()
-		for {
-			exp, _, err := infoInt(ctx, c, "stats", "expired_keys")
-			if err != nil {
-				return err
-			}
-			if mem, _, err = infoInt(ctx, c, "memory", "used_memory"); err != nil {
-				return err
-			}
-			now := max(time.Since(start), time.Microsecond)
-			e.ExpiredKeys = exp - exp0
-			if keysAt == 0 && e.ExpiredKeys >= e.Keys {
-				keysAt = now
-			}
-			// Memory cannot be back before the keys are gone; before that,
-			// a reading within tolerance is noise.
-			if keysAt != 0 && mem-base <= e.ToleranceBytes {
-				memAt = now
-				return nil
-			}
-			if now > timeout {
-				e.TimedOut = true
-				return nil
-			}
-			if err := sleep(ctx, 5*time.Millisecond); err != nil {
-				return err
-			}
-		}
-	})
-	if err != nil {
-		return nil, err
-	}
-	e.KeysReclaimedMs, e.MemoryReclaimedMs = msOrNil(keysAt), msOrNil(memAt)
-	e.MemoryAboveBaselineBytes = mem - base
-	// Whatever is left (only after a timeout) goes the explicit way.
-	if e.KeysLeft, _, err = b.t.purge(ctx, b.o.prefix); err != nil {
-		return nil, err
-	}
-	return e, nil
-}
-
 func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
 func ms(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e6 }
 
@@ -841,11 +367,11 @@ func msOrNil(d time.Duration) *float64 {
 	return &v
 }
 
-// The seed's full RateLimiter beside its users: the LLM pool (slots of
+// The study's full RateLimiter beside its users: the LLM pool (slots of
 // max_concurrent_users) and its two endpoints (endpoint_failures).
 const llmPool = "llm"
 
-// writeSharedState writes what the seed's full RateLimiter holds beside its
+// writeSharedState writes what the study's full RateLimiter holds beside its
 // users: one GCRA key per external API in Config.APIRates (wikipedia, igdb)
 // after one call each, the LLM pool with every slot held (7 leases), and
 // one failure on each of its two LLM endpoints (endpoint_failures). It is
@@ -890,7 +416,7 @@ func writeSharedState(ctx context.Context, l *limiter.Limiter) (SharedState, err
 	if err != nil {
 		return SharedState{}, fmt.Errorf("loadgen: %w", err)
 	}
-	for _, ep := range seedEndpoints {
+	for _, ep := range studyEndpoints {
 		d, err := bo.Failure(ctx, ep)
 		if err != nil {
 			return SharedState{}, fmt.Errorf("loadgen: endpoint %s: %w", ep, err)
@@ -899,9 +425,6 @@ func writeSharedState(ctx context.Context, l *limiter.Limiter) (SharedState, err
 			return SharedState{}, errDegraded(cfg)
 		}
 	}
-	parts = append(parts, "one failure on each of "+strings.Join(seedEndpoints, " and ")+" (Backoff)")
+	parts = append(parts, "one failure on each of "+strings.Join(studyEndpoints, " and ")+" (Backoff)")
 	return SharedState{Written: strings.Join(parts, "; ")}, nil
 }
-
-// seedEndpoints are the seed's endpoint_failures keys.
-var seedEndpoints = []string{"http://localhost:1234", "https://api.openai.com"}

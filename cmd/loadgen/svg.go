@@ -53,7 +53,7 @@ func (r *Report) drawMemory(c vg.CanvasSizer) error {
 			byTest[x.Test] = s
 		}
 		u := float64(x.Users)
-		est := float64(seedEstimate(x.Test, x.Users))
+		est := float64(studyEstimate(x.Test, x.Users))
 		s.per = append(s.per, plotter.XY{X: u, Y: x.Memory.BytesPerUser})
 		s.total = append(s.total, plotter.XY{X: u, Y: max(float64(x.Memory.DeltaBytes), 1) / 1e6})
 		s.estPer = append(s.estPer, plotter.XY{X: u, Y: est / u})
@@ -100,7 +100,7 @@ func (r *Report) drawMemory(c vg.CanvasSizer) error {
 		}
 	}
 	var limit plotter.XYs
-	for _, row := range seedTable {
+	for _, row := range acceptanceTable {
 		limit = append(limit, plotter.XY{X: float64(row.users), Y: float64(row.ram) / 1e6})
 	}
 	sc, err := plotter.NewScatter(limit)
@@ -112,7 +112,7 @@ func (r *Report) drawMemory(c vg.CanvasSizer) error {
 	sc.GlyphStyle.Radius = vg.Points(4)
 	total.Add(sc)
 	total.Legend.Add("study's RAM limit", sc)
-	q, err := plotter.NewScatter(plotter.XYs{{X: 10_000, Y: 10}})
+	q, err := plotter.NewScatter(plotter.XYs{{X: questionUsers, Y: questionBytes / 1e6}})
 	if err != nil {
 		return err
 	}

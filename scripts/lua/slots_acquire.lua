@@ -32,7 +32,9 @@
 -- else {0, position, arrival_us, hint_ms}: position among waiters (-1 in
 -- mode 0), the arrival to pass back in ARGV[6], and hint_ms, how long
 -- until the earliest lease expires when the pool is full (0 otherwise).
--- Every key's TTL is the time until its last entry expires.
+-- Every key's TTL is the time until its last entry expires. A key that is
+-- not a sorted set fails the call with WRONGTYPE before anything is
+-- written.
 
 local holders, waiters, alive = KEYS[1], KEYS[2], KEYS[3]
 local size = tonumber(ARGV[1])
@@ -58,6 +60,12 @@ local function expire_at_last(key)
   redis.call('PEXPIRE', key, int(ttl))
   return ttl
 end
+
+-- All of its effects or none: a key of another type fails the call here
+-- (WRONGTYPE), before the first write below. ZCARD only reads.
+redis.call('ZCARD', holders)
+redis.call('ZCARD', waiters)
+redis.call('ZCARD', alive)
 
 for i = 7, #ARGV do
   redis.call('ZREM', holders, ARGV[i])
