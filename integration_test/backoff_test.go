@@ -61,16 +61,12 @@ func openBackoffWorker() (rdb *redis.Client, b *limiter.Backoff, deadline time.T
 	if err != nil {
 		return nil, nil, time.Time{}, "", err
 	}
-	rdb, err = workerClient(64)
+	prefix := os.Getenv("PREFIX")
+	l, rdb, err := workerLimiter(64, backoffProbeConfig(prefix))
 	if err != nil {
 		return nil, nil, time.Time{}, "", err
 	}
-	prefix := os.Getenv("PREFIX")
-	l, err := limiter.New(rdb, backoffProbeConfig(prefix))
-	if err == nil {
-		b, err = l.Backoff("llm", limiter.BackoffSettings{})
-	}
-	if err != nil {
+	if b, err = l.Backoff("llm", limiter.BackoffSettings{}); err != nil {
 		rdb.Close()
 		return nil, nil, time.Time{}, "", err
 	}
@@ -109,72 +105,57 @@ func backoffProbeWorker(ctx context.Context) (any, error) {
 	defer rdb.Close()
 	var mu sync.Mutex
 	var res backoffProbeResult
-	errs := make(chan error, 32)
-	var wg sync.WaitGroup
-	for g := 0; g < 32; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var mine backoffProbeResult
-			defer func() {
-				mu.Lock()
-				res.add(mine)
-				mu.Unlock()
-			}()
-			for time.Now().Before(deadline) {
-				d, err := b.Check(ctx, backoffEndpoint)
-				if err != nil {
-					errs <- err
-					return
-				}
-				mine.Checks++
-				if d.Degraded {
-					errs <- fmt.Errorf("a Check fell back to local state: %+v", d)
-					return
-				}
-				switch {
-				case d.Probe:
-					if !d.Allowed || d.Token == "" {
-						errs <- fmt.Errorf("a probe without a token, or denied: %+v", d)
-						return
-					}
-					mine.Probes++
-					n, err := rdb.Incr(ctx, inFlight).Result()
-					if err != nil {
-						errs <- err
-						return
-					}
-					if n != 1 {
-						mine.Overlaps++
-					}
-					time.Sleep(2 * time.Millisecond)
-					if err := rdb.Decr(ctx, inFlight).Err(); err != nil {
-						errs <- err
-						return
-					}
-					f, err := b.Failure(ctx, backoffEndpoint)
-					if err != nil {
-						errs <- err
-						return
-					}
-					if f.Degraded || f.Reason != limiter.ReasonBackoff || f.RetryAfter <= 0 || f.RetryAfter > 20*time.Millisecond {
-						errs <- fmt.Errorf("probe's Failure = %+v", f)
-						return
-					}
-				case d.Reason == limiter.ReasonBackoff && d.RetryAfter >= time.Millisecond:
-					mine.Backoff++
-				case d.Reason == limiter.ReasonProbing && d.RetryAfter >= time.Millisecond:
-					mine.Probing++
-				default:
-					errs <- fmt.Errorf("unexpected decision %+v: nobody reports Success", d)
-					return
-				}
-			}
+	err = concurrently(32, func(int) error {
+		var mine backoffProbeResult
+		defer func() {
+			mu.Lock()
+			res.add(mine)
+			mu.Unlock()
 		}()
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+		for time.Now().Before(deadline) {
+			d, err := b.Check(ctx, backoffEndpoint)
+			if err != nil {
+				return err
+			}
+			mine.Checks++
+			if d.Degraded {
+				return fmt.Errorf("a Check fell back to local state: %+v", d)
+			}
+			switch {
+			case d.Probe:
+				if !d.Allowed || d.Token == "" {
+					return fmt.Errorf("a probe without a token, or denied: %+v", d)
+				}
+				mine.Probes++
+				n, err := rdb.Incr(ctx, inFlight).Result()
+				if err != nil {
+					return err
+				}
+				if n != 1 {
+					mine.Overlaps++
+				}
+				time.Sleep(2 * time.Millisecond)
+				if err := rdb.Decr(ctx, inFlight).Err(); err != nil {
+					return err
+				}
+				f, err := b.Failure(ctx, backoffEndpoint)
+				if err != nil {
+					return err
+				}
+				if f.Degraded || f.Reason != limiter.ReasonBackoff || f.RetryAfter <= 0 || f.RetryAfter > 20*time.Millisecond {
+					return fmt.Errorf("probe's Failure = %+v", f)
+				}
+			case d.Reason == limiter.ReasonBackoff && d.RetryAfter >= time.Millisecond:
+				mine.Backoff++
+			case d.Reason == limiter.ReasonProbing && d.RetryAfter >= time.Millisecond:
+				mine.Probing++
+			default:
+				return fmt.Errorf("unexpected decision %+v: nobody reports Success", d)
+			}
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	return res, nil
@@ -404,60 +385,52 @@ func backoffDoWorker(ctx context.Context) (any, error) {
 	var mu sync.Mutex
 	var res backoffDoResult
 	var probes atomic.Int64 // this process's: odd ones give up, even ones fail
-	errs := make(chan error, 32)
-	var wg sync.WaitGroup
-	for g := 0; g < 32; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var mine backoffDoResult
-			defer func() {
-				mu.Lock()
-				res.add(mine)
-				mu.Unlock()
-			}()
-			for time.Now().Before(deadline) {
-				cctx, cancel := context.WithCancel(ctx)
-				err := b.Do(cctx, backoffEndpoint, func(context.Context) error {
-					mine.Calls++
-					giveUp := probes.Add(1)%2 == 1
-					n, err := rdb.Incr(ctx, inFlight).Result()
-					if err != nil {
-						return err
-					}
-					if n != 1 {
-						mine.Overlaps++
-					}
-					time.Sleep(time.Millisecond)
-					if err := rdb.Decr(ctx, inFlight).Err(); err != nil {
-						return err
-					}
-					if giveUp {
-						cancel()
-						return cctx.Err()
-					}
-					return errLLMDown
-				})
-				cancel()
-				var open *limiter.BackoffOpenError
-				switch {
-				case errors.Is(err, context.Canceled):
-					mine.Abandoned++
-				case errors.Is(err, errLLMDown):
-					mine.Failed++
-				case errors.As(err, &open) && open.Decision.RetryAfter >= time.Millisecond && !open.Decision.Degraded:
-					mine.Denied++
-					time.Sleep(time.Millisecond) // a denied caller does other work
-				default:
-					errs <- fmt.Errorf("Do = %v", err)
-					return
-				}
-			}
+	err = concurrently(32, func(int) error {
+		var mine backoffDoResult
+		defer func() {
+			mu.Lock()
+			res.add(mine)
+			mu.Unlock()
 		}()
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+		for time.Now().Before(deadline) {
+			cctx, cancel := context.WithCancel(ctx)
+			err := b.Do(cctx, backoffEndpoint, func(context.Context) error {
+				mine.Calls++
+				giveUp := probes.Add(1)%2 == 1
+				n, err := rdb.Incr(ctx, inFlight).Result()
+				if err != nil {
+					return err
+				}
+				if n != 1 {
+					mine.Overlaps++
+				}
+				time.Sleep(time.Millisecond)
+				if err := rdb.Decr(ctx, inFlight).Err(); err != nil {
+					return err
+				}
+				if giveUp {
+					cancel()
+					return cctx.Err()
+				}
+				return errLLMDown
+			})
+			cancel()
+			var open *limiter.BackoffOpenError
+			switch {
+			case errors.Is(err, context.Canceled):
+				mine.Abandoned++
+			case errors.Is(err, errLLMDown):
+				mine.Failed++
+			case errors.As(err, &open) && open.Decision.RetryAfter >= time.Millisecond && !open.Decision.Degraded:
+				mine.Denied++
+				time.Sleep(time.Millisecond) // a denied caller does other work
+			default:
+				return fmt.Errorf("Do = %v", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	return res, nil

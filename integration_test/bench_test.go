@@ -26,11 +26,19 @@ import (
 // and the per-call latencies of the first goroutine.
 func rate(b *testing.B, g int, d time.Duration, op func(rng *rand.Rand) error) (float64, []time.Duration) {
 	b.Helper()
+	start := time.Now()
+	n, lat := runFor(b, g, d, op)
+	return float64(n) / time.Since(start).Seconds(), lat
+}
+
+// runFor runs op from g goroutines for d; it returns how many ran and the
+// latencies of the first goroutine's.
+func runFor(b *testing.B, g int, d time.Duration, op func(rng *rand.Rand) error) (int64, []time.Duration) {
+	b.Helper()
 	var n atomic.Int64
 	var wg sync.WaitGroup
 	var lat []time.Duration
 	stop := time.Now().Add(d)
-	start := time.Now()
 	for i := 0; i < g; i++ {
 		wg.Add(1)
 		go func(i int) {
@@ -50,7 +58,7 @@ func rate(b *testing.B, g int, d time.Duration, op func(rng *rand.Rand) error) (
 		}(i)
 	}
 	wg.Wait()
-	return float64(n.Load()) / time.Since(start).Seconds(), lat
+	return n.Load(), lat
 }
 
 // versusPing measures op and PING from g goroutines in 6 alternating

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -102,36 +100,6 @@ func BenchmarkBudgetVsAllow(b *testing.B) {
 			b.ReportMetric(0, "ns/op")
 		})
 	}
-}
-
-// runFor runs op from g goroutines for d; it returns how many ran and the
-// latencies of the first goroutine's.
-func runFor(b *testing.B, g int, d time.Duration, op func(rng *rand.Rand) error) (int64, []time.Duration) {
-	b.Helper()
-	var n atomic.Int64
-	var wg sync.WaitGroup
-	var lat []time.Duration
-	stop := time.Now().Add(d)
-	for i := 0; i < g; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			rng := rand.New(rand.NewPCG(uint64(i), uint64(time.Now().UnixNano())))
-			for time.Now().Before(stop) {
-				t0 := time.Now()
-				if err := op(rng); err != nil {
-					b.Error(err)
-					return
-				}
-				if i == 0 {
-					lat = append(lat, time.Since(t0))
-				}
-				n.Add(1)
-			}
-		}(i)
-	}
-	wg.Wait()
-	return n.Load(), lat
 }
 
 // fillWindows gives users "user_0".. entries requests each in the

@@ -11,9 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
-	"github.com/floodgate/floodgate/internal/redisproc"
 	"github.com/floodgate/floodgate/limiter"
 )
 
@@ -45,18 +42,13 @@ const budgetTestLimit = 20_000
 // units, "call the model" for 0..1 ms, Settle at the estimate (MODE exact)
 // or above it by 0..500 (MODE overshoot). It returns every admitted call.
 func budgetCallsWorker(ctx context.Context) (any, error) {
-	rdb, err := workerClient(32)
+	cfg := limiter.DefaultConfig()
+	cfg.RedisTimeout = 5 * time.Second
+	l, rdb, err := workerLimiter(32, cfg)
 	if err != nil {
 		return nil, err
 	}
 	defer rdb.Close()
-	cfg := limiter.DefaultConfig()
-	cfg.KeyPrefix = os.Getenv("PREFIX")
-	cfg.RedisTimeout = 5 * time.Second
-	l, err := limiter.New(rdb, cfg)
-	if err != nil {
-		return nil, err
-	}
 	b, err := l.Budget("llm", limiter.BudgetSettings{Limit: budgetTestLimit, Lease: time.Minute})
 	if err != nil {
 		return nil, err
@@ -66,47 +58,38 @@ func budgetCallsWorker(ctx context.Context) (any, error) {
 	overshoot := os.Getenv("MODE") == "overshoot"
 	var mu sync.Mutex
 	var res budgetWorkerResult
-	errs := make(chan error, 32)
-	var wg sync.WaitGroup
-	for g := 0; g < 32; g++ {
-		wg.Add(1)
-		go func(seed uint64) {
-			defer wg.Done()
-			rng := rand.New(rand.NewPCG(seed, uint64(os.Getpid())))
-			for i := 0; i < rounds; i++ {
-				c := budgetCall{User: "user-" + strconv.Itoa(rng.IntN(users)), Estimate: 50 + rng.IntN(1951)}
-				c.ReserveStart = time.Now().UnixNano()
-				d, err := b.Reserve(ctx, c.User, c.Estimate)
-				c.ReserveEnd = time.Now().UnixNano()
-				if err != nil {
-					errs <- err
-					return
-				}
-				if !d.Allowed {
-					mu.Lock()
-					res.Denied++
-					mu.Unlock()
-					continue
-				}
-				time.Sleep(time.Duration(rng.IntN(1000)) * time.Microsecond)
-				c.Actual = c.Estimate
-				if overshoot {
-					c.Actual += rng.IntN(501)
-				}
-				if err := b.Settle(ctx, c.User, d.Token, c.Actual); err != nil {
-					errs <- err
-					return
-				}
-				c.SettleEnd = time.Now().UnixNano()
-				mu.Lock()
-				res.Calls = append(res.Calls, c)
-				mu.Unlock()
+	err = concurrently(32, func(g int) error {
+		rng := rand.New(rand.NewPCG(seed(g), uint64(os.Getpid())))
+		for i := 0; i < rounds; i++ {
+			c := budgetCall{User: "user-" + strconv.Itoa(rng.IntN(users)), Estimate: 50 + rng.IntN(1951)}
+			c.ReserveStart = time.Now().UnixNano()
+			d, err := b.Reserve(ctx, c.User, c.Estimate)
+			c.ReserveEnd = time.Now().UnixNano()
+			if err != nil {
+				return err
 			}
-		}(seed(g))
-	}
-	wg.Wait()
-	close(errs)
-	return res, <-errs
+			if !d.Allowed {
+				mu.Lock()
+				res.Denied++
+				mu.Unlock()
+				continue
+			}
+			time.Sleep(time.Duration(rng.IntN(1000)) * time.Microsecond)
+			c.Actual = c.Estimate
+			if overshoot {
+				c.Actual += rng.IntN(501)
+			}
+			if err := b.Settle(ctx, c.User, d.Token, c.Actual); err != nil {
+				return err
+			}
+			c.SettleEnd = time.Now().UnixNano()
+			mu.Lock()
+			res.Calls = append(res.Calls, c)
+			mu.Unlock()
+		}
+		return nil
+	})
+	return res, err
 }
 
 func seed(g int) uint64 { return uint64(g)*7919 + 1 }
@@ -268,14 +251,7 @@ func TestBudgetListpackPastTheBound(t *testing.T) {
 // user back exactly, so the layout is the scripts' own.
 func TestBudgetMemoryPerUser(t *testing.T) {
 	skipIfShort(t) // -short keeps TestBudgetListpackPastTheBound
-	needRedisServer(t)
-	srv, err := redisproc.Start(context.Background(), redisproc.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Stop()
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 64})
-	defer rdb.Close()
+	rdb := privateClient(t)
 	cfg := limiter.DefaultConfig()
 	cfg.RedisTimeout = 10 * time.Second
 	l, err := limiter.New(rdb, cfg)
@@ -291,26 +267,22 @@ func TestBudgetMemoryPerUser(t *testing.T) {
 
 	before := usedMemory(t, rdb)
 	now := time.Now()
-	var wg sync.WaitGroup
-	errs := make(chan error, 32)
-	for g := 0; g < 32; g++ {
-		wg.Add(1)
-		go func(g int) {
-			defer wg.Done()
-			rng := rand.New(rand.NewPCG(uint64(g), 1))
-			for i := g; i < users; i += 32 {
-				times := make([]time.Time, 20)
-				for j := range times {
-					times[j] = now.Add(-time.Duration(rng.Int64N(int64(time.Hour - time.Minute))))
-				}
-				if err := l.Import(ctx, fmt.Sprintf("user_%05d", i), times); err != nil {
-					errs <- err
-					return
-				}
+	err = concurrently(32, func(g int) error {
+		rng := rand.New(rand.NewPCG(uint64(g), 1))
+		for i := g; i < users; i += 32 {
+			times := make([]time.Time, 20)
+			for j := range times {
+				times[j] = now.Add(-time.Duration(rng.Int64N(int64(time.Hour - time.Minute))))
 			}
-		}(g)
+			if err := l.Import(ctx, fmt.Sprintf("user_%05d", i), times); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
-	wg.Wait()
 	window := float64(usedMemory(t, rdb)-before) / users
 
 	before = usedMemory(t, rdb)
@@ -361,36 +333,27 @@ func testClusterBudget(t *testing.T, env *clusterEnv) {
 	ctx := context.Background()
 	var mu sync.Mutex
 	sums := map[string]int{}
-	var wg sync.WaitGroup
-	errs := make(chan error, 32)
-	for g := 0; g < 32; g++ {
-		wg.Add(1)
-		go func(g int) {
-			defer wg.Done()
-			rng := rand.New(rand.NewPCG(uint64(g), 9))
-			for i := 0; i < 40; i++ {
-				u, est := users[rng.IntN(len(users))], 100+rng.IntN(900)
-				d, err := b.Reserve(ctx, u, est)
-				if err != nil {
-					errs <- err
-					return
-				}
-				if !d.Allowed {
-					continue
-				}
-				if err := b.Settle(ctx, u, d.Token, est); err != nil {
-					errs <- err
-					return
-				}
-				mu.Lock()
-				sums[u] += est
-				mu.Unlock()
+	err = concurrently(32, func(g int) error {
+		rng := rand.New(rand.NewPCG(uint64(g), 9))
+		for i := 0; i < 40; i++ {
+			u, est := users[rng.IntN(len(users))], 100+rng.IntN(900)
+			d, err := b.Reserve(ctx, u, est)
+			if err != nil {
+				return err
 			}
-		}(g)
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+			if !d.Allowed {
+				continue
+			}
+			if err := b.Settle(ctx, u, d.Token, est); err != nil {
+				return err
+			}
+			mu.Lock()
+			sums[u] += est
+			mu.Unlock()
+		}
+		return nil
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	for _, u := range users {

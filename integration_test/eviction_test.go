@@ -1,7 +1,6 @@
 package integration_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,44 +28,31 @@ func init() {
 // returns a client for it.
 func startMaxmemory(t *testing.T, policy string) *redis.Client {
 	t.Helper()
-	needRedisServer(t)
-	srv, err := redisproc.Start(context.Background(), redisproc.Options{
-		Args: []string{"--maxmemory", "4mb", "--maxmemory-policy", policy},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 64, ContextTimeoutEnabled: true})
-	t.Cleanup(func() { rdb.Close() })
-	return rdb
+	return privateClient(t, "--maxmemory", "4mb", "--maxmemory-policy", policy)
 }
 
-// logBuffer routes log/slog's default logger to a buffer for the test.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func captureSlog(t *testing.T) *logBuffer {
+// captureSlog routes log/slog's default logger to a buffer for the test.
+func captureSlog(t *testing.T) *redisproc.SyncBuffer {
 	t.Helper()
-	b := &logBuffer{}
+	b := &redisproc.SyncBuffer{}
 	old := slog.Default()
 	slog.SetDefault(slog.New(slog.NewTextHandler(b, nil)))
 	t.Cleanup(func() { slog.SetDefault(old) })
 	return b
+}
+
+// metricsConfig is the default Config observed by floodgate's metrics, on
+// a registry of the test's own.
+func metricsConfig(t *testing.T) (limiter.Config, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	obs, err := metrics.New(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := limiter.DefaultConfig()
+	cfg.Observer = obs
+	return cfg, reg
 }
 
 // waitEvictionRisk waits for New's background check.
@@ -100,13 +85,7 @@ func TestEvictionWarning(t *testing.T) {
 		t.Run(policy, func(t *testing.T) {
 			rdb := startMaxmemory(t, policy)
 			logs := captureSlog(t)
-			reg := prometheus.NewPedanticRegistry()
-			obs, err := metrics.New(reg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg := limiter.DefaultConfig()
-			cfg.Observer = obs
+			cfg, reg := metricsConfig(t)
 			cfg.RedisTimeout = 5 * time.Second
 			cfg.LocalCacheSize = 0
 			l, err := limiter.New(rdb, cfg)
@@ -232,13 +211,7 @@ func TestOutOfMemoryFollowsFailureMode(t *testing.T) {
 	ctx := context.Background()
 	for _, mode := range []limiter.FailureMode{limiter.FailLocal, limiter.FailOpen, limiter.FailClosed} {
 		t.Run(mode.String(), func(t *testing.T) {
-			reg := prometheus.NewPedanticRegistry()
-			obs, err := metrics.New(reg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg := limiter.DefaultConfig()
-			cfg.Observer = obs
+			cfg, reg := metricsConfig(t)
 			cfg.LocalCacheSize = 0
 			cfg.OnRedisError, cfg.BucketOnRedisError, cfg.SlotsOnRedisError, cfg.BackoffOnRedisError = mode, mode, mode, mode
 			cfg.KeyPrefix = "fg" + mode.String()
@@ -303,13 +276,8 @@ func TestOutOfMemoryFollowsFailureMode(t *testing.T) {
 // TestEvictionCheckWithoutINFO: an ACL user without INFO gets the policy
 // from CONFIG GET when granted, else an error naming the grant.
 func TestEvictionCheckWithoutINFO(t *testing.T) {
-	needRedisServer(t)
 	ctx := context.Background()
-	srv, err := redisproc.Start(ctx, redisproc.Options{Args: []string{"--maxmemory", "4mb", "--maxmemory-policy", "allkeys-lru"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
+	srv := startRedis(t, "--maxmemory", "4mb", "--maxmemory-policy", "allkeys-lru")
 	admin := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	t.Cleanup(func() { admin.Close() })
 	for _, rule := range [][]any{
@@ -349,14 +317,7 @@ func TestDocumentedACLAllowsEvictionCheck(t *testing.T) {
 // TestServeShowsEvictionRisk: floodgate serve on a volatile-lru Redis logs
 // the warning at startup, and /readyz and /metrics show it.
 func TestServeShowsEvictionRisk(t *testing.T) {
-	needRedisServer(t)
-	srv, err := redisproc.Start(context.Background(), redisproc.Options{
-		Args: []string{"--maxmemory", "4mb", "--maxmemory-policy", "volatile-lru"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
+	srv := startRedis(t, "--maxmemory", "4mb", "--maxmemory-policy", "volatile-lru")
 	p := startServeProc(t, map[string]string{"FLOODGATE_REDIS_URL": "redis://" + srv.Addr})
 	c := &http.Client{Timeout: 5 * time.Second}
 	defer c.CloseIdleConnections()

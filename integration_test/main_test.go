@@ -107,6 +107,30 @@ func skipIfShort(t testing.TB) {
 	}
 }
 
+// startRedis starts a redis-server of the test's own, with args, and
+// stops it when the test ends.
+func startRedis(t testing.TB, args ...string) *redisproc.Server {
+	t.Helper()
+	needRedisServer(t)
+	srv, err := redisproc.Start(context.Background(), redisproc.Options{Args: args})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	return srv
+}
+
+// privateClient is a client, with up to 64 connections, on a
+// redis-server of the test's own started with args: for tests that
+// measure or fill the whole server.
+func privateClient(t testing.TB, args ...string) *redis.Client {
+	t.Helper()
+	srv := startRedis(t, args...)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 64, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { rdb.Close() })
+	return rdb
+}
+
 // client connects to the shared server.
 func client(t testing.TB) *redis.Client {
 	t.Helper()

@@ -27,21 +27,16 @@ type retryAfterTally struct {
 // user under a cooldown (window off, deny cache off, so every decision is
 // user_allow.lua's) for RUN_FOR.
 func retryAfterWorker(ctx context.Context) (any, error) {
-	rdb, err := workerClient(32)
-	if err != nil {
-		return nil, err
-	}
-	defer rdb.Close()
 	cfg := limiter.DefaultConfig()
-	cfg.KeyPrefix = os.Getenv("PREFIX")
 	cfg.UserCooldown = time.Second
 	cfg.MaxRequestsPerUserHour = 0
 	cfg.LocalCacheSize = 0
 	cfg.RedisTimeout = 5 * time.Second
-	l, err := limiter.New(rdb, cfg)
+	l, rdb, err := workerLimiter(32, cfg)
 	if err != nil {
 		return nil, err
 	}
+	defer rdb.Close()
 	runFor, err := time.ParseDuration(os.Getenv("RUN_FOR"))
 	if err != nil {
 		return nil, err
@@ -50,33 +45,9 @@ func retryAfterWorker(ctx context.Context) (any, error) {
 	defer cancel()
 	var mu sync.Mutex
 	tally := retryAfterTally{MinRetry: time.Hour}
-	errs := make(chan error, 32)
-	var wg sync.WaitGroup
-	for g := 0; g < 32; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var mine retryAfterTally
-			mine.MinRetry = time.Hour
-			for ctx.Err() == nil {
-				d, err := l.Allow(ctx, "one-user")
-				if err != nil {
-					if ctx.Err() == nil {
-						errs <- err
-					}
-					break
-				}
-				mine.Decisions++
-				if d.Allowed {
-					mine.Allowed++
-					continue
-				}
-				mine.Denied++
-				if d.RetryAfter < time.Millisecond {
-					mine.ZeroWait++
-				}
-				mine.MinRetry = min(mine.MinRetry, d.RetryAfter)
-			}
+	err = concurrently(32, func(int) error {
+		mine := retryAfterTally{MinRetry: time.Hour}
+		defer func() {
 			mu.Lock()
 			tally.Decisions += mine.Decisions
 			tally.Allowed += mine.Allowed
@@ -85,10 +56,28 @@ func retryAfterWorker(ctx context.Context) (any, error) {
 			tally.MinRetry = min(tally.MinRetry, mine.MinRetry)
 			mu.Unlock()
 		}()
-	}
-	wg.Wait()
-	close(errs)
-	return tally, <-errs
+		for ctx.Err() == nil {
+			d, err := l.Allow(ctx, "one-user")
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil // RUN_FOR is over
+				}
+				return err
+			}
+			mine.Decisions++
+			if d.Allowed {
+				mine.Allowed++
+				continue
+			}
+			mine.Denied++
+			if d.RetryAfter < time.Millisecond {
+				mine.ZeroWait++
+			}
+			mine.MinRetry = min(mine.MinRetry, d.RetryAfter)
+		}
+		return nil
+	})
+	return tally, err
 }
 
 // TestNoZeroRetryAfterAcrossProcesses (issue 11 item 1): 3 processes x 32

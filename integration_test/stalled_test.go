@@ -7,7 +7,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/floodgate/floodgate/internal/redisproc"
 	"github.com/floodgate/floodgate/limiter"
 )
 
@@ -23,13 +22,8 @@ const (
 // and answers nothing) for longer than any call may take.
 func stalledEnv(t *testing.T) (l *limiter.Limiter, pause func()) {
 	t.Helper()
-	needRedisServer(t)
 	ctx := context.Background()
-	srv, err := redisproc.Start(ctx, redisproc.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
+	srv := startRedis(t)
 	admin := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	t.Cleanup(func() {
 		admin.Do(context.Background(), "client", "unpause")
@@ -40,7 +34,7 @@ func stalledEnv(t *testing.T) (l *limiter.Limiter, pause func()) {
 	cfg := limiter.DefaultConfig()
 	cfg.RedisTimeout = stallTimeout
 	cfg.LocalCacheSize = 0
-	l, err = limiter.New(rdb, cfg)
+	l, err := limiter.New(rdb, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/floodgate/floodgate/internal/redisproc"
 	"github.com/floodgate/floodgate/limiter"
 )
 
@@ -28,15 +27,10 @@ func init() {
 // for random users among USERS, until each goroutine has sent ROUNDS.
 // It returns how many requests were admitted per user.
 func userAdmissionWorker(ctx context.Context) (any, error) {
-	rdb, err := workerClient(64)
-	if err != nil {
-		return nil, err
-	}
-	defer rdb.Close()
 	cfg := limiter.DefaultConfig()
-	cfg.KeyPrefix = os.Getenv("PREFIX")
 	cfg.UserCooldown = 0
 	if c := os.Getenv("COOLDOWN"); c != "" {
+		var err error
 		if cfg.UserCooldown, err = time.ParseDuration(c); err != nil {
 			return nil, err
 		}
@@ -46,10 +40,11 @@ func userAdmissionWorker(ctx context.Context) (any, error) {
 	if os.Getenv("CACHE") == "" {
 		cfg.LocalCacheSize = 0
 	}
-	l, err := limiter.New(rdb, cfg)
+	l, rdb, err := workerLimiter(64, cfg)
 	if err != nil {
 		return nil, err
 	}
+	defer rdb.Close()
 	users, _ := strconv.Atoi(os.Getenv("USERS"))
 	rounds, _ := strconv.Atoi(os.Getenv("ROUNDS"))
 	if d, err := time.ParseDuration(os.Getenv("RUN_FOR")); err == nil {
@@ -66,34 +61,26 @@ func userAdmissionWorker(ctx context.Context) (any, error) {
 func admitConcurrently(ctx context.Context, l *limiter.Limiter, users, goroutines, rounds int) (map[string]int, error) {
 	var mu sync.Mutex
 	counts := map[string]int{}
-	errs := make(chan error, goroutines)
-	var wg sync.WaitGroup
-	for g := 0; g < goroutines; g++ {
-		wg.Add(1)
-		go func(seed uint64) {
-			defer wg.Done()
-			rng := rand.New(rand.NewPCG(seed, uint64(os.Getpid())))
-			for i := 0; i < rounds && ctx.Err() == nil; i++ {
-				u := "user-" + strconv.Itoa(rng.IntN(users))
-				d, err := l.Allow(ctx, u)
-				if err != nil && ctx.Err() != nil {
-					return
-				}
-				if err != nil {
-					errs <- err
-					return
-				}
-				if d.Allowed {
-					mu.Lock()
-					counts[u]++
-					mu.Unlock()
-				}
+	err := concurrently(goroutines, func(g int) error {
+		rng := rand.New(rand.NewPCG(uint64(g), uint64(os.Getpid())))
+		for i := 0; i < rounds && ctx.Err() == nil; i++ {
+			u := "user-" + strconv.Itoa(rng.IntN(users))
+			d, err := l.Allow(ctx, u)
+			if err != nil && ctx.Err() != nil {
+				return nil // RUN_FOR is over
 			}
-		}(uint64(g))
-	}
-	wg.Wait()
-	close(errs)
-	return counts, <-errs
+			if err != nil {
+				return err
+			}
+			if d.Allowed {
+				mu.Lock()
+				counts[u]++
+				mu.Unlock()
+			}
+		}
+		return nil
+	})
+	return counts, err
 }
 
 // TestDenyCacheNeverOverAdmits: the same contention with both policies on
@@ -392,14 +379,7 @@ const memoryPerUserBound = 333
 // leaves a full hour's window per user, and reads INFO used_memory.
 func TestMemoryPerUser(t *testing.T) {
 	skipIfShort(t) // -short keeps TestLoadgenEmbedded
-	needRedisServer(t)
-	srv, err := redisproc.Start(context.Background(), redisproc.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Stop()
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 64})
-	defer rdb.Close()
+	rdb := privateClient(t)
 	cfg := limiter.DefaultConfig()
 	cfg.RedisTimeout = 10 * time.Second
 	cfg.UserCooldown = 0
@@ -412,36 +392,27 @@ func TestMemoryPerUser(t *testing.T) {
 	ctx := context.Background()
 	const users, workers, batch = 50_000, 4, 1000
 	before := usedMemory(t, rdb)
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	for g := 0; g < workers; g++ {
-		wg.Add(1)
-		go func(g int) {
-			defer wg.Done()
-			var ids []string
-			for i := g; i < users; i += workers {
-				ids = append(ids, fmt.Sprintf("user_%05d", i))
-			}
-			for round := 0; round < 20; round++ {
-				for start := 0; start < len(ids); start += batch {
-					ds, err := l.AllowMany(ctx, ids[start:min(start+batch, len(ids))])
-					if err != nil {
-						errs <- err
-						return
-					}
-					for i, d := range ds {
-						if !d.Allowed || d.Degraded {
-							errs <- fmt.Errorf("round %d, %s: %+v, want a shared admission", round, ids[start+i], d)
-							return
-						}
+	err = concurrently(workers, func(g int) error {
+		var ids []string
+		for i := g; i < users; i += workers {
+			ids = append(ids, fmt.Sprintf("user_%05d", i))
+		}
+		for round := 0; round < 20; round++ {
+			for start := 0; start < len(ids); start += batch {
+				ds, err := l.AllowMany(ctx, ids[start:min(start+batch, len(ids))])
+				if err != nil {
+					return err
+				}
+				for i, d := range ds {
+					if !d.Allowed || d.Degraded {
+						return fmt.Errorf("round %d, %s: %+v, want a shared admission", round, ids[start+i], d)
 					}
 				}
 			}
-		}(g)
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+		}
+		return nil
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	after := usedMemory(t, rdb)

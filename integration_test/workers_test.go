@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/floodgate/floodgate/limiter"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -54,6 +55,22 @@ func workerClient(poolSize int) (*redis.Client, error) {
 	}
 	opt.PoolSize = poolSize
 	return redis.NewClient(opt), nil
+}
+
+// workerLimiter is a worker process's Limiter with cfg under PREFIX, on a
+// workerClient that the caller closes.
+func workerLimiter(poolSize int, cfg limiter.Config) (*limiter.Limiter, *redis.Client, error) {
+	rdb, err := workerClient(poolSize)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg.KeyPrefix = os.Getenv("PREFIX")
+	l, err := limiter.New(rdb, cfg)
+	if err != nil {
+		rdb.Close()
+		return nil, nil, err
+	}
+	return l, rdb, nil
 }
 
 // runWorkers starts n worker processes of role with env added (plus

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -804,28 +803,8 @@ func (h *backoffRoundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) 
 	}
 }
 
-type backoffObserver struct {
-	mu        sync.Mutex
-	decisions []Decision
-	ops       []string
-}
-
-func (o *backoffObserver) ObserveDecision(policy string, d Decision) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if policy == PolicyBackoff {
-		o.decisions = append(o.decisions, d)
-	}
-}
-
-func (o *backoffObserver) ObserveRedis(op string, _ time.Duration, _ error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.ops = append(o.ops, op)
-}
-
 func TestBackoffObserver(t *testing.T) {
-	obs := &backoffObserver{}
+	obs := &recordObserver{}
 	cfg := backoffConfig()
 	cfg.Observer = obs
 	b, _ := newTestBackoff(t, cfg)
@@ -838,6 +817,11 @@ func TestBackoffObserver(t *testing.T) {
 	wantOps := []string{"backoff_check", "backoff_failure", "backoff_check", "backoff_success"}
 	if len(obs.decisions) != len(wantD) || obs.decisions[0] != wantD[0] || obs.decisions[1] != wantD[1] {
 		t.Fatalf("decisions %+v, want %+v", obs.decisions, wantD)
+	}
+	for _, p := range obs.policies {
+		if p != PolicyBackoff {
+			t.Fatalf("decision policies %q, want all %q", obs.policies, PolicyBackoff)
+		}
 	}
 	if strings.Join(obs.ops, ",") != strings.Join(wantOps, ",") {
 		t.Fatalf("ops %q, want %q", obs.ops, wantOps)

@@ -6,7 +6,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -356,30 +355,6 @@ func downLimiter(t *testing.T, cfg Config) *Limiter {
 		t.Fatal(err)
 	}
 	return l
-}
-
-type recordObserver struct {
-	mu        sync.Mutex
-	decisions []Decision
-	trips     int
-}
-
-func (o *recordObserver) ObserveDecision(policy string, d Decision) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.decisions = append(o.decisions, d)
-}
-
-func (o *recordObserver) ObserveRedis(string, time.Duration, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.trips++
-}
-
-func (o *recordObserver) roundTrips() int {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.trips
 }
 
 func TestBucketRedisDown(t *testing.T) {

@@ -2,6 +2,7 @@ package limiter
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -88,3 +89,32 @@ func init() {
 type quietLogger struct{}
 
 func (quietLogger) Printf(context.Context, string, ...any) {}
+
+// recordObserver records every decision, with its policy, and every Redis
+// operation.
+type recordObserver struct {
+	mu        sync.Mutex
+	policies  []string
+	decisions []Decision
+	ops       []string
+}
+
+func (o *recordObserver) ObserveDecision(policy string, d Decision) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.policies = append(o.policies, policy)
+	o.decisions = append(o.decisions, d)
+}
+
+func (o *recordObserver) ObserveRedis(op string, _ time.Duration, _ error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.ops = append(o.ops, op)
+}
+
+// roundTrips is how many Redis operations were reported.
+func (o *recordObserver) roundTrips() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.ops)
+}

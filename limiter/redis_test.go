@@ -4,30 +4,15 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
-
-// opsObserver records the Redis operations it sees.
-type opsObserver struct {
-	mu  sync.Mutex
-	ops []string
-}
-
-func (o *opsObserver) ObserveDecision(string, Decision) {}
-
-func (o *opsObserver) ObserveRedis(op string, _ time.Duration, _ error) {
-	o.mu.Lock()
-	o.ops = append(o.ops, op)
-	o.mu.Unlock()
-}
 
 // TestEveryUserCallOnTheCallPath: Allow, Reset and Import each report their
 // round trip to the Observer, skip Redis while it is marked down, and wrap
 // a foreign key as ErrForeignKey with the key quoted.
 func TestEveryUserCallOnTheCallPath(t *testing.T) {
-	obs := &opsObserver{}
+	obs := &recordObserver{}
 	cfg := userConfig(time.Second, 5, time.Hour)
 	cfg.Observer = obs
 	l, r := newTestLimiter(t, cfg)

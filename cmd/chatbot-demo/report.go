@@ -80,6 +80,10 @@ type check struct {
 	Line    string `json:"line"`
 }
 
+// skipped is the check of a policy that was off or not wired in: it
+// passes, and line says why it did not run.
+func skipped(name, line string) check { return check{Name: name, OK: true, Skipped: true, Line: line} }
+
 // Failed reports whether any check found a limit exceeded.
 func (r *report) Failed() bool {
 	for _, c := range r.Checks {
@@ -157,13 +161,11 @@ func wired(s *summary, policy string) bool { return slices.Contains(s.Wired, pol
 // windowCheck: no user had more than PerWindow requests accepted within
 // any Window, counting the accepted requests of every replica together.
 func windowCheck(t *summary, replicas int) check {
-	c := check{Name: "user_window"}
 	lim := t.Limits
 	if lim.PerWindow == 0 {
-		c.OK, c.Skipped = true, true
-		c.Line = "per-user window: off (FLOODGATE_MAX_REQUESTS_PER_USER_HOUR=0)"
-		return c
+		return skipped("user_window", "per-user window: off (FLOODGATE_MAX_REQUESTS_PER_USER_HOUR=0)")
 	}
+	c := check{Name: "user_window"}
 	worst, worstUser := 0, ""
 	users := make([]string, 0, len(t.Accepted))
 	for u := range t.Accepted {
@@ -209,12 +211,10 @@ func maxInWindow(spans [][2]int64, window int64) int {
 
 // slotsCheck: no more than Slots generations ran at once across replicas.
 func slotsCheck(t *summary, replicas int) check {
-	c := check{Name: "slots"}
 	if !wired(t, "slots") {
-		c.OK, c.Skipped = true, true
-		c.Line = "LLM slots: not wired in this build (Limiter.Slots)"
-		return c
+		return skipped("slots", "LLM slots: not wired in this build (Limiter.Slots)")
 	}
+	c := check{Name: "slots"}
 	n := maxOverlap(t.Leases)
 	c.OK = n <= t.Limits.Slots
 	c.Line = fmt.Sprintf("max LLM slots held at once across %d replicas = %d ≤ %d (separate pools would allow %d)",
@@ -253,12 +253,10 @@ func maxOverlap(spans [][2]int64) int {
 // wikiCheck: the Wikipedia calls of all replicas together never went
 // faster than the API's rate: within any span T, at most burst + ⌊rate·T⌋.
 func wikiCheck(t *summary, replicas int) check {
-	c := check{Name: "wikipedia_rate"}
 	if !wired(t, "wiki") {
-		c.OK, c.Skipped = true, true
-		c.Line = "Wikipedia rate: not wired in this build (Limiter.Bucket)"
-		return c
+		return skipped("wikipedia_rate", "Wikipedia rate: not wired in this build (Limiter.Bucket)")
 	}
+	c := check{Name: "wikipedia_rate"}
 	calls := slices.Clone(t.WikiCalls)
 	sort.Slice(calls, func(i, j int) bool { return calls[i][0] < calls[j][0] })
 	rate, burst := t.Limits.WikiPerSecond, t.Limits.WikiBurst

@@ -21,57 +21,21 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/floodgate/floodgate/internal/cli"
 	"github.com/floodgate/floodgate/limiter"
 )
 
-func main() {
-	// go-redis logs failed dials itself; loadgen reports errors as values,
-	// in one line.
-	redis.SetLogger(quietLogger{})
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, oneLine(err.Error()))
-		os.Exit(exitCode(err))
-	}
-}
-
-type quietLogger struct{}
-
-func (quietLogger) Printf(context.Context, string, ...any) {}
-
-// exitCode is 2 for a bad command line or an unreachable Redis, 130 after
-// Ctrl-C and 1 for anything else.
-func exitCode(err error) int {
-	switch {
-	case err == nil:
-		return 0
-	case errors.Is(err, errUsage), errors.Is(err, errUnreachable):
-		return 2
-	case errors.Is(err, context.Canceled):
-		return 130
-	}
-	return 1
-}
-
-// oneLine keeps an error to the one line the exit promises.
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " ")
-}
+func main() { cli.Main("loadgen", Run) }
 
 // bench is one run's shared state.
 type bench struct {

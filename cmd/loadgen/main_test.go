@@ -15,10 +15,11 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/floodgate/floodgate/internal/cli"
 	"github.com/floodgate/floodgate/internal/redisproc"
 )
 
-func init() { redis.SetLogger(quietLogger{}) }
+func init() { redis.SetLogger(cli.QuietLogger{}) }
 
 // quick keeps Run short on miniredis: the figures are not the point here.
 var quick = []string{"--lookups", "200", "--duration", "50ms", "--idle", "100ms", "--quiet"}
@@ -34,8 +35,8 @@ func TestExitCode(t *testing.T) {
 		{fmt.Errorf("loadgen: interrupted: %w", context.Canceled), 130},
 		{errors.New("loadgen: something else"), 1},
 	} {
-		if got := exitCode(tc.err); got != tc.want {
-			t.Errorf("exitCode(%v) = %d, want %d", tc.err, got, tc.want)
+		if got := cli.ExitCode(tc.err); got != tc.want {
+			t.Errorf("cli.ExitCode(%v) = %d, want %d", tc.err, got, tc.want)
 		}
 	}
 }
@@ -56,8 +57,8 @@ func TestRunRejectsBadInputBeforeTouchingRedis(t *testing.T) {
 			m := miniredis.RunT(t)
 			var stdout, stderr bytes.Buffer
 			err := Run(context.Background(), append(tc.args, "--redis-url", "redis://"+m.Addr()), &stdout, &stderr)
-			if exitCode(err) != 2 || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("err = %v (exit %d), want exit 2 naming %q", err, exitCode(err), tc.want)
+			if cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v (exit %d), want exit 2 naming %q", err, cli.ExitCode(err), tc.want)
 			}
 			if stdout.Len() != 0 || m.CommandCount() != 0 {
 				t.Errorf("stdout %q, %d Redis commands: want nothing", stdout.String(), m.CommandCount())
@@ -84,10 +85,10 @@ func TestRunUnreachableRedis(t *testing.T) {
 	url := fmt.Sprintf("redis://:hunter2@127.0.0.1:%d", port)
 	var stdout, stderr bytes.Buffer
 	err = Run(context.Background(), []string{"--redis-url", url}, &stdout, &stderr)
-	if exitCode(err) != 2 {
-		t.Fatalf("err = %v (exit %d), want exit 2", err, exitCode(err))
+	if cli.ExitCode(err) != 2 {
+		t.Fatalf("err = %v (exit %d), want exit 2", err, cli.ExitCode(err))
 	}
-	msg := oneLine(err.Error())
+	msg := cli.OneLine(err.Error())
 	for _, want := range []string{"unreachable", fmt.Sprintf("127.0.0.1:%d", port), "--redis-url"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error %q does not name %q", msg, want)
@@ -111,8 +112,8 @@ func TestRunBadRedisURL(t *testing.T) {
 		t.Setenv("REDIS_URL", tc.env)
 		var stdout, stderr bytes.Buffer
 		err := Run(context.Background(), tc.args, &stdout, &stderr)
-		if exitCode(err) != 2 || !strings.Contains(err.Error(), tc.from) {
-			t.Errorf("%v: err = %v (exit %d), want exit 2 naming %s", tc.args, err, exitCode(err), tc.from)
+		if cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), tc.from) {
+			t.Errorf("%v: err = %v (exit %d), want exit 2 naming %s", tc.args, err, cli.ExitCode(err), tc.from)
 			continue
 		}
 		if strings.Contains(err.Error(), "hunter2") {
@@ -213,7 +214,7 @@ func TestRunRefusesAPrefixInUse(t *testing.T) {
 	m.Set("mine:precious", "1")
 	var stdout, stderr bytes.Buffer
 	err := Run(context.Background(), append([]string{"--users", "10", "--prefix", "mine:", "--redis-url", "redis://" + m.Addr()}, quick...), &stdout, &stderr)
-	if exitCode(err) != 2 || !strings.Contains(err.Error(), "1 keys already exist") {
+	if cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), "1 keys already exist") {
 		t.Fatalf("err = %v, want exit 2 about existing keys", err)
 	}
 	if !m.Exists("mine:precious") {
@@ -234,8 +235,8 @@ func TestRunInterruptedCleansUp(t *testing.T) {
 	}()
 	var stdout, stderr bytes.Buffer
 	err := Run(ctx, append([]string{"--users", "200000", "--redis-url", "redis://" + m.Addr()}, quick...), &stdout, &stderr)
-	if exitCode(err) != 130 || !strings.Contains(err.Error(), "interrupted") {
-		t.Fatalf("err = %v (exit %d), want interrupted, exit 130", err, exitCode(err))
+	if cli.ExitCode(err) != 130 || !strings.Contains(err.Error(), "interrupted") {
+		t.Fatalf("err = %v (exit %d), want interrupted, exit 130", err, cli.ExitCode(err))
 	}
 	if keys := m.Keys(); len(keys) != 0 {
 		t.Errorf("%d keys left after Ctrl-C, e.g. %q", len(keys), keys[0])
@@ -286,7 +287,7 @@ func TestRunSVGNeedsMemory(t *testing.T) {
 	svg := filepath.Join(t.TempDir(), "m.svg")
 	var stdout, stderr bytes.Buffer
 	err := Run(context.Background(), append([]string{"--users", "10", "--svg", svg, "--redis-url", "redis://" + m.Addr()}, quick...), &stdout, &stderr)
-	if exitCode(err) != 2 || !strings.Contains(err.Error(), "-svg") || !strings.Contains(err.Error(), "no memory") {
+	if cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), "-svg") || !strings.Contains(err.Error(), "no memory") {
 		t.Fatalf("err = %v, want exit 2 naming -svg and the missing memory figures", err)
 	}
 	if _, err := os.Stat(svg); !os.IsNotExist(err) {
@@ -333,8 +334,8 @@ func TestRunClusterWithoutRedisServer(t *testing.T) {
 	t.Setenv("PATH", t.TempDir())
 	var stdout, stderr bytes.Buffer
 	err := Run(context.Background(), append([]string{"--cluster", "3", "--users", "10"}, quick...), &stdout, &stderr)
-	if exitCode(err) != 2 || !strings.Contains(err.Error(), "apt-get install -y redis-server") {
-		t.Fatalf("err = %v (exit %d), want exit 2 naming apt-get install -y redis-server", err, exitCode(err))
+	if cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), "apt-get install -y redis-server") {
+		t.Fatalf("err = %v (exit %d), want exit 2 naming apt-get install -y redis-server", err, cli.ExitCode(err))
 	}
 	if stdout.Len() != 0 {
 		t.Errorf("stdout %q, want nothing", stdout.String())

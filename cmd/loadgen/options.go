@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/floodgate/floodgate/internal/cli"
 )
 
 // Bounds on flags: beyond them a run would take hours or measure nothing.
@@ -26,19 +28,9 @@ const (
 	maxCluster    = 16 // masters: each is a redis-server on this machine
 )
 
-// errUsage marks a bad command line: exit status 2.
-var errUsage = errors.New("usage")
-
-// usageError is a one-line complaint about the command line.
-type usageError struct{ msg string }
-
-func (e *usageError) Error() string { return "loadgen: " + e.msg + " (see loadgen -help)" }
-func (e *usageError) Is(target error) bool {
-	return target == errUsage
-}
-
+// usagef is a one-line complaint about the command line: exit status 2.
 func usagef(format string, args ...any) error {
-	return &usageError{msg: fmt.Sprintf(format, args...)}
+	return cli.Usagef("loadgen: "+format+" (see loadgen -help)", args...)
 }
 
 // options is the parsed command line.
@@ -220,7 +212,7 @@ func writeUsage(w io.Writer) {
 }
 
 // parseArgs reads the command line; getenv looks up FLOODGATE_REDIS_URL
-// and REDIS_URL. Every error is a usageError naming the problem.
+// and REDIS_URL. Every error is a usage error (usagef) naming the problem.
 func parseArgs(args []string, getenv func(string) string) (options, error) {
 	o := options{args: args}
 	users := intList{vals: defaultUsers}

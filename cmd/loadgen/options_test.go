@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/floodgate/floodgate/internal/cli"
 )
 
 func TestParseArgs(t *testing.T) {
@@ -86,8 +88,8 @@ func TestParseArgs(t *testing.T) {
 					t.Fatalf("no error, want one with %q", tc.want.errParts)
 				}
 				msg := err.Error()
-				if !errors.Is(err, errUsage) || exitCode(err) != 2 {
-					t.Errorf("error %q is not a usage error with exit status 2 (got %d)", msg, exitCode(err))
+				if !errors.Is(err, cli.ErrUsage) || cli.ExitCode(err) != 2 {
+					t.Errorf("error %q is not a usage error with exit status 2 (got %d)", msg, cli.ExitCode(err))
 				}
 				if !strings.HasPrefix(msg, "loadgen: ") || strings.Contains(msg, "\n") {
 					t.Errorf("error %q: want one line starting with \"loadgen: \"", msg)

@@ -45,7 +45,6 @@ func TestFormatting(t *testing.T) {
 		{shellQuote(""), "''"},
 		{commandLine([]string{"--users", "100", "--redis-url", "redis://:pw@h:1"}), "go run ./cmd/loadgen --users 100 --redis-url redis://:xxxxx@h:1"},
 		{commandLine([]string{"-redis-url=redis://:pw@h:1"}), "go run ./cmd/loadgen -redis-url=redis://:xxxxx@h:1"},
-		{oneLine("a\nb  c\n"), "a; b c;"},
 		{renderBar("x", 0.5, 10), "[#####.....]  50% x"},
 		{renderBar("x", 1.7, 4), "[####] 100% x"},
 		{renderBar("x", -1, 4), "[....]   0% x"},

@@ -13,6 +13,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/floodgate/floodgate/internal/cli"
 	"github.com/floodgate/floodgate/internal/redisproc"
 	"github.com/floodgate/floodgate/limiter"
 )
@@ -25,8 +26,14 @@ const (
 	modeCluster   = "cluster"   // an N-master Redis Cluster started by loadgen
 )
 
-// errUnreachable marks a Redis that does not answer: exit status 2.
-var errUnreachable = errors.New("loadgen: redis unreachable")
+// errUnreachable marks a Redis that does not answer. It counts as a
+// usage error (exit status 2): the address given is what is wrong.
+var errUnreachable error = unreachableError{}
+
+type unreachableError struct{}
+
+func (unreachableError) Error() string        { return "loadgen: redis unreachable" }
+func (unreachableError) Is(target error) bool { return target == cli.ErrUsage }
 
 // poolSize covers the populate workers and the throughput goroutines.
 func poolSize(goroutines int) int { return max(populateWorkers, goroutines) + 4 }

@@ -45,3 +45,16 @@ func TestMessage(t *testing.T) {
 		}
 	}
 }
+
+func TestOneLine(t *testing.T) {
+	for in, want := range map[string]string{
+		"a\nb  c\n":   "a; b c;",
+		"one line":    "one line",
+		"  padded  ":  "padded",
+		"x\n\n  y\tz": "x; ; y z",
+	} {
+		if got := OneLine(in); got != want {
+			t.Errorf("OneLine(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

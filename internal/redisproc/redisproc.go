@@ -168,9 +168,10 @@ func (s *Server) cleanDir() {
 	}
 }
 
-// SyncBuffer collects a child process's output, which exec copies from
-// its own goroutine, while others read it: the server's here, the demo
-// replicas' in tests. The zero value is ready to use.
+// SyncBuffer collects output written from one goroutine while others read
+// it: a child process's, which exec copies from its own goroutine (the
+// server's here, the demo replicas' in tests), or a logger's. The zero
+// value is ready to use.
 type SyncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer

@@ -1,9 +1,10 @@
-package redisurl
+package redisurl_test
 
 import (
 	"strings"
 	"testing"
 
+	"github.com/floodgate/floodgate/internal/redisurl"
 	"github.com/floodgate/floodgate/internal/redisurl/redisurltest"
 )
 
@@ -38,7 +39,7 @@ func TestRedact(t *testing.T) {
 		"redis://:a://b@h":                                 "redis://xxxxx@h",
 		"redis+sentinel://:pw@s1,s2/m?sentinel_password=x": "redis+sentinel://:xxxxx@s1,s2/m?sentinel_password=xxxxx",
 	} {
-		if got := Redact(in); got != want {
+		if got := redisurl.Redact(in); got != want {
 			t.Errorf("Redact(%q) = %q, want %q", in, got, want)
 		}
 	}
@@ -47,13 +48,13 @@ func TestRedact(t *testing.T) {
 // TestRedactHostile: no secret of the shared hostile table survives.
 func TestRedactHostile(t *testing.T) {
 	for _, h := range redisurltest.HostileURLs {
-		got := Redact(h.URL)
+		got := redisurl.Redact(h.URL)
 		for _, s := range h.Secrets {
 			if strings.Contains(got, s) {
 				t.Errorf("Redact(%q) = %q shows %q", h.URL, got, s)
 			}
 		}
-		if !strings.Contains(got, Redacted) {
+		if !strings.Contains(got, redisurl.Redacted) {
 			t.Errorf("Redact(%q) = %q hides nothing", h.URL, got)
 		}
 	}
@@ -80,10 +81,10 @@ func FuzzRedact(f *testing.F) {
 	f.Fuzz(func(t *testing.T, scheme, user, pass, rest string) {
 		// What Parse would take for a password, Redact has hidden: the
 		// redacted URL parses, if at all, with no password but "xxxxx".
-		if o, err := Parse("X", Redact(rest)); err == nil {
+		if o, err := redisurl.Parse("X", redisurl.Redact(rest)); err == nil {
 			for _, pw := range []string{o.Password, o.SentinelPassword} {
-				if pw != "" && pw != Redacted {
-					t.Fatalf("Redact(%q) = %q still holds the password %q", rest, Redact(rest), pw)
+				if pw != "" && pw != redisurl.Redacted {
+					t.Fatalf("Redact(%q) = %q still holds the password %q", rest, redisurl.Redact(rest), pw)
 				}
 			}
 		}
@@ -96,8 +97,8 @@ func FuzzRedact(f *testing.F) {
 			prefix = scheme + "://"
 		}
 		u := prefix + user + ":" + pass + "@" + rest
-		visible := prefix + user + ":" + Redacted + "@" + rest
-		if got := Redact(u); strings.Contains(got, pass) && !strings.Contains(visible, pass) {
+		visible := prefix + user + ":" + redisurl.Redacted + "@" + rest
+		if got := redisurl.Redact(u); strings.Contains(got, pass) && !strings.Contains(visible, pass) {
 			t.Fatalf("Redact(%q) = %q shows the password %q", u, got, pass)
 		}
 		if strings.Contains(pass, "&") {
@@ -108,8 +109,8 @@ func FuzzRedact(f *testing.F) {
 			if rest != "" {
 				q += "&" + rest
 			}
-			visible := prefix + "h:1?db=0&" + key + "=" + Redacted + "&" + rest
-			if got := Redact(q); strings.Contains(got, pass) && !strings.Contains(visible, pass) {
+			visible := prefix + "h:1?db=0&" + key + "=" + redisurl.Redacted + "&" + rest
+			if got := redisurl.Redact(q); strings.Contains(got, pass) && !strings.Contains(visible, pass) {
 				t.Fatalf("Redact(%q) = %q shows the password %q", q, got, pass)
 			}
 		}

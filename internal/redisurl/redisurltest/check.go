@@ -6,7 +6,8 @@ import (
 	"testing"
 
 	"github.com/alicebob/miniredis/v2"
-	"github.com/redis/go-redis/v9"
+
+	"github.com/floodgate/floodgate/internal/redisurl"
 )
 
 // Check runs run once per hostile URL, each in a subtest named by its
@@ -19,9 +20,9 @@ import (
 // secret shown anywhere, and when no URL got through (the paths after
 // connecting went untested).
 //
-// parse is the caller's URL parser (limiter.ParseRedisURL): this package
-// cannot import the limiter, whose own tests import it.
-func Check(t *testing.T, parse func(string) (*redis.UniversalOptions, error), run func(t *testing.T, url string, served bool) (shown map[string]string, ran bool)) {
+// Whether a URL is served is decided with redisurl.Parse, which
+// limiter.ParseRedisURL (what the commands call) wraps.
+func Check(t *testing.T, run func(t *testing.T, url string, served bool) (shown map[string]string, ran bool)) {
 	t.Helper()
 	ran := 0
 	for i, h := range HostileURLs {
@@ -32,7 +33,7 @@ func Check(t *testing.T, parse func(string) (*redis.UniversalOptions, error), ru
 			t.Logf("URL %q", h.URL)
 			m := miniredis.RunT(t)
 			u := strings.ReplaceAll(h.URL, "127.0.0.1:1", m.Addr())
-			o, err := parse(u)
+			o, err := redisurl.Parse("REDIS_URL", u)
 			served := err == nil && len(o.Addrs) == 1 && !o.IsClusterMode && o.MasterName == "" &&
 				!strings.HasPrefix(u, "unix") && o.TLSConfig == nil
 			if served {
