@@ -110,8 +110,8 @@ func TestBoundKeepsRedisTimeout(t *testing.T) {
 	ctx, cancel := l.bound(context.Background())
 	dl, ok := ctx.Deadline()
 	cancel()
-	if left := time.Until(dl); !ok || left > d || left < d-d/8-50*time.Millisecond {
-		t.Errorf("Background: deadline in %v (set %v), want 7/8 to 8/8 of %v", left, ok, d)
+	if left := time.Until(dl); !ok || left > d || left < d/2 {
+		t.Errorf("Background: deadline in %v (set %v), want at most %v (and not far below: 7/8 of it when shared)", left, ok, d)
 	}
 	short, stop := context.WithTimeout(context.Background(), d/2)
 	defer stop()
