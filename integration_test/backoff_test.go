@@ -304,6 +304,7 @@ func TestBackoffScheduleRealTime(t *testing.T) {
 // refuses (CROSSSLOT) unless they share a slot. They do: the hash tag is
 // the Backoff's name, whatever the endpoints are called.
 func TestBackoffPickOnCluster(t *testing.T) {
+	skipIfShort(t) // -short: the fast tier keeps a quicker test of this area
 	ctx := context.Background()
 	addr, node := clusterModeNode(t)
 	if err := node.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {

@@ -305,6 +305,7 @@ func wantEntries(t *testing.T, lim *limiter.Limiter, user string, want int) {
 // starts). Every call after a restart succeeds, and each user's count rose
 // by exactly one per call.
 func TestNodeRestartCountsOnce(t *testing.T) {
+	skipIfShort(t) // -short: the fast tier keeps a quicker test of this area
 	needNode(t)
 	env, lim := countingSetup(t)
 	port, err := redisproc.FreePort()

@@ -256,6 +256,7 @@ func TestPythonExampleBotAsync(t *testing.T) {
 // file's bot-py) against a real server: every message is answered, held
 // back by a named limit, or an LLM failure, and some are answered.
 func TestPythonExampleBot(t *testing.T) {
+	skipIfShort(t) // -short: the fast tier keeps a quicker test of this area
 	runPythonExampleBot(t, "example_bot.py")
 }
 

@@ -259,6 +259,7 @@ func TestServePlainHTTPWarning(t *testing.T) {
 // from that CA gets in; none, or one from another CA, is refused in the
 // handshake. Python's clients present one through ssl_context.
 func TestServeMutualTLS(t *testing.T) {
+	skipIfShort(t) // -short: the fast tier keeps a quicker test of this area
 	ca, other := newTestCA(t, "server-ca"), newTestCA(t, "other-ca")
 	cert, key := ca.issue("server", false)
 	goodCert, goodKey := ca.issue("bot", true)

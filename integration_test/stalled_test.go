@@ -55,6 +55,7 @@ func stalledEnv(t *testing.T) (l *limiter.Limiter, pause func()) {
 // return up to RedisTimeout after ctx ended, and no later, even when
 // Redis answers nothing.
 func TestBackoffDoLateByAtMostRedisTimeout(t *testing.T) {
+	skipIfShort(t) // -short: the fast tier keeps a quicker test of this area
 	l, pause := stalledEnv(t)
 	b, err := l.Backoff("llm", limiter.BackoffSettings{})
 	if err != nil {
@@ -82,6 +83,7 @@ func TestBackoffDoLateByAtMostRedisTimeout(t *testing.T) {
 // is still bounded by RedisTimeout when Redis answers nothing, and gives
 // the FailureMode's decision (Degraded), not an error.
 func TestNoDeadlineCallOnStalledRedis(t *testing.T) {
+	skipIfShort(t) // -short: the fast tier keeps a quicker test of this area
 	l, pause := stalledEnv(t)
 	pause()
 	ctx := context.Background()

@@ -24,6 +24,7 @@ import (
 // ports are closed before the Limiter connects, so every shared decision
 // crossed TLS.
 func TestTLSCluster(t *testing.T) {
+	skipIfShort(t) // -short: the fast tier keeps a quicker test of this area
 	needRedisServer(t)
 	cli, err := exec.LookPath("redis-cli")
 	if err != nil {
