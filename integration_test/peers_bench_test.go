@@ -520,7 +520,8 @@ func (t *peerRows) print() {
 // the same cells, each decision sent as its own EVALSHA from one pipelined
 // connection (so no client or scheduling time is counted), and for
 // Floodgate also 16 users per call, as its coalescer sends them under
-// load. It reports µs of INFO commandstats (EVALSHA) per decision, the
+// load, and user_allow_one.lua, which a lone Allow runs. It reports µs of
+// INFO commandstats (EVALSHA) per decision, the
 // least of 5 rounds of 3,000 decisions.
 //
 //	go test ./integration_test -run '^$' -bench PeersServerTime -benchtime 1x
@@ -529,6 +530,10 @@ func BenchmarkPeersServerTime(b *testing.B) {
 	ctx := context.Background()
 	userAllow := redis.NewScript(lua.Source("user_allow.lua"))
 	if err := userAllow.Load(ctx, rdb).Err(); err != nil {
+		b.Fatal(err)
+	}
+	userAllowOne := redis.NewScript(lua.Source("user_allow_one.lua"))
+	if err := userAllowOne.Load(ctx, rdb).Err(); err != nil {
 		b.Fatal(err)
 	}
 	if err := textbookLog.Load(ctx, rdb).Err(); err != nil {
@@ -573,6 +578,13 @@ func BenchmarkPeersServerTime(b *testing.B) {
 						}
 					}
 				}
+				oneArgs := []any{strconv.Itoa(cell.limit), strconv.FormatInt(cell.window.Milliseconds(), 10),
+					strconv.FormatInt(cell.cooldown.Milliseconds(), 10), strconv.Itoa(-cell.limit - 1)}
+				sendOne := func(pipe redis.Pipeliner, lo, hi int) {
+					for u := lo; u < hi; u++ {
+						userAllowOne.EvalSha(ctx, pipe, fgKeys[u:u+1], oneArgs...)
+					}
+				}
 				textbook := func(pipe redis.Pipeliner, lo, hi int) {
 					for u := lo; u < hi; u++ {
 						k := "user-" + strconv.Itoa(u)
@@ -605,14 +617,14 @@ func BenchmarkPeersServerTime(b *testing.B) {
 					}
 					return best
 				}
-				one, sixteen, text := measure(fg, send(1)), measure(fg, send(16)), measure(tb, textbook)
-				srvCache[name] = map[string]float64{"floodgate_srv_us": one, "floodgate16_srv_us": sixteen, "textbook_srv_us": text, "ns/op": 0}
+				one, sixteen, text, lone := measure(fg, send(1)), measure(fg, send(16)), measure(tb, textbook), measure(fg, sendOne)
+				srvCache[name] = map[string]float64{"floodgate_srv_us": one, "floodgate16_srv_us": sixteen, "textbook_srv_us": text, "floodgate_one_srv_us": lone, "ns/op": 0}
 				for unit, v := range srvCache[name] {
 					b.ReportMetric(v, unit)
 				}
-				rows = append(rows, fmt.Sprintf("| %s, %d | %.1f | %.1f | %.1f |", path, n, one, sixteen, text))
+				rows = append(rows, fmt.Sprintf("| %s, %d | %.1f | %.1f | %.1f | %.1f |", path, n, lone, one, sixteen, text))
 			})
 		}
 	}
-	fmt.Printf("\n| path, entries | Floodgate, 1 user per call | Floodgate, 16 users per call | textbook log |\n|---|---|---|---|\n%s\n\n", strings.Join(rows, "\n"))
+	fmt.Printf("\n| path, entries | Floodgate, user_allow_one.lua | Floodgate, user_allow.lua, 1 user per call | 16 users per call | textbook log |\n|---|---|---|---|---|\n%s\n\n", strings.Join(rows, "\n"))
 }

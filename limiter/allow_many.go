@@ -57,7 +57,7 @@ func (l *Limiter) AllowMany(ctx context.Context, users []string) ([]Decision, er
 	var errs []error
 	for j, rep := range replies {
 		i := index[j]
-		d, err := l.userResult(ctx, users[i], sent, rep.r, rep.err)
+		d, err := l.userResult(ctx, users[i], sent, rep.r[:], rep.err)
 		if err != nil {
 			errs = append(errs, &UserError{Index: i, Err: err})
 		}

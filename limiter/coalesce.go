@@ -59,9 +59,15 @@ func (l *Limiter) allowRedis(ctx context.Context, user string, sent time.Time) u
 		// Deferred: a panic (say, in an Observer) must not keep the
 		// flight's place forever and wedge every later caller.
 		defer l.handOff()
-		var rep [1]userReply
-		l.decideRedis(ctx, []string{user}, rep[:])
-		return rep[0]
+		if l.cfg.WaitReplicas > 0 {
+			// The acknowledged path (replica_ack.go) pipelines WAIT
+			// after the script.
+			var rep [1]userReply
+			l.decideRedis(ctx, []string{user}, rep[:])
+			return rep[0]
+		}
+		r, err := l.decideOne(ctx, user)
+		return userReply{r: r, err: err}
 	}
 	q := &queuedCall{ctx: ctx, user: user, sent: sent, done: make(chan struct{}, 1)}
 	b.queue = append(b.queue, q)
@@ -176,7 +182,7 @@ func (l *Limiter) settle(q *queuedCall) {
 		return
 	}
 	defer func() { _ = recover() }() // an Observer's panic has nowhere to go
-	d, err := userDecision(q.reply.r)
+	d, err := userDecision(q.reply.r[:])
 	if err != nil {
 		return
 	}

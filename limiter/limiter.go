@@ -61,6 +61,11 @@ type Limiter struct {
 	// many users' keys (not on a Cluster).
 	userArgs []any
 	multiKey bool
+	// user_allow_one's command line, prepared once (user_one.go), and the
+	// Background contexts bounded by RedisTimeout that calls share
+	// (redis.go).
+	oneArgs  oneArgs
+	timeouts sharedTimeout
 	// The last check of Redis's maxmemory-policy (eviction.go).
 	eviction evictionState
 }

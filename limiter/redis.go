@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -20,23 +21,26 @@ import (
 // script is a Lua script from scripts/lua with the name used in metrics.
 type script struct {
 	name string
+	src  string // for EVAL after a NOSCRIPT, where Script.Run is not used
 	*redis.Script
 }
 
 func newScript(file string) script {
-	return script{name: strings.TrimSuffix(file, ".lua"), Script: redis.NewScript(lua.Source(file))}
+	src := lua.Source(file)
+	return script{name: strings.TrimSuffix(file, ".lua"), src: src, Script: redis.NewScript(src)}
 }
 
 // call runs fn, one Redis operation named op on key (the first key it
 // touches, which picks the node on a Cluster), on the one call path: fn
-// gets a context bounded by RedisTimeout and by ctx, and must honour it.
+// gets a context bounded by RedisTimeout (7/8 of it at the least: see
+// bound) and by ctx, and must honour it.
 // The error, if any, wraps fn's (see wrapErr), and ErrRedisUnavailable
 // when the node is marked down (fn is then not called). A policy decides
 // what an outage means with degrade.
 func (l *Limiter) call(ctx context.Context, op, key string, fn func(context.Context) error) error {
 	// The timeout covers finding the node too: a Cluster client may have
 	// to load its slot map first.
-	tctx, cancel := context.WithTimeout(ctx, l.cfg.RedisTimeout)
+	tctx, cancel := l.bound(ctx)
 	defer cancel()
 	h := l.healthOf(tctx, key)
 	if err := h.check(); err != nil {
@@ -52,6 +56,49 @@ func (l *Limiter) call(ctx context.Context, op, key string, fn func(context.Cont
 	err = wrapErr(op, key, h, err)
 	h.failed(ctx, err)
 	return err
+}
+
+// bound returns ctx bounded by RedisTimeout, as context.WithTimeout does,
+// but without its four allocations (a context, a timer, a channel, a
+// cancel func) where it can: a ctx whose own deadline comes first is
+// bounded already, and context.Background, what a bot mostly passes, gets
+// a context shared with the calls around it (sharedTimeout).
+func (l *Limiter) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	d := l.cfg.RedisTimeout
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= d {
+		return ctx, noCancel
+	}
+	if ctx == context.Background() {
+		return l.timeouts.get(time.Now(), d), noCancel
+	}
+	return context.WithTimeout(ctx, d)
+}
+
+func noCancel() {}
+
+// sharedTimeout hands out a context.Background bounded by a timeout to
+// every call starting within an eighth of that timeout of the first that
+// asked: each such call is bounded by 7/8 to 8/8 of the timeout, and they
+// share one context, timer and channel. Its contexts are never cancelled
+// but by their deadline, when their timer is released.
+type sharedTimeout struct {
+	p atomic.Pointer[timeoutCtx]
+}
+
+type timeoutCtx struct {
+	ctx      context.Context
+	deadline time.Time
+	cancel   context.CancelFunc // kept for vet; the deadline ends it
+}
+
+func (s *sharedTimeout) get(now time.Time, d time.Duration) context.Context {
+	if t := s.p.Load(); t != nil && t.deadline.Sub(now) >= d-d/8 {
+		return t.ctx
+	}
+	t := &timeoutCtx{deadline: now.Add(d)}
+	t.ctx, t.cancel = context.WithDeadline(context.Background(), t.deadline)
+	s.p.Store(t)
+	return t.ctx
 }
 
 // run evaluates s on the call path (EVALSHA, then EVAL after a NOSCRIPT)

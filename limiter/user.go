@@ -39,6 +39,7 @@ func (l *Limiter) initUser() {
 	_, l.multiKey = l.rdb.(*redis.Client)
 	l.cache = newDenyCache(l.cfg.LocalCacheSize)
 	l.local = newLocalUsers(l.cfg)
+	l.initUserOne()
 }
 
 // userKey is the one key a decision touches.
@@ -86,7 +87,7 @@ func (l *Limiter) Allow(ctx context.Context, user string) (Decision, error) {
 		return l.observe(PolicyUser, d), nil
 	}
 	rep := l.allowRedis(ctx, user, sent)
-	return l.userResult(ctx, user, sent, rep.r, rep.err)
+	return l.userResult(ctx, user, sent, rep.r[:], rep.err)
 }
 
 // Wait blocks until user's request is allowed (and counts it), sleeping
@@ -211,7 +212,7 @@ func (l *Limiter) Import(ctx context.Context, user string, accepted []time.Time)
 
 // userReply is user_allow's five integers for one request, or its error.
 type userReply struct {
-	r   []int64
+	r   [5]int64
 	err error
 }
 
@@ -256,7 +257,7 @@ func (l *Limiter) decideRedis(ctx context.Context, users []string, out []userRep
 			if c.err != nil {
 				out[i] = userReply{err: c.err}
 			} else {
-				out[i] = userReply{r: c.res[5*k : 5*k+5]}
+				out[i] = userReply{r: [5]int64(c.res[5*k : 5*k+5])}
 			}
 			i++
 		}
