@@ -56,3 +56,18 @@ func TestBudgetKeyExpiresOneWindowAfterNewestEntry(t *testing.T) {
 		t.Fatalf("key still there one window after the newest entry")
 	}
 }
+
+// A Budget denial from the per-process fallback a nanosecond before enough
+// ages out still waits 1 ms (README: "at least 1 ms when denied, from every
+// policy and every fallback").
+func TestBudgetFallbackDenialWaitsAtLeast1ms(t *testing.T) {
+	lb := &localBudget{users: map[string][]localSpend{}}
+	t0 := time.Now()
+	if d := lb.admit(t0, "u", 100, "", 100, time.Minute, time.Second); !d.Allowed {
+		t.Fatalf("first charge: %+v", d)
+	}
+	d := lb.admit(t0.Add(time.Minute-time.Nanosecond), "u", 1, "", 100, time.Minute, time.Second)
+	if d.Allowed || d.Reason != ReasonBudget || d.RetryAfter != time.Millisecond || d.ResetAfter < time.Millisecond {
+		t.Fatalf("denial 1 ns before the spend ages out: %+v, want a 1 ms wait", d)
+	}
+}
