@@ -2,14 +2,16 @@
 // replica of a chat bot that answers users through an LLM.
 //
 // One Limiter, built by New from any redis.UniversalClient (single node,
-// Sentinel or Cluster), holds four policies:
+// Sentinel or Cluster), holds five policies:
 //
 //   - Allow: a per-user cooldown and a per-user sliding-window limit
 //     (10 s and 20 per hour by default), decided in one Lua script;
 //   - Backoff: LLM endpoint failures with exponential backoff and a single
 //     half-open probe across all replicas;
 //   - Bucket: external API rates (GCRA);
-//   - Slots: a cap on users served at once, as expiring leases.
+//   - Slots: a cap on users served at once, as expiring leases;
+//   - Budget: LLM tokens (units) per user in a sliding window, reserved
+//     before a call and settled after it.
 //
 // The defaults (DefaultConfig) come from the rate_limiting: block of the
 // config.yaml of the Python Twitch bot Floodgate was written for; each
@@ -24,8 +26,8 @@
 // except Backoff.Do and Slots.Acquire, which may take a bounded moment
 // longer to leave things tidy (see each).
 //
-// Where things are: the policies in user.go, backoff.go, bucket.go and
-// slots.go; the one Redis call path in redis.go, with health.go (a node
+// Where things are: the policies in user.go, backoff.go, bucket.go,
+// slots.go and budget.go; the one Redis call path in redis.go, with health.go (a node
 // that stopped answering is skipped for a while) and errors.go (what an
 // error means); keys.go builds keys; coalesce.go groups concurrent Allow
 // calls into pipelines; the *_local.go files decide per process while
