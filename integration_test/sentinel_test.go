@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -268,6 +269,19 @@ func TestSentinelFailover(t *testing.T) {
 			until := killAt.Add(run)
 			var failover, restarted time.Duration
 			var bgErr error
+			// Count the sentinels' +switch-master announcements: the
+			// promise below is for one failover.
+			sub := redis.NewClient(&redis.Options{Addr: s.Sentinels[0]}).Subscribe(ctx, "+switch-master")
+			defer sub.Close()
+			if _, err := sub.Receive(ctx); err != nil {
+				t.Fatal(err)
+			}
+			var switches atomic.Int64
+			go func() {
+				for range sub.Channel() {
+					switches.Add(1)
+				}
+			}()
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
@@ -378,7 +392,15 @@ func TestSentinelFailover(t *testing.T) {
 			if firstGood > 10000 || firstAdmit > admitBound {
 				t.Errorf("first non-degraded decision %d ms and admission %d ms after the kill, want within 10 s and %d s", firstGood, firstAdmit, admitBound/1000)
 			}
-			if waitN > 0 && lost > 0 {
+			// A second failover (a starved machine stalls the new master
+			// past down-after-milliseconds) can promote the returning
+			// replica before its sync ends: WAIT's documented limit, "a
+			// failover that promotes a replica that did not acknowledge".
+			// The promise is for one failover.
+			switch n := switches.Load(); {
+			case n > 1:
+				t.Logf("%d failovers: %d admissions lost are WAIT's documented limit, not checked", n, lost)
+			case waitN > 0 && lost > 0:
 				t.Errorf("WaitReplicas %d: %d admissions lost", waitN, lost)
 			}
 		})
