@@ -16,10 +16,9 @@ import (
 	"github.com/floodgate/floodgate/metrics"
 )
 
-// server is floodgate serve's HTTP handler over one Limiter: the route
-// table is here, the middleware in middleware.go, error answers in
-// errors.go, the policy routes in routes.go. It is safe for concurrent
-// use.
+// server is floodgate serve's HTTP handler over one Limiter: the
+// middleware is in middleware.go, error answers in errors.go, the routes
+// in routes.go. It is safe for concurrent use.
 type server struct {
 	lim      *limiter.Limiter
 	rdb      redis.UniversalClient // for /readyz
@@ -103,34 +102,7 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 // routes registers every route, and for each path a method-less pattern
 // answering 405 with Allow, so wrong methods get JSON too.
 func (s *server) routes() {
-	table := []struct {
-		method, path string
-		h            handlerFunc
-	}{
-		{"POST", "/v1/users/{user}/allow", s.userAllow},
-		{"POST", "/v1/allow-many", s.allowMany},
-		{"GET", "/v1/users/{user}", s.userPeek},
-		{"DELETE", "/v1/users/{user}", s.userReset},
-		{"POST", "/v1/backoff/{name}/pick", s.backoffPick},
-		{"POST", "/v1/backoff/{name}/endpoints/{endpoint}/check", s.backoffDecide((*limiter.Backoff).Check)},
-		{"POST", "/v1/backoff/{name}/endpoints/{endpoint}/failure", s.backoffDecide((*limiter.Backoff).Failure)},
-		{"POST", "/v1/backoff/{name}/endpoints/{endpoint}/success", s.backoffSuccess},
-		{"POST", "/v1/backoff/{name}/endpoints/{endpoint}/abandon", s.backoffAbandon},
-		{"GET", "/v1/backoff/{name}/endpoints/{endpoint}", s.backoffStatus},
-		{"POST", "/v1/buckets/{name}/allow", s.bucketAllow},
-		{"POST", "/v1/buckets/{name}/wait", s.bucketWait},
-		{"POST", "/v1/slots/{name}/acquire", s.slotsAcquire},
-		{"POST", "/v1/slots/{name}/refresh", s.leaseOp((*limiter.Lease).Refresh)},
-		{"POST", "/v1/slots/{name}/release", s.leaseOp((*limiter.Lease).Release)},
-		{"GET", "/v1/slots/{name}", s.slotsStatus},
-		{"POST", "/v1/budgets/{name}/users/{user}/reserve", s.budgetAdmit((*limiter.Budget).Reserve)},
-		{"POST", "/v1/budgets/{name}/users/{user}/charge", s.budgetAdmit((*limiter.Budget).Charge)},
-		{"POST", "/v1/budgets/{name}/users/{user}/settle", s.budgetSettle(false)},
-		{"POST", "/v1/budgets/{name}/users/{user}/cancel", s.budgetSettle(true)},
-		{"GET", "/v1/budgets/{name}/users/{user}", s.budgetPeek},
-		{"GET", "/healthz", s.healthz},
-		{"GET", "/readyz", s.readyz},
-	}
+	table := s.routeTable()
 	methods := map[string][]string{"/metrics": {"GET"}}
 	paths := []string{"/metrics"}
 	for _, rt := range table {
