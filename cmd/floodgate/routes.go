@@ -64,8 +64,8 @@ func (s *server) routeTable() []route {
 			return reply(w, newEndpointBody("", st), err)
 		})},
 
-		{"POST", "/v1/buckets/{name}/allow", s.bucketAllow},
-		{"POST", "/v1/buckets/{name}/wait", s.bucketWait},
+		{"POST", "/v1/buckets/{name}/allow", s.bucketTake(false)},
+		{"POST", "/v1/buckets/{name}/wait", s.bucketTake(true)},
 
 		{"POST", "/v1/slots/{name}/acquire", s.slotsAcquire},
 		{"POST", "/v1/slots/{name}/refresh", s.leaseOp((*limiter.Lease).Refresh)},
@@ -175,53 +175,44 @@ func (s *server) backoffDecide(op func(*limiter.Backoff, context.Context, string
 	})
 }
 
-// bucket reads a bucket request: the path's bucket (configured APIs
-// only), n and the timeout.
-func (s *server) bucket(r *http.Request) (*limiter.Bucket, bucketRequest, time.Duration, error) {
-	var req bucketRequest
-	b, ok := s.buckets[r.PathValue("name")]
-	if !ok {
-		// Not configured, or refused at startup: the library says why.
-		_, err := s.lim.Bucket(r.PathValue("name"), limiter.BucketSettings{})
-		return nil, req, 0, cmpErr(err, badRequest("bucket %q could not be built at startup", r.PathValue("name")))
+// bucketTake is a route taking the body's n tokens from the path's
+// bucket (configured APIs only): at once, or with wait through
+// Bucket.WaitN, bounded by the request's timeout. A wait that stops short
+// (the timeout, shutdown) answers its last denial, with the wait it would
+// have needed.
+func (s *server) bucketTake(wait bool) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		b, ok := s.buckets[r.PathValue("name")]
+		if !ok {
+			// Not configured, or refused at startup: the library says why.
+			_, err := s.lim.Bucket(r.PathValue("name"), limiter.BucketSettings{})
+			return cmpErr(err, badRequest("bucket %q could not be built at startup", r.PathValue("name")))
+		}
+		var req bucketRequest
+		if err := readBody(r, &req, false); err != nil {
+			return err
+		}
+		timeout, err := req.normalize(s.set.MaxWait)
+		if err != nil {
+			return err
+		}
+		ctx, take := r.Context(), b.AllowN
+		if !wait && req.TimeoutMs != 0 {
+			return badRequest("timeout_ms: allow never waits (use /wait)")
+		} else if wait {
+			wctx, done, err := s.startWait(r, timeout)
+			if err != nil {
+				return err
+			}
+			defer done()
+			ctx, take = wctx, b.WaitN
+		}
+		d, err := take(ctx, req.N)
+		if err != nil && wait && waitEnded(r, ctx, err) && d.RetryAfter > 0 {
+			err = nil
+		}
+		return decided(w, d, newDecisionBody(d), s.bucketQuotas[b.Name()], err)
 	}
-	if err := readBody(r, &req, false); err != nil {
-		return nil, req, 0, err
-	}
-	timeout, err := req.normalize(s.set.MaxWait)
-	return b, req, timeout, err
-}
-
-func (s *server) bucketAllow(w http.ResponseWriter, r *http.Request) error {
-	b, req, _, err := s.bucket(r)
-	if err != nil {
-		return err
-	}
-	if req.TimeoutMs != 0 {
-		return badRequest("timeout_ms: allow never waits (use /wait)")
-	}
-	d, err := b.AllowN(r.Context(), req.N)
-	return decided(w, d, newDecisionBody(d), s.bucketQuotas[b.Name()], err)
-}
-
-// bucketWait takes n tokens through Bucket.WaitN, bounded by the
-// request's timeout; when it stops short (the timeout, shutdown) it
-// answers the last denial, with the wait it would have needed.
-func (s *server) bucketWait(w http.ResponseWriter, r *http.Request) error {
-	b, req, timeout, err := s.bucket(r)
-	if err != nil {
-		return err
-	}
-	ctx, done, err := s.startWait(r, timeout)
-	if err != nil {
-		return err
-	}
-	defer done()
-	d, err := b.WaitN(ctx, req.N)
-	if err != nil && waitEnded(r, ctx, err) && d.RetryAfter > 0 {
-		err = nil
-	}
-	return decided(w, d, newDecisionBody(d), s.bucketQuotas[b.Name()], err)
 }
 
 // startWait takes a place among the requests allowed to wait at once
