@@ -17,18 +17,16 @@ import (
 	"github.com/floodgate/floodgate/limiter"
 )
 
-// maxBody bounds every request body: the largest legitimate one (a pick
-// over maxEndpoints names of MaxNameLen bytes) is far smaller.
-const maxBody = 64 << 10
-
-// maxEndpoints bounds a pick's list.
-const maxEndpoints = 64
-
-// maxManyUsers bounds an allow-many list.
-const maxManyUsers = 1000
-
-// maxTokenLen bounds a lease or probe token; the library's are far shorter.
-const maxTokenLen = 1024
+// Request bounds: every body (the largest legitimate one, a pick over
+// maxEndpoints names of MaxNameLen bytes, is far smaller), a pick's list,
+// an allow-many list, a lease, probe or reservation token (the library's
+// are far shorter).
+const (
+	maxBody      = 64 << 10
+	maxEndpoints = 64
+	maxManyUsers = 1000
+	maxTokenLen  = 1024
+)
 
 // Request bodies. Unknown fields are an error (a typo such as "timeout"
 // for "timeout_ms" must not silently mean the default).
@@ -229,11 +227,20 @@ func timeout(ms int64, maxWait time.Duration) (time.Duration, error) {
 }
 
 func (p *pickRequest) normalize() error {
+	return checkList("endpoints", len(p.Endpoints), maxEndpoints, "endpoint names", "names")
+}
+
+func (m *manyRequest) normalize() error {
+	return checkList("users", len(m.Users), maxManyUsers, "user ids", "ids")
+}
+
+// checkList refuses an empty list of items, or one longer than max.
+func checkList(field string, n, max int, items, unit string) error {
 	switch {
-	case len(p.Endpoints) == 0:
-		return badRequest("endpoints: want a non-empty array of endpoint names")
-	case len(p.Endpoints) > maxEndpoints:
-		return badRequest("endpoints: %d names, at most %d", len(p.Endpoints), maxEndpoints)
+	case n == 0:
+		return badRequest("%s: want a non-empty array of %s", field, items)
+	case n > max:
+		return badRequest("%s: %d %s, at most %d", field, n, unit, max)
 	}
 	return nil
 }
@@ -244,16 +251,6 @@ func (t *tokenRequest) normalize() error {
 		return badRequest("token: missing")
 	case len(t.Token) > maxTokenLen:
 		return badRequest("token: %d bytes, at most %d", len(t.Token), maxTokenLen)
-	}
-	return nil
-}
-
-func (m *manyRequest) normalize() error {
-	switch {
-	case len(m.Users) == 0:
-		return badRequest("users: want a non-empty array of user ids")
-	case len(m.Users) > maxManyUsers:
-		return badRequest("users: %d ids, at most %d", len(m.Users), maxManyUsers)
 	}
 	return nil
 }
