@@ -196,16 +196,17 @@ func (s *server) bucketTake(wait bool) handlerFunc {
 		if err != nil {
 			return err
 		}
-		ctx, take := r.Context(), b.AllowN
 		if !wait && req.TimeoutMs != 0 {
 			return badRequest("timeout_ms: allow never waits (use /wait)")
-		} else if wait {
-			wctx, done, err := s.startWait(r, timeout)
-			if err != nil {
-				return err
-			}
-			defer done()
-			ctx, take = wctx, b.WaitN
+		}
+		ctx, done, err := s.maybeWait(r, wait, timeout)
+		if err != nil {
+			return err
+		}
+		defer done()
+		take := b.AllowN
+		if wait {
+			take = b.WaitN
 		}
 		d, err := take(ctx, req.N)
 		if err != nil && wait && waitEnded(r, ctx, err) && d.RetryAfter > 0 {
@@ -213,6 +214,15 @@ func (s *server) bucketTake(wait bool) handlerFunc {
 		}
 		return decided(w, d, newDecisionBody(d), s.bucketQuotas[b.Name()], err)
 	}
+}
+
+// maybeWait is startWait for a request that waits; one that does not
+// gets r's context.
+func (s *server) maybeWait(r *http.Request, wait bool, timeout time.Duration) (ctx context.Context, done func(), err error) {
+	if !wait {
+		return r.Context(), func() {}, nil
+	}
+	return s.startWait(r, timeout)
 }
 
 // startWait takes a place among the requests allowed to wait at once
@@ -251,14 +261,14 @@ func (s *server) slotsAcquire(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ctx, acquire := r.Context(), pool.TryAcquire
+	ctx, done, err := s.maybeWait(r, req.Wait, timeout)
+	if err != nil {
+		return err
+	}
+	defer done()
+	acquire := pool.TryAcquire
 	if req.Wait {
-		wctx, done, err := s.startWait(r, timeout)
-		if err != nil {
-			return err
-		}
-		defer done()
-		ctx, acquire = wctx, pool.Acquire
+		acquire = pool.Acquire
 	}
 	lease, err := acquire(ctx, req.Holder)
 	nse, noSlot := errors.AsType[*limiter.NoSlotError](err)
