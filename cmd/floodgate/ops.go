@@ -41,25 +41,33 @@ func runOps(c command, ops opsFunc) func(context.Context, []string, io.Writer, i
 		if err != nil {
 			return err
 		}
-		lim, closeFn, err := connect(cfg)
-		if err != nil {
+		return onRedis(ctx, cfg, func(ctx context.Context, lim *limiter.Limiter) error {
+			v, text, err := ops(ctx, lim, fs.Args())
+			switch {
+			case err != nil:
+				return err
+			case *asJSON:
+				enc := json.NewEncoder(stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(v)
+			}
+			_, err = io.WriteString(stdout, text)
 			return err
-		}
-		defer closeFn()
-		ctx, cancel := context.WithTimeout(ctx, opsTimeout)
-		defer cancel()
-		v, text, err := ops(ctx, lim, fs.Args())
-		switch {
-		case err != nil:
-			return err
-		case *asJSON:
-			enc := json.NewEncoder(stdout)
-			enc.SetIndent("", "  ")
-			return enc.Encode(v)
-		}
-		_, err = io.WriteString(stdout, text)
+		})
+	}
+}
+
+// onRedis runs f on a Limiter on cfg's Redis (connect), with a context
+// bounded by opsTimeout.
+func onRedis(ctx context.Context, cfg limiter.Config, f func(context.Context, *limiter.Limiter) error) error {
+	lim, closeFn, err := connect(cfg)
+	if err != nil {
 		return err
 	}
+	defer closeFn()
+	ctx, cancel := context.WithTimeout(ctx, opsTimeout)
+	defer cancel()
+	return f(ctx, lim)
 }
 
 // connect builds a Limiter on the configured Redis. Operator commands
@@ -200,21 +208,16 @@ func runConfig(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if !*withRedis {
 		return nil
 	}
-	lim, closeFn, err := connect(cfg)
-	if err != nil {
+	return onRedis(ctx, cfg, func(ctx context.Context, lim *limiter.Limiter) error {
+		e, err := lim.CheckEviction(ctx)
+		if err != nil {
+			return opError("eviction check", err)
+		}
+		risk := "safe: Redis never evicts Floodgate's keys"
+		if e.Unsafe {
+			risk = "UNSAFE: " + strings.TrimPrefix(e.Warning(), "limiter: ")
+		}
+		_, err = fmt.Fprintf(stdout, "\n%-40s %s (%d keys evicted so far)\n%-40s %s\n", "maxmemory-policy", e.Policy, e.EvictedKeys, "eviction risk", risk)
 		return err
-	}
-	defer closeFn()
-	ctx, cancel := context.WithTimeout(ctx, opsTimeout)
-	defer cancel()
-	e, err := lim.CheckEviction(ctx)
-	if err != nil {
-		return opError("eviction check", err)
-	}
-	risk := "safe: Redis never evicts Floodgate's keys"
-	if e.Unsafe {
-		risk = "UNSAFE: " + strings.TrimPrefix(e.Warning(), "limiter: ")
-	}
-	fmt.Fprintf(stdout, "\n%-40s %s (%d keys evicted so far)\n%-40s %s\n", "maxmemory-policy", e.Policy, e.EvictedKeys, "eviction risk", risk)
-	return nil
+	})
 }
