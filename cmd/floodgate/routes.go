@@ -176,10 +176,8 @@ func (s *server) backoffDecide(op func(*limiter.Backoff, context.Context, string
 }
 
 // bucketTake is a route taking the body's n tokens from the path's
-// bucket (configured APIs only): at once, or with wait through
-// Bucket.WaitN, bounded by the request's timeout. A wait that stops short
-// (the timeout, shutdown) answers its last denial, with the wait it would
-// have needed.
+// bucket: at once, or with wait until the request's timeout; a wait that
+// stops short (the timeout, shutdown) answers its last denial.
 func (s *server) bucketTake(wait bool) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		b, ok := s.buckets[r.PathValue("name")]
@@ -293,10 +291,8 @@ func (s *server) slotsAcquire(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// noSlotRetry is the retry_after_ms of a wait that timed out (a full
-// pool's try answers NoSlotError.RetryAfter: when the earliest lease
-// expires). Callers that can wait should ask with "wait": true, which
-// queues them fairly.
+// noSlotRetry is the retry_after_ms of a wait that timed out (callers that
+// can wait should ask again with "wait": true, which queues them fairly).
 const noSlotRetry = time.Second
 
 // writeNoSlot answers a try that found the pool full or a wait that timed
@@ -333,7 +329,7 @@ func (s *server) leaseOp(op func(*limiter.Lease, context.Context) error) handler
 // is set.
 const budgetName = "llm"
 
-// budgetOf returns the budget name: "llm", when configured.
+// budgetOf returns the budget name, or a 404.
 func (s *server) budgetOf(name string) (*limiter.Budget, error) {
 	switch {
 	case s.budget == nil:

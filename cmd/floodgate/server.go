@@ -25,29 +25,24 @@ type server struct {
 	cfg      limiter.Config
 	set      httpSettings
 	tokenSum [sha256.Size]byte
-	// waits holds one token per request waiting (bucket wait, slot
-	// acquire with wait); a full channel means 429.
+	// waits holds one token per request waiting; full means 429.
 	waits chan struct{}
-	// buckets holds a Bucket per configured API, built once: they are
-	// immutable, and the only names Bucket accepts without settings.
+	// buckets holds a Bucket per configured API, built once: the only
+	// names Bucket accepts without settings.
 	buckets map[string]*limiter.Bucket
-	// pools and breakers hold the handles of the slot pool and backoff
-	// names clients used, at most set.MaxNames each (names.go).
+	// pools and breakers hold at most set.MaxNames handles each.
 	pools    *handles[limiter.Slots]
 	breakers *handles[limiter.Backoff]
-	// budget is the token budget "llm", nil unless
-	// FLOODGATE_USER_TOKEN_BUDGET is set: the only one served, so a
-	// misspelt name is a 404, not a fresh full budget.
+	// budget is "llm", nil unless FLOODGATE_USER_TOKEN_BUDGET is set: the
+	// only one served, so a misspelt name is a 404, not a fresh budget.
 	budget *limiter.Budget
-	// userQuota, bucketQuotas and budgetQuota make the RateLimit headers
-	// (ratelimit.go).
+	// The RateLimit headers' quotas (ratelimit.go).
 	userQuota    quota
 	bucketQuotas map[string]quota
 	budgetQuota  quota
 	metrics      *metrics.HTTP
 	gather       prometheus.Gatherer
-	// draining ends when shutdown begins: waits stop at once and answer
-	// with what they have, so in-flight requests finish within the bound.
+	// draining ends when shutdown begins: waits answer what they have.
 	draining context.Context
 	logf     func(format string, a ...any)
 	mux      *http.ServeMux
