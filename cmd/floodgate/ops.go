@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -89,7 +90,18 @@ func connect(cfg limiter.Config) (*limiter.Limiter, func(), error) {
 		rdb.Close()
 		return nil, nil, cli.Usagef("%s", errText(err))
 	}
-	return lim, func() { rdb.Close() }, nil
+	return lim, func() { evictionChecked(lim); rdb.Close() }, nil
+}
+
+// evictionChecked waits, at most RedisTimeout, for the eviction check New
+// starts in the background, so closing the client does not cut it off
+// mid-command.
+func evictionChecked(lim *limiter.Limiter) {
+	for end := time.Now().Add(lim.Config().RedisTimeout); time.Now().Before(end); time.Sleep(time.Millisecond) {
+		if _, err := lim.EvictionRisk(); !errors.Is(err, limiter.ErrEvictionUnchecked) {
+			return
+		}
+	}
 }
 
 // opError words a Redis error for the operator, without secrets.
