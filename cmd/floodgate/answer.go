@@ -11,8 +11,7 @@ import (
 )
 
 // Answers: each route's JSON as a type, written by encoding/json but for
-// a decision's (decisionBody.appendJSON). Pooled buffers and recorders and
-// shared header values were measured and removed: docs/benchmarks.md.
+// a decision's (decisionBody.appendJSON).
 
 // decisionBody is a decision, for every policy.
 type decisionBody struct {
@@ -23,16 +22,15 @@ type decisionBody struct {
 	ResetAfterMs int64  `json:"reset_after_ms"`
 	Degraded     bool   `json:"degraded"`
 	Cached       bool   `json:"cached"`
-	// Probe is set on backoff decisions, Token when Probe is true.
-	Probe *bool  `json:"probe,omitempty"`
-	Token string `json:"token,omitempty"`
-	// Endpoint is the one a pick chose.
-	Endpoint *string `json:"endpoint,omitempty"`
-	// Reservation names what an allowed budget reserve holds.
-	Reservation string `json:"reservation,omitempty"`
-	// Error says why: a fail-closed denial, or one user's failure in an
-	// allow-many.
-	Error string `json:"error,omitempty"`
+	// Probe is set on backoff decisions, Token when Probe is true;
+	// Endpoint is the one a pick chose; Reservation, what an allowed
+	// budget reserve holds; Error, why a fail-closed denial or one user's
+	// failure in an allow-many.
+	Probe       *bool   `json:"probe,omitempty"`
+	Token       string  `json:"token,omitempty"`
+	Endpoint    *string `json:"endpoint,omitempty"`
+	Reservation string  `json:"reservation,omitempty"`
+	Error       string  `json:"error,omitempty"`
 }
 
 func newDecisionBody(d limiter.Decision) decisionBody {

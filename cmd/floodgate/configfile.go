@@ -2,11 +2,13 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"os"
+	"reflect"
 	"sort"
 	"strings"
 	"time"
@@ -21,32 +23,32 @@ import (
 // kilobytes.
 const maxConfigFile = 1 << 20
 
-// configKeys are the keys of a rate_limiting: block, as the original
-// Python bot's config.yaml writes them, plus Floodgate's own settings in
-// the same style. Durations are seconds (10, 0.5) or Go durations ("10s").
-// Any other "<name>_rate_limit" key is an external API's calls per second.
-var configKeys = map[string]func(c *limiter.Config, key string, v *yaml.Node) error{
-	"user_cooldown":              durationKey(func(c *limiter.Config) *time.Duration { return &c.UserCooldown }),
-	"max_requests_per_user_hour": intKey(func(c *limiter.Config) *int { return &c.MaxRequestsPerUserHour }),
-	"max_concurrent_users":       intKey(func(c *limiter.Config) *int { return &c.MaxConcurrentUsers }),
-	"max_tokens_per_user_hour":   intKey(func(c *limiter.Config) *int { return &c.UserTokenBudget }),
+// configKeys maps each key of a rate_limiting: block to the index of its
+// Config field: Floodgate's settings spelt as their FLOODGATE_ variable in
+// lower case (redis_url excepted: a password belongs in the environment),
+// max_tokens_per_user_hour as the original Python bot's config.yaml writes
+// it. Durations are seconds (10, 0.5) or Go durations ("10s"). Any other
+// "<name>_rate_limit" key is an external API's calls per second.
+var configKeys = func() map[string]int {
+	keys := map[string]int{}
+	t := reflect.TypeFor[limiter.Config]()
+	for i := range t.NumField() {
+		tag := strings.ToLower(t.Field(i).Tag.Get("env"))
+		switch t.Field(i).Type {
+		case reflect.TypeFor[time.Duration](), reflect.TypeFor[int](), reflect.TypeFor[float64](), reflect.TypeFor[string]():
+			if tag != "" && tag != "redis_url" {
+				keys[cmp.Or(map[string]string{"user_token_budget": "max_tokens_per_user_hour"}[tag], tag)] = i
+			}
+		}
+	}
 	// Floodgate needs no sweeper: every key carries a TTL (at most
 	// max_idle_time), so Redis drops idle users by itself. Accepted so the
-	// bot's file works unchanged; its value is ignored.
-	"cleanup_interval":       durationKey(func(c *limiter.Config) *time.Duration { return new(time.Duration) }),
-	"max_idle_time":          durationKey(func(c *limiter.Config) *time.Duration { return &c.MaxIdleTime }),
-	"llm_retry_delay":        durationKey(func(c *limiter.Config) *time.Duration { return &c.LLMRetryDelay }),
-	"llm_backoff_multiplier": floatKey(func(c *limiter.Config) *float64 { return &c.LLMBackoffMultiplier }),
-	"llm_backoff_max":        durationKey(func(c *limiter.Config) *time.Duration { return &c.LLMBackoffMax }),
-	// Floodgate's own, beyond the original block.
-	"user_window":        durationKey(func(c *limiter.Config) *time.Duration { return &c.UserWindow }),
-	"slot_lease":         durationKey(func(c *limiter.Config) *time.Duration { return &c.SlotLease }),
-	"llm_backoff_jitter": floatKey(func(c *limiter.Config) *float64 { return &c.LLMBackoffJitter }),
-	"llm_probe_lease":    durationKey(func(c *limiter.Config) *time.Duration { return &c.LLMProbeLease }),
-	"key_prefix":         stringKey(func(c *limiter.Config) *string { return &c.KeyPrefix }),
-	"redis_timeout":      durationKey(func(c *limiter.Config) *time.Duration { return &c.RedisTimeout }),
-	"local_cache_size":   intKey(func(c *limiter.Config) *int { return &c.LocalCacheSize }),
-}
+	// bot's file works unchanged; its value is checked and ignored.
+	keys[cleanupKey] = -1
+	return keys
+}()
+
+const cleanupKey = "cleanup_interval"
 
 const rateSuffix = "_rate_limit"
 
@@ -112,8 +114,14 @@ func parseConfigFile(data []byte, base limiter.Config) (limiter.Config, error) {
 			return base, fmt.Errorf("line %d: rate_limiting.%s is given twice", k.Line, key)
 		}
 		seen[key] = true
-		if set, ok := configKeys[key]; ok {
-			if err := set(&cfg, key, v); err != nil {
+		if i, ok := configKeys[key]; ok {
+			field := reflect.ValueOf(&cfg).Elem()
+			if i < 0 {
+				field = reflect.New(reflect.TypeFor[time.Duration]()).Elem()
+			} else {
+				field = field.Field(i)
+			}
+			if err := setKey(field, key, v); err != nil {
 				return base, err
 			}
 			continue
@@ -162,12 +170,14 @@ func number(key string, v *yaml.Node) (float64, error) {
 	return f, nil
 }
 
-func durationKey(field func(*limiter.Config) *time.Duration) func(*limiter.Config, string, *yaml.Node) error {
-	return func(c *limiter.Config, key string, v *yaml.Node) error {
-		s, err := scalar(key, v)
-		if err != nil {
-			return err
-		}
+// setKey sets field (a duration, int, float64 or string) from v.
+func setKey(field reflect.Value, key string, v *yaml.Node) error {
+	s, err := scalar(key, v)
+	if err != nil {
+		return err
+	}
+	switch field.Interface().(type) {
+	case time.Duration:
 		var d time.Duration
 		if v.Tag == "!!int" || v.Tag == "!!float" {
 			f, err := number(key, v)
@@ -181,44 +191,21 @@ func durationKey(field func(*limiter.Config) *time.Duration) func(*limiter.Confi
 		} else if d, err = time.ParseDuration(s); err != nil {
 			return fmt.Errorf("line %d: rate_limiting.%s: %q is neither seconds nor a duration such as 10s", v.Line, key, s)
 		}
-		*field(c) = d
-		return nil
-	}
-}
-
-func intKey(field func(*limiter.Config) *int) func(*limiter.Config, string, *yaml.Node) error {
-	return func(c *limiter.Config, key string, v *yaml.Node) error {
-		s, err := scalar(key, v)
-		if err != nil {
-			return err
-		}
+		field.SetInt(int64(d))
+	case int:
 		var n int
 		if v.Tag != "!!int" || v.Decode(&n) != nil {
 			return fmt.Errorf("line %d: rate_limiting.%s: %q is not a whole number", v.Line, key, s)
 		}
-		*field(c) = n
-		return nil
-	}
-}
-
-func floatKey(field func(*limiter.Config) *float64) func(*limiter.Config, string, *yaml.Node) error {
-	return func(c *limiter.Config, key string, v *yaml.Node) error {
+		field.SetInt(int64(n))
+	case float64:
 		f, err := number(key, v)
 		if err != nil {
 			return err
 		}
-		*field(c) = f
-		return nil
+		field.SetFloat(f)
+	default:
+		field.SetString(s)
 	}
-}
-
-func stringKey(field func(*limiter.Config) *string) func(*limiter.Config, string, *yaml.Node) error {
-	return func(c *limiter.Config, key string, v *yaml.Node) error {
-		s, err := scalar(key, v)
-		if err != nil {
-			return err
-		}
-		*field(c) = s
-		return nil
-	}
+	return nil
 }

@@ -9,7 +9,7 @@ import (
 	"net"
 	"net/http"
 	"reflect"
-	"strconv"
+	"regexp"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -17,18 +17,16 @@ import (
 	"github.com/floodgate/floodgate/limiter"
 )
 
-// maxBody bounds every request body: the largest legitimate one (a pick
-// over maxEndpoints names of MaxNameLen bytes) is far smaller.
-const maxBody = 64 << 10
-
-// maxEndpoints bounds a pick's list.
-const maxEndpoints = 64
-
-// maxManyUsers bounds an allow-many list.
-const maxManyUsers = 1000
-
-// maxTokenLen bounds a lease or probe token; the library's are far shorter.
-const maxTokenLen = 1024
+// Request bounds: every body (the largest legitimate one, a pick over
+// maxEndpoints names of MaxNameLen bytes, is far smaller), a pick's list,
+// an allow-many list, a lease, probe or reservation token (the library's
+// are far shorter).
+const (
+	maxBody      = 64 << 10
+	maxEndpoints = 64
+	maxManyUsers = 1000
+	maxTokenLen  = 1024
+)
 
 // Request bodies. Unknown fields are an error (a typo such as "timeout"
 // for "timeout_ms" must not silently mean the default).
@@ -91,12 +89,12 @@ func readChecked(r *http.Request, v interface{ normalize() error }) error {
 }
 
 // decodeJSON decodes one JSON object from data into v, strictly: no
-// unknown, duplicate or differently cased fields (encoding/json would
-// match "Users" to "users" and keep the last of two), strings that are
-// valid Unicode (encoding/json would turn invalid UTF-8 and lone
-// surrogates into U+FFFD, so distinct ids would count as one), nothing
-// after the object, numbers that fit their field. Errors are 400s naming
-// the field or the string.
+// unknown, repeated or differently cased keys (encoding/json would match
+// "Users" to "users" and keep the last of two), strings that are valid
+// Unicode (encoding/json would turn invalid UTF-8 and lone surrogates into
+// U+FFFD, so distinct ids would count as one), nothing after the object,
+// numbers that fit their field. Errors are 400s naming the field or the
+// string.
 func decodeJSON(data []byte, v any, required bool) error {
 	if len(bytes.TrimSpace(data)) == 0 {
 		if required {
@@ -108,21 +106,15 @@ func decodeJSON(data []byte, v any, required bool) error {
 		return badRequest("body: the string %q at byte %d is not valid Unicode (invalid UTF-8 or a lone surrogate escape)", str, at)
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return badRequest("body: %s", jsonProblem(err))
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return badRequest("body: more data after the JSON object")
 	}
-	return checkKeys(data, v)
-}
-
-// checkKeys refuses a top-level key that is repeated or not spelled
-// exactly as one of v's fields (data is a valid JSON object).
-func checkKeys(data []byte, v any) error {
+	// The keys, exactly as v's fields spell them, once each.
 	t := reflect.TypeOf(v).Elem()
-	dec := json.NewDecoder(bytes.NewReader(data))
+	dec = json.NewDecoder(bytes.NewReader(data))
 	_, _ = dec.Token() // {
 	seen := map[string]bool{}
 	for dec.More() {
@@ -145,52 +137,29 @@ func checkKeys(data []byte, v any) error {
 	return nil
 }
 
-// badString finds the first JSON string in data (a body, before it is
-// decoded) that is not valid Unicode: invalid UTF-8, or a \u escape of a
-// lone surrogate. It returns the string's offset and its raw bytes
-// between the quotes.
+var (
+	// jsonString matches a JSON string literal.
+	jsonString = regexp.MustCompile(`(?s)"(?:[^"\\]|\\.)*"`)
+	// jsonEscape matches an escape; submatch 1 is a lone surrogate.
+	jsonEscape = regexp.MustCompile(`(?s)\\(?:u[dD][89abAB][[:xdigit:]]{2}\\u[dD][c-fC-F][[:xdigit:]]{2}|(u[dD][89a-fA-F][[:xdigit:]]{2})|.)`)
+)
+
+// badString finds the first string in data (a body, before it is
+// decoded) that is not valid Unicode: invalid UTF-8 or an escaped lone
+// surrogate. It returns the string's offset and what is between its
+// quotes.
 func badString(data []byte) (at int, raw string, found bool) {
-	for i := 0; i < len(data); i++ {
-		if data[i] != '"' {
-			continue
+	for _, loc := range jsonString.FindAllIndex(data, -1) {
+		str := data[loc[0]+1 : loc[1]-1]
+		bad := !utf8.Valid(str)
+		for _, m := range jsonEscape.FindAllSubmatchIndex(str, -1) {
+			bad = bad || m[2] >= 0
 		}
-		start, bad := i, false
-		for i++; i < len(data) && data[i] != '"'; i++ {
-			if data[i] != '\\' {
-				continue
-			}
-			i++
-			if i+4 < len(data) && data[i] == 'u' {
-				if r := hex4(data[i+1:]); r >= 0xD800 && r < 0xDC00 && i+10 < len(data) && data[i+5] == '\\' && data[i+6] == 'u' {
-					if lo := hex4(data[i+7:]); lo >= 0xDC00 && lo < 0xE000 {
-						i += 10
-						continue
-					}
-					bad = true
-				} else if r >= 0xD800 && r < 0xE000 {
-					bad = true
-				}
-				i += 4
-			}
-		}
-		end := min(i, len(data))
-		if bad || !utf8.Valid(data[start+1:end]) {
-			return start, string(data[start+1 : end]), true
+		if bad {
+			return loc[0], string(str), true
 		}
 	}
 	return 0, "", false
-}
-
-// hex4 is the value of 4 hex digits at b's start, or -1.
-func hex4(b []byte) int {
-	if len(b) < 4 {
-		return -1
-	}
-	n, err := strconv.ParseUint(string(b[:4]), 16, 16)
-	if err != nil {
-		return -1
-	}
-	return int(n)
 }
 
 // jsonProblem says what is wrong in a body without Go type names.
@@ -208,11 +177,7 @@ func jsonProblem(err error) string {
 	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
 		return "malformed JSON: ends early"
 	}
-	msg := strings.TrimPrefix(err.Error(), "json: ")
-	if f, ok := strings.CutPrefix(msg, "unknown field "); ok {
-		return "unknown field " + f
-	}
-	return msg
+	return strings.TrimPrefix(err.Error(), "json: ")
 }
 
 func jsonKind(t reflect.Type) string {
@@ -262,11 +227,20 @@ func timeout(ms int64, maxWait time.Duration) (time.Duration, error) {
 }
 
 func (p *pickRequest) normalize() error {
+	return checkList("endpoints", len(p.Endpoints), maxEndpoints, "endpoint names", "names")
+}
+
+func (m *manyRequest) normalize() error {
+	return checkList("users", len(m.Users), maxManyUsers, "user ids", "ids")
+}
+
+// checkList refuses an empty list of items, or one longer than max.
+func checkList(field string, n, max int, items, unit string) error {
 	switch {
-	case len(p.Endpoints) == 0:
-		return badRequest("endpoints: want a non-empty array of endpoint names")
-	case len(p.Endpoints) > maxEndpoints:
-		return badRequest("endpoints: %d names, at most %d", len(p.Endpoints), maxEndpoints)
+	case n == 0:
+		return badRequest("%s: want a non-empty array of %s", field, items)
+	case n > max:
+		return badRequest("%s: %d %s, at most %d", field, n, unit, max)
 	}
 	return nil
 }
@@ -277,16 +251,6 @@ func (t *tokenRequest) normalize() error {
 		return badRequest("token: missing")
 	case len(t.Token) > maxTokenLen:
 		return badRequest("token: %d bytes, at most %d", len(t.Token), maxTokenLen)
-	}
-	return nil
-}
-
-func (m *manyRequest) normalize() error {
-	switch {
-	case len(m.Users) == 0:
-		return badRequest("users: want a non-empty array of user ids")
-	case len(m.Users) > maxManyUsers:
-		return badRequest("users: %d ids, at most %d", len(m.Users), maxManyUsers)
 	}
 	return nil
 }

@@ -138,3 +138,20 @@ func TestOpsWithoutRedis(t *testing.T) {
 		t.Fatalf("took %v", time.Since(start))
 	}
 }
+
+// floodgate config contacts Redis only with --redis: without it, an
+// unreachable Redis changes nothing; with it, no Redis URL is a usage
+// error. (What it prints on a real Redis is tested in
+// integration_test/config_test.go: miniredis has no maxmemory-policy.)
+func TestConfigRedisFlag(t *testing.T) {
+	t.Setenv("FLOODGATE_REDIS_URL", "redis://127.0.0.1:1")
+	var out, errOut bytes.Buffer
+	if err := Run(context.Background(), []string{"config"}, &out, &errOut); err != nil || strings.Contains(out.String(), "maxmemory-policy") {
+		t.Fatalf("config without --redis: %v\n%s", err, out.String())
+	}
+	t.Setenv("FLOODGATE_REDIS_URL", "")
+	t.Setenv("REDIS_URL", "")
+	if err := Run(context.Background(), []string{"config", "--redis"}, &out, &errOut); err == nil || cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), "no Redis") {
+		t.Fatalf("config --redis without a Redis URL: %v", err)
+	}
+}

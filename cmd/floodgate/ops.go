@@ -3,9 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
+	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -17,17 +18,57 @@ import (
 // opsTimeout bounds an operator command's Redis calls.
 const opsTimeout = 10 * time.Second
 
-// opsFlags are the flags of the operator commands.
-type opsFlags struct {
-	settingsFlags
-	json bool
+// opsFunc is what an operator command reads from Redis, given its
+// arguments: v, printed by --json, or text.
+type opsFunc func(ctx context.Context, lim *limiter.Limiter, args []string) (v any, text string, err error)
+
+// runOps runs the operator command c: it parses the flags, checks the
+// argument count against c.args (before anything is read or dialled),
+// connects and prints what c.ops reads.
+func runOps(c command, ops opsFunc) func(context.Context, []string, io.Writer, io.Writer) error {
+	return func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+		var sf settingsFlags
+		fs := newFlags(c.name, stderr)
+		sf.register(fs)
+		asJSON := fs.Bool("json", false, "print JSON instead of text")
+		if err := parseFlags(fs, args); err != nil {
+			return err
+		}
+		want := strings.Fields(strings.TrimPrefix(c.args, "[flags] "))
+		if n := fs.NArg(); n < len(want) || n > len(want) && !strings.HasSuffix(c.args, "...") {
+			return cli.Usagef("%s takes %s; got %d arguments", c.name, c.wants, n)
+		}
+		cfg, err := sf.load()
+		if err != nil {
+			return err
+		}
+		return onRedis(ctx, cfg, func(ctx context.Context, lim *limiter.Limiter) error {
+			v, text, err := ops(ctx, lim, fs.Args())
+			switch {
+			case err != nil:
+				return err
+			case *asJSON:
+				enc := json.NewEncoder(stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(v)
+			}
+			_, err = io.WriteString(stdout, text)
+			return err
+		})
+	}
 }
 
-func (o *opsFlags) register(name string, stderr io.Writer) *flag.FlagSet {
-	fs := newFlags(name, stderr)
-	o.settingsFlags.register(fs)
-	fs.BoolVar(&o.json, "json", false, "print JSON instead of text")
-	return fs
+// onRedis runs f on a Limiter on cfg's Redis (connect), with a context
+// bounded by opsTimeout.
+func onRedis(ctx context.Context, cfg limiter.Config, f func(context.Context, *limiter.Limiter) error) error {
+	lim, closeFn, err := connect(cfg)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	ctx, cancel := context.WithTimeout(ctx, opsTimeout)
+	defer cancel()
+	return f(ctx, lim)
 }
 
 // connect builds a Limiter on the configured Redis. Operator commands
@@ -49,7 +90,18 @@ func connect(cfg limiter.Config) (*limiter.Limiter, func(), error) {
 		rdb.Close()
 		return nil, nil, cli.Usagef("%s", errText(err))
 	}
-	return lim, func() { rdb.Close() }, nil
+	return lim, func() { evictionChecked(lim); rdb.Close() }, nil
+}
+
+// evictionChecked waits, at most RedisTimeout, for the eviction check New
+// starts in the background, so closing the client does not cut it off
+// mid-command.
+func evictionChecked(lim *limiter.Limiter) {
+	for end := time.Now().Add(lim.Config().RedisTimeout); time.Now().Before(end); time.Sleep(time.Millisecond) {
+		if _, err := lim.EvictionRisk(); !errors.Is(err, limiter.ErrEvictionUnchecked) {
+			return
+		}
+	}
 }
 
 // opError words a Redis error for the operator, without secrets.
@@ -61,204 +113,102 @@ func opError(what string, err error) error {
 	return fmt.Errorf("%s: %s", what, msg)
 }
 
-func writeJSONOut(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
-
-// opsCommand is an operator command ready to run: its arguments, the
-// effective settings and a Limiter on the configured Redis.
-type opsCommand struct {
-	args  []string
-	json  bool
-	cfg   limiter.Config
-	lim   *limiter.Limiter
-	close func()
-}
-
-// startOps parses an operator command's flags, checks its argument count
-// with nargs (before anything is read or dialled), loads the settings and
-// connects. The context it returns is bounded by opsTimeout; c.close ends
-// it and the connection.
-func startOps(ctx context.Context, name string, args []string, stderr io.Writer, nargs func(n int) error) (context.Context, *opsCommand, error) {
-	var o opsFlags
-	fs := o.register(name, stderr)
-	if err := parseFlags(fs, args); err != nil {
-		return nil, nil, err
-	}
-	if err := nargs(fs.NArg()); err != nil {
-		return nil, nil, err
-	}
-	cfg, err := o.load()
+func showUser(ctx context.Context, lim *limiter.Limiter, args []string) (any, string, error) {
+	user, cfg := args[0], lim.Config()
+	st, err := lim.Peek(ctx, user)
 	if err != nil {
-		return nil, nil, err
-	}
-	lim, closeFn, err := connect(cfg)
-	if err != nil {
-		return nil, nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, opsTimeout)
-	return ctx, &opsCommand{args: fs.Args(), json: o.json, cfg: cfg, lim: lim, close: func() { cancel(); closeFn() }}, nil
-}
-
-// oneArg is startOps's check for a command that takes one argument.
-func oneArg(cmd, what string) func(n int) error {
-	return func(n int) error {
-		if n != 1 {
-			return cli.Usagef("%s takes one %s, got %d arguments", cmd, what, n)
-		}
-		return nil
-	}
-}
-
-func runUser(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	ctx, c, err := startOps(ctx, "user", args, stderr, oneArg("user", "USER"))
-	if err != nil {
-		return err
-	}
-	defer c.close()
-	user, cfg := c.args[0], c.cfg
-	st, err := c.lim.Peek(ctx, user)
-	if err != nil {
-		return opError(fmt.Sprintf("user %q", user), err)
-	}
-	if c.json {
-		return writeJSONOut(stdout, newPeekBody(user, st))
+		return nil, "", opError(fmt.Sprintf("user %q", user), err)
 	}
 	verdict := "a request now would be allowed"
 	if st.RetryAfter > 0 {
 		verdict = fmt.Sprintf("a request now would be denied (%s) for %v", st.Reason, st.RetryAfter)
 	}
-	remaining := fmt.Sprint(st.Remaining)
+	remaining := fmt.Sprintf("%d of %d per %v", st.Remaining, cfg.MaxRequestsPerUserHour, cfg.UserWindow)
 	if st.Remaining == limiter.Unlimited {
 		remaining = "unlimited (no window)"
-	} else {
-		remaining += fmt.Sprintf(" of %d per %v", cfg.MaxRequestsPerUserHour, cfg.UserWindow)
 	}
-	fmt.Fprintf(stdout, "user %q: %s\n", user, verdict)
-	fmt.Fprintf(stdout, "  remaining       %s\n", remaining)
-	fmt.Fprintf(stdout, "  retry after     %v\n", st.RetryAfter)
-	fmt.Fprintf(stdout, "  reason          %s\n", st.Reason)
-	fmt.Fprintf(stdout, "  cooldown left   %v (cooldown %v)\n", st.CooldownLeft, cfg.UserCooldown)
-	fmt.Fprintf(stdout, "  window entries  %d\n", st.Entries)
-	fmt.Fprintf(stdout, "  reset after     %v\n", st.ResetAfter)
-	return nil
+	return newPeekBody(user, st), fmt.Sprintf(`user %q: %s
+  remaining       %s
+  retry after     %v
+  reason          %s
+  cooldown left   %v (cooldown %v)
+  window entries  %d
+  reset after     %v
+`, user, verdict, remaining, st.RetryAfter, st.Reason, st.CooldownLeft, cfg.UserCooldown, st.Entries, st.ResetAfter), nil
 }
 
-func runReset(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	ctx, c, err := startOps(ctx, "reset", args, stderr, oneArg("reset", "USER"))
-	if err != nil {
-		return err
+func resetUser(ctx context.Context, lim *limiter.Limiter, args []string) (any, string, error) {
+	user := args[0]
+	if err := lim.Reset(ctx, user); err != nil {
+		return nil, "", opError(fmt.Sprintf("reset %q", user), err)
 	}
-	defer c.close()
-	user := c.args[0]
-	if err := c.lim.Reset(ctx, user); err != nil {
-		return opError(fmt.Sprintf("reset %q", user), err)
-	}
-	if c.json {
-		return writeJSONOut(stdout, map[string]any{"user": user, "reset": true})
-	}
-	fmt.Fprintf(stdout, "user %q reset: cooldown and window cleared on every replica\n", user)
-	return nil
+	return map[string]any{"user": user, "reset": true}, fmt.Sprintf("user %q reset: cooldown and window cleared on every replica\n", user), nil
 }
 
-func runEndpoints(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	ctx, c, err := startOps(ctx, "endpoints", args, stderr, func(n int) error {
-		if n < 2 {
-			return cli.Usagef("endpoints takes a breaker NAME and at least one ENDPOINT, e.g. floodgate endpoints llm http://gpu-1:8000")
-		}
-		return nil
-	})
+func showEndpoints(ctx context.Context, lim *limiter.Limiter, args []string) (any, string, error) {
+	name, endpoints := args[0], args[1:]
+	b, err := lim.Backoff(name, limiter.BackoffSettings{})
 	if err != nil {
-		return err
-	}
-	defer c.close()
-	name, endpoints := c.args[0], c.args[1:]
-	b, err := c.lim.Backoff(name, limiter.BackoffSettings{})
-	if err != nil {
-		return cli.Usagef("%s", errText(err))
+		return nil, "", cli.Usagef("%s", errText(err))
 	}
 	var rows []endpointBody
+	var text strings.Builder
 	for _, ep := range endpoints {
 		st, err := b.Status(ctx, ep)
 		if err != nil {
-			return opError(fmt.Sprintf("endpoint %q", ep), err)
+			return nil, "", opError(fmt.Sprintf("endpoint %q", ep), err)
 		}
-		if c.json {
-			rows = append(rows, newEndpointBody(ep, st))
-			continue
-		}
-		fmt.Fprintf(stdout, "%s %q: %s", name, ep, st.State)
+		rows = append(rows, newEndpointBody(ep, st))
+		fmt.Fprintf(&text, "%s %q: %s", name, ep, st.State)
 		if st.RetryAfter > 0 {
-			fmt.Fprintf(stdout, " (retry after %v)", st.RetryAfter)
+			fmt.Fprintf(&text, " (retry after %v)", st.RetryAfter)
 		}
-		fmt.Fprintf(stdout, "\n  opens %d, failures %d, delay %v, probe out %v\n", st.Opens, st.Failures, st.Delay, st.Probing)
+		fmt.Fprintf(&text, "\n  opens %d, failures %d, delay %v, probe out %v\n", st.Opens, st.Failures, st.Delay, st.Probing)
 	}
-	if c.json {
-		return writeJSONOut(stdout, rows)
-	}
-	return nil
+	return rows, text.String(), nil
 }
 
-func runSlots(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	ctx, c, err := startOps(ctx, "slots", args, stderr, oneArg("slots", "pool NAME"))
+func showSlots(ctx context.Context, lim *limiter.Limiter, args []string) (any, string, error) {
+	name := args[0]
+	pool, err := lim.Slots(name, limiter.SlotsSettings{})
 	if err != nil {
-		return err
-	}
-	defer c.close()
-	name := c.args[0]
-	pool, err := c.lim.Slots(name, limiter.SlotsSettings{})
-	if err != nil {
-		return cli.Usagef("%s", errText(err))
+		return nil, "", cli.Usagef("%s", errText(err))
 	}
 	inUse, waiting, err := pool.Usage(ctx)
 	if err != nil {
-		return opError(fmt.Sprintf("pool %q", name), err)
+		return nil, "", opError(fmt.Sprintf("pool %q", name), err)
 	}
-	if c.json {
-		return writeJSONOut(stdout, poolBody{Pool: name, Size: pool.Size(), InUse: inUse, Waiting: waiting})
-	}
-	fmt.Fprintf(stdout, "pool %q: %d of %d slots in use, %d waiting\n", name, inUse, pool.Size(), waiting)
-	return nil
+	return poolBody{Pool: name, Size: pool.Size(), InUse: inUse, Waiting: waiting},
+		fmt.Sprintf("pool %q: %d of %d slots in use, %d waiting\n", name, inUse, pool.Size(), waiting), nil
 }
 
-func runBudget(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	ctx, c, err := startOps(ctx, "budget", args, stderr, func(n int) error {
-		if n != 2 {
-			return cli.Usagef("budget takes a budget NAME and a USER, e.g. floodgate budget llm alice; got %d arguments", n)
-		}
-		return nil
-	})
+func showBudget(ctx context.Context, lim *limiter.Limiter, args []string) (any, string, error) {
+	name, user := args[0], args[1]
+	b, err := lim.Budget(name, limiter.BudgetSettings{})
 	if err != nil {
-		return err
-	}
-	defer c.close()
-	name, user := c.args[0], c.args[1]
-	b, err := c.lim.Budget(name, limiter.BudgetSettings{})
-	if err != nil {
-		return cli.Usagef("%s", errText(err))
+		return nil, "", cli.Usagef("%s", errText(err))
 	}
 	st, err := b.Peek(ctx, user)
 	if err != nil {
-		return opError(fmt.Sprintf("user %q in budget %q", user, name), err)
-	}
-	if c.json {
-		return writeJSONOut(stdout, newBudgetBody(b, user, st))
+		return nil, "", opError(fmt.Sprintf("user %q in budget %q", user, name), err)
 	}
 	limit, window := b.Limit()
-	fmt.Fprintf(stdout, "user %q in budget %q: %d of %d units left per %v\n", user, name, st.Remaining, limit, window)
-	fmt.Fprintf(stdout, "  spent            %d\n", st.Spent)
-	fmt.Fprintf(stdout, "  reserved         %d (%d reservations in flight)\n", st.Reserved, st.Reservations)
-	fmt.Fprintf(stdout, "  oldest ages out  %v\n", st.OldestAgesOut)
-	fmt.Fprintf(stdout, "  reset after      %v\n", st.ResetAfter)
-	return nil
+	return newBudgetBody(b, user, st), fmt.Sprintf(`user %q in budget %q: %d of %d units left per %v
+  spent            %d
+  reserved         %d (%d reservations in flight)
+  oldest ages out  %v
+  reset after      %v
+`, user, name, st.Remaining, limit, window, st.Spent, st.Reserved, st.Reservations, st.OldestAgesOut, st.ResetAfter), nil
 }
 
+// runConfig prints the settings; with --redis, also what Redis's
+// maxmemory-policy means for the limits, as /readyz says it (without the
+// flag it contacts nothing, so it works where Redis is not reachable).
 func runConfig(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var sf settingsFlags
 	fs := newFlags("config", stderr)
 	sf.register(fs)
+	withRedis := fs.Bool("redis", false, "also connect to Redis and show its eviction risk (maxmemory-policy)")
 	cfg, set, err := sf.parseAll(fs, args)
 	if err != nil {
 		return err
@@ -267,5 +217,19 @@ func runConfig(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if sf.config != "" {
 		fmt.Fprintf(stdout, "\n(from %s under the environment; cleanup_interval is not needed: every key has a TTL)\n", sf.config)
 	}
-	return nil
+	if !*withRedis {
+		return nil
+	}
+	return onRedis(ctx, cfg, func(ctx context.Context, lim *limiter.Limiter) error {
+		e, err := lim.CheckEviction(ctx)
+		if err != nil {
+			return opError("eviction check", err)
+		}
+		risk := "safe: Redis never evicts Floodgate's keys"
+		if e.Unsafe {
+			risk = "UNSAFE: " + strings.TrimPrefix(e.Warning(), "limiter: ")
+		}
+		_, err = fmt.Fprintf(stdout, "\n%-40s %s (%d keys evicted so far)\n%-40s %s\n", "maxmemory-policy", e.Policy, e.EvictedKeys, "eviction risk", risk)
+		return err
+	})
 }

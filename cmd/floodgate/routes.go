@@ -12,27 +12,123 @@ import (
 	"github.com/floodgate/floodgate/limiter"
 )
 
-// The policy routes (the table is in server.go).
-
-// Users
-
-func (s *server) userAllow(w http.ResponseWriter, r *http.Request) error {
-	d, err := s.lim.Allow(r.Context(), r.PathValue("user"))
-	if err != nil {
-		return err
-	}
-	writeDecision(w, d, newDecisionBody(d), s.userQuota)
-	return nil
+// route is one line of the route table.
+type route struct {
+	method, path string
+	h            handlerFunc
 }
 
-// allowMany decides one request for each user listed, in order, in one
-// pipelined round trip (Limiter.AllowMany): for a bot that handles a burst
-// of messages at once. A user listed twice makes two requests. Each
-// decision stands on its own (a denial or a fail-closed redis_down is a
-// decision in the list, and the answer is 200); a user whose decision
-// Redis failed gets {"allowed": false, ..., "error": "..."} while the
-// others stand, since they were counted. One answer for many users
-// carries no RateLimit headers.
+// routeTable lists every route: most are one library call, answered by
+// reply (JSON), noContent (204) or decided (a decision with its headers).
+func (s *server) routeTable() []route {
+	user := func(r *http.Request) string { return r.PathValue("user") }
+	endpoint := func(r *http.Request) string { return r.PathValue("endpoint") }
+	return []route{
+		{"POST", "/v1/users/{user}/allow", func(w http.ResponseWriter, r *http.Request) error {
+			d, err := s.lim.Allow(r.Context(), user(r))
+			return decided(w, d, newDecisionBody(d), s.userQuota, err)
+		}},
+		{"POST", "/v1/allow-many", s.allowMany},
+		{"GET", "/v1/users/{user}", func(w http.ResponseWriter, r *http.Request) error {
+			st, err := s.lim.Peek(r.Context(), user(r))
+			return reply(w, newPeekBody(user(r), st), err)
+		}},
+		{"DELETE", "/v1/users/{user}", func(w http.ResponseWriter, r *http.Request) error {
+			return noContent(w, s.lim.Reset(r.Context(), user(r)))
+		}},
+
+		{"POST", "/v1/backoff/{name}/pick", on(s.breakers.get, func(w http.ResponseWriter, r *http.Request, b *limiter.Backoff) error {
+			var req pickRequest
+			if err := readChecked(r, &req); err != nil {
+				return err
+			}
+			ep, d, err := b.Pick(r.Context(), req.Endpoints...)
+			body := backoffBody(d)
+			body.Endpoint = &ep
+			return decided(w, d, body, backoffQuota, err)
+		})},
+		{"POST", "/v1/backoff/{name}/endpoints/{endpoint}/check", s.backoffDecide((*limiter.Backoff).Check)},
+		{"POST", "/v1/backoff/{name}/endpoints/{endpoint}/failure", s.backoffDecide((*limiter.Backoff).Failure)},
+		{"POST", "/v1/backoff/{name}/endpoints/{endpoint}/success", on(s.breakers.get, func(w http.ResponseWriter, r *http.Request, b *limiter.Backoff) error {
+			return noContent(w, b.Success(r.Context(), endpoint(r)))
+		})},
+		{"POST", "/v1/backoff/{name}/endpoints/{endpoint}/abandon", on(s.breakers.get, func(w http.ResponseWriter, r *http.Request, b *limiter.Backoff) error {
+			var req tokenRequest
+			if err := readChecked(r, &req); err != nil {
+				return err
+			}
+			return noContent(w, b.Abandon(r.Context(), endpoint(r), req.Token))
+		})},
+		{"GET", "/v1/backoff/{name}/endpoints/{endpoint}", on(s.breakers.get, func(w http.ResponseWriter, r *http.Request, b *limiter.Backoff) error {
+			st, err := b.Status(r.Context(), endpoint(r))
+			return reply(w, newEndpointBody("", st), err)
+		})},
+
+		{"POST", "/v1/buckets/{name}/allow", s.bucketTake(false)},
+		{"POST", "/v1/buckets/{name}/wait", s.bucketTake(true)},
+
+		{"POST", "/v1/slots/{name}/acquire", s.slotsAcquire},
+		{"POST", "/v1/slots/{name}/refresh", s.leaseOp((*limiter.Lease).Refresh)},
+		{"POST", "/v1/slots/{name}/release", s.leaseOp((*limiter.Lease).Release)},
+		{"GET", "/v1/slots/{name}", on(s.pools.get, func(w http.ResponseWriter, r *http.Request, pool *limiter.Slots) error {
+			inUse, waiting, err := pool.Usage(r.Context())
+			return reply(w, poolBody{Size: pool.Size(), InUse: inUse, Waiting: waiting}, err)
+		})},
+
+		{"POST", "/v1/budgets/{name}/users/{user}/reserve", s.budgetAdmit((*limiter.Budget).Reserve)},
+		{"POST", "/v1/budgets/{name}/users/{user}/charge", s.budgetAdmit((*limiter.Budget).Charge)},
+		{"POST", "/v1/budgets/{name}/users/{user}/settle", s.budgetSettle(false)},
+		{"POST", "/v1/budgets/{name}/users/{user}/cancel", s.budgetSettle(true)},
+		{"GET", "/v1/budgets/{name}/users/{user}", on(s.budgetOf, func(w http.ResponseWriter, r *http.Request, b *limiter.Budget) error {
+			st, err := b.Peek(r.Context(), user(r))
+			return reply(w, newBudgetBody(b, user(r), st), err)
+		})},
+
+		{"GET", "/healthz", s.healthz},
+		{"GET", "/readyz", s.readyz},
+	}
+}
+
+// on is a route on the handle get finds for the path's {name} (a slot
+// pool, a breaker, the budget).
+func on[T any](get func(name string) (*T, error), h func(http.ResponseWriter, *http.Request, *T) error) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		v, err := get(r.PathValue("name"))
+		if err != nil {
+			return err
+		}
+		return h(w, r, v)
+	}
+}
+
+// reply answers v (200) unless err.
+func reply(w http.ResponseWriter, v any, err error) error {
+	if err == nil {
+		writeJSON(w, http.StatusOK, v)
+	}
+	return err
+}
+
+// noContent answers 204 unless err.
+func noContent(w http.ResponseWriter, err error) error {
+	if err == nil {
+		w.WriteHeader(http.StatusNoContent)
+	}
+	return err
+}
+
+// decided answers the decision d (writeDecision) unless err.
+func decided(w http.ResponseWriter, d limiter.Decision, body decisionBody, q quota, err error) error {
+	if err == nil {
+		writeDecision(w, d, body, q)
+	}
+	return err
+}
+
+// allowMany decides one request per user listed, in order, in one round
+// trip (Limiter.AllowMany). Each decision stands on its own, so the answer
+// is 200; a user whose decision Redis failed gets "error" while the others
+// stand, since they were counted. It carries no RateLimit headers.
 func (s *server) allowMany(w http.ResponseWriter, r *http.Request) error {
 	var req manyRequest
 	if err := readChecked(r, &req); err != nil {
@@ -40,10 +136,7 @@ func (s *server) allowMany(w http.ResponseWriter, r *http.Request) error {
 	}
 	ds, err := s.lim.AllowMany(r.Context(), req.Users)
 	if ds == nil {
-		if err == nil {
-			err = errors.New("no decisions")
-		}
-		return err
+		return cmpErr(err, errors.New("no decisions"))
 	}
 	out := struct {
 		Decisions []decisionBody `json:"decisions"`
@@ -51,177 +144,83 @@ func (s *server) allowMany(w http.ResponseWriter, r *http.Request) error {
 	for i, d := range ds {
 		out.Decisions[i] = newDecisionBody(d)
 	}
-	if err != nil {
-		var many interface{ Unwrap() []error }
-		if errors.As(err, &many) {
-			for _, e := range many.Unwrap() {
-				if ue, ok := errors.AsType[*limiter.UserError](e); ok && ue.Index < len(ds) {
-					out.Decisions[ue.Index].Error = errText(e)
-				}
+	var many interface{ Unwrap() []error }
+	if errors.As(err, &many) {
+		for _, e := range many.Unwrap() {
+			if ue, ok := errors.AsType[*limiter.UserError](e); ok && ue.Index < len(ds) {
+				out.Decisions[ue.Index].Error = errText(e)
 			}
 		}
+	}
+	if err != nil {
 		s.logf("POST /v1/allow-many: %s", errText(err))
 	}
-	writeJSON(w, http.StatusOK, out)
-	return nil
+	return reply(w, out, nil)
 }
 
-func (s *server) userPeek(w http.ResponseWriter, r *http.Request) error {
-	user := r.PathValue("user")
-	st, err := s.lim.Peek(r.Context(), user)
-	if err != nil {
-		return err
+// cmpErr is err, or def when err is nil.
+func cmpErr(err, def error) error {
+	if err == nil {
+		return def
 	}
-	writeJSON(w, http.StatusOK, newPeekBody(user, st))
-	return nil
-}
-
-func (s *server) userReset(w http.ResponseWriter, r *http.Request) error {
-	if err := s.lim.Reset(r.Context(), r.PathValue("user")); err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
-}
-
-// Backoff
-
-func (s *server) backoffPick(w http.ResponseWriter, r *http.Request) error {
-	b, err := s.breakers.get(r.PathValue("name"))
-	if err != nil {
-		return err
-	}
-	var req pickRequest
-	if err := readChecked(r, &req); err != nil {
-		return err
-	}
-	ep, d, err := b.Pick(r.Context(), req.Endpoints...)
-	if err != nil {
-		return err
-	}
-	body := backoffBody(d)
-	body.Endpoint = &ep
-	writeDecision(w, d, body, backoffQuota)
-	return nil
+	return err
 }
 
 // backoffDecide is a route answering op's decision (check, failure) on
 // the path's breaker and endpoint.
 func (s *server) backoffDecide(op func(*limiter.Backoff, context.Context, string) (limiter.Decision, error)) handlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) error {
-		b, err := s.breakers.get(r.PathValue("name"))
-		if err != nil {
-			return err
-		}
+	return on(s.breakers.get, func(w http.ResponseWriter, r *http.Request, b *limiter.Backoff) error {
 		d, err := op(b, r.Context(), r.PathValue("endpoint"))
+		return decided(w, d, backoffBody(d), backoffQuota, err)
+	})
+}
+
+// bucketTake is a route taking the body's n tokens from the path's
+// bucket: at once, or with wait until the request's timeout; a wait that
+// stops short (the timeout, shutdown) answers its last denial.
+func (s *server) bucketTake(wait bool) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		b, ok := s.buckets[r.PathValue("name")]
+		if !ok {
+			// Not configured, or refused at startup: the library says why.
+			_, err := s.lim.Bucket(r.PathValue("name"), limiter.BucketSettings{})
+			return cmpErr(err, badRequest("bucket %q could not be built at startup", r.PathValue("name")))
+		}
+		var req bucketRequest
+		if err := readBody(r, &req, false); err != nil {
+			return err
+		}
+		timeout, err := req.normalize(s.set.MaxWait)
 		if err != nil {
 			return err
 		}
-		writeDecision(w, d, backoffBody(d), backoffQuota)
-		return nil
-	}
-}
-
-func (s *server) backoffSuccess(w http.ResponseWriter, r *http.Request) error {
-	b, err := s.breakers.get(r.PathValue("name"))
-	if err != nil {
-		return err
-	}
-	if err := b.Success(r.Context(), r.PathValue("endpoint")); err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
-}
-
-func (s *server) backoffAbandon(w http.ResponseWriter, r *http.Request) error {
-	b, err := s.breakers.get(r.PathValue("name"))
-	if err != nil {
-		return err
-	}
-	var req tokenRequest
-	if err := readChecked(r, &req); err != nil {
-		return err
-	}
-	if err := b.Abandon(r.Context(), r.PathValue("endpoint"), req.Token); err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
-}
-
-func (s *server) backoffStatus(w http.ResponseWriter, r *http.Request) error {
-	b, err := s.breakers.get(r.PathValue("name"))
-	if err != nil {
-		return err
-	}
-	st, err := b.Status(r.Context(), r.PathValue("endpoint"))
-	if err != nil {
-		return err
-	}
-	body := newEndpointBody("", st)
-	writeJSON(w, http.StatusOK, body)
-	return nil
-}
-
-// Buckets
-
-// bucket reads a bucket request: the path's bucket (configured APIs
-// only), n and the timeout.
-func (s *server) bucket(r *http.Request) (*limiter.Bucket, bucketRequest, time.Duration, error) {
-	var req bucketRequest
-	b, ok := s.buckets[r.PathValue("name")]
-	if !ok {
-		// Not configured, or refused at startup: the library says why.
-		_, err := s.lim.Bucket(r.PathValue("name"), limiter.BucketSettings{})
-		if err == nil {
-			err = badRequest("bucket %q could not be built at startup", r.PathValue("name"))
+		if !wait && req.TimeoutMs != 0 {
+			return badRequest("timeout_ms: allow never waits (use /wait)")
 		}
-		return nil, req, 0, err
+		ctx, done, err := s.maybeWait(r, wait, timeout)
+		if err != nil {
+			return err
+		}
+		defer done()
+		take := b.AllowN
+		if wait {
+			take = b.WaitN
+		}
+		d, err := take(ctx, req.N)
+		if err != nil && wait && waitEnded(r, ctx, err) && d.RetryAfter > 0 {
+			err = nil
+		}
+		return decided(w, d, newDecisionBody(d), s.bucketQuotas[b.Name()], err)
 	}
-	if err := readBody(r, &req, false); err != nil {
-		return nil, req, 0, err
-	}
-	timeout, err := req.normalize(s.set.MaxWait)
-	return b, req, timeout, err
 }
 
-func (s *server) bucketAllow(w http.ResponseWriter, r *http.Request) error {
-	b, req, _, err := s.bucket(r)
-	if err != nil {
-		return err
+// maybeWait is startWait for a request that waits; one that does not
+// gets r's context.
+func (s *server) maybeWait(r *http.Request, wait bool, timeout time.Duration) (ctx context.Context, done func(), err error) {
+	if !wait {
+		return r.Context(), func() {}, nil
 	}
-	if req.TimeoutMs != 0 {
-		return badRequest("timeout_ms: allow never waits (use /wait)")
-	}
-	d, err := b.AllowN(r.Context(), req.N)
-	if err != nil {
-		return err
-	}
-	writeDecision(w, d, newDecisionBody(d), s.bucketQuotas[b.Name()])
-	return nil
-}
-
-// bucketWait takes n tokens through the library's wait (Bucket.WaitN),
-// bounded by the request's timeout, and answers the first allowing
-// decision; when it stops short (the timeout, shutdown), its last denial:
-// a decision, with the wait it would have needed.
-func (s *server) bucketWait(w http.ResponseWriter, r *http.Request) error {
-	b, req, timeout, err := s.bucket(r)
-	if err != nil {
-		return err
-	}
-	ctx, done, err := s.startWait(r, timeout)
-	if err != nil {
-		return err
-	}
-	defer done()
-	d, err := b.WaitN(ctx, req.N)
-	if err != nil && (!waitEnded(r, ctx, err) || d.RetryAfter <= 0) {
-		return err
-	}
-	writeDecision(w, d, newDecisionBody(d), s.bucketQuotas[b.Name()])
-	return nil
+	return s.startWait(r, timeout)
 }
 
 // startWait takes a place among the requests allowed to wait at once
@@ -247,8 +246,6 @@ func waitEnded(r *http.Request, ctx context.Context, err error) bool {
 	return r.Context().Err() == nil && (ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded))
 }
 
-// Slots
-
 func (s *server) slotsAcquire(w http.ResponseWriter, r *http.Request) error {
 	pool, err := s.pools.get(r.PathValue("name"))
 	if err != nil {
@@ -262,14 +259,14 @@ func (s *server) slotsAcquire(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ctx, acquire := r.Context(), pool.TryAcquire
+	ctx, done, err := s.maybeWait(r, req.Wait, timeout)
+	if err != nil {
+		return err
+	}
+	defer done()
+	acquire := pool.TryAcquire
 	if req.Wait {
-		wctx, done, err := s.startWait(r, timeout)
-		if err != nil {
-			return err
-		}
-		defer done()
-		ctx, acquire = wctx, pool.Acquire
+		acquire = pool.Acquire
 	}
 	lease, err := acquire(ctx, req.Holder)
 	nse, noSlot := errors.AsType[*limiter.NoSlotError](err)
@@ -286,7 +283,7 @@ func (s *server) slotsAcquire(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Retry-After", "1")
 		writeJSON(w, http.StatusServiceUnavailable, acquireBody{Reason: "redis_down", RetryAfterMs: 1000, Error: "redis unavailable and the slots policy fails closed"})
 	case waitEnded(r, ctx, err):
-		// The wait's timeout or shutdown: the caller hears "not acquired".
+		// The caller hears "not acquired", retry in noSlotRetry.
 		writeNoSlot(w, pool.Size(), noSlotRetry)
 	default:
 		return err
@@ -294,10 +291,8 @@ func (s *server) slotsAcquire(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// noSlotRetry is the retry_after_ms of a wait that timed out (a full
-// pool's try answers the library's NoSlotError.RetryAfter: when the
-// earliest lease expires, unless released sooner). Callers that can wait
-// should ask with "wait": true, which queues them fairly.
+// noSlotRetry is the retry_after_ms of a wait that timed out (callers that
+// can wait should ask again with "wait": true, which queues them fairly).
 const noSlotRetry = time.Second
 
 // writeNoSlot answers a try that found the pool full or a wait that timed
@@ -311,11 +306,7 @@ func writeNoSlot(w http.ResponseWriter, size int, retry time.Duration) {
 // leaseOp is a route running op (refresh, release) on the lease the
 // body's token names: 204.
 func (s *server) leaseOp(op func(*limiter.Lease, context.Context) error) handlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) error {
-		pool, err := s.pools.get(r.PathValue("name"))
-		if err != nil {
-			return err
-		}
+	return on(s.pools.get, func(w http.ResponseWriter, r *http.Request, pool *limiter.Slots) error {
 		var req tokenRequest
 		if err := readChecked(r, &req); err != nil {
 			return err
@@ -330,36 +321,16 @@ func (s *server) leaseOp(op func(*limiter.Lease, context.Context) error) handler
 		if err != nil {
 			return err
 		}
-		if err := op(lease, r.Context()); err != nil {
-			return err
-		}
-		w.WriteHeader(http.StatusNoContent)
-		return nil
-	}
+		return noContent(w, op(lease, r.Context()))
+	})
 }
-
-func (s *server) slotsStatus(w http.ResponseWriter, r *http.Request) error {
-	pool, err := s.pools.get(r.PathValue("name"))
-	if err != nil {
-		return err
-	}
-	inUse, waiting, err := pool.Usage(r.Context())
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, poolBody{Size: pool.Size(), InUse: inUse, Waiting: waiting})
-	return nil
-}
-
-// Budgets
 
 // budgetName is the one budget served, when FLOODGATE_USER_TOKEN_BUDGET
 // is set.
 const budgetName = "llm"
 
-// budgetOf returns the path's budget: "llm", when configured.
-func (s *server) budgetOf(r *http.Request) (*limiter.Budget, error) {
-	name := r.PathValue("name")
+// budgetOf returns the budget name, or a 404.
+func (s *server) budgetOf(name string) (*limiter.Budget, error) {
 	switch {
 	case s.budget == nil:
 		return nil, &apiError{status: http.StatusNotFound, msg: fmt.Sprintf("budget %q: no token budget on this server (set FLOODGATE_USER_TOKEN_BUDGET)", name)}
@@ -372,61 +343,29 @@ func (s *server) budgetOf(r *http.Request) (*limiter.Budget, error) {
 // budgetAdmit is a route answering op's decision (reserve, charge) for
 // the body's units; an allowed reserve names its reservation.
 func (s *server) budgetAdmit(op func(*limiter.Budget, context.Context, string, int) (limiter.Decision, error)) handlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) error {
-		b, err := s.budgetOf(r)
-		if err != nil {
-			return err
-		}
+	return on(s.budgetOf, func(w http.ResponseWriter, r *http.Request, b *limiter.Budget) error {
 		var req unitsRequest
 		if err := readChecked(r, &req); err != nil {
 			return err
 		}
 		d, err := op(b, r.Context(), r.PathValue("user"), *req.Units)
-		if err != nil {
-			return err
-		}
 		body := newDecisionBody(d)
 		body.Reservation = d.Token
-		writeDecision(w, d, body, s.budgetQuota)
-		return nil
-	}
+		return decided(w, d, body, s.budgetQuota, err)
+	})
 }
 
 // budgetSettle is a route settling the body's reservation at its units
 // or, for cancel, freeing it: 204.
 func (s *server) budgetSettle(cancel bool) handlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) error {
-		b, err := s.budgetOf(r)
-		if err != nil {
-			return err
-		}
+	return on(s.budgetOf, func(w http.ResponseWriter, r *http.Request, b *limiter.Budget) error {
 		req := settleRequest{cancel: cancel}
 		if err := readChecked(r, &req); err != nil {
 			return err
 		}
 		if cancel {
-			err = b.Cancel(r.Context(), r.PathValue("user"), req.Reservation)
-		} else {
-			err = b.Settle(r.Context(), r.PathValue("user"), req.Reservation, *req.Units)
+			return noContent(w, b.Cancel(r.Context(), r.PathValue("user"), req.Reservation))
 		}
-		if err != nil {
-			return err
-		}
-		w.WriteHeader(http.StatusNoContent)
-		return nil
-	}
-}
-
-func (s *server) budgetPeek(w http.ResponseWriter, r *http.Request) error {
-	b, err := s.budgetOf(r)
-	if err != nil {
-		return err
-	}
-	user := r.PathValue("user")
-	st, err := b.Peek(r.Context(), user)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, newBudgetBody(b, user, st))
-	return nil
+		return noContent(w, b.Settle(r.Context(), r.PathValue("user"), req.Reservation, *req.Units))
+	})
 }

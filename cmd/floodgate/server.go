@@ -16,39 +16,33 @@ import (
 	"github.com/floodgate/floodgate/metrics"
 )
 
-// server is floodgate serve's HTTP handler over one Limiter: the route
-// table is here, the middleware in middleware.go, error answers in
-// errors.go, the policy routes in routes.go. It is safe for concurrent
-// use.
+// server is floodgate serve's HTTP handler over one Limiter: the
+// middleware is in middleware.go, error answers in errors.go, the routes
+// in routes.go. It is safe for concurrent use.
 type server struct {
 	lim      *limiter.Limiter
 	rdb      redis.UniversalClient // for /readyz
 	cfg      limiter.Config
 	set      httpSettings
 	tokenSum [sha256.Size]byte
-	// waits holds one token per request waiting (bucket wait, slot
-	// acquire with wait); a full channel means 429.
+	// waits holds one token per request waiting; full means 429.
 	waits chan struct{}
-	// buckets holds a Bucket per configured API, built once: they are
-	// immutable, and the only names Bucket accepts without settings.
+	// buckets holds a Bucket per configured API, built once: the only
+	// names Bucket accepts without settings.
 	buckets map[string]*limiter.Bucket
-	// pools and breakers hold the handles of the slot pool and backoff
-	// names clients used, at most set.MaxNames each (names.go).
+	// pools and breakers hold at most set.MaxNames handles each.
 	pools    *handles[limiter.Slots]
 	breakers *handles[limiter.Backoff]
-	// budget is the token budget "llm", nil unless
-	// FLOODGATE_USER_TOKEN_BUDGET is set: the only one served, so a
-	// misspelt name is a 404, not a fresh full budget.
+	// budget is "llm", nil unless FLOODGATE_USER_TOKEN_BUDGET is set: the
+	// only one served, so a misspelt name is a 404, not a fresh budget.
 	budget *limiter.Budget
-	// userQuota, bucketQuotas and budgetQuota make the RateLimit headers
-	// (ratelimit.go).
+	// The RateLimit headers' quotas (ratelimit.go).
 	userQuota    quota
 	bucketQuotas map[string]quota
 	budgetQuota  quota
 	metrics      *metrics.HTTP
 	gather       prometheus.Gatherer
-	// draining ends when shutdown begins: waits stop at once and answer
-	// with what they have, so in-flight requests finish within the bound.
+	// draining ends when shutdown begins: waits answer what they have.
 	draining context.Context
 	logf     func(format string, a ...any)
 	mux      *http.ServeMux
@@ -103,34 +97,7 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 // routes registers every route, and for each path a method-less pattern
 // answering 405 with Allow, so wrong methods get JSON too.
 func (s *server) routes() {
-	table := []struct {
-		method, path string
-		h            handlerFunc
-	}{
-		{"POST", "/v1/users/{user}/allow", s.userAllow},
-		{"POST", "/v1/allow-many", s.allowMany},
-		{"GET", "/v1/users/{user}", s.userPeek},
-		{"DELETE", "/v1/users/{user}", s.userReset},
-		{"POST", "/v1/backoff/{name}/pick", s.backoffPick},
-		{"POST", "/v1/backoff/{name}/endpoints/{endpoint}/check", s.backoffDecide((*limiter.Backoff).Check)},
-		{"POST", "/v1/backoff/{name}/endpoints/{endpoint}/failure", s.backoffDecide((*limiter.Backoff).Failure)},
-		{"POST", "/v1/backoff/{name}/endpoints/{endpoint}/success", s.backoffSuccess},
-		{"POST", "/v1/backoff/{name}/endpoints/{endpoint}/abandon", s.backoffAbandon},
-		{"GET", "/v1/backoff/{name}/endpoints/{endpoint}", s.backoffStatus},
-		{"POST", "/v1/buckets/{name}/allow", s.bucketAllow},
-		{"POST", "/v1/buckets/{name}/wait", s.bucketWait},
-		{"POST", "/v1/slots/{name}/acquire", s.slotsAcquire},
-		{"POST", "/v1/slots/{name}/refresh", s.leaseOp((*limiter.Lease).Refresh)},
-		{"POST", "/v1/slots/{name}/release", s.leaseOp((*limiter.Lease).Release)},
-		{"GET", "/v1/slots/{name}", s.slotsStatus},
-		{"POST", "/v1/budgets/{name}/users/{user}/reserve", s.budgetAdmit((*limiter.Budget).Reserve)},
-		{"POST", "/v1/budgets/{name}/users/{user}/charge", s.budgetAdmit((*limiter.Budget).Charge)},
-		{"POST", "/v1/budgets/{name}/users/{user}/settle", s.budgetSettle(false)},
-		{"POST", "/v1/budgets/{name}/users/{user}/cancel", s.budgetSettle(true)},
-		{"GET", "/v1/budgets/{name}/users/{user}", s.budgetPeek},
-		{"GET", "/healthz", s.healthz},
-		{"GET", "/readyz", s.readyz},
-	}
+	table := s.routeTable()
 	methods := map[string][]string{"/metrics": {"GET"}}
 	paths := []string{"/metrics"}
 	for _, rt := range table {

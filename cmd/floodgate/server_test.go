@@ -79,6 +79,9 @@ func newTestServer(t *testing.T, cfg limiter.Config, set httpSettings) *testServ
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A test closing miniredis during New's INFO crashed the test binary
+	// (miniredis v2.40.0's INFO reads the closed server).
+	evictionChecked(lim)
 	draining, drain := context.WithCancel(context.Background())
 	t.Cleanup(drain)
 	logs := &logBuffer{}

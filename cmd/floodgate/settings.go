@@ -18,37 +18,30 @@ import (
 	"github.com/floodgate/floodgate/limiter"
 )
 
-// httpSettings configure serve beyond the limiter's Config.
+// httpSettings configure serve beyond the limiter's Config: the
+// FLOODGATE_HTTP_* variables (docs/sidecar.md, "Settings"); 0 means the
+// default for MaxConns, MaxNames and IdleTimeout.
 type httpSettings struct {
-	// Addr is where serve listens: FLOODGATE_HTTP_ADDR or --addr.
 	Addr string
 	// Token, when set, is required as "Authorization: Bearer <token>" on
-	// /v1 and /metrics: FLOODGATE_HTTP_TOKEN (never a flag: flags show in
-	// ps). Listening beyond loopback requires one.
+	// /v1 and /metrics; never a flag, since flags show in ps.
 	Token string
-	// MaxWait caps the timeout_ms of bucket waits and slot acquires.
-	MaxWait time.Duration
-	// MaxWaits caps the requests waiting at once (bucket wait, slot
-	// acquire with wait); more are refused with 429.
+	// MaxWait caps the timeout_ms of bucket waits and slot acquires;
+	// MaxWaits, the requests waiting at once (more get 429).
+	MaxWait  time.Duration
 	MaxWaits int
 	// ShutdownTimeout bounds how long in-flight requests may finish after
 	// SIGINT or SIGTERM.
 	ShutdownTimeout time.Duration
 	// MaxConns caps open client connections; past it, new ones wait in
-	// the kernel's accept queue. 0 means defaultMaxConns, or the
-	// open-file limit less 64 when that is lower.
+	// the kernel's accept queue.
 	MaxConns int
-	// MaxNames caps the slot pool names, and apart the backoff names,
-	// the server holds state for; a new name past it is refused (400).
-	// 0 means defaultMaxNames.
-	MaxNames int
-	// IdleTimeout closes a kept-alive connection idle this long:
-	// FLOODGATE_HTTP_IDLE_TIMEOUT. 0 means defaultIdleTimeout.
+	// MaxNames caps the slot pool names, and apart the backoff names, the
+	// server holds state for; a new name past it is refused (400).
+	MaxNames    int
 	IdleTimeout time.Duration
-	// TLSCert and TLSKey, PEM files, make serve speak HTTPS:
-	// FLOODGATE_HTTP_TLS_CERT and FLOODGATE_HTTP_TLS_KEY, both or neither.
-	// ClientCA (FLOODGATE_HTTP_CLIENT_CA) asks every client for a
-	// certificate signed by a CA in that PEM file. See tls.go.
+	// TLSCert and TLSKey, PEM files, make serve speak HTTPS; ClientCA
+	// asks every client for a certificate it signed (tls.go).
 	TLSCert, TLSKey, ClientCA string
 
 	tls *tls.Config // loaded from the files by loadTLS
@@ -122,19 +115,12 @@ func errText(err error) string {
 // scrub removes the Redis password and the HTTP token from a message,
 // should one ever quote them.
 func scrub(msg string) string {
-	for _, n := range []string{"FLOODGATE_HTTP_TOKEN", "FLOODGATE_REDIS_URL", "REDIS_URL"} {
-		v := os.Getenv(n)
-		if v == "" {
-			continue
-		}
-		if n != "FLOODGATE_HTTP_TOKEN" {
-			if red := limiter.RedactURL(v); red != v {
-				msg = strings.ReplaceAll(msg, v, red)
-			}
-			continue
-		}
-		if len(v) >= 4 {
-			msg = strings.ReplaceAll(msg, v, "xxxxx")
+	if tok := os.Getenv("FLOODGATE_HTTP_TOKEN"); len(tok) >= 4 {
+		msg = strings.ReplaceAll(msg, tok, "xxxxx")
+	}
+	for _, n := range []string{"FLOODGATE_REDIS_URL", "REDIS_URL"} {
+		if v := os.Getenv(n); v != "" {
+			msg = strings.ReplaceAll(msg, v, limiter.RedactURL(v))
 		}
 	}
 	return msg
