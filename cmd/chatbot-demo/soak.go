@@ -24,6 +24,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/floodgate/floodgate/internal/cli"
 	"github.com/floodgate/floodgate/internal/redisproc"
 	"github.com/floodgate/floodgate/limiter"
 )
@@ -145,7 +146,7 @@ func runSoak(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("soak: -duration must be at least 10s, got %v", *duration)
 	}
 	// go-redis logs every failed dial; the faults cause many on purpose.
-	redis.SetLogger(quietLog{})
+	redis.SetLogger(cli.QuietLogger{})
 	bin, err := findFloodgate(*fgBin)
 	if err != nil {
 		return err
@@ -306,14 +307,12 @@ func runSoak(ctx context.Context, args []string, stdout, stderr io.Writer) error
 					time.Sleep(soakFaultLen)
 				default:
 					kind = "SIGSTOP"
-					pid, err := redisPid(faultCtx, cur.Addr)
-					if err != nil {
-						fmt.Fprintf(stderr, "soak: %v\n", err)
+					if err := cur.Signal(syscall.SIGSTOP); err != nil {
+						fmt.Fprintf(stderr, "soak: SIGSTOP: %v\n", err)
 						return
 					}
-					_ = syscall.Kill(pid, syscall.SIGSTOP)
 					time.Sleep(soakFaultLen)
-					_ = syscall.Kill(pid, syscall.SIGCONT)
+					_ = cur.Signal(syscall.SIGCONT)
 				}
 				until := time.Now().Add(soakGrace)
 				mu.Lock()
@@ -505,26 +504,6 @@ func printSoak(w io.Writer, r SoakReport) {
 		}
 		fmt.Fprintln(w)
 	}
-}
-
-type quietLog struct{}
-
-func (quietLog) Printf(context.Context, string, ...any) {}
-
-// redisPid asks the server for its process id (INFO server).
-func redisPid(ctx context.Context, addr string) (int, error) {
-	c := redis.NewClient(&redis.Options{Addr: addr})
-	defer c.Close()
-	info, err := c.Info(ctx, "server").Result()
-	if err != nil {
-		return 0, fmt.Errorf("soak: INFO server: %w", err)
-	}
-	for _, line := range strings.Split(info, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "process_id:"); ok {
-			return strconv.Atoi(v)
-		}
-	}
-	return 0, errors.New("soak: INFO server has no process_id")
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -124,7 +124,7 @@ func TestAuth(t *testing.T) {
 			{"Authorization", set.Token},
 		} {
 			code, body, h := ts.do("GET", path, "", hdr...)
-			if code != 401 || !strings.Contains(body["error"].(string), "bearer token") || h.Get("WWW-Authenticate") == "" {
+			if code != 401 || !strings.Contains(body["error"].(string), "bearer token") || h.Get("WWW-Authenticate") != `Bearer realm="floodgate"` {
 				t.Errorf("GET %s with %v: %d %v, want 401", path, hdr, code, body)
 			}
 		}

@@ -122,7 +122,8 @@ func decodeJSON(data []byte, v any, required bool) error {
 		key, _ := tok.(string)
 		known := false
 		for i := range t.NumField() {
-			known = known || strings.Split(t.Field(i).Tag.Get("json"), ",")[0] == key
+			name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+			known = known || name == key
 		}
 		switch {
 		case !known:
@@ -149,6 +150,11 @@ var (
 // surrogate. It returns the string's offset and what is between its
 // quotes.
 func badString(data []byte) (at int, raw string, found bool) {
+	// Most bodies: valid UTF-8 without a \u escape has no bad string, and
+	// the regexps cost 0.7 ms on an allow-many of 1000 ids.
+	if utf8.Valid(data) && !bytes.Contains(data, []byte(`\u`)) {
+		return 0, "", false
+	}
 	for _, loc := range jsonString.FindAllIndex(data, -1) {
 		str := data[loc[0]+1 : loc[1]-1]
 		bad := !utf8.Valid(str)

@@ -156,6 +156,10 @@ func (s *Server) Kill() {
 	<-s.done
 }
 
+// Signal sends sig to the server: SIGSTOP and SIGCONT freeze and thaw
+// it, as a stalled host would.
+func (s *Server) Signal(sig os.Signal) error { return s.cmd.Process.Signal(sig) }
+
 // Output returns what the server printed so far (for test failures).
 func (s *Server) Output() string { return s.out.String() }
 

@@ -377,5 +377,5 @@ func (s *Sentinel) Signal(addr string, sig syscall.Signal) error {
 	if !ok {
 		return fmt.Errorf("redisproc: no data node %s", addr)
 	}
-	return srv.cmd.Process.Signal(sig)
+	return srv.Signal(sig)
 }
