@@ -168,7 +168,7 @@ else:  # pragma: no cover - exercised on 3.9/3.10 only
         return await asyncio.wait_for(aw, t)
 
 
-class AsyncClient:
+class AsyncClient(p._ClientBase):
     """Talks to one ``floodgate serve`` from asyncio; the same operations,
     arguments, results and errors as Client, as coroutines.
 
@@ -197,25 +197,13 @@ class AsyncClient:
         ssl_context: Optional[ssl.SSLContext] = None,
         max_connections: int = 10,
     ) -> None:
-        self._target = p._target(base_url, ca_file, ssl_context)
-        t = p._timeout_arg("timeout", timeout)
-        if not t:
-            raise ValueError(f"floodgate: timeout must be > 0, got {timeout!r}")
-        if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1:
-            raise ValueError(f"floodgate: max_connections must be an int >= 1, got {max_connections!r}")
-        self.base_url = self._target.base_url
-        self.token = p.check_token(token)
-        self.timeout = t
-        self.max_wait = p._timeout_arg("max_wait", max_wait) or 0.0
-        self.max_connections = max_connections
+        super().__init__(base_url, token, timeout, max_wait, ca_file, ssl_context)
+        self.max_connections = p._count(max_connections, "max_connections")
         self._idle: List[_Conn] = []
         self._sem: Optional[asyncio.Semaphore] = None  # made in the loop that uses it
         self._closed = False
         self._background: Set["asyncio.Task[Any]"] = set()
         self._head = p.RequestHead(self._target.host, self.token)
-
-    def __repr__(self) -> str:
-        return f"AsyncClient({self.base_url!r})"  # never the token
 
     async def __aenter__(self) -> "AsyncClient":
         return self
@@ -248,11 +236,7 @@ class AsyncClient:
         return _Conn(r, w)
 
     async def _send(self, op: "p._Op[T]", timeout: Optional[float] = None) -> T:
-        t = p._timeout_arg("timeout", timeout) if timeout is not None else self.timeout
-        if not t:
-            raise ValueError(f"floodgate: timeout must be > 0, got {timeout!r}")
-        if op.wait is not None:
-            t += op.wait if op.wait >= 0 else self.max_wait
+        t = self._op_timeout(op, timeout)
         if self._closed:
             raise TransportError("the AsyncClient is closed")
         try:

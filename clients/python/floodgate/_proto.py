@@ -339,6 +339,41 @@ def _target(base_url: str, ca_file: Optional[str], ssl_context: Optional[ssl.SSL
     return _Target(u.scheme, hostport, host, port, "", ctx, base_url.rstrip("/"))
 
 
+class _ClientBase:
+    """The settings Client and AsyncClient take and check alike."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: Optional[str],
+        timeout: float,
+        max_wait: float,
+        ca_file: Optional[str],
+        ssl_context: Optional[ssl.SSLContext],
+    ) -> None:
+        self._target = _target(base_url, ca_file, ssl_context)
+        self.base_url = self._target.base_url
+        self.token = check_token(token)
+        self.timeout = self._call_timeout(timeout)
+        self.max_wait = _timeout_arg("max_wait", max_wait) or 0.0
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.base_url!r})"  # never the token
+
+    def _call_timeout(self, timeout: Optional[float]) -> float:
+        t = _timeout_arg("timeout", timeout)
+        if not t:
+            raise ValueError(f"floodgate: timeout must be > 0, got {timeout!r}")
+        return t
+
+    def _op_timeout(self, op: "_Op[Any]", timeout: Optional[float]) -> float:
+        """What a call of op may take: timeout (or the client's) plus its wait."""
+        t = self._call_timeout(timeout) if timeout is not None else self.timeout
+        if op.wait is not None:
+            t += op.wait if op.wait >= 0 else self.max_wait
+        return t
+
+
 # ---------------------------------------------------------------- operations
 
 

@@ -171,7 +171,7 @@ class _Pool:
             c.close()
 
 
-class Client:
+class Client(p._ClientBase):
     """Talks to one ``floodgate serve``; safe to share between threads.
 
     base_url: the server: "http://127.0.0.1:8080" (the default),
@@ -206,20 +206,8 @@ class Client:
         ssl_context: Optional[ssl.SSLContext] = None,
         pool_size: int = 10,
     ) -> None:
-        self._target = p._target(base_url, ca_file, ssl_context)
-        t = p._timeout_arg("timeout", timeout)
-        if not t:
-            raise ValueError(f"floodgate: timeout must be > 0, got {timeout!r}")
-        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 0:
-            raise ValueError(f"floodgate: pool_size must be an int >= 0, got {pool_size!r}")
-        self.base_url = self._target.base_url
-        self.token = p.check_token(token)
-        self.timeout = t
-        self.max_wait = p._timeout_arg("max_wait", max_wait) or 0.0
-        self._pool = _Pool(self._target, pool_size)
-
-    def __repr__(self) -> str:
-        return f"Client({self.base_url!r})"  # never the token
+        super().__init__(base_url, token, timeout, max_wait, ca_file, ssl_context)
+        self._pool = _Pool(self._target, p._count(pool_size, "pool_size", 0))
 
     def __enter__(self) -> "Client":
         return self
@@ -235,11 +223,7 @@ class Client:
     # -- transport
 
     def _send(self, op: "p._Op[T]", timeout: Optional[float] = None) -> T:
-        t = p._timeout_arg("timeout", timeout) if timeout is not None else self.timeout
-        if not t:
-            raise ValueError(f"floodgate: timeout must be > 0, got {timeout!r}")
-        if op.wait is not None:
-            t += op.wait if op.wait >= 0 else self.max_wait
+        t = self._op_timeout(op, timeout)
         what = f"{op.method} {self.base_url}{op.path}"
         headers = p.headers_for(self.token, op.body)
         pool = self._pool
