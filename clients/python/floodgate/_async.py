@@ -29,17 +29,11 @@ _MAX_HEAD = 64 << 10  # the server sends a few hundred bytes of headers
 _MAX_BODY = 16 << 20
 
 
-class AsyncLease:
+class AsyncLease(p._LeaseBase):
     """A held slot (AsyncClient). await refresh() before lease seconds pass;
     await release() when done. AsyncClient.slot() releases it for you."""
 
-    def __init__(self, client: "AsyncClient", name: Id, token: str, lease: float, degraded: bool) -> None:
-        self.client = client
-        self.name = name
-        self.token = token
-        self.lease = lease
-        self.degraded = degraded
-        self.released = False
+    client: "AsyncClient"
 
     async def refresh(self) -> None:
         """Extend the lease by its full length; LeaseLost if it already ran out."""
@@ -50,23 +44,13 @@ class AsyncLease:
         await self.client._send(p.op_lease(self.name, self.token, "release"))
         self.released = True
 
-    def __repr__(self) -> str:
-        return f"AsyncLease(name={self.name!r}, lease={self.lease}, degraded={self.degraded})"
 
-
-class AsyncReservation:
+class AsyncReservation(p._ReservationBase):
     """Units an AsyncClient.budget_call() holds (Reservation): await
     settle(actual) once the call's usage is known, cancel() if it did not
     happen. Both run to their end even if the task is cancelled meanwhile."""
 
-    def __init__(self, client: "AsyncClient", name: Id, user: Id, estimate: int, decision: Decision) -> None:
-        self.client = client
-        self.name = name
-        self.user = user
-        self.estimate = estimate
-        self.decision = decision
-        self.token = decision.reservation
-        self.done = False
+    client: "AsyncClient"
 
     async def settle(self, units: int) -> None:
         """Record what the call cost, above the estimate too."""
@@ -78,9 +62,6 @@ class AsyncReservation:
         """Free the reservation: nothing of it counts."""
         self.done = True
         await self.client._finish_anyway(self.client.cancel(self.name, self.user, self.token))
-
-    def __repr__(self) -> str:
-        return f"AsyncReservation(name={self.name!r}, user={self.user!r}, estimate={self.estimate}, done={self.done})"
 
 
 class _Conn:

@@ -374,6 +374,37 @@ class _ClientBase:
         return t
 
 
+class _LeaseBase:
+    """What Lease and AsyncLease hold."""
+
+    def __init__(self, client: Any, name: Id, token: str, lease: float, degraded: bool) -> None:
+        self.client = client
+        self.name = name
+        self.token = token
+        self.lease = lease
+        self.degraded = degraded
+        self.released = False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, lease={self.lease}, degraded={self.degraded})"
+
+
+class _ReservationBase:
+    """What Reservation and AsyncReservation hold."""
+
+    def __init__(self, client: Any, name: Id, user: Id, estimate: int, decision: Decision) -> None:
+        self.client = client
+        self.name = name
+        self.user = user
+        self.estimate = estimate
+        self.decision = decision
+        self.token = decision.reservation
+        self.done = False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, user={self.user!r}, estimate={self.estimate}, done={self.done})"
+
+
 # ---------------------------------------------------------------- operations
 
 

@@ -26,20 +26,14 @@ from ._proto import (
 T = TypeVar("T")
 
 
-class Lease:
+class Lease(p._LeaseBase):
     """A held slot. refresh() before lease seconds pass; release() when done.
 
     Client.slot() releases it for you. token is opaque and may be handed to
     another process, which can rebuild it with Client.lease(name, token).
     """
 
-    def __init__(self, client: "Client", name: Id, token: str, lease: float, degraded: bool) -> None:
-        self.client = client
-        self.name = name
-        self.token = token
-        self.lease = lease
-        self.degraded = degraded
-        self.released = False
+    client: "Client"
 
     def refresh(self) -> None:
         """Extend the lease by its full length; LeaseLost if it already ran out."""
@@ -50,11 +44,8 @@ class Lease:
         self.client._send(p.op_lease(self.name, self.token, "release"))
         self.released = True
 
-    def __repr__(self) -> str:
-        return f"Lease(name={self.name!r}, lease={self.lease}, degraded={self.degraded})"
 
-
-class Reservation:
+class Reservation(p._ReservationBase):
     """Units a budget_call() holds for one LLM call: settle(actual) once its
     usage is known; cancel() if the call did not happen.
 
@@ -64,14 +55,7 @@ class Reservation:
     counts as its estimate, never less than the call used).
     """
 
-    def __init__(self, client: "Client", name: Id, user: Id, estimate: int, decision: Decision) -> None:
-        self.client = client
-        self.name = name
-        self.user = user
-        self.estimate = estimate
-        self.decision = decision
-        self.token = decision.reservation
-        self.done = False
+    client: "Client"
 
     def settle(self, units: int) -> None:
         """Record what the call cost, above the estimate too (StaleReservation
@@ -84,9 +68,6 @@ class Reservation:
         """Free the reservation: nothing of it counts."""
         self.done = True
         self.client.cancel(self.name, self.user, self.token)
-
-    def __repr__(self) -> str:
-        return f"Reservation(name={self.name!r}, user={self.user!r}, estimate={self.estimate}, done={self.done})"
 
 
 class _UnixConnection(http.client.HTTPConnection):
