@@ -74,8 +74,10 @@ class _Conn:
     def dead(self) -> bool:
         """Closed by the server while idle, or holding bytes nobody asked
         for: either way it must not carry a request."""
-        r = self.reader
-        return self.writer.is_closing() or r.at_eof() or bool(getattr(r, "_buffer", b"")) or r.exception() is not None
+        r, w = self.reader, self.writer
+        if w.is_closing() or r.at_eof() or bool(getattr(r, "_buffer", b"")) or r.exception() is not None:
+            return True
+        return p._readable(w.get_extra_info("socket"))  # a close the loop has not read yet
 
     def close(self) -> None:
         self.writer.close()

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import math
 import re
+import select
 import ssl
 import urllib.parse
 from dataclasses import dataclass
@@ -403,6 +404,25 @@ class _ReservationBase:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, user={self.user!r}, estimate={self.estimate}, done={self.done})"
+
+
+def _readable(sock: Any) -> bool:
+    """An idle kept-alive socket is readable only when the server closed it
+    (or sent something unasked): either way it must not carry a request.
+    Asked of the socket itself, at once: what the event loop has not read
+    yet counts too."""
+    if sock is None:
+        return True
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    try:
+        if hasattr(select, "poll"):
+            po = select.poll()
+            po.register(sock, select.POLLIN)
+            return bool(po.poll(0))
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
 
 
 # ---------------------------------------------------------------- operations

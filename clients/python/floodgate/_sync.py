@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import select
 import socket
 import ssl
 import threading
@@ -86,23 +85,6 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = s
 
 
-def _readable(sock: Any) -> bool:
-    """An idle kept-alive socket is readable only when the server closed it
-    (or sent something unasked): either way it must not carry a request."""
-    if sock is None:
-        return True
-    if isinstance(sock, ssl.SSLSocket) and sock.pending():
-        return True
-    try:
-        if hasattr(select, "poll"):
-            po = select.poll()
-            po.register(sock, select.POLLIN)
-            return bool(po.poll(0))
-        return bool(select.select([sock], [], [], 0)[0])
-    except (OSError, ValueError):
-        return True
-
-
 class _Pool:
     """Idle kept-alive connections, at most size of them; thread-safe.
 
@@ -124,7 +106,7 @@ class _Pool:
                 if not self.idle:
                     break
                 conn = self.idle.pop()
-            if _readable(conn.sock):  # closed by the server while idle
+            if p._readable(conn.sock):  # closed by the server while idle
                 conn.close()
                 continue
             conn.timeout = timeout
