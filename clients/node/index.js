@@ -264,8 +264,10 @@ export class Client {
     msArg('maxWaitMs', maxWaitMs);
     msArg('keepAliveMs', keepAliveMs, { allowZero: false });
     if (!Number.isInteger(maxSockets) || maxSockets < 1) throw new RangeError(`floodgate: maxSockets must be an integer >= 1, got ${String(maxSockets)}`);
-    if (token != null && (typeof token !== 'string' || /[\s]/.test(token))) {
-      throw new TypeError('floodgate: token must be a string without spaces or line breaks');
+    // Printable ASCII, as the Python client: a control byte would otherwise
+    // fail every request with Node's invalid-header error.
+    if (token != null && (typeof token !== 'string' || !/^[\x21-\x7e]*$/.test(token))) {
+      throw new TypeError('floodgate: token must be a string without spaces or line breaks (printable ASCII)');
     }
     let u;
     try {

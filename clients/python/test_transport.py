@@ -371,6 +371,22 @@ class AsyncCancellationTest(unittest.TestCase):
         self.assertEqual(len(self.fake.requests), 40)
         self.assertLessEqual(len({r["conn"] for r in self.fake.requests}), 3)
 
+    def test_a_close_the_loop_has_not_read_yet_is_noticed(self):
+        # The server closes the idle connection while the loop is busy (the
+        # blocking sleep), so asyncio has not read the FIN when the next
+        # allow picks the connection: the socket itself must be asked.
+        srv = RawServer(lambda conn, n: "answer+close")
+        self.addCleanup(srv.close)
+
+        async def go():
+            async with floodgate.AsyncClient(srv.url) as fg:
+                self.assertTrue((await fg.allow("v")).allowed)
+                time.sleep(0.3)
+                self.assertTrue((await fg.allow("v")).allowed)
+        self.run_async(go())
+        self.assertEqual([r[1] for r in srv.requests], ["POST /v1/users/v/allow"] * 2)
+        self.assertEqual(srv.conns, 2)
+
     def test_a_client_made_outside_the_loop_works_inside_it(self):
         fg = floodgate.AsyncClient(self.fake.url)
 

@@ -29,17 +29,11 @@ _MAX_HEAD = 64 << 10  # the server sends a few hundred bytes of headers
 _MAX_BODY = 16 << 20
 
 
-class AsyncLease:
+class AsyncLease(p._LeaseBase):
     """A held slot (AsyncClient). await refresh() before lease seconds pass;
     await release() when done. AsyncClient.slot() releases it for you."""
 
-    def __init__(self, client: "AsyncClient", name: Id, token: str, lease: float, degraded: bool) -> None:
-        self.client = client
-        self.name = name
-        self.token = token
-        self.lease = lease
-        self.degraded = degraded
-        self.released = False
+    client: "AsyncClient"
 
     async def refresh(self) -> None:
         """Extend the lease by its full length; LeaseLost if it already ran out."""
@@ -50,23 +44,13 @@ class AsyncLease:
         await self.client._send(p.op_lease(self.name, self.token, "release"))
         self.released = True
 
-    def __repr__(self) -> str:
-        return f"AsyncLease(name={self.name!r}, lease={self.lease}, degraded={self.degraded})"
 
-
-class AsyncReservation:
+class AsyncReservation(p._ReservationBase):
     """Units an AsyncClient.budget_call() holds (Reservation): await
     settle(actual) once the call's usage is known, cancel() if it did not
     happen. Both run to their end even if the task is cancelled meanwhile."""
 
-    def __init__(self, client: "AsyncClient", name: Id, user: Id, estimate: int, decision: Decision) -> None:
-        self.client = client
-        self.name = name
-        self.user = user
-        self.estimate = estimate
-        self.decision = decision
-        self.token = decision.reservation
-        self.done = False
+    client: "AsyncClient"
 
     async def settle(self, units: int) -> None:
         """Record what the call cost, above the estimate too."""
@@ -79,9 +63,6 @@ class AsyncReservation:
         self.done = True
         await self.client._finish_anyway(self.client.cancel(self.name, self.user, self.token))
 
-    def __repr__(self) -> str:
-        return f"AsyncReservation(name={self.name!r}, user={self.user!r}, estimate={self.estimate}, done={self.done})"
-
 
 class _Conn:
     __slots__ = ("reader", "writer")
@@ -93,8 +74,10 @@ class _Conn:
     def dead(self) -> bool:
         """Closed by the server while idle, or holding bytes nobody asked
         for: either way it must not carry a request."""
-        r = self.reader
-        return self.writer.is_closing() or r.at_eof() or bool(getattr(r, "_buffer", b"")) or r.exception() is not None
+        r, w = self.reader, self.writer
+        if w.is_closing() or r.at_eof() or bool(getattr(r, "_buffer", b"")) or r.exception() is not None:
+            return True
+        return p._readable(w.get_extra_info("socket"))  # a close the loop has not read yet
 
     def close(self) -> None:
         self.writer.close()
@@ -168,7 +151,7 @@ else:  # pragma: no cover - exercised on 3.9/3.10 only
         return await asyncio.wait_for(aw, t)
 
 
-class AsyncClient:
+class AsyncClient(p._ClientBase):
     """Talks to one ``floodgate serve`` from asyncio; the same operations,
     arguments, results and errors as Client, as coroutines.
 
@@ -197,25 +180,13 @@ class AsyncClient:
         ssl_context: Optional[ssl.SSLContext] = None,
         max_connections: int = 10,
     ) -> None:
-        self._target = p._target(base_url, ca_file, ssl_context)
-        t = p._timeout_arg("timeout", timeout)
-        if not t:
-            raise ValueError(f"floodgate: timeout must be > 0, got {timeout!r}")
-        if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1:
-            raise ValueError(f"floodgate: max_connections must be an int >= 1, got {max_connections!r}")
-        self.base_url = self._target.base_url
-        self.token = p.check_token(token)
-        self.timeout = t
-        self.max_wait = p._timeout_arg("max_wait", max_wait) or 0.0
-        self.max_connections = max_connections
+        super().__init__(base_url, token, timeout, max_wait, ca_file, ssl_context)
+        self.max_connections = p._count(max_connections, "max_connections")
         self._idle: List[_Conn] = []
         self._sem: Optional[asyncio.Semaphore] = None  # made in the loop that uses it
         self._closed = False
         self._background: Set["asyncio.Task[Any]"] = set()
         self._head = p.RequestHead(self._target.host, self.token)
-
-    def __repr__(self) -> str:
-        return f"AsyncClient({self.base_url!r})"  # never the token
 
     async def __aenter__(self) -> "AsyncClient":
         return self
@@ -248,11 +219,7 @@ class AsyncClient:
         return _Conn(r, w)
 
     async def _send(self, op: "p._Op[T]", timeout: Optional[float] = None) -> T:
-        t = p._timeout_arg("timeout", timeout) if timeout is not None else self.timeout
-        if not t:
-            raise ValueError(f"floodgate: timeout must be > 0, got {timeout!r}")
-        if op.wait is not None:
-            t += op.wait if op.wait >= 0 else self.max_wait
+        t = self._op_timeout(op, timeout)
         if self._closed:
             raise TransportError("the AsyncClient is closed")
         try:

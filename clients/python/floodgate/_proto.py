@@ -9,6 +9,7 @@ import dataclasses
 import json
 import math
 import re
+import select
 import ssl
 import urllib.parse
 from dataclasses import dataclass
@@ -337,6 +338,91 @@ def _target(base_url: str, ca_file: Optional[str], ssl_context: Optional[ssl.SSL
     if u.port:
         hostport += f":{u.port}"
     return _Target(u.scheme, hostport, host, port, "", ctx, base_url.rstrip("/"))
+
+
+class _ClientBase:
+    """The settings Client and AsyncClient take and check alike."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: Optional[str],
+        timeout: float,
+        max_wait: float,
+        ca_file: Optional[str],
+        ssl_context: Optional[ssl.SSLContext],
+    ) -> None:
+        self._target = _target(base_url, ca_file, ssl_context)
+        self.base_url = self._target.base_url
+        self.token = check_token(token)
+        self.timeout = self._call_timeout(timeout)
+        self.max_wait = _timeout_arg("max_wait", max_wait) or 0.0
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.base_url!r})"  # never the token
+
+    def _call_timeout(self, timeout: Optional[float]) -> float:
+        t = _timeout_arg("timeout", timeout)
+        if not t:
+            raise ValueError(f"floodgate: timeout must be > 0, got {timeout!r}")
+        return t
+
+    def _op_timeout(self, op: "_Op[Any]", timeout: Optional[float]) -> float:
+        """What a call of op may take: timeout (or the client's) plus its wait."""
+        t = self._call_timeout(timeout) if timeout is not None else self.timeout
+        if op.wait is not None:
+            t += op.wait if op.wait >= 0 else self.max_wait
+        return t
+
+
+class _LeaseBase:
+    """What Lease and AsyncLease hold."""
+
+    def __init__(self, client: Any, name: Id, token: str, lease: float, degraded: bool) -> None:
+        self.client = client
+        self.name = name
+        self.token = token
+        self.lease = lease
+        self.degraded = degraded
+        self.released = False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, lease={self.lease}, degraded={self.degraded})"
+
+
+class _ReservationBase:
+    """What Reservation and AsyncReservation hold."""
+
+    def __init__(self, client: Any, name: Id, user: Id, estimate: int, decision: Decision) -> None:
+        self.client = client
+        self.name = name
+        self.user = user
+        self.estimate = estimate
+        self.decision = decision
+        self.token = decision.reservation
+        self.done = False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, user={self.user!r}, estimate={self.estimate}, done={self.done})"
+
+
+def _readable(sock: Any) -> bool:
+    """An idle kept-alive socket is readable only when the server closed it
+    (or sent something unasked): either way it must not carry a request.
+    Asked of the socket itself, at once: what the event loop has not read
+    yet counts too."""
+    if sock is None:
+        return True
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    try:
+        if hasattr(select, "poll"):
+            po = select.poll()
+            po.register(sock, select.POLLIN)
+            return bool(po.poll(0))
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
 
 
 # ---------------------------------------------------------------- operations

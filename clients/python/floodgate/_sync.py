@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import select
 import socket
 import ssl
 import threading
@@ -26,20 +25,14 @@ from ._proto import (
 T = TypeVar("T")
 
 
-class Lease:
+class Lease(p._LeaseBase):
     """A held slot. refresh() before lease seconds pass; release() when done.
 
     Client.slot() releases it for you. token is opaque and may be handed to
     another process, which can rebuild it with Client.lease(name, token).
     """
 
-    def __init__(self, client: "Client", name: Id, token: str, lease: float, degraded: bool) -> None:
-        self.client = client
-        self.name = name
-        self.token = token
-        self.lease = lease
-        self.degraded = degraded
-        self.released = False
+    client: "Client"
 
     def refresh(self) -> None:
         """Extend the lease by its full length; LeaseLost if it already ran out."""
@@ -50,11 +43,8 @@ class Lease:
         self.client._send(p.op_lease(self.name, self.token, "release"))
         self.released = True
 
-    def __repr__(self) -> str:
-        return f"Lease(name={self.name!r}, lease={self.lease}, degraded={self.degraded})"
 
-
-class Reservation:
+class Reservation(p._ReservationBase):
     """Units a budget_call() holds for one LLM call: settle(actual) once its
     usage is known; cancel() if the call did not happen.
 
@@ -64,14 +54,7 @@ class Reservation:
     counts as its estimate, never less than the call used).
     """
 
-    def __init__(self, client: "Client", name: Id, user: Id, estimate: int, decision: Decision) -> None:
-        self.client = client
-        self.name = name
-        self.user = user
-        self.estimate = estimate
-        self.decision = decision
-        self.token = decision.reservation
-        self.done = False
+    client: "Client"
 
     def settle(self, units: int) -> None:
         """Record what the call cost, above the estimate too (StaleReservation
@@ -84,9 +67,6 @@ class Reservation:
         """Free the reservation: nothing of it counts."""
         self.done = True
         self.client.cancel(self.name, self.user, self.token)
-
-    def __repr__(self) -> str:
-        return f"Reservation(name={self.name!r}, user={self.user!r}, estimate={self.estimate}, done={self.done})"
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -103,23 +83,6 @@ class _UnixConnection(http.client.HTTPConnection):
             s.close()
             raise
         self.sock = s
-
-
-def _readable(sock: Any) -> bool:
-    """An idle kept-alive socket is readable only when the server closed it
-    (or sent something unasked): either way it must not carry a request."""
-    if sock is None:
-        return True
-    if isinstance(sock, ssl.SSLSocket) and sock.pending():
-        return True
-    try:
-        if hasattr(select, "poll"):
-            po = select.poll()
-            po.register(sock, select.POLLIN)
-            return bool(po.poll(0))
-        return bool(select.select([sock], [], [], 0)[0])
-    except (OSError, ValueError):
-        return True
 
 
 class _Pool:
@@ -143,7 +106,7 @@ class _Pool:
                 if not self.idle:
                     break
                 conn = self.idle.pop()
-            if _readable(conn.sock):  # closed by the server while idle
+            if p._readable(conn.sock):  # closed by the server while idle
                 conn.close()
                 continue
             conn.timeout = timeout
@@ -171,7 +134,7 @@ class _Pool:
             c.close()
 
 
-class Client:
+class Client(p._ClientBase):
     """Talks to one ``floodgate serve``; safe to share between threads.
 
     base_url: the server: "http://127.0.0.1:8080" (the default),
@@ -206,20 +169,8 @@ class Client:
         ssl_context: Optional[ssl.SSLContext] = None,
         pool_size: int = 10,
     ) -> None:
-        self._target = p._target(base_url, ca_file, ssl_context)
-        t = p._timeout_arg("timeout", timeout)
-        if not t:
-            raise ValueError(f"floodgate: timeout must be > 0, got {timeout!r}")
-        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 0:
-            raise ValueError(f"floodgate: pool_size must be an int >= 0, got {pool_size!r}")
-        self.base_url = self._target.base_url
-        self.token = p.check_token(token)
-        self.timeout = t
-        self.max_wait = p._timeout_arg("max_wait", max_wait) or 0.0
-        self._pool = _Pool(self._target, pool_size)
-
-    def __repr__(self) -> str:
-        return f"Client({self.base_url!r})"  # never the token
+        super().__init__(base_url, token, timeout, max_wait, ca_file, ssl_context)
+        self._pool = _Pool(self._target, p._count(pool_size, "pool_size", 0))
 
     def __enter__(self) -> "Client":
         return self
@@ -235,11 +186,7 @@ class Client:
     # -- transport
 
     def _send(self, op: "p._Op[T]", timeout: Optional[float] = None) -> T:
-        t = p._timeout_arg("timeout", timeout) if timeout is not None else self.timeout
-        if not t:
-            raise ValueError(f"floodgate: timeout must be > 0, got {timeout!r}")
-        if op.wait is not None:
-            t += op.wait if op.wait >= 0 else self.max_wait
+        t = self._op_timeout(op, timeout)
         what = f"{op.method} {self.base_url}{op.path}"
         headers = p.headers_for(self.token, op.body)
         pool = self._pool
