@@ -160,7 +160,7 @@ type evalCall struct {
 // retried once after the script is loaded. Each call gets its own result
 // or error.
 func (l *Limiter) evalPipeline(parent context.Context, s script, calls []*evalCall) {
-	ctx, cancel := context.WithTimeout(parent, l.cfg.RedisTimeout)
+	ctx, cancel := l.bound(parent)
 	defer cancel()
 	live := make([]*evalCall, 0, len(calls))
 	for _, c := range calls {

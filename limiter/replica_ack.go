@@ -68,7 +68,7 @@ func (l *Limiter) waitTimeout() time.Duration {
 // which then covers all their writes. Each call gets its result or error;
 // an admission the replicas did not acknowledge gets ErrReplicaAck.
 func (l *Limiter) evalAcked(parent context.Context, s script, calls []*evalCall) {
-	ctx, cancel := context.WithTimeout(parent, l.cfg.RedisTimeout)
+	ctx, cancel := l.bound(parent)
 	defer cancel()
 	var order []scriptNode
 	groups := map[scriptNode][]*evalCall{}
