@@ -328,12 +328,6 @@ func (lu *localUsers) forget(s *localShard, user string) {
 	lu.users.Add(-1)
 }
 
-// failing reports whether the node's latest call went unanswered (it is
-// marked down, or timed out since its last answer).
-func (h *health) failing() bool {
-	return h.downUntil.Load() != 0 || h.timeouts.Load() > 0
-}
-
 // reset forgets user (Limiter.Reset, Import: Redis's state was replaced).
 func (lu *localUsers) reset(user string) {
 	s := lu.shard(user)
