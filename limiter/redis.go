@@ -2,6 +2,7 @@ package limiter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -228,7 +229,7 @@ func evalRetry(ctx context.Context, s script, node scriptNode, calls []*evalCall
 		var again []*evalCall
 		for i, c := range pending {
 			res, err := cmds[i].Result()
-			if err != nil && attempt == 0 && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			if attempt == 0 && isNoScript(err) {
 				again = append(again, c)
 				continue
 			}
@@ -250,6 +251,11 @@ func evalRetry(ctx context.Context, s script, node scriptNode, calls []*evalCall
 		}
 		pending = again
 	}
+}
+
+// isNoScript reports a NOSCRIPT reply: the script is not in Redis's cache.
+func isNoScript(err error) bool {
+	return err != nil && (errors.Is(err, redis.ErrNoScript) || redis.HasErrorPrefix(err, "NOSCRIPT"))
 }
 
 // degrade is the one FailureMode switch. When err is an outage (isOutage:
