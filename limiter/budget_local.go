@@ -62,8 +62,7 @@ func (lb *localBudget) admit(now time.Time, user string, n int, nonce string, li
 	deny := func(retry time.Duration) Decision {
 		d := Decision{Reason: ReasonBudget, Remaining: max(limit-used, 0), RetryAfter: retry}
 		d.ResetAfter = es[len(es)-1].at.Add(window).Sub(now)
-		atLeastMinWait(&d)
-		return d
+		return d // degraded gives it the 1 ms floor
 	}
 	if used+n > limit {
 		freed := 0

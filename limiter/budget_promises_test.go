@@ -66,7 +66,9 @@ func TestBudgetFallbackDenialWaitsAtLeast1ms(t *testing.T) {
 	if d := lb.admit(t0, "u", 100, "", 100, time.Minute, time.Second); !d.Allowed {
 		t.Fatalf("first charge: %+v", d)
 	}
-	d := lb.admit(t0.Add(time.Minute-time.Nanosecond), "u", 1, "", 100, time.Minute, time.Second)
+	d := degraded(FailLocal, func() Decision {
+		return lb.admit(t0.Add(time.Minute-time.Nanosecond), "u", 1, "", 100, time.Minute, time.Second)
+	})
 	if d.Allowed || d.Reason != ReasonBudget || d.RetryAfter != time.Millisecond || d.ResetAfter < time.Millisecond {
 		t.Fatalf("denial 1 ns before the spend ages out: %+v, want a 1 ms wait", d)
 	}

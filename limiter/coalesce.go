@@ -189,6 +189,6 @@ func (l *Limiter) settle(q *queuedCall) {
 	if l.cache != nil {
 		l.cache.put(q.user, q.sent, d)
 	}
-	l.local.redisSaid(q.user, d, time.Now())
+	l.local.redisSaid(q.user, d)
 	l.observe(PolicyUser, d)
 }

@@ -65,16 +65,17 @@ func IsUnavailable(err error) bool {
 		return true
 	}
 	// Redis answers these while it cannot serve: loading after a restart,
-	// a cluster slot without a master, a replica that lost its master.
-	// Only the server's own reply is read, never our wrapping, which
-	// quotes keys and so user ids. READONLY is not among them: the call
-	// path decides (health.readOnly).
-	for _, p := range []string{"LOADING", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN"} {
+	// a cluster slot without a master, a replica that lost its master, a
+	// full Redis under noeviction (IsOutOfMemory). Only the server's own
+	// reply is read, never our wrapping, which quotes keys and so user
+	// ids. READONLY is not among them: the call path decides
+	// (health.readOnly).
+	for _, p := range []string{"LOADING", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", oomPrefix} {
 		if isRedisReply(err, p) {
 			return true
 		}
 	}
-	return IsOutOfMemory(err)
+	return false
 }
 
 // isOutage reports whether a policy's FailureMode applies to err: Redis is

@@ -264,5 +264,8 @@ func (l *Limiter) startEvictionCheck() {
 // noeviction policy is full and refuses writes. The policies treat it as
 // an outage (IsUnavailable).
 func IsOutOfMemory(err error) bool {
-	return err != nil && isRedisReply(err, "OOM command not allowed")
+	return err != nil && isRedisReply(err, oomPrefix)
 }
+
+// oomPrefix starts Redis's reply to a write it has no memory for.
+const oomPrefix = "OOM command not allowed"

@@ -96,6 +96,12 @@ func (h *health) ok() {
 	}
 }
 
+// failing reports whether the node's latest call went unanswered (it is
+// marked down, or timed out since its last answer).
+func (h *health) failing() bool {
+	return h.downUntil.Load() != 0 || h.timeouts.Load() > 0
+}
+
 // readOnly classifies a READONLY reply (a write refused by a replica) from
 // this node at now. It is an outage (ErrRedisUnavailable: the FailureMode
 // applies) for readOnlyGrace from the first READONLY of a streak, the time

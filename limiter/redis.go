@@ -2,6 +2,7 @@ package limiter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -160,7 +161,7 @@ type evalCall struct {
 // retried once after the script is loaded. Each call gets its own result
 // or error.
 func (l *Limiter) evalPipeline(parent context.Context, s script, calls []*evalCall) {
-	ctx, cancel := context.WithTimeout(parent, l.cfg.RedisTimeout)
+	ctx, cancel := l.bound(parent)
 	defer cancel()
 	live := make([]*evalCall, 0, len(calls))
 	for _, c := range calls {
@@ -175,37 +176,7 @@ func (l *Limiter) evalPipeline(parent context.Context, s script, calls []*evalCa
 		return
 	}
 	start := time.Now()
-	pending := live
-	for attempt := 0; attempt < 2 && len(pending) > 0; attempt++ {
-		pipe := l.rdb.Pipeline()
-		cmds := make([]*redis.Cmd, len(pending))
-		for i, c := range pending {
-			cmds[i] = s.EvalSha(ctx, pipe, c.keys, c.args...)
-		}
-		_, _ = pipe.Exec(ctx)
-		var again []*evalCall
-		for i, c := range pending {
-			res, err := cmds[i].Result()
-			if err != nil && attempt == 0 && redis.HasErrorPrefix(err, "NOSCRIPT") {
-				again = append(again, c)
-				continue
-			}
-			if err != nil {
-				c.err = wrapErr(s.name, c.keys[0], c.h, err)
-				continue
-			}
-			c.res, c.err = int64s(s.name, res)
-		}
-		if len(again) > 0 {
-			if err := s.Load(ctx, l.rdb).Err(); err != nil {
-				for _, c := range again {
-					c.err = fmt.Errorf("limiter: loading %s: %w", s.name, err)
-				}
-				break
-			}
-		}
-		pending = again
-	}
+	evalRetry(ctx, s, l.rdb, live, nil)
 	// One verdict per node and pipeline: a single stall must count as one
 	// timeout, not one per call it carried.
 	var firstErr error
@@ -229,6 +200,62 @@ func (l *Limiter) evalPipeline(parent context.Context, s script, calls []*evalCa
 		}
 	}
 	l.observeRedis(s.name+"_pipeline", start, firstErr)
+}
+
+// scriptNode is a node evalRetry can pipeline to and load a script on: a
+// plain, Sentinel or Cluster client, or one Cluster master.
+type scriptNode interface {
+	Pipeline() redis.Pipeliner
+	redis.Scripter
+}
+
+// evalRetry evaluates s for every call in one pipeline on node, then once
+// more, after loading s, for the calls that met NOSCRIPT (a restart,
+// SCRIPT FLUSH). tail, if set, adds its commands to each pipeline after
+// the calls and returns a check run on each call that got a result.
+func evalRetry(ctx context.Context, s script, node scriptNode, calls []*evalCall, tail func(redis.Pipeliner) func(*evalCall)) {
+	pending := calls
+	for attempt := 0; attempt < 2 && len(pending) > 0; attempt++ {
+		pipe := node.Pipeline()
+		cmds := make([]*redis.Cmd, len(pending))
+		for i, c := range pending {
+			cmds[i] = s.EvalSha(ctx, pipe, c.keys, c.args...)
+		}
+		var check func(*evalCall)
+		if tail != nil {
+			check = tail(pipe)
+		}
+		_, _ = pipe.Exec(ctx)
+		var again []*evalCall
+		for i, c := range pending {
+			res, err := cmds[i].Result()
+			if attempt == 0 && isNoScript(err) {
+				again = append(again, c)
+				continue
+			}
+			if err != nil {
+				c.err = wrapErr(s.name, c.keys[0], c.h, err)
+				continue
+			}
+			if c.res, c.err = int64s(s.name, res); c.err == nil && check != nil {
+				check(c)
+			}
+		}
+		if len(again) > 0 {
+			if err := s.Load(ctx, node).Err(); err != nil {
+				for _, c := range again {
+					c.err = fmt.Errorf("limiter: loading %s: %w", s.name, err)
+				}
+				break
+			}
+		}
+		pending = again
+	}
+}
+
+// isNoScript reports a NOSCRIPT reply: the script is not in Redis's cache.
+func isNoScript(err error) bool {
+	return err != nil && (errors.Is(err, redis.ErrNoScript) || redis.HasErrorPrefix(err, "NOSCRIPT"))
 }
 
 // degrade is the one FailureMode switch. When err is an outage (isOutage:

@@ -63,28 +63,22 @@ func (l *Limiter) waitTimeout() time.Duration {
 	return max(l.cfg.RedisTimeout/2, time.Millisecond)
 }
 
-// pipeliner is what evalAcked needs of a node: a plain or Sentinel client,
-// or one Cluster master.
-type pipeliner interface {
-	Pipeline() redis.Pipeliner
-}
-
 // evalAcked is evalPipeline followed by WAIT on each node: the calls
 // going to one node share a pipeline (one connection) ending with WAIT,
 // which then covers all their writes. Each call gets its result or error;
 // an admission the replicas did not acknowledge gets ErrReplicaAck.
 func (l *Limiter) evalAcked(parent context.Context, s script, calls []*evalCall) {
-	ctx, cancel := context.WithTimeout(parent, l.cfg.RedisTimeout)
+	ctx, cancel := l.bound(parent)
 	defer cancel()
-	var order []pipeliner
-	groups := map[pipeliner][]*evalCall{}
+	var order []scriptNode
+	groups := map[scriptNode][]*evalCall{}
 	for _, c := range calls {
 		c.h = l.healthOf(ctx, c.keys[0])
 		if err := c.h.check(); err != nil {
 			c.err = fmt.Errorf("limiter: %s on %q: %w", s.name, c.keys[0], err)
 			continue
 		}
-		var node pipeliner = l.rdb
+		var node scriptNode = l.rdb
 		if cc, ok := l.rdb.(*redis.ClusterClient); ok {
 			m, err := cc.MasterForKey(ctx, c.keys[0])
 			if err != nil {
@@ -105,34 +99,17 @@ func (l *Limiter) evalAcked(parent context.Context, s script, calls []*evalCall)
 
 // ackPipeline runs s for calls on node, then WAIT, in one pipeline,
 // retrying once the calls that met NOSCRIPT.
-func (l *Limiter) ackPipeline(ctx, parent context.Context, s script, node pipeliner, calls []*evalCall) {
+func (l *Limiter) ackPipeline(ctx, parent context.Context, s script, node scriptNode, calls []*evalCall) {
 	start := time.Now()
 	timeout := l.waitTimeout()
-	pending := calls
-	for attempt := 0; attempt < 2 && len(pending) > 0; attempt++ {
-		pipe := node.Pipeline()
-		cmds := make([]*redis.Cmd, len(pending))
-		for i, c := range pending {
-			cmds[i] = s.EvalSha(ctx, pipe, c.keys, c.args...)
-		}
+	evalRetry(ctx, s, node, calls, func(pipe redis.Pipeliner) func(*evalCall) {
 		// Pipeliner has no Wait method; Do sends the same command.
 		wait := pipe.Do(ctx, "wait", l.cfg.WaitReplicas, ms(timeout))
-		_, _ = pipe.Exec(ctx)
-		acked, werr := wait.Int64()
-		var again []*evalCall
-		for i, c := range pending {
-			res, err := cmds[i].Result()
-			if err != nil && attempt == 0 && redis.HasErrorPrefix(err, "NOSCRIPT") {
-				again = append(again, c)
-				continue
+		return func(c *evalCall) {
+			if !admits(c.res) {
+				return
 			}
-			if err != nil {
-				c.err = wrapErr(s.name, c.keys[0], c.h, err)
-				continue
-			}
-			if c.res, c.err = int64s(s.name, res); c.err != nil || !admits(c.res) {
-				continue
-			}
+			acked, werr := wait.Int64()
 			switch {
 			case werr != nil:
 				c.res, c.err = nil, wrapErr(s.name+" WAIT", c.keys[0], c.h, werr)
@@ -140,16 +117,7 @@ func (l *Limiter) ackPipeline(ctx, parent context.Context, s script, node pipeli
 				c.res, c.err = nil, fmt.Errorf("limiter: %s on %q: %w (%d of %d within %v)", s.name, c.keys[0], ErrReplicaAck, acked, l.cfg.WaitReplicas, timeout)
 			}
 		}
-		if len(again) > 0 {
-			if err := s.Load(ctx, node.(redis.Scripter)).Err(); err != nil {
-				for _, c := range again {
-					c.err = fmt.Errorf("limiter: loading %s: %w", s.name, err)
-				}
-				break
-			}
-		}
-		pending = again
-	}
+	})
 	// The node answered unless a call met a real outage; missing
 	// acknowledgements say the replicas lag, not that the master is down.
 	h := calls[0].h

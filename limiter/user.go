@@ -277,6 +277,6 @@ func (l *Limiter) userResult(ctx context.Context, user string, sent time.Time, r
 	if l.cache != nil {
 		l.cache.put(user, sent, d)
 	}
-	l.local.redisSaid(user, d, time.Now())
+	l.local.redisSaid(user, d)
 	return l.observe(PolicyUser, d), nil
 }

@@ -238,14 +238,16 @@ func (lu *localUsers) precheck(user string, now time.Time) (Decision, bool) {
 	return d, true
 }
 
-// redisSaid records Redis's decision d for user, received at now: how
+// redisSaid records Redis's decision d for user, just received: how
 // many requests its window holds and when the newest was, worked back
 // from Remaining and ResetAfter (now is after Redis decided, so the
 // newest comes out no earlier than it was: the fallback errs strict).
-func (lu *localUsers) redisSaid(user string, d Decision, now time.Time) {
+// Without FailLocal it costs a branch, not a clock read.
+func (lu *localUsers) redisSaid(user string, d Decision) {
 	if lu.off {
 		return
 	}
+	now := time.Now()
 	seen, newest := 1, now.Add(d.ResetAfter-lu.span)
 	if lu.limit > 0 {
 		seen = lu.limit - d.Remaining
@@ -324,12 +326,6 @@ func (lu *localUsers) forget(s *localShard, user string) {
 	s.entries -= cap(u.times)
 	delete(s.m, user)
 	lu.users.Add(-1)
-}
-
-// failing reports whether the node's latest call went unanswered (it is
-// marked down, or timed out since its last answer).
-func (h *health) failing() bool {
-	return h.downUntil.Load() != 0 || h.timeouts.Load() > 0
 }
 
 // reset forgets user (Limiter.Reset, Import: Redis's state was replaced).

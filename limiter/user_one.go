@@ -2,11 +2,8 @@ package limiter
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // The lone decision: Allow with no other call in flight, as a chat bot
@@ -78,9 +75,4 @@ func oneReply(res []any, r *[5]int64) error {
 		r[i] = n
 	}
 	return nil
-}
-
-// isNoScript reports a NOSCRIPT reply: the script is not in Redis's cache.
-func isNoScript(err error) bool {
-	return err != nil && (errors.Is(err, redis.ErrNoScript) || redis.HasErrorPrefix(err, "NOSCRIPT"))
 }

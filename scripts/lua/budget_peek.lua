@@ -30,21 +30,16 @@ if z[#z - 1] ~= 'b' then return {-1, 0, 0, 0, 0, 0} end
 if n == 0 then return {1, 0, 0, 0, 0, 0} end
 local base = tonumber(z[#z])
 -- include: lib/clock.lua
+-- include: lib/budget_parse.lua
 local newest = base + tonumber(z[2 * n])
 local skew = 0
 if now < newest then skew = newest - now; now = newest end
 
 local spent, reserved, count, oldest = 0, 0, 0, nil
 for i = 1, n do
-  local m, at = z[2 * i - 1], base + tonumber(z[2 * i])
-  local u, r
-  if string.find(m, '^%d+$') then
-    u = math.floor(tonumber(m) / 128)
-  else
-    u = string.match(m, '^%d+%.(%d+)%.%x+$')
-    if not u then return {-1, 0, 0, 0, 0, 0} end
-    u, r = tonumber(u), true
-  end
+  local at = base + tonumber(z[2 * i])
+  local s, u, r = parse(z[2 * i - 1])
+  if not s then return {-1, 0, 0, 0, 0, 0} end
   if at > now - window then
     if not oldest then oldest = at end
     if r and at + lease > now then

@@ -59,20 +59,7 @@ local function member(slot)
   return slot .. '.' .. units .. '.' .. nonce
 end
 
--- parse returns slot, units and whether m is a reservation; nil when m is
--- not a Floodgate entry. (tonumber first: most entries are spends, and a
--- pattern match costs more than the arithmetic.)
-local function parse(m)
-  local v = tonumber(m)
-  if v then
-    if v < 0 or v % 1 ~= 0 then return nil end
-    local s = v % 128
-    return s, (v - s) / 128, false
-  end
-  local s, u = string.match(m, '^(%d+)%.(%d+)%.%x+$')
-  if not s then return nil end
-  return tonumber(s), tonumber(u), true
-end
+-- include: lib/budget_parse.lua
 
 local z = redis.pcall('ZRANGE', key, -2, -1, 'WITHSCORES')
 if z.err then return {-1, 0, 0, 0, 0} end
