@@ -244,27 +244,6 @@ func (b *nodeBot) allow(user string) nodeAllow {
 	return r
 }
 
-// startServeOn runs `floodgate serve` on addr (a restart takes the same
-// address back).
-func startServeOn(t *testing.T, addr string, env map[string]string) *serveProc {
-	t.Helper()
-	p := &serveProc{URL: "http://" + addr, out: &redisproc.SyncBuffer{}, exited: make(chan struct{})}
-	p.cmd = exec.Command(commandBin(t, "floodgate"), "serve")
-	p.cmd.Env = serveEnv(map[string]string{"FLOODGATE_REDIS_URL": redisURL, "FLOODGATE_HTTP_ADDR": addr}, env)
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.err = p.cmd.Wait(); close(p.exited) }()
-	if err := awaitReady(p, 20*time.Second); err != nil {
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-		t.Fatalf("floodgate serve on %s: %v\n%s", addr, err, p.Output())
-	}
-	t.Cleanup(func() { _ = p.Stop() })
-	return p
-}
-
 // countingSetup is a server config with no cooldown and a generous limit,
 // and a library limiter on the same keys to read the counts.
 func countingSetup(t *testing.T) (map[string]string, *limiter.Limiter) {
