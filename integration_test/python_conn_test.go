@@ -136,7 +136,7 @@ func TestPythonClientsSurviveServerRestart(t *testing.T) {
 		"FLOODGATE_KEY_PREFIX":    uniquePrefix(t, rdb),
 		"FLOODGATE_HTTP_TOKEN":    token,
 		"FLOODGATE_USER_COOLDOWN": "0",
-		"FLOODGATE_REDIS_TIMEOUT": pyRedisTimeout.String(),
+		"FLOODGATE_REDIS_TIMEOUT": clientRedisTimeout.String(),
 	}
 	port, err := redisproc.FreePort()
 	if err != nil {
@@ -173,7 +173,7 @@ func TestPythonClientsSurviveIdleTimeout(t *testing.T) {
 		"FLOODGATE_KEY_PREFIX":        uniquePrefix(t, rdb),
 		"FLOODGATE_HTTP_TOKEN":        token,
 		"FLOODGATE_USER_COOLDOWN":     "0",
-		"FLOODGATE_REDIS_TIMEOUT":     pyRedisTimeout.String(),
+		"FLOODGATE_REDIS_TIMEOUT":     clientRedisTimeout.String(),
 		"FLOODGATE_HTTP_IDLE_TIMEOUT": "200ms",
 	})
 	proxy := startIdleProxy(t, strings.TrimPrefix(srv.URL, "http://"), time.Hour)
