@@ -207,6 +207,23 @@ func (b *nodeBot) allow(user string) nodeAllow {
 	return r
 }
 
+// allowBlocked asks for user's decision from a blocked event loop: the
+// bot blocks, meanwhile runs (a restart, an idle close), then the loop is
+// released and makes the call.
+func (b *nodeBot) allowBlocked(user string, meanwhile func()) nodeAllow {
+	b.t.Helper()
+	flag := filepath.Join(b.t.TempDir(), "go")
+	b.send("blockuntil " + flag + " " + user)
+	b.read(nil)
+	meanwhile()
+	if err := os.WriteFile(flag, nil, 0o600); err != nil {
+		b.t.Fatal(err)
+	}
+	var r nodeAllow
+	b.read(&r)
+	return r
+}
+
 // countingSetup is a server config with no cooldown and a generous limit,
 // and a library limiter on the same keys to read the counts.
 func countingSetup(t *testing.T) (map[string]string, *limiter.Limiter) {
@@ -300,18 +317,11 @@ func TestNodeRestartCountsOnce(t *testing.T) {
 
 	// Restarted while the bot is busy: the close arrives while its event
 	// loop cannot read it.
-	flag := filepath.Join(t.TempDir(), "go")
 	burst("blocked-b")
-	bot.send("blockuntil " + flag + " blocked")
-	var blocking struct{ Blocking bool }
-	bot.read(&blocking)
-	restart(false)
-	time.Sleep(100 * time.Millisecond) // the server's close has reached the bot's socket
-	if err := os.WriteFile(flag, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var a nodeAllow
-	bot.read(&a)
+	a := bot.allowBlocked("blocked", func() {
+		restart(false)
+		time.Sleep(100 * time.Millisecond) // the server's close has reached the bot's socket
+	})
 	if !a.OK || !a.Allowed {
 		t.Fatalf("call from a blocked loop after a restart: %+v (want success)", a)
 	}
@@ -429,15 +439,9 @@ func TestNodeIdleTimeout(t *testing.T) {
 	if a := bot.allow("idle"); !a.OK || !a.Allowed {
 		t.Fatalf("call after the server closed the idle connection: %+v", a)
 	}
-	flag := filepath.Join(t.TempDir(), "go")
-	bot.send("blockuntil " + flag + " idle")
-	bot.read(nil)
-	time.Sleep(600 * time.Millisecond) // the proxy closes the connection while the loop is blocked
-	if err := os.WriteFile(flag, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var a nodeAllow
-	bot.read(&a)
+	a := bot.allowBlocked("idle", func() {
+		time.Sleep(600 * time.Millisecond) // the proxy closes the connection while the loop is blocked
+	})
 	if !a.OK || !a.Allowed {
 		t.Fatalf("call from a blocked loop after an idle close: %+v", a)
 	}
