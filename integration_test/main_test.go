@@ -201,6 +201,22 @@ func newLimiter(t testing.TB, rdb redis.UniversalClient, cfg limiter.Config) *li
 	return l
 }
 
+// urlLimiter builds a Limiter on a client from limiter.NewClient(cfg)
+// (cfg.RedisURL), closed when the test ends; cfg.KeyPrefix is kept as is.
+func urlLimiter(t testing.TB, cfg limiter.Config) *limiter.Limiter {
+	t.Helper()
+	rdb, err := limiter.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	l, err := limiter.New(rdb, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
 type quietLogger struct{}
 
 func (quietLogger) Printf(context.Context, string, ...any) {}
