@@ -4,8 +4,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -29,21 +27,6 @@ func needNode(t testing.TB) string {
 func needPython(t testing.TB) string {
 	t.Helper()
 	return needTool(t, "python3", "python3")
-}
-
-// needTool returns name's path; it skips without one, except under CI
-// (.ci/run installs the Debian package pkg), where it fails.
-func needTool(t testing.TB, name, pkg string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err == nil {
-		return path
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("CI is set but %s is not on PATH (.ci/run installs %s)", name, pkg)
-	}
-	t.Skipf("%s is not on PATH", name)
-	return ""
 }
 
 // randomHex is n random bytes in hex: a fresh FLOODGATE_HTTP_TOKEN.

@@ -97,6 +97,21 @@ func needRedisServer(t testing.TB) {
 	t.Skip("redis-server is not on PATH")
 }
 
+// needTool returns name's path; it skips without one, except under CI
+// (.ci/run installs the Debian package pkg), where it fails.
+func needTool(t testing.TB, name, pkg string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err == nil {
+		return path
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("CI is set but %s is not on PATH (.ci/run installs %s)", name, pkg)
+	}
+	t.Skipf("%s is not on PATH", name)
+	return ""
+}
+
 // skipIfShort skips a slow test under `go test -short`, the tier to run
 // while editing; CI's full command runs it. The comment at each call names
 // the quicker real-Redis test that -short still runs for that area.

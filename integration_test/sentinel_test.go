@@ -29,9 +29,7 @@ import (
 func sentinelDeployment(t testing.TB, replicas int) *redisproc.Sentinel {
 	t.Helper()
 	needRedisServer(t)
-	if testing.Short() {
-		t.Skip("starts a Sentinel deployment (five redis-server processes)")
-	}
+	skipIfShort(t) // a Sentinel deployment: five redis-server processes
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	s, err := redisproc.StartSentinel(ctx, replicas)
