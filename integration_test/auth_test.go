@@ -140,16 +140,7 @@ func authLimiter(t *testing.T, url string) *limiter.Limiter {
 	cfg := limiter.DefaultConfig()
 	cfg.RedisURL = url
 	cfg.RedisTimeout = 2 * time.Second
-	rdb, err := limiter.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rdb.Close() })
-	l, err := limiter.New(rdb, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
+	return urlLimiter(t, cfg)
 }
 
 // shared fails unless d was decided by Redis.

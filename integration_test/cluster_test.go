@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"sort"
 	"strconv"
 	"strings"
@@ -77,12 +76,7 @@ type clusterEnv struct {
 func TestCluster(t *testing.T) {
 	skipIfShort(t) // a 3+3 Cluster; -short keeps TestBackoffPickOnCluster
 	needRedisServer(t)
-	if _, err := exec.LookPath("redis-cli"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("CI is set but redis-cli is not on PATH")
-		}
-		t.Skip("redis-cli is not on PATH")
-	}
+	needTool(t, "redis-cli", "redis-tools")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	c, err := redisproc.StartCluster(ctx, 3, 1, clusterArgs()...)

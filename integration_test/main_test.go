@@ -97,6 +97,21 @@ func needRedisServer(t testing.TB) {
 	t.Skip("redis-server is not on PATH")
 }
 
+// needTool returns name's path; it skips without one, except under CI
+// (.ci/run installs the Debian package pkg), where it fails.
+func needTool(t testing.TB, name, pkg string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err == nil {
+		return path
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("CI is set but %s is not on PATH (.ci/run installs %s)", name, pkg)
+	}
+	t.Skipf("%s is not on PATH", name)
+	return ""
+}
+
 // skipIfShort skips a slow test under `go test -short`, the tier to run
 // while editing; CI's full command runs it. The comment at each call names
 // the quicker real-Redis test that -short still runs for that area.
@@ -197,6 +212,22 @@ func newLimiter(t testing.TB, rdb redis.UniversalClient, cfg limiter.Config) *li
 	l, err := limiter.New(rdb, cfg)
 	if err != nil {
 		t.Fatalf("limiter.New: %v", err)
+	}
+	return l
+}
+
+// urlLimiter builds a Limiter on a client from limiter.NewClient(cfg)
+// (cfg.RedisURL), closed when the test ends; cfg.KeyPrefix is kept as is.
+func urlLimiter(t testing.TB, cfg limiter.Config) *limiter.Limiter {
+	t.Helper()
+	rdb, err := limiter.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	l, err := limiter.New(rdb, cfg)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return l
 }

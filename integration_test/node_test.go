@@ -3,8 +3,6 @@ package integration_test
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -30,36 +28,6 @@ import (
 
 const nodeClientDir = "../clients/node"
 
-// nodeRedisTimeout is generous: these tests check counting and the HTTP
-// contract, not outages, and a loaded CI machine must not turn a slow Redis
-// reply into a degraded decision.
-const nodeRedisTimeout = 5 * time.Second
-
-// nodeToken is a fresh FLOODGATE_HTTP_TOKEN.
-func nodeToken(t *testing.T) string {
-	t.Helper()
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
-}
-
-// needNode returns node's path; it skips without one, except under CI
-// (.ci/run installs Debian's nodejs), where it fails.
-func needNode(t *testing.T) string {
-	t.Helper()
-	node, err := exec.LookPath("node")
-	if err == nil {
-		return node
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("CI is set but node is not on PATH (.ci/run installs nodejs)")
-	}
-	t.Skip("node is not on PATH")
-	return ""
-}
-
 // nodeEnv is the environment for node processes: the test's, without
 // FLOODGATE_* settings that would leak into the client tests.
 func nodeEnv(extra ...string) []string {
@@ -79,18 +47,13 @@ func nodeEnv(extra ...string) []string {
 func TestNodeClient(t *testing.T) {
 	skipIfShort(t) // -short keeps TestClientsAndGoReplicaShareLimits
 	node := needNode(t)
-	rdb := client(t)
-	token := nodeToken(t)
 	// As for the Python client: the backoff stays open 1s, the test bucket
 	// refills one token every 2s.
-	srv := startServeProc(t, map[string]string{
-		"FLOODGATE_KEY_PREFIX":           uniquePrefix(t, rdb),
-		"FLOODGATE_HTTP_TOKEN":           token,
+	srv, token := startClientServe(t, map[string]string{
 		"FLOODGATE_LLM_RETRY_DELAY":      "1s",
 		"FLOODGATE_USER_COOLDOWN":        "10s",
 		"FLOODGATE_API_RATES":            "wikipedia=1,igdb=4,nodetest=0.5",
 		"FLOODGATE_MAX_CONCURRENT_USERS": "7",
-		"FLOODGATE_REDIS_TIMEOUT":        nodeRedisTimeout.String(),
 		"FLOODGATE_USER_TOKEN_BUDGET":    "20000",
 	})
 	tlsFiles, err := redisproc.GenerateTLS(t.TempDir())
@@ -244,25 +207,21 @@ func (b *nodeBot) allow(user string) nodeAllow {
 	return r
 }
 
-// startServeOn runs `floodgate serve` on addr (a restart takes the same
-// address back).
-func startServeOn(t *testing.T, addr string, env map[string]string) *serveProc {
-	t.Helper()
-	p := &serveProc{URL: "http://" + addr, out: &redisproc.SyncBuffer{}, exited: make(chan struct{})}
-	p.cmd = exec.Command(commandBin(t, "floodgate"), "serve")
-	p.cmd.Env = serveEnv(map[string]string{"FLOODGATE_REDIS_URL": redisURL, "FLOODGATE_HTTP_ADDR": addr}, env)
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
+// allowBlocked asks for user's decision from a blocked event loop: the
+// bot blocks, meanwhile runs (a restart, an idle close), then the loop is
+// released and makes the call.
+func (b *nodeBot) allowBlocked(user string, meanwhile func()) nodeAllow {
+	b.t.Helper()
+	flag := filepath.Join(b.t.TempDir(), "go")
+	b.send("blockuntil " + flag + " " + user)
+	b.read(nil)
+	meanwhile()
+	if err := os.WriteFile(flag, nil, 0o600); err != nil {
+		b.t.Fatal(err)
 	}
-	go func() { p.err = p.cmd.Wait(); close(p.exited) }()
-	if err := awaitReady(p, 20*time.Second); err != nil {
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-		t.Fatalf("floodgate serve on %s: %v\n%s", addr, err, p.Output())
-	}
-	t.Cleanup(func() { _ = p.Stop() })
-	return p
+	var r nodeAllow
+	b.read(&r)
+	return r
 }
 
 // countingSetup is a server config with no cooldown and a generous limit,
@@ -275,13 +234,13 @@ func countingSetup(t *testing.T) (map[string]string, *limiter.Limiter) {
 		"FLOODGATE_KEY_PREFIX":                 prefix,
 		"FLOODGATE_USER_COOLDOWN":              "0",
 		"FLOODGATE_MAX_REQUESTS_PER_USER_HOUR": "100",
-		"FLOODGATE_REDIS_TIMEOUT":              nodeRedisTimeout.String(),
+		"FLOODGATE_REDIS_TIMEOUT":              clientRedisTimeout.String(),
 	}
 	cfg := limiter.DefaultConfig()
 	cfg.KeyPrefix = prefix
 	cfg.UserCooldown = 0
 	cfg.MaxRequestsPerUserHour = 100
-	cfg.RedisTimeout = nodeRedisTimeout
+	cfg.RedisTimeout = clientRedisTimeout
 	lim, err := limiter.New(rdb, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -358,18 +317,11 @@ func TestNodeRestartCountsOnce(t *testing.T) {
 
 	// Restarted while the bot is busy: the close arrives while its event
 	// loop cannot read it.
-	flag := filepath.Join(t.TempDir(), "go")
 	burst("blocked-b")
-	bot.send("blockuntil " + flag + " blocked")
-	var blocking struct{ Blocking bool }
-	bot.read(&blocking)
-	restart(false)
-	time.Sleep(100 * time.Millisecond) // the server's close has reached the bot's socket
-	if err := os.WriteFile(flag, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var a nodeAllow
-	bot.read(&a)
+	a := bot.allowBlocked("blocked", func() {
+		restart(false)
+		time.Sleep(100 * time.Millisecond) // the server's close has reached the bot's socket
+	})
 	if !a.OK || !a.Allowed {
 		t.Fatalf("call from a blocked loop after a restart: %+v (want success)", a)
 	}
@@ -487,15 +439,9 @@ func TestNodeIdleTimeout(t *testing.T) {
 	if a := bot.allow("idle"); !a.OK || !a.Allowed {
 		t.Fatalf("call after the server closed the idle connection: %+v", a)
 	}
-	flag := filepath.Join(t.TempDir(), "go")
-	bot.send("blockuntil " + flag + " idle")
-	bot.read(nil)
-	time.Sleep(600 * time.Millisecond) // the proxy closes the connection while the loop is blocked
-	if err := os.WriteFile(flag, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var a nodeAllow
-	bot.read(&a)
+	a := bot.allowBlocked("idle", func() {
+		time.Sleep(600 * time.Millisecond) // the proxy closes the connection while the loop is blocked
+	})
 	if !a.OK || !a.Allowed {
 		t.Fatalf("call from a blocked loop after an idle close: %+v", a)
 	}
@@ -510,13 +456,7 @@ func TestNodeIdleTimeout(t *testing.T) {
 // and some are answered.
 func TestNodeExampleBot(t *testing.T) {
 	node := needNode(t)
-	rdb := client(t)
-	token := nodeToken(t)
-	srv := startServeProc(t, map[string]string{
-		"FLOODGATE_KEY_PREFIX":    uniquePrefix(t, rdb),
-		"FLOODGATE_HTTP_TOKEN":    token,
-		"FLOODGATE_REDIS_TIMEOUT": nodeRedisTimeout.String(),
-	})
+	srv, token := startClientServe(t, nil)
 	const messages = 100
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -528,19 +468,5 @@ func TestNodeExampleBot(t *testing.T) {
 	if err != nil {
 		t.Fatalf("example.js: %v\n%s", err, out)
 	}
-	var tally map[string]int
-	if err := json.Unmarshal(out, &tally); err != nil {
-		t.Fatalf("example.js printed %q: %v", out, err)
-	}
-	total := 0
-	for k, n := range tally {
-		if k != "answered" && k != "llm_failed" && !strings.HasPrefix(k, "held_") {
-			t.Errorf("unexpected outcome %q in %v", k, tally)
-		}
-		total += n
-	}
-	if total != messages || tally["answered"] == 0 || tally["held_cooldown"] == 0 {
-		t.Fatalf("outcomes %v: want %d in total, some answered and some held by the cooldown", tally, messages)
-	}
-	t.Logf("example.js: %v", tally)
+	wantExampleTally(t, "example.js", out, messages)
 }

@@ -139,19 +139,7 @@ func runPeers(b *testing.B, rdb *redis.Client, path string, n, g int) []peerResu
 	}
 	prefix := uniquePrefix(b, rdb)
 	b.Cleanup(func() { deleteKeys(rdb, "rate:"+prefix+"*") })
-	cs := []contender{
-		floodgateContender(b, rdb, cell, prefix, users),
-		textbookContender(b, rdb, cell, prefix, users),
-		redisRateContender(b, rdb, cell, prefix, users),
-		{name: "ping", op: func(ctx context.Context, _ int) error { return rdb.Ping(ctx).Err() }},
-	}
-	for _, c := range cs {
-		if c.reset != nil {
-			if err := c.reset(ctx); err != nil {
-				b.Fatalf("%s: setting up: %v", c.name, err)
-			}
-		}
-	}
+	cs := peerContenders(ctx, b, rdb, cell, prefix, users)
 	if path == "allowed" && n == limiter.MaxWindowRequests {
 		time.Sleep(2100 * time.Millisecond) // the oldest entry ages out
 	}
@@ -171,14 +159,7 @@ func runPeers(b *testing.B, rdb *redis.Client, path string, n, g int) []peerResu
 		for k := range cs {
 			i := (k + s) % len(cs)
 			c := cs[i]
-			if c.reset != nil && path == "allowed" {
-				if err := c.reset(ctx); err != nil {
-					b.Fatalf("%s: %v", c.name, err)
-				}
-			}
-			if err := rdb.ConfigResetStat(ctx).Err(); err != nil {
-				b.Fatal(err)
-			}
+			startSlice(ctx, b, rdb, c, path)
 			r, lat := sliceRate(b, g, users, c)
 			rates[i] = append(rates[i], r)
 			lats[i] = append(lats[i], lat...)
@@ -195,6 +176,42 @@ func runPeers(b *testing.B, rdb *redis.Client, path string, n, g int) []peerResu
 		out[i] = peerResult{name: c.name, rate: median(rates[i]), p50: p50(lats[i]), srvUS: srvUS[i] / float64(decided[i]), decisions: decided[i]}
 	}
 	return out
+}
+
+// peerContenders is Floodgate, the textbook script, redis_rate and a
+// PING (the floor) on cell's keys under prefix, each reset to its
+// starting state.
+func peerContenders(ctx context.Context, b *testing.B, rdb *redis.Client, cell peerCell, prefix string, users int) []contender {
+	b.Helper()
+	cs := []contender{
+		floodgateContender(b, rdb, cell, prefix, users),
+		textbookContender(b, rdb, cell, prefix, users),
+		redisRateContender(b, rdb, cell, prefix, users),
+		{name: "ping", op: func(ctx context.Context, _ int) error { return rdb.Ping(ctx).Err() }},
+	}
+	for _, c := range cs {
+		if c.reset != nil {
+			if err := c.reset(ctx); err != nil {
+				b.Fatalf("%s: setting up: %v", c.name, err)
+			}
+		}
+	}
+	return cs
+}
+
+// startSlice readies c for a timed slice: its keys reset when the path
+// needs room again (allowed), and the server's command stats zeroed for
+// serverUsec.
+func startSlice(ctx context.Context, b *testing.B, rdb *redis.Client, c contender, path string) {
+	b.Helper()
+	if c.reset != nil && path == "allowed" {
+		if err := c.reset(ctx); err != nil {
+			b.Fatalf("%s: %v", c.name, err)
+		}
+	}
+	if err := rdb.ConfigResetStat(ctx).Err(); err != nil {
+		b.Fatal(err)
+	}
 }
 
 func median(xs []float64) float64 {

@@ -111,12 +111,7 @@ func runCold(b *testing.B, rdb, other *redis.Client, mode, path string) []peerRe
 	if err := other.ZAdd(ctx, otherKey, zs...).Err(); err != nil {
 		b.Fatal(err)
 	}
-	cs := []contender{
-		floodgateContender(b, rdb, cell, prefix, users),
-		textbookContender(b, rdb, cell, prefix, users),
-		redisRateContender(b, rdb, cell, prefix, users),
-		{name: "ping", op: func(ctx context.Context, _ int) error { return rdb.Ping(ctx).Err() }},
-	}
+	cs := peerContenders(ctx, b, rdb, cell, prefix, users)
 	var before func() error
 	switch mode {
 	case "warm":
@@ -134,11 +129,6 @@ func runCold(b *testing.B, rdb, other *redis.Client, mode, path string) []peerRe
 		before = func() error { evictCaches(); return nil }
 	}
 	for _, c := range cs {
-		if c.reset != nil {
-			if err := c.reset(ctx); err != nil {
-				b.Fatalf("%s: setting up: %v", c.name, err)
-			}
-		}
 		for u := 0; u < 2; u++ { // scripts loaded, connections open
 			if err := c.op(ctx, users-1-u); err != nil {
 				b.Fatalf("%s: %v", c.name, err)
@@ -151,14 +141,7 @@ func runCold(b *testing.B, rdb, other *redis.Client, mode, path string) []peerRe
 		for k := range cs {
 			i := (k + s) % len(cs)
 			c := cs[i]
-			if c.reset != nil && path == "allowed" {
-				if err := c.reset(ctx); err != nil {
-					b.Fatalf("%s: %v", c.name, err)
-				}
-			}
-			if err := rdb.ConfigResetStat(ctx).Err(); err != nil {
-				b.Fatal(err)
-			}
+			startSlice(ctx, b, rdb, c, path)
 			for u := 0; u < users; u++ {
 				if err := before(); err != nil {
 					b.Fatal(err)

@@ -124,26 +124,6 @@ func pyEntries(t *testing.T, baseURL, token, user string) int {
 	return st.Entries
 }
 
-// startServeAt runs `floodgate serve` on addr (startServeProc picks its own port).
-func startServeAt(t *testing.T, addr string, env map[string]string) *serveProc {
-	t.Helper()
-	p := &serveProc{URL: "http://" + addr, out: &redisproc.SyncBuffer{}, exited: make(chan struct{})}
-	p.cmd = exec.Command(commandBin(t, "floodgate"), "serve")
-	p.cmd.Env = serveEnv(map[string]string{"FLOODGATE_REDIS_URL": redisURL, "FLOODGATE_HTTP_ADDR": addr}, env)
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.err = p.cmd.Wait(); close(p.exited) }()
-	if err := awaitReady(p, 20*time.Second); err != nil {
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-		t.Fatalf("floodgate serve on %s: %v\n%s", addr, err, p.Output())
-	}
-	t.Cleanup(func() { _ = p.Stop() })
-	return p
-}
-
 // TestPythonClientsSurviveServerRestart: both clients call allow, the
 // sidecar restarts on the same address, both call again: no error, and
 // each user's count went up by exactly one per call.
@@ -156,14 +136,14 @@ func TestPythonClientsSurviveServerRestart(t *testing.T) {
 		"FLOODGATE_KEY_PREFIX":    uniquePrefix(t, rdb),
 		"FLOODGATE_HTTP_TOKEN":    token,
 		"FLOODGATE_USER_COOLDOWN": "0",
-		"FLOODGATE_REDIS_TIMEOUT": pyRedisTimeout.String(),
+		"FLOODGATE_REDIS_TIMEOUT": clientRedisTimeout.String(),
 	}
 	port, err := redisproc.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	srv := startServeAt(t, addr, env)
+	srv := startServeOn(t, addr, env)
 	bot := startPyKeepAliveBot(t, srv.URL, token, "restart-sync", "restart-async")
 	for round := 1; round <= 3; round++ {
 		bot.allow(fmt.Sprintf("round %d", round))
@@ -175,7 +155,7 @@ func TestPythonClientsSurviveServerRestart(t *testing.T) {
 		if err := srv.Stop(); err != nil {
 			t.Fatalf("stop: %v\n%s", err, srv.Output())
 		}
-		srv = startServeAt(t, addr, env)
+		srv = startServeOn(t, addr, env)
 	}
 }
 
@@ -193,7 +173,7 @@ func TestPythonClientsSurviveIdleTimeout(t *testing.T) {
 		"FLOODGATE_KEY_PREFIX":        uniquePrefix(t, rdb),
 		"FLOODGATE_HTTP_TOKEN":        token,
 		"FLOODGATE_USER_COOLDOWN":     "0",
-		"FLOODGATE_REDIS_TIMEOUT":     pyRedisTimeout.String(),
+		"FLOODGATE_REDIS_TIMEOUT":     clientRedisTimeout.String(),
 		"FLOODGATE_HTTP_IDLE_TIMEOUT": "200ms",
 	})
 	proxy := startIdleProxy(t, strings.TrimPrefix(srv.URL, "http://"), time.Hour)

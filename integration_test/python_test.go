@@ -3,8 +3,6 @@ package integration_test
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -25,53 +23,19 @@ import (
 
 const pyClientDir = "../clients/python"
 
-// pyRedisTimeout is generous: these tests check counting and the HTTP
-// contract, not outages, and a loaded CI machine must not turn a slow Redis
-// reply into a degraded decision.
-const pyRedisTimeout = 5 * time.Second
-
-// needPython returns python3's path; it skips without one, except under CI
-// (.ci/run installs it), where it fails.
-func needPython(t *testing.T) string {
-	t.Helper()
-	py, err := exec.LookPath("python3")
-	if err == nil {
-		return py
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("CI is set but python3 is not on PATH (.ci/run installs it)")
-	}
-	t.Skip("python3 is not on PATH")
-	return ""
-}
-
-func randomHex(t *testing.T, n int) string {
-	t.Helper()
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
-}
-
 // TestPythonClientUnittest runs clients/python's `python3 -m unittest -v`
 // with FLOODGATE_TEST_URL pointing at a real server (with a token, so auth
 // is exercised), and checks that the live tests ran rather than skipped.
 func TestPythonClientUnittest(t *testing.T) {
 	skipIfShort(t) // -short keeps TestClientsAndGoReplicaShareLimits
 	py := needPython(t)
-	rdb := client(t)
-	token := randomHex(t, 16)
 	// Timing margins for a loaded machine: the backoff stays open 1s, the
 	// test bucket refills one token every 2s.
-	srv := startServeProc(t, map[string]string{
-		"FLOODGATE_KEY_PREFIX":           uniquePrefix(t, rdb),
-		"FLOODGATE_HTTP_TOKEN":           token,
+	srv, token := startClientServe(t, map[string]string{
 		"FLOODGATE_LLM_RETRY_DELAY":      "1s",
 		"FLOODGATE_USER_COOLDOWN":        "10s",
 		"FLOODGATE_API_RATES":            "wikipedia=1,igdb=4,pytest=0.5,pyslow=0.5",
 		"FLOODGATE_MAX_CONCURRENT_USERS": "7",
-		"FLOODGATE_REDIS_TIMEOUT":        pyRedisTimeout.String(),
 		"FLOODGATE_USER_TOKEN_BUDGET":    "20000",
 	})
 
@@ -263,13 +227,7 @@ func TestPythonExampleBot(t *testing.T) {
 
 func runPythonExampleBot(t *testing.T, script string) {
 	py := needPython(t)
-	rdb := client(t)
-	token := randomHex(t, 16)
-	srv := startServeProc(t, map[string]string{
-		"FLOODGATE_KEY_PREFIX":    uniquePrefix(t, rdb),
-		"FLOODGATE_HTTP_TOKEN":    token,
-		"FLOODGATE_REDIS_TIMEOUT": pyRedisTimeout.String(),
-	})
+	srv, token := startClientServe(t, nil)
 	const messages = 100
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -281,19 +239,5 @@ func runPythonExampleBot(t *testing.T, script string) {
 	if err != nil {
 		t.Fatalf("%s: %v\n%s", script, err, out)
 	}
-	var tally map[string]int
-	if err := json.Unmarshal(out, &tally); err != nil {
-		t.Fatalf("%s printed %q: %v", script, out, err)
-	}
-	total := 0
-	for k, n := range tally {
-		if k != "answered" && k != "llm_failed" && !strings.HasPrefix(k, "held_") {
-			t.Errorf("unexpected outcome %q in %v", k, tally)
-		}
-		total += n
-	}
-	if total != messages || tally["answered"] == 0 || tally["held_cooldown"] == 0 {
-		t.Fatalf("outcomes %v: want %d in total, some answered and some held by the cooldown", tally, messages)
-	}
-	t.Logf("%s: %v", script, tally)
+	wantExampleTally(t, script, out, messages)
 }

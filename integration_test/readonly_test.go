@@ -25,15 +25,7 @@ func TestURLAtReplicaFailsLoudly(t *testing.T) {
 	cfg := limiter.DefaultConfig()
 	cfg.RedisURL = "redis://" + replica.Addr
 	cfg.LocalCacheSize = 0
-	rdb, err := limiter.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rdb.Close()
-	l, err := limiter.New(rdb, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := urlLimiter(t, cfg)
 
 	start := time.Now()
 	d, err := l.Allow(ctx, "alice")

@@ -29,9 +29,7 @@ import (
 func sentinelDeployment(t testing.TB, replicas int) *redisproc.Sentinel {
 	t.Helper()
 	needRedisServer(t)
-	if testing.Short() {
-		t.Skip("starts a Sentinel deployment (five redis-server processes)")
-	}
+	skipIfShort(t) // a Sentinel deployment: five redis-server processes
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	s, err := redisproc.StartSentinel(ctx, replicas)
@@ -62,27 +60,13 @@ func sentinelUserConfig(url, prefix string, waitReplicas int) limiter.Config {
 
 const sentinelLimit = 3
 
-func sentinelLimiter(t testing.TB, cfg limiter.Config) *limiter.Limiter {
-	t.Helper()
-	rdb, err := limiter.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rdb.Close() })
-	l, err := limiter.New(rdb, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
-
 // TestSentinelLibraryAndServe: the library and floodgate serve both reach
 // the master through the sentinels, and share its state.
 func TestSentinelLibraryAndServe(t *testing.T) {
 	s := sentinelDeployment(t, 1)
 	cfg := sentinelUserConfig(s.URL(), fmt.Sprintf("fgsent%d:", os.Getpid()), 0)
 	cfg.UserCooldown = time.Minute
-	l := sentinelLimiter(t, cfg)
+	l := urlLimiter(t, cfg)
 	ctx := context.Background()
 	d, err := l.Allow(ctx, "alice")
 	if err != nil || !d.Allowed || d.Degraded {
@@ -322,7 +306,7 @@ func TestSentinelFailover(t *testing.T) {
 			// Ask every user again, through a client of the new master,
 			// until denied: the admissions it grants beyond what the
 			// workers were granted exceed the limit.
-			l := sentinelLimiter(t, sentinelUserConfig(s.URL(), prefix, waitN))
+			l := urlLimiter(t, sentinelUserConfig(s.URL(), prefix, waitN))
 			admitted := map[string]int{}
 			calls, failed, degraded, degradedAdmits := 0, 0, 0, 0
 			firstGood, firstAdmit := int64(0), int64(0)
@@ -430,7 +414,7 @@ func TestSentinelLostWrites(t *testing.T) {
 			replica := s.Data[1]
 			cfg := sentinelUserConfig(s.URL(), fmt.Sprintf("fgsentl%d_%d:", os.Getpid(), waitN), waitN)
 			cfg.MaxRequestsPerUserHour = 1
-			l := sentinelLimiter(t, cfg)
+			l := urlLimiter(t, cfg)
 			if err := s.Signal(replica, syscall.SIGSTOP); err != nil {
 				t.Fatal(err)
 			}
@@ -526,7 +510,7 @@ func BenchmarkSentinelReplicaAck(b *testing.B) {
 		b.Run(fmt.Sprintf("wait=%d", waitN), func(b *testing.B) {
 			cfg := sentinelUserConfig(s.URL(), fmt.Sprintf("fgsentb%d_%d:", os.Getpid(), waitN), waitN)
 			cfg.WaitTimeout = 200 * time.Millisecond
-			l := sentinelLimiter(b, cfg)
+			l := urlLimiter(b, cfg)
 			ctx := context.Background()
 			lat := make([]time.Duration, 0, b.N)
 			b.ResetTimer()

@@ -162,7 +162,7 @@ func tlsEnv(t *testing.T, token, cert, key string) (env map[string]string, base 
 		"FLOODGATE_HTTP_TLS_CERT": cert,
 		"FLOODGATE_HTTP_TLS_KEY":  key,
 		"FLOODGATE_USER_COOLDOWN": "0",
-		"FLOODGATE_REDIS_TIMEOUT": pyRedisTimeout.String(),
+		"FLOODGATE_REDIS_TIMEOUT": clientRedisTimeout.String(),
 	}, fmt.Sprintf("https://127.0.0.1:%d", port)
 }
 

@@ -133,29 +133,52 @@ func startServeBin(t testing.TB, bin string, env map[string]string, args ...stri
 		if err != nil {
 			t.Fatal(err)
 		}
-		p := &serveProc{URL: fmt.Sprintf("http://127.0.0.1:%d", port), out: &redisproc.SyncBuffer{}, exited: make(chan struct{})}
-		p.cmd = exec.Command(bin, append([]string{"serve"}, args...)...)
-		p.cmd.Env = serveEnv(map[string]string{
-			"FLOODGATE_REDIS_URL": redisURL,
-			"FLOODGATE_HTTP_ADDR": fmt.Sprintf("127.0.0.1:%d", port),
-		}, env)
-		p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-		if err := p.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		go func() { p.err = p.cmd.Wait(); close(p.exited) }()
-		err = awaitReady(p, 20*time.Second)
+		p, err := launchServe(t, bin, fmt.Sprintf("127.0.0.1:%d", port), env, args...)
 		if err == nil {
-			t.Cleanup(func() { _ = p.Stop() })
 			return p
 		}
-		_ = p.cmd.Process.Kill()
-		<-p.exited
 		if attempt < 3 && strings.Contains(p.Output(), "address already in use") {
 			continue
 		}
 		t.Fatalf("floodgate serve: %v\n%s", err, p.Output())
 	}
+}
+
+// startServeOn runs `floodgate serve` on addr, for a restart that must
+// take the same address back (startServeProc picks a free port).
+func startServeOn(t testing.TB, addr string, env map[string]string) *serveProc {
+	t.Helper()
+	needRedis(t)
+	p, err := launchServe(t, commandBin(t, "floodgate"), addr, env)
+	if err != nil {
+		t.Fatalf("floodgate serve on %s: %v\n%s", addr, err, p.Output())
+	}
+	return p
+}
+
+// launchServe starts bin serve on addr and waits until /readyz answers
+// 200; the test's cleanup stops it. On an error the process is gone and
+// p.Output says why.
+func launchServe(t testing.TB, bin, addr string, env map[string]string, args ...string) (*serveProc, error) {
+	t.Helper()
+	p := &serveProc{URL: "http://" + addr, out: &redisproc.SyncBuffer{}, exited: make(chan struct{})}
+	p.cmd = exec.Command(bin, append([]string{"serve"}, args...)...)
+	p.cmd.Env = serveEnv(map[string]string{
+		"FLOODGATE_REDIS_URL": redisURL,
+		"FLOODGATE_HTTP_ADDR": addr,
+	}, env)
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		return p, err
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.exited) }()
+	if err := awaitReady(p, 20*time.Second); err != nil {
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+		return p, err
+	}
+	t.Cleanup(func() { _ = p.Stop() })
+	return p, nil
 }
 
 // serveEnv is the process environment without FLOODGATE_* and REDIS_URL

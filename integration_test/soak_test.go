@@ -16,9 +16,7 @@ import (
 // fail: during an outage the default failure mode (local) decides.
 func TestSoak(t *testing.T) {
 	needRedisServer(t)
-	if testing.Short() {
-		t.Skip("runs for a minute")
-	}
+	skipIfShort(t) // runs for a minute
 	demo := commandBin(t, "chatbot-demo")
 	fg := commandBin(t, "floodgate")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

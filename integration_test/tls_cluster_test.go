@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -26,13 +25,7 @@ import (
 func TestTLSCluster(t *testing.T) {
 	skipIfShort(t) // -short: the fast tier keeps a quicker test of this area
 	needRedisServer(t)
-	cli, err := exec.LookPath("redis-cli")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("CI is set but redis-cli is not on PATH")
-		}
-		t.Skip("redis-cli is not on PATH")
-	}
+	cli := needTool(t, "redis-cli", "redis-tools")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	files, err := redisproc.GenerateTLS(t.TempDir())

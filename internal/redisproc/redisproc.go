@@ -95,20 +95,30 @@ func start(ctx context.Context, opt Options) (*Server, error) {
 		"--save", "", "--appendonly", "no", "--dir", s.dir,
 		"--protected-mode", "no", "--loglevel", "warning",
 	}, opt.Args...)
+	if err := s.launch(ctx, bin, args, opt.Password); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// launch runs bin with args as s and waits until it answers PING. On an
+// error the process is gone and so is a directory s owns.
+func (s *Server) launch(ctx context.Context, bin string, args []string, password string) error {
 	s.cmd = exec.Command(bin, args...)
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
 	// Its own process group, so a Ctrl-C aimed at us does not race our Stop.
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := s.cmd.Start(); err != nil {
 		s.cleanDir()
-		return nil, fmt.Errorf("redisproc: starting redis-server: %w", err)
+		return fmt.Errorf("redisproc: starting redis-server: %w", err)
 	}
 	go func() { _ = s.cmd.Wait(); close(s.done) }()
-	if err := s.waitReady(ctx, opt.Password); err != nil {
+	if err := s.waitReady(ctx, password); err != nil {
 		s.Kill()
-		return nil, err
+		s.cleanDir()
+		return err
 	}
-	return s, nil
+	return nil
 }
 
 func (s *Server) waitReady(ctx context.Context, password string) error {

@@ -142,17 +142,7 @@ sentinel parallel-syncs %[3]s 1
 			return fmt.Errorf("redisproc: %w", err)
 		}
 		srv := &Server{Port: port, Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), dir: dir, ownDir: true, out: &SyncBuffer{}, done: make(chan struct{})}
-		srv.cmd = exec.Command(bin, path, "--sentinel")
-		srv.cmd.Stdout, srv.cmd.Stderr = srv.out, srv.out
-		srv.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		if err := srv.cmd.Start(); err != nil {
-			os.RemoveAll(dir)
-			return fmt.Errorf("redisproc: starting redis-server --sentinel: %w", err)
-		}
-		go func() { _ = srv.cmd.Wait(); close(srv.done) }()
-		if lastErr = srv.waitReady(ctx, ""); lastErr != nil {
-			srv.Kill()
-			srv.cleanDir()
+		if lastErr = srv.launch(ctx, bin, []string{path, "--sentinel"}, ""); lastErr != nil {
 			if strings.Contains(lastErr.Error(), "Address already in use") {
 				continue
 			}
