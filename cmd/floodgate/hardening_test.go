@@ -12,15 +12,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/floodgate/floodgate/internal/listen"
 	"github.com/floodgate/floodgate/limiter"
 )
 
 // Issue 18's rows, each a test that failed on the server before the fix.
 
-// listen serves ts on a loopback port through the server's own listener
+// serveTCP serves ts on a loopback port through the server's own listener
 // and http.Server (newHTTPServer), as serve does; tweak may change the
 // http.Server first.
-func listen(t *testing.T, ts *testServer, set httpSettings, tweak func(*http.Server)) string {
+func serveTCP(t *testing.T, ts *testServer, set httpSettings, tweak func(*http.Server)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -30,7 +31,7 @@ func listen(t *testing.T, ts *testServer, set httpSettings, tweak func(*http.Ser
 	if tweak != nil {
 		tweak(srv)
 	}
-	go func() { _ = srv.Serve(newListener(ln, set.maxConns())) }()
+	go func() { _ = srv.Serve(listen.Limit(ln, set.maxConns(), nil)) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return ln.Addr().String()
 }
@@ -142,7 +143,7 @@ func TestConnectionsBounded(t *testing.T) {
 	set.Token = "0123456789abcdef0123"
 	set.MaxConns = 2
 	ts := newTestServer(t, testConfig(), set)
-	addr := listen(t, ts, set, nil)
+	addr := serveTCP(t, ts, set, nil)
 	res, body, c := rawExchange(t, addr, "GET /v1/users/a HTTP/1.1\r\nHost: x\r\n\r\n")
 	if res.StatusCode != 401 || !res.Close || !strings.Contains(body, `"error"`) {
 		t.Fatalf("401: %d close=%v %s", res.StatusCode, res.Close, body)
@@ -281,7 +282,7 @@ func TestTokenBytes(t *testing.T) {
 // not reach the client.
 func TestSlowBodyAndRedisDetails(t *testing.T) {
 	ts := newTestServer(t, testConfig(), testSettings())
-	addr := listen(t, ts, testSettings(), func(s *http.Server) { s.ReadTimeout = 300 * time.Millisecond })
+	addr := serveTCP(t, ts, testSettings(), func(s *http.Server) { s.ReadTimeout = 300 * time.Millisecond })
 	res, body, _ := rawExchange(t, addr, "POST /v1/slots/gpu/acquire HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"holder\":")
 	if res.StatusCode != 408 || strings.Contains(body, "127.0.0.1") || !strings.Contains(body, "read timeout") {
 		t.Fatalf("slow body: %d %s", res.StatusCode, body)
@@ -304,7 +305,7 @@ func TestSlowBodyAndRedisDetails(t *testing.T) {
 // log lines name the route once.
 func TestNetHTTPErrorsAreJSON(t *testing.T) {
 	ts := newTestServer(t, testConfig(), testSettings())
-	addr := listen(t, ts, testSettings(), nil)
+	addr := serveTCP(t, ts, testSettings(), nil)
 	req := func(header int) string {
 		// The request line and headers, CRLFs included, total header bytes.
 		head := "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: "

@@ -19,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/floodgate/floodgate/internal/cli"
+	"github.com/floodgate/floodgate/internal/listen"
 	"github.com/floodgate/floodgate/internal/redisproc"
 	"github.com/floodgate/floodgate/limiter"
 	"github.com/floodgate/floodgate/metrics"
@@ -42,10 +43,14 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	logf := func(format string, a ...any) {
 		fmt.Fprintf(stderr, "floodgate: "+format+"\n", a...)
 	}
-	if set.tls, err = set.loadTLS(ctx, logf); err != nil {
-		return err
+	if set.TLSCert != "" {
+		file := func(path, name string) listen.File { return listen.File{Path: path, Setting: "FLOODGATE_HTTP_" + name} }
+		files := listen.TLSFiles{Cert: file(set.TLSCert, "TLS_CERT"), Key: file(set.TLSKey, "TLS_KEY"), ClientCA: file(set.ClientCA, "CLIENT_CA")}
+		if set.tls, err = listen.LoadTLS(ctx, files, logf); err != nil {
+			return cli.Usagef("%v", err)
+		}
 	}
-	if set.tls == nil && !set.local() {
+	if set.tls == nil && !listen.Local(set.Addr) {
 		warn(stderr, "WARNING: serving "+set.Addr+" over plain HTTP: the bearer token and every answer cross the network in clear text.",
 			"WARNING: set FLOODGATE_HTTP_TLS_CERT and FLOODGATE_HTTP_TLS_KEY (docs/sidecar.md), or listen on 127.0.0.1 or a unix: socket.")
 	}
@@ -91,7 +96,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 
-	ln, err := openListener(set.Addr)
+	ln, err := listen.Open(set.Addr)
 	if err != nil {
 		return err
 	}
@@ -150,9 +155,7 @@ func serveOn(ctx context.Context, ln net.Listener, lim *limiter.Limiter, rdb red
 	}
 	srv := newHTTPServer(s, set, logf)
 	errc := make(chan error, 1)
-	l := newListener(ln, set.maxConns())
-	l.tls = set.tls
-	go func() { errc <- srv.Serve(l) }()
+	go func() { errc <- srv.Serve(listen.Limit(ln, set.maxConns(), set.tls)) }()
 	if started != nil {
 		started()
 	}

@@ -4,11 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,8 +22,43 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/floodgate/floodgate/internal/cli"
+	"github.com/floodgate/floodgate/internal/listen"
+	"github.com/floodgate/floodgate/internal/redisproc"
 	"github.com/floodgate/floodgate/limiter"
 )
+
+// serveTest runs serveOn on ln with set over a miniredis until stop is
+// called or the test ends.
+func serveTest(t *testing.T, ln net.Listener, set httpSettings, logs *logBuffer) (stop func()) {
+	t.Helper()
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
+	lim, err := limiter.New(rdb, testConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serveOn(ctx, ln, lim, rdb, set, prometheus.NewRegistry(), logs.logf, nil) }()
+	stop = sync.OnceFunc(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+		rdb.Close()
+	})
+	t.Cleanup(stop)
+	return stop
+}
+
+func genTLS(t *testing.T) *redisproc.TLSFiles {
+	t.Helper()
+	f, err := redisproc.GenerateTLS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
 
 func TestListenRules(t *testing.T) {
 	ok := testSettings()
@@ -109,13 +149,6 @@ func TestServeRefusesOpenAddress(t *testing.T) {
 // Shutdown: a wait in flight completes (with its current answer), the
 // server stops within the bound, and new connections are refused.
 func TestGracefulShutdown(t *testing.T) {
-	mr := miniredis.RunT(t)
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
-	defer rdb.Close()
-	lim, err := limiter.New(rdb, testConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -124,10 +157,8 @@ func TestGracefulShutdown(t *testing.T) {
 	set := testSettings()
 	set.MaxWait = 20 * time.Second
 	set.ShutdownTimeout = 5 * time.Second
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
 	logs := &logBuffer{}
-	go func() { done <- serveOn(ctx, ln, lim, rdb, set, prometheus.NewRegistry(), logs.logf, nil) }()
+	stop := serveTest(t, ln, set, logs)
 
 	client := &http.Client{Transport: &http.Transport{}}
 	defer client.CloseIdleConnections()
@@ -164,15 +195,13 @@ func TestGracefulShutdown(t *testing.T) {
 	}()
 	time.Sleep(200 * time.Millisecond)
 	start := time.Now()
-	cancel()
+	stop() // fails the test if serveOn returns an error
+	took := time.Since(start)
 	a := <-inflight
 	if a.err != nil || a.status != 200 || a.body["allowed"] != false || a.body["reason"] != "rate" {
 		t.Fatalf("in-flight wait at shutdown: %+v", a)
 	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if took := time.Since(start); took > 2*time.Second {
+	if took > 2*time.Second {
 		t.Fatalf("shutdown took %v with one wait in flight", took)
 	}
 	if resp, err := (&http.Client{Timeout: time.Second}).Get(base + "/healthz"); err == nil {
@@ -181,5 +210,90 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "stopped") {
 		t.Fatalf("log: %s", logs.String())
+	}
+}
+
+// Bad TLS and idle settings stop serve before it starts anything, with
+// exit status 2 and a line naming the variable.
+func TestServeRefusesBadTLSSettings(t *testing.T) {
+	a, b := genTLS(t), genTLS(t)
+	junk := filepath.Join(t.TempDir(), "junk.pem")
+	if err := os.WriteFile(junk, []byte("not a certificate\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("FLOODGATE_REDIS_URL", "redis://127.0.0.1:1")
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"FLOODGATE_HTTP_TLS_CERT": a.CertFile}, "FLOODGATE_HTTP_TLS_CERT and FLOODGATE_HTTP_TLS_KEY go together"},
+		{map[string]string{"FLOODGATE_HTTP_TLS_KEY": a.KeyFile}, "go together"},
+		{map[string]string{"FLOODGATE_HTTP_TLS_CERT": "/nonexistent.crt", "FLOODGATE_HTTP_TLS_KEY": a.KeyFile}, "FLOODGATE_HTTP_TLS_CERT: open /nonexistent.crt"},
+		{map[string]string{"FLOODGATE_HTTP_TLS_CERT": a.CertFile, "FLOODGATE_HTTP_TLS_KEY": "/nonexistent.key"}, "FLOODGATE_HTTP_TLS_KEY: open /nonexistent.key"},
+		{map[string]string{"FLOODGATE_HTTP_TLS_CERT": a.CertFile, "FLOODGATE_HTTP_TLS_KEY": b.KeyFile}, "private key does not match public key"},
+		{map[string]string{"FLOODGATE_HTTP_TLS_CERT": junk, "FLOODGATE_HTTP_TLS_KEY": a.KeyFile}, "FLOODGATE_HTTP_TLS_CERT and FLOODGATE_HTTP_TLS_KEY"},
+		{map[string]string{"FLOODGATE_HTTP_TLS_CERT": a.CertFile, "FLOODGATE_HTTP_TLS_KEY": a.KeyFile, "FLOODGATE_HTTP_CLIENT_CA": junk}, "FLOODGATE_HTTP_CLIENT_CA: " + junk + " holds no PEM certificate"},
+		{map[string]string{"FLOODGATE_HTTP_TLS_CERT": a.CertFile, "FLOODGATE_HTTP_TLS_KEY": a.KeyFile, "FLOODGATE_HTTP_CLIENT_CA": "/nonexistent.ca"}, "FLOODGATE_HTTP_CLIENT_CA: open /nonexistent.ca"},
+		{map[string]string{"FLOODGATE_HTTP_CLIENT_CA": a.CAFile}, "FLOODGATE_HTTP_CLIENT_CA needs FLOODGATE_HTTP_TLS_CERT"},
+		{map[string]string{"FLOODGATE_HTTP_TLS_CERT": a.CertFile, "FLOODGATE_HTTP_TLS_KEY": a.KeyFile, "FLOODGATE_HTTP_ADDR": "unix:/tmp/x.sock"}, "with a unix socket"},
+		{map[string]string{"FLOODGATE_HTTP_ADDR": "unix:"}, "want unix:/path"},
+		{map[string]string{"FLOODGATE_HTTP_IDLE_TIMEOUT": "50ms"}, "FLOODGATE_HTTP_IDLE_TIMEOUT) must be between 100ms and 1h"},
+		{map[string]string{"FLOODGATE_HTTP_IDLE_TIMEOUT": "2h"}, "FLOODGATE_HTTP_IDLE_TIMEOUT) must be between"},
+		{map[string]string{"FLOODGATE_HTTP_IDLE_TIMEOUT": "soon"}, "FLOODGATE_HTTP_IDLE_TIMEOUT: \"soon\" is neither"},
+	} {
+		for _, k := range []string{"FLOODGATE_HTTP_TLS_CERT", "FLOODGATE_HTTP_TLS_KEY", "FLOODGATE_HTTP_CLIENT_CA", "FLOODGATE_HTTP_IDLE_TIMEOUT"} {
+			t.Setenv(k, tc.env[k])
+		}
+		t.Setenv("FLOODGATE_HTTP_ADDR", "127.0.0.1:0")
+		if v, ok := tc.env["FLOODGATE_HTTP_ADDR"]; ok {
+			t.Setenv("FLOODGATE_HTTP_ADDR", v)
+		}
+		var out, errOut bytes.Buffer
+		err := Run(context.Background(), []string{"serve"}, &out, &errOut)
+		if err == nil || cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%v: %v (exit %d), want %q", tc.env, err, cli.ExitCode(err), tc.want)
+		}
+	}
+}
+
+// A unix socket is local: no token needed, as on loopback.
+func TestUnixSocketIsLocal(t *testing.T) {
+	s := testSettings()
+	s.Addr = "unix:/run/floodgate/floodgate.sock"
+	if err := s.validate(); err != nil || !listen.Local(s.Addr) {
+		t.Fatalf("unix socket without a token: %v, local %v", err, listen.Local(s.Addr))
+	}
+	s.Addr = "0.0.0.0:8080"
+	if listen.Local(s.Addr) {
+		t.Fatal("0.0.0.0 is local?")
+	}
+}
+
+// Over a unix socket the server answers, and asks the token where one is
+// set; the socket file is gone once it stops (internal/listen tests the
+// socket itself).
+func TestUnixSocketServes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "floodgate.sock")
+	ln, err := listen.Open("unix:" + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := testSettings()
+	set.Addr, set.Token = "unix:"+path, "0123456789abcdef"
+	stop := serveTest(t, ln, set, &logBuffer{})
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", path)
+		}}}
+	for p, want := range map[string]int{"/healthz": 200, "/metrics": 401} { // a token set is asked here too
+		resp, err := c.Get("http://floodgate" + p)
+		if err != nil || resp.StatusCode != want {
+			t.Fatalf("GET %s over the socket: %v %v, want %d", p, resp, err, want)
+		}
+		resp.Body.Close()
+	}
+	stop()
+	if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("socket file after shutdown: %v (want it removed)", err)
 	}
 }

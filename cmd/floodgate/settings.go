@@ -3,58 +3,59 @@ package main
 import (
 	"cmp"
 	"crypto/tls"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"reflect"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/caarlos0/env/v11"
+
 	"github.com/floodgate/floodgate/internal/cli"
+	"github.com/floodgate/floodgate/internal/listen"
 	"github.com/floodgate/floodgate/limiter"
 )
 
 // httpSettings configure serve beyond the limiter's Config: the
-// FLOODGATE_HTTP_* variables (docs/sidecar.md, "Settings"); 0 means the
-// default for MaxConns, MaxNames and IdleTimeout.
+// FLOODGATE_HTTP_* variables (docs/sidecar.md, "Settings") its env tags
+// name, read by loadHTTP; 0 means the default for MaxConns, MaxNames and
+// IdleTimeout.
 type httpSettings struct {
-	Addr string
+	Addr string `env:"HTTP_ADDR" envDefault:"127.0.0.1:8080"`
 	// Token, when set, is required as "Authorization: Bearer <token>" on
 	// /v1 and /metrics; never a flag, since flags show in ps.
-	Token string
+	Token string `env:"HTTP_TOKEN"`
 	// MaxWait caps the timeout_ms of bucket waits and slot acquires;
 	// MaxWaits, the requests waiting at once (more get 429).
-	MaxWait  time.Duration
-	MaxWaits int
+	MaxWait  time.Duration `env:"HTTP_MAX_WAIT" envDefault:"30s"`
+	MaxWaits int           `env:"HTTP_MAX_WAITS" envDefault:"1024"`
 	// ShutdownTimeout bounds how long in-flight requests may finish after
 	// SIGINT or SIGTERM.
-	ShutdownTimeout time.Duration
+	ShutdownTimeout time.Duration `env:"HTTP_SHUTDOWN_TIMEOUT" envDefault:"10s"`
 	// MaxConns caps open client connections; past it, new ones wait in
 	// the kernel's accept queue.
-	MaxConns int
+	MaxConns int `env:"HTTP_MAX_CONNS" envDefault:"0"`
 	// MaxNames caps the slot pool names, and apart the backoff names, the
 	// server holds state for; a new name past it is refused (400).
-	MaxNames    int
-	IdleTimeout time.Duration
+	MaxNames    int           `env:"HTTP_MAX_NAMES" envDefault:"0"`
+	IdleTimeout time.Duration `env:"HTTP_IDLE_TIMEOUT" envDefault:"0"`
 	// TLSCert and TLSKey, PEM files, make serve speak HTTPS; ClientCA
-	// asks every client for a certificate it signed (tls.go).
-	TLSCert, TLSKey, ClientCA string
+	// asks every client for a certificate it signed (internal/listen).
+	TLSCert  string `env:"HTTP_TLS_CERT"`
+	TLSKey   string `env:"HTTP_TLS_KEY"`
+	ClientCA string `env:"HTTP_CLIENT_CA"`
 
 	tls *tls.Config // loaded from the files by loadTLS
 }
 
 const (
-	defaultAddr            = "127.0.0.1:8080"
-	defaultMaxWait         = 30 * time.Second
-	defaultMaxWaits        = 1024
-	defaultShutdownTimeout = 10 * time.Second
-	defaultMaxConns        = 1024
-	defaultMaxNames        = 1024
-	defaultIdleTimeout     = 2 * time.Minute
+	defaultAddr        = "127.0.0.1:8080"
+	defaultMaxNames    = 1024
+	defaultIdleTimeout = 2 * time.Minute
 	// minTokenLen keeps tokens out of guessing range.
 	minTokenLen = 16
 )
@@ -127,49 +128,35 @@ func scrub(msg string) string {
 }
 
 // loadHTTP reads serve's own variables; flags set later override them.
+// An empty variable means its default.
 func loadHTTP() (httpSettings, error) {
-	h := httpSettings{Addr: defaultAddr, MaxWait: defaultMaxWait, MaxWaits: defaultMaxWaits, ShutdownTimeout: defaultShutdownTimeout}
-	if v := os.Getenv("FLOODGATE_HTTP_ADDR"); v != "" {
-		h.Addr = v
-	}
-	h.Token = os.Getenv("FLOODGATE_HTTP_TOKEN")
-	h.TLSCert, h.TLSKey, h.ClientCA = os.Getenv("FLOODGATE_HTTP_TLS_CERT"), os.Getenv("FLOODGATE_HTTP_TLS_KEY"), os.Getenv("FLOODGATE_HTTP_CLIENT_CA")
-	for _, d := range []struct {
-		name string
-		dst  *time.Duration
-	}{{"FLOODGATE_HTTP_MAX_WAIT", &h.MaxWait}, {"FLOODGATE_HTTP_SHUTDOWN_TIMEOUT", &h.ShutdownTimeout}, {"FLOODGATE_HTTP_IDLE_TIMEOUT", &h.IdleTimeout}} {
-		if v := os.Getenv(d.name); v != "" {
-			x, err := parseSeconds(v)
+	var h httpSettings
+	err := env.ParseWithOptions(&h, env.Options{Prefix: limiter.EnvPrefix, FuncMap: map[reflect.Type]env.ParserFunc{
+		reflect.TypeFor[time.Duration](): parseSeconds,
+		reflect.TypeFor[int](): func(v string) (any, error) {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
 			if err != nil {
-				return h, cli.Usagef("%s: %v", d.name, err)
+				return nil, fmt.Errorf("%q is not a whole number", v)
 			}
-			*d.dst = x
-		}
+			return n, nil
+		},
+	}})
+	if pe, ok := errors.AsType[env.ParseError](err); ok {
+		f, _ := reflect.TypeFor[httpSettings]().FieldByName(pe.Name)
+		return h, cli.Usagef("%s%s: %v", limiter.EnvPrefix, f.Tag.Get("env"), pe.Err)
 	}
-	for _, n := range []struct {
-		name string
-		dst  *int
-	}{{"FLOODGATE_HTTP_MAX_WAITS", &h.MaxWaits}, {"FLOODGATE_HTTP_MAX_CONNS", &h.MaxConns}, {"FLOODGATE_HTTP_MAX_NAMES", &h.MaxNames}} {
-		if v := os.Getenv(n.name); v != "" {
-			x, err := strconv.Atoi(strings.TrimSpace(v))
-			if err != nil {
-				return h, cli.Usagef("%s: %q is not a whole number", n.name, v)
-			}
-			*n.dst = x
-		}
-	}
-	return h, nil
+	return h, err
 }
 
 // parseSeconds reads plain seconds ("30") or a Go duration ("30s").
-func parseSeconds(s string) (time.Duration, error) {
+func parseSeconds(s string) (any, error) {
 	s = strings.TrimSpace(s)
 	if f, err := strconv.ParseFloat(s, 64); err == nil && f >= 0 && f < 1e9 {
 		return time.Duration(f * float64(time.Second)), nil
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {
-		return 0, fmt.Errorf("%q is neither seconds nor a duration such as 30s", s)
+		return nil, fmt.Errorf("%q is neither seconds nor a duration such as 30s", s)
 	}
 	return d, nil
 }
@@ -177,14 +164,8 @@ func parseSeconds(s string) (time.Duration, error) {
 // validate checks the HTTP settings, including the rule that only
 // loopback or a unix socket may be served without a token.
 func (h httpSettings) validate() error {
-	if path, unix := strings.CutPrefix(h.Addr, "unix:"); unix {
-		if path == "" {
-			return cli.Usagef("address %q: want unix:/path/to/floodgate.sock", h.Addr)
-		}
-	} else if _, port, err := net.SplitHostPort(h.Addr); err != nil {
-		return cli.Usagef("address %q: want host:port, e.g. 127.0.0.1:8080, or unix:/path/to/floodgate.sock", h.Addr)
-	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
-		return cli.Usagef("address %q: bad port %q", h.Addr, port)
+	if err := listen.CheckAddr(h.Addr); err != nil {
+		return cli.Usagef("%s", strings.TrimPrefix(err.Error(), "listen: "))
 	}
 	switch {
 	case h.MaxWait < time.Millisecond || h.MaxWait > time.Hour:
@@ -209,20 +190,10 @@ func (h httpSettings) validate() error {
 	if err := checkToken(h.Token); err != nil {
 		return err
 	}
-	if h.Token == "" && !h.local() {
+	if h.Token == "" && !listen.Local(h.Addr) {
 		return cli.Usagef("refusing to listen on %s without FLOODGATE_HTTP_TOKEN: anyone who reaches it could reset users and take slots; set a token or listen on 127.0.0.1", h.Addr)
 	}
 	return nil
-}
-
-// local reports whether only this host can reach Addr: a loopback
-// address or a unix socket.
-func (h httpSettings) local() bool {
-	if strings.HasPrefix(h.Addr, "unix:") {
-		return true
-	}
-	host, _, _ := net.SplitHostPort(h.Addr)
-	return isLoopback(host)
 }
 
 // checkToken refuses a token a client could not send as it is: the bytes
@@ -242,17 +213,6 @@ func checkToken(token string) error {
 		return cli.Usagef("FLOODGATE_HTTP_TOKEN is %d characters, want at least %d (e.g. openssl rand -hex 16)", len(token), minTokenLen)
 	}
 	return nil
-}
-
-// isLoopback reports whether host names only the loopback interface. An
-// empty host, 0.0.0.0 and :: mean every interface; other host names are
-// not trusted to resolve to loopback, except "localhost".
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // writeConfig prints the effective settings, one per line, secrets
@@ -302,24 +262,12 @@ func writeConfig(w io.Writer, cfg limiter.Config, h *httpSettings) {
 	}
 }
 
-// maxConns is MaxConns or its default: defaultMaxConns, or the open-file
-// limit less 64 (Redis connections, the listener, logs) when lower.
+// maxConns is MaxConns or listen's default.
 func (h httpSettings) maxConns() int {
-	if h.MaxConns > 0 {
-		return h.MaxConns
-	}
-	n := defaultMaxConns
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err == nil && rl.Cur < uint64(n+64) {
-		n = max(16, int(rl.Cur)-64)
-	}
-	return n
+	return cmp.Or(h.MaxConns, listen.DefaultMaxConns())
 }
 
 // maxNames is MaxNames or defaultMaxNames.
 func (h httpSettings) maxNames() int {
-	if h.MaxNames > 0 {
-		return h.MaxNames
-	}
-	return defaultMaxNames
+	return cmp.Or(h.MaxNames, defaultMaxNames)
 }

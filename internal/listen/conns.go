@@ -1,4 +1,4 @@
-package main
+package listen
 
 import (
 	"bytes"
@@ -9,24 +9,36 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"syscall"
 )
 
-// listener bounds the connections open at once (FLOODGATE_HTTP_MAX_CONNS):
-// past the cap, Accept waits for one to close and new clients wait in the
-// kernel's accept queue, holding no file descriptor of this process. Its
-// connections answer as JSON what net/http answers in plain text before
-// any handler runs (see conn.Write). With tls set, its connections speak
-// TLS, net/http seeing the plain text (so conn.Write still can).
+// DefaultMaxConns is the connection cap when none is set: 1024, or the
+// open-file limit less 64 (Redis connections, the listener, logs) when
+// lower, and at least 16.
+func DefaultMaxConns() int {
+	n := 1024
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err == nil && rl.Cur < uint64(n+64) {
+		n = max(16, int(rl.Cur)-64)
+	}
+	return n
+}
+
+// Limit returns ln with at most maxConns connections open at once: past
+// the cap, Accept waits for one to close and new clients wait in the
+// kernel's accept queue, holding no file descriptor of this process. With
+// cfg set, its connections speak TLS, net/http seeing the plain text.
+// Either way, what net/http writes itself (see conn.Write) is JSON.
+func Limit(ln net.Listener, maxConns int, cfg *tls.Config) net.Listener {
+	return &listener{Listener: ln, tls: cfg, slots: make(chan struct{}, maxConns), done: make(chan struct{})}
+}
+
 type listener struct {
 	net.Listener
 	tls       *tls.Config
 	slots     chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
-}
-
-func newListener(ln net.Listener, maxConns int) *listener {
-	return &listener{Listener: ln, slots: make(chan struct{}, maxConns), done: make(chan struct{})}
 }
 
 func (l *listener) Accept() (net.Conn, error) {
@@ -75,7 +87,7 @@ func (c *conn) Write(b []byte) (int, error) {
 	if !ok {
 		return c.Conn.Write(b)
 	}
-	if err := writeRawError(c.Conn, status, msg); err != nil {
+	if err := writeError(c.Conn, status, msg); err != nil {
 		return 0, err
 	}
 	return len(b), nil
@@ -88,14 +100,17 @@ func (c *conn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
 	var plain tls.RecordHeaderError
 	if err != nil && errors.As(err, &plain) && plain.Conn != nil {
-		_ = writeRawError(plain.Conn, "400 Bad Request", "this server speaks TLS: use an https:// URL")
+		_ = writeError(plain.Conn, "400 Bad Request", "this server speaks TLS: use an https:// URL")
 	}
 	return n, err
 }
 
-// writeRawError writes, on a bare connection, a whole answer that ends the connection.
-func writeRawError(w io.Writer, status, msg string) error {
-	body, _ := json.Marshal(errorBody{msg})
+// writeError writes, on a bare connection, a whole answer that ends the
+// connection: {"error": msg}, the server's one error shape.
+func writeError(w io.Writer, status, msg string) error {
+	body, _ := json.Marshal(struct {
+		Error string `json:"error"`
+	}{msg})
 	body = append(body, '\n')
 	head := "HTTP/1.1 " + status + "\r\nContent-Type: application/json\r\nCache-Control: no-store\r\nConnection: close\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n"
 	_, err := w.Write(append([]byte(head), body...))
