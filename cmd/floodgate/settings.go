@@ -16,6 +16,7 @@ import (
 	"github.com/caarlos0/env/v11"
 
 	"github.com/floodgate/floodgate/internal/cli"
+	"github.com/floodgate/floodgate/internal/configfile"
 	"github.com/floodgate/floodgate/internal/listen"
 	"github.com/floodgate/floodgate/limiter"
 )
@@ -75,8 +76,8 @@ func (s *settingsFlags) load() (limiter.Config, error) {
 	base := limiter.DefaultConfig()
 	if s.config != "" {
 		var err error
-		if base, err = readConfigFile(s.config, base); err != nil {
-			return limiter.Config{}, err
+		if base, err = configfile.Read(s.config, base); err != nil {
+			return limiter.Config{}, cli.Usagef("--config: %s", strings.TrimPrefix(err.Error(), "configfile: "))
 		}
 	}
 	cfg, err := limiter.EnvOverrides(base)

@@ -1,4 +1,7 @@
-package main
+// Package configfile reads the rate_limiting: block of the original
+// Python bot's config.yaml into a limiter.Config, for floodgate's
+// --config: the bot's file works unchanged.
+package configfile
 
 import (
 	"bytes"
@@ -15,11 +18,10 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/floodgate/floodgate/internal/cli"
 	"github.com/floodgate/floodgate/limiter"
 )
 
-// maxConfigFile bounds what --config reads: a bot's config.yaml is a few
+// maxConfigFile bounds what Read reads: a bot's config.yaml is a few
 // kilobytes.
 const maxConfigFile = 1 << 20
 
@@ -52,34 +54,43 @@ const cleanupKey = "cleanup_interval"
 
 const rateSuffix = "_rate_limit"
 
-// readConfigFile reads path's rate_limiting: block over base. Other
-// top-level sections (the bot's own settings) are ignored; inside the
-// block an unknown key is an error naming it. When the block names any
-// <api>_rate_limit, those are the APIs (the defaults are dropped); each
-// gets a burst of 1, as the original limiter allowed one call at a time.
-// The result is not validated: the environment applies next.
-func readConfigFile(path string, base limiter.Config) (limiter.Config, error) {
+// Read reads path's rate_limiting: block over base. Other top-level
+// sections (the bot's own settings) are ignored; inside the block an
+// unknown key is an error naming it and its line. When the block names
+// any <api>_rate_limit, those are the APIs (the defaults are dropped);
+// each gets a burst of 1, as the original limiter allowed one call at a
+// time. The result is not validated: the caller applies the environment
+// (limiter.EnvOverrides), which validates.
+func Read(path string, base limiter.Config) (limiter.Config, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return base, cli.Usagef("--config: %v", err)
+		return base, fmt.Errorf("configfile: %w", err)
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, maxConfigFile+1))
-	if err != nil {
-		return base, cli.Usagef("--config %s: %v", path, err)
+	if err == nil && len(data) > maxConfigFile {
+		err = fmt.Errorf("larger than %d bytes", maxConfigFile)
 	}
-	if len(data) > maxConfigFile {
-		return base, cli.Usagef("--config %s: larger than %d bytes", path, maxConfigFile)
+	cfg := base
+	if err == nil {
+		cfg, err = parse(data, base)
 	}
-	cfg, err := parseConfigFile(data, base)
 	if err != nil {
-		return base, cli.Usagef("--config %s: %v", path, err)
+		return base, fmt.Errorf("configfile: %s: %w", path, err)
 	}
 	return cfg, nil
 }
 
-// parseConfigFile is readConfigFile on the file's bytes.
-func parseConfigFile(data []byte, base limiter.Config) (limiter.Config, error) {
+// Parse is Read on the file's bytes; its errors start "configfile: ".
+func Parse(data []byte, base limiter.Config) (limiter.Config, error) {
+	cfg, err := parse(data, base)
+	if err != nil {
+		return base, fmt.Errorf("configfile: %w", err)
+	}
+	return cfg, nil
+}
+
+func parse(data []byte, base limiter.Config) (limiter.Config, error) {
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil {

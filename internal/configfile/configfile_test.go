@@ -1,15 +1,12 @@
-package main
+package configfile
 
 import (
-	"bytes"
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/floodgate/floodgate/internal/cli"
 	"github.com/floodgate/floodgate/limiter"
 )
 
@@ -18,7 +15,7 @@ import (
 func TestConfigFileSeedBlock(t *testing.T) {
 	base := limiter.DefaultConfig()
 	base.UserCooldown = time.Second // the file must win
-	cfg, err := readConfigFile("testdata/config.yaml", base)
+	cfg, err := Read("testdata/config.yaml", base)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +52,7 @@ func TestConfigFileErrors(t *testing.T) {
 		{"rate_limiting:\n  user_cooldown: 1\n  user_cooldown: 2", "given twice"},
 		{"rate_limiting: {a: [", "not YAML"},
 	} {
-		_, err := parseConfigFile([]byte(tc.yaml), limiter.DefaultConfig())
+		_, err := Parse([]byte(tc.yaml), limiter.DefaultConfig())
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: %v, want %q", tc.yaml, err, tc.want)
 		}
@@ -66,7 +63,7 @@ func TestConfigFileErrors(t *testing.T) {
 // too; a value the limiter rejects fails after the environment applies,
 // naming the field.
 func TestConfigFileFloodgateKeys(t *testing.T) {
-	cfg, err := parseConfigFile([]byte("rate_limiting:\n  user_cooldown: 1.5\n  user_window: 10m\n  slot_lease: 45\n  key_prefix: \"bot1:\"\n  llm_backoff_jitter: 0.2\n"), limiter.DefaultConfig())
+	cfg, err := Parse([]byte("rate_limiting:\n  user_cooldown: 1.5\n  user_window: 10m\n  slot_lease: 45\n  key_prefix: \"bot1:\"\n  llm_backoff_jitter: 0.2\n"), limiter.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,63 +77,53 @@ func TestConfigFileFloodgateKeys(t *testing.T) {
 	}
 }
 
-// The environment overrides the file; `floodgate config` prints the
-// result with the password hidden.
-func TestConfigCommandEnvOverridesFile(t *testing.T) {
-	t.Setenv("FLOODGATE_USER_COOLDOWN", "3s")
-	t.Setenv("FLOODGATE_REDIS_URL", "redis://:hunter2secret@redis.example:6379/0")
-	t.Setenv("FLOODGATE_HTTP_TOKEN", "tok-0123456789abcdef")
-	var out, errOut bytes.Buffer
-	if err := Run(context.Background(), []string{"config", "--config", "testdata/config.yaml"}, &out, &errOut); err != nil {
+// max_tokens_per_user_hour sets the token budget (limiter.Budget).
+func TestConfigFileTokenBudget(t *testing.T) {
+	cfg, err := Parse([]byte("rate_limiting:\n  max_tokens_per_user_hour: 20000\n"), limiter.DefaultConfig())
+	if err != nil {
 		t.Fatal(err)
 	}
-	text := out.String()
-	for _, want := range []string{
-		"FLOODGATE_USER_COOLDOWN                  3s",
-		"FLOODGATE_MAX_REQUESTS_PER_USER_HOUR     20",
-		"FLOODGATE_API_RATES                      igdb=4/1,tmdb=0.5/1,wikipedia=1/1",
-		"redis.example:6379",
-		"FLOODGATE_HTTP_TOKEN                     (set, hidden)",
-		"cleanup_interval is not needed",
-	} {
-		if !strings.Contains(text, want) {
-			t.Errorf("config output lacks %q:\n%s", want, text)
-		}
-	}
-	if strings.Contains(text, "hunter2secret") || strings.Contains(text, "tok-0123456789abcdef") {
-		t.Fatalf("config output shows a secret:\n%s", text)
+	if cfg.UserTokenBudget != 20000 {
+		t.Fatalf("UserTokenBudget %d, want 20000", cfg.UserTokenBudget)
 	}
 }
 
-func TestConfigCommandErrors(t *testing.T) {
+// Every duration, whole-number, float and string setting of Config has a
+// key, spelt as its variable in lower case: the newer ones too.
+func TestConfigFileNewerKeys(t *testing.T) {
+	cfg, err := Parse([]byte("rate_limiting:\n  redis_wait_replicas: 1\n  redis_wait_timeout: 250ms\n  user_token_window: 30m\n"), limiter.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.WaitReplicas != 1 || cfg.WaitTimeout != 250*time.Millisecond || cfg.UserTokenWindow != 30*time.Minute {
+		t.Fatalf("%+v", cfg)
+	}
+	for _, bad := range []string{"redis_url: redis://x", "user_token_budget: 5", "redis_wait_replicas: 1.5"} {
+		if _, err := Parse([]byte("rate_limiting:\n  "+bad+"\n"), limiter.DefaultConfig()); err == nil {
+			t.Errorf("%s: accepted", bad)
+		}
+	}
+}
+
+// Read's errors name the package, the file and, for what is in it, the
+// line; a file past maxConfigFile is refused unread.
+func TestReadErrors(t *testing.T) {
 	dir := t.TempDir()
+	big := filepath.Join(dir, "big.yaml")
+	if err := os.WriteFile(big, make([]byte, maxConfigFile+1), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	bad := filepath.Join(dir, "bad.yaml")
 	if err := os.WriteFile(bad, []byte("rate_limiting:\n  user_cooldwn: 10\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	invalid := filepath.Join(dir, "invalid.yaml")
-	if err := os.WriteFile(invalid, []byte("rate_limiting:\n  max_requests_per_user_hour: 500\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	for _, tc := range []struct {
-		args []string
-		want string
-	}{
-		{[]string{"config", "--config", filepath.Join(dir, "missing.yaml")}, "no such file"},
-		{[]string{"config", "--config", bad}, `unknown key rate_limiting.user_cooldwn`},
-		{[]string{"config", "--config", invalid}, "MaxRequestsPerUserHour"},
-		{[]string{"config", "extra"}, `config takes no arguments, got ["extra"]`},
-		{[]string{"serve", "extra"}, `serve takes no arguments, got ["extra"]`},
+	for path, want := range map[string]string{
+		filepath.Join(dir, "missing.yaml"): "configfile: open " + filepath.Join(dir, "missing.yaml") + ": no such file",
+		big:                                "configfile: " + big + ": larger than 1048576 bytes",
+		bad:                                "configfile: " + bad + ": line 2: unknown key rate_limiting.user_cooldwn",
 	} {
-		var out, errOut bytes.Buffer
-		err := Run(context.Background(), tc.args, &out, &errOut)
-		if err == nil || cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%v: %v (exit %d), want %q", tc.args, err, cli.ExitCode(err), tc.want)
+		if _, err := Read(path, limiter.DefaultConfig()); err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", path, err, want)
 		}
-	}
-	t.Setenv("FLOODGATE_SLOT_LEASE", "soon")
-	var out, errOut bytes.Buffer
-	if err := Run(context.Background(), []string{"config"}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "FLOODGATE_SLOT_LEASE") {
-		t.Fatalf("bad variable: %v", err)
 	}
 }
