@@ -22,10 +22,14 @@ type decisionBody struct {
 	ResetAfterMs int64  `json:"reset_after_ms"`
 	Degraded     bool   `json:"degraded"`
 	Cached       bool   `json:"cached"`
-	// Probe is set on backoff decisions, Token when Probe is true;
-	// Endpoint is the one a pick chose; Reservation, what an allowed
-	// budget reserve holds; Error, why a fail-closed denial or one user's
-	// failure in an allow-many.
+	decisionExtra
+}
+
+// decisionExtra holds what only some decisions carry: Probe on backoff
+// decisions, Token when Probe is true; Endpoint, the one a pick chose;
+// Reservation, what an allowed budget reserve holds; Error, why a
+// fail-closed denial or one user's failure in an allow-many.
+type decisionExtra struct {
 	Probe       *bool   `json:"probe,omitempty"`
 	Token       string  `json:"token,omitempty"`
 	Endpoint    *string `json:"endpoint,omitempty"`
@@ -141,12 +145,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	if err != nil { // the answer types always marshal
 		status, b = http.StatusInternalServerError, []byte(`{"error":"internal error"}`)
 	}
-	b = append(b, '\n')
-	h := w.Header()
-	h["Content-Type"], h["Cache-Control"] = jsonType, noStore
-	h["Content-Length"] = []string{strconv.Itoa(len(b))}
-	w.WriteHeader(status)
-	_, _ = w.Write(b)
+	writeBody(w, status, append(b, '\n'))
 }
 
 // writeDecision writes a decision with its RateLimit headers (q). A
@@ -158,12 +157,16 @@ func writeDecision(w http.ResponseWriter, d limiter.Decision, body decisionBody,
 		status = http.StatusServiceUnavailable
 		body.Error = "redis unavailable and the policy fails closed"
 	}
-	h := w.Header()
 	if !d.Allowed {
-		h["Retry-After"] = []string{strconv.FormatInt(retryAfterSeconds(d.RetryAfter), 10)}
+		w.Header()["Retry-After"] = []string{strconv.FormatInt(retryAfterSeconds(d.RetryAfter), 10)}
 	}
-	q.set(h, d)
-	b := body.appendJSON(make([]byte, 0, 256))
+	q.set(w.Header(), d)
+	writeBody(w, status, body.appendJSON(make([]byte, 0, 256)))
+}
+
+// writeBody writes b, JSON, with the headers every answer carries.
+func writeBody(w http.ResponseWriter, status int, b []byte) {
+	h := w.Header()
 	h["Content-Type"], h["Cache-Control"] = jsonType, noStore
 	h["Content-Length"] = []string{strconv.Itoa(len(b))}
 	w.WriteHeader(status)
@@ -200,17 +203,10 @@ func (b decisionBody) appendJSON(out []byte) []byte {
 	out = strconv.AppendBool(out, b.Degraded)
 	out = append(out, `,"cached":`...)
 	out = strconv.AppendBool(out, b.Cached)
-	if b.Probe != nil || b.Token != "" || b.Endpoint != nil || b.Reservation != "" || b.Error != "" {
-		// Rare fields: any string, so json's own quoting.
-		rest, _ := json.Marshal(struct {
-			Probe       *bool   `json:"probe,omitempty"`
-			Token       string  `json:"token,omitempty"`
-			Endpoint    *string `json:"endpoint,omitempty"`
-			Reservation string  `json:"reservation,omitempty"`
-			Error       string  `json:"error,omitempty"`
-		}{b.Probe, b.Token, b.Endpoint, b.Reservation, b.Error})
-		out = append(append(out, ','), rest[1:]...)
-		return append(out, '\n')
+	if b.decisionExtra != (decisionExtra{}) {
+		// Any string: json's own quoting.
+		rest, _ := json.Marshal(b.decisionExtra)
+		return append(append(append(out, ','), rest[1:]...), '\n')
 	}
 	return append(out, "}\n"...)
 }

@@ -15,8 +15,8 @@ func TestDecisionJSON(t *testing.T) {
 		newDecisionBody(limiter.Decision{Allowed: true, Remaining: 19, ResetAfter: time.Hour}),
 		newDecisionBody(limiter.Decision{Reason: limiter.ReasonCooldown, RetryAfter: time.Second + 1, Degraded: true, Cached: true}),
 		backoffBody(limiter.Decision{Allowed: true, Probe: true, Token: "9f86d081884c7d65", Remaining: limiter.Unlimited}),
-		{Reason: "rate", Probe: &probe, Endpoint: &ep, Error: "redis \"down\""},
-		{Allowed: true, Remaining: 18500, Reservation: "3.1500.9f86d081884c7d65"},
+		{Reason: "rate", decisionExtra: decisionExtra{Probe: &probe, Endpoint: &ep, Error: "redis \"down\""}},
+		{Allowed: true, Remaining: 18500, decisionExtra: decisionExtra{Reservation: "3.1500.9f86d081884c7d65"}},
 	} {
 		want, _ := json.Marshal(b)
 		if got := b.appendJSON(nil); string(got) != string(want)+"\n" {

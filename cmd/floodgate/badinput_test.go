@@ -5,7 +5,6 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 )
 
 // Every route's bad input: the status and a JSON error naming the
@@ -162,11 +161,11 @@ func TestWaitCap(t *testing.T) {
 	ts := newTestServer(t, testConfig(), set)
 	// Hold both places as two waits would.
 	req := httptest.NewRequest("POST", "/", nil)
-	_, rel1, err := ts.s.startWait(req, time.Minute)
+	_, rel1, err := ts.s.startWait(req, true, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, rel2, err := ts.s.startWait(req, time.Minute)
+	_, rel2, err := ts.s.startWait(req, true, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

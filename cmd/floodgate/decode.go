@@ -2,18 +2,13 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"reflect"
-	"regexp"
-	"strings"
 	"time"
-	"unicode/utf8"
 
+	"github.com/floodgate/floodgate/internal/strictjson"
 	"github.com/floodgate/floodgate/limiter"
 )
 
@@ -61,40 +56,36 @@ type (
 	}
 )
 
-// readBody reads r's body (bounded by the server's MaxBytesReader) and
-// decodes it into v. An empty body leaves v as it is unless required.
-func readBody(r *http.Request, v any, required bool) error {
+// request is a body: normalize checks it and fills its defaults.
+type request interface{ normalize() error }
+
+// readRequest reads r's body (bounded by the server's MaxBytesReader) into
+// v and checks it. An empty body is the defaults for a bucket request, an
+// error for the others.
+func readRequest(r *http.Request, v request) error {
 	data, err := io.ReadAll(r.Body)
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		var ne net.Error
 		switch {
 		case errors.As(err, &tooBig):
-			return &apiError{status: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf("body: larger than %d bytes", tooBig.Limit)}
+			return httpError(http.StatusRequestEntityTooLarge, "body: larger than %d bytes", tooBig.Limit)
 		case errors.As(err, &ne) && ne.Timeout():
-			return &apiError{status: http.StatusRequestTimeout, msg: fmt.Sprintf("body: not received within %v (the server's read timeout)", readTimeout)}
+			return httpError(http.StatusRequestTimeout, "body: not received within %v (the server's read timeout)", readTimeout)
 		}
 		// Not the error's text: it quotes the socket addresses.
 		return badRequest("body: the connection broke while it was read")
 	}
-	return decodeJSON(data, v, required)
-}
-
-// readChecked reads a required body into v and checks it.
-func readChecked(r *http.Request, v interface{ normalize() error }) error {
-	if err := readBody(r, v, true); err != nil {
+	_, optional := v.(*bucketRequest)
+	if err := decodeJSON(data, v, !optional); err != nil {
 		return err
 	}
 	return v.normalize()
 }
 
-// decodeJSON decodes one JSON object from data into v, strictly: no
-// unknown, repeated or differently cased keys (encoding/json would match
-// "Users" to "users" and keep the last of two), strings that are valid
-// Unicode (encoding/json would turn invalid UTF-8 and lone surrogates into
-// U+FFFD, so distinct ids would count as one), nothing after the object,
-// numbers that fit their field. Errors are 400s naming the field or the
-// string.
+// decodeJSON decodes one JSON object from data into v, strictly
+// (internal/strictjson): errors are 400s naming the field or the string.
+// An empty body leaves v as it is unless required.
 func decodeJSON(data []byte, v any, required bool) error {
 	if len(bytes.TrimSpace(data)) == 0 {
 		if required {
@@ -102,134 +93,44 @@ func decodeJSON(data []byte, v any, required bool) error {
 		}
 		return nil
 	}
-	if at, str, ok := badString(data); ok {
-		return badRequest("body: the string %q at byte %d is not valid Unicode (invalid UTF-8 or a lone surrogate escape)", str, at)
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(v); err != nil {
-		return badRequest("body: %s", jsonProblem(err))
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return badRequest("body: more data after the JSON object")
-	}
-	// The keys, exactly as v's fields spell them, once each.
-	t := reflect.TypeOf(v).Elem()
-	dec = json.NewDecoder(bytes.NewReader(data))
-	_, _ = dec.Token() // {
-	seen := map[string]bool{}
-	for dec.More() {
-		tok, _ := dec.Token()
-		key, _ := tok.(string)
-		known := false
-		for i := range t.NumField() {
-			name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
-			known = known || name == key
-		}
-		switch {
-		case !known:
-			return badRequest("body: unknown field %q (field names are case-sensitive)", key)
-		case seen[key]:
-			return badRequest("body: field %q given twice", key)
-		}
-		seen[key] = true
-		var skip json.RawMessage
-		_ = dec.Decode(&skip)
+	if err := strictjson.Decode(data, v); err != nil {
+		return badRequest("body: %s", errText(err))
 	}
 	return nil
 }
 
-var (
-	// jsonString matches a JSON string literal.
-	jsonString = regexp.MustCompile(`(?s)"(?:[^"\\]|\\.)*"`)
-	// jsonEscape matches an escape; submatch 1 is a lone surrogate.
-	jsonEscape = regexp.MustCompile(`(?s)\\(?:u[dD][89abAB][[:xdigit:]]{2}\\u[dD][c-fC-F][[:xdigit:]]{2}|(u[dD][89a-fA-F][[:xdigit:]]{2})|.)`)
-)
-
-// badString finds the first string in data (a body, before it is
-// decoded) that is not valid Unicode: invalid UTF-8 or an escaped lone
-// surrogate. It returns the string's offset and what is between its
-// quotes.
-func badString(data []byte) (at int, raw string, found bool) {
-	// Most bodies: valid UTF-8 without a \u escape has no bad string, and
-	// the regexps cost 0.7 ms on an allow-many of 1000 ids.
-	if utf8.Valid(data) && !bytes.Contains(data, []byte(`\u`)) {
-		return 0, "", false
-	}
-	for _, loc := range jsonString.FindAllIndex(data, -1) {
-		str := data[loc[0]+1 : loc[1]-1]
-		bad := !utf8.Valid(str)
-		for _, m := range jsonEscape.FindAllSubmatchIndex(str, -1) {
-			bad = bad || m[2] >= 0
-		}
-		if bad {
-			return loc[0], string(str), true
-		}
-	}
-	return 0, "", false
-}
-
-// jsonProblem says what is wrong in a body without Go type names.
-func jsonProblem(err error) string {
-	var syn *json.SyntaxError
-	var typ *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &syn):
-		return fmt.Sprintf("malformed JSON at byte %d", syn.Offset)
-	case errors.As(err, &typ):
-		if typ.Field == "" {
-			return fmt.Sprintf("want a JSON object, got %s", typ.Value)
-		}
-		return fmt.Sprintf("%q must be %s, got %s", typ.Field, jsonKind(typ.Type), typ.Value)
-	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
-		return "malformed JSON: ends early"
-	}
-	return strings.TrimPrefix(err.Error(), "json: ")
-}
-
-func jsonKind(t reflect.Type) string {
-	switch t.Kind() {
-	case reflect.Int, reflect.Int64:
-		return "a whole number in range"
-	case reflect.Bool:
-		return "true or false"
-	case reflect.String:
-		return "a string"
-	case reflect.Slice:
-		return "an array"
-	}
-	return "a " + t.Kind().String()
-}
-
-// normalize checks a bucket request and fills its defaults: n 1, the
-// timeout capped by maxWait (0 meaning maxWait).
-func (b *bucketRequest) normalize(maxWait time.Duration) (time.Duration, error) {
+// normalize fills a bucket request's default n, 1.
+func (b *bucketRequest) normalize() error {
 	if b.N == 0 {
 		b.N = 1
 	}
 	if b.N < 0 {
-		return 0, badRequest("n must be at least 1, got %d", b.N)
+		return badRequest("n must be at least 1, got %d", b.N)
 	}
-	return timeout(b.TimeoutMs, maxWait)
+	return checkTimeout(b.TimeoutMs)
 }
 
-func (a *acquireRequest) normalize(maxWait time.Duration) (time.Duration, error) {
-	if a.Holder == "" {
-		return 0, badRequest("holder: missing (who takes the slot, e.g. the user id)")
+func (a *acquireRequest) normalize() error {
+	if err := checkString("holder", a.Holder, limiter.MaxUserLen, " (who takes the slot, e.g. the user id)"); err != nil {
+		return err
 	}
-	if len(a.Holder) > limiter.MaxUserLen {
-		return 0, badRequest("holder: %d bytes, at most %d", len(a.Holder), limiter.MaxUserLen)
-	}
-	return timeout(a.TimeoutMs, maxWait)
+	return checkTimeout(a.TimeoutMs)
 }
 
-func timeout(ms int64, maxWait time.Duration) (time.Duration, error) {
-	switch {
-	case ms < 0:
-		return 0, badRequest("timeout_ms must be 0 (the server's maximum) or more, got %d", ms)
-	case ms == 0 || ms >= maxWait.Milliseconds():
-		return maxWait, nil
+func checkTimeout(ms int64) error {
+	if ms < 0 {
+		return badRequest("timeout_ms must be 0 (the server's maximum) or more, got %d", ms)
 	}
-	return time.Duration(ms) * time.Millisecond, nil
+	return nil
+}
+
+// waitFor is how long a request with timeout_ms ms waits: at most maxWait,
+// which 0 means.
+func waitFor(ms int64, maxWait time.Duration) time.Duration {
+	if ms == 0 || ms >= maxWait.Milliseconds() {
+		return maxWait
+	}
+	return time.Duration(ms) * time.Millisecond
 }
 
 func (p *pickRequest) normalize() error {
@@ -252,11 +153,17 @@ func checkList(field string, n, max int, items, unit string) error {
 }
 
 func (t *tokenRequest) normalize() error {
+	return checkString("token", t.Token, maxTokenLen, "")
+}
+
+// checkString refuses a missing value (hint says what it is) or one
+// longer than max bytes.
+func checkString(field, v string, max int, hint string) error {
 	switch {
-	case t.Token == "":
-		return badRequest("token: missing")
-	case len(t.Token) > maxTokenLen:
-		return badRequest("token: %d bytes, at most %d", len(t.Token), maxTokenLen)
+	case v == "":
+		return badRequest("%s: missing%s", field, hint)
+	case len(v) > max:
+		return badRequest("%s: %d bytes, at most %d", field, len(v), max)
 	}
 	return nil
 }
@@ -270,15 +177,11 @@ func (u *unitsRequest) normalize() error {
 }
 
 func (s *settleRequest) normalize() error {
-	switch r := s.Reservation; {
+	switch {
 	case s.cancel && s.Units != nil:
 		return badRequest("units: a cancel takes none (nothing of the reservation counts; settle to record a cost)")
 	case !s.cancel && s.Units == nil:
 		return badRequest("units: missing (what the call cost; cancel a reservation whose call did not happen)")
-	case r == "":
-		return badRequest("reservation: missing (the reserve answer's \"reservation\")")
-	case len(r) > maxTokenLen:
-		return badRequest("reservation: %d bytes, at most %d", len(r), maxTokenLen)
 	}
-	return nil
+	return checkString("reservation", s.Reservation, maxTokenLen, ` (the reserve answer's "reservation")`)
 }

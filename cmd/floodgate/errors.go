@@ -29,9 +29,14 @@ type apiError struct {
 
 func (e *apiError) Error() string { return e.msg }
 
+// httpError is an answer with status and a message naming what is wrong.
+func httpError(status int, format string, a ...any) error {
+	return &apiError{status: status, msg: fmt.Sprintf(format, a...)}
+}
+
 // badRequest is a 400 naming what is wrong.
 func badRequest(format string, a ...any) error {
-	return &apiError{status: http.StatusBadRequest, msg: fmt.Sprintf(format, a...)}
+	return httpError(http.StatusBadRequest, format, a...)
 }
 
 // statusClientGone is what the metrics count for a request whose client

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -34,89 +35,65 @@ func FuzzDecodeRequest(f *testing.F) {
 				t.Fatalf("%s: %q gave %v", what, data, err)
 			}
 		}
-		var b bucketRequest
-		if err := decodeJSON(data, &b, false); err != nil {
-			check("bucket", err)
-		} else if wait, err := b.normalize(maxWait); err != nil {
-			check("bucket", err)
-		} else if b.N < 1 || wait <= 0 || wait > maxWait {
-			t.Fatalf("bucket %q: n %d, wait %v", data, b.N, wait)
-		} else {
-			roundTrip(t, data, b)
-		}
-		var a acquireRequest
-		if err := decodeJSON(data, &a, true); err != nil {
-			check("acquire", err)
-		} else if wait, err := a.normalize(maxWait); err != nil {
-			check("acquire", err)
-		} else if a.Holder == "" || len(a.Holder) > 256 || wait <= 0 || wait > maxWait {
-			t.Fatalf("acquire %q: %+v, wait %v", data, a, wait)
-		} else {
-			roundTrip(t, data, a)
-		}
-		var p pickRequest
-		if err := decodeJSON(data, &p, true); err != nil {
-			check("pick", err)
-		} else if err := p.normalize(); err != nil {
-			check("pick", err)
-		} else if len(p.Endpoints) == 0 || len(p.Endpoints) > maxEndpoints {
-			t.Fatalf("pick %q: %d endpoints", data, len(p.Endpoints))
-		} else {
-			roundTrip(t, data, p)
-		}
-		var m manyRequest
-		if err := decodeJSON(data, &m, true); err != nil {
-			check("many", err)
-		} else if err := m.normalize(); err != nil {
-			check("many", err)
-		} else if len(m.Users) == 0 || len(m.Users) > maxManyUsers {
-			t.Fatalf("many %q: %d users", data, len(m.Users))
-		} else {
-			roundTrip(t, data, m)
-		}
-		var tk tokenRequest
-		if err := decodeJSON(data, &tk, true); err != nil {
-			check("token", err)
-		} else if err := tk.normalize(); err != nil {
-			check("token", err)
-		} else if tk.Token == "" || len(tk.Token) > maxTokenLen {
-			t.Fatalf("token %q: %d bytes", data, len(tk.Token))
-		}
-		var u unitsRequest
-		if err := decodeJSON(data, &u, true); err != nil {
-			check("units", err)
-		} else if err := u.normalize(); err != nil {
-			check("units", err)
-		} else if u.Units == nil {
-			t.Fatalf("units %q: none after normalize", data)
-		}
-		for _, cancel := range []bool{false, true} {
-			st := settleRequest{cancel: cancel}
-			if err := decodeJSON(data, &st, true); err != nil {
-				check("settle", err)
-			} else if err := st.normalize(); err != nil {
-				check("settle", err)
-			} else if st.Reservation == "" || len(st.Reservation) > maxTokenLen || (st.Units == nil) != cancel {
-				t.Fatalf("settle (cancel %v) %q: %+v", cancel, data, st)
+		inRange := func(ms int64) bool { w := waitFor(ms, maxWait); return w > 0 && w <= maxWait }
+		var (
+			b      bucketRequest
+			a      acquireRequest
+			p      pickRequest
+			m      manyRequest
+			tk     tokenRequest
+			u      unitsRequest
+			settle = settleRequest{}
+			cancel = settleRequest{cancel: true}
+		)
+		for _, tc := range []struct {
+			name string
+			req  request
+			ok   func() bool // the fields are in range after normalize
+		}{
+			{"bucket", &b, func() bool { return b.N >= 1 && inRange(b.TimeoutMs) }},
+			{"acquire", &a, func() bool { return a.Holder != "" && len(a.Holder) <= 256 && inRange(a.TimeoutMs) }},
+			{"pick", &p, func() bool { return len(p.Endpoints) > 0 && len(p.Endpoints) <= maxEndpoints }},
+			{"many", &m, func() bool { return len(m.Users) > 0 && len(m.Users) <= maxManyUsers }},
+			{"token", &tk, func() bool { return tk.Token != "" && len(tk.Token) <= maxTokenLen }},
+			{"units", &u, func() bool { return u.Units != nil }},
+			{"settle", &settle, func() bool {
+				return settle.Reservation != "" && len(settle.Reservation) <= maxTokenLen && settle.Units != nil
+			}},
+			{"cancel", &cancel, func() bool {
+				return cancel.Reservation != "" && len(cancel.Reservation) <= maxTokenLen && cancel.Units == nil
+			}},
+		} {
+			_, optional := tc.req.(*bucketRequest)
+			err := decodeJSON(data, tc.req, !optional)
+			if err == nil {
+				err = tc.req.normalize()
+			}
+			switch {
+			case err != nil:
+				check(tc.name, err)
+			case !tc.ok():
+				t.Fatalf("%s %q: %+v", tc.name, data, tc.req)
+			default:
+				roundTrip(t, data, tc.req)
 			}
 		}
 		// Through the body limit as the server reads it.
 		req := httptest.NewRequest("POST", "/", strings.NewReader(string(data)))
 		req.Body = http.MaxBytesReader(httptest.NewRecorder(), req.Body, 16)
-		var b2 bucketRequest
-		check("limited", readBody(req, &b2, false))
+		check("limited", readRequest(req, &bucketRequest{}))
 	})
 }
 
 // roundTrip re-encodes a decoded request and decodes it again.
-func roundTrip[T any](t *testing.T, data []byte, v T) {
+func roundTrip(t *testing.T, data []byte, v request) {
 	t.Helper()
 	enc, err := json.Marshal(v)
 	if err != nil {
 		t.Fatalf("%q: re-encoding %+v: %v", data, v, err)
 	}
-	var again T
-	if err := decodeJSON(enc, &again, true); err != nil {
+	again := reflect.New(reflect.TypeOf(v).Elem()).Interface()
+	if err := decodeJSON(enc, again, true); err != nil {
 		t.Fatalf("%q: %s does not decode again: %v", data, enc, err)
 	}
 	if a, b := string(enc), mustJSON(t, again); a != b {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -20,11 +21,11 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// One line, no stack: the panic value may not be safe to show
 			// the caller, and a stack helps nobody who reads the answer.
 			s.logf("panic serving %s: %v", routeOf(r), v)
-			if !rec.wrote {
+			if rec.status == 0 {
 				writeError(rec, http.StatusInternalServerError, "internal error")
 			}
 		}
-		s.metrics.Observe(routeOf(r), rec.code(), time.Since(start))
+		s.metrics.Observe(routeOf(r), cmp.Or(rec.status, http.StatusOK), time.Since(start))
 	}()
 	// Auth by default: every route but health and readiness, read from
 	// the decoded path, which the mux routes on (the escaped one let
@@ -149,33 +150,21 @@ func (s *server) authorized(r *http.Request) bool {
 	return subtle.ConstantTimeCompare(sum[:], s.tokenSum[:]) == 1
 }
 
-// recorder remembers the status for metrics and whether anything was
-// written (after a panic, an answer can only be added if not).
+// recorder remembers the status for metrics; 0 until anything is written
+// (after a panic, an answer can only be added if nothing was).
 type recorder struct {
 	http.ResponseWriter
 	status int
-	wrote  bool
 }
 
 func (r *recorder) WriteHeader(code int) {
-	if !r.wrote {
-		r.status, r.wrote = code, true
-	}
+	r.status = cmp.Or(r.status, code)
 	r.ResponseWriter.WriteHeader(code)
 }
 
 func (r *recorder) Write(b []byte) (int, error) {
-	if !r.wrote {
-		r.status, r.wrote = http.StatusOK, true
-	}
+	r.status = cmp.Or(r.status, http.StatusOK)
 	return r.ResponseWriter.Write(b)
-}
-
-func (r *recorder) code() int {
-	if !r.wrote {
-		return http.StatusOK
-	}
-	return r.status
 }
 
 // Unwrap lets http.ResponseController reach the connection.

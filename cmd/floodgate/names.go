@@ -1,8 +1,6 @@
 package main
 
 import (
-	"fmt"
-	"net/http"
 	"sync"
 )
 
@@ -33,9 +31,8 @@ func (h *handles[T]) get(name string) (*T, error) {
 		return v, nil
 	}
 	if len(h.m) >= h.max {
-		return nil, &apiError{status: http.StatusBadRequest, msg: fmt.Sprintf(
-			"%s %q: this server already serves %d %s names (FLOODGATE_HTTP_MAX_NAMES) and takes no new one until it restarts",
-			h.what, name, h.max, h.what)}
+		return nil, badRequest("%s %q: this server already serves %d %s names (FLOODGATE_HTTP_MAX_NAMES) and takes no new one until it restarts",
+			h.what, name, h.max, h.what)
 	}
 	v, err := h.mk(name)
 	if err != nil {

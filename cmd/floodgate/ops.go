@@ -58,24 +58,12 @@ func runOps(c command, ops opsFunc) func(context.Context, []string, io.Writer, i
 	}
 }
 
-// onRedis runs f on a Limiter on cfg's Redis (connect), with a context
-// bounded by opsTimeout.
+// onRedis runs f, with a context bounded by opsTimeout, on a Limiter on
+// cfg's Redis. Operator commands never start an embedded server: an empty
+// one would show nothing.
 func onRedis(ctx context.Context, cfg limiter.Config, f func(context.Context, *limiter.Limiter) error) error {
-	lim, closeFn, err := connect(cfg)
-	if err != nil {
-		return err
-	}
-	defer closeFn()
-	ctx, cancel := context.WithTimeout(ctx, opsTimeout)
-	defer cancel()
-	return f(ctx, lim)
-}
-
-// connect builds a Limiter on the configured Redis. Operator commands
-// never start an embedded server: an empty one would show nothing.
-func connect(cfg limiter.Config) (*limiter.Limiter, func(), error) {
 	if cfg.RedisURL == "" {
-		return nil, nil, cli.Usagef("no Redis: set FLOODGATE_REDIS_URL or REDIS_URL to the Redis your bots use")
+		return cli.Usagef("no Redis: set FLOODGATE_REDIS_URL or REDIS_URL to the Redis your bots use")
 	}
 	// Operators look at the shared state, not at this process's cache.
 	cfg.LocalCacheSize = 0
@@ -83,14 +71,17 @@ func connect(cfg limiter.Config) (*limiter.Limiter, func(), error) {
 		o.PoolSize = 2
 	}))
 	if err != nil {
-		return nil, nil, cli.Usagef("%s", errText(err))
+		return cli.Usagef("%s", errText(err))
 	}
+	defer rdb.Close()
 	lim, err := limiter.New(rdb, cfg)
 	if err != nil {
-		rdb.Close()
-		return nil, nil, cli.Usagef("%s", errText(err))
+		return cli.Usagef("%s", errText(err))
 	}
-	return lim, func() { evictionChecked(lim); rdb.Close() }, nil
+	defer evictionChecked(lim)
+	ctx, cancel := context.WithTimeout(ctx, opsTimeout)
+	defer cancel()
+	return f(ctx, lim)
 }
 
 // evictionChecked waits, at most RedisTimeout, for the eviction check New
@@ -213,7 +204,7 @@ func runConfig(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	writeConfig(stdout, cfg, &set)
+	writeConfig(stdout, cfg, set)
 	if sf.config != "" {
 		fmt.Fprintf(stdout, "\n(from %s under the environment; cleanup_interval is not needed: every key has a TTL)\n", sf.config)
 	}

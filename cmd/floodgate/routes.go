@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -39,7 +38,7 @@ func (s *server) routeTable() []route {
 
 		{"POST", "/v1/backoff/{name}/pick", on(s.breakers.get, func(w http.ResponseWriter, r *http.Request, b *limiter.Backoff) error {
 			var req pickRequest
-			if err := readChecked(r, &req); err != nil {
+			if err := readRequest(r, &req); err != nil {
 				return err
 			}
 			ep, d, err := b.Pick(r.Context(), req.Endpoints...)
@@ -54,7 +53,7 @@ func (s *server) routeTable() []route {
 		})},
 		{"POST", "/v1/backoff/{name}/endpoints/{endpoint}/abandon", on(s.breakers.get, func(w http.ResponseWriter, r *http.Request, b *limiter.Backoff) error {
 			var req tokenRequest
-			if err := readChecked(r, &req); err != nil {
+			if err := readRequest(r, &req); err != nil {
 				return err
 			}
 			return noContent(w, b.Abandon(r.Context(), endpoint(r), req.Token))
@@ -131,7 +130,7 @@ func decided(w http.ResponseWriter, d limiter.Decision, body decisionBody, q quo
 // stand, since they were counted. It carries no RateLimit headers.
 func (s *server) allowMany(w http.ResponseWriter, r *http.Request) error {
 	var req manyRequest
-	if err := readChecked(r, &req); err != nil {
+	if err := readRequest(r, &req); err != nil {
 		return err
 	}
 	ds, err := s.lim.AllowMany(r.Context(), req.Users)
@@ -187,17 +186,13 @@ func (s *server) bucketTake(wait bool) handlerFunc {
 			return cmpErr(err, badRequest("bucket %q could not be built at startup", r.PathValue("name")))
 		}
 		var req bucketRequest
-		if err := readBody(r, &req, false); err != nil {
-			return err
-		}
-		timeout, err := req.normalize(s.set.MaxWait)
-		if err != nil {
+		if err := readRequest(r, &req); err != nil {
 			return err
 		}
 		if !wait && req.TimeoutMs != 0 {
 			return badRequest("timeout_ms: allow never waits (use /wait)")
 		}
-		ctx, done, err := s.maybeWait(r, wait, timeout)
+		ctx, done, err := s.startWait(r, wait, req.TimeoutMs)
 		if err != nil {
 			return err
 		}
@@ -214,26 +209,22 @@ func (s *server) bucketTake(wait bool) handlerFunc {
 	}
 }
 
-// maybeWait is startWait for a request that waits; one that does not
-// gets r's context.
-func (s *server) maybeWait(r *http.Request, wait bool, timeout time.Duration) (ctx context.Context, done func(), err error) {
+// startWait, for a request that waits, takes a place among the requests
+// allowed to wait at once (429 when none is free) and returns the wait's
+// context: r's, ending after timeout_ms ms (at most MaxWait) or when
+// shutdown begins; done gives the place back. A request that does not
+// wait gets r's context.
+func (s *server) startWait(r *http.Request, wait bool, ms int64) (ctx context.Context, done func(), err error) {
 	if !wait {
 		return r.Context(), func() {}, nil
 	}
-	return s.startWait(r, timeout)
-}
-
-// startWait takes a place among the requests allowed to wait at once
-// (429 when none is free) and returns the wait's context: r's, ending
-// after timeout or when shutdown begins. done gives the place back.
-func (s *server) startWait(r *http.Request, timeout time.Duration) (ctx context.Context, done func(), err error) {
 	select {
 	case s.waits <- struct{}{}:
 	default:
 		return nil, nil, &apiError{status: http.StatusTooManyRequests, retryAfter: time.Second,
 			msg: "too many requests waiting (" + strconv.Itoa(cap(s.waits)) + ", FLOODGATE_HTTP_MAX_WAITS); retry shortly"}
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	ctx, cancel := context.WithTimeout(r.Context(), waitFor(ms, s.set.MaxWait))
 	stop := context.AfterFunc(s.draining, cancel)
 	return ctx, func() { stop(); cancel(); <-s.waits }, nil
 }
@@ -252,14 +243,10 @@ func (s *server) slotsAcquire(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var req acquireRequest
-	if err := readBody(r, &req, true); err != nil {
+	if err := readRequest(r, &req); err != nil {
 		return err
 	}
-	timeout, err := req.normalize(s.set.MaxWait)
-	if err != nil {
-		return err
-	}
-	ctx, done, err := s.maybeWait(r, req.Wait, timeout)
+	ctx, done, err := s.startWait(r, req.Wait, req.TimeoutMs)
 	if err != nil {
 		return err
 	}
@@ -308,7 +295,7 @@ func writeNoSlot(w http.ResponseWriter, size int, retry time.Duration) {
 func (s *server) leaseOp(op func(*limiter.Lease, context.Context) error) handlerFunc {
 	return on(s.pools.get, func(w http.ResponseWriter, r *http.Request, pool *limiter.Slots) error {
 		var req tokenRequest
-		if err := readChecked(r, &req); err != nil {
+		if err := readRequest(r, &req); err != nil {
 			return err
 		}
 		// A fail-open lease holds nothing, so refreshing or releasing one
@@ -333,9 +320,9 @@ const budgetName = "llm"
 func (s *server) budgetOf(name string) (*limiter.Budget, error) {
 	switch {
 	case s.budget == nil:
-		return nil, &apiError{status: http.StatusNotFound, msg: fmt.Sprintf("budget %q: no token budget on this server (set FLOODGATE_USER_TOKEN_BUDGET)", name)}
+		return nil, httpError(http.StatusNotFound, "budget %q: no token budget on this server (set FLOODGATE_USER_TOKEN_BUDGET)", name)
 	case name != budgetName:
-		return nil, &apiError{status: http.StatusNotFound, msg: fmt.Sprintf("budget %q: this server serves one budget, %q (FLOODGATE_USER_TOKEN_BUDGET)", name, budgetName)}
+		return nil, httpError(http.StatusNotFound, "budget %q: this server serves one budget, %q (FLOODGATE_USER_TOKEN_BUDGET)", name, budgetName)
 	}
 	return s.budget, nil
 }
@@ -345,7 +332,7 @@ func (s *server) budgetOf(name string) (*limiter.Budget, error) {
 func (s *server) budgetAdmit(op func(*limiter.Budget, context.Context, string, int) (limiter.Decision, error)) handlerFunc {
 	return on(s.budgetOf, func(w http.ResponseWriter, r *http.Request, b *limiter.Budget) error {
 		var req unitsRequest
-		if err := readChecked(r, &req); err != nil {
+		if err := readRequest(r, &req); err != nil {
 			return err
 		}
 		d, err := op(b, r.Context(), r.PathValue("user"), *req.Units)
@@ -360,7 +347,7 @@ func (s *server) budgetAdmit(op func(*limiter.Budget, context.Context, string, i
 func (s *server) budgetSettle(cancel bool) handlerFunc {
 	return on(s.budgetOf, func(w http.ResponseWriter, r *http.Request, b *limiter.Budget) error {
 		req := settleRequest{cancel: cancel}
-		if err := readChecked(r, &req); err != nil {
+		if err := readRequest(r, &req); err != nil {
 			return err
 		}
 		if cancel {

@@ -47,7 +47,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		file := func(path, name string) listen.File { return listen.File{Path: path, Setting: "FLOODGATE_HTTP_" + name} }
 		files := listen.TLSFiles{Cert: file(set.TLSCert, "TLS_CERT"), Key: file(set.TLSKey, "TLS_KEY"), ClientCA: file(set.ClientCA, "CLIENT_CA")}
 		if set.tls, err = listen.LoadTLS(ctx, files, logf); err != nil {
-			return cli.Usagef("%v", err)
+			return cli.Usagef("%s", errText(err))
 		}
 	}
 	if set.tls == nil && !listen.Local(set.Addr) {
@@ -100,21 +100,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	return serveOn(ctx, ln, lim, rdb, set, reg, logf, func() {
-		auth, where := "no token: local clients only", "http://"+ln.Addr().String()
-		if set.Token != "" {
-			auth = "bearer token required on /v1 and /metrics"
-		}
-		if set.tls != nil {
-			where = "https://" + ln.Addr().String()
-			if set.tls.ClientCAs != nil {
-				auth += "; client certificate required"
-			}
-		} else if ln.Addr().Network() == "unix" {
-			where = set.Addr
-		}
-		logf("serving on %s (%s); Redis %s", where, auth, limiter.RedactURL(cfg.RedisURL))
-	})
+	return serveOn(ctx, ln, lim, rdb, set, reg, logf)
 }
 
 // warn prints lines between two rows of '!': what an operator must not
@@ -140,12 +126,12 @@ func serveGC(gogc string) {
 	}
 }
 
-// serveOn serves on ln until ctx ends, then shuts down: it stops
-// accepting, ends waits at once, lets in-flight requests finish within
-// set.ShutdownTimeout and closes what is left. It holds no slots or probes
-// of its own, so it releases nothing.
+// serveOn serves on ln, logging where and how, until ctx ends, then shuts
+// down: it stops accepting, ends waits at once, lets in-flight requests
+// finish within set.ShutdownTimeout and closes what is left. It holds no
+// slots or probes of its own, so it releases nothing.
 func serveOn(ctx context.Context, ln net.Listener, lim *limiter.Limiter, rdb redis.UniversalClient, set httpSettings,
-	reg *prometheus.Registry, logf func(string, ...any), started func()) error {
+	reg *prometheus.Registry, logf func(string, ...any)) error {
 	draining, drain := context.WithCancel(context.Background())
 	defer drain()
 	s, err := newServer(lim, rdb, set, reg, draining, logf)
@@ -156,9 +142,19 @@ func serveOn(ctx context.Context, ln net.Listener, lim *limiter.Limiter, rdb red
 	srv := newHTTPServer(s, set, logf)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(listen.Limit(ln, set.maxConns(), set.tls)) }()
-	if started != nil {
-		started()
+	auth, where := "no token: local clients only", "http://"+ln.Addr().String()
+	if set.Token != "" {
+		auth = "bearer token required on /v1 and /metrics"
 	}
+	if set.tls != nil {
+		where = "https://" + ln.Addr().String()
+		if set.tls.ClientCAs != nil {
+			auth += "; client certificate required"
+		}
+	} else if ln.Addr().Network() == "unix" {
+		where = set.Addr
+	}
+	logf("serving on %s (%s); Redis %s", where, auth, limiter.RedactURL(lim.Config().RedisURL))
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serving: %w", err)

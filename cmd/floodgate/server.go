@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/sha256"
-	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -116,11 +115,11 @@ func (s *server) routes() {
 		allow := strings.Join(ms, ", ")
 		s.mux.Handle(p, s.wrap(func(w http.ResponseWriter, r *http.Request) error {
 			w.Header().Set("Allow", allow)
-			return &apiError{status: http.StatusMethodNotAllowed, msg: fmt.Sprintf("method %s not allowed on %s (allowed: %s)", r.Method, p, allow)}
+			return httpError(http.StatusMethodNotAllowed, "method %s not allowed on %s (allowed: %s)", r.Method, p, allow)
 		}))
 	}
 	s.mux.Handle("/", s.wrap(func(w http.ResponseWriter, r *http.Request) error {
-		return &apiError{status: http.StatusNotFound, msg: "no such route (docs/sidecar.md lists them)"}
+		return httpError(http.StatusNotFound, "no such route (docs/sidecar.md lists them)")
 	}))
 }
 

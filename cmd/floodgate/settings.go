@@ -77,7 +77,7 @@ func (s *settingsFlags) load() (limiter.Config, error) {
 	if s.config != "" {
 		var err error
 		if base, err = configfile.Read(s.config, base); err != nil {
-			return limiter.Config{}, cli.Usagef("--config: %s", strings.TrimPrefix(err.Error(), "configfile: "))
+			return limiter.Config{}, cli.Usagef("--config: %s", errText(err))
 		}
 	}
 	cfg, err := limiter.EnvOverrides(base)
@@ -108,10 +108,14 @@ func (s *settingsFlags) parseAll(fs *flag.FlagSet, args []string) (limiter.Confi
 	return cfg, set, nil
 }
 
-// errText is a library error as floodgate shows it: without the
-// "limiter: " prefix, secrets scrubbed.
+// errText is an error of the library or of an internal package as
+// floodgate shows it: without the package's prefix, secrets scrubbed.
 func errText(err error) string {
-	return scrub(strings.TrimPrefix(err.Error(), "limiter: "))
+	msg := err.Error()
+	for _, pkg := range []string{"limiter: ", "listen: ", "configfile: ", "strictjson: "} {
+		msg = strings.TrimPrefix(msg, pkg)
+	}
+	return scrub(msg)
 }
 
 // scrub removes the Redis password and the HTTP token from a message,
@@ -166,7 +170,7 @@ func parseSeconds(s string) (any, error) {
 // loopback or a unix socket may be served without a token.
 func (h httpSettings) validate() error {
 	if err := listen.CheckAddr(h.Addr); err != nil {
-		return cli.Usagef("%s", strings.TrimPrefix(err.Error(), "listen: "))
+		return cli.Usagef("%s", errText(err))
 	}
 	switch {
 	case h.MaxWait < time.Millisecond || h.MaxWait > time.Hour:
@@ -217,50 +221,39 @@ func checkToken(token string) error {
 }
 
 // writeConfig prints the effective settings, one per line, secrets
-// redacted.
-func writeConfig(w io.Writer, cfg limiter.Config, h *httpSettings) {
-	row := func(env, value string) { fmt.Fprintf(w, "%-40s %s\n", env, value) }
-	t := reflect.TypeOf(cfg)
-	v := reflect.ValueOf(cfg)
-	for i := range t.NumField() {
-		tag := strings.Split(t.Field(i).Tag.Get("env"), ",")[0]
-		if tag == "" || tag == "-" {
-			continue
-		}
-		val := fmt.Sprint(v.Field(i).Interface())
-		switch t.Field(i).Name {
-		case "RedisURL":
-			if cfg.RedisURL == "" {
-				val = "(none: serve starts an embedded redis-server)"
-			} else {
-				val = limiter.RedactURL(cfg.RedisURL)
+// redacted: the fields of cfg and h that have a variable, by its name.
+func writeConfig(w io.Writer, cfg limiter.Config, h httpSettings) {
+	rows := func(v any, shown map[string]string) {
+		t, val := reflect.TypeOf(v), reflect.ValueOf(v)
+		for i := range t.NumField() {
+			tag, _, _ := strings.Cut(t.Field(i).Tag.Get("env"), ",")
+			if tag == "" || tag == "-" {
+				continue
 			}
-		case "APIRates":
-			val = cfg.APIRates.String()
-			if val == "" {
-				val = "none"
+			s, ok := shown[t.Field(i).Name]
+			if !ok {
+				s = fmt.Sprint(val.Field(i).Interface())
 			}
+			fmt.Fprintf(w, "%-40s %s\n", limiter.EnvPrefix+tag, s)
 		}
-		row(limiter.EnvPrefix+tag, val)
 	}
-	if h == nil {
-		return
-	}
+	rows(cfg, map[string]string{
+		"RedisURL": cmp.Or(limiter.RedactURL(cfg.RedisURL), "(none: serve starts an embedded redis-server)"),
+		"APIRates": cmp.Or(cfg.APIRates.String(), "none"),
+	})
 	token := "(unset: loopback only)"
 	if h.Token != "" {
 		token = "(set, hidden)"
 	}
-	row("FLOODGATE_HTTP_ADDR", h.Addr)
-	row("FLOODGATE_HTTP_TOKEN", token)
-	row("FLOODGATE_HTTP_MAX_WAIT", h.MaxWait.String())
-	row("FLOODGATE_HTTP_MAX_WAITS", strconv.Itoa(h.MaxWaits))
-	row("FLOODGATE_HTTP_SHUTDOWN_TIMEOUT", h.ShutdownTimeout.String())
-	row("FLOODGATE_HTTP_MAX_CONNS", strconv.Itoa(h.maxConns()))
-	row("FLOODGATE_HTTP_MAX_NAMES", strconv.Itoa(h.maxNames()))
-	row("FLOODGATE_HTTP_IDLE_TIMEOUT", cmp.Or(h.IdleTimeout, defaultIdleTimeout).String())
-	for _, f := range [][2]string{{"FLOODGATE_HTTP_TLS_CERT", h.TLSCert}, {"FLOODGATE_HTTP_TLS_KEY", h.TLSKey}, {"FLOODGATE_HTTP_CLIENT_CA", h.ClientCA}} {
-		row(f[0], cmp.Or(f[1], "(unset)"))
-	}
+	rows(h, map[string]string{
+		"Token":       token,
+		"MaxConns":    strconv.Itoa(h.maxConns()),
+		"MaxNames":    strconv.Itoa(h.maxNames()),
+		"IdleTimeout": cmp.Or(h.IdleTimeout, defaultIdleTimeout).String(),
+		"TLSCert":     cmp.Or(h.TLSCert, "(unset)"),
+		"TLSKey":      cmp.Or(h.TLSKey, "(unset)"),
+		"ClientCA":    cmp.Or(h.ClientCA, "(unset)"),
+	})
 }
 
 // maxConns is MaxConns or listen's default.
