@@ -43,12 +43,13 @@ type (
 	unitsRequest struct {
 		Units *int `json:"units"`
 	}
-	// settleRequest is a settle's, or without units a cancel's.
+	// settleRequest is a settle's; cancelRequest, a cancel's, takes no
+	// units.
 	settleRequest struct {
 		Reservation string `json:"reservation"`
 		Units       *int   `json:"units"`
-		cancel      bool
 	}
+	cancelRequest  settleRequest
 	acquireRequest struct {
 		Holder    string `json:"holder"`
 		Wait      bool   `json:"wait"`
@@ -177,11 +178,15 @@ func (u *unitsRequest) normalize() error {
 }
 
 func (s *settleRequest) normalize() error {
-	switch {
-	case s.cancel && s.Units != nil:
-		return badRequest("units: a cancel takes none (nothing of the reservation counts; settle to record a cost)")
-	case !s.cancel && s.Units == nil:
+	if s.Units == nil {
 		return badRequest("units: missing (what the call cost; cancel a reservation whose call did not happen)")
 	}
 	return checkString("reservation", s.Reservation, maxTokenLen, ` (the reserve answer's "reservation")`)
+}
+
+func (c *cancelRequest) normalize() error {
+	if c.Units != nil {
+		return badRequest("units: a cancel takes none (nothing of the reservation counts; settle to record a cost)")
+	}
+	return checkString("reservation", c.Reservation, maxTokenLen, ` (the reserve answer's "reservation")`)
 }

@@ -43,8 +43,8 @@ func FuzzDecodeRequest(f *testing.F) {
 			m      manyRequest
 			tk     tokenRequest
 			u      unitsRequest
-			settle = settleRequest{}
-			cancel = settleRequest{cancel: true}
+			settle settleRequest
+			cancel cancelRequest
 		)
 		for _, tc := range []struct {
 			name string

@@ -36,11 +36,7 @@ func (s *server) routeTable() []route {
 			return noContent(w, s.lim.Reset(r.Context(), user(r)))
 		}},
 
-		{"POST", "/v1/backoff/{name}/pick", on(s.breakers.get, func(w http.ResponseWriter, r *http.Request, b *limiter.Backoff) error {
-			var req pickRequest
-			if err := readRequest(r, &req); err != nil {
-				return err
-			}
+		{"POST", "/v1/backoff/{name}/pick", onBody(s.breakers.get, func(w http.ResponseWriter, r *http.Request, b *limiter.Backoff, req *pickRequest) error {
 			ep, d, err := b.Pick(r.Context(), req.Endpoints...)
 			body := backoffBody(d)
 			body.Endpoint = &ep
@@ -51,11 +47,7 @@ func (s *server) routeTable() []route {
 		{"POST", "/v1/backoff/{name}/endpoints/{endpoint}/success", on(s.breakers.get, func(w http.ResponseWriter, r *http.Request, b *limiter.Backoff) error {
 			return noContent(w, b.Success(r.Context(), endpoint(r)))
 		})},
-		{"POST", "/v1/backoff/{name}/endpoints/{endpoint}/abandon", on(s.breakers.get, func(w http.ResponseWriter, r *http.Request, b *limiter.Backoff) error {
-			var req tokenRequest
-			if err := readRequest(r, &req); err != nil {
-				return err
-			}
+		{"POST", "/v1/backoff/{name}/endpoints/{endpoint}/abandon", onBody(s.breakers.get, func(w http.ResponseWriter, r *http.Request, b *limiter.Backoff, req *tokenRequest) error {
 			return noContent(w, b.Abandon(r.Context(), endpoint(r), req.Token))
 		})},
 		{"GET", "/v1/backoff/{name}/endpoints/{endpoint}", on(s.breakers.get, func(w http.ResponseWriter, r *http.Request, b *limiter.Backoff) error {
@@ -66,7 +58,7 @@ func (s *server) routeTable() []route {
 		{"POST", "/v1/buckets/{name}/allow", s.bucketTake(false)},
 		{"POST", "/v1/buckets/{name}/wait", s.bucketTake(true)},
 
-		{"POST", "/v1/slots/{name}/acquire", s.slotsAcquire},
+		{"POST", "/v1/slots/{name}/acquire", onBody(s.pools.get, s.slotsAcquire)},
 		{"POST", "/v1/slots/{name}/refresh", s.leaseOp((*limiter.Lease).Refresh)},
 		{"POST", "/v1/slots/{name}/release", s.leaseOp((*limiter.Lease).Release)},
 		{"GET", "/v1/slots/{name}", on(s.pools.get, func(w http.ResponseWriter, r *http.Request, pool *limiter.Slots) error {
@@ -76,8 +68,12 @@ func (s *server) routeTable() []route {
 
 		{"POST", "/v1/budgets/{name}/users/{user}/reserve", s.budgetAdmit((*limiter.Budget).Reserve)},
 		{"POST", "/v1/budgets/{name}/users/{user}/charge", s.budgetAdmit((*limiter.Budget).Charge)},
-		{"POST", "/v1/budgets/{name}/users/{user}/settle", s.budgetSettle(false)},
-		{"POST", "/v1/budgets/{name}/users/{user}/cancel", s.budgetSettle(true)},
+		{"POST", "/v1/budgets/{name}/users/{user}/settle", onBody(s.budgetOf, func(w http.ResponseWriter, r *http.Request, b *limiter.Budget, req *settleRequest) error {
+			return noContent(w, b.Settle(r.Context(), user(r), req.Reservation, *req.Units))
+		})},
+		{"POST", "/v1/budgets/{name}/users/{user}/cancel", onBody(s.budgetOf, func(w http.ResponseWriter, r *http.Request, b *limiter.Budget, req *cancelRequest) error {
+			return noContent(w, b.Cancel(r.Context(), user(r), req.Reservation))
+		})},
 		{"GET", "/v1/budgets/{name}/users/{user}", on(s.budgetOf, func(w http.ResponseWriter, r *http.Request, b *limiter.Budget) error {
 			st, err := b.Peek(r.Context(), user(r))
 			return reply(w, newBudgetBody(b, user(r), st), err)
@@ -98,6 +94,21 @@ func on[T any](get func(name string) (*T, error), h func(http.ResponseWriter, *h
 		}
 		return h(w, r, v)
 	}
+}
+
+// onBody is on for a route with a body, which h gets read and checked
+// (readRequest).
+func onBody[T, B any, PB interface {
+	*B
+	request
+}](get func(name string) (*T, error), h func(http.ResponseWriter, *http.Request, *T, PB) error) handlerFunc {
+	return on(get, func(w http.ResponseWriter, r *http.Request, v *T) error {
+		req := PB(new(B))
+		if err := readRequest(r, req); err != nil {
+			return err
+		}
+		return h(w, r, v, req)
+	})
 }
 
 // reply answers v (200) unless err.
@@ -178,17 +189,7 @@ func (s *server) backoffDecide(op func(*limiter.Backoff, context.Context, string
 // bucket: at once, or with wait until the request's timeout; a wait that
 // stops short (the timeout, shutdown) answers its last denial.
 func (s *server) bucketTake(wait bool) handlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) error {
-		b, ok := s.buckets[r.PathValue("name")]
-		if !ok {
-			// Not configured, or refused at startup: the library says why.
-			_, err := s.lim.Bucket(r.PathValue("name"), limiter.BucketSettings{})
-			return cmpErr(err, badRequest("bucket %q could not be built at startup", r.PathValue("name")))
-		}
-		var req bucketRequest
-		if err := readRequest(r, &req); err != nil {
-			return err
-		}
+	return onBody(s.bucketOf, func(w http.ResponseWriter, r *http.Request, b *limiter.Bucket, req *bucketRequest) error {
 		if !wait && req.TimeoutMs != 0 {
 			return badRequest("timeout_ms: allow never waits (use /wait)")
 		}
@@ -206,7 +207,17 @@ func (s *server) bucketTake(wait bool) handlerFunc {
 			err = nil
 		}
 		return decided(w, d, newDecisionBody(d), s.bucketQuotas[b.Name()], err)
+	})
+}
+
+// bucketOf returns the configured bucket name, built at startup.
+func (s *server) bucketOf(name string) (*limiter.Bucket, error) {
+	if b, ok := s.buckets[name]; ok {
+		return b, nil
 	}
+	// Not configured, or refused at startup: the library says why.
+	_, err := s.lim.Bucket(name, limiter.BucketSettings{})
+	return nil, cmpErr(err, badRequest("bucket %q could not be built at startup", name))
 }
 
 // startWait, for a request that waits, takes a place among the requests
@@ -237,15 +248,9 @@ func waitEnded(r *http.Request, ctx context.Context, err error) bool {
 	return r.Context().Err() == nil && (ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded))
 }
 
-func (s *server) slotsAcquire(w http.ResponseWriter, r *http.Request) error {
-	pool, err := s.pools.get(r.PathValue("name"))
-	if err != nil {
-		return err
-	}
-	var req acquireRequest
-	if err := readRequest(r, &req); err != nil {
-		return err
-	}
+// slotsAcquire takes a slot of pool for the body's holder: at once, or
+// with wait until the request's timeout.
+func (s *server) slotsAcquire(w http.ResponseWriter, r *http.Request, pool *limiter.Slots, req *acquireRequest) error {
 	ctx, done, err := s.startWait(r, req.Wait, req.TimeoutMs)
 	if err != nil {
 		return err
@@ -293,11 +298,7 @@ func writeNoSlot(w http.ResponseWriter, size int, retry time.Duration) {
 // leaseOp is a route running op (refresh, release) on the lease the
 // body's token names: 204.
 func (s *server) leaseOp(op func(*limiter.Lease, context.Context) error) handlerFunc {
-	return on(s.pools.get, func(w http.ResponseWriter, r *http.Request, pool *limiter.Slots) error {
-		var req tokenRequest
-		if err := readRequest(r, &req); err != nil {
-			return err
-		}
+	return onBody(s.pools.get, func(w http.ResponseWriter, r *http.Request, pool *limiter.Slots, req *tokenRequest) error {
 		// A fail-open lease holds nothing, so refreshing or releasing one
 		// succeeds without asking Redis: unless this server's pools fail
 		// open, a token that says "o." (Lease.Token's mode) was altered.
@@ -330,29 +331,10 @@ func (s *server) budgetOf(name string) (*limiter.Budget, error) {
 // budgetAdmit is a route answering op's decision (reserve, charge) for
 // the body's units; an allowed reserve names its reservation.
 func (s *server) budgetAdmit(op func(*limiter.Budget, context.Context, string, int) (limiter.Decision, error)) handlerFunc {
-	return on(s.budgetOf, func(w http.ResponseWriter, r *http.Request, b *limiter.Budget) error {
-		var req unitsRequest
-		if err := readRequest(r, &req); err != nil {
-			return err
-		}
+	return onBody(s.budgetOf, func(w http.ResponseWriter, r *http.Request, b *limiter.Budget, req *unitsRequest) error {
 		d, err := op(b, r.Context(), r.PathValue("user"), *req.Units)
 		body := newDecisionBody(d)
 		body.Reservation = d.Token
 		return decided(w, d, body, s.budgetQuota, err)
-	})
-}
-
-// budgetSettle is a route settling the body's reservation at its units
-// or, for cancel, freeing it: 204.
-func (s *server) budgetSettle(cancel bool) handlerFunc {
-	return on(s.budgetOf, func(w http.ResponseWriter, r *http.Request, b *limiter.Budget) error {
-		req := settleRequest{cancel: cancel}
-		if err := readRequest(r, &req); err != nil {
-			return err
-		}
-		if cancel {
-			return noContent(w, b.Cancel(r.Context(), r.PathValue("user"), req.Reservation))
-		}
-		return noContent(w, b.Settle(r.Context(), r.PathValue("user"), req.Reservation, *req.Units))
 	})
 }
