@@ -2,17 +2,18 @@ package main
 
 import (
 	"cmp"
-	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
+
+	"github.com/floodgate/floodgate/internal/sentpath"
 )
 
 // ServeHTTP runs the middleware: metrics and panic recovery outermost,
-// then auth, path checks and the body limit, then the route.
+// then auth, path checks (internal/sentpath) and the body limit, then
+// the route.
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &recorder{ResponseWriter: w}
@@ -44,11 +45,11 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(rec, http.StatusMethodNotAllowed, "method CONNECT not allowed: this is no proxy")
 		return
 	}
-	if msg := badTarget(r); msg != "" {
-		writeError(rec, http.StatusBadRequest, msg)
+	if err := sentpath.Check(r); err != nil {
+		writeError(rec, http.StatusBadRequest, errText(err))
 		return
 	}
-	r = routeSlashes(r)
+	r = sentpath.Route(r)
 	// No body (Content-Length: 0) needs no limit.
 	if r.Body != http.NoBody {
 		r.Body = http.MaxBytesReader(rec, r.Body, maxBody)
@@ -62,80 +63,6 @@ func routeOf(r *http.Request) string {
 		return "other"
 	}
 	return r.Pattern
-}
-
-// badTarget says what is wrong with a request target ServeMux would
-// answer with a redirect or plain text: one that is no path ("*"), and
-// empty, "." and ".." segments anywhere (a redirect to another path,
-// another user).
-func badTarget(r *http.Request) string {
-	path := r.URL.EscapedPath()
-	if !strings.HasPrefix(path, "/") {
-		return "request target must be a path starting with '/'"
-	}
-	for rest := path[1:]; ; {
-		seg, after, more := strings.Cut(rest, "/")
-		// A trailing slash is no route (404), not an empty id.
-		if (seg == "" && more) || seg == "." || seg == ".." {
-			return "path has an empty, '.' or '..' segment: user ids and names must be non-empty, and '.' is sent as %2E"
-		}
-		if !more {
-			return ""
-		}
-		rest = after
-	}
-}
-
-// Go's ServeMux (1.26) mistakes a path segment that decodes to "/" (sent
-// as %2F) for a trailing slash and answers 404. Such a segment is routed
-// as slashStandIn, and the route's values are read again from the path as
-// sent (restoreSlashes), so a name or id of exactly "/" works like any
-// other.
-const slashStandIn = "_"
-
-type sentPathKey struct{}
-
-// routeSlashes returns r with each %2F segment replaced by slashStandIn,
-// remembering the path as sent; r itself when it has none.
-func routeSlashes(r *http.Request) *http.Request {
-	sent := r.URL.EscapedPath()
-	if !strings.Contains(sent, "/%2F") && !strings.Contains(sent, "/%2f") {
-		return r
-	}
-	segs := strings.Split(sent, "/")
-	changed := false
-	for i, seg := range segs {
-		if strings.EqualFold(seg, "%2F") {
-			segs[i], changed = slashStandIn, true
-		}
-	}
-	if !changed {
-		return r
-	}
-	r = r.WithContext(context.WithValue(r.Context(), sentPathKey{}, sent))
-	u := *r.URL
-	u.RawPath = strings.Join(segs, "/")
-	u.Path, _ = url.PathUnescape(u.RawPath) // it was a valid path before
-	r.URL = &u
-	return r
-}
-
-// restoreSlashes sets r's path values from the path as sent, once the mux
-// has matched r's pattern (a no-op unless routeSlashes changed r).
-func restoreSlashes(r *http.Request) {
-	sent, ok := r.Context().Value(sentPathKey{}).(string)
-	if !ok {
-		return
-	}
-	_, pattern, _ := strings.Cut(r.Pattern, " ")
-	want, got := strings.Split(pattern, "/"), strings.Split(sent, "/")
-	for i, p := range want {
-		if name, ok := strings.CutPrefix(p, "{"); ok && i < len(got) {
-			if v, err := url.PathUnescape(got[i]); err == nil {
-				r.SetPathValue(strings.TrimSuffix(name, "}"), v)
-			}
-		}
-	}
 }
 
 // authorized compares the bearer token in constant time: both sides are

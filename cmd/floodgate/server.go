@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/floodgate/floodgate/internal/sentpath"
 	"github.com/floodgate/floodgate/limiter"
 	"github.com/floodgate/floodgate/metrics"
 )
@@ -126,7 +127,7 @@ func (s *server) routes() {
 // wrap turns a handlerFunc into a Handler that maps its error.
 func (s *server) wrap(h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		restoreSlashes(r)
+		sentpath.Restore(r)
 		if err := h(w, r); err != nil {
 			s.writeErr(w, r, err)
 		}

@@ -112,7 +112,7 @@ func (s *settingsFlags) parseAll(fs *flag.FlagSet, args []string) (limiter.Confi
 // floodgate shows it: without the package's prefix, secrets scrubbed.
 func errText(err error) string {
 	msg := err.Error()
-	for _, pkg := range []string{"limiter: ", "listen: ", "configfile: ", "strictjson: "} {
+	for _, pkg := range []string{"limiter: ", "listen: ", "configfile: ", "strictjson: ", "sentpath: "} {
 		msg = strings.TrimPrefix(msg, pkg)
 	}
 	return scrub(msg)
