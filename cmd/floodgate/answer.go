@@ -87,9 +87,9 @@ type endpointBody struct {
 	Probing      bool   `json:"probing"`
 }
 
-func newEndpointBody(endpoint string, st limiter.BackoffStatus) endpointBody {
+func newEndpointBody(st limiter.BackoffStatus) endpointBody {
 	return endpointBody{
-		Endpoint: endpoint, State: st.State.String(), Opens: st.Opens, Failures: st.Failures,
+		State: st.State.String(), Opens: st.Opens, Failures: st.Failures,
 		DelayMs: ceilMs(st.Delay), RetryAfterMs: ceilMs(st.RetryAfter), Probing: st.Probing,
 	}
 }

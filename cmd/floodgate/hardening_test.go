@@ -70,11 +70,7 @@ func (b *bufConn) Read(p []byte) (int, error) { return b.r.Read(p) }
 // documented 503 redis_down, not a panic; a client that leaves mid-wait
 // is no server error.
 func TestSlotWaitRedisDownAndDisconnect(t *testing.T) {
-	cfg := testConfig()
-	cfg.SlotsOnRedisError = limiter.FailClosed
-	cfg.RedisTimeout = 100 * time.Millisecond
-	ts := newTestServer(t, cfg, testSettings())
-	ts.mr.Close()
+	ts := redisDownServer(t, func(c *limiter.Config) { c.SlotsOnRedisError = limiter.FailClosed })
 	code, body, hdr := ts.do("POST", "/v1/slots/gpu/acquire", `{"holder":"a","wait":true,"timeout_ms":500}`)
 	if code != 503 || body["reason"] != "redis_down" || body["acquired"] != false || hdr.Get("Retry-After") == "" {
 		t.Fatalf("wait with Redis down: %d %v", code, body)
@@ -83,7 +79,7 @@ func TestSlotWaitRedisDownAndDisconnect(t *testing.T) {
 		t.Fatalf("log: %s", ts.logs.String())
 	}
 
-	cfg = testConfig()
+	cfg := testConfig()
 	cfg.MaxConcurrentUsers = 1
 	ts = newTestServer(t, cfg, testSettings())
 	if code, body, _ := ts.do("POST", "/v1/slots/gpu/acquire", `{"holder":"a"}`); body["acquired"] != true {

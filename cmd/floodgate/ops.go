@@ -67,17 +67,11 @@ func onRedis(ctx context.Context, cfg limiter.Config, f func(context.Context, *l
 	}
 	// Operators look at the shared state, not at this process's cache.
 	cfg.LocalCacheSize = 0
-	rdb, err := limiter.NewClient(cfg, limiter.WithRedisOptions(func(o *redis.UniversalOptions) {
-		o.PoolSize = 2
-	}))
+	lim, rdb, err := newLimiter(cfg, func(o *redis.UniversalOptions) { o.PoolSize = 2 })
 	if err != nil {
-		return cli.Usagef("%s", errText(err))
+		return err
 	}
 	defer rdb.Close()
-	lim, err := limiter.New(rdb, cfg)
-	if err != nil {
-		return cli.Usagef("%s", errText(err))
-	}
 	defer evictionChecked(lim)
 	ctx, cancel := context.WithTimeout(ctx, opsTimeout)
 	defer cancel()
@@ -149,7 +143,9 @@ func showEndpoints(ctx context.Context, lim *limiter.Limiter, args []string) (an
 		if err != nil {
 			return nil, "", opError(fmt.Sprintf("endpoint %q", ep), err)
 		}
-		rows = append(rows, newEndpointBody(ep, st))
+		row := newEndpointBody(st)
+		row.Endpoint = ep
+		rows = append(rows, row)
 		fmt.Fprintf(&text, "%s %q: %s", name, ep, st.State)
 		if st.RetryAfter > 0 {
 			fmt.Fprintf(&text, " (retry after %v)", st.RetryAfter)

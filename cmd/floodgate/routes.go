@@ -52,7 +52,7 @@ func (s *server) routeTable() []route {
 		})},
 		{"GET", "/v1/backoff/{name}/endpoints/{endpoint}", on(s.breakers.get, func(w http.ResponseWriter, r *http.Request, b *limiter.Backoff) error {
 			st, err := b.Status(r.Context(), endpoint(r))
-			return reply(w, newEndpointBody("", st), err)
+			return reply(w, newEndpointBody(st), err)
 		})},
 
 		{"POST", "/v1/buckets/{name}/allow", s.bucketTake(false)},

@@ -78,19 +78,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	cfg.Observer = obs
-	rdb, err := limiter.NewClient(cfg, limiter.WithRedisOptions(func(o *redis.UniversalOptions) {
+	lim, rdb, err := newLimiter(cfg, func(o *redis.UniversalOptions) {
 		// One connection per concurrent request at most; the limiter
 		// coalesces user decisions, so a modest pool serves many clients.
 		o.PoolSize = max(o.PoolSize, 64)
-	}))
+	})
 	if err != nil {
-		return cli.Usagef("%s", errText(err))
+		return err
 	}
 	defer rdb.Close()
-	lim, err := limiter.New(rdb, cfg)
-	if err != nil {
-		return cli.Usagef("%s", errText(err))
-	}
 	// New logs an unsafe maxmemory-policy; scrapes keep the gauge current.
 	if err := obs.WatchEviction(lim.CheckEviction); err != nil {
 		return err

@@ -17,26 +17,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/floodgate/floodgate/internal/cli"
 	"github.com/floodgate/floodgate/internal/listen"
 	"github.com/floodgate/floodgate/internal/redisproc"
-	"github.com/floodgate/floodgate/limiter"
 )
 
 // serveTest runs serveOn on ln with set over a miniredis until stop is
 // called or the test ends.
 func serveTest(t *testing.T, ln net.Listener, set httpSettings, logs *logBuffer) (stop func()) {
 	t.Helper()
-	mr := miniredis.RunT(t)
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
-	lim, err := limiter.New(rdb, testConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, rdb, lim := testLimiter(t, testConfig())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- serveOn(ctx, ln, lim, rdb, set, prometheus.NewRegistry(), logs.logf) }()
@@ -45,19 +37,9 @@ func serveTest(t *testing.T, ln net.Listener, set httpSettings, logs *logBuffer)
 		if err := <-done; err != nil {
 			t.Error(err)
 		}
-		rdb.Close()
 	})
 	t.Cleanup(stop)
 	return stop
-}
-
-func genTLS(t *testing.T) *redisproc.TLSFiles {
-	t.Helper()
-	f, err := redisproc.GenerateTLS(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return f
 }
 
 func TestListenRules(t *testing.T) {
@@ -216,7 +198,11 @@ func TestGracefulShutdown(t *testing.T) {
 // Bad TLS and idle settings stop serve before it starts anything, with
 // exit status 2 and a line naming the variable.
 func TestServeRefusesBadTLSSettings(t *testing.T) {
-	a, b := genTLS(t), genTLS(t)
+	a, errA := redisproc.GenerateTLS(t.TempDir())
+	b, errB := redisproc.GenerateTLS(t.TempDir())
+	if err := errors.Join(errA, errB); err != nil {
+		t.Fatal(err)
+	}
 	junk := filepath.Join(t.TempDir(), "junk.pem")
 	if err := os.WriteFile(junk, []byte("not a certificate\n"), 0o600); err != nil {
 		t.Fatal(err)

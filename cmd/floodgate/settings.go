@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/caarlos0/env/v11"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/floodgate/floodgate/internal/cli"
 	"github.com/floodgate/floodgate/internal/configfile"
@@ -85,6 +86,21 @@ func (s *settingsFlags) load() (limiter.Config, error) {
 		return limiter.Config{}, cli.Usagef("%s", errText(err))
 	}
 	return cfg, nil
+}
+
+// newLimiter builds a Limiter on cfg's Redis, tweak adjusting the
+// client's options. A URL or setting the library refuses is a usage error.
+func newLimiter(cfg limiter.Config, tweak func(*redis.UniversalOptions)) (*limiter.Limiter, redis.UniversalClient, error) {
+	rdb, err := limiter.NewClient(cfg, limiter.WithRedisOptions(tweak))
+	if err != nil {
+		return nil, nil, cli.Usagef("%s", errText(err))
+	}
+	lim, err := limiter.New(rdb, cfg)
+	if err != nil {
+		rdb.Close()
+		return nil, nil, cli.Usagef("%s", errText(err))
+	}
+	return lim, rdb, nil
 }
 
 // parseAll parses the flags of a command that takes no arguments (config,

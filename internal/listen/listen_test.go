@@ -17,36 +17,6 @@ import (
 	"time"
 )
 
-func TestCheckAddr(t *testing.T) {
-	for addr, want := range map[string]string{
-		"127.0.0.1:8080":   "",
-		"[::1]:0":          "",
-		"unix:/run/f.sock": "",
-		"127.0.0.1":        "want host:port",
-		"127.0.0.1:99999":  "bad port",
-		"unix:":            "want unix:/path",
-	} {
-		err := CheckAddr(addr)
-		if (want == "") != (err == nil) || err != nil && (!strings.HasPrefix(err.Error(), "listen: ") || !strings.Contains(err.Error(), want)) {
-			t.Errorf("%q: %v, want %q", addr, err, want)
-		}
-	}
-}
-
-// Only loopback and unix sockets are local: not every interface, not a
-// LAN address, not a host name other than localhost.
-func TestLocal(t *testing.T) {
-	for addr, want := range map[string]bool{
-		"127.0.0.1:8080": true, "127.0.0.2:8080": true, "[::1]:8080": true, "localhost:0": true, "LOCALHOST:1": true,
-		"unix:/run/floodgate/floodgate.sock": true,
-		"0.0.0.0:8080":                       false, ":8080": false, "[::]:8080": false, "10.0.0.5:8080": false, "bot.example:8080": false,
-	} {
-		if got := Local(addr); got != want {
-			t.Errorf("Local(%q) = %v, want %v", addr, got, want)
-		}
-	}
-}
-
 // serve answers 200 on every path over Limit(ln, 16, cfg) until the test
 // ends.
 func serve(t *testing.T, ln net.Listener, cfg *tls.Config) {
@@ -54,6 +24,40 @@ func serve(t *testing.T, ln net.Listener, cfg *tls.Config) {
 	srv := &http.Server{Handler: http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}), ErrorLog: log.New(io.Discard, "", 0)}
 	go func() { _ = srv.Serve(Limit(ln, 16, cfg)) }()
 	t.Cleanup(func() { _ = srv.Close() })
+}
+
+// Each address: what CheckAddr says of it, and whether only this host can
+// reach it: not every interface, not a LAN address, not a host name other
+// than localhost.
+func TestAddresses(t *testing.T) {
+	for _, tc := range []struct {
+		addr  string
+		local bool
+		bad   string // what CheckAddr says; "" when it takes addr
+	}{
+		{"127.0.0.1:8080", true, ""},
+		{"127.0.0.2:8080", true, ""},
+		{"[::1]:0", true, ""},
+		{"localhost:0", true, ""},
+		{"LOCALHOST:1", true, ""},
+		{"unix:/run/floodgate/floodgate.sock", true, ""},
+		{"0.0.0.0:8080", false, ""},
+		{":8080", false, ""},
+		{"[::]:8080", false, ""},
+		{"10.0.0.5:8080", false, ""},
+		{"bot.example:8080", false, ""},
+		{"127.0.0.1", false, "want host:port"},
+		{"127.0.0.1:99999", true, "bad port"},
+		{"unix:", true, "want unix:/path"},
+	} {
+		err := CheckAddr(tc.addr)
+		if (tc.bad == "") != (err == nil) || err != nil && (!strings.HasPrefix(err.Error(), "listen: ") || !strings.Contains(err.Error(), tc.bad)) {
+			t.Errorf("CheckAddr(%q): %v, want %q", tc.addr, err, tc.bad)
+		}
+		if got := Local(tc.addr); got != tc.local {
+			t.Errorf("Local(%q) = %v, want %v", tc.addr, got, tc.local)
+		}
+	}
 }
 
 // The socket file: mode 0660 (0600 under umask 077), answers HTTP, is

@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,31 +18,36 @@ import (
 	"github.com/floodgate/floodgate/internal/redisproc"
 )
 
-// logBuffer collects log lines from several goroutines.
-type logBuffer struct {
-	mu    sync.Mutex
-	lines strings.Builder
-}
-
-func (l *logBuffer) logf(format string, a ...any) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	fmt.Fprintf(&l.lines, format+"\n", a...)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.lines.String()
+// logLines is a logf for LoadTLS, which logs from handshakes, and
+// waitLog, which waits (5 s at most) for the next line containing want,
+// failing the test otherwise.
+func logLines(t *testing.T) (logf func(string, ...any), waitLog func(want string)) {
+	lines := make(chan string, 64)
+	logf = func(format string, a ...any) { lines <- fmt.Sprintf(format, a...) }
+	waitLog = func(want string) {
+		t.Helper()
+		timeout := time.After(5 * time.Second)
+		for {
+			select {
+			case line := <-lines:
+				if strings.Contains(line, want) {
+					return
+				}
+			case <-timeout:
+				t.Fatalf("no log line %q within 5 s", want)
+			}
+		}
+	}
+	return logf, waitLog
 }
 
 // serveTLS serves files over TLS on a loopback port until the test ends
 // and returns the base URL.
-func serveTLS(t *testing.T, files TLSFiles, logs *logBuffer) string {
+func serveTLS(t *testing.T, files TLSFiles, logf func(string, ...any)) string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	cfg, err := LoadTLS(ctx, files, logs.logf)
+	cfg, err := LoadTLS(ctx, files, logf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,8 +111,8 @@ func TestCertReload(t *testing.T) {
 	}
 	install(a.CertFile, files.Cert.Path)
 	install(a.KeyFile, files.Key.Path)
-	logs := &logBuffer{}
-	base := serveTLS(t, files, logs)
+	logf, waitLog := logLines(t)
+	base := serveTLS(t, files, logf)
 
 	// get asks for / trusting only ca, on a new connection.
 	get := func(ca *redisproc.TLSFiles) error {
@@ -146,12 +150,10 @@ func TestCertReload(t *testing.T) {
 	if err := get(a); err != nil {
 		t.Fatalf("during the rotation (new certificate, old key): %v; the old pair should still serve", err)
 	}
-	if !strings.Contains(logs.String(), "private key does not match public key; still serving the certificate read before") {
-		t.Fatalf("log: %s", logs.String())
-	}
+	waitLog("private key does not match public key; still serving the certificate read before")
 	install(b.KeyFile, files.Key.Path)
 	if err := get(b); err != nil {
-		t.Fatalf("after the rotation: %v\nlog: %s", err, logs.String())
+		t.Fatalf("after the rotation: %v", err)
 	}
 	if get(a) == nil {
 		t.Fatal("the old certificate still served after the rotation")
@@ -160,22 +162,18 @@ func TestCertReload(t *testing.T) {
 		t.Fatalf("a connection open before the rotation: reused %v, %v", reused, err)
 	}
 
-	n := strings.Count(logs.String(), "TLS: serving the certificate")
+	waitLog("TLS: serving the certificate in " + files.Cert.Path) // the rotation's
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(5 * time.Second); strings.Count(logs.String(), "TLS: serving the certificate") == n; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("SIGHUP did not read the certificate again; log: %s", logs.String())
-		}
-	}
+	waitLog("TLS: serving the certificate in " + files.Cert.Path)
 }
 
 // Plain HTTP sent to the TLS port gets a JSON 400 saying what to fix, not
 // a silently closed connection; TLS itself is 1.2 at least.
 func TestPlainHTTPToTLSPort(t *testing.T) {
 	a := genTLS(t)
-	base := serveTLS(t, TLSFiles{Cert: File{a.CertFile, "C"}, Key: File{a.KeyFile, "K"}}, &logBuffer{})
+	base := serveTLS(t, TLSFiles{Cert: File{a.CertFile, "C"}, Key: File{a.KeyFile, "K"}}, func(string, ...any) {})
 	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http" + strings.TrimPrefix(base, "https") + "/")
 	if err != nil {
 		t.Fatal(err)
