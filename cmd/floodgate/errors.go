@@ -12,7 +12,7 @@ import (
 
 // Every error the server writes is {"error": "..."} (errorBody), from the
 // routes (writeErr), the middleware (writeError) and, for what net/http
-// answers before any handler runs, the connection (listener.go).
+// answers before any handler runs, the connection (internal/listen).
 
 // errorBody is the one error shape.
 type errorBody struct {

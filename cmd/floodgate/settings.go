@@ -51,7 +51,7 @@ type httpSettings struct {
 	TLSKey   string `env:"HTTP_TLS_KEY"`
 	ClientCA string `env:"HTTP_CLIENT_CA"`
 
-	tls *tls.Config // loaded from the files by loadTLS
+	tls *tls.Config // loaded from the files by serve (listen.LoadTLS)
 }
 
 const (
