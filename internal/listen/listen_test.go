@@ -63,7 +63,7 @@ func TestAddresses(t *testing.T) {
 // The socket file: mode 0660 (0600 under umask 077), answers HTTP, is
 // refused to a second server while the first lives, and is gone once the
 // listener closes.
-func TestUnixSocket(t *testing.T) {
+func TestUnixSocketListener(t *testing.T) {
 	for _, umask := range []int{0o022, 0o077} {
 		path := filepath.Join(t.TempDir(), "floodgate.sock")
 		old := syscall.Umask(umask)
