@@ -97,19 +97,13 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 // routes registers every route, and for each path a method-less pattern
 // answering 405 with Allow, so wrong methods get JSON too.
 func (s *server) routes() {
-	table := s.routeTable()
 	methods := map[string][]string{"/metrics": {"GET"}}
-	paths := []string{"/metrics"}
-	for _, rt := range table {
+	for _, rt := range s.routeTable() {
 		s.mux.Handle(rt.method+" "+rt.path, s.wrap(rt.h))
-		if methods[rt.path] == nil {
-			paths = append(paths, rt.path)
-		}
 		methods[rt.path] = append(methods[rt.path], rt.method)
 	}
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.gather, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
-	for _, p := range paths {
-		ms := methods[p]
+	for p, ms := range methods {
 		if slices.Contains(ms, "GET") {
 			ms = append(ms, "HEAD")
 		}
