@@ -13,7 +13,7 @@ import select
 import ssl
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Generic, List, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, Generic, List, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 __version__ = "0.2.0"
 
@@ -375,35 +375,56 @@ class _ClientBase:
         return t
 
 
-class _LeaseBase:
-    """What Lease and AsyncLease hold."""
+L = TypeVar("L", bound="_LeaseBase")
 
-    def __init__(self, client: Any, name: Id, token: str, lease: float, degraded: bool) -> None:
+
+def _held_slot(got: Union[L, Decision], name: Id) -> L:
+    """slot()'s lease: Denied when acquire() answered with a denial."""
+    if isinstance(got, Decision):
+        raise Denied(got, f"slot of {name!r}")
+    return got
+
+
+class _Held:
+    """What Lease and Reservation share: the client that got it, the name it
+    was got from, the server's token for it. repr shows _shown, never the
+    token (it lets anyone release or settle)."""
+
+    _shown: Tuple[str, ...] = ()
+
+    def __init__(self, client: Any, name: Id, token: str) -> None:
         self.client = client
         self.name = name
         self.token = token
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self._shown)
+        return f"{type(self).__name__}({fields})"
+
+
+class _LeaseBase(_Held):
+    """What Lease and AsyncLease hold."""
+
+    _shown = ("name", "lease", "degraded")
+
+    def __init__(self, client: Any, name: Id, token: str, lease: float, degraded: bool) -> None:
+        super().__init__(client, name, token)
         self.lease = lease
         self.degraded = degraded
         self.released = False
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, lease={self.lease}, degraded={self.degraded})"
 
-
-class _ReservationBase:
+class _ReservationBase(_Held):
     """What Reservation and AsyncReservation hold."""
 
+    _shown = ("name", "user", "estimate", "done")
+
     def __init__(self, client: Any, name: Id, user: Id, estimate: int, decision: Decision) -> None:
-        self.client = client
-        self.name = name
+        super().__init__(client, name, decision.reservation)
         self.user = user
         self.estimate = estimate
         self.decision = decision
-        self.token = decision.reservation
         self.done = False
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, user={self.user!r}, estimate={self.estimate}, done={self.done})"
 
 
 def _readable(sock: Any) -> bool:
@@ -452,7 +473,7 @@ class _Op(Generic[T]):
         on_503: Optional[Callable[["Decision"], T]] = None,
         wait: Optional[float] = None,
         idempotent: bool = False,
-        conflict: type = LeaseLost,
+        conflict: Type[FloodgateError] = LeaseLost,
     ) -> None:
         self.method = method
         self.path = path
@@ -485,7 +506,7 @@ def _json(status: int, raw: bytes) -> Any:
         raise FloodgateError(status, f"server sent invalid JSON: {raw[:200]!r}") from None
 
 
-def _error(status: int, raw: bytes, ra: Optional[float], conflict: type = LeaseLost) -> FloodgateError:
+def _error(status: int, raw: bytes, ra: Optional[float], conflict: Type[FloodgateError] = LeaseLost) -> FloodgateError:
     msg = ""
     decision = None
     try:
@@ -502,7 +523,7 @@ def _error(status: int, raw: bytes, ra: Optional[float], conflict: type = LeaseL
             decision = dataclasses.replace(decision, error="")  # the message, not a per-user failure
     if not msg:
         msg = raw[:200].decode("utf-8", "replace").strip() or f"HTTP {status}"
-    cls = conflict if status == 409 else FloodgateError
+    cls: Type[FloodgateError] = conflict if status == 409 else FloodgateError
     return cls(status, msg, ra, decision)
 
 
