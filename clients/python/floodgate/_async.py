@@ -169,7 +169,7 @@ else:  # pragma: no cover - exercised on 3.9/3.10 only
         return await asyncio.wait_for(aw, t)
 
 
-class AsyncClient(p._ClientBase):
+class AsyncClient(p._ClientBase[AsyncLease]):
     """Talks to one ``floodgate serve`` from asyncio; the same operations,
     arguments, results and errors as Client, as coroutines.
 
@@ -186,6 +186,8 @@ class AsyncClient(p._ClientBase):
     is sent again only when it provably never reached the server or
     counts nothing (GET, DELETE).
     """
+
+    _lease_type = AsyncLease
 
     def __init__(
         self,
@@ -392,15 +394,7 @@ class AsyncClient(p._ClientBase):
         self, name: Id, holder: Id, wait: bool = True, timeout: Optional[float] = None
     ) -> Union[AsyncLease, Decision]:
         """Take a slot of pool name for holder: an AsyncLease, or the denial Decision."""
-        got = await self._send(p.op_acquire(name, holder, wait, timeout))
-        if isinstance(got, p._Granted):
-            return AsyncLease(self, got.name, got.token, got.lease, got.degraded)
-        return got
-
-    def lease(self, name: Id, token: str) -> AsyncLease:
-        """Rebuild an AsyncLease from its token."""
-        p._quote("name", name)
-        return AsyncLease(self, name, token, 0.0, False)
+        return self._leased(await self._send(p.op_acquire(name, holder, wait, timeout)))
 
     @contextlib.asynccontextmanager
     async def slot(

@@ -340,8 +340,14 @@ def _target(base_url: str, ca_file: Optional[str], ssl_context: Optional[ssl.SSL
     return _Target(u.scheme, hostport, host, port, "", ctx, base_url.rstrip("/"))
 
 
-class _ClientBase:
-    """The settings Client and AsyncClient take and check alike."""
+L = TypeVar("L", bound="_LeaseBase")
+
+
+class _ClientBase(Generic[L]):
+    """The settings Client and AsyncClient take and check alike, and how
+    each makes its leases (_lease_type: Lease or AsyncLease)."""
+
+    _lease_type: Type[L]
 
     def __init__(
         self,
@@ -374,8 +380,16 @@ class _ClientBase:
             t += op.wait if op.wait >= 0 else self.max_wait
         return t
 
+    def _leased(self, got: Union[_Granted, Decision]) -> Union[L, Decision]:
+        """acquire()'s answer: the granted slot as this client's lease."""
+        if isinstance(got, _Granted):
+            return self._lease_type(self, got.name, got.token, got.lease, got.degraded)
+        return got
 
-L = TypeVar("L", bound="_LeaseBase")
+    def lease(self, name: Id, token: str) -> L:
+        """Rebuild a lease from its token (e.g. one handed over by another process)."""
+        _quote("name", name)
+        return self._lease_type(self, name, token, 0.0, False)
 
 
 def _held_slot(got: Union[L, Decision], name: Id) -> L:

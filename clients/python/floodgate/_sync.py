@@ -150,7 +150,7 @@ class _Pool:
             c.close()
 
 
-class Client(p._ClientBase):
+class Client(p._ClientBase[Lease]):
     """Talks to one ``floodgate serve``; safe to share between threads.
 
     base_url: the server: "http://127.0.0.1:8080" (the default),
@@ -173,6 +173,8 @@ class Client(p._ClientBase):
     DELETE), so no request is ever counted twice.
     HTTP(S)_PROXY variables are ignored: the sidecar is next to the bot.
     """
+
+    _lease_type = Lease
 
     def __init__(
         self,
@@ -353,15 +355,7 @@ class Client(p._ClientBase):
         wait=False answers at once; wait=True waits up to timeout seconds
         (None: the server's maximum) for a slot to free up.
         """
-        got = self._send(p.op_acquire(name, holder, wait, timeout))
-        if isinstance(got, p._Granted):
-            return Lease(self, got.name, got.token, got.lease, got.degraded)
-        return got
-
-    def lease(self, name: Id, token: str) -> Lease:
-        """Rebuild a Lease from its token (e.g. one handed over by another process)."""
-        p._quote("name", name)
-        return Lease(self, name, token, 0.0, False)
+        return self._leased(self._send(p.op_acquire(name, holder, wait, timeout)))
 
     @contextlib.contextmanager
     def slot(self, name: Id, holder: Id, wait: bool = True, timeout: Optional[float] = None) -> Iterator[Lease]:
