@@ -29,9 +29,7 @@ func probeOf(lease time.Duration, token string) Decision {
 func mustCheck(t *testing.T, b *Backoff, endpoint string) Decision {
 	t.Helper()
 	d, err := b.Check(context.Background(), endpoint)
-	if err != nil {
-		t.Fatalf("Check(%q): %v", endpoint, err)
-	}
+	d = must(t, d, err, "Check(%q)", endpoint)
 	if !d.Allowed && d.RetryAfter < time.Millisecond {
 		t.Fatalf("Check(%q) denied with RetryAfter %v, want at least 1ms", endpoint, d.RetryAfter)
 	}

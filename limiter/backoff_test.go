@@ -40,9 +40,7 @@ func newTestBackoff(t *testing.T, cfg Config) (*Backoff, *testRedis) {
 func mustBackoff(t testing.TB, l *Limiter, name string) *Backoff {
 	t.Helper()
 	b, err := l.Backoff(name, BackoffSettings{})
-	if err != nil {
-		t.Fatalf("Backoff(%q): %v", name, err)
-	}
+	b = must(t, b, err, "Backoff(%q)", name)
 	b.token = func() string { return testToken }
 	return b
 }
@@ -116,10 +114,7 @@ func runBackoff(t *testing.T, b *Backoff, r *testRedis, endpoint string, steps [
 func mustStatus(t *testing.T, b *Backoff, endpoint string) BackoffStatus {
 	t.Helper()
 	s, err := b.Status(context.Background(), endpoint)
-	if err != nil {
-		t.Fatalf("Status(%q): %v", endpoint, err)
-	}
-	return s
+	return must(t, s, err, "Status(%q)", endpoint)
 }
 
 func TestBackoffDefaultSchedule(t *testing.T) {

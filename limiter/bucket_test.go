@@ -47,10 +47,7 @@ func rateDenied(remaining int, retry, reset time.Duration) Decision {
 func mustBucket(t testing.TB, l *Limiter, name string, perSecond float64, burst int) *Bucket {
 	t.Helper()
 	b, err := l.Bucket(name, BucketSettings{PerSecond: perSecond, Burst: burst})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return must(t, b, err, "Bucket(%q)", name)
 }
 
 func bucketConfig() Config {

@@ -23,19 +23,13 @@ func newTestBudget(t *testing.T, cfg Config, s BudgetSettings) (*Budget, *testRe
 	t.Helper()
 	l, r := newTestLimiter(t, cfg)
 	b, err := l.Budget("llm", s)
-	if err != nil {
-		t.Fatalf("Budget: %v", err)
-	}
-	return b, r
+	return must(t, b, err, "Budget"), r
 }
 
 func mustReserve(t *testing.T, b *Budget, user string, n int) Decision {
 	t.Helper()
 	d, err := b.Reserve(context.Background(), user, n)
-	if err != nil {
-		t.Fatalf("Reserve(%q, %d): %v", user, n, err)
-	}
-	return d
+	return must(t, d, err, "Reserve(%q, %d)", user, n)
 }
 
 func mustSettle(t *testing.T, b *Budget, user, token string, n int) {
@@ -48,10 +42,7 @@ func mustSettle(t *testing.T, b *Budget, user, token string, n int) {
 func mustPeekBudget(t *testing.T, b *Budget, user string) BudgetStatus {
 	t.Helper()
 	st, err := b.Peek(context.Background(), user)
-	if err != nil {
-		t.Fatalf("Peek(%q): %v", user, err)
-	}
-	return st
+	return must(t, st, err, "Peek(%q)", user)
 }
 
 // snapshot is everything Redis holds for key, TTL included.

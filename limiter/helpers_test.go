@@ -2,6 +2,7 @@ package limiter
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -69,13 +70,20 @@ func userConfig(cooldown time.Duration, limit int, window time.Duration) Config 
 	return cfg
 }
 
+// must returns v, or fails the test naming the call (a format and its
+// args) when err is set: the one body behind the mustX helpers.
+func must[T any](t testing.TB, v T, err error, call string, args ...any) T {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("%s: %v", fmt.Sprintf(call, args...), err)
+	}
+	return v
+}
+
 func mustAllow(t *testing.T, l *Limiter, user string) Decision {
 	t.Helper()
 	d, err := l.Allow(context.Background(), user)
-	if err != nil {
-		t.Fatalf("Allow(%q): %v", user, err)
-	}
-	return d
+	return must(t, d, err, "Allow(%q)", user)
 }
 
 func init() {

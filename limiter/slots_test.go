@@ -32,10 +32,7 @@ type slotStep struct {
 func mustSlots(t testing.TB, l *Limiter, name string, size int, lease time.Duration) *Slots {
 	t.Helper()
 	s, err := l.Slots(name, SlotsSettings{Size: size, Lease: lease})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return must(t, s, err, "Slots(%q)", name)
 }
 
 func runSlotSteps(t *testing.T, s *Slots, r *testRedis, steps []slotStep) {
