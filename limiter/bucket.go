@@ -71,10 +71,7 @@ type BucketSettings struct {
 // (Burst/PerSecond) longer than Config.MaxIdleTime, are an error wrapping
 // ErrInvalidArgument. Bucket does not contact Redis.
 func (l *Limiter) Bucket(name string, s BucketSettings) (*Bucket, error) {
-	if l == nil {
-		return nil, fmt.Errorf("%w: Bucket called on a nil Limiter", ErrInvalidArgument)
-	}
-	if err := validName("API", name); err != nil {
+	if err := l.validPolicy("Bucket", "API", name); err != nil {
 		return nil, err
 	}
 	if s.PerSecond == 0 {

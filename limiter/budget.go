@@ -110,10 +110,7 @@ type BudgetSettings struct {
 // "llm"). Invalid settings are an error wrapping ErrInvalidArgument naming
 // the field. Budget does not contact Redis.
 func (l *Limiter) Budget(name string, s BudgetSettings) (*Budget, error) {
-	if l == nil {
-		return nil, fmt.Errorf("%w: Budget called on a nil Limiter", ErrInvalidArgument)
-	}
-	if err := validName("budget", name); err != nil {
+	if err := l.validPolicy("Budget", "budget", name); err != nil {
 		return nil, err
 	}
 	if s.Limit == 0 {

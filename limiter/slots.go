@@ -102,10 +102,7 @@ type SlotsSettings struct {
 // Config.MaxIdleTime, are an error wrapping ErrInvalidArgument; Slots does
 // not contact Redis.
 func (l *Limiter) Slots(name string, s SlotsSettings) (*Slots, error) {
-	if l == nil {
-		return nil, fmt.Errorf("%w: Slots called on a nil Limiter", ErrInvalidArgument)
-	}
-	if err := validName("slot pool", name); err != nil {
+	if err := l.validPolicy("Slots", "slot pool", name); err != nil {
 		return nil, err
 	}
 	if s.Size == 0 {
