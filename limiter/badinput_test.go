@@ -20,6 +20,7 @@ func TestBadInputAtEveryEntryPoint(t *testing.T) {
 	longName := strings.Repeat("n", MaxNameLen+1)
 	api := mustBucket(t, l, "api", 1, 2)
 	llm := mustSlots(t, l, "llm", 7, time.Second)
+	var nilLimiter *Limiter
 	before := r.mr.CommandCount()
 	for _, tc := range []struct {
 		name string
@@ -55,6 +56,10 @@ func TestBadInputAtEveryEntryPoint(t *testing.T) {
 		{"Slots empty holder", func() error { _, err := llm.TryAcquire(ctx, ""); return err }, ErrInvalidUser},
 		{"Slots oversized holder", func() error { _, err := llm.Acquire(ctx, long); return err }, ErrInvalidUser},
 		{"Slots empty name", func() error { _, err := l.Slots("", SlotsSettings{}); return err }, ErrInvalidName},
+		{"Backoff on a nil Limiter", func() error { _, err := nilLimiter.Backoff("llm", BackoffSettings{}); return err }, ErrInvalidArgument},
+		{"Bucket on a nil Limiter", func() error { _, err := nilLimiter.Bucket("igdb", BucketSettings{}); return err }, ErrInvalidArgument},
+		{"Budget on a nil Limiter", func() error { _, err := nilLimiter.Budget("llm", BudgetSettings{}); return err }, ErrInvalidArgument},
+		{"Slots on a nil Limiter", func() error { _, err := nilLimiter.Slots("llm", SlotsSettings{}); return err }, ErrInvalidArgument},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.call()

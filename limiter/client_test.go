@@ -238,30 +238,13 @@ func TestNewClientLimiter(t *testing.T) {
 
 	cfg := userConfig(10*time.Second, 20, time.Hour)
 	cfg.RedisURL = "redis://bot:Tr0ub4dor@" + mr.Addr()
-	rdb, err := NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rdb.Close()
-	l, err := New(rdb, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := clientLimiter(t, cfg)
 	if d, err := l.Allow(ctx, "alice"); err != nil || d != (Decision{Allowed: true, Remaining: 19, ResetAfter: time.Hour}) {
 		t.Fatalf("Allow = %+v, %v", d, err)
 	}
 
 	cfg.RedisURL = "redis://bot:WrongPassw0rd@" + mr.Addr()
-	bad, err := NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bad.Close()
-	lb, err := New(bad, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = lb.Allow(ctx, "alice")
+	_, err := clientLimiter(t, cfg).Allow(ctx, "alice")
 	if err == nil {
 		t.Fatal("Allow with a wrong password succeeded")
 	}

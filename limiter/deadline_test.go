@@ -96,13 +96,7 @@ func stalledLimiter(t *testing.T, cfg Config) *Limiter {
 	cfg.RedisURL = stalledRedis(t)
 	cfg.RedisTimeout = 10 * time.Second
 	cfg.LocalCacheSize = 0
-	rdb, err := NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rdb.Close() })
-	l, err := New(rdb, cfg)
-	return must(t, l, err, "New")
+	return clientLimiter(t, cfg)
 }
 
 // returnByDeadline makes every call at once, each with a 200 ms context,

@@ -2,7 +2,9 @@ package limiter
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -57,6 +59,25 @@ func newTestLimiter(t *testing.T, cfg Config) (*Limiter, *testRedis) {
 		t.Fatalf("New: %v", err)
 	}
 	return l, r
+}
+
+// refused reports whether err is a refusal as the package words them: it
+// wraps want, mentions mention and starts with the package name.
+func refused(err, want error, mention string) bool {
+	return errors.Is(err, want) && strings.Contains(err.Error(), mention) && strings.HasPrefix(err.Error(), "limiter: ")
+}
+
+// clientLimiter is New on NewClient(cfg)'s client, which is closed when
+// the test ends.
+func clientLimiter(t *testing.T, cfg Config) *Limiter {
+	t.Helper()
+	rdb, err := NewClient(cfg)
+	if err != nil {
+		t.Fatalf("NewClient: %v", err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	l, err := New(rdb, cfg)
+	return must(t, l, err, "New")
 }
 
 // userConfig is DefaultConfig with the given per-user limits and the
