@@ -100,16 +100,7 @@ func TestParseRedisURLTimeoutRange(t *testing.T) {
 }
 
 func TestRedactURL(t *testing.T) {
-	for in, want := range map[string]string{
-		"redis://h:1":                                   "redis://h:1",
-		"redis://alice:pw@h:1/2":                        "redis://alice:xxxxx@h:1/2",
-		"redis://:pw@h:1":                               "redis://:xxxxx@h:1",
-		"redis://pw@h:1":                                "redis://xxxxx@h:1",
-		"redis://a:x@h1:1,redis://a:y@h2:2":             "redis://a:xxxxx@h1:1,redis://a:xxxxx@h2:2",
-		"redis-sentinel://s/m?sentinel_password=p&db=1": "redis-sentinel://s/m?sentinel_password=xxxxx&db=1",
-		"redis://h:1?password=p":                        "redis://h:1?password=xxxxx",
-		"redis://alice:p w{@h:1":                        "redis://alice:xxxxx@h:1",
-	} {
+	for in, want := range redisurltest.Redactions {
 		if got := RedactURL(in); got != want {
 			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
 		}
