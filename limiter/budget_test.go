@@ -510,17 +510,21 @@ func TestBudgetClockStepsBack(t *testing.T) {
 	}
 }
 
+// downBudget is Budget "llm" (1000 units an hour) of a downLimiter whose
+// BudgetOnRedisError is mode.
+func downBudget(t *testing.T, mode FailureMode) *Budget {
+	t.Helper()
+	cfg := budgetConfig(1000, time.Hour)
+	cfg.BudgetOnRedisError = mode
+	b, err := downLimiter(t, cfg).Budget("llm", BudgetSettings{})
+	return must(t, b, err, "Budget")
+}
+
 func TestBudgetRedisDown(t *testing.T) {
 	ctx := context.Background()
 	for _, mode := range []FailureMode{FailLocal, FailOpen, FailClosed} {
 		t.Run(mode.String(), func(t *testing.T) {
-			cfg := budgetConfig(1000, time.Hour)
-			cfg.BudgetOnRedisError = mode
-			l := downLimiter(t, cfg)
-			b, err := l.Budget("llm", BudgetSettings{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			b := downBudget(t, mode)
 			d, err := b.Reserve(ctx, "u", 600)
 			if err != nil || !d.Degraded {
 				t.Fatalf("Reserve: %+v, %v", d, err)
