@@ -1,6 +1,7 @@
 package limiter
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -148,24 +149,16 @@ type BackoffSettings struct {
 
 // resolve fills zero fields from cfg and checks the result.
 func (s BackoffSettings) resolve(cfg *Config) (BackoffSettings, error) {
-	if s.RetryDelay == 0 {
-		s.RetryDelay = cfg.LLMRetryDelay
-	}
-	if s.Multiplier == 0 {
-		s.Multiplier = cfg.LLMBackoffMultiplier
-	}
-	if s.Max == 0 {
-		s.Max = cfg.LLMBackoffMax
-	}
+	s.RetryDelay = cmp.Or(s.RetryDelay, cfg.LLMRetryDelay)
+	s.Multiplier = cmp.Or(s.Multiplier, cfg.LLMBackoffMultiplier)
+	s.Max = cmp.Or(s.Max, cfg.LLMBackoffMax)
 	switch {
 	case s.Jitter == 0:
 		s.Jitter = cfg.LLMBackoffJitter
 	case s.Jitter < 0:
 		s.Jitter = 0
 	}
-	if s.ProbeLease == 0 {
-		s.ProbeLease = cfg.LLMProbeLease
-	}
+	s.ProbeLease = cmp.Or(s.ProbeLease, cfg.LLMProbeLease)
 	if s.IsFailure == nil {
 		s.IsFailure = defaultIsFailure
 	}

@@ -1,6 +1,7 @@
 package limiter
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
@@ -86,13 +87,9 @@ func (l *Limiter) Bucket(name string, s BucketSettings) (*Bucket, error) {
 				ErrInvalidName, name, envName("APIRates"), strings.Join(known, ", "))
 		}
 		s.PerSecond = r.PerSecond
-		if s.Burst == 0 {
-			s.Burst = r.Burst
-		}
+		s.Burst = cmp.Or(s.Burst, r.Burst)
 	}
-	if s.Burst == 0 {
-		s.Burst = 1
-	}
+	s.Burst = cmp.Or(s.Burst, 1)
 	if err := validRate(name, s.PerSecond, s.Burst); err != nil {
 		return nil, err
 	}

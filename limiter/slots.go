@@ -1,6 +1,7 @@
 package limiter
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -105,12 +106,8 @@ func (l *Limiter) Slots(name string, s SlotsSettings) (*Slots, error) {
 	if err := l.validPolicy("Slots", "slot pool", name); err != nil {
 		return nil, err
 	}
-	if s.Size == 0 {
-		s.Size = l.cfg.MaxConcurrentUsers
-	}
-	if s.Lease == 0 {
-		s.Lease = l.cfg.SlotLease
-	}
+	s.Size = cmp.Or(s.Size, l.cfg.MaxConcurrentUsers)
+	s.Lease = cmp.Or(s.Lease, l.cfg.SlotLease)
 	if s.Size < 1 || s.Size > maxSlots {
 		return nil, fmt.Errorf("%w: slot pool %q: size must be between 1 and %d, got %d (0 takes Config.MaxConcurrentUsers)", ErrInvalidArgument, name, maxSlots, s.Size)
 	}
