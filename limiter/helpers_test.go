@@ -55,10 +55,7 @@ func newTestLimiter(t *testing.T, cfg Config) (*Limiter, *testRedis) {
 	t.Helper()
 	r := newTestRedis(t)
 	l, err := New(r.rdb, cfg)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	return l, r
+	return must(t, l, err, "New"), r
 }
 
 // refused reports whether err is a refusal as the package words them: it
