@@ -5,11 +5,8 @@ import (
 	"errors"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 const (
@@ -528,14 +525,14 @@ func TestBackoffPick(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var hook backoffRoundTrips
-	r.rdb.AddHook(&hook)
+	hook := &roundTripHook{}
+	r.rdb.AddHook(hook)
 	ep, d, err := b.Pick(ctx, eps...)
 	if err != nil || ep != "" || d != bOpen(5*bsec) {
 		t.Fatalf("Pick over %d open endpoints = %q %+v %v", len(eps), ep, d, err)
 	}
-	if n := hook.n.Load(); n != 1 {
-		t.Fatalf("Pick took %d round trips, want 1", n)
+	if n := hook.sent.Load(); n != 1 {
+		t.Fatalf("Pick sent %d commands, want 1", n)
 	}
 }
 
@@ -775,24 +772,6 @@ func TestBackoffNilAndZero(t *testing.T) {
 		if _, _, err := b.Pick(ctx, epLocal); !errors.Is(err, ErrInvalidArgument) {
 			t.Fatalf("Pick = %v", err)
 		}
-	}
-}
-
-// backoffRoundTrips counts the commands a client sends (a script is one, however
-// many calls it makes inside Redis).
-type backoffRoundTrips struct{ n atomic.Int64 }
-
-func (h *backoffRoundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *backoffRoundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.n.Add(1)
-		return next(ctx, cmd)
-	}
-}
-func (h *backoffRoundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		h.n.Add(int64(len(cmds)))
-		return next(ctx, cmds)
 	}
 }
 
