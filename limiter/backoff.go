@@ -1,6 +1,7 @@
 package limiter
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -148,24 +149,16 @@ type BackoffSettings struct {
 
 // resolve fills zero fields from cfg and checks the result.
 func (s BackoffSettings) resolve(cfg *Config) (BackoffSettings, error) {
-	if s.RetryDelay == 0 {
-		s.RetryDelay = cfg.LLMRetryDelay
-	}
-	if s.Multiplier == 0 {
-		s.Multiplier = cfg.LLMBackoffMultiplier
-	}
-	if s.Max == 0 {
-		s.Max = cfg.LLMBackoffMax
-	}
+	s.RetryDelay = cmp.Or(s.RetryDelay, cfg.LLMRetryDelay)
+	s.Multiplier = cmp.Or(s.Multiplier, cfg.LLMBackoffMultiplier)
+	s.Max = cmp.Or(s.Max, cfg.LLMBackoffMax)
 	switch {
 	case s.Jitter == 0:
 		s.Jitter = cfg.LLMBackoffJitter
 	case s.Jitter < 0:
 		s.Jitter = 0
 	}
-	if s.ProbeLease == 0 {
-		s.ProbeLease = cfg.LLMProbeLease
-	}
+	s.ProbeLease = cmp.Or(s.ProbeLease, cfg.LLMProbeLease)
 	if s.IsFailure == nil {
 		s.IsFailure = defaultIsFailure
 	}
@@ -200,10 +193,7 @@ func (s BackoffSettings) resolve(cfg *Config) (BackoffSettings, error) {
 // UTF-8, or holding '{' or '}') is ErrInvalidName; invalid settings are
 // ErrInvalidArgument naming the field.
 func (l *Limiter) Backoff(name string, s BackoffSettings) (*Backoff, error) {
-	if l == nil {
-		return nil, fmt.Errorf("%w: Backoff called on a nil Limiter", ErrInvalidArgument)
-	}
-	if err := validName("backoff", name); err != nil {
+	if err := l.validPolicy("Backoff", "backoff", name); err != nil {
 		return nil, err
 	}
 	if strings.ContainsAny(name, "{}") {
@@ -335,13 +325,7 @@ func (b *Backoff) check(ctx context.Context, endpoints []string) (int, Decision,
 	if len(r) != 6 || r[0] < 0 || r[0] > int64(len(endpoints)) {
 		return -1, Decision{}, fmt.Errorf("limiter: backoff_check replied %v for %d endpoints", r, len(endpoints))
 	}
-	d := Decision{
-		Allowed:    r[1] == 1,
-		Reason:     Reason(r[2]),
-		Remaining:  int(r[3]),
-		RetryAfter: fromMs(r[4]),
-		ResetAfter: fromMs(r[5]),
-	}
+	d := replyDecision(r[1:6])
 	if d.Allowed && d.Remaining == 0 {
 		d.Probe, d.Token = true, token
 	}

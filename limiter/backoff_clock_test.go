@@ -28,6 +28,14 @@ func failedBackoff(t *testing.T) (*Backoff, *testRedis) {
 	return b, r
 }
 
+// wantCheck asserts what Check says for epLocal at this point (when).
+func wantCheck(t *testing.T, b *Backoff, want Decision, when string) {
+	t.Helper()
+	if d := mustCheck(t, b, epLocal); d != want {
+		t.Fatalf("%s: %+v, want %+v", when, d, want)
+	}
+}
+
 // TestBackoffClockStepsBack is issue 11 item 3: after Redis TIME steps back
 // an hour, an open endpoint is open for at most its delay on the new clock,
 // and a probe's lease lasts at most the lease, not for as long as the skew.
@@ -43,20 +51,14 @@ func TestBackoffClockStepsBack(t *testing.T) {
 		if s := mustStatus(t, b, epLocal); s.State != StateOpen || s.RetryAfter != 5*bsec {
 			t.Fatalf("status after the step: %+v", s)
 		}
-		if d := mustCheck(t, b, epLocal); d != bOpen(5*bsec) {
-			t.Fatalf("check after the step: %+v", d)
-		}
+		wantCheck(t, b, bOpen(5*bsec), "check after the step")
 		if ttl := r.mr.TTL(key); ttl != 305*bsec {
 			t.Fatalf("TTL %v after the step, want the delay + LLMBackoffMax on the new clock", ttl)
 		}
 		r.forward(4 * bsec)
-		if d := mustCheck(t, b, epLocal); d != bOpen(1*bsec) {
-			t.Fatalf("check 4s on: %+v", d)
-		}
+		wantCheck(t, b, bOpen(1*bsec), "check 4s on")
 		r.forward(1 * bsec)
-		if d := mustCheck(t, b, epLocal); d != bProbe(30*bsec) {
-			t.Fatalf("check one delay after the step: %+v, want the probe", d)
-		}
+		wantCheck(t, b, bProbe(30*bsec), "check one delay after the step")
 		// The schedule goes on from the same level.
 		if d, err := b.Failure(ctx, epLocal); err != nil || d != bOpen(10*bsec) {
 			t.Fatalf("the probe's failure: %+v %v", d, err)
@@ -71,9 +73,7 @@ func TestBackoffClockStepsBack(t *testing.T) {
 			t.Fatalf("stale failure after the step: %+v %v", d, err)
 		}
 		r.forward(5 * bsec)
-		if d := mustCheck(t, b, epLocal); d != bProbe(30*bsec) {
-			t.Fatalf("one delay after: %+v, want the probe", d)
-		}
+		wantCheck(t, b, bProbe(30*bsec), "one delay after")
 		if s := mustStatus(t, b, epLocal); s.Opens != 1 || s.Failures != 2 || s.Delay != 5*bsec {
 			t.Fatalf("a stale failure escalated: %+v", s)
 		}
@@ -82,47 +82,33 @@ func TestBackoffClockStepsBack(t *testing.T) {
 	t.Run("probe lease", func(t *testing.T) {
 		b, r := failedBackoff(t)
 		r.forward(5 * bsec)
-		if d := mustCheck(t, b, epLocal); d != bProbe(30*bsec) {
-			t.Fatalf("probe: %+v", d)
-		}
+		wantCheck(t, b, bProbe(30*bsec), "probe")
 		r.forward(10 * bsec)
 		r.stepBack(time.Hour)
 		// Now before u again: the open test comes first and pulls u in.
-		if d := mustCheck(t, b, epLocal); d != bOpen(5*bsec) {
-			t.Fatalf("check after the step: %+v", d)
-		}
+		wantCheck(t, b, bOpen(5*bsec), "check after the step")
 		r.forward(5 * bsec)
 		// Half-open on the new clock; the old lease, an hour ahead, is
 		// pulled in to one lease.
 		if s := mustStatus(t, b, epLocal); s.State != StateHalfOpen || !s.Probing || s.RetryAfter != 30*bsec {
 			t.Fatalf("status: %+v", s)
 		}
-		if d := mustCheck(t, b, epLocal); d != bProbing(30*bsec) {
-			t.Fatalf("check: %+v", d)
-		}
+		wantCheck(t, b, bProbing(30*bsec), "check")
 		r.forward(30 * bsec)
-		if d := mustCheck(t, b, epLocal); d != bProbe(30*bsec) {
-			t.Fatalf("one lease on: %+v, want a new probe", d)
-		}
+		wantCheck(t, b, bProbe(30*bsec), "one lease on")
 	})
 
 	t.Run("probe lease, half-open on both clocks", func(t *testing.T) {
 		b, r := failedBackoff(t)
 		r.forward(100 * bsec)
-		if d := mustCheck(t, b, epLocal); d != bProbe(30*bsec) {
-			t.Fatalf("probe: %+v", d)
-		}
+		wantCheck(t, b, bProbe(30*bsec), "probe")
 		r.stepBack(60 * bsec) // still past u = 5 s, the lease now 90 s ahead
-		if d := mustCheck(t, b, epLocal); d != bProbing(30*bsec) {
-			t.Fatalf("check after the step: %+v", d)
-		}
+		wantCheck(t, b, bProbing(30*bsec), "check after the step")
 		if ttl := r.mr.TTL(key); ttl != 330*bsec {
 			t.Fatalf("TTL %v, want lease + LLMBackoffMax", ttl)
 		}
 		r.forward(30 * bsec)
-		if d := mustCheck(t, b, epLocal); d != bProbe(30*bsec) {
-			t.Fatalf("one lease on: %+v, want a new probe", d)
-		}
+		wantCheck(t, b, bProbe(30*bsec), "one lease on")
 	})
 
 	t.Run("pick", func(t *testing.T) {

@@ -7,23 +7,24 @@ import (
 	"log"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
+
 	"github.com/floodgate/floodgate/limiter"
 )
+
+// exampleLLM is the Backoff the examples below share, its endpoints those
+// of the model (ExampleBackoff_Pick shows how a Backoff is made).
+func exampleLLM() (*miniredis.Miniredis, *limiter.Backoff) {
+	mr, lim := exampleLimiter(limiter.DefaultConfig())
+	return mr, check(lim.Backoff("llm", limiter.BackoffSettings{}))
+}
 
 // Do makes the call only when the endpoint may be used and reports how it
 // went, so every replica stops calling an endpoint that fails; a caller who
 // gives up mid-call is not counted against the endpoint.
 func ExampleBackoff_Do() {
-	mr, rdb := exampleRedis()
+	mr, llm := exampleLLM()
 	defer mr.Close()
-	lim, err := limiter.New(rdb, limiter.DefaultConfig())
-	if err != nil {
-		log.Fatal(err)
-	}
-	llm, err := lim.Backoff("llm", limiter.BackoffSettings{})
-	if err != nil {
-		log.Fatal(err)
-	}
 	ctx := context.Background()
 	local := "http://localhost:1234"
 	// call stands in for the request to the model. A real one gives the
@@ -38,7 +39,7 @@ func ExampleBackoff_Do() {
 		}
 	}
 
-	err = llm.Do(ctx, local, call("", errors.New("502 bad gateway")))
+	err := llm.Do(ctx, local, call("", errors.New("502 bad gateway")))
 	fmt.Println("first call:", err)
 
 	err = llm.Do(ctx, local, call("hello", nil))
@@ -61,16 +62,8 @@ func ExampleBackoff_Do() {
 // will not make its request hands the probe back, so another caller may
 // probe at once.
 func ExampleBackoff_Abandon() {
-	mr, rdb := exampleRedis()
+	mr, llm := exampleLLM()
 	defer mr.Close()
-	lim, err := limiter.New(rdb, limiter.DefaultConfig())
-	if err != nil {
-		log.Fatal(err)
-	}
-	llm, err := lim.Backoff("llm", limiter.BackoffSettings{})
-	if err != nil {
-		log.Fatal(err)
-	}
 	ctx := context.Background()
 	local := "http://localhost:1234"
 	if _, err := llm.Failure(ctx, local); err != nil {

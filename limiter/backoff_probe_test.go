@@ -29,9 +29,7 @@ func probeOf(lease time.Duration, token string) Decision {
 func mustCheck(t *testing.T, b *Backoff, endpoint string) Decision {
 	t.Helper()
 	d, err := b.Check(context.Background(), endpoint)
-	if err != nil {
-		t.Fatalf("Check(%q): %v", endpoint, err)
-	}
+	d = must(t, d, err, "Check(%q)", endpoint)
 	if !d.Allowed && d.RetryAfter < time.Millisecond {
 		t.Fatalf("Check(%q) denied with RetryAfter %v, want at least 1ms", endpoint, d.RetryAfter)
 	}
@@ -73,10 +71,7 @@ func TestBackoffAbandon(t *testing.T) {
 	if err := b.Abandon(ctx, epLocal, tok(1)); err != nil {
 		t.Fatal(err)
 	}
-	want := BackoffStatus{State: StateHalfOpen, Opens: 1, Failures: 1, Delay: 5 * bsec}
-	if s := mustStatus(t, b, epLocal); s != want {
-		t.Fatalf("status after Abandon:\n got %+v\nwant %+v", s, want)
-	}
+	wantStatus(t, b, epLocal, "status after Abandon", BackoffStatus{State: StateHalfOpen, Opens: 1, Failures: 1, Delay: 5 * bsec})
 	// Every Check draws a token: 2..4 went to the denied ones.
 	newTok := tok(5)
 	if d := mustCheck(t, b, epLocal); d != probeOf(30*bsec, newTok) {
@@ -125,13 +120,8 @@ func TestBackoffAbandon(t *testing.T) {
 // request was cancelled must not hold the endpoint for the whole lease on
 // every replica. Do hands it back; another replica probes at once.
 func TestBackoffCancelledProbeFreesEndpoint(t *testing.T) {
-	r := newTestRedis(t)
-	bs := backoffReplicas(t, r, 2)
+	bs, _ := probeDueReplicas(t, 2)
 	ctx := context.Background()
-	if _, err := bs[0].Failure(ctx, epOpenAI); err != nil {
-		t.Fatal(err)
-	}
-	r.at(5 * bsec)
 	for _, tc := range []struct {
 		name string
 		fn   func(ctx context.Context, cancel context.CancelFunc) error
@@ -165,10 +155,7 @@ func TestBackoffCancelledProbeFreesEndpoint(t *testing.T) {
 		if err := bs[1].Abandon(ctx, epOpenAI, testToken); err != nil {
 			t.Fatal(err)
 		}
-		want := BackoffStatus{State: StateHalfOpen, Opens: 1, Failures: 1, Delay: 5 * bsec}
-		if s := mustStatus(t, bs[0], epOpenAI); s != want {
-			t.Fatalf("%s: a cancelled probe was counted:\n got %+v\nwant %+v", tc.name, s, want)
-		}
+		wantStatus(t, bs[0], epOpenAI, tc.name+": a cancelled probe was counted", BackoffStatus{State: StateHalfOpen, Opens: 1, Failures: 1, Delay: 5 * bsec})
 	}
 }
 

@@ -1,9 +1,7 @@
 package limiter
 
 import (
-	"errors"
 	"math"
-	"strings"
 	"testing"
 	"time"
 )
@@ -57,7 +55,7 @@ func TestBackoffSettings(t *testing.T) {
 		{BackoffSettings{ProbeLease: 25 * time.Hour}, "ProbeLease"},
 	} {
 		b, err := l.Backoff("llm", tc.s)
-		if b != nil || !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "BackoffSettings."+tc.field+" ") || !strings.HasPrefix(err.Error(), "limiter: ") {
+		if b != nil || !refused(err, ErrInvalidArgument, "BackoffSettings."+tc.field+" ") {
 			t.Errorf("Backoff(%+v) = %v, %v; want ErrInvalidArgument naming %s", tc.s, b, err, tc.field)
 		}
 	}

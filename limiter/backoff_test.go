@@ -5,11 +5,8 @@ import (
 	"errors"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 const (
@@ -40,9 +37,7 @@ func newTestBackoff(t *testing.T, cfg Config) (*Backoff, *testRedis) {
 func mustBackoff(t testing.TB, l *Limiter, name string) *Backoff {
 	t.Helper()
 	b, err := l.Backoff(name, BackoffSettings{})
-	if err != nil {
-		t.Fatalf("Backoff(%q): %v", name, err)
-	}
+	b = must(t, b, err, "Backoff(%q)", name)
 	b.token = func() string { return testToken }
 	return b
 }
@@ -62,6 +57,19 @@ func backoffReplicas(t *testing.T, r *testRedis, n int) []*Backoff {
 		bs[i] = mustBackoff(t, l, "llm")
 	}
 	return bs
+}
+
+// probeDueReplicas is n backoffReplicas on a new testRedis whose epOpenAI
+// failed at epoch: at 5 s, where the clock is left, its probe is due.
+func probeDueReplicas(t *testing.T, n int) ([]*Backoff, *testRedis) {
+	t.Helper()
+	r := newTestRedis(t)
+	bs := backoffReplicas(t, r, n)
+	if _, err := bs[0].Failure(context.Background(), epOpenAI); err != nil {
+		t.Fatal(err)
+	}
+	r.at(5 * bsec)
+	return bs, r
 }
 
 // Decisions Backoff gives, exactly.
@@ -113,13 +121,18 @@ func runBackoff(t *testing.T, b *Backoff, r *testRedis, endpoint string, steps [
 	}
 }
 
+// wantStatus asserts endpoint's status at this point (when).
+func wantStatus(t *testing.T, b *Backoff, endpoint, when string, want BackoffStatus) {
+	t.Helper()
+	if s := mustStatus(t, b, endpoint); s != want {
+		t.Fatalf("%s:\n got %+v\nwant %+v", when, s, want)
+	}
+}
+
 func mustStatus(t *testing.T, b *Backoff, endpoint string) BackoffStatus {
 	t.Helper()
 	s, err := b.Status(context.Background(), endpoint)
-	if err != nil {
-		t.Fatalf("Status(%q): %v", endpoint, err)
-	}
-	return s
+	return must(t, s, err, "Status(%q)", endpoint)
 }
 
 func TestBackoffDefaultSchedule(t *testing.T) {
@@ -143,10 +156,7 @@ func TestBackoffDefaultSchedule(t *testing.T) {
 		at += bsec + d*bsec
 	}
 	runBackoff(t, b, r, epLocal, steps)
-	want := BackoffStatus{State: StateOpen, Opens: 8, Failures: 8, Delay: 300 * bsec, RetryAfter: 300 * bsec}
-	if s := mustStatus(t, b, epLocal); s != want {
-		t.Fatalf("status after the backoffSched:\n got %+v\nwant %+v", s, want)
-	}
+	wantStatus(t, b, epLocal, "status after the backoffSched", BackoffStatus{State: StateOpen, Opens: 8, Failures: 8, Delay: 300 * bsec, RetryAfter: 300 * bsec})
 
 	// The probe succeeds: closed everywhere, no key, and the delay starts
 	// again from 5 s.
@@ -185,20 +195,12 @@ func TestBackoffStaleFailuresDoNotEscalate(t *testing.T) {
 		{16 * bsec, 'f', bOpen(20 * bsec)},
 		{16 * bsec, 'f', bOpen(20 * bsec)},
 	})
-	want := BackoffStatus{State: StateOpen, Opens: 3, Failures: 7, Delay: 20 * bsec, RetryAfter: 20 * bsec}
-	if s := mustStatus(t, b, epLocal); s != want {
-		t.Fatalf("status:\n got %+v\nwant %+v", s, want)
-	}
+	wantStatus(t, b, epLocal, "status", BackoffStatus{State: StateOpen, Opens: 3, Failures: 7, Delay: 20 * bsec, RetryAfter: 20 * bsec})
 }
 
 func TestBackoffOneProbeAcrossReplicas(t *testing.T) {
-	r := newTestRedis(t)
-	bs := backoffReplicas(t, r, 3)
+	bs, r := probeDueReplicas(t, 3)
 	ctx := context.Background()
-	if _, err := bs[0].Failure(ctx, epOpenAI); err != nil {
-		t.Fatal(err)
-	}
-	r.at(5 * bsec)
 	probes := 0
 	for i := 0; i < 30; i++ {
 		d, err := bs[i%3].Check(ctx, epOpenAI)
@@ -217,10 +219,7 @@ func TestBackoffOneProbeAcrossReplicas(t *testing.T) {
 		t.Fatalf("%d probes handed out in one half-open period, want 1", probes)
 	}
 	r.at(20 * bsec)
-	want := BackoffStatus{State: StateHalfOpen, Opens: 1, Failures: 1, Delay: 5 * bsec, RetryAfter: 15 * bsec, Probing: true}
-	if s := mustStatus(t, bs[2], epOpenAI); s != want {
-		t.Fatalf("status while probing:\n got %+v\nwant %+v", s, want)
-	}
+	wantStatus(t, bs[2], epOpenAI, "status while probing", BackoffStatus{State: StateHalfOpen, Opens: 1, Failures: 1, Delay: 5 * bsec, RetryAfter: 15 * bsec, Probing: true})
 	if st := mustStatus(t, bs[1], epOpenAI).State; st != StateHalfOpen || st.String() != "half-open" {
 		t.Fatalf("State = %v", st)
 	}
@@ -251,10 +250,40 @@ func TestBackoffProbeLeaseExpires(t *testing.T) {
 		{73 * bsec, 'c', bOpen(1 * bsec)},
 		{74 * bsec, 'c', bProbe(30 * bsec)},
 	})
-	want := BackoffStatus{State: StateHalfOpen, Opens: 2, Failures: 2, Delay: 10 * bsec, RetryAfter: 30 * bsec, Probing: true}
-	if s := mustStatus(t, b, epLocal); s != want {
-		t.Fatalf("status:\n got %+v\nwant %+v", s, want)
+	wantStatus(t, b, epLocal, "status", BackoffStatus{State: StateHalfOpen, Opens: 2, Failures: 2, Delay: 10 * bsec, RetryAfter: 30 * bsec, Probing: true})
+}
+
+// ttlStep is a report or check of epLocal at an instant (from epoch) and
+// the TTL of its key after it. op: 'f' Failure, 'c' Check, 'w' only wait.
+type ttlStep struct {
+	at  time.Duration
+	op  byte
+	ttl time.Duration // 0: no key
+}
+
+// runTTLSteps runs steps, failing the test on a TTL other than the step's,
+// and returns each step's decision.
+func runTTLSteps(t *testing.T, b *Backoff, r *testRedis, key string, steps []ttlStep) []Decision {
+	t.Helper()
+	ctx := context.Background()
+	ds := make([]Decision, len(steps))
+	for i, s := range steps {
+		r.at(s.at)
+		var err error
+		switch s.op {
+		case 'f':
+			ds[i], err = b.Failure(ctx, epLocal)
+		case 'c':
+			ds[i], err = b.Check(ctx, epLocal)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := r.mr.TTL(key); got != s.ttl {
+			t.Fatalf("step %d at %v: TTL %v, want %v (keys %q)", i, s.at, got, s.ttl, r.mr.Keys())
+		}
 	}
+	return ds
 }
 
 func TestBackoffKeysAndTTL(t *testing.T) {
@@ -270,12 +299,7 @@ func TestBackoffKeysAndTTL(t *testing.T) {
 	if keys := r.mr.Keys(); len(keys) != 0 {
 		t.Fatalf("checks of a closed endpoint wrote %q", keys)
 	}
-	type ttlStep struct {
-		at  time.Duration
-		op  byte
-		ttl time.Duration // the key's TTL after the step; 0: no key
-	}
-	for i, s := range []ttlStep{
+	runTTLSteps(t, b, r, key, []ttlStep{
 		{0, 'f', 305 * bsec},           // open 5 s + LLMBackoffMax
 		{2 * bsec, 'f', 303 * bsec},    // stale: TTL untouched
 		{3 * bsec, 'c', 302 * bsec},    // denied: nothing written
@@ -286,22 +310,7 @@ func TestBackoffKeysAndTTL(t *testing.T) {
 		{346*bsec - bms, 'w', 1 * bms}, // nobody came back: the key is about to go
 		{346 * bsec, 'w', 0},           // forgotten
 		{346 * bsec, 'c', 0},           // closed, and checking writes nothing
-	} {
-		r.at(s.at)
-		var err error
-		switch s.op {
-		case 'f':
-			_, err = b.Failure(ctx, epLocal)
-		case 'c':
-			_, err = b.Check(ctx, epLocal)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := r.mr.TTL(key); got != s.ttl {
-			t.Fatalf("step %d at %v: TTL %v, want %v (keys %q)", i, s.at, got, s.ttl, r.mr.Keys())
-		}
-	}
+	})
 	// A forgotten endpoint starts the backoffSched again.
 	runBackoff(t, b, r, epLocal, []bstep{{346 * bsec, 'f', bOpen(5 * bsec)}})
 	fields, err := r.rdb.HGetAll(ctx, key).Result()
@@ -326,14 +335,8 @@ func TestBackoffKeysIdleTTL(t *testing.T) {
 	cfg := backoffConfig()
 	cfg.MaxRequestsPerUserHour, cfg.UserCooldown, cfg.MaxIdleTime = 0, 10*bsec, time.Minute
 	b, r := newTestBackoff(t, cfg)
-	ctx := context.Background()
 	const key = "floodgate:{e:llm}:http://localhost:1234"
-	type ttlStep struct {
-		at  time.Duration
-		op  byte
-		ttl time.Duration // the key's TTL after the step; 0: no key
-	}
-	for i, s := range []ttlStep{
+	steps := []ttlStep{
 		{0, 'f', time.Minute},          // 5 s + 300 s, capped at 1 min
 		{5 * bsec, 'c', time.Minute},   // probe: 30 s + 300 s, capped
 		{5 * bsec, 'f', time.Minute},   // open 10 s
@@ -348,22 +351,9 @@ func TestBackoffKeysIdleTTL(t *testing.T) {
 		{155 * bsec, 'w', 0},           // then forgotten: closed, level lost
 		{155 * bsec, 'c', 0},           // closed
 		{155 * bsec, 'f', time.Minute}, // and the schedule starts again
-	} {
-		r.at(s.at)
-		var d Decision
-		var err error
-		switch s.op {
-		case 'f':
-			d, err = b.Failure(ctx, epLocal)
-		case 'c':
-			d, err = b.Check(ctx, epLocal)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := r.mr.TTL(key); got != s.ttl {
-			t.Fatalf("step %d at %v: TTL %v, want %v", i, s.at, got, s.ttl)
-		}
+	}
+	for i, d := range runTTLSteps(t, b, r, key, steps) {
+		s := steps[i]
 		if s.op == 'c' && s.ttl == 0 && d != bClosed || s.op == 'c' && s.at == 155*bsec-bms && d != bOpen(bms) {
 			t.Fatalf("step %d at %v: %+v", i, s.at, d)
 		}
@@ -535,14 +525,14 @@ func TestBackoffPick(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var hook backoffRoundTrips
-	r.rdb.AddHook(&hook)
+	hook := &roundTripHook{}
+	r.rdb.AddHook(hook)
 	ep, d, err := b.Pick(ctx, eps...)
 	if err != nil || ep != "" || d != bOpen(5*bsec) {
 		t.Fatalf("Pick over %d open endpoints = %q %+v %v", len(eps), ep, d, err)
 	}
-	if n := hook.n.Load(); n != 1 {
-		t.Fatalf("Pick took %d round trips, want 1", n)
+	if n := hook.sent.Load(); n != 1 {
+		t.Fatalf("Pick sent %d commands, want 1", n)
 	}
 }
 
@@ -782,24 +772,6 @@ func TestBackoffNilAndZero(t *testing.T) {
 		if _, _, err := b.Pick(ctx, epLocal); !errors.Is(err, ErrInvalidArgument) {
 			t.Fatalf("Pick = %v", err)
 		}
-	}
-}
-
-// backoffRoundTrips counts the commands a client sends (a script is one, however
-// many calls it makes inside Redis).
-type backoffRoundTrips struct{ n atomic.Int64 }
-
-func (h *backoffRoundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *backoffRoundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.n.Add(1)
-		return next(ctx, cmd)
-	}
-}
-func (h *backoffRoundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		h.n.Add(int64(len(cmds)))
-		return next(ctx, cmds)
 	}
 }
 

@@ -1,6 +1,7 @@
 package limiter
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
@@ -71,10 +72,7 @@ type BucketSettings struct {
 // (Burst/PerSecond) longer than Config.MaxIdleTime, are an error wrapping
 // ErrInvalidArgument. Bucket does not contact Redis.
 func (l *Limiter) Bucket(name string, s BucketSettings) (*Bucket, error) {
-	if l == nil {
-		return nil, fmt.Errorf("%w: Bucket called on a nil Limiter", ErrInvalidArgument)
-	}
-	if err := validName("API", name); err != nil {
+	if err := l.validPolicy("Bucket", "API", name); err != nil {
 		return nil, err
 	}
 	if s.PerSecond == 0 {
@@ -89,13 +87,9 @@ func (l *Limiter) Bucket(name string, s BucketSettings) (*Bucket, error) {
 				ErrInvalidName, name, envName("APIRates"), strings.Join(known, ", "))
 		}
 		s.PerSecond = r.PerSecond
-		if s.Burst == 0 {
-			s.Burst = r.Burst
-		}
+		s.Burst = cmp.Or(s.Burst, r.Burst)
 	}
-	if s.Burst == 0 {
-		s.Burst = 1
-	}
+	s.Burst = cmp.Or(s.Burst, 1)
 	if err := validRate(name, s.PerSecond, s.Burst); err != nil {
 		return nil, err
 	}

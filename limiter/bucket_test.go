@@ -3,7 +3,6 @@ package limiter
 import (
 	"context"
 	"errors"
-	"math"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -47,10 +46,7 @@ func rateDenied(remaining int, retry, reset time.Duration) Decision {
 func mustBucket(t testing.TB, l *Limiter, name string, perSecond float64, burst int) *Bucket {
 	t.Helper()
 	b, err := l.Bucket(name, BucketSettings{PerSecond: perSecond, Burst: burst})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return must(t, b, err, "Bucket(%q)", name)
 }
 
 func bucketConfig() Config {
@@ -243,63 +239,6 @@ func TestBucketLuaMatchesLocalGCRA(t *testing.T) {
 				t.Fatalf("%g/%d call %d (n=%d at +%v): Lua %+v, Go %+v", c.perSecond, c.burst, i, n, elapsed, got, want)
 			}
 		}
-	}
-}
-
-// Bad settings are errors at construction and never reach Redis.
-func TestBucketInvalidArguments(t *testing.T) {
-	l, r := newTestLimiter(t, bucketConfig())
-	ctx := context.Background()
-	cases := []struct {
-		name      string
-		perSecond float64
-		burst     int
-		want      error
-		mention   string
-	}{
-		{"nan", math.NaN(), 1, ErrInvalidArgument, "NaN"},
-		{"negative", -4, 1, ErrInvalidArgument, "-4"},
-		{"inf", math.Inf(1), 1, ErrInvalidArgument, "+Inf"},
-		{"huge", 1e6 + 1, 1, ErrInvalidArgument, "1e+06"},
-		{"burstneg", 4, -1, ErrInvalidArgument, "burst"},
-		{"bursthuge", 4, 1<<20 + 1, ErrInvalidArgument, "burst"},
-		{"slowrefill", 1e-9, 1, ErrInvalidArgument, "refill"},
-		{"wikipedia", 0, -1, ErrInvalidArgument, "burst"},
-		{"unlisted", 0, 1, ErrInvalidName, "APIRates"},
-		{"", 4, 1, ErrInvalidName, "empty"},
-		{strings.Repeat("x", MaxNameLen+1), 4, 1, ErrInvalidName, "bytes"},
-		{"\xff", 4, 1, ErrInvalidName, "UTF-8"},
-	}
-	for _, c := range cases {
-		b, err := l.Bucket(c.name, BucketSettings{PerSecond: c.perSecond, Burst: c.burst})
-		if b != nil || !errors.Is(err, c.want) || !strings.Contains(err.Error(), c.mention) || !strings.HasPrefix(err.Error(), "limiter: ") {
-			t.Errorf("Bucket(%d-byte name, %g, %d) = %v, %v; want %v mentioning %q", len(c.name), c.perSecond, c.burst, b, err, c.want, c.mention)
-		}
-	}
-	var nilLimiter *Limiter
-	if _, err := nilLimiter.Bucket("igdb", BucketSettings{}); !errors.Is(err, ErrInvalidArgument) {
-		t.Errorf("Bucket on a nil Limiter = %v", err)
-	}
-	// n outside 1..burst.
-	b := mustBucket(t, l, "igdb", 4, 2)
-	for _, n := range []int{0, -1, 3} {
-		if _, err := b.AllowN(ctx, n); !errors.Is(err, ErrInvalidArgument) {
-			t.Errorf("AllowN(%d) = %v, want ErrInvalidArgument", n, err)
-		}
-		if _, err := b.WaitN(ctx, n); !errors.Is(err, ErrInvalidArgument) {
-			t.Errorf("WaitN(%d) = %v, want ErrInvalidArgument", n, err)
-		}
-	}
-	var zero Bucket
-	if _, err := zero.Allow(ctx); !errors.Is(err, ErrInvalidArgument) {
-		t.Errorf("zero Bucket Allow = %v", err)
-	}
-	var nilBucket *Bucket
-	if _, err := nilBucket.Wait(ctx); !errors.Is(err, ErrInvalidArgument) {
-		t.Errorf("nil Bucket Wait = %v", err)
-	}
-	if n := r.mr.CommandCount(); n != 0 {
-		t.Fatalf("invalid calls sent %d commands to Redis", n)
 	}
 }
 

@@ -1,6 +1,7 @@
 package limiter
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -110,10 +111,7 @@ type BudgetSettings struct {
 // "llm"). Invalid settings are an error wrapping ErrInvalidArgument naming
 // the field. Budget does not contact Redis.
 func (l *Limiter) Budget(name string, s BudgetSettings) (*Budget, error) {
-	if l == nil {
-		return nil, fmt.Errorf("%w: Budget called on a nil Limiter", ErrInvalidArgument)
-	}
-	if err := validName("budget", name); err != nil {
+	if err := l.validPolicy("Budget", "budget", name); err != nil {
 		return nil, err
 	}
 	if s.Limit == 0 {
@@ -122,12 +120,8 @@ func (l *Limiter) Budget(name string, s BudgetSettings) (*Budget, error) {
 			return nil, fmt.Errorf("%w: budget %q: BudgetSettings.Limit is 0 and so is Config.UserTokenBudget (%s)", ErrInvalidArgument, name, envName("UserTokenBudget"))
 		}
 	}
-	if s.Window == 0 {
-		s.Window = l.cfg.UserTokenWindow
-	}
-	if s.Lease == 0 {
-		s.Lease = min(l.cfg.LLMProbeLease, s.Window)
-	}
+	s.Window = cmp.Or(s.Window, l.cfg.UserTokenWindow)
+	s.Lease = cmp.Or(s.Lease, min(l.cfg.LLMProbeLease, s.Window))
 	var errs []error
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%w: budget %q: BudgetSettings.%s "+format, append([]any{ErrInvalidArgument, name, field}, args...)...))

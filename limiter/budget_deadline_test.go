@@ -2,10 +2,7 @@ package limiter
 
 import (
 	"context"
-	"errors"
-	"sync"
 	"testing"
-	"time"
 )
 
 // Budget's methods keep the promise of TestEveryCallReturnsByItsDeadline
@@ -14,20 +11,8 @@ import (
 // returns by its context's deadline.
 func TestBudgetCallsReturnByTheirDeadline(t *testing.T) {
 	cfg := DefaultConfig()
-	cfg.RedisURL = stalledRedis(t)
-	cfg.RedisTimeout = 10 * time.Second
-	cfg.LocalCacheSize = 0
 	cfg.UserTokenBudget = 1000
-	rdb, err := NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rdb.Close() })
-	l, err := New(rdb, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := l.Budget("llm", BudgetSettings{})
+	b, err := stalledLimiter(t, cfg).Budget("llm", BudgetSettings{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,23 +26,5 @@ func TestBudgetCallsReturnByTheirDeadline(t *testing.T) {
 		"Cancel":  func(ctx context.Context) error { return b.Cancel(ctx, "u", token) },
 		"Peek":    func(ctx context.Context) error { _, err := b.Peek(ctx, "u"); return err },
 	}
-	const deadline, slack = 200 * time.Millisecond, time.Second
-	var wg sync.WaitGroup
-	for name, call := range calls {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), deadline)
-			defer cancel()
-			start := time.Now()
-			err := call(ctx)
-			if took := time.Since(start); took > deadline+slack {
-				t.Errorf("Budget.%s took %v with a %v deadline (%v)", name, took, deadline, err)
-			}
-			if errors.Is(err, ErrInvalidArgument) {
-				t.Errorf("Budget.%s refused its arguments before reaching Redis: %v", name, err)
-			}
-		}()
-	}
-	wg.Wait()
+	returnByDeadline(t, "Budget.", calls)
 }

@@ -13,18 +13,11 @@ import (
 // Settle after it with the usage the model reported: a viewer with 20,000
 // tokens an hour.
 func ExampleBudget_Reserve() {
-	mr, rdb := exampleRedis()
-	defer mr.Close()
 	cfg := limiter.DefaultConfig()
 	cfg.UserTokenBudget = 20_000 // FLOODGATE_USER_TOKEN_BUDGET
-	lim, err := limiter.New(rdb, cfg)
-	if err != nil {
-		log.Fatal(err)
-	}
-	llm, err := lim.Budget("llm", limiter.BudgetSettings{})
-	if err != nil {
-		log.Fatal(err)
-	}
+	mr, lim := exampleLimiter(cfg)
+	defer mr.Close()
+	llm := check(lim.Budget("llm", limiter.BudgetSettings{}))
 	ctx := context.Background()
 
 	d, err := llm.Reserve(ctx, "viewer", 1500)

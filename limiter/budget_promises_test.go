@@ -10,13 +10,7 @@ import (
 // "When Redis is in trouble"; docs/reliability.md, "closed waits 1 s, in
 // every policy"): TestFailClosedWaitsOneSecondEverywhere covers the rest.
 func TestBudgetFailClosedWaitsOneSecond(t *testing.T) {
-	cfg := budgetConfig(1000, time.Hour)
-	cfg.BudgetOnRedisError = FailClosed
-	l := downLimiter(t, cfg)
-	b, err := l.Budget("llm", BudgetSettings{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := downBudget(t, FailClosed)
 	want := Decision{Reason: ReasonRedisDown, RetryAfter: time.Second, ResetAfter: time.Second, Degraded: true}
 	ctx := context.Background()
 	for what, call := range map[string]func() (Decision, error){

@@ -23,19 +23,13 @@ func newTestBudget(t *testing.T, cfg Config, s BudgetSettings) (*Budget, *testRe
 	t.Helper()
 	l, r := newTestLimiter(t, cfg)
 	b, err := l.Budget("llm", s)
-	if err != nil {
-		t.Fatalf("Budget: %v", err)
-	}
-	return b, r
+	return must(t, b, err, "Budget"), r
 }
 
 func mustReserve(t *testing.T, b *Budget, user string, n int) Decision {
 	t.Helper()
 	d, err := b.Reserve(context.Background(), user, n)
-	if err != nil {
-		t.Fatalf("Reserve(%q, %d): %v", user, n, err)
-	}
-	return d
+	return must(t, d, err, "Reserve(%q, %d)", user, n)
 }
 
 func mustSettle(t *testing.T, b *Budget, user, token string, n int) {
@@ -48,10 +42,7 @@ func mustSettle(t *testing.T, b *Budget, user, token string, n int) {
 func mustPeekBudget(t *testing.T, b *Budget, user string) BudgetStatus {
 	t.Helper()
 	st, err := b.Peek(context.Background(), user)
-	if err != nil {
-		t.Fatalf("Peek(%q): %v", user, err)
-	}
-	return st
+	return must(t, st, err, "Peek(%q)", user)
 }
 
 // snapshot is everything Redis holds for key, TTL included.
@@ -519,17 +510,21 @@ func TestBudgetClockStepsBack(t *testing.T) {
 	}
 }
 
+// downBudget is Budget "llm" (1000 units an hour) of a downLimiter whose
+// BudgetOnRedisError is mode.
+func downBudget(t *testing.T, mode FailureMode) *Budget {
+	t.Helper()
+	cfg := budgetConfig(1000, time.Hour)
+	cfg.BudgetOnRedisError = mode
+	b, err := downLimiter(t, cfg).Budget("llm", BudgetSettings{})
+	return must(t, b, err, "Budget")
+}
+
 func TestBudgetRedisDown(t *testing.T) {
 	ctx := context.Background()
 	for _, mode := range []FailureMode{FailLocal, FailOpen, FailClosed} {
 		t.Run(mode.String(), func(t *testing.T) {
-			cfg := budgetConfig(1000, time.Hour)
-			cfg.BudgetOnRedisError = mode
-			l := downLimiter(t, cfg)
-			b, err := l.Budget("llm", BudgetSettings{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			b := downBudget(t, mode)
 			d, err := b.Reserve(ctx, "u", 600)
 			if err != nil || !d.Degraded {
 				t.Fatalf("Reserve: %+v, %v", d, err)

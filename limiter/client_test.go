@@ -100,16 +100,7 @@ func TestParseRedisURLTimeoutRange(t *testing.T) {
 }
 
 func TestRedactURL(t *testing.T) {
-	for in, want := range map[string]string{
-		"redis://h:1":                                   "redis://h:1",
-		"redis://alice:pw@h:1/2":                        "redis://alice:xxxxx@h:1/2",
-		"redis://:pw@h:1":                               "redis://:xxxxx@h:1",
-		"redis://pw@h:1":                                "redis://xxxxx@h:1",
-		"redis://a:x@h1:1,redis://a:y@h2:2":             "redis://a:xxxxx@h1:1,redis://a:xxxxx@h2:2",
-		"redis-sentinel://s/m?sentinel_password=p&db=1": "redis-sentinel://s/m?sentinel_password=xxxxx&db=1",
-		"redis://h:1?password=p":                        "redis://h:1?password=xxxxx",
-		"redis://alice:p w{@h:1":                        "redis://alice:xxxxx@h:1",
-	} {
+	for in, want := range redisurltest.Redactions {
 		if got := RedactURL(in); got != want {
 			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
 		}
@@ -238,30 +229,13 @@ func TestNewClientLimiter(t *testing.T) {
 
 	cfg := userConfig(10*time.Second, 20, time.Hour)
 	cfg.RedisURL = "redis://bot:Tr0ub4dor@" + mr.Addr()
-	rdb, err := NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rdb.Close()
-	l, err := New(rdb, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := clientLimiter(t, cfg)
 	if d, err := l.Allow(ctx, "alice"); err != nil || d != (Decision{Allowed: true, Remaining: 19, ResetAfter: time.Hour}) {
 		t.Fatalf("Allow = %+v, %v", d, err)
 	}
 
 	cfg.RedisURL = "redis://bot:WrongPassw0rd@" + mr.Addr()
-	bad, err := NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bad.Close()
-	lb, err := New(bad, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = lb.Allow(ctx, "alice")
+	_, err := clientLimiter(t, cfg).Allow(ctx, "alice")
 	if err == nil {
 		t.Fatal("Allow with a wrong password succeeded")
 	}

@@ -16,9 +16,10 @@ import (
 // roundTripHook counts a client's script round trips (EVALSHA or EVAL
 // alone, or a pipeline of them) and the most in flight at once. A new
 // connection's own commands (HELLO...) run through the hooks too, nested
-// in the round trip that dialled it: they are not counted.
+// in the round trip that dialled it: they are not counted in n. sent
+// counts every command, scripts or not, alone or in a pipeline.
 type roundTripHook struct {
-	n, inflight, most atomic.Int64
+	n, inflight, most, sent atomic.Int64
 }
 
 func isScript(cmd redis.Cmder) bool { return cmd.Name() == "evalsha" || cmd.Name() == "eval" }
@@ -26,6 +27,7 @@ func isScript(cmd redis.Cmder) bool { return cmd.Name() == "evalsha" || cmd.Name
 func (h *roundTripHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (h *roundTripHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.sent.Add(1)
 		if !isScript(cmd) {
 			return next(ctx, cmd)
 		}
@@ -35,6 +37,7 @@ func (h *roundTripHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 }
 func (h *roundTripHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.sent.Add(int64(len(cmds)))
 		if len(cmds) == 0 || !isScript(cmds[0]) {
 			return next(ctx, cmds)
 		}

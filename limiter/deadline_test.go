@@ -2,6 +2,7 @@ package limiter
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"sync"
@@ -51,19 +52,7 @@ func TestEveryCallReturnsByItsDeadline(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cfg := DefaultConfig()
-	cfg.RedisURL = stalledRedis(t)
-	cfg.RedisTimeout = 10 * time.Second
-	cfg.LocalCacheSize = 0
-	rdb, err := NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rdb.Close() })
-	l, err := New(rdb, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := stalledLimiter(t, DefaultConfig())
 	b := mustBackoff(t, l, "llm")
 	api := mustBucket(t, l, "api", 1, 1)
 	pool := mustSlots(t, l, "llm", 1, time.Second)
@@ -97,18 +86,39 @@ func TestEveryCallReturnsByItsDeadline(t *testing.T) {
 		"Lease.Release":      func(ctx context.Context) error { return lease.Release(ctx) },
 		"Backoff.Do (Check)": func(ctx context.Context) error { return b.Do(ctx, "ep", func(context.Context) error { return nil }) },
 	}
-	const budget, slack = 200 * time.Millisecond, time.Second
+	returnByDeadline(t, "", calls)
+}
+
+// stalledLimiter is a Limiter with cfg, its cache off, on a stalledRedis
+// with a RedisTimeout (10 s) far longer than any call's deadline.
+func stalledLimiter(t *testing.T, cfg Config) *Limiter {
+	t.Helper()
+	cfg.RedisURL = stalledRedis(t)
+	cfg.RedisTimeout = 10 * time.Second
+	cfg.LocalCacheSize = 0
+	return clientLimiter(t, cfg)
+}
+
+// returnByDeadline makes every call at once, each with a 200 ms context,
+// and fails the test for one that took much longer (the slack is for a
+// loaded machine) or refused its arguments before reaching Redis.
+func returnByDeadline(t *testing.T, prefix string, calls map[string]func(context.Context) error) {
+	t.Helper()
+	const deadline, slack = 200 * time.Millisecond, time.Second
 	var wg sync.WaitGroup
 	for name, call := range calls {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), budget)
+			ctx, cancel := context.WithTimeout(context.Background(), deadline)
 			defer cancel()
 			start := time.Now()
 			err := call(ctx)
-			if took := time.Since(start); took > budget+slack {
-				t.Errorf("%s took %v with a %v deadline (%v)", name, took, budget, err)
+			if took := time.Since(start); took > deadline+slack {
+				t.Errorf("%s%s took %v with a %v deadline (%v)", prefix, name, took, deadline, err)
+			}
+			if errors.Is(err, ErrInvalidArgument) {
+				t.Errorf("%s%s refused its arguments before reaching Redis: %v", prefix, name, err)
 			}
 		}()
 	}

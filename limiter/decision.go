@@ -98,3 +98,16 @@ func (r Reason) String() string {
 	}
 	return "Reason(" + strconv.Itoa(int(r)) + ")"
 }
+
+// replyDecision reads the five integers a script's decision is made of, in
+// this order: allowed (1 or 0), reason, remaining, retry-after ms and
+// reset-after ms.
+func replyDecision(r []int64) Decision {
+	return Decision{
+		Allowed:    r[0] == 1,
+		Reason:     Reason(r[1]),
+		Remaining:  int(r[2]),
+		RetryAfter: fromMs(r[3]),
+		ResetAfter: fromMs(r[4]),
+	}
+}

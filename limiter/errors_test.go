@@ -77,32 +77,7 @@ func TestCallerDeadlineIsNoOutage(t *testing.T) {
 // degraded decision: before the fix, the connection's read deadline (the
 // caller's) fired before ctx's timer, and hundreds of 800 calls degraded.
 func TestShortDeadlinesDoNotMarkRedisDown(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var conns sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); conns.Wait() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns.Add(1)
-			go func() {
-				defer conns.Done()
-				defer c.Close()
-				b := make([]byte, 4096)
-				for {
-					if _, err := c.Read(b); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	rdb := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), ContextTimeoutEnabled: true, MaxRetries: -1, PoolSize: 64})
+	rdb := redis.NewClient(&redis.Options{Addr: stalledRedis(t), ContextTimeoutEnabled: true, MaxRetries: -1, PoolSize: 64})
 	t.Cleanup(func() { rdb.Close() })
 	cfg := userConfig(0, 5, time.Hour)
 	cfg.RedisTimeout = 10 * time.Second // only the callers' deadlines end calls

@@ -18,10 +18,7 @@ import (
 // as in config.yaml, or Go durations), connects with NewClient and builds
 // the Limiter. Bad values are errors naming the variable.
 func ExampleConfigFromEnv() {
-	mr, err := miniredis.Run()
-	if err != nil {
-		log.Fatal(err)
-	}
+	mr := check(miniredis.Run())
 	defer mr.Close()
 	mr.RequireAuth("s3cret")
 	// Set by the deployment, not by code:
@@ -66,23 +63,14 @@ func ExampleConfigFromEnv() {
 // it sleeps until the user may go again, or fails at once when that would
 // pass the context's deadline.
 func ExampleLimiter_Wait() {
-	mr, err := miniredis.Run() // on the real clock: Wait really sleeps
-	if err != nil {
-		log.Fatal(err)
-	}
+	mr := check(miniredis.Run()) // on the real clock: Wait really sleeps
 	defer mr.Close()
 	cfg := limiter.DefaultConfig()
 	cfg.RedisURL = mr.Addr()
 	cfg.UserCooldown = 100 * time.Millisecond
-	rdb, err := limiter.NewClient(cfg)
-	if err != nil {
-		log.Fatal(err)
-	}
+	rdb := check(limiter.NewClient(cfg))
 	defer rdb.Close()
-	lim, err := limiter.New(rdb, cfg)
-	if err != nil {
-		log.Fatal(err)
-	}
+	lim := check(limiter.New(rdb, cfg))
 	ctx := context.Background()
 
 	start := time.Now()

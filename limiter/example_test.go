@@ -23,19 +23,30 @@ func exampleRedis() (*miniredis.Miniredis, redis.UniversalClient) {
 	return mr, redis.NewClient(&redis.Options{Addr: mr.Addr()})
 }
 
+// exampleLimiter builds a Limiter with cfg on exampleRedis, the way
+// ExampleConfigFromEnv shows for a real deployment.
+func exampleLimiter(cfg limiter.Config) (*miniredis.Miniredis, *limiter.Limiter) {
+	mr, rdb := exampleRedis()
+	return mr, check(limiter.New(rdb, cfg))
+}
+
+// check stops an example at a setup error; a real bot handles it.
+func check[T any](v T, err error) T {
+	if err != nil {
+		log.Fatal(err)
+	}
+	return v
+}
+
 // A bot checks every chat message: the defaults allow one message
 // per 10 s and 20 per hour for each user, shared by every replica.
 func ExampleLimiter_Allow() {
-	mr, rdb := exampleRedis()
-	defer mr.Close()
 	cfg := limiter.DefaultConfig()
 	// The local deny cache counts down on this process's own clock, which
 	// the frozen example clock would fool; a real bot keeps it on.
 	cfg.LocalCacheSize = 0
-	lim, err := limiter.New(rdb, cfg)
-	if err != nil {
-		log.Fatal(err)
-	}
+	mr, lim := exampleLimiter(cfg)
+	defer mr.Close()
 	ctx := context.Background()
 	for _, at := range []time.Duration{0, 4 * time.Second, 10 * time.Second} {
 		mr.SetTime(time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC).Add(at))
@@ -57,12 +68,8 @@ func ExampleLimiter_Allow() {
 
 // Many users at once, one round trip: each decision is still atomic.
 func ExampleLimiter_AllowMany() {
-	mr, rdb := exampleRedis()
+	mr, lim := exampleLimiter(limiter.DefaultConfig())
 	defer mr.Close()
-	lim, err := limiter.New(rdb, limiter.DefaultConfig())
-	if err != nil {
-		log.Fatal(err)
-	}
 	ds, err := lim.AllowMany(context.Background(), []string{"ann", "bob", "ann"})
 	if err != nil {
 		log.Fatal(err)
@@ -79,17 +86,10 @@ func ExampleLimiter_AllowMany() {
 // The bot's fallback from a local model to OpenAI: Pick gives the first
 // endpoint not backing off; report the outcome so every replica learns.
 func ExampleBackoff_Pick() {
-	mr, rdb := exampleRedis()
+	mr, lim := exampleLimiter(limiter.DefaultConfig())
 	defer mr.Close()
-	lim, err := limiter.New(rdb, limiter.DefaultConfig())
-	if err != nil {
-		log.Fatal(err)
-	}
 	ctx := context.Background()
-	llm, err := lim.Backoff("llm", limiter.BackoffSettings{})
-	if err != nil {
-		log.Fatal(err)
-	}
+	llm := check(lim.Backoff("llm", limiter.BackoffSettings{}))
 	local, openai := "http://localhost:1234", "https://api.openai.com"
 
 	d, _ := llm.Failure(ctx, local) // the local model timed out
@@ -106,16 +106,9 @@ func ExampleBackoff_Pick() {
 
 // External APIs: at most igdb's 4 requests per second across replicas.
 func ExampleBucket_Allow() {
-	mr, rdb := exampleRedis()
+	mr, lim := exampleLimiter(limiter.DefaultConfig())
 	defer mr.Close()
-	lim, err := limiter.New(rdb, limiter.DefaultConfig())
-	if err != nil {
-		log.Fatal(err)
-	}
-	igdb, err := lim.Bucket("igdb", limiter.BucketSettings{})
-	if err != nil {
-		log.Fatal(err)
-	}
+	igdb := check(lim.Bucket("igdb", limiter.BucketSettings{}))
 	for i := 0; i < 2; i++ {
 		d, err := igdb.Allow(context.Background())
 		if err != nil {
@@ -131,21 +124,13 @@ func ExampleBucket_Allow() {
 // At most 7 users on the model at once, across replicas; a slot is a
 // lease, so a crashed replica's slots come back by themselves.
 func ExampleSlots_TryAcquire() {
-	mr, rdb := exampleRedis()
+	mr, lim := exampleLimiter(limiter.DefaultConfig())
 	defer mr.Close()
-	cfg := limiter.DefaultConfig()
-	lim, err := limiter.New(rdb, cfg)
-	if err != nil {
-		log.Fatal(err)
-	}
 	ctx := context.Background()
-	pool, err := lim.Slots("llm", limiter.SlotsSettings{Size: 2}) // lease: cfg.SlotLease
-	if err != nil {
-		log.Fatal(err)
-	}
+	pool := check(lim.Slots("llm", limiter.SlotsSettings{Size: 2})) // lease: Config.SlotLease
 	a, _ := pool.TryAcquire(ctx, "ann")
 	_, _ = pool.TryAcquire(ctx, "bob")
-	_, err = pool.TryAcquire(ctx, "cat")
+	_, err := pool.TryAcquire(ctx, "cat")
 	fmt.Println("third user:", err)
 	fmt.Println("release:", a.Release(ctx))
 	fmt.Println("release again:", a.Release(ctx) != nil)

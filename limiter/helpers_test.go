@@ -2,6 +2,9 @@ package limiter
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -52,10 +55,26 @@ func newTestLimiter(t *testing.T, cfg Config) (*Limiter, *testRedis) {
 	t.Helper()
 	r := newTestRedis(t)
 	l, err := New(r.rdb, cfg)
+	return must(t, l, err, "New"), r
+}
+
+// refused reports whether err is a refusal as the package words them: it
+// wraps want, mentions mention and starts with the package name.
+func refused(err, want error, mention string) bool {
+	return errors.Is(err, want) && strings.Contains(err.Error(), mention) && strings.HasPrefix(err.Error(), "limiter: ")
+}
+
+// clientLimiter is New on NewClient(cfg)'s client, which is closed when
+// the test ends.
+func clientLimiter(t *testing.T, cfg Config) *Limiter {
+	t.Helper()
+	rdb, err := NewClient(cfg)
 	if err != nil {
-		t.Fatalf("New: %v", err)
+		t.Fatalf("NewClient: %v", err)
 	}
-	return l, r
+	t.Cleanup(func() { rdb.Close() })
+	l, err := New(rdb, cfg)
+	return must(t, l, err, "New")
 }
 
 // userConfig is DefaultConfig with the given per-user limits and the
@@ -69,13 +88,20 @@ func userConfig(cooldown time.Duration, limit int, window time.Duration) Config 
 	return cfg
 }
 
+// must returns v, or fails the test naming the call (a format and its
+// args) when err is set: the one body behind the mustX helpers.
+func must[T any](t testing.TB, v T, err error, call string, args ...any) T {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("%s: %v", fmt.Sprintf(call, args...), err)
+	}
+	return v
+}
+
 func mustAllow(t *testing.T, l *Limiter, user string) Decision {
 	t.Helper()
 	d, err := l.Allow(context.Background(), user)
-	if err != nil {
-		t.Fatalf("Allow(%q): %v", user, err)
-	}
-	return d
+	return must(t, d, err, "Allow(%q)", user)
 }
 
 func init() {

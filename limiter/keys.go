@@ -77,6 +77,15 @@ func validUser(user string) error {
 
 // validName checks an endpoint, API or slot-pool name. Names come from
 // configuration, not from chat users, so they must also be valid UTF-8.
+// validPolicy is what every policy constructor (method) checks first: a
+// Limiter to build on and a valid name of its kind.
+func (l *Limiter) validPolicy(method, kind, name string) error {
+	if l == nil {
+		return fmt.Errorf("%w: %s called on a nil Limiter", ErrInvalidArgument, method)
+	}
+	return validName(kind, name)
+}
+
 func validName(kind, name string) error {
 	switch {
 	case name == "":

@@ -1,6 +1,7 @@
 package limiter
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -102,18 +103,11 @@ type SlotsSettings struct {
 // Config.MaxIdleTime, are an error wrapping ErrInvalidArgument; Slots does
 // not contact Redis.
 func (l *Limiter) Slots(name string, s SlotsSettings) (*Slots, error) {
-	if l == nil {
-		return nil, fmt.Errorf("%w: Slots called on a nil Limiter", ErrInvalidArgument)
-	}
-	if err := validName("slot pool", name); err != nil {
+	if err := l.validPolicy("Slots", "slot pool", name); err != nil {
 		return nil, err
 	}
-	if s.Size == 0 {
-		s.Size = l.cfg.MaxConcurrentUsers
-	}
-	if s.Lease == 0 {
-		s.Lease = l.cfg.SlotLease
-	}
+	s.Size = cmp.Or(s.Size, l.cfg.MaxConcurrentUsers)
+	s.Lease = cmp.Or(s.Lease, l.cfg.SlotLease)
 	if s.Size < 1 || s.Size > maxSlots {
 		return nil, fmt.Errorf("%w: slot pool %q: size must be between 1 and %d, got %d (0 takes Config.MaxConcurrentUsers)", ErrInvalidArgument, name, maxSlots, s.Size)
 	}

@@ -13,22 +13,12 @@ import (
 // Acquire waits its turn for a slot; a long answer refreshes its lease so
 // the slot is not taken back while still in use.
 func ExampleSlots_Acquire() {
-	mr, rdb := exampleRedis()
+	mr, lim := exampleLimiter(limiter.DefaultConfig())
 	defer mr.Close()
-	lim, err := limiter.New(rdb, limiter.DefaultConfig())
-	if err != nil {
-		log.Fatal(err)
-	}
 	ctx := context.Background()
-	pool, err := lim.Slots("llm", limiter.SlotsSettings{Size: 1})
-	if err != nil {
-		log.Fatal(err)
-	}
-	ann, err := pool.TryAcquire(ctx, "ann")
-	if err != nil {
-		log.Fatal(err)
-	}
-	_, err = pool.TryAcquire(ctx, "bob")
+	pool := check(lim.Slots("llm", limiter.SlotsSettings{Size: 1}))
+	ann := check(pool.TryAcquire(ctx, "ann"))
+	_, err := pool.TryAcquire(ctx, "bob")
 	var full *limiter.NoSlotError
 	if errors.As(err, &full) {
 		fmt.Println("bob may retry in", full.RetryAfter)
@@ -65,15 +55,8 @@ func ExampleLease_Token() {
 	defer mr.Close()
 	ctx := context.Background()
 	replica := func() *limiter.Slots {
-		lim, err := limiter.New(rdb, limiter.DefaultConfig())
-		if err != nil {
-			log.Fatal(err)
-		}
-		pool, err := lim.Slots("llm", limiter.SlotsSettings{})
-		if err != nil {
-			log.Fatal(err)
-		}
-		return pool
+		lim := check(limiter.New(rdb, limiter.DefaultConfig()))
+		return check(lim.Slots("llm", limiter.SlotsSettings{}))
 	}
 	a, b := replica(), replica()
 	lease, err := a.TryAcquire(ctx, "ann")
@@ -98,31 +81,21 @@ func ExampleLease_Token() {
 // long answer refreshes it, and a replica that stopped refreshing (it
 // crashed, or hung) loses the slot to the next user.
 func ExampleLease_Refresh() {
-	mr, rdb := exampleRedis()
+	mr, lim := exampleLimiter(limiter.DefaultConfig())
 	defer mr.Close()
-	lim, err := limiter.New(rdb, limiter.DefaultConfig())
-	if err != nil {
-		log.Fatal(err)
-	}
 	ctx := context.Background()
-	pool, err := lim.Slots("llm", limiter.SlotsSettings{Size: 1})
-	if err != nil {
-		log.Fatal(err)
-	}
+	pool := check(lim.Slots("llm", limiter.SlotsSettings{Size: 1}))
 	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 	after := func(d time.Duration) { now = now.Add(d); mr.SetTime(now); mr.FastForward(d) }
 
-	ann, err := pool.TryAcquire(ctx, "ann")
-	if err != nil {
-		log.Fatal(err)
-	}
+	ann := check(pool.TryAcquire(ctx, "ann"))
 	after(20 * time.Second)
 	fmt.Println("refresh at 20s:", ann.Refresh(ctx))
 	after(20 * time.Second) // 40 s after the grant, 20 s after the refresh
 	n, _ := pool.InUse(ctx)
 	fmt.Println("in use at 40s:", n)
 	after(11 * time.Second) // 31 s without a refresh: the lease lapsed
-	err = ann.Refresh(ctx)
+	err := ann.Refresh(ctx)
 	fmt.Println("refresh at 51s:", errors.Is(err, limiter.ErrLeaseLost))
 	_, err = pool.TryAcquire(ctx, "bob")
 	fmt.Println("bob gets the slot:", err == nil)

@@ -137,7 +137,7 @@ func TestLeaseTokenInvalid(t *testing.T) {
 		{"other pool", "r." + b64([]byte("images")) + "." + b64([]byte(id+":a")), `"images" given to pool "llm"`},
 	} {
 		lease, err := s.Lease(c.token)
-		if lease != nil || !errors.Is(err, ErrInvalidArgument) || !strings.HasPrefix(err.Error(), "limiter: ") || !strings.Contains(err.Error(), c.mention) {
+		if lease != nil || !refused(err, ErrInvalidArgument, c.mention) {
 			t.Errorf("%s: Lease(%.40q) = %v, %v; want ErrInvalidArgument mentioning %q", c.name, c.token, lease, err, c.mention)
 		}
 	}

@@ -3,18 +3,13 @@ package metrics
 import (
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // ObserveUnits adds units under the budget and outcome; a nil Observer
 // ignores them.
 func TestObserveUnits(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	obs, err := New(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	obs, _ := newObserver(t)
 	obs.ObserveUnits("llm", true, 900)
 	obs.ObserveUnits("llm", true, 120)
 	obs.ObserveUnits("llm", false, 1500)

@@ -7,18 +7,26 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
 	"github.com/floodgate/floodgate/limiter"
 )
 
-// redisReply is an error reply from the server, as go-redis returns it.
-type redisReply string
-
-func (e redisReply) Error() string { return string(e) }
-func (redisReply) RedisError()     {}
-
+// TestObserveRedisCountsOOM: the reply of a Redis out of memory under
+// noeviction, as go-redis returns it from a write, counts as kind "oom".
 func TestObserveRedisCountsOOM(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	mr.SetError("OOM command not allowed when used memory > 'maxmemory'.")
+	reply := rdb.Set(context.Background(), "k", "v", 0).Err()
+	var re redis.Error
+	if !errors.As(reply, &re) {
+		t.Fatalf("SET = %v, want a Redis error reply", reply)
+	}
 	o, reg := newObserver(t)
-	oom := fmt.Errorf("limiter: user_allow on k: %w", redisReply("OOM command not allowed when used memory > 'maxmemory'."))
+	oom := fmt.Errorf("limiter: user_allow on k: %w", reply)
 	o.ObserveRedis("user_allow", time.Millisecond, oom)
 	compare(t, reg, `
 # HELP floodgate_redis_errors_total Failed Redis round trips by script or command; kind "oom" means Redis is full and refuses writes (maxmemory under noeviction), "unavailable" that it could not be reached or timed out, "error" that it answered with an error.

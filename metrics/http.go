@@ -35,23 +35,20 @@ func NewHTTP(reg prometheus.Registerer) (*HTTP, error) {
 	if reg == nil {
 		reg = prometheus.DefaultRegisterer
 	}
+	r := registrar{reg: reg}
 	h := &HTTP{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+		requests: register(&r, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "http_requests_total",
 			Help: "HTTP requests answered, by route pattern and status code.",
-		}, []string{"route", "code"}),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		}, []string{"route", "code"})),
+		duration: register(&r, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "http_request_duration_seconds",
 			Help:    "Time from reading an HTTP request's headers to writing its answer, by route pattern.",
 			Buckets: HTTPBuckets,
-		}, []string{"route"}),
+		}, []string{"route"})),
 	}
-	var err error
-	if h.requests, err = register(reg, h.requests); err != nil {
-		return nil, err
-	}
-	if h.duration, err = register(reg, h.duration); err != nil {
-		return nil, err
+	if r.err != nil {
+		return nil, r.err
 	}
 	return h, nil
 }

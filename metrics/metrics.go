@@ -144,66 +144,58 @@ func New(reg prometheus.Registerer, opts ...Option) (*Observer, error) {
 			Namespace: namespace, Name: name, Help: help, ConstLabels: o.constLabels,
 		}, labels)
 	}
+	r := registrar{reg: reg}
 	obs := &Observer{
-		decisions: counter("decisions_total",
-			"Limiter decisions by policy, reason and outcome.", "policy", "reason", "allowed"),
-		degraded: counter("degraded_decisions_total",
-			"Decisions taken without the shared state because Redis could not be reached (the policy's FailureMode).", "policy", "allowed"),
-		cached: counter("local_cache_hits_total",
-			"Repeat denials answered from the in-process deny cache, without a Redis round trip.", "policy"),
-		units: counter("budget_units_total",
-			`Units (LLM tokens) of a token budget: outcome "spent" by settled calls and charges, "denied" by refused reservations and charges.`, "budget", "outcome"),
-		redisTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		decisions: register(&r, counter("decisions_total",
+			"Limiter decisions by policy, reason and outcome.", "policy", "reason", "allowed")),
+		degraded: register(&r, counter("degraded_decisions_total",
+			"Decisions taken without the shared state because Redis could not be reached (the policy's FailureMode).", "policy", "allowed")),
+		cached: register(&r, counter("local_cache_hits_total",
+			"Repeat denials answered from the in-process deny cache, without a Redis round trip.", "policy")),
+		units: register(&r, counter("budget_units_total",
+			`Units (LLM tokens) of a token budget: outcome "spent" by settled calls and charges, "denied" by refused reservations and charges.`, "budget", "outcome")),
+		redisTime: register(&r, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "redis_duration_seconds",
 			Help:        "Duration of the limiter's Redis round trips by script or command.",
 			ConstLabels: o.constLabels, Buckets: o.buckets,
-		}, []string{"op"}),
-		redisErrs: counter("redis_errors_total",
-			`Failed Redis round trips by script or command; kind "oom" means Redis is full and refuses writes (maxmemory under noeviction), "unavailable" that it could not be reached or timed out, "error" that it answered with an error.`, "op", "kind"),
-		watch: newWatchCollector(o.constLabels, o.watchTimeout),
+		}, []string{"op"})),
+		redisErrs: register(&r, counter("redis_errors_total",
+			`Failed Redis round trips by script or command; kind "oom" means Redis is full and refuses writes (maxmemory under noeviction), "unavailable" that it could not be reached or timed out, "error" that it answered with an error.`, "op", "kind")),
+		watch:    register(&r, newWatchCollector(o.constLabels, o.watchTimeout)),
+		eviction: register(&r, newEvictionCollector(o.constLabels, o.watchTimeout)),
 	}
-	var err error
-	if obs.decisions, err = register(reg, obs.decisions); err != nil {
-		return nil, err
-	}
-	if obs.degraded, err = register(reg, obs.degraded); err != nil {
-		return nil, err
-	}
-	if obs.cached, err = register(reg, obs.cached); err != nil {
-		return nil, err
-	}
-	if obs.units, err = register(reg, obs.units); err != nil {
-		return nil, err
-	}
-	if obs.redisTime, err = register(reg, obs.redisTime); err != nil {
-		return nil, err
-	}
-	if obs.redisErrs, err = register(reg, obs.redisErrs); err != nil {
-		return nil, err
-	}
-	if obs.watch, err = register(reg, obs.watch); err != nil {
-		return nil, err
-	}
-	obs.eviction = newEvictionCollector(o.constLabels, o.watchTimeout)
-	if obs.eviction, err = register(reg, obs.eviction); err != nil {
-		return nil, err
+	if r.err != nil {
+		return nil, r.err
 	}
 	return obs, nil
 }
 
-// register registers c, or returns the identical collector already there.
-func register[T prometheus.Collector](reg prometheus.Registerer, c T) (T, error) {
-	err := reg.Register(c)
+// registrar registers collectors with reg, taking the identical collector
+// already there instead of a duplicate; after a failure it registers
+// nothing more and err holds that failure.
+type registrar struct {
+	reg prometheus.Registerer
+	err error
+}
+
+// register registers c through r and returns the collector to use: c, or
+// the identical one already registered.
+func register[T prometheus.Collector](r *registrar, c T) T {
+	if r.err != nil {
+		return c
+	}
+	err := r.reg.Register(c)
 	if err == nil {
-		return c, nil
+		return c
 	}
 	var are prometheus.AlreadyRegisteredError
 	if errors.As(err, &are) {
 		if existing, ok := are.ExistingCollector.(T); ok {
-			return existing, nil
+			return existing
 		}
 	}
-	return c, fmt.Errorf("metrics: registering: %w", err)
+	r.err = fmt.Errorf("metrics: registering: %w", err)
+	return c
 }
 
 func checkBuckets(b []float64) error {
@@ -261,18 +253,11 @@ func (o *Observer) ObserveRedis(op string, took time.Duration, err error) {
 // floodgate_watch_errors_total{watch="slots",name=name} grows. Name must be
 // non-empty and not watched already.
 func (o *Observer) WatchSlots(name string, fn func(ctx context.Context) (int, error)) error {
-	if o == nil {
-		return errors.New("metrics: WatchSlots on a nil Observer")
-	}
-	if fn == nil {
-		return fmt.Errorf("metrics: WatchSlots %q: nil function", name)
-	}
-	return o.watch.add(watchSlots, name, func(ctx context.Context) (float64, error) {
-		n, err := fn(ctx)
-		if err == nil && n < 0 {
-			err = fmt.Errorf("negative slot count %d", n)
+	return watchFunc(o, "WatchSlots", watchSlots, name, fn, func(n int) error {
+		if n < 0 {
+			return fmt.Errorf("negative slot count %d", n)
 		}
-		return float64(n), err
+		return nil
 	})
 }
 
@@ -284,18 +269,30 @@ func (o *Observer) WatchSlots(name string, fn func(ctx context.Context) (int, er
 // floodgate_watch_errors_total{watch="endpoint",name=name} grows. Name
 // must be non-empty and not watched already.
 func (o *Observer) WatchEndpoint(name string, fn func(ctx context.Context) (limiter.State, error)) error {
+	return watchFunc(o, "WatchEndpoint", watchEndpoint, name, fn, func(s limiter.State) error {
+		if s < limiter.StateClosed || s > limiter.StateOpen {
+			return fmt.Errorf("unknown endpoint state %v", s)
+		}
+		return nil
+	})
+}
+
+// watchFunc is WatchSlots and WatchEndpoint (method) past their arguments:
+// it adds fn under kind and name, a value fn returns counting as its
+// failure when valid rejects it.
+func watchFunc[T ~int | ~int8](o *Observer, method string, kind watchKind, name string, fn func(context.Context) (T, error), valid func(T) error) error {
 	if o == nil {
-		return errors.New("metrics: WatchEndpoint on a nil Observer")
+		return fmt.Errorf("metrics: %s on a nil Observer", method)
 	}
 	if fn == nil {
-		return fmt.Errorf("metrics: WatchEndpoint %q: nil function", name)
+		return fmt.Errorf("metrics: %s %q: nil function", method, name)
 	}
-	return o.watch.add(watchEndpoint, name, func(ctx context.Context) (float64, error) {
-		s, err := fn(ctx)
-		if err == nil && (s < limiter.StateClosed || s > limiter.StateOpen) {
-			err = fmt.Errorf("unknown endpoint state %v", s)
+	return o.watch.add(kind, name, func(ctx context.Context) (float64, error) {
+		v, err := fn(ctx)
+		if err == nil {
+			err = valid(v)
 		}
-		return float64(s), err
+		return float64(v), err
 	})
 }
 

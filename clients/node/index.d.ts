@@ -225,3 +225,29 @@ export class Client {
   healthy(): Promise<boolean>;
   ready(): Promise<boolean>;
 }
+
+/** What ChatReplies.reply() answers: the text, and whether it is an answer (false: why there is none and when to ask again). */
+export interface Reply {
+  text: string;
+  answered: boolean;
+}
+
+/**
+ * What a chat bot answers to one message under every limit (the recipes of docs/bots.md use it):
+ * `!ask <question>` goes to askLLM through allow, pick, withSlot and call; `!wiki <term>` to
+ * lookup after a token of the 'wikipedia' bucket. Denials and failures become a short reply.
+ */
+export class ChatReplies {
+  constructor(
+    fg: Client,
+    options: {
+      endpoints: string[];
+      askLLM: (endpoint: string, question: string) => Promise<string>;
+      lookup: (term: string) => Promise<string>;
+    },
+  );
+  readonly fg: Client;
+  readonly endpoints: string[];
+  /** The reply to user's message, or null when the message is not a command (`!ask`, `!wiki`). */
+  reply(user: string, message: string): Promise<Reply | null>;
+}

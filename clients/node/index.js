@@ -107,12 +107,35 @@ function slotDenial(d, retryAfterHeaderMs = null) {
   return decision({ ...d, allowed: false, reason: d.reason || 'slots', remaining: 0 }, retryAfterHeaderMs);
 }
 
-/** A held slot: refresh() before leaseMs passes, release() when done. */
-export class Lease {
-  constructor(client, name, token, leaseMs, degraded) {
+// What Lease and Reservation share: the client that got it, the name it
+// was got from, the server's token for it.
+class Held {
+  constructor(client, name, token) {
     this.client = client;
     this.name = name;
     this.token = token;
+  }
+}
+
+// The body of withSlot and withBudget: fn(held), then end(); when fn
+// throws, abort() instead, its own error ignored (fn's matters more).
+// Neither runs once over() says fn ended the hold itself.
+async function holding(held, fn, { over, abort, end }) {
+  let result;
+  try {
+    result = await fn(held);
+  } catch (err) {
+    if (!over()) await abort().catch(() => {});
+    throw err;
+  }
+  if (!over()) await end();
+  return result;
+}
+
+/** A held slot: refresh() before leaseMs passes, release() when done. */
+export class Lease extends Held {
+  constructor(client, name, token, leaseMs, degraded) {
+    super(client, name, token);
     this.leaseMs = leaseMs;
     this.degraded = degraded;
     this.released = false;
@@ -141,14 +164,12 @@ export class Lease {
  * tried: a settle that failed is never followed by a cancel (the
  * reservation then counts as its estimate, never less than the call used).
  */
-export class Reservation {
+export class Reservation extends Held {
   constructor(client, name, user, estimate, decision) {
-    this.client = client;
-    this.name = name;
+    super(client, name, decision.reservation);
     this.user = user;
     this.estimate = estimate;
     this.decision = decision;
-    this.token = decision.reservation;
     this.done = false;
   }
 
@@ -641,15 +662,8 @@ export class Client {
     if (typeof fn !== 'function') throw new TypeError('floodgate: withSlot needs a function');
     const got = await this.acquire(name, holder, { wait, timeoutMs });
     if (!(got instanceof Lease)) throw new Denied(got, `slot of ${JSON.stringify(name)}`);
-    let result;
-    try {
-      result = await fn(got);
-    } catch (err) {
-      if (!got.released) await got.release().catch(() => {});
-      throw err;
-    }
-    if (!got.released) await got.release();
-    return result;
+    const release = () => got.release();
+    return holding(got, fn, { over: () => got.released, abort: release, end: release });
   }
 
   /** Pool name's size, slots in use and waiters. */
@@ -726,15 +740,7 @@ export class Client {
     const d = await this.reserve(name, user, estimate);
     if (!d.allowed) throw new Denied(d, `budget ${JSON.stringify(name)} for ${estimate} units`);
     const r = new Reservation(this, name, user, estimate, d);
-    let result;
-    try {
-      result = await fn(r);
-    } catch (err) {
-      if (!r.done) await r.cancel().catch(() => {});
-      throw err;
-    }
-    if (!r.done) await r.settle(estimate);
-    return result;
+    return holding(r, fn, { over: () => r.done, abort: () => r.cancel(), end: () => r.settle(estimate) });
   }
 
   // -- ops
@@ -787,4 +793,70 @@ function apiError(status, body, raw, headers, path) {
   const conflict = path.startsWith('/v1/budgets/') ? StaleReservation : LeaseLost;
   const Cls = status === 409 ? conflict : FloodgateError;
   return new Cls(status, msg, { retryAfterMs: ra, decision: dec });
+}
+
+// ---------------------------------------------------------------- chat bots
+
+const seconds = (ms) => Math.ceil(ms / 1000);
+
+/**
+ * What a chat bot answers to one message, under every limit of one
+ * `floodgate serve` shared by all its replicas: the logic the recipes of
+ * docs/bots.md (tmi.js, @twurple/chat) share, written once. fg is the
+ * bot's Client; askLLM(endpoint, question) and lookup(term) its own async
+ * functions. reply(user, message) answers two commands:
+ *
+ * - `!ask <question>`: fg.allow(user) (denied: "wait 6s (cooldown)", the
+ *   wait rounded up), fg.pick('llm', ...endpoints) ("the LLM is resting,
+ *   try again in 3s" when every endpoint backs off), then askLLM inside
+ *   fg.withSlot('llm', user, ..., { timeoutMs: 10000 }) and fg.call (a
+ *   throw backs the endpoint off).
+ * - `!wiki <term>`: fg.allow(user), then a token of the API bucket
+ *   'wikipedia' waited for up to 3 s ("Wikipedia is busy, try again soon"),
+ *   then lookup(term).
+ *
+ * Denied (no slot in time, the endpoint probed by another caller): "busy
+ * (slots), try again in 4s"; any other FloodgateError: "the rate limiter is
+ * unreachable, try again later"; anything askLLM or lookup throws: "the LLM
+ * failed, sorry".
+ */
+export class ChatReplies {
+  constructor(fg, { endpoints, askLLM, lookup }) {
+    if (!Array.isArray(endpoints) || endpoints.length === 0) throw new TypeError('floodgate: ChatReplies needs an array of LLM endpoints');
+    if (typeof askLLM !== 'function' || typeof lookup !== 'function') throw new TypeError('floodgate: ChatReplies needs askLLM and lookup functions');
+    this.fg = fg;
+    this.endpoints = [...endpoints];
+    this.askLLM = askLLM;
+    this.lookup = lookup;
+  }
+
+  /**
+   * The reply to user's message: { text, answered } (answered false: the
+   * text says why there is no answer and when to ask again), or null when
+   * the message is not a command.
+   */
+  async reply(user, message) {
+    const [command, ...rest] = message.trim().split(/\s+/);
+    if (command !== '!ask' && command !== '!wiki') return null;
+    const answer = (text) => ({ text, answered: true });
+    const refusal = (text) => ({ text, answered: false });
+    const fg = this.fg;
+    try {
+      const d = await fg.allow(user); // cooldown + window, shared by every replica
+      if (!d.allowed) return refusal(`wait ${seconds(d.retryAfterMs)}s (${d.reason})`);
+      if (command === '!wiki') {
+        const b = await fg.wait('wikipedia', { timeoutMs: 3000 }); // the API's own rate
+        return b.allowed ? answer(await this.lookup(rest.join(' '))) : refusal('Wikipedia is busy, try again soon');
+      }
+      const { endpoint, decision } = await fg.pick('llm', ...this.endpoints); // skip endpoints backing off
+      if (!endpoint) return refusal(`the LLM is resting, try again in ${seconds(decision.retryAfterMs)}s`);
+      return answer(await fg.withSlot('llm', user, // at most N viewers in the LLM at once
+        () => fg.call('llm', endpoint, () => this.askLLM(endpoint, rest.join(' '))), // a throw backs it off
+        { timeoutMs: 10_000 }));
+    } catch (err) {
+      if (err instanceof Denied) return refusal(`busy (${err.reason}), try again in ${seconds(err.retryAfterMs)}s`);
+      if (err instanceof FloodgateError) return refusal('the rate limiter is unreachable, try again later');
+      return refusal('the LLM failed, sorry');
+    }
+  }
 }

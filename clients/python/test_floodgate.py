@@ -447,6 +447,7 @@ class FakeServerTest(unittest.TestCase):
         self._slots({"acquired": True, "token": "L1", "lease_ms": 30000, "degraded": False})
         with self.fg.slot("llm users", "viewer", wait=True, timeout=2) as lease:
             self.assertEqual((lease.token, lease.lease), ("L1", 30.0))
+            self.assertRegex(repr(lease), r"^(Async)?Lease\(name='llm users', lease=30.0, degraded=False\)$")  # never the token
             lease.refresh()
         paths = [r["path"] for r in self.fake.requests]
         self.assertEqual(paths, ["/v1/slots/llm%20users/acquire", "/v1/slots/llm%20users/refresh",
@@ -554,6 +555,7 @@ class FakeServerTest(unittest.TestCase):
         self._budget()
         with self.fg.budget_call("llm", "viewer", 1500) as r:
             self.assertEqual((r.decision.remaining, r.estimate), (18500, 1500))
+            self.assertRegex(repr(r), r"^(Async)?Reservation\(name='llm', user='viewer', estimate=1500, done=False\)$")
             r.settle(900)
         self.assertEqual(self.ops(), ["reserve", "settle"])
         self.assertEqual(self.bodies()[1], {"reservation": "3.1500.9f86d081884c7d65", "units": 900})

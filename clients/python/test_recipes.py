@@ -1,6 +1,7 @@
 """The framework recipes (recipes/*.py, shown verbatim in docs/bots.md).
 
-DocTest: docs/bots.md shows each recipe file whole, byte for byte.
+DocTest: docs/bots.md shows each recipe file whole, byte for byte, and
+ChatReplies.reply, the logic they share.
 LiveRecipeTest (FLOODGATE_TEST_URL, set by integration_test/python_test.go):
 each recipe's handler, given a fake message object of its framework, runs
 against a real ``floodgate serve``: the answer, the cooldown reply with the
@@ -12,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import inspect
 import os
 import re
+import textwrap
 import unittest
 import uuid
 from types import SimpleNamespace
@@ -47,6 +50,8 @@ class DocTest(unittest.TestCase):
                 src = f.read()
             self.assertIn(src, blocks, f"docs/bots.md does not show recipes/{name} as it is")
             self.assertIn(f"clients/python/recipes/{name}", python)
+        reply = textwrap.dedent(inspect.getsource(floodgate.ChatReplies.reply))
+        self.assertIn(reply, blocks, "docs/bots.md does not show ChatReplies.reply as it is")
 
 
 # Fake message objects: only what each framework's message offers and the

@@ -309,55 +309,46 @@ class AsyncCancellationTest(unittest.TestCase):
         self.run_async(go())
         self.assertEqual(len({r["conn"] for r in self.fake.requests}), 2)
 
-    def test_slot_is_released_when_the_task_is_cancelled(self):
+    def cancel_twice(self, take, granted, work, pause, give_back):
+        """work(fg, started) takes something (the fake answers its request
+        .../take with granted), sets started and waits inside. Its task is
+        cancelled, then cancelled again pause seconds later while it gives the
+        thing back (.../give_back, answered slowly): that still reaches the
+        server, and the task ends cancelled."""
         def reply(m, p, b):
-            if p.endswith("/acquire"):
-                return 200, {}, {"acquired": True, "token": "L9", "lease_ms": 30000}, 0
-            return 204, {}, b"", 0.1  # a slow release: the cancelled task must not cut it short
-        self.fake.reply = reply
-
-        async def go():
-            async with floodgate.AsyncClient(self.fake.url) as fg:
-                inside = asyncio.Event()
-
-                async def work():
-                    async with fg.slot("llm", "viewer"):
-                        inside.set()
-                        await asyncio.sleep(30)
-                t = asyncio.ensure_future(work())
-                await inside.wait()
-                t.cancel()
-                await asyncio.sleep(0.02)
-                t.cancel()  # cancelled again while releasing
-                with self.assertRaises(asyncio.CancelledError):
-                    await t
-        self.run_async(go())
-        self.assertEqual([r["path"].rsplit("/", 1)[1] for r in self.fake.requests], ["acquire", "release"])
-        self.assertIn(b'"L9"', self.fake.last()["body"])
-
-    def test_call_abandons_the_held_probe_when_cancelled(self):
-        def reply(m, p, b):
-            if p.endswith("/check"):
-                return 200, {}, dict(DECISION_OK, probe=True, token="P1"), 0
-            return 204, {}, b"", 0.1  # a slow abandon: the second cancel must not cut it short
+            if p.endswith("/" + take):
+                return 200, {}, granted, 0
+            return 204, {}, b"", 0.1  # a slow give-back: the second cancel must not cut it short
         self.fake.reply = reply
 
         async def go():
             async with floodgate.AsyncClient(self.fake.url) as fg:
                 started = asyncio.Event()
-
-                async def llm():
-                    started.set()
-                    await asyncio.sleep(30)
-                t = asyncio.ensure_future(fg.call("llm", "ep", llm))
+                t = asyncio.ensure_future(work(fg, started))
                 await started.wait()
                 t.cancel()
-                await asyncio.sleep(0)
-                t.cancel()  # cancelled again while handing the probe back
+                await asyncio.sleep(pause)
+                t.cancel()  # cancelled again while giving back
                 with self.assertRaises(asyncio.CancelledError):
                     await t
         self.run_async(go())
-        self.assertEqual([r["path"].rsplit("/", 1)[1] for r in self.fake.requests], ["check", "abandon"])
+        self.assertEqual([r["path"].rsplit("/", 1)[1] for r in self.fake.requests], [take, give_back])
+
+    def test_slot_is_released_when_the_task_is_cancelled(self):
+        async def work(fg, started):
+            async with fg.slot("llm", "viewer"):
+                started.set()
+                await asyncio.sleep(30)
+        self.cancel_twice("acquire", {"acquired": True, "token": "L9", "lease_ms": 30000}, work, 0.02, "release")
+        self.assertIn(b'"L9"', self.fake.last()["body"])
+
+    def test_call_abandons_the_held_probe_when_cancelled(self):
+        async def work(fg, started):
+            async def llm():
+                started.set()
+                await asyncio.sleep(30)
+            await fg.call("llm", "ep", llm)
+        self.cancel_twice("check", dict(DECISION_OK, probe=True, token="P1"), work, 0, "abandon")
         self.assertIn(b'"P1"', self.fake.last()["body"])
 
     def test_pool_is_bounded(self):

@@ -1,39 +1,13 @@
 // @twurple/chat: a handler for ChatClient.onMessage(channel, user, text, msg).
 // `!ask <question>` goes to the LLM, `!wiki <term>` to an external API.
 import { pathToFileURL } from 'node:url';
-import { Client, Denied, FloodgateError } from 'floodgate-client';
+import { ChatReplies, Client } from 'floodgate-client';
 
 export function attach(chat, fg, { endpoints, askLLM, lookup }) {
+  const replies = new ChatReplies(fg, { endpoints, askLLM, lookup }); // allow, pick, slot, call: see docs/bots.md
   chat.onMessage(async (channel, user, text, msg) => {
-    const reply = (line) => chat.say(channel, line, { replyTo: msg });
-    const [command, ...rest] = text.trim().split(/\s+/);
-    if (command !== '!ask' && command !== '!wiki') return;
-    const who = msg.userInfo.userId; // stable across renames
-    try {
-      const d = await fg.allow(who); // cooldown + window, shared by every replica
-      if (!d.allowed) {
-        await reply(`@${user} wait ${Math.ceil(d.retryAfterMs / 1000)}s (${d.reason})`);
-        return;
-      }
-      if (command === '!wiki') {
-        const b = await fg.wait('wikipedia', { timeoutMs: 3000 }); // the API's own rate
-        await reply(b.allowed ? await lookup(rest.join(' ')) : 'Wikipedia is busy, try again soon');
-        return;
-      }
-      const { endpoint, decision } = await fg.pick('llm', ...endpoints); // skip endpoints backing off
-      if (!endpoint) {
-        await reply(`the LLM is resting, try again in ${Math.ceil(decision.retryAfterMs / 1000)}s`);
-        return;
-      }
-      const answer = await fg.withSlot('llm', who, // at most N viewers in the LLM at once
-        () => fg.call('llm', endpoint, () => askLLM(endpoint, rest.join(' '))), // a throw backs it off
-        { timeoutMs: 10_000 });
-      await reply(answer);
-    } catch (err) {
-      if (err instanceof Denied) await reply(`busy (${err.reason}), try again in ${Math.ceil(err.retryAfterMs / 1000)}s`);
-      else if (err instanceof FloodgateError) await reply('the rate limiter is unreachable, try again later');
-      else await reply('the LLM failed, sorry');
-    }
+    const r = await replies.reply(msg.userInfo.userId, text); // the id is stable across renames
+    if (r) await chat.say(channel, r.text, { replyTo: msg }); // a reply in the thread names the user
   });
 }
 

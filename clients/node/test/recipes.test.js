@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { Client } from '../index.js';
+import { ChatReplies, Client } from '../index.js';
 import * as twurple from '../recipes/twurple.js';
 import * as tmi from '../recipes/tmi.js';
 
@@ -16,7 +16,7 @@ const url = process.env.FLOODGATE_TEST_URL;
 const token = process.env.FLOODGATE_TEST_TOKEN;
 const run = randomBytes(4).toString('hex');
 
-test('docs/bots.md shows each Node recipe file verbatim', () => {
+test('docs/bots.md shows each Node recipe file and ChatReplies.reply verbatim', () => {
   const doc = fs.readFileSync(path.join(here, '..', '..', '..', 'docs', 'bots.md'), 'utf8');
   const node = doc.slice(doc.indexOf('\n## Node'));
   assert.ok(node.length > 10, 'docs/bots.md has a ## Node section');
@@ -24,6 +24,9 @@ test('docs/bots.md shows each Node recipe file verbatim', () => {
     const src = fs.readFileSync(path.join(here, '..', 'recipes', f), 'utf8');
     assert.ok(node.includes('```js\n' + src + '```\n'), `docs/bots.md's Node section differs from clients/node/recipes/${f}`);
   }
+  // ChatReplies.reply, the logic both share, as in the class (indented one level less).
+  const reply = ChatReplies.prototype.reply.toString().split('\n').map((l, i) => (i ? l.replace(/^  /, '') : l)).join('\n');
+  assert.ok(node.includes('```js\n' + reply + '\n```\n'), "docs/bots.md's Node section differs from ChatReplies.reply in index.js");
 });
 
 // Fake chat clients: they record the handler and what the bot says.

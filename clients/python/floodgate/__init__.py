@@ -24,9 +24,13 @@ not answer within the timeout, LeaseLost (409) when a slot lease ran out,
 StaleReservation (409) when settle() or cancel() names no live reservation,
 Denied when call(), slot() or budget_call() cannot go ahead (it carries the
 Decision).
+
+ChatReplies turns one chat message into the reply a bot sends, under all
+of these (the recipes of docs/bots.md use it).
 """
 
 from ._async import AsyncClient, AsyncLease, AsyncReservation
+from ._chat import ChatReplies, Reply
 from ._proto import (
     DEFAULT_MAX_WAIT,
     BudgetStatus,
@@ -60,6 +64,8 @@ __all__ = [
     "LeaseLost",
     "StaleReservation",
     "Denied",
+    "ChatReplies",
+    "Reply",
     "DEFAULT_MAX_WAIT",
     "__version__",
 ]

@@ -64,6 +64,24 @@ class AsyncReservation(p._ReservationBase):
         await self.client._finish_anyway(self.client.cancel(self.name, self.user, self.token))
 
 
+@contextlib.asynccontextmanager
+async def _holding(
+    over: Callable[[], bool], abort: Callable[[], Awaitable[None]], end: Callable[[], Awaitable[None]]
+) -> AsyncIterator[None]:
+    """The async with block of slot() and budget_call(), as _sync._holding:
+    end() after it, abort() instead (errors suppressed) when it raised or
+    was cancelled; neither once over() says the block ended it itself."""
+    try:
+        yield
+    except BaseException:
+        if not over():
+            with contextlib.suppress(FloodgateError):
+                await abort()
+        raise
+    if not over():
+        await end()
+
+
 class _Conn:
     __slots__ = ("reader", "writer")
 
@@ -151,7 +169,7 @@ else:  # pragma: no cover - exercised on 3.9/3.10 only
         return await asyncio.wait_for(aw, t)
 
 
-class AsyncClient(p._ClientBase):
+class AsyncClient(p._ClientBase[AsyncLease]):
     """Talks to one ``floodgate serve`` from asyncio; the same operations,
     arguments, results and errors as Client, as coroutines.
 
@@ -168,6 +186,8 @@ class AsyncClient(p._ClientBase):
     is sent again only when it provably never reached the server or
     counts nothing (GET, DELETE).
     """
+
+    _lease_type = AsyncLease
 
     def __init__(
         self,
@@ -374,15 +394,7 @@ class AsyncClient(p._ClientBase):
         self, name: Id, holder: Id, wait: bool = True, timeout: Optional[float] = None
     ) -> Union[AsyncLease, Decision]:
         """Take a slot of pool name for holder: an AsyncLease, or the denial Decision."""
-        got = await self._send(p.op_acquire(name, holder, wait, timeout))
-        if isinstance(got, p._Granted):
-            return AsyncLease(self, got.name, got.token, got.lease, got.degraded)
-        return got
-
-    def lease(self, name: Id, token: str) -> AsyncLease:
-        """Rebuild an AsyncLease from its token."""
-        p._quote("name", name)
-        return AsyncLease(self, name, token, 0.0, False)
+        return self._leased(await self._send(p.op_acquire(name, holder, wait, timeout)))
 
     @contextlib.asynccontextmanager
     async def slot(
@@ -393,18 +405,13 @@ class AsyncClient(p._ClientBase):
         As Client.slot. The release also happens when the task is cancelled
         inside the block (it runs to its end even if cancelled again).
         """
-        got = await self.acquire(name, holder, wait=wait, timeout=timeout)
-        if isinstance(got, Decision):
-            raise Denied(got, f"slot of {name!r}")
-        try:
-            yield got
-        except BaseException:
-            if not got.released:
-                with contextlib.suppress(FloodgateError):
-                    await self._finish_anyway(got.release())
-            raise
-        if not got.released:
-            await self._finish_anyway(got.release())
+        lease = p._held_slot(await self.acquire(name, holder, wait=wait, timeout=timeout), name)
+
+        def release() -> Awaitable[None]:
+            return self._finish_anyway(lease.release())
+
+        async with _holding(lambda: lease.released, release, release):
+            yield lease
 
     async def slots(self, name: Id, *, timeout: Optional[float] = None) -> SlotsStatus:
         """Pool name's size, slots in use and waiters."""
@@ -449,30 +456,22 @@ class AsyncClient(p._ClientBase):
         if not d.allowed:
             raise Denied(d, f"budget {name!r} for {estimate} units")
         r = AsyncReservation(self, name, user, estimate, d)
-        try:
+        async with _holding(lambda: r.done, r.cancel, lambda: r.settle(estimate)):
             yield r
-        except BaseException:
-            if not r.done:
-                with contextlib.suppress(FloodgateError):
-                    await r.cancel()
-            raise
-        if not r.done:
-            await r.settle(estimate)
 
     # -- ops
 
     async def healthy(self, *, timeout: Optional[float] = None) -> bool:
         """The server process answers (/healthz)."""
-        try:
-            await self._send(p.op_probe("/healthz"), timeout)
-            return True
-        except FloodgateError:
-            return False
+        return await self._answers("/healthz", timeout)
 
     async def ready(self, *, timeout: Optional[float] = None) -> bool:
         """The server answers and reaches Redis (/readyz)."""
+        return await self._answers("/readyz", timeout)
+
+    async def _answers(self, path: str, timeout: Optional[float]) -> bool:
         try:
-            await self._send(p.op_probe("/readyz"), timeout)
+            await self._send(p.op_probe(path), timeout)
             return True
         except FloodgateError:
             return False

@@ -13,7 +13,7 @@ import select
 import ssl
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Generic, List, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, Generic, List, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 __version__ = "0.2.0"
 
@@ -340,8 +340,14 @@ def _target(base_url: str, ca_file: Optional[str], ssl_context: Optional[ssl.SSL
     return _Target(u.scheme, hostport, host, port, "", ctx, base_url.rstrip("/"))
 
 
-class _ClientBase:
-    """The settings Client and AsyncClient take and check alike."""
+L = TypeVar("L", bound="_LeaseBase")
+
+
+class _ClientBase(Generic[L]):
+    """The settings Client and AsyncClient take and check alike, and how
+    each makes its leases (_lease_type: Lease or AsyncLease)."""
+
+    _lease_type: Type[L]
 
     def __init__(
         self,
@@ -374,36 +380,65 @@ class _ClientBase:
             t += op.wait if op.wait >= 0 else self.max_wait
         return t
 
+    def _leased(self, got: Union[_Granted, Decision]) -> Union[L, Decision]:
+        """acquire()'s answer: the granted slot as this client's lease."""
+        if isinstance(got, _Granted):
+            return self._lease_type(self, got.name, got.token, got.lease, got.degraded)
+        return got
 
-class _LeaseBase:
-    """What Lease and AsyncLease hold."""
+    def lease(self, name: Id, token: str) -> L:
+        """Rebuild a lease from its token (e.g. one handed over by another process)."""
+        _quote("name", name)
+        return self._lease_type(self, name, token, 0.0, False)
 
-    def __init__(self, client: Any, name: Id, token: str, lease: float, degraded: bool) -> None:
+
+def _held_slot(got: Union[L, Decision], name: Id) -> L:
+    """slot()'s lease: Denied when acquire() answered with a denial."""
+    if isinstance(got, Decision):
+        raise Denied(got, f"slot of {name!r}")
+    return got
+
+
+class _Held:
+    """What Lease and Reservation share: the client that got it, the name it
+    was got from, the server's token for it. repr shows _shown, never the
+    token (it lets anyone release or settle)."""
+
+    _shown: Tuple[str, ...] = ()
+
+    def __init__(self, client: Any, name: Id, token: str) -> None:
         self.client = client
         self.name = name
         self.token = token
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self._shown)
+        return f"{type(self).__name__}({fields})"
+
+
+class _LeaseBase(_Held):
+    """What Lease and AsyncLease hold."""
+
+    _shown = ("name", "lease", "degraded")
+
+    def __init__(self, client: Any, name: Id, token: str, lease: float, degraded: bool) -> None:
+        super().__init__(client, name, token)
         self.lease = lease
         self.degraded = degraded
         self.released = False
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, lease={self.lease}, degraded={self.degraded})"
 
-
-class _ReservationBase:
+class _ReservationBase(_Held):
     """What Reservation and AsyncReservation hold."""
 
+    _shown = ("name", "user", "estimate", "done")
+
     def __init__(self, client: Any, name: Id, user: Id, estimate: int, decision: Decision) -> None:
-        self.client = client
-        self.name = name
+        super().__init__(client, name, decision.reservation)
         self.user = user
         self.estimate = estimate
         self.decision = decision
-        self.token = decision.reservation
         self.done = False
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, user={self.user!r}, estimate={self.estimate}, done={self.done})"
 
 
 def _readable(sock: Any) -> bool:
@@ -452,7 +487,7 @@ class _Op(Generic[T]):
         on_503: Optional[Callable[["Decision"], T]] = None,
         wait: Optional[float] = None,
         idempotent: bool = False,
-        conflict: type = LeaseLost,
+        conflict: Type[FloodgateError] = LeaseLost,
     ) -> None:
         self.method = method
         self.path = path
@@ -485,7 +520,7 @@ def _json(status: int, raw: bytes) -> Any:
         raise FloodgateError(status, f"server sent invalid JSON: {raw[:200]!r}") from None
 
 
-def _error(status: int, raw: bytes, ra: Optional[float], conflict: type = LeaseLost) -> FloodgateError:
+def _error(status: int, raw: bytes, ra: Optional[float], conflict: Type[FloodgateError] = LeaseLost) -> FloodgateError:
     msg = ""
     decision = None
     try:
@@ -502,7 +537,7 @@ def _error(status: int, raw: bytes, ra: Optional[float], conflict: type = LeaseL
             decision = dataclasses.replace(decision, error="")  # the message, not a per-user failure
     if not msg:
         msg = raw[:200].decode("utf-8", "replace").strip() or f"HTTP {status}"
-    cls = conflict if status == 409 else FloodgateError
+    cls: Type[FloodgateError] = conflict if status == 409 else FloodgateError
     return cls(status, msg, ra, decision)
 
 

@@ -69,6 +69,22 @@ class Reservation(p._ReservationBase):
         self.client.cancel(self.name, self.user, self.token)
 
 
+@contextlib.contextmanager
+def _holding(over: Callable[[], bool], abort: Callable[[], None], end: Callable[[], None]) -> Iterator[None]:
+    """The with block of slot() and budget_call(): end() after it, abort()
+    instead when it raised (errors doing so suppressed: the block's own
+    matters more); neither once over() says the block ended it itself."""
+    try:
+        yield
+    except BaseException:
+        if not over():
+            with contextlib.suppress(FloodgateError):
+                abort()
+        raise
+    if not over():
+        end()
+
+
 class _UnixConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
@@ -134,7 +150,7 @@ class _Pool:
             c.close()
 
 
-class Client(p._ClientBase):
+class Client(p._ClientBase[Lease]):
     """Talks to one ``floodgate serve``; safe to share between threads.
 
     base_url: the server: "http://127.0.0.1:8080" (the default),
@@ -157,6 +173,8 @@ class Client(p._ClientBase):
     DELETE), so no request is ever counted twice.
     HTTP(S)_PROXY variables are ignored: the sidecar is next to the bot.
     """
+
+    _lease_type = Lease
 
     def __init__(
         self,
@@ -337,15 +355,7 @@ class Client(p._ClientBase):
         wait=False answers at once; wait=True waits up to timeout seconds
         (None: the server's maximum) for a slot to free up.
         """
-        got = self._send(p.op_acquire(name, holder, wait, timeout))
-        if isinstance(got, p._Granted):
-            return Lease(self, got.name, got.token, got.lease, got.degraded)
-        return got
-
-    def lease(self, name: Id, token: str) -> Lease:
-        """Rebuild a Lease from its token (e.g. one handed over by another process)."""
-        p._quote("name", name)
-        return Lease(self, name, token, 0.0, False)
+        return self._leased(self._send(p.op_acquire(name, holder, wait, timeout)))
 
     @contextlib.contextmanager
     def slot(self, name: Id, holder: Id, wait: bool = True, timeout: Optional[float] = None) -> Iterator[Lease]:
@@ -358,18 +368,9 @@ class Client(p._ClientBase):
         lease runs out by itself); otherwise they are raised, e.g. LeaseLost
         when the work outlasted the lease.
         """
-        got = self.acquire(name, holder, wait=wait, timeout=timeout)
-        if isinstance(got, Decision):
-            raise Denied(got, f"slot of {name!r}")
-        try:
-            yield got
-        except BaseException:
-            if not got.released:
-                with contextlib.suppress(FloodgateError):
-                    got.release()
-            raise
-        if not got.released:
-            got.release()
+        lease = p._held_slot(self.acquire(name, holder, wait=wait, timeout=timeout), name)
+        with _holding(lambda: lease.released, lease.release, lease.release):
+            yield lease
 
     def slots(self, name: Id, *, timeout: Optional[float] = None) -> SlotsStatus:
         """Pool name's size, slots in use and waiters."""
@@ -422,30 +423,22 @@ class Client(p._ClientBase):
         if not d.allowed:
             raise Denied(d, f"budget {name!r} for {estimate} units")
         r = Reservation(self, name, user, estimate, d)
-        try:
+        with _holding(lambda: r.done, r.cancel, lambda: r.settle(estimate)):
             yield r
-        except BaseException:
-            if not r.done:
-                with contextlib.suppress(FloodgateError):
-                    r.cancel()
-            raise
-        if not r.done:
-            r.settle(estimate)
 
     # -- ops
 
     def healthy(self, *, timeout: Optional[float] = None) -> bool:
         """The server process answers (/healthz)."""
-        try:
-            self._send(p.op_probe("/healthz"), timeout)
-            return True
-        except FloodgateError:
-            return False
+        return self._answers("/healthz", timeout)
 
     def ready(self, *, timeout: Optional[float] = None) -> bool:
         """The server answers and reaches Redis (/readyz)."""
+        return self._answers("/readyz", timeout)
+
+    def _answers(self, path: str, timeout: Optional[float]) -> bool:
         try:
-            self._send(p.op_probe("/readyz"), timeout)
+            self._send(p.op_probe(path), timeout)
             return True
         except FloodgateError:
             return False
