@@ -47,9 +47,9 @@
 -- window is full. Redis 7.0 formats every score it hands to Lua with printf, so
 -- reading the whole set would cost ~1 µs per entry.
 
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local cooldown = tonumber(ARGV[3])
+local limit = ARGV[1] + 0
+local window = ARGV[2] + 0
+local cooldown = ARGV[3] + 0
 local out = {}
 local nout = 0
 

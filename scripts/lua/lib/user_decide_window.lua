@@ -25,8 +25,8 @@ repeat -- once; break ends the decision
     break
   end
   if z[3] ~= 'b' then break end
-  local base = tonumber(z[4])
-  local newest_rel = tonumber(z[2])
+  local base = z[4] + 0
+  local newest_rel = z[2] + 0
   local newest = base + newest_rel
   -- When TIME went backwards the key's clock stays ahead by skew; every
   -- duration handed back (waits, TTL) is stretched by it, so none ends
@@ -56,7 +56,7 @@ repeat -- once; break ends the decision
   if count >= limit then
     oldest = newest_rel -- limit 1: the newest, already read
     if limit > 1 then
-      oldest = tonumber(redis.call('ZRANGE', key, oldest_rank, oldest_rank, 'WITHSCORES')[2])
+      oldest = redis.call('ZRANGE', key, oldest_rank, oldest_rank, 'WITHSCORES')[2] + 0
     end
     oldest = base + oldest
   end
@@ -78,7 +78,7 @@ repeat -- once; break ends the decision
   local at = stamp
   if now > at then at = now end
   a, rem, reset = 1, limit - count - 1, window + skew
-  local id = (tonumber(z[1]) + 1) % 128
+  local id = (z[1] + 1) % 128
   local rel = at - base
   if count == 0 then
     -- Every entry has aged out: a fresh window from now.
