@@ -13,8 +13,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/floodgate/floodgate/internal/redisproc"
 )
 
 // The Python client (clients/python/floodgate.py) against a real
@@ -29,22 +27,11 @@ const pyClientDir = "../clients/python"
 func TestPythonClientUnittest(t *testing.T) {
 	skipIfShort(t) // -short keeps TestClientsAndGoReplicaShareLimits
 	py := needPython(t)
-	// Timing margins for a loaded machine: the backoff stays open 1s, the
-	// test bucket refills one token every 2s.
-	srv, token := startClientServe(t, map[string]string{
-		"FLOODGATE_LLM_RETRY_DELAY":      "1s",
-		"FLOODGATE_USER_COOLDOWN":        "10s",
-		"FLOODGATE_API_RATES":            "wikipedia=1,igdb=4,pytest=0.5,pyslow=0.5",
-		"FLOODGATE_MAX_CONCURRENT_USERS": "7",
-		"FLOODGATE_USER_TOKEN_BUDGET":    "20000",
-	})
+	srv, token, tlsFiles := startSuiteServe(t, "pytest", "pyslow")
+	tlsDir := filepath.Dir(tlsFiles.CAFile) // for the client's TLS tests (test_transport.py)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	tlsDir := t.TempDir() // for the client's TLS tests (test_transport.py)
-	if _, err := redisproc.GenerateTLS(tlsDir); err != nil {
-		t.Fatal(err)
-	}
 	cmd := exec.CommandContext(ctx, py, "-m", "unittest", "-v")
 	cmd.Dir = pyClientDir
 	cmd.Env = append(os.Environ(), "FLOODGATE_TEST_URL="+srv.URL, "FLOODGATE_TEST_TOKEN="+token,
