@@ -322,10 +322,7 @@ func TestBackoffPickOnCluster(t *testing.T) {
 	cfg := limiter.DefaultConfig()
 	cfg.RedisTimeout = 5 * time.Second
 	cfg.BackoffOnRedisError = limiter.FailClosed // an error must not pass as a fallback
-	l, err := limiter.New(cc, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := newLimiter(t, cc, cfg)
 	b, err := l.Backoff("llm", limiter.BackoffSettings{})
 	if err != nil {
 		t.Fatal(err)
@@ -336,7 +333,7 @@ func TestBackoffPickOnCluster(t *testing.T) {
 		if _, err := b.Failure(ctx, ep); err != nil {
 			t.Fatal(err)
 		}
-		slots[node.ClusterKeySlot(ctx, cfg.KeyPrefix+"{e:llm}:"+ep).Val()] = true
+		slots[node.ClusterKeySlot(ctx, l.Config().KeyPrefix+"{e:llm}:"+ep).Val()] = true
 	}
 	if len(slots) != 1 {
 		t.Fatalf("one Backoff's keys span %d slots", len(slots))

@@ -216,8 +216,7 @@ func (b *nodeBot) allowBlocked(user string, meanwhile func()) nodeAllow {
 // and a library limiter on the same keys to read the counts.
 func countingSetup(t *testing.T) (map[string]string, *limiter.Limiter) {
 	t.Helper()
-	rdb := client(t)
-	prefix := uniquePrefix(t, rdb)
+	rdb, prefix := prefixedClient(t)
 	env := map[string]string{
 		"FLOODGATE_KEY_PREFIX":                 prefix,
 		"FLOODGATE_USER_COOLDOWN":              "0",

@@ -92,8 +92,7 @@ func admitConcurrently(ctx context.Context, l *limiter.Limiter, users, goroutine
 // past the RetryAfter Redis gave.
 func TestDenyCacheNeverOverAdmits(t *testing.T) {
 	skipIfShort(t) // -short keeps TestExactAdmissionAcrossProcesses
-	rdb := client(t)
-	prefix := uniquePrefix(t, rdb)
+	prefix := uniquePrefix(t, client(t))
 	const users = 30
 	results := runWorkers[map[string]int](t, "user-admission", 3, map[string]string{
 		"PREFIX": prefix, "USERS": strconv.Itoa(users), "COOLDOWN": "20ms", "CACHE": "1", "RUN_FOR": "3s",
@@ -116,8 +115,7 @@ func TestDenyCacheNeverOverAdmits(t *testing.T) {
 // cooldown. Every user must get exactly 20: no more (atomicity), no fewer
 // (no lost updates).
 func TestExactAdmissionAcrossProcesses(t *testing.T) {
-	rdb := client(t)
-	prefix := uniquePrefix(t, rdb)
+	prefix := uniquePrefix(t, client(t))
 	const procs, users = 3, 50
 	results := runWorkers[map[string]int](t, "user-admission", procs, map[string]string{
 		"PREFIX": prefix, "USERS": strconv.Itoa(users), "ROUNDS": "100",
@@ -294,16 +292,31 @@ func TestRealTTLDecay(t *testing.T) {
 	}
 }
 
-// TestUserKeysShareSlot asks a cluster-enabled redis-server where each key
-// of a user lives: all of a user's keys must hash to one slot, whatever
-// bytes the id holds.
-func TestUserKeysShareSlot(t *testing.T) {
+// keySlots is a Limiter with the default prefix on a cluster-enabled
+// redis-server of the test's own, and a function asking that server the
+// slot of a key (CLUSTER KEYSLOT).
+func keySlots(t *testing.T) (*limiter.Limiter, func(key string) int64) {
+	t.Helper()
 	_, rdb := clusterModeNode(t)
-	ctx := context.Background()
 	l, err := limiter.New(rdb, limiter.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
+	return l, func(key string) int64 {
+		t.Helper()
+		s, err := rdb.ClusterKeySlot(context.Background(), key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+}
+
+// TestUserKeysShareSlot asks a cluster-enabled redis-server where each key
+// of a user lives: all of a user's keys must hash to one slot, whatever
+// bytes the id holds.
+func TestUserKeysShareSlot(t *testing.T) {
+	l, slot := keySlots(t)
 	slotsSeen := map[int64]bool{}
 	for _, u := range []string{"alice", "a}b", "{x}", "a:b", "\x00\xff", strings.Repeat("z", limiter.MaxUserLen), "user-123"} {
 		keys, err := l.UserKeys(u)
@@ -311,11 +324,7 @@ func TestUserKeysShareSlot(t *testing.T) {
 			t.Fatal(err)
 		}
 		w, cd := keys[0], keys[1]
-		s1, err1 := rdb.ClusterKeySlot(ctx, w).Result()
-		s2, err2 := rdb.ClusterKeySlot(ctx, cd).Result()
-		if err1 != nil || err2 != nil {
-			t.Fatal(err1, err2)
-		}
+		s1, s2 := slot(w), slot(cd)
 		if s1 != s2 {
 			t.Errorf("user %q: %s in slot %d, %s in slot %d", u, w, s1, cd, s2)
 		}
@@ -333,19 +342,7 @@ func TestUserKeysShareSlot(t *testing.T) {
 // spread as random keys would (about 1,885 distinct slots of 16,384);
 // ids without braces keep the keys they always had.
 func TestCraftedIdsSpreadOverSlots(t *testing.T) {
-	_, rdb := clusterModeNode(t)
-	ctx := context.Background()
-	l, err := limiter.New(rdb, limiter.DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	slot := func(key string) int64 {
-		s, err := rdb.ClusterKeySlot(ctx, key).Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
+	l, slot := keySlots(t)
 	for _, pattern := range []string{"evil}%d", "{x}%d", "%d}", "{%d"} {
 		slots := map[int64]int{}
 		keys := map[string]bool{}
