@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -342,7 +341,7 @@ func (s *Sentinel) Stop() {
 
 // Signal sends sig to the data node at addr: SIGSTOP and SIGCONT freeze
 // and thaw a replica, to make it lag.
-func (s *Sentinel) Signal(addr string, sig syscall.Signal) error {
+func (s *Sentinel) Signal(addr string, sig os.Signal) error {
 	s.mu.Lock()
 	srv, ok := s.data[addr]
 	s.mu.Unlock()
