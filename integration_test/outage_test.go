@@ -372,3 +372,100 @@ func deadlineUnderOutage(t *testing.T, breakRedis func(*testing.T, *redisproc.Se
 		t.Errorf("a call returned after %v; its context ended at %v (slack %v, wake-up lag %v)", worst, budget, slack, late)
 	}
 }
+
+// roundTrips counts a client's round trips: each command sent alone and
+// each pipeline (one write, one read) is one.
+type roundTrips struct{ n atomic.Int64 }
+
+func (r *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (r *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		r.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+func (r *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		r.n.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+// TestNoScriptAfterFlush: docs/reliability.md, Outages and restarts: after
+// SCRIPT FLUSH a decision makes at most two round trips and a batch at
+// most three, the state is kept, and every later call makes one.
+func TestNoScriptAfterFlush(t *testing.T) {
+	rdb := client(t)
+	rt := &roundTrips{}
+	rdb.AddHook(rt)
+	cfg := limiter.DefaultConfig()
+	cfg.LocalCacheSize = 0
+	l := newLimiter(t, rdb, cfg)
+	// New's eviction check reads INFO on rdb in the background; let it
+	// finish so its round trip is not counted as the decisions'.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := l.EvictionRisk(); !errors.Is(err, limiter.ErrEvictionUnchecked) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the eviction check did not finish within 5 s")
+		}
+	}
+	ctx := context.Background()
+	if d, err := l.Allow(ctx, "n1"); err != nil || !d.Allowed {
+		t.Fatalf("first Allow: %+v, %v", d, err)
+	}
+	flush := func() {
+		t.Helper()
+		if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		rt.n.Store(0)
+	}
+	// counted runs f and fails if it made more than most round trips.
+	counted := func(what string, most int64, f func()) {
+		t.Helper()
+		before := rt.n.Load()
+		f()
+		if n := rt.n.Load() - before; n > most || n < 1 {
+			t.Errorf("%s: %d round trips, want 1 to %d", what, n, most)
+		}
+	}
+	flush()
+	counted("Allow after SCRIPT FLUSH", 2, func() {
+		d, err := l.Allow(ctx, "n1")
+		if err != nil {
+			t.Fatalf("Allow after SCRIPT FLUSH: %v", err)
+		}
+		if d.Allowed || d.Reason != limiter.ReasonCooldown {
+			t.Fatalf("after SCRIPT FLUSH the state was lost: %+v", d)
+		}
+	})
+	counted("the next Allow", 1, func() { _, _ = l.Allow(ctx, "n2") })
+
+	users := make([]string, 300)
+	for i := range users {
+		users[i] = fmt.Sprintf("batch_%03d", i)
+	}
+	flush()
+	counted("AllowMany of 300 users after SCRIPT FLUSH", 3, func() {
+		ds, err := l.AllowMany(ctx, users)
+		if err != nil {
+			t.Fatalf("AllowMany after SCRIPT FLUSH: %v", err)
+		}
+		for i, d := range ds {
+			if !d.Allowed || d.Degraded {
+				t.Fatalf("AllowMany[%d] after SCRIPT FLUSH: %+v", i, d)
+			}
+		}
+	})
+	counted("the next AllowMany of 300 users", 1, func() {
+		ds, err := l.AllowMany(ctx, users)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ds[0].Allowed || ds[299].Allowed {
+			t.Fatalf("AllowMany again inside the cooldown admitted: %+v, %+v", ds[0], ds[299])
+		}
+	})
+}
