@@ -89,16 +89,15 @@ func run(ctx context.Context, opt Options, args func(*Server) ([]string, error))
 }
 
 func start(ctx context.Context, bin string, opt Options, args func(*Server) ([]string, error)) (*Server, error) {
-	port := opt.Port
-	if port == 0 {
-		var err error
-		if port, err = FreePort(); err != nil {
+	s := &Server{Port: opt.Port, dir: opt.Dir, out: &SyncBuffer{}, done: make(chan struct{})}
+	var err error
+	if s.Port == 0 {
+		if s.Port, err = FreePort(); err != nil {
 			return nil, err
 		}
 	}
-	s := &Server{Port: port, Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), dir: opt.Dir, out: &SyncBuffer{}, done: make(chan struct{})}
+	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port))
 	if s.dir == "" {
-		var err error
 		if s.dir, err = os.MkdirTemp("", "floodgate-redis-"); err != nil {
 			return nil, fmt.Errorf("redisproc: %w", err)
 		}
