@@ -57,12 +57,11 @@ type demoRun struct {
 	duration    string
 }
 
-// newDemoRun skips under -short (cmd/chatbot-demo's TestReplica, on
-// miniredis, is the quick test) and sets up a run of three replicas
+// newDemoRun skips under -short and sets up a run of three replicas
 // replaying messages over duration.
 func newDemoRun(t *testing.T, messages int, duration string) *demoRun {
 	t.Helper()
-	skipIfShort(t)
+	skipIfShort(t) // -short keeps cmd/chatbot-demo's TestReplica (miniredis)
 	rdb := client(t)
 	d := &demoRun{bin: commandBin(t, "chatbot-demo"), prefix: uniquePrefix(t, rdb), messages: messages, duration: duration}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
