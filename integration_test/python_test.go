@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +15,7 @@ import (
 	"time"
 
 	"github.com/floodgate/floodgate/internal/redisproc"
+	"github.com/floodgate/floodgate/limiter"
 )
 
 // The Python client (clients/python/floodgate.py) against a real
@@ -414,21 +413,15 @@ func (b *pyBot) allow(step string) {
 	}
 }
 
-// pyEntries is the user's count in its window, read through the server.
-func pyEntries(t *testing.T, baseURL, token, user string) int {
+// pyCountingSetup is countingSetup behind a token (returned): the Python
+// clients' connection tests send one, so auth is exercised too.
+func pyCountingSetup(t *testing.T) (map[string]string, *limiter.Limiter, string) {
 	t.Helper()
-	req, _ := http.NewRequest("GET", baseURL+"/v1/users/"+url.PathEscape(user), nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var st struct{ Entries int }
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil || resp.StatusCode != 200 {
-		t.Fatalf("peek %s: %d %v", user, resp.StatusCode, err)
-	}
-	return st.Entries
+	needPython(t)
+	env, lim := countingSetup(t)
+	token := randomHex(t, 16)
+	env["FLOODGATE_HTTP_TOKEN"] = token
+	return env, lim, token
 }
 
 // TestPythonClientsSurviveServerRestart: both clients call allow, the
@@ -436,15 +429,7 @@ func pyEntries(t *testing.T, baseURL, token, user string) int {
 // each user's count went up by exactly one per call.
 func TestPythonClientsSurviveServerRestart(t *testing.T) {
 	skipIfShort(t) // -short keeps TestServeReadinessRedisRestart
-	needPython(t)
-	rdb := client(t)
-	token := randomHex(t, 16)
-	env := map[string]string{
-		"FLOODGATE_KEY_PREFIX":    uniquePrefix(t, rdb),
-		"FLOODGATE_HTTP_TOKEN":    token,
-		"FLOODGATE_USER_COOLDOWN": "0",
-		"FLOODGATE_REDIS_TIMEOUT": clientRedisTimeout.String(),
-	}
+	env, lim, token := pyCountingSetup(t)
 	port, err := redisproc.FreePort()
 	if err != nil {
 		t.Fatal(err)
@@ -455,9 +440,7 @@ func TestPythonClientsSurviveServerRestart(t *testing.T) {
 	for round := 1; round <= 3; round++ {
 		bot.allow(fmt.Sprintf("round %d", round))
 		for _, u := range []string{"restart-sync", "restart-async"} {
-			if n := pyEntries(t, srv.URL, token, u); n != round {
-				t.Fatalf("round %d: %s has %d requests counted, want exactly %d", round, u, n, round)
-			}
+			wantEntries(t, lim, u, round)
 		}
 		if err := srv.Stop(); err != nil {
 			t.Fatalf("stop: %v\n%s", err, srv.Output())
@@ -473,16 +456,9 @@ func TestPythonClientsSurviveServerRestart(t *testing.T) {
 // the connections.
 func TestPythonClientsSurviveIdleTimeout(t *testing.T) {
 	skipIfShort(t) // -short keeps TestClientsAndGoReplicaShareLimits
-	needPython(t)
-	rdb := client(t)
-	token := randomHex(t, 16)
-	srv := startServeProc(t, map[string]string{
-		"FLOODGATE_KEY_PREFIX":        uniquePrefix(t, rdb),
-		"FLOODGATE_HTTP_TOKEN":        token,
-		"FLOODGATE_USER_COOLDOWN":     "0",
-		"FLOODGATE_REDIS_TIMEOUT":     clientRedisTimeout.String(),
-		"FLOODGATE_HTTP_IDLE_TIMEOUT": "200ms",
-	})
+	env, lim, token := pyCountingSetup(t)
+	env["FLOODGATE_HTTP_IDLE_TIMEOUT"] = "200ms"
+	srv := startServeProc(t, env)
 	proxy := startIdleProxy(t, strings.TrimPrefix(srv.URL, "http://"), time.Hour)
 	bot := startPyKeepAliveBot(t, "http://"+proxy.ln.Addr().String(), token, "idle-sync", "idle-async")
 	const rounds = 4
@@ -491,9 +467,7 @@ func TestPythonClientsSurviveIdleTimeout(t *testing.T) {
 		time.Sleep(700 * time.Millisecond)
 	}
 	for _, u := range []string{"idle-sync", "idle-async"} {
-		if n := pyEntries(t, srv.URL, token, u); n != rounds {
-			t.Errorf("%s has %d requests counted, want exactly %d", u, n, rounds)
-		}
+		wantEntries(t, lim, u, rounds)
 	}
 	// Each call of each client on a connection of its own: the idle one
 	// was closed every time (else the test tested nothing), and no call
