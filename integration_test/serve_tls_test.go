@@ -80,32 +80,11 @@ func httpsClient(t *testing.T, ca *testCA, cert ...string) *http.Client {
 func startServeVia(t *testing.T, c *http.Client, base string, env map[string]string, args ...string) *serveProc {
 	t.Helper()
 	needRedis(t)
-	p := &serveProc{URL: base, out: &redisproc.SyncBuffer{}, exited: make(chan struct{})}
-	p.cmd = exec.Command(commandBin(t, "floodgate"), append([]string{"serve"}, args...)...)
-	p.cmd.Env = serveEnv(map[string]string{"FLOODGATE_REDIS_URL": redisURL}, env)
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
+	p, err := launchServeVia(t, commandBin(t, "floodgate"), c, base, serveEnv(map[string]string{"FLOODGATE_REDIS_URL": redisURL}, env), args...)
+	if err != nil {
+		t.Fatalf("floodgate serve: %v\n%s", err, p.Output())
 	}
-	go func() { p.err = p.cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() { _ = p.Stop() })
-	for deadline := time.Now().Add(20 * time.Second); ; {
-		resp, err := c.Get(base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p
-			}
-		}
-		select {
-		case <-p.exited:
-			t.Fatalf("floodgate serve exited: %v\n%s", p.err, p.Output())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("floodgate serve not ready at %s after 20s: %v\n%s", base, err, p.Output())
-		}
-	}
+	return p
 }
 
 // tlsEnv is a server setting with a token and the given certificate.
