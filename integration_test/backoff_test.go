@@ -38,18 +38,24 @@ func backoffProbeConfig(prefix string) limiter.Config {
 
 const backoffEndpoint = "http://localhost:1234"
 
-// backoffProbeResult is what one worker process saw.
-type backoffProbeResult struct {
-	Checks, Probes, Backoff, Probing int
+// backoffResult is what one backoff worker process saw; each kind of
+// worker fills the counters of its test.
+type backoffResult struct {
+	Checks, Probes, Backoff, Probing int // backoff-probe: Check's answers
+	Calls, Failed, Abandoned, Denied int // backoff-do: Do's outcomes
 	// Overlaps counts probes that found another probe in flight.
 	Overlaps int
 }
 
-func (r *backoffProbeResult) add(o backoffProbeResult) {
+func (r *backoffResult) add(o backoffResult) {
 	r.Checks += o.Checks
 	r.Probes += o.Probes
 	r.Backoff += o.Backoff
 	r.Probing += o.Probing
+	r.Calls += o.Calls
+	r.Failed += o.Failed
+	r.Abandoned += o.Abandoned
+	r.Denied += o.Denied
 	r.Overlaps += o.Overlaps
 }
 
@@ -92,73 +98,120 @@ func openedBackoff(t *testing.T) (prefix string, b *limiter.Backoff) {
 	return prefix, b
 }
 
-// backoffProbeWorker is one bot replica: 32 goroutines call Check on an
-// endpoint that keeps failing, until DURATION has passed. A goroutine that
-// gets the probe marks itself in flight (INCR on a shared counter: it must
-// read 1), holds the probe for 2 ms as a request would, unmarks itself and
-// reports Failure.
-func backoffProbeWorker(ctx context.Context) (any, error) {
+// backoffRound is one turn of a backoff worker's goroutine: the
+// process's Backoff, and the goroutine's own counters.
+type backoffRound struct {
+	b    *limiter.Backoff
+	mine *backoffResult
+	// inFlight marks a probe in flight on a counter the processes share
+	// (INCR: it must read 1, else an overlap is counted) for hold, then
+	// unmarks it.
+	inFlight func(hold time.Duration) error
+}
+
+// backoffWorker is one bot replica: 32 goroutines call turn on an
+// endpoint that keeps failing, until DURATION has passed, each counting
+// into a result of its own; it returns their sum.
+func backoffWorker(ctx context.Context, turn func(r *backoffRound) error) (any, error) {
 	rdb, b, deadline, inFlight, err := openBackoffWorker()
 	if err != nil {
 		return nil, err
 	}
 	defer rdb.Close()
 	var mu sync.Mutex
-	var res backoffProbeResult
+	var res backoffResult
 	err = concurrently(32, func(int) error {
-		var mine backoffProbeResult
-		defer func() {
-			mu.Lock()
-			res.add(mine)
-			mu.Unlock()
-		}()
-		for time.Now().Before(deadline) {
-			d, err := b.Check(ctx, backoffEndpoint)
+		r := &backoffRound{b: b, mine: &backoffResult{}}
+		r.inFlight = func(hold time.Duration) error {
+			n, err := rdb.Incr(ctx, inFlight).Result()
 			if err != nil {
 				return err
 			}
-			mine.Checks++
-			if d.Degraded {
-				return fmt.Errorf("a Check fell back to local state: %+v", d)
+			if n != 1 {
+				r.mine.Overlaps++
 			}
-			switch {
-			case d.Probe:
-				if !d.Allowed || d.Token == "" {
-					return fmt.Errorf("a probe without a token, or denied: %+v", d)
-				}
-				mine.Probes++
-				n, err := rdb.Incr(ctx, inFlight).Result()
-				if err != nil {
-					return err
-				}
-				if n != 1 {
-					mine.Overlaps++
-				}
-				time.Sleep(2 * time.Millisecond)
-				if err := rdb.Decr(ctx, inFlight).Err(); err != nil {
-					return err
-				}
-				f, err := b.Failure(ctx, backoffEndpoint)
-				if err != nil {
-					return err
-				}
-				if f.Degraded || f.Reason != limiter.ReasonBackoff || f.RetryAfter <= 0 || f.RetryAfter > 20*time.Millisecond {
-					return fmt.Errorf("probe's Failure = %+v", f)
-				}
-			case d.Reason == limiter.ReasonBackoff && d.RetryAfter >= time.Millisecond:
-				mine.Backoff++
-			case d.Reason == limiter.ReasonProbing && d.RetryAfter >= time.Millisecond:
-				mine.Probing++
-			default:
-				return fmt.Errorf("unexpected decision %+v: nobody reports Success", d)
+			time.Sleep(hold)
+			return rdb.Decr(ctx, inFlight).Err()
+		}
+		defer func() {
+			mu.Lock()
+			res.add(*r.mine)
+			mu.Unlock()
+		}()
+		for time.Now().Before(deadline) {
+			if err := turn(r); err != nil {
+				return err
 			}
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, err
+	return res, err
+}
+
+// backoffAcrossProcesses runs 3 worker processes of role for 2 s on an
+// endpoint one Failure opened, and checks that no probe found another in
+// flight. It returns each process's result, their sum, and the endpoint's
+// status afterwards.
+func backoffAcrossProcesses(t *testing.T, role string) ([]backoffResult, backoffResult, limiter.BackoffStatus) {
+	t.Helper()
+	prefix, b := openedBackoff(t)
+	results := runWorkers[backoffResult](t, role, 3, map[string]string{
+		"PREFIX": prefix, "DURATION": "2s",
+	})
+	var total backoffResult
+	for i, r := range results {
+		t.Logf("process %d: %+v", i, r)
+		total.add(r)
 	}
-	return res, nil
+	st, err := b.Status(context.Background(), backoffEndpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("total %+v; status %+v", total, st)
+	if total.Overlaps != 0 {
+		t.Errorf("%d probes found another probe in flight", total.Overlaps)
+	}
+	return results, total, st
+}
+
+// backoffProbeWorker: each turn calls Check; a goroutine that gets the
+// probe marks itself in flight, holds the probe for 2 ms as a request
+// would, unmarks itself and reports Failure.
+func backoffProbeWorker(ctx context.Context) (any, error) {
+	return backoffWorker(ctx, func(r *backoffRound) error {
+		d, err := r.b.Check(ctx, backoffEndpoint)
+		if err != nil {
+			return err
+		}
+		r.mine.Checks++
+		if d.Degraded {
+			return fmt.Errorf("a Check fell back to local state: %+v", d)
+		}
+		switch {
+		case d.Probe:
+			if !d.Allowed || d.Token == "" {
+				return fmt.Errorf("a probe without a token, or denied: %+v", d)
+			}
+			r.mine.Probes++
+			if err := r.inFlight(2 * time.Millisecond); err != nil {
+				return err
+			}
+			f, err := r.b.Failure(ctx, backoffEndpoint)
+			if err != nil {
+				return err
+			}
+			if f.Degraded || f.Reason != limiter.ReasonBackoff || f.RetryAfter <= 0 || f.RetryAfter > 20*time.Millisecond {
+				return fmt.Errorf("probe's Failure = %+v", f)
+			}
+		case d.Reason == limiter.ReasonBackoff && d.RetryAfter >= time.Millisecond:
+			r.mine.Backoff++
+		case d.Reason == limiter.ReasonProbing && d.RetryAfter >= time.Millisecond:
+			r.mine.Probing++
+		default:
+			return fmt.Errorf("unexpected decision %+v: nobody reports Success", d)
+		}
+		return nil
+	})
 }
 
 // TestBackoffOneProbePerHalfOpenPeriodAcrossProcesses: 3 OS processes × 32
@@ -170,27 +223,11 @@ func backoffProbeWorker(ctx context.Context) (any, error) {
 //     in one period would make one Failure stale (counted, not opened).
 func TestBackoffOneProbePerHalfOpenPeriodAcrossProcesses(t *testing.T) {
 	skipIfShort(t) // -short keeps TestBackoffScheduleRealTime
-	prefix, b := openedBackoff(t)
-	ctx := context.Background()
-	const procs = 3
-	results := runWorkers[backoffProbeResult](t, "backoff-probe", procs, map[string]string{
-		"PREFIX": prefix, "DURATION": "2s",
-	})
-	var total backoffProbeResult
+	results, total, st := backoffAcrossProcesses(t, "backoff-probe")
 	for i, r := range results {
-		t.Logf("process %d: %d checks, %d probes, %d backoff, %d probing", i, r.Checks, r.Probes, r.Backoff, r.Probing)
 		if r.Checks == 0 {
 			t.Errorf("process %d made no checks", i)
 		}
-		total.add(r)
-	}
-	st, err := b.Status(ctx, backoffEndpoint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("total: %d checks, %d probes; status %+v", total.Checks, total.Probes, st)
-	if total.Overlaps != 0 {
-		t.Errorf("%d probes found another probe in flight", total.Overlaps)
 	}
 	if st.Opens != total.Probes+1 || st.Failures != total.Probes+1 {
 		t.Errorf("endpoint opened %d times with %d failures; want exactly 1 + %d probes each", st.Opens, st.Failures, total.Probes)
@@ -322,10 +359,7 @@ func TestBackoffPickOnCluster(t *testing.T) {
 	cfg := limiter.DefaultConfig()
 	cfg.RedisTimeout = 5 * time.Second
 	cfg.BackoffOnRedisError = limiter.FailClosed // an error must not pass as a fallback
-	l, err := limiter.New(cc, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := newLimiter(t, cc, cfg)
 	b, err := l.Backoff("llm", limiter.BackoffSettings{})
 	if err != nil {
 		t.Fatal(err)
@@ -336,7 +370,7 @@ func TestBackoffPickOnCluster(t *testing.T) {
 		if _, err := b.Failure(ctx, ep); err != nil {
 			t.Fatal(err)
 		}
-		slots[node.ClusterKeySlot(ctx, cfg.KeyPrefix+"{e:llm}:"+ep).Val()] = true
+		slots[node.ClusterKeySlot(ctx, l.Config().KeyPrefix+"{e:llm}:"+ep).Val()] = true
 	}
 	if len(slots) != 1 {
 		t.Fatalf("one Backoff's keys span %d slots", len(slots))
@@ -354,87 +388,45 @@ func TestBackoffPickOnCluster(t *testing.T) {
 	}
 }
 
-// backoffDoResult is what one backoff-do worker saw.
-type backoffDoResult struct {
-	Calls, Failed, Abandoned, Denied int
-	// Overlaps counts probes that found another probe in flight.
-	Overlaps int
-}
-
-func (r *backoffDoResult) add(o backoffDoResult) {
-	r.Calls += o.Calls
-	r.Failed += o.Failed
-	r.Abandoned += o.Abandoned
-	r.Denied += o.Denied
-	r.Overlaps += o.Overlaps
-}
-
 var errLLMDown = errors.New("502 bad gateway")
 
-// backoffDoWorker is one bot replica: 32 goroutines call Do on an endpoint
-// that never recovers, until DURATION has passed. Every call that runs is
-// the probe (nobody reports a success, so the endpoint never closes); it
-// marks itself in flight as backoffProbeWorker's do, then either its caller
-// gives up (the context is cancelled: Do must hand the probe back) or the
-// endpoint fails, alternately in each process, the first giving up.
+// backoffDoWorker: each turn calls Do on an endpoint that never
+// recovers. Every call that runs is the probe (nobody reports a success,
+// so the endpoint never closes); it marks itself in flight as
+// backoffProbeWorker's do, then either its caller gives up (the context is
+// cancelled: Do must hand the probe back) or the endpoint fails,
+// alternately in each process, the first giving up.
 func backoffDoWorker(ctx context.Context) (any, error) {
-	rdb, b, deadline, inFlight, err := openBackoffWorker()
-	if err != nil {
-		return nil, err
-	}
-	defer rdb.Close()
-	var mu sync.Mutex
-	var res backoffDoResult
 	var probes atomic.Int64 // this process's: odd ones give up, even ones fail
-	err = concurrently(32, func(int) error {
-		var mine backoffDoResult
-		defer func() {
-			mu.Lock()
-			res.add(mine)
-			mu.Unlock()
-		}()
-		for time.Now().Before(deadline) {
-			cctx, cancel := context.WithCancel(ctx)
-			err := b.Do(cctx, backoffEndpoint, func(context.Context) error {
-				mine.Calls++
-				giveUp := probes.Add(1)%2 == 1
-				n, err := rdb.Incr(ctx, inFlight).Result()
-				if err != nil {
-					return err
-				}
-				if n != 1 {
-					mine.Overlaps++
-				}
-				time.Sleep(time.Millisecond)
-				if err := rdb.Decr(ctx, inFlight).Err(); err != nil {
-					return err
-				}
-				if giveUp {
-					cancel()
-					return cctx.Err()
-				}
-				return errLLMDown
-			})
-			cancel()
-			var open *limiter.BackoffOpenError
-			switch {
-			case errors.Is(err, context.Canceled):
-				mine.Abandoned++
-			case errors.Is(err, errLLMDown):
-				mine.Failed++
-			case errors.As(err, &open) && open.Decision.RetryAfter >= time.Millisecond && !open.Decision.Degraded:
-				mine.Denied++
-				time.Sleep(time.Millisecond) // a denied caller does other work
-			default:
-				return fmt.Errorf("Do = %v", err)
+	return backoffWorker(ctx, func(r *backoffRound) error {
+		cctx, cancel := context.WithCancel(ctx)
+		err := r.b.Do(cctx, backoffEndpoint, func(context.Context) error {
+			r.mine.Calls++
+			giveUp := probes.Add(1)%2 == 1
+			if err := r.inFlight(time.Millisecond); err != nil {
+				return err
 			}
+			if giveUp {
+				cancel()
+				return cctx.Err()
+			}
+			return errLLMDown
+		})
+		cancel()
+		var open *limiter.BackoffOpenError
+		switch {
+		case errors.Is(err, context.Canceled):
+			r.mine.Abandoned++
+		case errors.Is(err, errLLMDown):
+			r.mine.Failed++
+		case errors.As(err, &open) && open.Decision.RetryAfter >= time.Millisecond && !open.Decision.Degraded:
+			r.mine.Denied++
+			time.Sleep(time.Millisecond) // a denied caller does other work
+		default:
+			return fmt.Errorf("Do = %v", err)
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	return res, nil
 }
 
 // TestBackoffDoAcrossProcesses: 3 OS processes x 32 goroutines call Do on a
@@ -447,24 +439,7 @@ func backoffDoWorker(ctx context.Context) (any, error) {
 //   - abandoned probes passed the probe on at once, many times.
 func TestBackoffDoAcrossProcesses(t *testing.T) {
 	skipIfShort(t) // -short keeps TestBackoffScheduleRealTime
-	prefix, b := openedBackoff(t)
-	ctx := context.Background()
-	results := runWorkers[backoffDoResult](t, "backoff-do", 3, map[string]string{
-		"PREFIX": prefix, "DURATION": "2s",
-	})
-	var total backoffDoResult
-	for i, r := range results {
-		t.Logf("process %d: %+v", i, r)
-		total.add(r)
-	}
-	st, err := b.Status(ctx, backoffEndpoint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("total %+v; status %+v", total, st)
-	if total.Overlaps != 0 {
-		t.Errorf("%d probes found another probe in flight", total.Overlaps)
-	}
+	_, total, st := backoffAcrossProcesses(t, "backoff-do")
 	if total.Calls != total.Failed+total.Abandoned {
 		t.Errorf("%d calls ran, %d failed + %d abandoned", total.Calls, total.Failed, total.Abandoned)
 	}

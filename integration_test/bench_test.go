@@ -97,15 +97,22 @@ func benchClient(b *testing.B) *redis.Client {
 	return rdb
 }
 
+// uncachedLimiter is a Limiter on rdb with the local cache off: every
+// decision goes to Redis.
+func uncachedLimiter(b *testing.B, rdb *redis.Client) *limiter.Limiter {
+	b.Helper()
+	cfg := limiter.DefaultConfig()
+	cfg.LocalCacheSize = 0
+	return newLimiter(b, rdb, cfg)
+}
+
 // BenchmarkAllowVsPing measures Allow (cooldown + window, local cache off,
 // users drawn from 100,000 so most decisions write) against PING, at 1 and
 // 32 goroutines. Metrics: allow/s, ping/s, rate_ratio (allow/ping), and at
 // 1 goroutine p50_ratio (Allow p50 / PING p50).
 func BenchmarkAllowVsPing(b *testing.B) {
 	rdb := benchClient(b)
-	cfg := limiter.DefaultConfig()
-	cfg.LocalCacheSize = 0
-	l := newLimiter(b, rdb, cfg)
+	l := uncachedLimiter(b, rdb)
 	ctx := context.Background()
 	for _, g := range []int{1, 32} {
 		b.Run("goroutines="+strconv.Itoa(g), func(b *testing.B) {
@@ -135,9 +142,7 @@ func BenchmarkAllowVsPing(b *testing.B) {
 // goroutines. Target: batch_ratio >= 3.
 func BenchmarkAllowManyVsPing(b *testing.B) {
 	rdb := benchClient(b)
-	cfg := limiter.DefaultConfig()
-	cfg.LocalCacheSize = 0
-	l := newLimiter(b, rdb, cfg)
+	l := uncachedLimiter(b, rdb)
 	ctx := context.Background()
 	const g, batch = 32, 100
 	d := min(max(time.Duration(b.N)*time.Millisecond, time.Second), 10*time.Second)

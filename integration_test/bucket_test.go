@@ -100,49 +100,39 @@ func bucketFlatOut(ctx context.Context) (any, error) {
 		return nil, err
 	}
 	var (
-		mu   sync.Mutex
-		res  bucketResult
-		errs []error
-		wg   sync.WaitGroup
+		mu  sync.Mutex
+		res bucketResult
 	)
-	for range 4 {
-		wg.Go(func() {
-			var r bucketResult
-			for time.Now().Before(end) {
-				d, err := b.Allow(ctx)
-				if err != nil {
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
-					return
-				}
-				switch {
-				case d.Degraded:
-					r.Degraded++
-				case d.Allowed:
-					r.Allowed++
-				default:
-					r.Denied++
-					if d.RetryAfter < time.Millisecond {
-						r.ShortWaits++
-					}
+	err = concurrently(4, func(int) error {
+		var r bucketResult
+		for time.Now().Before(end) {
+			d, err := b.Allow(ctx)
+			if err != nil {
+				return err
+			}
+			switch {
+			case d.Degraded:
+				r.Degraded++
+			case d.Allowed:
+				r.Allowed++
+			default:
+				r.Denied++
+				if d.RetryAfter < time.Millisecond {
+					r.ShortWaits++
 				}
 			}
-			done := time.Now().UnixNano()
-			mu.Lock()
-			res.Allowed += r.Allowed
-			res.Denied += r.Denied
-			res.Degraded += r.Degraded
-			res.ShortWaits += r.ShortWaits
-			res.LastDone = max(res.LastDone, done)
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
-	if len(errs) > 0 {
-		return nil, errs[0]
-	}
-	return res, nil
+		}
+		done := time.Now().UnixNano()
+		mu.Lock()
+		res.Allowed += r.Allowed
+		res.Denied += r.Denied
+		res.Degraded += r.Degraded
+		res.ShortWaits += r.ShortWaits
+		res.LastDone = max(res.LastDone, done)
+		mu.Unlock()
+		return nil
+	})
+	return res, err
 }
 
 // Four replicas call a 4 req/s API flat out for 10 s: the API sees at most
@@ -150,8 +140,7 @@ func bucketFlatOut(ctx context.Context) (any, error) {
 // not many fewer.
 func TestBucketAcrossProcesses(t *testing.T) {
 	skipIfShort(t) // -short keeps TestBucketOnRealRedis
-	rdb := client(t)
-	prefix := uniquePrefix(t, rdb)
+	prefix := uniquePrefix(t, client(t))
 	const (
 		procs    = 4
 		duration = 10 * time.Second

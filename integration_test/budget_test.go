@@ -98,8 +98,7 @@ func seed(g int) uint64 { return uint64(g)*7919 + 1 }
 // users and returns every admitted call, per user, and the budget to peek.
 func budgetAcrossProcesses(t *testing.T, mode string, users int) (map[string][]budgetCall, *limiter.Budget) {
 	t.Helper()
-	rdb := client(t)
-	prefix := uniquePrefix(t, rdb)
+	rdb, prefix := prefixedClient(t)
 	results := runWorkers[budgetWorkerResult](t, "budget-calls", 3, map[string]string{
 		"PREFIX": prefix, "USERS": strconv.Itoa(users), "ROUNDS": "60", "MODE": mode,
 	})

@@ -4,9 +4,12 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/floodgate/floodgate/internal/redisproc"
 )
 
 // Helpers shared by the Python and Node client tests (python_*_test.go,
@@ -55,6 +58,32 @@ func startClientServe(t testing.TB, env map[string]string) (*serveProc, string) 
 	return startServeProc(t, all), token
 }
 
+// startSuiteServe starts the server a client's own test suite runs
+// against, with timing margins for a loaded machine: the backoff stays
+// open 1s, and each of buckets refills one token every 2s. It returns the
+// server, its token, and a test CA with a server certificate
+// (redisproc.GenerateTLS, in a directory of their own) for the suite's
+// TLS tests.
+func startSuiteServe(t testing.TB, buckets ...string) (*serveProc, string, *redisproc.TLSFiles) {
+	t.Helper()
+	rates := "wikipedia=1,igdb=4"
+	for _, b := range buckets {
+		rates += "," + b + "=0.5"
+	}
+	srv, token := startClientServe(t, map[string]string{
+		"FLOODGATE_LLM_RETRY_DELAY":      "1s",
+		"FLOODGATE_USER_COOLDOWN":        "10s",
+		"FLOODGATE_API_RATES":            rates,
+		"FLOODGATE_MAX_CONCURRENT_USERS": "7",
+		"FLOODGATE_USER_TOKEN_BUDGET":    "20000",
+	})
+	files, err := redisproc.GenerateTLS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv, token, files
+}
+
 // wantExampleTally checks what an example bot printed (a JSON tally of
 // outcomes): every one of the messages answered, held back by a named
 // limit, or an LLM failure, with some answered and some held by the
@@ -76,4 +105,23 @@ func wantExampleTally(t testing.TB, bot string, out []byte, messages int) {
 		t.Fatalf("outcomes %v: want %d in total, some answered and some held by the cooldown", tally, messages)
 	}
 	t.Logf("%s: %v", bot, tally)
+}
+
+// outputJSON runs a client script, cmd, with env added to its environment
+// and decodes what it prints, as JSON, into a new T; what names the script
+// in a failure.
+func outputJSON[T any](t testing.TB, cmd *exec.Cmd, env map[string]string, what string) T {
+	t.Helper()
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	var res T
+	out, err := cmd.Output()
+	if err == nil {
+		err = json.Unmarshal(out, &res)
+	}
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", what, err, out)
+	}
+	return res
 }

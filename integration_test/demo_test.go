@@ -47,20 +47,53 @@ type demoReport struct {
 	} `json:"checks"`
 }
 
-// demoEnv is the environment without any FLOODGATE_* or DEMO_* of the
-// caller's, plus vars.
-func demoEnv(vars map[string]string) []string {
-	var env []string
+// demoRun is what a chatbot-demo test starts from: the built command, a
+// key prefix of its own on the shared Redis, a context bounding the run
+// (2 minutes), and the replay's size.
+type demoRun struct {
+	bin, prefix string
+	ctx         context.Context
+	messages    int
+	duration    string
+}
+
+// newDemoRun skips under -short and sets up a run of three replicas
+// replaying messages over duration.
+func newDemoRun(t *testing.T, messages int, duration string) *demoRun {
+	t.Helper()
+	skipIfShort(t) // -short keeps cmd/chatbot-demo's TestReplica (miniredis)
+	rdb := client(t)
+	d := &demoRun{bin: commandBin(t, "chatbot-demo"), prefix: uniquePrefix(t, rdb), messages: messages, duration: duration}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	d.ctx = ctx
+	return d
+}
+
+// command runs the demo with args, in an environment without any
+// FLOODGATE_* or DEMO_* of the caller's: the run's prefix, replay and
+// limits, then vars (which name the Redis).
+func (d *demoRun) command(vars map[string]string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(d.ctx, d.bin, args...)
 	for _, kv := range os.Environ() {
 		if strings.HasPrefix(kv, "FLOODGATE_") || strings.HasPrefix(kv, "DEMO_") || strings.HasPrefix(kv, "REDIS_URL=") {
 			continue
 		}
-		env = append(env, kv)
+		cmd.Env = append(cmd.Env, kv)
 	}
+	cmd.Env = append(cmd.Env,
+		"FLOODGATE_KEY_PREFIX="+d.prefix,
+		"FLOODGATE_MAX_REQUESTS_PER_USER_HOUR="+strconv.Itoa(demoLimit),
+		"FLOODGATE_USER_COOLDOWN=50ms",
+		"FLOODGATE_REDIS_TIMEOUT=5s", // a noisy host must not turn into errors
+		"DEMO_REPLICAS=3",
+		"DEMO_MESSAGES="+strconv.Itoa(d.messages),
+		"DEMO_DURATION="+d.duration,
+	)
 	for k, v := range vars {
-		env = append(env, k+"="+v)
+		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	return env
+	return cmd
 }
 
 // demoLimit is the per-user window limit the tests set: low, so that the
@@ -104,24 +137,9 @@ func checkShared(t *testing.T, sums []demoSummary, messages int) int {
 // replica processes) against the test Redis, and checks from the replicas'
 // own summaries that no user got past one limit in total.
 func TestDemoSharedLimits(t *testing.T) {
-	skipIfShort(t) // -short keeps cmd/chatbot-demo's TestReplica (miniredis)
-	rdb := client(t)
-	bin := commandBin(t, "chatbot-demo")
 	const messages = 300
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin)
-	cmd.Env = demoEnv(map[string]string{
-		"REDIS_URL":                            redisURL,
-		"FLOODGATE_KEY_PREFIX":                 uniquePrefix(t, rdb),
-		"FLOODGATE_MAX_REQUESTS_PER_USER_HOUR": strconv.Itoa(demoLimit),
-		"FLOODGATE_USER_COOLDOWN":              "50ms",
-		"FLOODGATE_REDIS_TIMEOUT":              "5s", // a noisy host must not turn into errors
-		"DEMO_REPLICAS":                        "3",
-		"DEMO_MESSAGES":                        strconv.Itoa(messages),
-		"DEMO_DURATION":                        "3s",
-		"DEMO_OUTPUT":                          "json",
-	})
+	run := newDemoRun(t, messages, "3s")
+	cmd := run.command(map[string]string{"REDIS_URL": redisURL, "DEMO_OUTPUT": "json"})
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	runErr := cmd.Run()
@@ -224,13 +242,9 @@ func scrape(ctx context.Context, url, metric string, labels ...string) (sum floa
 // pool their summaries in Redis and the last one prints the report, whose
 // checks must pass.
 func TestDemoMetrics(t *testing.T) {
-	skipIfShort(t) // -short keeps cmd/chatbot-demo's TestReplica (miniredis)
-	rdb := client(t)
-	bin := commandBin(t, "chatbot-demo")
 	const messages = 600
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	prefix := uniquePrefix(t, rdb)
+	run := newDemoRun(t, messages, "4s")
+	ctx := run.ctx
 	start := time.Now().Add(time.Second)
 	type replica struct {
 		cmd            *exec.Cmd
@@ -244,22 +258,14 @@ func TestDemoMetrics(t *testing.T) {
 			t.Fatal(err)
 		}
 		r := &replica{url: fmt.Sprintf("http://127.0.0.1:%d/metrics", port)}
-		r.cmd = exec.CommandContext(ctx, bin, "--replica")
-		r.cmd.Env = demoEnv(map[string]string{
-			"FLOODGATE_REDIS_URL":                  redisURL,
-			"FLOODGATE_KEY_PREFIX":                 prefix,
-			"FLOODGATE_MAX_REQUESTS_PER_USER_HOUR": strconv.Itoa(demoLimit),
-			"FLOODGATE_USER_COOLDOWN":              "50ms",
-			"FLOODGATE_REDIS_TIMEOUT":              "5s", // a noisy host must not turn into errors
-			"DEMO_REPLICA_ID":                      strconv.Itoa(i + 1),
-			"DEMO_REPLICAS":                        "3",
-			"DEMO_MESSAGES":                        strconv.Itoa(messages),
-			"DEMO_DURATION":                        "4s",
-			"DEMO_METRICS_ADDR":                    fmt.Sprintf("127.0.0.1:%d", port),
-			"DEMO_LINGER":                          "2m", // stopped by SIGTERM below
-			"DEMO_RUN_ID":                          fmt.Sprintf("t%d", start.UnixMilli()),
-			"DEMO_START_AT":                        strconv.FormatInt(start.UnixMilli(), 10),
-		})
+		r.cmd = run.command(map[string]string{
+			"FLOODGATE_REDIS_URL": redisURL,
+			"DEMO_REPLICA_ID":     strconv.Itoa(i + 1),
+			"DEMO_METRICS_ADDR":   fmt.Sprintf("127.0.0.1:%d", port),
+			"DEMO_LINGER":         "2m", // stopped by SIGTERM below
+			"DEMO_RUN_ID":         fmt.Sprintf("t%d", start.UnixMilli()),
+			"DEMO_START_AT":       strconv.FormatInt(start.UnixMilli(), 10),
+		}, "--replica")
 		r.cmd.Stdout, r.cmd.Stderr = &r.stdout, &r.stderr
 		if err := r.cmd.Start(); err != nil {
 			t.Fatal(err)

@@ -161,6 +161,14 @@ func client(t testing.TB) *redis.Client {
 	return rdb
 }
 
+// prefixedClient is a client on the shared server and a key prefix of
+// the test's own on it (uniquePrefix).
+func prefixedClient(t testing.TB) (*redis.Client, string) {
+	t.Helper()
+	rdb := client(t)
+	return rdb, uniquePrefix(t, rdb)
+}
+
 // clusterModeNode starts a redis-server of its own with cluster mode on
 // and no slots assigned: enough to ask where keys live (CLUSTER KEYSLOT),
 // or to serve as a one-node Cluster once given the slots.

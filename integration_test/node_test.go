@@ -47,19 +47,7 @@ func nodeEnv(extra ...string) []string {
 func TestNodeClient(t *testing.T) {
 	skipIfShort(t) // -short keeps TestClientsAndGoReplicaShareLimits
 	node := needNode(t)
-	// As for the Python client: the backoff stays open 1s, the test bucket
-	// refills one token every 2s.
-	srv, token := startClientServe(t, map[string]string{
-		"FLOODGATE_LLM_RETRY_DELAY":      "1s",
-		"FLOODGATE_USER_COOLDOWN":        "10s",
-		"FLOODGATE_API_RATES":            "wikipedia=1,igdb=4,nodetest=0.5",
-		"FLOODGATE_MAX_CONCURRENT_USERS": "7",
-		"FLOODGATE_USER_TOKEN_BUDGET":    "20000",
-	})
-	tlsFiles, err := redisproc.GenerateTLS(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, token, tlsFiles := startSuiteServe(t, "nodetest")
 	files, err := filepath.Glob(filepath.Join(nodeClientDir, "test", "*.test.js"))
 	if err != nil || len(files) < 4 {
 		t.Fatalf("node test files: %v %v", files, err)
@@ -228,8 +216,7 @@ func (b *nodeBot) allowBlocked(user string, meanwhile func()) nodeAllow {
 // and a library limiter on the same keys to read the counts.
 func countingSetup(t *testing.T) (map[string]string, *limiter.Limiter) {
 	t.Helper()
-	rdb := client(t)
-	prefix := uniquePrefix(t, rdb)
+	rdb, prefix := prefixedClient(t)
 	env := map[string]string{
 		"FLOODGATE_KEY_PREFIX":                 prefix,
 		"FLOODGATE_USER_COOLDOWN":              "0",

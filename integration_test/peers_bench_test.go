@@ -3,6 +3,9 @@ package integration_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,6 +17,7 @@ import (
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/floodgate/floodgate/internal/redisproc"
 	"github.com/floodgate/floodgate/limiter"
 	"github.com/floodgate/floodgate/scripts/lua"
 )
@@ -152,25 +156,14 @@ func runPeers(b *testing.B, rdb *redis.Client, path string, n, g int) []peerResu
 		}
 	}
 	rates := make([][]float64, len(cs))
-	srvUS := make([]float64, len(cs))
 	lats := make([][]time.Duration, len(cs))
 	decided := make([]int64, len(cs))
-	for s := 0; s < peerSlices; s++ {
-		for k := range cs {
-			i := (k + s) % len(cs)
-			c := cs[i]
-			startSlice(ctx, b, rdb, c, path)
-			r, lat := sliceRate(b, g, users, c)
-			rates[i] = append(rates[i], r)
-			lats[i] = append(lats[i], lat...)
-			decided[i] += int64(users)
-			us, err := serverUsec(ctx, rdb, c.name == "ping")
-			if err != nil {
-				b.Fatal(err)
-			}
-			srvUS[i] += us
-		}
-	}
+	srvUS := inTurn(ctx, b, rdb, cs, path, peerSlices, func(i int, c contender) {
+		r, lat := sliceRate(b, g, users, c)
+		rates[i] = append(rates[i], r)
+		lats[i] = append(lats[i], lat...)
+		decided[i] += int64(users)
+	})
 	out := make([]peerResult, len(cs))
 	for i, c := range cs {
 		out[i] = peerResult{name: c.name, rate: median(rates[i]), p50: p50(lats[i]), srvUS: srvUS[i] / float64(decided[i]), decisions: decided[i]}
@@ -197,6 +190,28 @@ func peerContenders(ctx context.Context, b *testing.B, rdb *redis.Client, cell p
 		}
 	}
 	return cs
+}
+
+// inTurn runs slices rounds of one slice per contender (slice(i, cs[i])),
+// in an order rotating each round so that noise from elsewhere on a shared
+// machine lands on all; each slice readied by startSlice. It returns the
+// server µs each contender's slices took (serverUsec), summed.
+func inTurn(ctx context.Context, b *testing.B, rdb *redis.Client, cs []contender, path string, slices int, slice func(i int, c contender)) []float64 {
+	b.Helper()
+	srv := make([]float64, len(cs))
+	for s := 0; s < slices; s++ {
+		for k := range cs {
+			i := (k + s) % len(cs)
+			startSlice(ctx, b, rdb, cs[i], path)
+			slice(i, cs[i])
+			us, err := serverUsec(ctx, rdb, cs[i].name == "ping")
+			if err != nil {
+				b.Fatal(err)
+			}
+			srv[i] += us
+		}
+	}
+	return srv
 }
 
 // startSlice readies c for a timed slice: its keys reset when the path
@@ -288,23 +303,26 @@ func serverUsec(ctx context.Context, rdb *redis.Client, ping bool) (float64, err
 	return total, nil
 }
 
-// copyAll copies template keys to every user's keys (COPY ... REPLACE keeps
-// the value and the TTL), in pipelines; a missing template deletes.
-func copyAll(ctx context.Context, rdb *redis.Client, users int, pairs func(u int) [][2]string) error {
-	const chunk = 1000
-	for lo := 0; lo < users; lo += chunk {
-		pipe := rdb.Pipeline()
-		for u := lo; u < min(lo+chunk, users); u++ {
-			for _, p := range pairs(u) {
-				pipe.Del(ctx, p[1])
-				pipe.Copy(ctx, p[0], p[1], 0, true)
+// resetFrom is a contender's reset: every user's keys (keys[u][j]) become
+// copies of the template's (tmpl[j]), in pipelines. COPY ... REPLACE keeps
+// the value and the TTL; a missing template deletes.
+func resetFrom(rdb *redis.Client, tmpl []string, keys [][]string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		const chunk = 1000
+		for lo := 0; lo < len(keys); lo += chunk {
+			pipe := rdb.Pipeline()
+			for _, uk := range keys[lo:min(lo+chunk, len(keys))] {
+				for j, k := range uk {
+					pipe.Del(ctx, k)
+					pipe.Copy(ctx, tmpl[j], k, 0, true)
+				}
+			}
+			if _, err := pipe.Exec(ctx); err != nil {
+				return err
 			}
 		}
-		if _, err := pipe.Exec(ctx); err != nil {
-			return err
-		}
+		return nil
 	}
-	return nil
 }
 
 func floodgateContender(b *testing.B, rdb *redis.Client, cell peerCell, prefix string, users int) contender {
@@ -332,12 +350,8 @@ func floodgateContender(b *testing.B, rdb *redis.Client, cell peerCell, prefix s
 		keys[u], _ = l.UserKeys(names[u])
 	}
 	return contender{
-		name: "floodgate",
-		reset: func(ctx context.Context) error {
-			return copyAll(ctx, rdb, users, func(u int) [][2]string {
-				return [][2]string{{tmpl[0], keys[u][0]}, {tmpl[1], keys[u][1]}}
-			})
-		},
+		name:  "floodgate",
+		reset: resetFrom(rdb, tmpl, keys),
 		op: func(ctx context.Context, u int) error {
 			d, err := l.Allow(ctx, names[u%users])
 			if err == nil && (d.Allowed != (cell.path == "allowed") || d.Degraded) {
@@ -398,12 +412,8 @@ func textbookContender(b *testing.B, rdb *redis.Client, cell peerCell, prefix st
 	}
 	args := []any{cell.limit, cell.window.Milliseconds(), cell.cooldown.Milliseconds()}
 	return contender{
-		name: "textbook",
-		reset: func(ctx context.Context) error {
-			return copyAll(ctx, rdb, users, func(u int) [][2]string {
-				return [][2]string{{tmpl[0], keys[u][0]}, {tmpl[1], keys[u][1]}}
-			})
-		},
+		name:  "textbook",
+		reset: resetFrom(rdb, tmpl, keys),
 		op: func(ctx context.Context, u int) error {
 			r, err := textbookLog.Run(ctx, rdb, keys[u%users], args...).Int64Slice()
 			if err == nil && (r[0] == 1) != (cell.path == "allowed") {
@@ -430,16 +440,14 @@ func redisRateContender(b *testing.B, rdb *redis.Client, cell peerCell, prefix s
 		b.Fatal(err)
 	}
 	keys := make([]string, users)
+	stored := make([][]string, users) // redis_rate's own prefix
 	for u := range keys {
 		keys[u] = prefix + "rr:user-" + strconv.Itoa(u)
+		stored[u] = []string{"rate:" + keys[u]}
 	}
 	return contender{
-		name: "redis_rate",
-		reset: func(ctx context.Context) error {
-			return copyAll(ctx, rdb, users, func(u int) [][2]string {
-				return [][2]string{{"rate:" + prefix + "rr:template", "rate:" + keys[u]}}
-			})
-		},
+		name:  "redis_rate",
+		reset: resetFrom(rdb, []string{"rate:" + prefix + "rr:template"}, stored),
 		op: func(ctx context.Context, u int) error {
 			r, err := rl.Allow(ctx, keys[u%users], limit)
 			if err == nil && (r.Allowed == 1) != (cell.path == "allowed") {
@@ -644,4 +652,177 @@ func BenchmarkPeersServerTime(b *testing.B) {
 		}
 	}
 	fmt.Printf("\n| path, entries | Floodgate, user_allow_one.lua | Floodgate, user_allow.lua, 1 user per call | 16 users per call | textbook log |\n|---|---|---|---|---|\n%s\n\n", strings.Join(rows, "\n"))
+}
+
+// BenchmarkPeersInstructions counts what one decision costs the server in
+// instructions, which unlike µs on a shared machine do not depend on the
+// load: a redis-server of its own runs under valgrind's callgrind, which
+// counts only inside instrFunc (the script's run, its redis.calls and its
+// reply; not reading the command or writing the answer, the same for any
+// EVALSHA), and dumps its counts at every ECHO, so that each cell is read
+// apart. Cells: BenchmarkPeersCold's paths on windows holding 20 requests;
+// per cell 50 decisions to warm up, then instrCalls counted, one user
+// each, every user starting from the cell's state. Contenders:
+// Floodgate's lone Allow (user_allow_one.lua, through Limiter.Allow as a
+// bot calls it), user_allow.lua with one key (the batch script), the
+// textbook log (EVALSHA), and readsFloor, the reads an exact cooldown
+// denial needs from Floodgate's layout with nothing around them: the least
+// any script can spend on that path. Metrics: <name>_instr per decision; it prints
+// one Markdown table. With FLOODGATE_CALLGRIND_DIR set, the dumps stay
+// there (callgrind.out.N: two per contender, warm-up then counted, in the
+// table's order), for callgrind_annotate to say where the instructions go.
+//
+//	go test ./integration_test -run '^$' -bench PeersInstructions -benchtime 1x
+func BenchmarkPeersInstructions(b *testing.B) {
+	valgrind := needTool(b, "valgrind", "valgrind")
+	needRedisServer(b)
+	rdb, dumps := callgrindRedis(b, valgrind)
+	ctx := context.Background()
+	batch := redis.NewScript(lua.Source("user_allow.lua"))
+	var rows []string
+	floor := redis.NewScript(readsFloor)
+	done := map[string][4]float64{}
+	for _, path := range []string{"allowed", "window", "cooldown"} {
+		b.Run(path, func(b *testing.B) {
+			res, ok := done[path]
+			if !ok {
+				cell := newPeerCell(path, 20)
+				prefix := uniquePrefix(b, rdb)
+				users := instrWarm + instrCalls
+				fg := floodgateContender(b, rdb, cell, prefix, users)
+				tb := textbookContender(b, rdb, cell, prefix, users)
+				cfg := limiter.DefaultConfig()
+				cfg.KeyPrefix = prefix + "fg:"
+				l, err := limiter.New(rdb, cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				args := []any{cell.limit, cell.window.Milliseconds(), cell.cooldown.Milliseconds()}
+				one := contender{name: "user_allow.lua", reset: fg.reset, op: func(ctx context.Context, u int) error {
+					keys, _ := l.UserKeys("user-" + strconv.Itoa(u))
+					return batch.Run(ctx, rdb, keys[:1], args...).Err()
+				}}
+				least := contender{name: "floor", reset: fg.reset, op: func(ctx context.Context, u int) error {
+					keys, _ := l.UserKeys("user-" + strconv.Itoa(u))
+					return floor.Run(ctx, rdb, keys[:1], args...).Err()
+				}}
+				for i, c := range []contender{fg, one, tb, least} {
+					res[i] = countInstructions(ctx, b, rdb, dumps, c)
+				}
+				done[path] = res
+				rows = append(rows, fmt.Sprintf("| %s | %.0f | %.0f | %.0f | %.2fx | %.0f |", path, res[0], res[1], res[2], res[0]/res[2], res[3]))
+			}
+			b.ReportMetric(res[0], "floodgate_instr")
+			b.ReportMetric(res[1], "user_allow_1key_instr")
+			b.ReportMetric(res[2], "textbook_instr")
+			b.ReportMetric(res[3], "reads_floor_instr")
+			b.ReportMetric(res[0]/res[2], "floodgate_vs_textbook")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+	fmt.Printf("\n| path (20 entries) | Floodgate, user_allow_one.lua | user_allow.lua, 1 key | textbook log | Floodgate / textbook | reads alone (floor) |\n|---|---|---|---|---|---|\n%s\n\n",
+		strings.Join(rows, "\n"))
+}
+
+// readsFloor is what an exact cooldown denial must read from Floodgate's
+// layout (one key per user, the cooldown in the window's newest entry):
+// the clock, the newest entry and the base with their scores, and the
+// count for Remaining, each number converted once, with no check around
+// them. Not a decision (it answers as a cooldown denial on every path);
+// the floor under user_allow_one.lua's cooldown path.
+const readsFloor = `
+local t = redis.call('TIME')
+local z = redis.call('ZRANGE', KEYS[1], '-2', '-1', 'WITHSCORES')
+local n = redis.call('ZCARD', KEYS[1])
+local now = t[1] * 1000 + t[2] / 1000
+local newest = z[4] + z[2]
+return {0, 1, ARGV[1] - n, newest + ARGV[3] - now, newest + ARGV[2] - now}
+`
+
+const (
+	// instrFunc is the redis-server function callgrind counts inside:
+	// EVALSHA's own, which runs the script.
+	instrFunc             = "evalShaCommand"
+	instrWarm, instrCalls = 50, 500
+)
+
+// callgrindRedis starts redis-server under callgrind, counting inside
+// instrFunc only and dumping at every ECHO into files dumps returns (the
+// newest last).
+func callgrindRedis(b *testing.B, valgrind string) (*redis.Client, func() []string) {
+	b.Helper()
+	port, err := redisproc.FreePort()
+	if err != nil {
+		b.Fatal(err)
+	}
+	dir := os.Getenv("FLOODGATE_CALLGRIND_DIR") // to read the dumps with callgrind_annotate
+	if dir == "" {
+		dir = b.TempDir()
+	}
+	out := filepath.Join(dir, "callgrind.out")
+	cmd := exec.Command(valgrind, "--tool=callgrind", "--collect-atstart=no", "--toggle-collect="+instrFunc,
+		"--dump-before=echoCommand", "--callgrind-out-file="+out,
+		"redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+	cmd.Dir = dir
+	var log redisproc.SyncBuffer
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(port), ReadTimeout: time.Minute, WriteTimeout: time.Minute})
+	b.Cleanup(func() { rdb.Close() })
+	for deadline := time.Now().Add(2 * time.Minute); rdb.Ping(context.Background()).Err() != nil; time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			b.Fatalf("redis-server under callgrind did not answer: %s", log.String())
+		}
+	}
+	return rdb, func() []string {
+		m, _ := filepath.Glob(out + ".*")
+		// callgrind.out.1, .2, ...: numeric order.
+		n := func(p string) int { i, _ := strconv.Atoi(p[strings.LastIndexByte(p, '.')+1:]); return i }
+		for i := 1; i < len(m); i++ {
+			for j := i; j > 0 && n(m[j]) < n(m[j-1]); j-- {
+				m[j], m[j-1] = m[j-1], m[j]
+			}
+		}
+		return m
+	}
+}
+
+// countInstructions runs c's decisions for instrWarm users, then for
+// instrCalls more, and returns instructions per counted decision.
+func countInstructions(ctx context.Context, b *testing.B, rdb *redis.Client, dumps func() []string, c contender) float64 {
+	b.Helper()
+	if err := c.reset(ctx); err != nil {
+		b.Fatal(err)
+	}
+	var total int64
+	for _, r := range [][2]int{{0, instrWarm}, {instrWarm, instrWarm + instrCalls}} {
+		for u := r[0]; u < r[1]; u++ {
+			if err := c.op(ctx, u); err != nil {
+				b.Fatalf("%s: %v", c.name, err)
+			}
+		}
+		if err := rdb.Echo(ctx, "dump").Err(); err != nil {
+			b.Fatal(err)
+		}
+		d := dumps()
+		text, err := os.ReadFile(d[len(d)-1])
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, v, ok := strings.Cut(string(text), "\ntotals: ")
+		if !ok {
+			b.Fatalf("%s: no totals in %s", c.name, d[len(d)-1])
+		}
+		v, _, _ = strings.Cut(v, "\n")
+		if total, err = strconv.ParseInt(strings.TrimSpace(v), 10, 64); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return float64(total) / instrCalls
 }

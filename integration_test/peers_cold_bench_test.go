@@ -136,29 +136,18 @@ func runCold(b *testing.B, rdb, other *redis.Client, mode, path string) []peerRe
 		}
 	}
 	lats := make([][]time.Duration, len(cs))
-	srv := make([]float64, len(cs))
-	for s := 0; s < slices; s++ {
-		for k := range cs {
-			i := (k + s) % len(cs)
-			c := cs[i]
-			startSlice(ctx, b, rdb, c, path)
-			for u := 0; u < users; u++ {
-				if err := before(); err != nil {
-					b.Fatal(err)
-				}
-				t0 := time.Now()
-				if err := c.op(ctx, u); err != nil {
-					b.Fatalf("%s: %v", c.name, err)
-				}
-				lats[i] = append(lats[i], time.Since(t0))
-			}
-			us, err := serverUsec(ctx, rdb, c.name == "ping")
-			if err != nil {
+	srv := inTurn(ctx, b, rdb, cs, path, slices, func(i int, c contender) {
+		for u := 0; u < users; u++ {
+			if err := before(); err != nil {
 				b.Fatal(err)
 			}
-			srv[i] += us
+			t0 := time.Now()
+			if err := c.op(ctx, u); err != nil {
+				b.Fatalf("%s: %v", c.name, err)
+			}
+			lats[i] = append(lats[i], time.Since(t0))
 		}
-	}
+	})
 	out := make([]peerResult, len(cs))
 	for i, c := range cs {
 		n := float64(slices * users)

@@ -15,11 +15,13 @@ import (
 	"time"
 
 	"github.com/floodgate/floodgate/internal/redisproc"
+	"github.com/floodgate/floodgate/limiter"
 )
 
 // The Python client (clients/python/floodgate.py) against a real
-// `floodgate serve` on a real Redis: its own unit tests, and a Python
-// replica sharing users with a Go replica that uses the library directly.
+// `floodgate serve` on a real Redis: its own unit tests, from the source
+// tree and installed, a Python replica sharing users with a Go replica
+// that uses the library directly, and connections the server closed.
 
 const pyClientDir = "../clients/python"
 
@@ -29,22 +31,11 @@ const pyClientDir = "../clients/python"
 func TestPythonClientUnittest(t *testing.T) {
 	skipIfShort(t) // -short keeps TestClientsAndGoReplicaShareLimits
 	py := needPython(t)
-	// Timing margins for a loaded machine: the backoff stays open 1s, the
-	// test bucket refills one token every 2s.
-	srv, token := startClientServe(t, map[string]string{
-		"FLOODGATE_LLM_RETRY_DELAY":      "1s",
-		"FLOODGATE_USER_COOLDOWN":        "10s",
-		"FLOODGATE_API_RATES":            "wikipedia=1,igdb=4,pytest=0.5,pyslow=0.5",
-		"FLOODGATE_MAX_CONCURRENT_USERS": "7",
-		"FLOODGATE_USER_TOKEN_BUDGET":    "20000",
-	})
+	srv, token, tlsFiles := startSuiteServe(t, "pytest", "pyslow")
+	tlsDir := filepath.Dir(tlsFiles.CAFile) // for the client's TLS tests (test_transport.py)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	tlsDir := t.TempDir() // for the client's TLS tests (test_transport.py)
-	if _, err := redisproc.GenerateTLS(tlsDir); err != nil {
-		t.Fatal(err)
-	}
 	cmd := exec.CommandContext(ctx, py, "-m", "unittest", "-v")
 	cmd.Dir = pyClientDir
 	cmd.Env = append(os.Environ(), "FLOODGATE_TEST_URL="+srv.URL, "FLOODGATE_TEST_TOKEN="+token,
@@ -79,6 +70,97 @@ func TestPythonClientUnittest(t *testing.T) {
 		}
 	}
 	t.Logf("%d live Python tests passed against %s", ran, srv.URL)
+}
+
+// TestPythonClientInstalls: clients/python installs into a fresh venv
+// with no package index (pip --no-build-isolation --no-index, Debian's
+// python3-venv, python3-setuptools and python3-wheel, as .ci/run
+// installs them), and the installed package, not the source tree, passes
+// the unit tests and carries its py.typed marker.
+func TestPythonClientInstalls(t *testing.T) {
+	skipIfShort(t) // -short keeps TestClientsAndGoReplicaShareLimits
+	needPython(t)
+	const sysPy = "/usr/bin/python3" // Debian's, with venv, setuptools and wheel
+	if _, err := os.Stat(sysPy); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("CI is set but %s is missing (.ci/run installs python3-venv)", sysPy)
+		}
+		t.Skip(sysPy + " is missing")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	tmp := t.TempDir()
+	run := func(dir string, env []string, name string, args ...string) string {
+		t.Helper()
+		cmd := exec.CommandContext(ctx, name, args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), append([]string{"PIP_NO_INPUT=1", "PIP_DISABLE_PIP_VERSION_CHECK=1", "PYTHONDONTWRITEBYTECODE=1"}, env...)...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	// Build from a copy: pip leaves build/ and *.egg-info next to the sources.
+	src := filepath.Join(tmp, "src")
+	run("", nil, "cp", "-r", pyClientDir, src)
+	venv := filepath.Join(tmp, "venv")
+	run("", nil, sysPy, "-m", "venv", "--system-site-packages", venv)
+	vpy := filepath.Join(venv, "bin", "python")
+	run("", nil, vpy, "-m", "pip", "install", "--no-build-isolation", "--no-index", src)
+
+	// The tests, without the package next to them: they import the installed one.
+	tests := filepath.Join(tmp, "tests")
+	if err := os.Mkdir(tests, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"test_floodgate.py", "test_transport.py", "harness.py"} {
+		run("", nil, "cp", filepath.Join(pyClientDir, f), tests)
+	}
+	where := run(tests, []string{"PYTHONPATH="}, vpy, "-c",
+		"import floodgate, os; d = os.path.dirname(floodgate.__file__); print(d); assert os.path.exists(os.path.join(d, 'py.typed'))")
+	if !strings.HasPrefix(strings.TrimSpace(where), venv) {
+		t.Fatalf("imported floodgate from %s, want the venv %s", where, venv)
+	}
+	// A type checker sees the installed package's hints (py.typed): the
+	// result types of both clients, and a misspelt field is an error.
+	if err := exec.Command(sysPy, "-c", "import mypy").Run(); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("CI is set but mypy is missing (.ci/run installs python3-mypy)")
+		}
+		t.Log("no mypy: the type check is skipped")
+	} else {
+		check := filepath.Join(tests, "typecheck_me.py")
+		if err := os.WriteFile(check, []byte(`import floodgate
+
+async def handler(afg: floodgate.AsyncClient, fg: floodgate.Client) -> None:
+    reveal_type(await afg.allow("x"))
+    reveal_type(fg.allow_many(["x"]))
+    async with afg.slot("llm", "x") as lease:
+        reveal_type(lease)
+    fg.allow("x").alowed
+`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.CommandContext(ctx, vpy, "-m", "mypy", "--no-incremental", "--python-version", "3.9", check)
+		cmd.Dir, cmd.Env = tests, append(os.Environ(), "PYTHONPATH=")
+		got, _ := cmd.CombinedOutput() // exit 1: the misspelt field
+		for _, want := range []string{
+			`Revealed type is "floodgate._proto.Decision"`,
+			`Revealed type is "builtins.list[floodgate._proto.Decision]"`,
+			`Revealed type is "floodgate._async.AsyncLease"`,
+			`"Decision" has no attribute "alowed"`,
+		} {
+			if !strings.Contains(string(got), want) {
+				t.Errorf("mypy on the installed package: want %q in\n%s", want, got)
+			}
+		}
+	}
+	out := run(tests, []string{"PYTHONPATH="}, vpy, "-m", "unittest", "test_floodgate", "test_transport")
+	if !strings.Contains(out, "OK") {
+		t.Fatalf("unittest: %s", out)
+	}
+	t.Logf("installed into %s; unit tests: %s", venv, out[strings.LastIndex(out, "Ran "):])
 }
 
 // pyMixedReplica is a bot replica in Python: after "go" on stdin it makes
@@ -240,4 +322,157 @@ func runPythonExampleBot(t *testing.T, script string) {
 		t.Fatalf("%s: %v\n%s", script, err, out)
 	}
 	wantExampleTally(t, script, out, messages)
+}
+
+// Issue 17 item 3 for the Python clients: a kept-alive connection that the
+// server closed (a restart, an idle timeout) is never an error and never
+// makes a request count twice.
+
+// pyKeepAliveBot holds one Client and one AsyncClient for the whole run.
+// Each "allow" line on stdin makes each client call allow once for its own
+// user; it answers {"sync": allowed, "async": allowed, "errors": [...]}.
+const pyKeepAliveBot = `
+import asyncio, json, os, sys
+import floodgate
+
+async def main():
+    url, token = os.environ["FLOODGATE_TEST_URL"], os.environ["FLOODGATE_TEST_TOKEN"]
+    fg = floodgate.Client(url, token=token, timeout=5)
+    async with floodgate.AsyncClient(url, token=token, timeout=5) as afg:
+        loop = asyncio.get_running_loop()
+        while True:
+            line = await loop.run_in_executor(None, sys.stdin.readline)
+            if not line.strip():
+                return
+            out = {"errors": []}
+            try:
+                out["sync"] = fg.allow(os.environ["SYNC_USER"]).allowed
+            except floodgate.FloodgateError as e:
+                out["errors"].append("sync: %s" % e)
+            try:
+                out["async"] = (await afg.allow(os.environ["ASYNC_USER"])).allowed
+            except floodgate.FloodgateError as e:
+                out["errors"].append("async: %s" % e)
+            print(json.dumps(out), flush=True)
+
+asyncio.run(main())
+`
+
+type pyBot struct {
+	t     *testing.T
+	cmd   *exec.Cmd
+	in    io.WriteCloser
+	lines *bufio.Scanner
+	err   *strings.Builder
+}
+
+func startPyKeepAliveBot(t *testing.T, baseURL, token, syncUser, asyncUser string) *pyBot {
+	t.Helper()
+	py := needPython(t)
+	abs, err := filepath.Abs(pyClientDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	b := &pyBot{t: t, cmd: exec.CommandContext(ctx, py, "-c", pyKeepAliveBot), err: &strings.Builder{}}
+	b.cmd.Env = append(os.Environ(), "PYTHONPATH="+abs, "PYTHONDONTWRITEBYTECODE=1", "FLOODGATE_TEST_URL="+baseURL,
+		"FLOODGATE_TEST_TOKEN="+token, "SYNC_USER="+syncUser, "ASYNC_USER="+asyncUser)
+	b.cmd.Stderr = b.err
+	if b.in, err = b.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := b.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.lines = bufio.NewScanner(out)
+	if err := b.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.in.Close(); _ = b.cmd.Wait() })
+	return b
+}
+
+// allow has both clients call allow once; each must be allowed, without error.
+func (b *pyBot) allow(step string) {
+	b.t.Helper()
+	io.WriteString(b.in, "allow\n")
+	if !b.lines.Scan() {
+		b.t.Fatalf("%s: python bot printed nothing: %v\n%s", step, b.lines.Err(), b.err.String())
+	}
+	var res struct {
+		Sync, Async bool
+		Errors      []string
+	}
+	if err := json.Unmarshal(b.lines.Bytes(), &res); err != nil {
+		b.t.Fatalf("%s: %q: %v", step, b.lines.Text(), err)
+	}
+	if len(res.Errors) > 0 || !res.Sync || !res.Async {
+		b.t.Fatalf("%s: want both allowed without error, got %s", step, b.lines.Text())
+	}
+}
+
+// pyCountingSetup is countingSetup behind a token (returned): the Python
+// clients' connection tests send one, so auth is exercised too.
+func pyCountingSetup(t *testing.T) (map[string]string, *limiter.Limiter, string) {
+	t.Helper()
+	needPython(t)
+	env, lim := countingSetup(t)
+	token := randomHex(t, 16)
+	env["FLOODGATE_HTTP_TOKEN"] = token
+	return env, lim, token
+}
+
+// TestPythonClientsSurviveServerRestart: both clients call allow, the
+// sidecar restarts on the same address, both call again: no error, and
+// each user's count went up by exactly one per call.
+func TestPythonClientsSurviveServerRestart(t *testing.T) {
+	skipIfShort(t) // -short keeps TestServeReadinessRedisRestart
+	env, lim, token := pyCountingSetup(t)
+	port, err := redisproc.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	srv := startServeOn(t, addr, env)
+	bot := startPyKeepAliveBot(t, srv.URL, token, "restart-sync", "restart-async")
+	for round := 1; round <= 3; round++ {
+		bot.allow(fmt.Sprintf("round %d", round))
+		for _, u := range []string{"restart-sync", "restart-async"} {
+			wantEntries(t, lim, u, round)
+		}
+		if err := srv.Stop(); err != nil {
+			t.Fatalf("stop: %v\n%s", err, srv.Output())
+		}
+		srv = startServeOn(t, addr, env)
+	}
+}
+
+// TestPythonClientsSurviveIdleTimeout: the server closes connections idle
+// for 200ms (FLOODGATE_HTTP_IDLE_TIMEOUT) while the clients pause 700ms
+// between calls: every call succeeds and counts exactly once. A proxy in
+// front (node_test.go's idleProxy, its own timeout out of reach) counts
+// the connections.
+func TestPythonClientsSurviveIdleTimeout(t *testing.T) {
+	skipIfShort(t) // -short keeps TestClientsAndGoReplicaShareLimits
+	env, lim, token := pyCountingSetup(t)
+	env["FLOODGATE_HTTP_IDLE_TIMEOUT"] = "200ms"
+	srv := startServeProc(t, env)
+	proxy := startIdleProxy(t, strings.TrimPrefix(srv.URL, "http://"), time.Hour)
+	bot := startPyKeepAliveBot(t, "http://"+proxy.ln.Addr().String(), token, "idle-sync", "idle-async")
+	const rounds = 4
+	for round := 1; round <= rounds; round++ {
+		bot.allow(fmt.Sprintf("round %d", round))
+		time.Sleep(700 * time.Millisecond)
+	}
+	for _, u := range []string{"idle-sync", "idle-async"} {
+		wantEntries(t, lim, u, rounds)
+	}
+	// Each call of each client on a connection of its own: the idle one
+	// was closed every time (else the test tested nothing), and no call
+	// was sent a second time on another.
+	if n := proxy.conns.Load(); n != 2*rounds {
+		t.Fatalf("the proxy saw %d connections, want %d (one per call)", n, 2*rounds)
+	}
 }

@@ -87,8 +87,7 @@ func retryAfterWorker(ctx context.Context) (any, error) {
 // too: at most one admission per second.
 func TestNoZeroRetryAfterAcrossProcesses(t *testing.T) {
 	skipIfShort(t) // -short keeps TestExactAdmissionAcrossProcesses
-	rdb := client(t)
-	prefix := uniquePrefix(t, rdb)
+	prefix := uniquePrefix(t, client(t))
 	const runFor = 3 * time.Second
 	results := runWorkers[retryAfterTally](t, "retry-after", 3, map[string]string{
 		"PREFIX": prefix, "RUN_FOR": runFor.String(),

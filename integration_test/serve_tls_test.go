@@ -2,17 +2,10 @@ package integration_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -31,70 +24,39 @@ import (
 
 // testCA is a throwaway certificate authority writing PEM files into dir.
 type testCA struct {
+	*redisproc.CA
 	t    *testing.T
 	dir  string
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
 	File string // the CA certificate
 }
 
 func newTestCA(t *testing.T, name string) *testCA {
 	t.Helper()
-	ca := &testCA{t: t, dir: t.TempDir(), key: ecKey(t)}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &ca.key.PublicKey, ca.key)
+	ca, err := redisproc.NewCA(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ca.cert, err = x509.ParseCertificate(der); err != nil {
+	tca := &testCA{CA: ca, t: t, dir: t.TempDir()}
+	tca.File = filepath.Join(tca.dir, name+".ca.crt")
+	if err := ca.WriteCert(tca.File); err != nil {
 		t.Fatal(err)
 	}
-	ca.File = ca.write(name+".ca.crt", "CERTIFICATE", der)
-	return ca
-}
-
-func ecKey(t *testing.T) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func (ca *testCA) write(name, typ string, der []byte) string {
-	ca.t.Helper()
-	path := filepath.Join(ca.dir, name)
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		ca.t.Fatal(err)
-	}
-	return path
+	return tca
 }
 
 // issue writes a certificate for 127.0.0.1, ::1 and localhost (a client
 // certificate when client is set) and its key.
 func (ca *testCA) issue(name string, client bool) (certFile, keyFile string) {
 	ca.t.Helper()
-	key := ecKey(ca.t)
 	use := x509.ExtKeyUsageServerAuth
 	if client {
 		use = x509.ExtKeyUsageClientAuth
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{use},
-		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
+	certFile, keyFile = filepath.Join(ca.dir, name+".crt"), filepath.Join(ca.dir, name+".key")
+	if err := ca.Issue(certFile, keyFile, name, use); err != nil {
 		ca.t.Fatal(err)
 	}
-	kd, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		ca.t.Fatal(err)
-	}
-	return ca.write(name+".crt", "CERTIFICATE", der), ca.write(name+".key", "PRIVATE KEY", kd)
+	return certFile, keyFile
 }
 
 // httpsClient trusts only ca, presents cert (when given) and opens a new
@@ -102,8 +64,7 @@ func (ca *testCA) issue(name string, client bool) (certFile, keyFile string) {
 // certificate.
 func httpsClient(t *testing.T, ca *testCA, cert ...string) *http.Client {
 	t.Helper()
-	cfg := &tls.Config{RootCAs: x509.NewCertPool()}
-	cfg.RootCAs.AddCert(ca.cert)
+	cfg := &tls.Config{RootCAs: ca.Pool()}
 	if len(cert) == 2 {
 		pair, err := tls.LoadX509KeyPair(cert[0], cert[1])
 		if err != nil {
@@ -119,32 +80,11 @@ func httpsClient(t *testing.T, ca *testCA, cert ...string) *http.Client {
 func startServeVia(t *testing.T, c *http.Client, base string, env map[string]string, args ...string) *serveProc {
 	t.Helper()
 	needRedis(t)
-	p := &serveProc{URL: base, out: &redisproc.SyncBuffer{}, exited: make(chan struct{})}
-	p.cmd = exec.Command(commandBin(t, "floodgate"), append([]string{"serve"}, args...)...)
-	p.cmd.Env = serveEnv(map[string]string{"FLOODGATE_REDIS_URL": redisURL}, env)
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
+	p, err := launchServeVia(t, commandBin(t, "floodgate"), c, base, serveEnv(map[string]string{"FLOODGATE_REDIS_URL": redisURL}, env), args...)
+	if err != nil {
+		t.Fatalf("floodgate serve: %v\n%s", err, p.Output())
 	}
-	go func() { p.err = p.cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() { _ = p.Stop() })
-	for deadline := time.Now().Add(20 * time.Second); ; {
-		resp, err := c.Get(base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p
-			}
-		}
-		select {
-		case <-p.exited:
-			t.Fatalf("floodgate serve exited: %v\n%s", p.err, p.Output())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("floodgate serve not ready at %s after 20s: %v\n%s", base, err, p.Output())
-		}
-	}
+	return p
 }
 
 // tlsEnv is a server setting with a token and the given certificate.
@@ -387,18 +327,7 @@ func runPyTransport(t *testing.T, url, token string, env map[string]string, mode
 	defer cancel()
 	cmd := exec.CommandContext(ctx, py, append([]string{"-c", pyTransport}, modes...)...)
 	cmd.Env = append(os.Environ(), "PYTHONPATH="+abs, "PYTHONDONTWRITEBYTECODE=1", "FG_URL="+url, "FG_TOKEN="+token)
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	var res map[string]map[string]transportResult
-	out, err := cmd.Output()
-	if err == nil {
-		err = json.Unmarshal(out, &res)
-	}
-	if err != nil {
-		t.Fatalf("python transport script: %v\n%s", err, out)
-	}
-	return res
+	return outputJSON[map[string]map[string]transportResult](t, cmd, env, "python transport script")
 }
 
 // nodeTransport: as pyTransport for the Node client, modes none and ca
@@ -429,16 +358,5 @@ func runNodeTransport(t *testing.T, url, token string, env map[string]string, mo
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, "--input-type=module", "-e", nodeTransport)
 	cmd.Env = nodeEnv("FG_INDEX=file://"+index, "FG_URL="+url, "FG_TOKEN="+token, "FG_MODES="+strings.Join(modes, " "))
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	var res map[string]transportResult
-	out, err := cmd.Output()
-	if err == nil {
-		err = json.Unmarshal(out, &res)
-	}
-	if err != nil {
-		t.Fatalf("node transport script: %v\n%s", err, out)
-	}
-	return res
+	return outputJSON[map[string]transportResult](t, cmd, env, "node transport script")
 }

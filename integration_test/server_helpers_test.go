@@ -157,22 +157,31 @@ func startServeOn(t testing.TB, addr string, env map[string]string) *serveProc {
 }
 
 // launchServe starts bin serve on addr and waits until /readyz answers
-// 200; the test's cleanup stops it. On an error the process is gone and
-// p.Output says why.
+// 200 (launchServeVia).
 func launchServe(t testing.TB, bin, addr string, env map[string]string, args ...string) (*serveProc, error) {
 	t.Helper()
-	p := &serveProc{URL: "http://" + addr, out: &redisproc.SyncBuffer{}, exited: make(chan struct{})}
-	p.cmd = exec.Command(bin, append([]string{"serve"}, args...)...)
-	p.cmd.Env = serveEnv(map[string]string{
+	c := &http.Client{Timeout: time.Second}
+	defer c.CloseIdleConnections()
+	return launchServeVia(t, bin, c, "http://"+addr, serveEnv(map[string]string{
 		"FLOODGATE_REDIS_URL": redisURL,
 		"FLOODGATE_HTTP_ADDR": addr,
-	}, env)
+	}, env), args...)
+}
+
+// launchServeVia starts bin serve with args in the environment env and
+// waits until c gets 200 from base + /readyz; the test's cleanup stops it.
+// On an error the process is gone and p.Output says why.
+func launchServeVia(t testing.TB, bin string, c *http.Client, base string, env []string, args ...string) (*serveProc, error) {
+	t.Helper()
+	p := &serveProc{URL: base, out: &redisproc.SyncBuffer{}, exited: make(chan struct{})}
+	p.cmd = exec.Command(bin, append([]string{"serve"}, args...)...)
+	p.cmd.Env = env
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		return p, err
 	}
 	go func() { p.err = p.cmd.Wait(); close(p.exited) }()
-	if err := awaitReady(p, 20*time.Second); err != nil {
+	if err := awaitReady(p, c, 20*time.Second); err != nil {
 		_ = p.cmd.Process.Kill()
 		<-p.exited
 		return p, err
@@ -199,10 +208,9 @@ func serveEnv(base, env map[string]string) []string {
 	return out
 }
 
-// awaitReady polls /readyz until 200, the process exits, or d passes.
-func awaitReady(p *serveProc, d time.Duration) error {
-	c := &http.Client{Timeout: time.Second}
-	defer c.CloseIdleConnections()
+// awaitReady polls /readyz through c until 200, the process exits, or d
+// passes.
+func awaitReady(p *serveProc, c *http.Client, d time.Duration) error {
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
 		select {
@@ -218,7 +226,7 @@ func awaitReady(p *serveProc, d time.Duration) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return fmt.Errorf("not ready after %v", d)
+	return fmt.Errorf("not ready at %s after %v", p.URL, d)
 }
 
 // callJSON sends one request and decodes the JSON answer (nil when empty).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -53,9 +54,29 @@ func (h *hammerResult) add(user string, allowed, degraded bool, err error) {
 	}
 }
 
+// decider decides one request for user: through a server or a Limiter.
+type decider func(user string) (allowed, degraded bool, err error)
+
+// hammerExactly20 makes attempts requests for each of 50 users through
+// every decider at once, 32 goroutines each, and checks that every user
+// was allowed exactly 20 times in total (checkExactly20).
+func hammerExactly20(t *testing.T, attempts int, deciders ...decider) {
+	t.Helper()
+	users := users50()
+	res := newHammerResult()
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for _, decide := range deciders {
+		hammer(&wg, start, users, attempts, 32, res, decide)
+	}
+	close(start)
+	wg.Wait()
+	checkExactly20(t, res, users)
+}
+
 // hammer makes attempts requests for every user from g goroutines,
 // starting when go_ closes.
-func hammer(wg *sync.WaitGroup, go_ <-chan struct{}, users []string, attempts, g int, res *hammerResult, decide func(user string) (allowed, degraded bool, err error)) {
+func hammer(wg *sync.WaitGroup, go_ <-chan struct{}, users []string, attempts, g int, res *hammerResult, decide decider) {
 	jobs := make(chan string, len(users)*attempts)
 	for a := 0; a < attempts; a++ {
 		for _, u := range users {
@@ -76,8 +97,11 @@ func hammer(wg *sync.WaitGroup, go_ <-chan struct{}, users []string, attempts, g
 	}
 }
 
-// viaServer decides through POST /v1/users/{user}/allow.
-func viaServer(c *http.Client, base string) func(user string) (bool, bool, error) {
+// viaServer decides through POST /v1/users/{user}/allow, on a client of
+// its own with 32 connections, closed when the test ends.
+func viaServer(t testing.TB, base string) decider {
+	c := httpClient(32)
+	t.Cleanup(c.CloseIdleConnections)
 	return func(user string) (bool, bool, error) {
 		code, d, err := callJSON(c, "POST", base+"/v1/users/"+user+"/allow", "")
 		if err != nil {
@@ -115,67 +139,47 @@ func checkExactly20(t *testing.T, res *hammerResult, users []string) {
 	}
 }
 
-func exactEnv(prefix string) map[string]string {
-	return map[string]string{
-		"FLOODGATE_KEY_PREFIX":                 prefix,
-		"FLOODGATE_USER_COOLDOWN":              "0",
-		"FLOODGATE_MAX_REQUESTS_PER_USER_HOUR": "20",
-	}
+// exactEnv: 20 requests per user, no cooldown.
+var exactEnv = map[string]string{
+	"FLOODGATE_USER_COOLDOWN":              "0",
+	"FLOODGATE_MAX_REQUESTS_PER_USER_HOUR": "20",
+}
+
+// twoServers starts two `floodgate serve` processes with env, sharing a
+// key prefix of their own on the shared Redis (returned): two replicas'
+// sidecars. stop stops both (see startServe).
+func twoServers(t *testing.T, env map[string]string) (prefix, a, b string, stop func()) {
+	t.Helper()
+	prefix = uniquePrefix(t, client(t))
+	env = maps.Clone(env)
+	env["FLOODGATE_KEY_PREFIX"] = prefix
+	a, stopA := startServe(t, env)
+	b, stopB := startServe(t, env)
+	return prefix, a, b, func() { stopA(); stopB() }
 }
 
 // Two `floodgate serve` processes on one Redis, 32 goroutines through each,
 // 50 users with 30 attempts per user per server: exactly 20 each.
 func TestServeTwoServersExactLimit(t *testing.T) {
-	rdb := client(t)
-	env := exactEnv(uniquePrefix(t, rdb))
-	a, stopA := startServe(t, env)
-	b, stopB := startServe(t, env)
-	users := users50()
-	res := newHammerResult()
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for _, base := range []string{a, b} {
-		c := httpClient(32)
-		defer c.CloseIdleConnections()
-		hammer(&wg, start, users, 30, 32, res, viaServer(c, base))
-	}
-	close(start)
-	wg.Wait()
-	checkExactly20(t, res, users)
-	stopA()
-	stopB()
+	_, a, b, stop := twoServers(t, exactEnv)
+	hammerExactly20(t, 30, viaServer(t, a), viaServer(t, b))
+	stop()
 }
 
 // A Go replica using the library directly and two servers, on the same
 // users at once: still exactly 20 each.
 func TestServeAndLibraryShareLimits(t *testing.T) {
-	rdb := client(t)
-	prefix := uniquePrefix(t, rdb)
-	env := exactEnv(prefix)
-	a, _ := startServe(t, env)
-	b, _ := startServe(t, env)
+	prefix, a, b, _ := twoServers(t, exactEnv)
 	cfg := limiter.DefaultConfig()
 	cfg.KeyPrefix = prefix
 	cfg.UserCooldown = 0
 	cfg.MaxRequestsPerUserHour = 20
-	lim := newLimiter(t, rdb, cfg)
+	lim := newLimiter(t, client(t), cfg)
 	ctx := context.Background()
-	users := users50()
-	res := newHammerResult()
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for _, base := range []string{a, b} {
-		c := httpClient(32)
-		defer c.CloseIdleConnections()
-		hammer(&wg, start, users, 20, 32, res, viaServer(c, base))
-	}
-	hammer(&wg, start, users, 20, 32, res, func(user string) (bool, bool, error) {
+	hammerExactly20(t, 20, viaServer(t, a), viaServer(t, b), func(user string) (bool, bool, error) {
 		d, err := lim.Allow(ctx, user)
 		return d.Allowed, d.Degraded, err
 	})
-	close(start)
-	wg.Wait()
-	checkExactly20(t, res, users)
 }
 
 // /readyz is 503 naming Redis while Redis is down, 200 again once it is
@@ -377,10 +381,7 @@ func TestServeEmbeddedRedis(t *testing.T) {
 // released on the other (tokens cross processes), and no more than the
 // pool's size is ever held at once.
 func TestServeSlotsAcrossServers(t *testing.T) {
-	rdb := client(t)
-	env := map[string]string{"FLOODGATE_KEY_PREFIX": uniquePrefix(t, rdb), "FLOODGATE_MAX_CONCURRENT_USERS": "3"}
-	a, _ := startServe(t, env)
-	b, _ := startServe(t, env)
+	_, a, b, _ := twoServers(t, map[string]string{"FLOODGATE_MAX_CONCURRENT_USERS": "3"})
 	c := httpClient(64)
 	defer c.CloseIdleConnections()
 	var held, most, granted atomic.Int64
@@ -432,10 +433,7 @@ func TestServeSlotsAcrossServers(t *testing.T) {
 // the delay, exactly one is the probe; abandoning it on the other server
 // hands it on.
 func TestServeProbeAcrossServers(t *testing.T) {
-	rdb := client(t)
-	env := map[string]string{"FLOODGATE_KEY_PREFIX": uniquePrefix(t, rdb), "FLOODGATE_LLM_RETRY_DELAY": "300ms"}
-	a, _ := startServe(t, env)
-	b, _ := startServe(t, env)
+	_, a, b, _ := twoServers(t, map[string]string{"FLOODGATE_LLM_RETRY_DELAY": "300ms"})
 	c := httpClient(64)
 	defer c.CloseIdleConnections()
 	if code, d, err := callJSON(c, "POST", a+"/v1/backoff/llm/endpoints/gpu1/failure", ""); err != nil || code != 200 || d["reason"] != "backoff" {

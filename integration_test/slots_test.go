@@ -168,8 +168,7 @@ func slotsContend(ctx context.Context) (any, error) {
 // waits at least 1 ms.
 func TestSlotsNeverOverCapacityAcrossProcesses(t *testing.T) {
 	skipIfShort(t) // -short keeps TestLeaseTokenOnRealRedis
-	rdb := client(t)
-	prefix := uniquePrefix(t, rdb)
+	rdb, prefix := prefixedClient(t)
 	const procs = 4
 	start := time.Now().Add(2 * time.Second)
 	res := runWorkers[contendResult](t, "slots-contend", procs, map[string]string{
@@ -239,8 +238,7 @@ func slotsHold(ctx context.Context) (any, error) {
 // reclaimed.
 func TestSlotsCrashedHolderReclaimed(t *testing.T) {
 	skipIfShort(t) // -short keeps TestLeaseTokenOnRealRedis
-	rdb := client(t)
-	prefix := uniquePrefix(t, rdb)
+	rdb, prefix := prefixedClient(t)
 	const lease = 2 * time.Second
 	exe, err := os.Executable()
 	if err != nil {
@@ -349,41 +347,29 @@ func slotsFair(ctx context.Context) (any, error) {
 		return nil, err
 	}
 	var (
-		mu   sync.Mutex
-		res  []fairGrant
-		errs []error
-		wg   sync.WaitGroup
+		mu  sync.Mutex
+		res []fairGrant
 	)
-	for g := range perProc {
+	err = concurrently(perProc, func(g int) error {
 		idx := g*procs + w
-		wg.Go(func() {
-			at := start.Add(time.Duration(idx) * spacing)
-			time.Sleep(time.Until(at))
-			called := time.Now()
-			lease, err := s.Acquire(ctx, fmt.Sprintf("waiter-%d", idx))
-			if err == nil {
-				var n int64
-				n, err = rdb.Incr(ctx, grants).Result()
-				time.Sleep(5 * time.Millisecond)
-				if rerr := lease.Release(ctx); err == nil {
-					err = rerr
-				}
-				mu.Lock()
-				res = append(res, fairGrant{idx, called.UnixNano(), called.Sub(at), n})
-				mu.Unlock()
-			}
-			if err != nil {
-				mu.Lock()
-				errs = append(errs, err)
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	if len(errs) > 0 {
-		return nil, errs[0]
-	}
-	return res, nil
+		at := start.Add(time.Duration(idx) * spacing)
+		time.Sleep(time.Until(at))
+		called := time.Now()
+		lease, err := s.Acquire(ctx, fmt.Sprintf("waiter-%d", idx))
+		if err != nil {
+			return err
+		}
+		n, err := rdb.Incr(ctx, grants).Result()
+		time.Sleep(5 * time.Millisecond)
+		if rerr := lease.Release(ctx); err == nil {
+			err = rerr
+		}
+		mu.Lock()
+		res = append(res, fairGrant{idx, called.UnixNano(), called.Sub(at), n})
+		mu.Unlock()
+		return err
+	})
+	return res, err
 }
 
 // 20 callers in 4 processes call Acquire 40 ms apart (alternating
@@ -394,8 +380,7 @@ func slotsFair(ctx context.Context) (any, error) {
 // further apart count, and we allow at most 1 (a poll stalled by the host).
 func TestSlotsAcquireFairAcrossProcesses(t *testing.T) {
 	skipIfShort(t) // -short keeps TestLeaseTokenOnRealRedis
-	rdb := client(t)
-	prefix := uniquePrefix(t, rdb)
+	rdb, prefix := prefixedClient(t)
 	const (
 		procs   = 4
 		perProc = 5

@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"testing"
 	"time"
+
+	"github.com/floodgate/floodgate/internal/soakreport"
 )
 
 // TestSoak runs `chatbot-demo soak -duration 60s`: the demo chat through 2
@@ -26,22 +28,7 @@ func TestSoak(t *testing.T) {
 	cmd.Env = serveEnv(nil, nil)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	runErr := cmd.Run()
-	var rep struct {
-		Decisions         int            `json:"decisions"`
-		Degraded          int            `json:"degraded"`
-		Errors            map[string]int `json:"errors"`
-		MaxCallMs         float64        `json:"max_call_ms"`
-		DeadlineMs        float64        `json:"deadline_ms"`
-		OverDeadline      int            `json:"calls_over_deadline"`
-		Faults            []any          `json:"faults"`
-		OverLimitInOutage int            `json:"over_limit_in_outage"`
-		OverLimitOutside  int            `json:"over_limit_outside"`
-		OutsideExamples   []string       `json:"outside_examples"`
-		Start, End        []struct {
-			Name       string `json:"name"`
-			Goroutines int    `json:"goroutines"`
-		}
-	}
+	var rep soakreport.Report
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
 		t.Fatalf("soak: %v; report %q: %v\n%s", runErr, stdout.String(), err, stderr.String())
 	}

@@ -2,7 +2,6 @@ package integration_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -11,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -92,8 +90,7 @@ func admitConcurrently(ctx context.Context, l *limiter.Limiter, users, goroutine
 // past the RetryAfter Redis gave.
 func TestDenyCacheNeverOverAdmits(t *testing.T) {
 	skipIfShort(t) // -short keeps TestExactAdmissionAcrossProcesses
-	rdb := client(t)
-	prefix := uniquePrefix(t, rdb)
+	prefix := uniquePrefix(t, client(t))
 	const users = 30
 	results := runWorkers[map[string]int](t, "user-admission", 3, map[string]string{
 		"PREFIX": prefix, "USERS": strconv.Itoa(users), "COOLDOWN": "20ms", "CACHE": "1", "RUN_FOR": "3s",
@@ -116,8 +113,7 @@ func TestDenyCacheNeverOverAdmits(t *testing.T) {
 // cooldown. Every user must get exactly 20: no more (atomicity), no fewer
 // (no lost updates).
 func TestExactAdmissionAcrossProcesses(t *testing.T) {
-	rdb := client(t)
-	prefix := uniquePrefix(t, rdb)
+	prefix := uniquePrefix(t, client(t))
 	const procs, users = 3, 50
 	results := runWorkers[map[string]int](t, "user-admission", procs, map[string]string{
 		"PREFIX": prefix, "USERS": strconv.Itoa(users), "ROUNDS": "100",
@@ -139,103 +135,6 @@ func TestExactAdmissionAcrossProcesses(t *testing.T) {
 			t.Errorf("%s admitted %d times across %d processes, want exactly 20", u, c, procs)
 		}
 	}
-}
-
-// roundTrips counts a client's round trips: each command sent alone and
-// each pipeline (one write, one read) is one.
-type roundTrips struct{ n atomic.Int64 }
-
-func (r *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (r *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		r.n.Add(1)
-		return next(ctx, cmd)
-	}
-}
-func (r *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		r.n.Add(1)
-		return next(ctx, cmds)
-	}
-}
-
-// TestNoScriptAfterFlush: docs/reliability.md, Outages and restarts: after
-// SCRIPT FLUSH a decision makes at most two round trips and a batch at
-// most three, the state is kept, and every later call makes one.
-func TestNoScriptAfterFlush(t *testing.T) {
-	rdb := client(t)
-	rt := &roundTrips{}
-	rdb.AddHook(rt)
-	cfg := limiter.DefaultConfig()
-	cfg.LocalCacheSize = 0
-	l := newLimiter(t, rdb, cfg)
-	// New's eviction check reads INFO on rdb in the background; let it
-	// finish so its round trip is not counted as the decisions'.
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if _, err := l.EvictionRisk(); !errors.Is(err, limiter.ErrEvictionUnchecked) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the eviction check did not finish within 5 s")
-		}
-	}
-	ctx := context.Background()
-	if d, err := l.Allow(ctx, "n1"); err != nil || !d.Allowed {
-		t.Fatalf("first Allow: %+v, %v", d, err)
-	}
-	flush := func() {
-		t.Helper()
-		if err := rdb.ScriptFlush(ctx).Err(); err != nil {
-			t.Fatal(err)
-		}
-		rt.n.Store(0)
-	}
-	// counted runs f and fails if it made more than most round trips.
-	counted := func(what string, most int64, f func()) {
-		t.Helper()
-		before := rt.n.Load()
-		f()
-		if n := rt.n.Load() - before; n > most || n < 1 {
-			t.Errorf("%s: %d round trips, want 1 to %d", what, n, most)
-		}
-	}
-	flush()
-	counted("Allow after SCRIPT FLUSH", 2, func() {
-		d, err := l.Allow(ctx, "n1")
-		if err != nil {
-			t.Fatalf("Allow after SCRIPT FLUSH: %v", err)
-		}
-		if d.Allowed || d.Reason != limiter.ReasonCooldown {
-			t.Fatalf("after SCRIPT FLUSH the state was lost: %+v", d)
-		}
-	})
-	counted("the next Allow", 1, func() { _, _ = l.Allow(ctx, "n2") })
-
-	users := make([]string, 300)
-	for i := range users {
-		users[i] = fmt.Sprintf("batch_%03d", i)
-	}
-	flush()
-	counted("AllowMany of 300 users after SCRIPT FLUSH", 3, func() {
-		ds, err := l.AllowMany(ctx, users)
-		if err != nil {
-			t.Fatalf("AllowMany after SCRIPT FLUSH: %v", err)
-		}
-		for i, d := range ds {
-			if !d.Allowed || d.Degraded {
-				t.Fatalf("AllowMany[%d] after SCRIPT FLUSH: %+v", i, d)
-			}
-		}
-	})
-	counted("the next AllowMany of 300 users", 1, func() {
-		ds, err := l.AllowMany(ctx, users)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ds[0].Allowed || ds[299].Allowed {
-			t.Fatalf("AllowMany again inside the cooldown admitted: %+v, %+v", ds[0], ds[299])
-		}
-	})
 }
 
 func TestRealTTLDecay(t *testing.T) {
@@ -294,16 +193,31 @@ func TestRealTTLDecay(t *testing.T) {
 	}
 }
 
-// TestUserKeysShareSlot asks a cluster-enabled redis-server where each key
-// of a user lives: all of a user's keys must hash to one slot, whatever
-// bytes the id holds.
-func TestUserKeysShareSlot(t *testing.T) {
+// keySlots is a Limiter with the default prefix on a cluster-enabled
+// redis-server of the test's own, and a function asking that server the
+// slot of a key (CLUSTER KEYSLOT).
+func keySlots(t *testing.T) (*limiter.Limiter, func(key string) int64) {
+	t.Helper()
 	_, rdb := clusterModeNode(t)
-	ctx := context.Background()
 	l, err := limiter.New(rdb, limiter.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
+	return l, func(key string) int64 {
+		t.Helper()
+		s, err := rdb.ClusterKeySlot(context.Background(), key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+}
+
+// TestUserKeysShareSlot asks a cluster-enabled redis-server where each key
+// of a user lives: all of a user's keys must hash to one slot, whatever
+// bytes the id holds.
+func TestUserKeysShareSlot(t *testing.T) {
+	l, slot := keySlots(t)
 	slotsSeen := map[int64]bool{}
 	for _, u := range []string{"alice", "a}b", "{x}", "a:b", "\x00\xff", strings.Repeat("z", limiter.MaxUserLen), "user-123"} {
 		keys, err := l.UserKeys(u)
@@ -311,11 +225,7 @@ func TestUserKeysShareSlot(t *testing.T) {
 			t.Fatal(err)
 		}
 		w, cd := keys[0], keys[1]
-		s1, err1 := rdb.ClusterKeySlot(ctx, w).Result()
-		s2, err2 := rdb.ClusterKeySlot(ctx, cd).Result()
-		if err1 != nil || err2 != nil {
-			t.Fatal(err1, err2)
-		}
+		s1, s2 := slot(w), slot(cd)
 		if s1 != s2 {
 			t.Errorf("user %q: %s in slot %d, %s in slot %d", u, w, s1, cd, s2)
 		}
@@ -333,19 +243,7 @@ func TestUserKeysShareSlot(t *testing.T) {
 // spread as random keys would (about 1,885 distinct slots of 16,384);
 // ids without braces keep the keys they always had.
 func TestCraftedIdsSpreadOverSlots(t *testing.T) {
-	_, rdb := clusterModeNode(t)
-	ctx := context.Background()
-	l, err := limiter.New(rdb, limiter.DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	slot := func(key string) int64 {
-		s, err := rdb.ClusterKeySlot(ctx, key).Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
+	l, slot := keySlots(t)
 	for _, pattern := range []string{"evil}%d", "{x}%d", "%d}", "{%d"} {
 		slots := map[int64]int{}
 		keys := map[string]bool{}

@@ -42,6 +42,19 @@ func (l *Limiter) initUser() {
 	l.initUserOne()
 }
 
+// userPolicyOff checks a per-user call: the Limiter usable and user a
+// valid id (else the error). off reports that the policy has neither a
+// cooldown nor a window: every request passes and Redis holds nothing.
+func (l *Limiter) userPolicyOff(user string) (off bool, err error) {
+	if err := l.usable(); err != nil {
+		return false, err
+	}
+	if err := validUser(user); err != nil {
+		return false, err
+	}
+	return l.cfg.UserCooldown == 0 && l.cfg.MaxRequestsPerUserHour == 0, nil
+}
+
 // userKey is the one key a decision touches.
 func (l *Limiter) userKey(user string) string {
 	if l.cfg.MaxRequestsPerUserHour > 0 {
@@ -68,13 +81,11 @@ func (l *Limiter) userKey(user string) string {
 // request may still have been counted, as with any write that timed out.
 // The Observer then still sees the decision Redis made.
 func (l *Limiter) Allow(ctx context.Context, user string) (Decision, error) {
-	if err := l.usable(); err != nil {
+	off, err := l.userPolicyOff(user)
+	if err != nil {
 		return Decision{}, err
 	}
-	if err := validUser(user); err != nil {
-		return Decision{}, err
-	}
-	if l.cfg.UserCooldown == 0 && l.cfg.MaxRequestsPerUserHour == 0 {
+	if off {
 		return l.observe(PolicyUser, Decision{Allowed: true, Remaining: Unlimited}), nil
 	}
 	sent := time.Now()
@@ -143,10 +154,7 @@ func atLeastMinWait(d *Decision) {
 // them too; another replica that denied the user a moment ago may keep
 // answering from its own cache until the RetryAfter it was given.
 func (l *Limiter) Reset(ctx context.Context, user string) error {
-	if err := l.usable(); err != nil {
-		return err
-	}
-	if err := validUser(user); err != nil {
+	if _, err := l.userPolicyOff(user); err != nil {
 		return err
 	}
 	// Both layouts, in case the window was switched on or off recently;
@@ -171,14 +179,8 @@ func (l *Limiter) Reset(ctx context.Context, user string) error {
 // count as now. It is meant for migrating from an in-process limiter and
 // for benchmarks that need an hour of history at once; a bot never needs it.
 func (l *Limiter) Import(ctx context.Context, user string, accepted []time.Time) error {
-	if err := l.usable(); err != nil {
+	if off, err := l.userPolicyOff(user); off || err != nil {
 		return err
-	}
-	if err := validUser(user); err != nil {
-		return err
-	}
-	if l.cfg.UserCooldown == 0 && l.cfg.MaxRequestsPerUserHour == 0 {
-		return nil
 	}
 	keep := max(l.cfg.MaxRequestsPerUserHour, 1)
 	msTimes := make([]int64, len(accepted))

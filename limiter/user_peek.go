@@ -42,13 +42,11 @@ type UserStatus struct {
 // checked as in Allow (ErrInvalidUser); a key under the prefix that
 // Floodgate did not write is ErrForeignKey.
 func (l *Limiter) Peek(ctx context.Context, user string) (UserStatus, error) {
-	if err := l.usable(); err != nil {
+	off, err := l.userPolicyOff(user)
+	if err != nil {
 		return UserStatus{}, err
 	}
-	if err := validUser(user); err != nil {
-		return UserStatus{}, err
-	}
-	if l.cfg.UserCooldown == 0 && l.cfg.MaxRequestsPerUserHour == 0 {
+	if off {
 		return UserStatus{Remaining: Unlimited}, nil
 	}
 	r, err := l.run(ctx, userPeek, []string{l.userKey(user)}, l.userArgs...)

@@ -1,14 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/floodgate/floodgate/limiter"
@@ -19,29 +16,16 @@ import (
 // for the budget, and afterwards no user holds a reservation or has spent
 // more than the budget (every answer costs at most its estimate).
 func TestReplicaBudget(t *testing.T) {
-	mr := miniredis.RunT(t)
-	mr.SetTime(time.Date(2025, 6, 1, 20, 0, 0, 0, time.UTC))
-	t.Setenv("REDIS_URL", "redis://"+mr.Addr())
-	setLoneReplica(t, "budget", 80)
+	mr := loneReplica(t, "budget", 80)
 	t.Setenv("DEMO_OUTPUT", "json")
 	t.Setenv("FLOODGATE_USER_COOLDOWN", "0")
 	// No slot cap: the spammers' messages all reach the budget at once.
 	t.Setenv("FLOODGATE_MAX_CONCURRENT_USERS", "0")
 	t.Setenv("FLOODGATE_USER_TOKEN_BUDGET", "700")
-	var out, errOut bytes.Buffer
-	if err := Run(context.Background(), []string{"--replica"}, &out, &errOut); err != nil {
-		t.Fatalf("Run: %v\n%s", err, errOut.String())
-	}
-	var s summary
-	if err := lastJSON(out.Bytes(), &s); err != nil {
-		t.Fatal(err)
-	}
-	held := 0
-	for _, n := range s.Held {
-		held += n
-	}
+	out, errOut := runAsReplica(t)
+	s, held := replicaSummary(t, out)
 	if !slices.Contains(s.Wired, "budget") || s.Held["budget"] == 0 || s.Held[heldError] != 0 || s.Answered+held != s.Messages {
-		t.Fatalf("wired %v, answered %d, held %v of %d messages\n%s", s.Wired, s.Answered, s.Held, s.Messages, errOut.String())
+		t.Fatalf("wired %v, answered %d, held %v of %d messages\n%s", s.Wired, s.Answered, s.Held, s.Messages, errOut)
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	t.Cleanup(func() { rdb.Close() })

@@ -379,9 +379,7 @@ func TestRunArgs(t *testing.T) {
 }
 
 func TestAgreeRun(t *testing.T) {
-	mr := miniredis.RunT(t)
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	t.Cleanup(func() { rdb.Close() })
+	mr, rdb := miniredisClient(t)
 	ctx := context.Background()
 	id1, at1, err := agreeRun(ctx, rdb, "p:", time.Second, time.Minute)
 	if err != nil {
@@ -414,10 +412,7 @@ func TestAgreeRun(t *testing.T) {
 // TestReplica runs one replica against miniredis with the whole chat at
 // once: every message is accounted for, and no user passes the limit.
 func TestReplica(t *testing.T) {
-	mr := miniredis.RunT(t)
-	// Redis TIME stands still, so however slowly the test runs, every
-	// repeat falls within its user's cooldown.
-	mr.SetTime(time.Date(2025, 6, 1, 20, 0, 0, 0, time.UTC))
+	mr := frozenMiniredis(t)
 	t.Setenv("FLOODGATE_REDIS_URL", "redis://:secret-pw@"+mr.Addr())
 	mr.RequireAuth("secret-pw")
 	t.Setenv("DEMO_REPLICA_ID", "2")
@@ -429,29 +424,19 @@ func TestReplica(t *testing.T) {
 	// All 60 messages hit miniredis at once, one script at a time, slowly
 	// under -race: a generous timeout keeps this about logic, not speed.
 	t.Setenv("FLOODGATE_REDIS_TIMEOUT", "20s")
-	var out, errOut bytes.Buffer
-	if err := Run(context.Background(), []string{"--replica"}, &out, &errOut); err != nil {
-		t.Fatalf("Run: %v\n%s", err, errOut.String())
-	}
-	if strings.Contains(errOut.String()+out.String(), "secret-pw") {
+	out, errOut := runAsReplica(t)
+	if strings.Contains(errOut+out, "secret-pw") {
 		t.Fatal("the Redis password was printed")
 	}
-	var s summary
-	if err := lastJSON(out.Bytes(), &s); err != nil {
-		t.Fatal(err)
-	}
+	s, held := replicaSummary(t, out)
 	if s.Replica != 2 || s.Messages != 60 {
 		t.Fatalf("replica %d handled %d messages, want replica 2 with 60", s.Replica, s.Messages)
-	}
-	held := 0
-	for _, n := range s.Held {
-		held += n
 	}
 	if s.Answered+held != s.Messages {
 		t.Fatalf("answered %d + held %d != %d messages (%v)", s.Answered, held, s.Messages, s.Held)
 	}
 	if s.Held[heldError] != 0 {
-		t.Fatalf("%d limiter errors:\n%s", s.Held[heldError], errOut.String())
+		t.Fatalf("%d limiter errors:\n%s", s.Held[heldError], errOut)
 	}
 	// Frozen Redis time: every user's first message gets through the user
 	// limit, every repeat meets the cooldown.
@@ -480,10 +465,20 @@ func TestReplica(t *testing.T) {
 		}
 	}
 	var logLine map[string]any
-	first, _, _ := strings.Cut(errOut.String(), "\n")
+	first, _, _ := strings.Cut(errOut, "\n")
 	if err := json.Unmarshal([]byte(first), &logLine); err != nil || logLine["replica"] != float64(2) {
 		t.Errorf("first log line is not JSON with replica=2: %q (%v)", first, err)
 	}
+}
+
+// loneReplica starts a miniredis whose clock stands still and sets the
+// environment of the only replica of run runID on it (REDIS_URL,
+// setLoneReplica).
+func loneReplica(t *testing.T, runID string, messages int) *miniredis.Miniredis {
+	mr := frozenMiniredis(t)
+	t.Setenv("REDIS_URL", "redis://"+mr.Addr())
+	setLoneReplica(t, runID, messages)
+	return mr
 }
 
 // setLoneReplica sets the environment of `chatbot-demo --replica` as
@@ -499,35 +494,68 @@ func setLoneReplica(t *testing.T, runID string, messages int) {
 	t.Setenv("DEMO_START_AT", fmt.Sprint(time.Now().UnixMilli()))
 }
 
+// frozenMiniredis is a miniredis whose TIME stands still: however slowly
+// the test runs, every repeat falls within its user's cooldown.
+func frozenMiniredis(t *testing.T) *miniredis.Miniredis {
+	mr := miniredis.RunT(t)
+	mr.SetTime(time.Date(2025, 6, 1, 20, 0, 0, 0, time.UTC))
+	return mr
+}
+
+// miniredisClient is a miniredis and a client on it, closed when the test
+// ends.
+func miniredisClient(t *testing.T) (*miniredis.Miniredis, *redis.Client) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	return mr, rdb
+}
+
+// runAsReplica runs `chatbot-demo --replica` in the environment the test
+// set, fails the test if it fails, and returns what it printed.
+func runAsReplica(t *testing.T) (out, errOut string) {
+	t.Helper()
+	var o, e bytes.Buffer
+	if err := Run(context.Background(), []string{"--replica"}, &o, &e); err != nil {
+		t.Fatalf("Run: %v\n%s", err, e.String())
+	}
+	return o.String(), e.String()
+}
+
+// replicaSummary decodes the summary a replica printed last (DEMO_OUTPUT
+// json) and counts the messages it held back, for whatever reason.
+func replicaSummary(t *testing.T, out string) (s summary, held int) {
+	t.Helper()
+	if err := lastJSON([]byte(out), &s); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range s.Held {
+		held += n
+	}
+	return s, held
+}
+
 // TestReplicaAlone: a replica without a launcher (as in docker compose)
 // pools its summary in Redis; alone, it is the last and prints the report.
 func TestReplicaAlone(t *testing.T) {
-	mr := miniredis.RunT(t)
-	mr.SetTime(time.Date(2025, 6, 1, 20, 0, 0, 0, time.UTC))
-	t.Setenv("REDIS_URL", "redis://"+mr.Addr())
-	setLoneReplica(t, "alone", 40)
-	var out, errOut bytes.Buffer
-	if err := Run(context.Background(), []string{"--replica"}, &out, &errOut); err != nil {
-		t.Fatalf("Run: %v\n%s", err, errOut.String())
-	}
+	loneReplica(t, "alone", 40)
+	out, _ := runAsReplica(t)
 	for _, want := range []string{
 		"Floodgate chatbot demo: 40 messages",
 		"max accepted for any user = 1 (limit 20",
 		"max LLM slots held at once across 1 replicas",
 	} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("report lacks %q:\n%s", want, out.String())
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
 		}
 	}
-	if strings.Contains(out.String(), "✘") {
-		t.Errorf("a check failed:\n%s", out.String())
+	if strings.Contains(out, "✘") {
+		t.Errorf("a check failed:\n%s", out)
 	}
 }
 
 func TestGatherSummary(t *testing.T) {
-	mr := miniredis.RunT(t)
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	t.Cleanup(func() { rdb.Close() })
+	mr, rdb := miniredisClient(t)
 	ctx := context.Background()
 	steps := []struct {
 		replica int

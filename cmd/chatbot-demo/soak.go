@@ -26,6 +26,7 @@ import (
 
 	"github.com/floodgate/floodgate/internal/cli"
 	"github.com/floodgate/floodgate/internal/redisproc"
+	"github.com/floodgate/floodgate/internal/soakreport"
 	"github.com/floodgate/floodgate/limiter"
 )
 
@@ -69,55 +70,6 @@ var soakEnv = map[string]string{
 	"FLOODGATE_REDIS_TIMEOUT":    "250ms",
 	"FLOODGATE_ON_REDIS_ERROR":   "local",
 	"FLOODGATE_LOCAL_CACHE_SIZE": "0",
-}
-
-// SoakReport is what the soak prints at the end (-json prints it as JSON).
-type SoakReport struct {
-	Duration  string `json:"duration"`
-	Decisions int    `json:"decisions"`
-	Admitted  int    `json:"admitted"`
-	Degraded  int    `json:"degraded"`
-	// Errors counts failed calls by kind ("library: unavailable",
-	// "sidecar: http 503 redis_down", ...).
-	Errors map[string]int `json:"errors"`
-	// MaxCall is the longest call, against Deadline.
-	MaxCallMs    float64 `json:"max_call_ms"`
-	DeadlineMs   float64 `json:"deadline_ms"`
-	OverDeadline int     `json:"calls_over_deadline"`
-	// Faults lists the outage windows: [start, end] in seconds from the
-	// start, fault plus grace.
-	Faults []SoakFault `json:"faults"`
-	// OverLimit counts users admitted above their limit (more than the
-	// window's count within the window, or twice within the cooldown):
-	// InOutage when a degraded admission or one inside an outage window
-	// took part, Outside otherwise (must be 0).
-	OverLimitInOutage int      `json:"over_limit_in_outage"`
-	OverLimitOutside  int      `json:"over_limit_outside"`
-	OutsideExamples   []string `json:"outside_examples,omitempty"`
-	// Goroutines and heap (HeapAlloc after a GC for this process; the
-	// sidecars' go_goroutines and go_memstats_heap_alloc_bytes).
-	Start []SoakProc `json:"start"`
-	End   []SoakProc `json:"end"`
-}
-
-// SoakFault is one outage window.
-type SoakFault struct {
-	Kind  string  `json:"kind"`
-	From  float64 `json:"from_s"`
-	Until float64 `json:"until_s"`
-}
-
-// SoakProc is one process's goroutines and heap.
-type SoakProc struct {
-	Name       string  `json:"name"`
-	Goroutines int     `json:"goroutines"`
-	HeapMB     float64 `json:"heap_mb"`
-	// RSSMB is the sidecar's resident memory (process_resident_memory_bytes).
-	RSSMB float64 `json:"rss_mb,omitempty"`
-	// LiveMB is the sidecar's heap marked live by its last GC (its
-	// GODEBUG=gctrace=1 output): HeapMB, read between collections with
-	// serve's GOGC=400, may be up to 5 times that.
-	LiveMB float64 `json:"live_heap_mb,omitempty"`
 }
 
 // admission is one entry of the independent log.
@@ -229,18 +181,18 @@ func runSoak(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		defer logW.Flush()
 	}
 
-	rep := SoakReport{Duration: duration.String(), Errors: map[string]int{}, DeadlineMs: ms(soakDeadline)}
+	rep := soakreport.Report{Duration: duration.String(), Errors: map[string]int{}, DeadlineMs: ms(soakDeadline)}
 	var (
 		mu         sync.Mutex
 		admissions []admission
 		maxCall    time.Duration
 	)
 	begin := time.Now()
-	procs := func() []SoakProc {
+	procs := func() []soakreport.Proc {
 		runtime.GC()
 		var m runtime.MemStats
 		runtime.ReadMemStats(&m)
-		out := []SoakProc{{Name: "soak (library replicas)", Goroutines: runtime.NumGoroutine(), HeapMB: float64(m.HeapAlloc) / 1e6}}
+		out := []soakreport.Proc{{Name: "soak (library replicas)", Goroutines: runtime.NumGoroutine(), HeapMB: float64(m.HeapAlloc) / 1e6}}
 		for _, sc := range sidecars {
 			out = append(out, sc.procStats())
 		}
@@ -316,7 +268,7 @@ func runSoak(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				}
 				until := time.Now().Add(soakGrace)
 				mu.Lock()
-				rep.Faults = append(rep.Faults, SoakFault{Kind: kind, From: from.Sub(begin).Seconds(), Until: until.Sub(begin).Seconds()})
+				rep.Faults = append(rep.Faults, soakreport.Fault{Kind: kind, From: from.Sub(begin).Seconds(), Until: until.Sub(begin).Seconds()})
 				mu.Unlock()
 			}
 		}
@@ -418,7 +370,7 @@ traffic:
 // previous one's began, or limit+1 whose calls all lay within window. One
 // excused (degraded, or within an outage window) makes the breach
 // in-outage. A user counts once per breach kind.
-func overLimit(adm []admission, faults []SoakFault, begin time.Time, cooldown, window time.Duration, limit int) (inOutage, outside int, examples []string) {
+func overLimit(adm []admission, faults []soakreport.Fault, begin time.Time, cooldown, window time.Duration, limit int) (inOutage, outside int, examples []string) {
 	byUser := map[string][]admission{}
 	for _, a := range adm {
 		byUser[a.User] = append(byUser[a.User], a)
@@ -472,7 +424,7 @@ func overLimit(adm []admission, faults []SoakFault, begin time.Time, cooldown, w
 	return inOutage, outside, examples
 }
 
-func printSoak(w io.Writer, r SoakReport) {
+func printSoak(w io.Writer, r soakreport.Report) {
 	fmt.Fprintf(w, "soak: %s of the demo chat (%d msg/s) through 2 library replicas and 2 floodgate serve sidecars\n", r.Duration, soakRate)
 	fmt.Fprintf(w, "decisions            %d (admitted %d, degraded %d)\n", r.Decisions, r.Admitted, r.Degraded)
 	kinds := make([]string, 0, len(r.Errors))
@@ -622,8 +574,8 @@ var gcLive = regexp.MustCompile(`(?m)^gc \d+ @.*?\d+->\d+->(\d+) MB`)
 
 // procStats reads go_goroutines and go_memstats_heap_alloc_bytes from the
 // sidecar's /metrics.
-func (sc *soakSidecar) procStats() SoakProc {
-	p := SoakProc{Name: sc.name, Goroutines: -1, HeapMB: -1}
+func (sc *soakSidecar) procStats() soakreport.Proc {
+	p := soakreport.Proc{Name: sc.name, Goroutines: -1, HeapMB: -1}
 	if m := gcLive.FindAllStringSubmatch(sc.out.String(), -1); len(m) > 0 {
 		p.LiveMB, _ = strconv.ParseFloat(m[len(m)-1][1], 64)
 	}

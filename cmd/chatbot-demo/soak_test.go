@@ -3,6 +3,8 @@ package main
 import (
 	"testing"
 	"time"
+
+	"github.com/floodgate/floodgate/internal/soakreport"
 )
 
 // overLimit counts a breach only when it is certain from the callers'
@@ -14,7 +16,7 @@ func TestSoakOverLimit(t *testing.T) {
 		pre := begin.Add(time.Duration(s * float64(time.Second)))
 		return admission{User: "u", Pre: pre, Post: pre.Add(10 * time.Millisecond), Degraded: degraded, Client: "c"}
 	}
-	faults := []SoakFault{{Kind: "pause", From: 100, Until: 104}}
+	faults := []soakreport.Fault{{Kind: "pause", From: 100, Until: 104}}
 	for _, tc := range []struct {
 		name              string
 		adm               []admission

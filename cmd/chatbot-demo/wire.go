@@ -26,30 +26,22 @@ func newClient(cfg limiter.Config) (redis.UniversalClient, error) {
 // order a message meets them.
 func wire(b *bot, l *limiter.Limiter, obs *metrics.Observer) ([]string, error) {
 	policies := []string{"user"}
-	ok, err := wireWiki(b, l)
-	if err != nil {
-		return nil, err
-	}
-	if ok {
-		policies = append(policies, "wiki")
-	}
-	if ok, err = wireSlots(b, l, obs); err != nil {
-		return nil, err
-	}
-	if ok {
-		policies = append(policies, "slots")
-	}
-	if ok, err = wireBudget(b, l); err != nil {
-		return nil, err
-	}
-	if ok {
-		policies = append(policies, "budget")
-	}
-	if ok, err = wireBackoff(b, l, obs); err != nil {
-		return nil, err
-	}
-	if ok {
-		policies = append(policies, "backoff")
+	for _, p := range []struct {
+		name string
+		wire func() (bool, error)
+	}{
+		{"wiki", func() (bool, error) { return wireWiki(b, l) }},
+		{"slots", func() (bool, error) { return wireSlots(b, l, obs) }},
+		{"budget", func() (bool, error) { return wireBudget(b, l) }},
+		{"backoff", func() (bool, error) { return wireBackoff(b, l, obs) }},
+	} {
+		ok, err := p.wire()
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			policies = append(policies, p.name)
+		}
 	}
 	return policies, nil
 }

@@ -207,48 +207,49 @@ func accept(users int, r TestResult) AcceptanceResult {
 	return a
 }
 
-// fmtBytes uses decimal units, as the study does (7.6 KB = 7,600 B).
+// unit is one step of a printed quantity: values from min up print as
+// format applied to the value divided by div.
+type unit struct {
+	min, div float64
+	format   string
+}
+
+// Units from the largest down; the last serves every value below the rest.
+var (
+	// Decimal, as the study does (7.6 KB = 7,600 B).
+	byteUnits = []unit{{1e9, 1e9, "%.2f GB"}, {1e6, 1e6, "%.2f MB"}, {1e3, 1e3, "%.1f kB"}, {0, 1, "%.0f B"}}
+	usUnits   = []unit{{1e6, 1e6, "%.2f s"}, {1e3, 1e3, "%.2f ms"}, {10, 1, "%.0f µs"}, {0, 1, "%.1f µs"}}
+	rateUnits = []unit{{1e6, 1e6, "%.2fM/s"}, {1e3, 1e3, "%.1fk/s"}, {0, 1, "%.0f/s"}}
+)
+
+// fmtUnits prints v in the first of units whose min it reaches, else in
+// the last.
+func fmtUnits(v float64, units []unit) string {
+	u := units[len(units)-1]
+	for _, c := range units {
+		if v >= c.min {
+			u = c
+			break
+		}
+	}
+	return fmt.Sprintf(u.format, v/u.div)
+}
+
+// fmtBytes prints bytes: "7.6 kB", "-409.1 kB".
 func fmtBytes(b float64) string {
-	neg := ""
 	if b < 0 {
-		neg, b = "-", -b
+		return "-" + fmtUnits(-b, byteUnits)
 	}
-	switch {
-	case b >= 1e9:
-		return fmt.Sprintf("%s%.2f GB", neg, b/1e9)
-	case b >= 1e6:
-		return fmt.Sprintf("%s%.2f MB", neg, b/1e6)
-	case b >= 1e3:
-		return fmt.Sprintf("%s%.1f kB", neg, b/1e3)
-	}
-	return fmt.Sprintf("%s%.0f B", neg, b)
+	return fmtUnits(b, byteUnits)
 }
 
 // fmtUs prints microseconds with a readable unit.
-func fmtUs(v float64) string {
-	switch {
-	case v >= 1e6:
-		return fmt.Sprintf("%.2f s", v/1e6)
-	case v >= 1e3:
-		return fmt.Sprintf("%.2f ms", v/1e3)
-	case v >= 10:
-		return fmt.Sprintf("%.0f µs", v)
-	}
-	return fmt.Sprintf("%.1f µs", v)
-}
+func fmtUs(v float64) string { return fmtUnits(v, usUnits) }
 
 func fmtMs(v float64) string { return fmtUs(v * 1e3) }
 
 // fmtRate prints calls per second: "15.2k/s".
-func fmtRate(v float64) string {
-	switch {
-	case v >= 1e6:
-		return fmt.Sprintf("%.2fM/s", v/1e6)
-	case v >= 1e3:
-		return fmt.Sprintf("%.1fk/s", v/1e3)
-	}
-	return fmt.Sprintf("%.0f/s", v)
-}
+func fmtRate(v float64) string { return fmtUnits(v, rateUnits) }
 
 // fmtCount prints 50000 as "50,000".
 func fmtCount(n int) string {

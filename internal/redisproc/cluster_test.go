@@ -49,16 +49,25 @@ func needBinaries(t *testing.T) {
 	}
 }
 
+// deploymentContext is for a test that starts a deployment of n
+// redis-server processes: it needs the binaries, skips under -short, and
+// is bounded by d.
+func deploymentContext(t *testing.T, n string, d time.Duration) context.Context {
+	t.Helper()
+	needBinaries(t)
+	if testing.Short() {
+		t.Skipf("starts %s redis-server processes", n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
 // TestCluster starts 3 masters + 3 replicas, checks the layout, fails a
 // master over gracefully, kills another, sees its replica take over and
 // restarts the killed node as a replica.
 func TestCluster(t *testing.T) {
-	needBinaries(t)
-	if testing.Short() {
-		t.Skip("starts six redis-server processes")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	ctx := deploymentContext(t, "six", 3*time.Minute)
 	c, err := StartCluster(ctx, 3, 1)
 	if err != nil {
 		t.Fatal(err)

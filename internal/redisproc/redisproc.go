@@ -64,38 +64,51 @@ func FreePort() (int, error) {
 // picks again if another process took that port before the server bound
 // it.
 func Start(ctx context.Context, opt Options) (*Server, error) {
+	return run(ctx, opt, func(s *Server) ([]string, error) {
+		return append([]string{
+			"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1",
+			"--save", "", "--appendonly", "no", "--dir", s.dir,
+			"--protected-mode", "no", "--loglevel", "warning",
+		}, opt.Args...), nil
+	})
+}
+
+// run starts redis-server as Start does, a data node or a sentinel, with
+// the arguments args gives for the Server's port and directory.
+func run(ctx context.Context, opt Options, args func(*Server) ([]string, error)) (*Server, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, ErrNotInstalled
+	}
 	for attempt := 1; ; attempt++ {
-		s, err := start(ctx, opt)
+		s, err := start(ctx, bin, opt, args)
 		if err == nil || opt.Port != 0 || attempt == 5 || !strings.Contains(err.Error(), "Address already in use") {
 			return s, err
 		}
 	}
 }
 
-func start(ctx context.Context, opt Options) (*Server, error) {
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		return nil, ErrNotInstalled
-	}
-	port := opt.Port
-	if port == 0 {
-		if port, err = FreePort(); err != nil {
+func start(ctx context.Context, bin string, opt Options, args func(*Server) ([]string, error)) (*Server, error) {
+	s := &Server{Port: opt.Port, dir: opt.Dir, out: &SyncBuffer{}, done: make(chan struct{})}
+	var err error
+	if s.Port == 0 {
+		if s.Port, err = FreePort(); err != nil {
 			return nil, err
 		}
 	}
-	s := &Server{Port: port, Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), dir: opt.Dir, out: &SyncBuffer{}, done: make(chan struct{})}
+	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port))
 	if s.dir == "" {
 		if s.dir, err = os.MkdirTemp("", "floodgate-redis-"); err != nil {
 			return nil, fmt.Errorf("redisproc: %w", err)
 		}
 		s.ownDir = true
 	}
-	args := append([]string{
-		"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", s.dir,
-		"--protected-mode", "no", "--loglevel", "warning",
-	}, opt.Args...)
-	if err := s.launch(ctx, bin, args, opt.Password); err != nil {
+	argv, err := args(s)
+	if err != nil {
+		s.cleanDir()
+		return nil, err
+	}
+	if err := s.launch(ctx, bin, argv, opt.Password); err != nil {
 		return nil, err
 	}
 	return s, nil

@@ -5,11 +5,10 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -112,20 +111,7 @@ func (s *Sentinel) startData(ctx context.Context, port int, replicaOf string) (*
 // startSentinel runs redis-server --sentinel with a config file of its own
 // (sentinels rewrite it) monitoring the master on masterPort.
 func (s *Sentinel) startSentinel(ctx context.Context, masterPort int) error {
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		return ErrNotInstalled
-	}
-	var lastErr error
-	for attempt := 0; attempt < 5; attempt++ {
-		port, err := FreePort()
-		if err != nil {
-			return err
-		}
-		dir, err := os.MkdirTemp("", "floodgate-sentinel-")
-		if err != nil {
-			return fmt.Errorf("redisproc: %w", err)
-		}
+	srv, err := run(ctx, Options{}, func(srv *Server) ([]string, error) {
 		conf := fmt.Sprintf(`port %d
 bind 127.0.0.1
 protected-mode no
@@ -135,26 +121,21 @@ sentinel monitor %s 127.0.0.1 %d 2
 sentinel down-after-milliseconds %[3]s %[5]d
 sentinel failover-timeout %[3]s %[6]d
 sentinel parallel-syncs %[3]s 1
-`, port, dir, SentinelMasterName, masterPort, SentinelDownAfter.Milliseconds(), SentinelFailoverTimeout.Milliseconds())
-		path := dir + "/sentinel.conf"
+`, srv.Port, srv.dir, SentinelMasterName, masterPort, SentinelDownAfter.Milliseconds(), SentinelFailoverTimeout.Milliseconds())
+		path := filepath.Join(srv.dir, "sentinel.conf")
 		if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
-			os.RemoveAll(dir)
-			return fmt.Errorf("redisproc: %w", err)
+			return nil, fmt.Errorf("redisproc: %w", err)
 		}
-		srv := &Server{Port: port, Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), dir: dir, ownDir: true, out: &SyncBuffer{}, done: make(chan struct{})}
-		if lastErr = srv.launch(ctx, bin, []string{path, "--sentinel"}, ""); lastErr != nil {
-			if strings.Contains(lastErr.Error(), "Address already in use") {
-				continue
-			}
-			return lastErr
-		}
-		s.mu.Lock()
-		s.sentinels = append(s.sentinels, srv)
-		s.Sentinels = append(s.Sentinels, srv.Addr)
-		s.mu.Unlock()
-		return nil
+		return []string{path, "--sentinel"}, nil
+	})
+	if err != nil {
+		return err
 	}
-	return lastErr
+	s.mu.Lock()
+	s.sentinels = append(s.sentinels, srv)
+	s.Sentinels = append(s.Sentinels, srv.Addr)
+	s.mu.Unlock()
+	return nil
 }
 
 // Master asks the sentinels (the first that answers) for the master's
@@ -360,7 +341,7 @@ func (s *Sentinel) Stop() {
 
 // Signal sends sig to the data node at addr: SIGSTOP and SIGCONT freeze
 // and thaw a replica, to make it lag.
-func (s *Sentinel) Signal(addr string, sig syscall.Signal) error {
+func (s *Sentinel) Signal(addr string, sig os.Signal) error {
 	s.mu.Lock()
 	srv, ok := s.data[addr]
 	s.mu.Unlock()

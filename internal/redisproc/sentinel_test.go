@@ -1,7 +1,6 @@
 package redisproc
 
 import (
-	"context"
 	"testing"
 	"time"
 )
@@ -10,12 +9,7 @@ import (
 // master, sees the replica promoted and the killed node come back as the
 // new master's replica.
 func TestSentinel(t *testing.T) {
-	needBinaries(t)
-	if testing.Short() {
-		t.Skip("starts five redis-server processes")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx := deploymentContext(t, "five", 2*time.Minute)
 	s, err := StartSentinel(ctx, 1)
 	if err != nil {
 		t.Fatal(err)

@@ -20,6 +20,103 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+// CA is a throwaway certificate authority, ECDSA P-256 and valid for a
+// day, that issues certificates for loopback; for tests.
+type CA struct {
+	// Cert is the CA's certificate.
+	Cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+// NewCA makes a CA named name.
+func NewCA(name string) (*CA, error) {
+	tmpl := &x509.Certificate{
+		Subject:               pkix.Name{CommonName: name},
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	cert, key, err := newCertificate(tmpl, nil)
+	if err != nil {
+		return nil, err
+	}
+	return &CA{Cert: cert, key: key}, nil
+}
+
+// Pool is a certificate pool holding the CA alone.
+func (ca *CA) Pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(ca.Cert)
+	return p
+}
+
+// WriteCert writes the CA's certificate to path as PEM.
+func (ca *CA) WriteCert(path string) error {
+	return writePEM(path, "CERTIFICATE", ca.Cert.Raw)
+}
+
+// Issue writes a certificate the CA signed, for 127.0.0.1, ::1 and
+// localhost with the extended key usages given, to certFile and its key to
+// keyFile, as PEM.
+func (ca *CA) Issue(certFile, keyFile, name string, usage ...x509.ExtKeyUsage) error {
+	tmpl := &x509.Certificate{
+		Subject:     pkix.Name{CommonName: name},
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: usage,
+		DNSNames:    []string{"localhost"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+	}
+	cert, key, err := newCertificate(tmpl, ca)
+	if err != nil {
+		return err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return fmt.Errorf("redisproc: %w", err)
+	}
+	if err := writePEM(certFile, "CERTIFICATE", cert.Raw); err != nil {
+		return err
+	}
+	return writePEM(keyFile, "PRIVATE KEY", keyDER)
+}
+
+// newCertificate makes a key and a certificate for it from tmpl, valid
+// from an hour ago for a day with a random serial number, signed by
+// issuer, or by itself when issuer is nil.
+func newCertificate(tmpl *x509.Certificate, issuer *CA) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("redisproc: %w", err)
+	}
+	// Random serials: a rotated certificate must not reuse its
+	// predecessor's under the same CA.
+	if tmpl.SerialNumber, err = rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127)); err != nil {
+		return nil, nil, fmt.Errorf("redisproc: %w", err)
+	}
+	now := time.Now()
+	tmpl.NotBefore, tmpl.NotAfter = now.Add(-time.Hour), now.Add(24*time.Hour)
+	parent, signer := tmpl, key
+	if issuer != nil {
+		parent, signer = issuer.Cert, issuer.key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
+	if err != nil {
+		return nil, nil, fmt.Errorf("redisproc: certificate for %s: %w", tmpl.Subject.CommonName, err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, nil, fmt.Errorf("redisproc: %w", err)
+	}
+	return cert, key, nil
+}
+
+func writePEM(path, typ string, der []byte) error {
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		return fmt.Errorf("redisproc: %w", err)
+	}
+	return nil
+}
+
 // TLSFiles are a throwaway certificate authority and a server certificate
 // it signed for 127.0.0.1, ::1 and localhost, as PEM files; for tests.
 type TLSFiles struct {
@@ -44,68 +141,25 @@ func (f *TLSFiles) ServerArgs(tlsPort int) []string {
 }
 
 // GenerateTLS writes a fresh CA (ca.crt) and server certificate
-// (server.crt, server.key), ECDSA P-256, valid for a day, into dir.
+// (server.crt, server.key) into dir.
 func GenerateTLS(dir string) (*TLSFiles, error) {
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := NewCA("Floodgate test CA")
 	if err != nil {
-		return nil, fmt.Errorf("redisproc: %w", err)
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "Floodgate test CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return nil, fmt.Errorf("redisproc: CA certificate: %w", err)
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return nil, fmt.Errorf("redisproc: %w", err)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("redisproc: %w", err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "localhost"},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		// ClientAuth too: a Cluster's nodes present it to each other on the
-		// TLS cluster bus, which always asks for a client certificate.
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		DNSNames:    []string{"localhost"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		return nil, fmt.Errorf("redisproc: server certificate: %w", err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, fmt.Errorf("redisproc: %w", err)
+		return nil, err
 	}
 	f := &TLSFiles{
 		CAFile:   filepath.Join(dir, "ca.crt"),
 		CertFile: filepath.Join(dir, "server.crt"),
 		KeyFile:  filepath.Join(dir, "server.key"),
-		CAPool:   x509.NewCertPool(),
+		CAPool:   ca.Pool(),
 	}
-	f.CAPool.AddCert(ca)
-	for _, w := range []struct {
-		path, typ string
-		der       []byte
-	}{{f.CAFile, "CERTIFICATE", caDER}, {f.CertFile, "CERTIFICATE", der}, {f.KeyFile, "PRIVATE KEY", keyDER}} {
-		if err := os.WriteFile(w.path, pem.EncodeToMemory(&pem.Block{Type: w.typ, Bytes: w.der}), 0o600); err != nil {
-			return nil, fmt.Errorf("redisproc: %w", err)
-		}
+	if err := ca.WriteCert(f.CAFile); err != nil {
+		return nil, err
+	}
+	// ClientAuth too: a Cluster's nodes present it to each other on the
+	// TLS cluster bus, which always asks for a client certificate.
+	if err := ca.Issue(f.CertFile, f.KeyFile, "localhost", x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth); err != nil {
+		return nil, err
 	}
 	return f, nil
 }

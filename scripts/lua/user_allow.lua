@@ -47,28 +47,26 @@
 -- window is full. Redis 7.0 formats every score it hands to Lua with printf, so
 -- reading the whole set would cost ~1 µs per entry.
 
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local cooldown = tonumber(ARGV[3])
+local limit = ARGV[1] + 0
+local window = ARGV[2] + 0
+local cooldown = ARGV[3] + 0
 local out = {}
 local nout = 0
 
-if limit == 0 then
-  for _, key in ipairs(KEYS) do
-    local a, reason, rem, retry, reset
--- include: lib/user_decide_cd.lua
-    out[nout + 1], out[nout + 2], out[nout + 3], out[nout + 4], out[nout + 5] = a, reason, rem, retry, reset
-    nout = nout + 5
-  end
-  return out
+-- The clock only with a window: a cooldown-only decision is SET NX PX.
+local now, stamp
+if limit > 0 then
+-- include: lib/clock_read.lua
 end
-
--- include: lib/clock.lua
 local clock = now
 local oldest_rank = -limit - 1
 for _, key in ipairs(KEYS) do
   local a, reason, rem, retry, reset
+  if limit == 0 then
+-- include: lib/user_decide_cd.lua
+  else
 -- include: lib/user_decide_window.lua
+  end
   out[nout + 1], out[nout + 2], out[nout + 3], out[nout + 4], out[nout + 5] = a, reason, rem, retry, reset
   nout = nout + 5
 end

@@ -17,9 +17,9 @@
 -- remaining, retry_after_ms, reset_after_ms.
 
 local key = KEYS[1]
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local cooldown = tonumber(ARGV[3])
+local limit = ARGV[1] + 0
+local window = ARGV[2] + 0
+local cooldown = ARGV[3] + 0
 local a, reason, rem, retry, reset
 
 if limit == 0 then

@@ -23,9 +23,9 @@
 -- is ahead of TIME rounded up is read at that entry's time.
 
 local key = KEYS[1]
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local cooldown = tonumber(ARGV[3])
+local limit = ARGV[1] + 0
+local window = ARGV[2] + 0
+local cooldown = ARGV[3] + 0
 
 if limit == 0 then
   local ttl = redis.call('PTTL', key)
@@ -52,21 +52,21 @@ end
 if z[#z - 1] ~= 'b' then
   return {-1, 0, 0, 0, 0, 0, 0}
 end
-local base = tonumber(z[#z])
+local base = z[#z] + 0
 local n = #z / 2 - 1
 
 -- include: lib/clock.lua
 local real = now
 local newest = nil
 if n > 0 then
-  newest = base + tonumber(z[2 * n])
+  newest = base + z[2 * n]
   if newest > stamp then now = newest end
 end
 local skew = now - real
 
 local cutoff = now - window
 local expired = 0
-while expired < n and base + tonumber(z[2 * expired + 2]) <= cutoff do
+while expired < n and base + z[2 * expired + 2] <= cutoff do
   expired = expired + 1
 end
 local count = n - expired
@@ -76,7 +76,7 @@ end
 
 local oldest = nil
 if count >= limit then
-  oldest = base + tonumber(z[2 * (expired + count - limit + 1)])
+  oldest = base + z[2 * (expired + count - limit + 1)]
 end
 local reason, retry = 0, 0
 -- include: lib/user_wait.lua

@@ -3,13 +3,8 @@
 -- snippet, not a function, because Redis builds a script's functions
 -- afresh on every call (~0.1 us each). Sets now, rounded down (a deadline
 -- compared with it passes late, never early), and stamp, rounded up (a
--- time recorded with it ages out late, never early).
+-- time recorded with it ages out late, never early). A script that reads
+-- the clock only on some paths declares them itself and includes
+-- lib/clock_read.lua there.
 local now, stamp
-do
-  local t = redis.call('TIME')
-  local us = tonumber(t[2])
-  local frac = us % 1000
-  now = tonumber(t[1]) * 1000 + (us - frac) / 1000
-  stamp = now
-  if frac ~= 0 then stamp = now + 1 end
-end
+-- include: lib/clock_read.lua

@@ -3,5 +3,5 @@
 local now_us
 do
   local t = redis.call('TIME')
-  now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  now_us = t[1] * 1000000 + t[2] -- arithmetic converts (see lib/clock.lua)
 end

@@ -7,8 +7,11 @@
 -- out first when the window is full); sets a (1, 0, or -1: not
 -- Floodgate's key, nothing written), reason, rem, retry and reset as
 -- user_allow.lua returns them. The layout and why it reads so little are
--- in user_allow.lua's header. Ranks and zeroes go to Redis as strings:
--- Redis 7.0 formats a number argument with printf.
+-- in user_allow.lua's header. Ranks and zeroes go to Redis as strings,
+-- and the integers computed here through string.format('%d'): Redis 7.0
+-- formats a number argument with printf's %.17g, which callgrind puts at
+-- ~840 instructions more than string.format's integer printf (an allowed
+-- decision sends two: 81,200 -> 80,200 instructions in all).
 a, reason, rem, retry, reset = -1, 0, 0, 0, 0
 repeat -- once; break ends the decision
   -- The newest entry and the base: {id, score, 'b', base}.
@@ -19,14 +22,14 @@ repeat -- once; break ends the decision
   if z[4] == nil then
     if z[1] ~= nil and z[1] ~= 'b' then break end
     -- Nothing held: a fresh window.
-    redis.call('ZADD', key, stamp, 'b', '0', '0')
+    redis.call('ZADD', key, string.format('%d', stamp), 'b', '0', '0')
     redis.call('PEXPIRE', key, ARGV[2])
     a, rem, reset = 1, limit - 1, window
     break
   end
   if z[3] ~= 'b' then break end
-  local base = tonumber(z[4])
-  local newest_rel = tonumber(z[2])
+  local base = z[4] + 0
+  local newest_rel = z[2] + 0
   local newest = base + newest_rel
   -- When TIME went backwards the key's clock stays ahead by skew; every
   -- duration handed back (waits, TTL) is stretched by it, so none ends
@@ -45,7 +48,7 @@ repeat -- once; break ends the decision
     if newest_rel <= cut then
       expired = count
     else
-      expired = redis.call('ZCOUNT', key, '-inf', cut)
+      expired = redis.call('ZCOUNT', key, '-inf', string.format('%d', cut))
     end
     count = count - expired
   end
@@ -56,7 +59,7 @@ repeat -- once; break ends the decision
   if count >= limit then
     oldest = newest_rel -- limit 1: the newest, already read
     if limit > 1 then
-      oldest = tonumber(redis.call('ZRANGE', key, oldest_rank, oldest_rank, 'WITHSCORES')[2])
+      oldest = redis.call('ZRANGE', key, oldest_rank, oldest_rank, 'WITHSCORES')[2] + 0
     end
     oldest = base + oldest
   end
@@ -78,16 +81,17 @@ repeat -- once; break ends the decision
   local at = stamp
   if now > at then at = now end
   a, rem, reset = 1, limit - count - 1, window + skew
-  local id = (tonumber(z[1]) + 1) % 128
+  local id = (z[1] + 1) % 128
   local rel = at - base
+  local fmt = string.format
   if count == 0 then
     -- Every entry has aged out: a fresh window from now.
     redis.call('ZREMRANGEBYRANK', key, '0', '-2')
-    redis.call('ZADD', key, at, 'b', '0', id)
+    redis.call('ZADD', key, fmt('%d', at), 'b', '0', fmt('%d', id))
   else
     if expired > 0 then
       -- Drop what has aged out, so the ids held are the latest ones.
-      redis.call('ZREMRANGEBYRANK', key, '0', expired - 1)
+      redis.call('ZREMRANGEBYRANK', key, '0', fmt('%d', expired - 1))
     end
     if rel > 8388607 and rel > 2 * window then
       -- Rebase so relative scores stay within 24 bits (4 bytes in a
@@ -107,7 +111,7 @@ repeat -- once; break ends the decision
       args[#args + 1] = at - nb
       args[#args + 1] = id
       redis.call('ZADD', key, unpack(args))
-    elseif redis.call('ZADD', key, 'NX', rel, id) == 0 then
+    elseif redis.call('ZADD', key, 'NX', fmt('%d', rel), fmt('%d', id)) == 0 then
       -- The id is held (see lib/user_next_id.lua): nothing was written;
       -- take the right one.
       local held = {}
