@@ -326,8 +326,8 @@ func TestMemoryPerUser(t *testing.T) {
 	}
 	after := usedMemory(t, rdb)
 	per := float64(after-before) / users
-	enc, _ := rdb.ObjectEncoding(ctx, "floodgate:{u:user_00001}:l").Result()
-	card, _ := rdb.ZCard(ctx, "floodgate:{u:user_00001}:l").Result()
+	enc, _ := rdb.ObjectEncoding(ctx, "floodgate:{u:user_00001}:w").Result()
+	card, _ := rdb.ZCard(ctx, "floodgate:{u:user_00001}:w").Result()
 	t.Logf("50,000 users x 20 Allow: %.1f bytes/user of used_memory (encoding %s, %d members, %s)", per, enc, card, runtime.Version())
 	if enc != "listpack" {
 		t.Errorf("window encoding %q, want listpack", enc)

@@ -51,9 +51,7 @@ const hashTagBytes = 8
 
 // UserKeys returns every Redis key that can hold user's state under the
 // per-user policy, whichever layout the Config selects: the window's
-// sorted set, the cooldown-only string and the window's key in the layout
-// before issue 22 (read only when the first is missing), in that order.
-// It is for operators' tools and
+// sorted set and the cooldown-only string. It is for operators' tools and
 // load generators, so nothing outside this package rebuilds key names.
 // It sends nothing to Redis; a bad id is ErrInvalidUser.
 func (l *Limiter) UserKeys(user string) ([]string, error) {
@@ -63,12 +61,7 @@ func (l *Limiter) UserKeys(user string) ([]string, error) {
 	if err := validUser(user); err != nil {
 		return nil, err
 	}
-	return l.userKeys(user), nil
-}
-
-// userKeys is UserKeys for a valid user.
-func (l *Limiter) userKeys(user string) []string {
-	return []string{l.key("u", user, ":l"), l.key("u", user, ":cd"), l.key("u", user, ":w")}
+	return []string{l.key("u", user, ":w"), l.key("u", user, ":cd")}, nil
 }
 
 // validUser checks a user id before it becomes part of a key.

@@ -18,15 +18,12 @@ import (
 // holding '{' or '}' is tagged by its hash instead: see key in keys.go;
 // UserKeys lists them):
 //
-//	<prefix>{u:<user>}:l   sorted set: the window, whose expiry (the newest
-//	                       entry plus the window) is also the cooldown
-//	                       clock (window on)
+//	<prefix>{u:<user>}:w   sorted set: the window, whose newest entry is
+//	                       also the cooldown clock (window on)
 //	<prefix>{u:<user>}:cd  string with a TTL: the cooldown alone (window off)
-//	<prefix>{u:<user>}:w   the window in the layout before issue 22, read
-//	                       (and moved into :l) only when :l does not exist
 //
-// Keeping the cooldown in the window's expiry saves the ~117 bytes a
-// second key would cost per user, and lets a denial read no score.
+// Keeping the cooldown in the window's newest entry saves the ~117 bytes a
+// second key would cost per user.
 
 var (
 	userAllow  = newScript("user_allow.lua")
@@ -61,7 +58,7 @@ func (l *Limiter) userPolicyOff(user string) (off bool, err error) {
 // userKey is the one key a decision touches.
 func (l *Limiter) userKey(user string) string {
 	if l.cfg.MaxRequestsPerUserHour > 0 {
-		return l.key("u", user, ":l")
+		return l.key("u", user, ":w")
 	}
 	return l.key("u", user, ":cd")
 }
@@ -160,13 +157,12 @@ func (l *Limiter) Reset(ctx context.Context, user string) error {
 	if _, err := l.userPolicyOff(user); err != nil {
 		return err
 	}
-	// Every layout, in case the window was switched on or off recently
-	// or the older window key is still there; they share a slot, so one
-	// DEL suffices on a Cluster too.
+	// Both layouts, in case the window was switched on or off recently;
+	// they share a slot, so one DEL suffices on a Cluster too.
 	l.local.reset(user)
-	keys := l.userKeys(user)
-	err := l.call(ctx, "user_reset", keys[0], func(ctx context.Context) error {
-		return l.rdb.Del(ctx, keys...).Err()
+	w, cd := l.key("u", user, ":w"), l.key("u", user, ":cd")
+	err := l.call(ctx, "user_reset", w, func(ctx context.Context) error {
+		return l.rdb.Del(ctx, w, cd).Err()
 	})
 	if l.cache != nil {
 		// After the DEL, and fencing off denials still in flight, so none

@@ -35,7 +35,7 @@ func (l *Limiter) initUserOne() {
 		strconv.Itoa(limit),
 		strconv.FormatInt(ms(l.cfg.UserWindow), 10),
 		strconv.FormatInt(ms(l.cfg.UserCooldown), 10),
-		strconv.Itoa(-limit),
+		strconv.Itoa(-limit - 1),
 	}
 }
 

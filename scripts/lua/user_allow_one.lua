@@ -9,8 +9,8 @@
 -- ARGV[1]  limit: accepted requests per window, 0..127 (0: no window)
 -- ARGV[2]  window length in ms
 -- ARGV[3]  cooldown in ms (0: no cooldown)
--- ARGV[4]  -limit (the rank of the entry that must age out first when the
---          window is full), so the script formats no number for it
+-- ARGV[4]  -limit - 1 (the rank of the entry that must age out first when
+--          the window is full), so the script formats no number for it
 --
 -- Returns five integers, as user_allow.lua does for one key: allowed (1, 0,
 -- or -1 when the key is not Floodgate's: nothing was written), reason,
@@ -27,6 +27,8 @@ if limit == 0 then
   return {a, reason, rem, retry, reset}
 end
 
+-- include: lib/clock.lua
+local clock = now
 local oldest_rank = ARGV[4]
 -- include: lib/user_decide_window.lua
 return {a, reason, rem, retry, reset}

@@ -37,11 +37,14 @@ for i = 4, #ARGV do
   if ts > now - window then times[#times + 1] = ts end
 end
 while #times > limit do table.remove(times, 1) end
--- The older layout's key goes too (see lib/user_old.lua).
-redis.call('DEL', string.sub(key, 1, -2) .. 'w')
 if #times == 0 then return 0 end
 
--- include: lib/user_block.lua
-local exp, base
--- include: lib/user_store.lua
+local base = times[1]
+local args = {base, 'b'}
+for i, ts in ipairs(times) do
+  args[#args + 1] = ts - base
+  args[#args + 1] = i - 1
+end
+redis.call('ZADD', key, unpack(args))
+redis.call('PEXPIRE', key, times[#times] + window - now)
 return #times

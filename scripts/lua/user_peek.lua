@@ -3,8 +3,7 @@
 -- they like without counting a request or extending a TTL.
 --
 -- KEYS[1]  the user's state key, laid out as in user_allow.lua:
---          floodgate:{u:<user>}:l (window on) or :cd (cooldown only); with
---          no :l key, the older layout's :w key is read (lib/user_old.lua)
+--          floodgate:{u:<user>}:w (window on) or :cd (cooldown only)
 -- ARGV[1]  limit: accepted requests per window, 0..127 (0: no window)
 -- ARGV[2]  window length in ms
 -- ARGV[3]  cooldown in ms (0: no cooldown)
@@ -43,44 +42,31 @@ if limit == 0 then
   return {1, 1, -1, ttl, ttl, ttl, 0}
 end
 
--- include: lib/clock.lua
--- include: lib/user_block.lua
--- The entries' times, ascending (the layout is in user_allow.lua).
-local times
-local exp = redis.call('PEXPIRETIME', key)
-if exp == -1 then
+local z = redis.pcall('ZRANGE', key, 0, -1, 'WITHSCORES')
+if z.err then
   return {-1, 0, 0, 0, 0, 0, 0}
-elseif exp == -2 then
-  -- Not written since the upgrade: what the older layout's key holds.
-  local old, foreign
--- include: lib/user_old.lua
-  if foreign then
-    return {-1, 0, 0, 0, 0, 0, 0}
-  end
-  if not times then
-    return {1, 0, limit, 0, 0, 0, 0}
-  end
-else
-  local z = redis.pcall('ZRANGE', key, 0, -1, 'WITHSCORES')
-  if z.err then
-    return {-1, 0, 0, 0, 0, 0, 0}
-  end
-  local base = exp - exp % block
-  times = {}
-  for i = 2, #z, 2 do
-    times[#times + 1] = base + z[i]
-  end
 end
-local n = #times
+if #z == 0 then
+  return {1, 0, limit, 0, 0, 0, 0}
+end
+if z[#z - 1] ~= 'b' then
+  return {-1, 0, 0, 0, 0, 0, 0}
+end
+local base = z[#z] + 0
+local n = #z / 2 - 1
 
+-- include: lib/clock.lua
 local real = now
-local newest = times[n]
-if newest > stamp then now = newest end
+local newest = nil
+if n > 0 then
+  newest = base + z[2 * n]
+  if newest > stamp then now = newest end
+end
 local skew = now - real
 
 local cutoff = now - window
 local expired = 0
-while expired < n and times[expired + 1] <= cutoff do
+while expired < n and base + z[2 * expired + 2] <= cutoff do
   expired = expired + 1
 end
 local count = n - expired
@@ -90,7 +76,7 @@ end
 
 local oldest = nil
 if count >= limit then
-  oldest = times[expired + count - limit + 1]
+  oldest = base + z[2 * (expired + count - limit + 1)]
 end
 local reason, retry = 0, 0
 -- include: lib/user_wait.lua
