@@ -1,5 +1,6 @@
 """Connections: keep-alive, a bounded pool, connections the server closed,
-never sending a counting request twice, cancellation, unix sockets, TLS.
+never sending a counting request twice, cancellation, unix sockets, TLS,
+base URLs with a path prefix (the paths the Node client sends).
 
 python3 -m unittest -v (in clients/python). The TLS tests need a CA and a
 server certificate: FLOODGATE_TEST_TLS_DIR (ca.crt, server.crt, server.key;
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import socket
 import socketserver
@@ -91,6 +93,23 @@ class RawServer:
 
     def close(self):
         self.sock.close()
+
+
+# A base URL's path after host:port -> the prefix of every request path:
+# trailing slashes dropped, "." and ".." resolved, quoted as Node's URL does.
+PREFIXES = {
+    "": "",
+    "/": "",
+    "//": "",
+    "/fg/": "/fg",
+    "/a/./b/../c//": "/a/c",
+    "/a/..": "",
+    "/%2e%2E/x": "/x",
+    "/a\\b": "/a/b",
+    "/a b/\u00e9/<`{}>": "/a%20b/%C3%A9/%3C%60%7B%7D%3E",
+    "/a%2Fb;c=d/'[]^|": "/a%2Fb;c=d/'[]^|",
+    "/fg?": "/fg",
+}
 
 
 class ConnectionTest(unittest.TestCase):
@@ -180,9 +199,41 @@ class ConnectionTest(unittest.TestCase):
         with self.assertRaises(floodgate.TransportError):
             self.make("unix://" + os.path.join(d, "nothing.sock")).allow("v")
 
+    def test_a_base_url_prefix_goes_before_every_request_path(self):
+        fake = FakeServer()
+        self.addCleanup(fake.close)
+        fake.reply = lambda m, p, b: (200, {}, DECISION_OK if m == "POST" else None, 0)
+        for tail, prefix in (("", ""), ("/", ""), ("/fg", "/fg"), ("/fg/", "/fg"), ("/a/fg//", "/a/fg")):
+            fake.requests.clear()
+            fg = self.make(fake.url + tail)
+            self.assertEqual(fg.base_url, (fake.url + tail).rstrip("/"))
+            self.assertTrue(fg.allow("a/b").allowed)
+            fg.reset("a/b")
+            self.assertTrue(fg.healthy())
+            self.assertTrue(fg.ready())
+            self.assertEqual([(r["method"], r["path"]) for r in fake.requests],
+                             [("POST", prefix + "/v1/users/a%2Fb/allow"), ("DELETE", prefix + "/v1/users/a%2Fb"),
+                              ("GET", prefix + "/healthz"), ("GET", prefix + "/readyz")], tail)
+            self.assertEqual(len({r["conn"] for r in fake.requests}), 1, tail)  # still kept alive
+
+    def test_a_prefixed_counting_request_is_still_never_sent_twice(self):
+        srv = self.raw(lambda conn, n: "drop")
+        fg = self.make(srv.url + "/fg/")
+        with self.assertRaisesRegex(floodgate.TransportError, re.escape("POST %s/fg/v1/users/v/allow: " % srv.url)):
+            fg.allow("v")
+        self.assertEqual(srv.requests, [(1, "POST /fg/v1/users/v/allow")])
+
+    def test_base_url_prefixes_are_normalised_as_node_does(self):
+        for tail, prefix in PREFIXES.items():  # NodeParityTest sends each through both clients
+            self.assertEqual(self.cls("http://h:1" + tail)._target.prefix, prefix, tail)
+        self.assertEqual(self.cls("HTTPS://[::1]:1/Fg")._target.prefix, "/Fg")
+        self.assertEqual(self.cls("unix:///run/fg.sock/")._target.path, "/run/fg.sock/")  # the socket, as given
+        self.assertEqual(self.cls("unix:///run/fg.sock/")._target.prefix, "")
+
     def test_bad_base_urls(self):
-        for bad in ("unix://host/x.sock", "unix://", "http://h:8080/prefix", "http://h:notaport", "https://h?x=1"):
-            with self.assertRaises(ValueError, msg=bad):
+        for bad in ("unix://host/x.sock", "unix://", "http://h:notaport", "https://h?x=1", "http://h:8080/fg?x=1",
+                    "http://h:8080/fg/#top", "http://user:pw@h:8080", "ftp://h/fg", "http:///fg", "http://h/\ud800"):
+            with self.assertRaisesRegex(ValueError, "^floodgate: .*" + re.escape(repr(bad)), msg=bad):
                 self.cls(bad)
         with self.assertRaisesRegex(ValueError, "https"):
             self.cls("http://127.0.0.1:1", ca_file="/nonexistent")
@@ -207,6 +258,38 @@ class SyncPoolTest(unittest.TestCase):
 
 class AsyncConnectionTest(ConnectionTest):
     cls = floodgate.AsyncClient  # type: ignore[assignment]
+
+
+NODE_CLIENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "node", "index.js")
+
+
+class NodeParityTest(unittest.TestCase):
+    def test_the_python_and_node_clients_send_the_same_prefixed_paths(self):
+        if not os.path.exists(NODE_CLIENT):
+            self.skipTest("clients/node is not next to this directory (an installed copy of the tests)")
+        node = shutil.which("node")
+        if not node:
+            if os.environ.get("CI"):
+                self.fail("CI is set but node is missing")
+            self.skipTest("node is missing")
+        fake = FakeServer()
+        self.addCleanup(fake.close)
+        fake.reply = lambda m, p, b: (200, {}, None, 0)
+        urls = [fake.url + tail for tail in PREFIXES]
+        script = ("import { pathToFileURL } from 'node:url';"
+                  "const { Client } = await import(pathToFileURL(process.argv[1]).href);"
+                  "for (const u of process.argv.slice(2)) {"
+                  " const c = new Client({ baseUrl: u }); if (!(await c.healthy())) throw new Error(u); c.close(); }")
+        subprocess.run([node, "--input-type=module", "-e", script, NODE_CLIENT] + urls, check=True, timeout=60)
+        by_node = [r["path"] for r in fake.requests]
+        fake.requests.clear()
+        for u in urls:
+            for cls in (floodgate.Client, floodgate.AsyncClient):
+                self.assertTrue(_client(self, cls, u).healthy(), u)
+        by_python = [r["path"] for r in fake.requests]
+        want = [prefix + "/healthz" for prefix in PREFIXES.values()]
+        self.assertEqual(by_node, want)
+        self.assertEqual(by_python, [p for p in want for _ in (0, 1)])
 
 
 def _tls_files():

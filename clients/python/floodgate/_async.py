@@ -255,7 +255,7 @@ class AsyncClient(p._ClientBase[AsyncLease]):
     async def _round_trip(self, op: "p._Op[Any]") -> Tuple[int, Optional[str], bytes]:
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.max_connections)
-        data = self._head.encode(op.method, op.path, op.body)
+        data = self._head.encode(op.method, self._target.prefix + op.path, op.body)
         async with self._sem:
             fresh = False
             while True:

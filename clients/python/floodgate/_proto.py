@@ -303,11 +303,40 @@ class _Target:
     hostname: str  # what to connect to
     port: int
     path: str  # unix socket path
+    prefix: str  # put before every request path: "" or "/fg" (a sidecar behind a reverse proxy)
     ssl: Optional[ssl.SSLContext]
     base_url: str
 
 
+_BASE_URL_FORMS = "http(s)://host:port[/prefix] or unix:///path"
+
+# What a path may hold unquoted: printable ASCII but the WHATWG URL
+# standard's path percent-encode set (space " # < > ? ` { }), so that a
+# prefix is sent as Node's URL class sends it; % stays, already quoted.
+_PREFIX_SAFE = "!$%&'()*+,/:;=@[]^|"
+
+
+def _prefix(base_url: str, path: str) -> str:
+    """The path of an http(s) base URL as a request path prefix, normalised
+    as Node's URL class does it: backslashes are slashes, "." and ".."
+    segments (%2e too) resolved, trailing slashes dropped, the rest quoted."""
+    segs: List[str] = []
+    for seg in path.replace("\\", "/").split("/")[1:]:
+        dots = seg.lower().replace("%2e", ".")
+        if dots == "..":
+            if segs:
+                segs.pop()
+        elif dots != ".":
+            segs.append(seg)
+    try:
+        return urllib.parse.quote("/" + "/".join(segs), safe=_PREFIX_SAFE).rstrip("/")
+    except UnicodeEncodeError:
+        raise ValueError(f"floodgate: base_url path is not valid text, got {base_url!r}") from None
+
+
 def _target(base_url: str, ca_file: Optional[str], ssl_context: Optional[ssl.SSLContext]) -> _Target:
+    """Parses base_url, for Client and AsyncClient alike: the forms and
+    normalisation of the Node client's baseUrl."""
     if not isinstance(base_url, str):
         raise TypeError(f"floodgate: base_url must be a str, got {type(base_url).__name__}")
     u = urllib.parse.urlsplit(base_url)
@@ -317,9 +346,9 @@ def _target(base_url: str, ca_file: Optional[str], ssl_context: Optional[ssl.SSL
             raise ValueError(f"floodgate: a unix base_url is unix:///path/to/floodgate.sock, got {base_url!r}")
         if ca_file or ssl_context:
             raise ValueError("floodgate: ca_file and ssl_context are for https:// base URLs")
-        return _Target("unix", "localhost", "localhost", 0, u.path, None, base_url)
-    if u.scheme not in ("http", "https") or not u.hostname or u.path.strip("/") or u.query or u.fragment:
-        raise ValueError(f"floodgate: base_url must be http(s)://host:port or unix:///path, got {base_url!r}")
+        return _Target("unix", "localhost", "localhost", 0, u.path, "", None, base_url)
+    if u.scheme not in ("http", "https") or not u.hostname or "@" in u.netloc or u.query or u.fragment:
+        raise ValueError(f"floodgate: base_url must be {_BASE_URL_FORMS}, got {base_url!r}")
     try:
         port = u.port or (443 if u.scheme == "https" else 80)
     except ValueError as e:
@@ -337,7 +366,8 @@ def _target(base_url: str, ca_file: Optional[str], ssl_context: Optional[ssl.SSL
     hostport = f"[{host}]" if ":" in host else host
     if u.port:
         hostport += f":{u.port}"
-    return _Target(u.scheme, hostport, host, port, "", ctx, base_url.rstrip("/"))
+    prefix = _prefix(base_url, u.path)
+    return _Target(u.scheme, hostport, host, port, "", prefix, ctx, base_url.rstrip("/"))
 
 
 L = TypeVar("L", bound="_LeaseBase")

@@ -215,7 +215,7 @@ class Client(p._ClientBase[Lease]):
             except OSError as e:
                 raise TransportError(f"{what}: {e.__class__.__name__}: {e}") from None
             try:
-                conn.request(op.method, op.path, body=op.body, headers=headers)
+                conn.request(op.method, self._target.prefix + op.path, body=op.body, headers=headers)
             except (socket.timeout, TimeoutError):
                 conn.close()
                 raise TransportError(f"{what}: timed out after {t}s") from None
