@@ -10,6 +10,7 @@ integration_test/python_test.go makes them) or the openssl command.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -110,6 +111,8 @@ PREFIXES = {
     "/a%2Fb;c=d/'[]^|": "/a%2Fb;c=d/'[]^|",
     "/fg?": "/fg",
 }
+# Refused by both clients (ValueError, TypeError in Node), naming the URL.
+REFUSED = ("http://h:8080/fg?x=1", "http://h:8080/fg/#top", "http://user:pw@h:8080/fg")
 
 
 class ConnectionTest(unittest.TestCase):
@@ -231,8 +234,8 @@ class ConnectionTest(unittest.TestCase):
         self.assertEqual(self.cls("unix:///run/fg.sock/")._target.prefix, "")
 
     def test_bad_base_urls(self):
-        for bad in ("unix://host/x.sock", "unix://", "http://h:notaport", "https://h?x=1", "http://h:8080/fg?x=1",
-                    "http://h:8080/fg/#top", "http://user:pw@h:8080", "ftp://h/fg", "http:///fg", "http://h/\ud800"):
+        for bad in ("unix://host/x.sock", "unix://", "http://h:notaport", "https://h?x=1", "http://user:pw@h:8080",
+                    "ftp://h/fg", "http:///fg", "http://h/\ud800") + REFUSED:
             with self.assertRaisesRegex(ValueError, "^floodgate: .*" + re.escape(repr(bad)), msg=bad):
                 self.cls(bad)
         with self.assertRaisesRegex(ValueError, "https"):
@@ -276,20 +279,27 @@ class NodeParityTest(unittest.TestCase):
         self.addCleanup(fake.close)
         fake.reply = lambda m, p, b: (200, {}, None, 0)
         urls = [fake.url + tail for tail in PREFIXES]
+        # One line per URL: /healthz and /readyz answered, or the constructor's error.
         script = ("import { pathToFileURL } from 'node:url';"
                   "const { Client } = await import(pathToFileURL(process.argv[1]).href);"
-                  "for (const u of process.argv.slice(2)) {"
-                  " const c = new Client({ baseUrl: u }); if (!(await c.healthy())) throw new Error(u); c.close(); }")
-        subprocess.run([node, "--input-type=module", "-e", script, NODE_CLIENT] + urls, check=True, timeout=60)
+                  "for (const u of process.argv.slice(2)) { let c; try { c = new Client({ baseUrl: u }); }"
+                  " catch (e) { console.log(e.message); continue; } console.log(await c.healthy() && await c.ready()); c.close(); }")
+        out = subprocess.run([node, "--input-type=module", "-e", script, NODE_CLIENT] + urls + list(REFUSED),
+                             check=True, timeout=60, capture_output=True, text=True).stdout.splitlines()
+        self.assertEqual(out[:len(urls)], ["true"] * len(urls))
+        for bad, msg in zip(REFUSED, out[len(urls):]):
+            self.assertRegex(msg, "^floodgate: .*" + re.escape(json.dumps(bad)))
+        self.assertEqual(len(out), len(urls) + len(REFUSED))
         by_node = [r["path"] for r in fake.requests]
         fake.requests.clear()
         for u in urls:
             for cls in (floodgate.Client, floodgate.AsyncClient):
-                self.assertTrue(_client(self, cls, u).healthy(), u)
+                fg = _client(self, cls, u)
+                self.assertTrue(fg.healthy() and fg.ready(), u)
         by_python = [r["path"] for r in fake.requests]
-        want = [prefix + "/healthz" for prefix in PREFIXES.values()]
-        self.assertEqual(by_node, want)
-        self.assertEqual(by_python, [p for p in want for _ in (0, 1)])
+        want = [[prefix + "/healthz", prefix + "/readyz"] for prefix in PREFIXES.values()]
+        self.assertEqual(by_node, [p for pair in want for p in pair])
+        self.assertEqual(by_python, [p for pair in want for p in pair * 2])
 
 
 def _tls_files():

@@ -154,7 +154,11 @@ class Client(p._ClientBase[Lease]):
     """Talks to one ``floodgate serve``; safe to share between threads.
 
     base_url: the server: "http://127.0.0.1:8080" (the default),
-        "https://host:port" or "unix:///path/to/floodgate.sock".
+        "https://host:port", either with a path prefix for a server behind
+        a reverse proxy ("https://proxy/floodgate" sends /floodgate/v1/...,
+        /floodgate/healthz; trailing slashes dropped), or
+        "unix:///path/to/floodgate.sock" (the path is the socket). The
+        forms of the Node client's baseUrl; no query, fragment or user.
     token: FLOODGATE_HTTP_TOKEN of the server, sent as a Bearer token.
     timeout: seconds each call may take (connect plus answer); waits
         (wait(), slot(wait=True)) get their own timeout on top. Every call
