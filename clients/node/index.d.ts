@@ -91,7 +91,7 @@ export interface BudgetStatus {
 }
 
 export interface ClientOptions {
-  /** `http://host:port`, `https://host:port` or `unix:///path.sock`. Default `http://127.0.0.1:8080`. */
+  /** `http(s)://host:port`, optionally with a path prefix (`https://proxy/floodgate/` sends `/floodgate/v1/...`), or `unix:///path.sock`. Default `http://127.0.0.1:8080`. */
   baseUrl?: string;
   /** The server's FLOODGATE_HTTP_TOKEN, sent as a Bearer token. */
   token?: string;
