@@ -75,8 +75,6 @@ func validUser(user string) error {
 	return nil
 }
 
-// validName checks an endpoint, API or slot-pool name. Names come from
-// configuration, not from chat users, so they must also be valid UTF-8.
 // validPolicy is what every policy constructor (method) checks first: a
 // Limiter to build on and a valid name of its kind.
 func (l *Limiter) validPolicy(method, kind, name string) error {
@@ -86,6 +84,8 @@ func (l *Limiter) validPolicy(method, kind, name string) error {
 	return validName(kind, name)
 }
 
+// validName checks an endpoint, API or slot-pool name. Names come from
+// configuration, not from chat users, so they must also be valid UTF-8.
 func validName(kind, name string) error {
 	switch {
 	case name == "":

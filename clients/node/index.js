@@ -808,7 +808,8 @@ const seconds = (ms) => Math.ceil(ms / 1000);
  *
  * - `!ask <question>`: fg.allow(user) (denied: "wait 6s (cooldown)", the
  *   wait rounded up), fg.pick('llm', ...endpoints) ("the LLM is resting,
- *   try again in 3s" when every endpoint backs off), then askLLM inside
+ *   try again in 3s" when every endpoint backs off; a half-open probe
+ *   pick took is handed back, for fg.call to take), then askLLM inside
  *   fg.withSlot('llm', user, ..., { timeoutMs: 10000 }) and fg.call (a
  *   throw backs the endpoint off).
  * - `!wiki <term>`: fg.allow(user), then a token of the API bucket
@@ -850,6 +851,7 @@ export class ChatReplies {
       }
       const { endpoint, decision } = await fg.pick('llm', ...this.endpoints); // skip endpoints backing off
       if (!endpoint) return refusal(`the LLM is resting, try again in ${seconds(decision.retryAfterMs)}s`);
+      if (decision.probe) await fg.abandon('llm', endpoint, decision.token); // pick took the probe: call takes it back
       return answer(await fg.withSlot('llm', user, // at most N viewers in the LLM at once
         () => fg.call('llm', endpoint, () => this.askLLM(endpoint, rest.join(' '))), // a throw backs it off
         { timeoutMs: 10_000 }));

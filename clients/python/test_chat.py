@@ -47,6 +47,9 @@ class StandIn:
         yield
         self.calls.append(("release", name, holder))
 
+    async def abandon(self, name, endpoint, token):
+        self.calls.append(("abandon", name, endpoint, token))
+
     async def call(self, name, endpoint, fn, *args):
         self._answer("call", name, endpoint)
         return await fn(*args)
@@ -94,6 +97,15 @@ class ChatRepliesTest(unittest.TestCase):
         fg = StandIn(pick=(None, denied("backoff", 3.0)))
         self.assertEqual(reply(fg, "hello"), floodgate.Reply("the LLM is resting, retry in 3s", False))
         self.assertNotIn("slot", [c[0] for c in fg.calls])
+
+    def test_a_probe_pick_took_is_handed_back_before_call_checks(self):
+        # Else call's own check is denied (reason "probing") by the probe
+        # pick holds, and a bot with one endpoint never asks the LLM again.
+        probe = floodgate.Decision(allowed=True, probe=True, token="P1")
+        fg = StandIn(pick=("ep-a", probe))
+        self.assertEqual(reply(fg, "hello"), floodgate.Reply("ep-a says hi to 'hello'", True))
+        self.assertEqual(fg.calls, [("allow", "u1"), ("pick", "llm"), ("abandon", "llm", "ep-a", "P1"),
+                                    ("slot", "llm", "u1", 10), ("call", "llm", "ep-a"), ("release", "llm", "u1")])
 
     def test_no_slot_in_time_is_busy(self):
         fg = StandIn(slot=floodgate.Denied(denied("slots", 4.0), "slot of 'llm'"))

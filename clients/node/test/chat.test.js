@@ -31,6 +31,9 @@ function standIn(answers = {}) {
         calls.push(['release', name, holder]);
       }
     },
+    abandon: async (name, endpoint, token) => {
+      calls.push(['abandon', name, endpoint, token]);
+    },
     call: async (name, endpoint, fn) => {
       calls.push(['call', name, endpoint]);
       return fn();
@@ -83,4 +86,12 @@ test('ChatReplies: !wiki takes a bucket token, then looks the term up', async ()
 test('ChatReplies: refuses options it cannot use', () => {
   assert.throws(() => new ChatReplies(standIn(), { ...options, endpoints: [] }), /array of LLM endpoints/);
   assert.throws(() => new ChatReplies(standIn(), { ...options, lookup: undefined }), /askLLM and lookup/);
+});
+
+test('ChatReplies: a probe pick took is handed back before call checks', async () => {
+  // Else call's own check is denied (reason "probing") by the probe pick
+  // holds, and a bot with one endpoint never asks the LLM again.
+  const fg = standIn({ pick: { endpoint: 'ep-a', decision: { ...OK, probe: true, token: 'P1' } } });
+  assert.deepEqual(await reply(fg, '!ask hi'), { text: 'ep-a says: hi', answered: true });
+  assert.deepEqual(fg.calls, [['allow', 'u1'], ['pick', 'llm'], ['abandon', 'llm', 'ep-a', 'P1'], ['slot', 'llm', 'u1', 10_000], ['call', 'llm', 'ep-a'], ['release', 'llm', 'u1']]);
 });

@@ -53,7 +53,8 @@ class ChatReplies:
        on the server up to 2 s, then wiki(query) is the answer; no token
        in time: "the wiki is busy, retry in 1s".
     3. Anything else: fg.pick("llm", *endpoints), the first endpoint not
-       backing off ("the LLM is resting, retry in 3s" when there is none);
+       backing off ("the LLM is resting, retry in 3s" when there is none;
+       a half-open probe pick took is handed back, for call to take);
        then ask_llm(endpoint, text) inside fg.slot("llm", user, timeout=10)
        (at most FLOODGATE_MAX_CONCURRENT_USERS users in the LLM at once)
        and fg.call (a raise backs the endpoint off). No slot in time, or
@@ -92,6 +93,8 @@ class ChatReplies:
         endpoint, d = await self.fg.pick("llm", *self.endpoints)  # skip endpoints backing off
         if endpoint is None:
             return Reply(f"the LLM is resting, retry in {d.retry_after:.0f}s", False)
+        if d.probe:  # pick took the half-open probe: hand it back for call to take
+            await self.fg.abandon("llm", endpoint, d.token)
         try:
             async with self.fg.slot("llm", user, timeout=10):  # at most N users in the LLM at once
                 async with (typing or _nothing)():
