@@ -755,6 +755,20 @@ export class Client {
     return this._probe('/readyz');
   }
 
+  /**
+   * /readyz in full: Redis's maxmemory-policy and whether it can evict the
+   * limits. FloodgateError (503) when Redis is unreachable.
+   */
+  async readiness() {
+    const d = await this._get('/readyz');
+    return {
+      maxmemoryPolicy: typeof d.maxmemory_policy === 'string' ? d.maxmemory_policy : '',
+      evictionUnsafe: d.eviction_unsafe === true,
+      evictedKeys: int(d.evicted_keys),
+      warning: typeof d.warning === 'string' ? d.warning : '',
+    };
+  }
+
   async _probe(path) {
     try {
       await this._request('GET', path);

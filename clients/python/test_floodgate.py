@@ -314,6 +314,20 @@ class FakeServerTest(unittest.TestCase):
         self.assertFalse(self.fg.ready())
         self.assertEqual(self.fake.last()["path"], "/readyz")
 
+    def test_readiness_carries_the_eviction_risk(self):
+        warn = "Redis may evict Floodgate's keys: CONFIG SET maxmemory-policy noeviction"
+        self.answer(200, {"status": "ready", "maxmemory_policy": "allkeys-lru", "eviction_unsafe": True,
+                          "evicted_keys": 3, "warning": warn})
+        self.assertEqual(self.fg.readiness(), floodgate.Readiness("allkeys-lru", True, 3, warn))
+        self.assertEqual(self.fake.last()["path"], "/readyz")
+        self.answer(200, {"status": "ready"})  # Redis would not say (no +info)
+        self.assertEqual(self.fg.readiness(), floodgate.Readiness("", False, 0, ""))
+        self.answer(503, {"error": "redis did not answer PING within FLOODGATE_REDIS_TIMEOUT"})
+        with self.assertRaises(floodgate.FloodgateError) as cm:
+            self.fg.readiness()
+        self.assertEqual(cm.exception.status, 503)
+        self.assertIn("PING", cm.exception.message)
+
     def test_bad_arguments(self):
         for bad in ("ftp://x", "127.0.0.1:8080", ""):
             with self.assertRaises(ValueError):
@@ -637,6 +651,10 @@ class LiveServerTest(unittest.TestCase):
     def test_health_and_readiness(self):
         self.assertTrue(self.fg.healthy())
         self.assertTrue(self.fg.ready())
+        r = self.fg.readiness()  # the test's redis-server: no maxmemory, so nothing to evict
+        self.assertNotEqual(r.maxmemory_policy, "")
+        self.assertFalse(r.eviction_unsafe, r)
+        self.assertEqual(r.warning, "")
 
     def test_allow_counts_and_peek_does_not(self):
         user = self.uid("viewer")

@@ -121,6 +121,25 @@ test('an unreachable server is a TransportError; healthy() is false', async () =
   fg.close();
 });
 
+test('readiness(): the eviction risk /readyz carries; a 503 is a FloodgateError', async () => {
+  const warning = "Redis may evict Floodgate's keys: CONFIG SET maxmemory-policy noeviction";
+  let answer = [200, { status: 'ready', maxmemory_policy: 'allkeys-lru', eviction_unsafe: true, evicted_keys: 3, warning }];
+  const srv = await fakeServer(() => answer);
+  const fg = new Client({ baseUrl: srv.url });
+  try {
+    assert.deepEqual(await fg.readiness(), { maxmemoryPolicy: 'allkeys-lru', evictionUnsafe: true, evictedKeys: 3, warning });
+    assert.equal(srv.seen.at(-1).url, '/readyz');
+    answer = [200, { status: 'ready' }]; // Redis would not say (no +info)
+    assert.deepEqual(await fg.readiness(), { maxmemoryPolicy: '', evictionUnsafe: false, evictedKeys: 0, warning: '' });
+    answer = [503, { error: 'redis did not answer PING within FLOODGATE_REDIS_TIMEOUT' }];
+    await assert.rejects(fg.readiness(), (e) => e instanceof FloodgateError && e.status === 503 && /PING/.test(e.message));
+    assert.equal(await fg.ready(), false);
+  } finally {
+    fg.close();
+    await srv.close();
+  }
+});
+
 test('a connection the server closed while idle is not an error and sends the request once', async () => {
   const srv = await rawServer('close-idle', { closeMs: 30 });
   const fg = new Client({ baseUrl: srv.url });

@@ -18,6 +18,7 @@ from ._proto import (
     EndpointStatus,
     FloodgateError,
     Id,
+    Readiness,
     SlotsStatus,
     TransportError,
     UserStatus,
@@ -468,6 +469,11 @@ class AsyncClient(p._ClientBase[AsyncLease]):
     async def ready(self, *, timeout: Optional[float] = None) -> bool:
         """The server answers and reaches Redis (/readyz)."""
         return await self._answers("/readyz", timeout)
+
+    async def readiness(self, *, timeout: Optional[float] = None) -> Readiness:
+        """/readyz in full: Redis's maxmemory-policy and whether it can
+        evict the limits. FloodgateError (503) when Redis is unreachable."""
+        return await self._send(p.op_readiness(), timeout)
 
     async def _answers(self, path: str, timeout: Optional[float]) -> bool:
         try:

@@ -220,6 +220,26 @@ class BudgetStatus:
 
 
 @dataclass(frozen=True)
+class Readiness:
+    """/readyz: Redis answers PING, and what its maxmemory-policy means for
+    the limits (readiness()). Not ready is a FloodgateError (503), not a
+    Readiness.
+
+    maxmemory_policy: Redis's policy, e.g. "noeviction"; "" when Redis
+        would not say (an ACL without +info), and then the rest is empty.
+    eviction_unsafe: Redis can evict Floodgate's keys (maxmemory set and a
+        policy other than noeviction), which forgets limits silently.
+    evicted_keys: keys of any program Redis evicted since it started.
+    warning: when unsafe, what happens and the fix; "" otherwise.
+    """
+
+    maxmemory_policy: str
+    eviction_unsafe: bool
+    evicted_keys: int
+    warning: str
+
+
+@dataclass(frozen=True)
 class _Granted:
     """An acquire that got a slot; the client turns it into its Lease type."""
 
@@ -781,6 +801,19 @@ def op_budget(name: Id, user: Id) -> _Op[BudgetStatus]:
         )
 
     return _Op("GET", _budget_path(name, user), None, parse, idempotent=True)
+
+
+def op_readiness() -> _Op[Readiness]:
+    def parse(d: Any, ra: Optional[float]) -> Readiness:
+        d = d or {}
+        return Readiness(
+            maxmemory_policy=str(d.get("maxmemory_policy") or ""),
+            eviction_unsafe=bool(d.get("eviction_unsafe", False)),
+            evicted_keys=int(d.get("evicted_keys", 0)),
+            warning=str(d.get("warning") or ""),
+        )
+
+    return _Op("GET", "/readyz", None, parse, idempotent=True)
 
 
 def op_probe(path: str) -> _Op[None]:

@@ -17,6 +17,7 @@ from ._proto import (
     EndpointStatus,
     FloodgateError,
     Id,
+    Readiness,
     SlotsStatus,
     TransportError,
     UserStatus,
@@ -439,6 +440,11 @@ class Client(p._ClientBase[Lease]):
     def ready(self, *, timeout: Optional[float] = None) -> bool:
         """The server answers and reaches Redis (/readyz)."""
         return self._answers("/readyz", timeout)
+
+    def readiness(self, *, timeout: Optional[float] = None) -> Readiness:
+        """/readyz in full: Redis's maxmemory-policy and whether it can
+        evict the limits. FloodgateError (503) when Redis is unreachable."""
+        return self._send(p.op_readiness(), timeout)
 
     def _answers(self, path: str, timeout: Optional[float]) -> bool:
         try:
