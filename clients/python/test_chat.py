@@ -77,16 +77,20 @@ class ChatRepliesTest(unittest.TestCase):
                                     ("call", "llm", "ep-a"), ("release", "llm", "u1")])
 
     def test_a_denied_user_is_told_the_wait_and_the_reason(self):
-        fg = StandIn(allow=denied("cooldown", 6.2))
+        fg = StandIn(allow=denied("cooldown", 6.0))
         self.assertEqual(reply(fg, "hello"), floodgate.Reply("wait 6s (cooldown)", False))
         self.assertEqual(fg.calls, [("allow", "u1")])
+        # Rounded up: "wait 6s" at 6.2 s left would be refused again, and
+        # 0.3 s left is "1s", never "0s".
+        for left, said in ((6.2, "wait 7s (cooldown)"), (0.3, "wait 1s (cooldown)")):
+            self.assertEqual(reply(StandIn(allow=denied("cooldown", left)), "hello"), floodgate.Reply(said, False))
 
     def test_wiki_takes_a_bucket_token_first(self):
         fg = StandIn()
         self.assertEqual(reply(fg, "!wiki Redis"), floodgate.Reply("wiki: Redis", True))
         self.assertEqual(fg.calls, [("allow", "u1"), ("wait", "wikipedia", 2)])
         fg = StandIn(wait=denied("rate", 1.4))
-        self.assertEqual(reply(fg, "!wiki Redis"), floodgate.Reply("the wiki is busy, retry in 1s", False))
+        self.assertEqual(reply(fg, "!wiki Redis"), floodgate.Reply("the wiki is busy, retry in 2s", False))
 
     def test_without_wiki_a_wiki_command_goes_to_the_llm(self):
         fg = StandIn()
