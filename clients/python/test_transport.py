@@ -444,6 +444,26 @@ class AsyncCancellationTest(unittest.TestCase):
         self.cancel_twice("check", dict(DECISION_OK, probe=True, token="P1"), work, 0, "abandon")
         self.assertIn(b'"P1"', self.fake.last()["body"])
 
+    def test_call_reports_success_to_its_end_when_cancelled_meanwhile(self):
+        # A success cut short would leave the probe held until its lease ends.
+        self.fake.reply = lambda m, p, b: ((204, {}, b"", 0.3) if p.endswith("/success")
+                                           else (200, {}, dict(DECISION_OK, probe=True, token="P1"), 0))
+
+        async def go():
+            async with floodgate.AsyncClient(self.fake.url, max_connections=1) as fg:
+                t = asyncio.ensure_future(fg.call("llm", "ep", lambda: "answer"))
+                while len(self.fake.requests) < 2:  # success is on its way
+                    await asyncio.sleep(0.01)
+                t.cancel()
+                with self.assertRaises(asyncio.CancelledError):
+                    await t
+                await asyncio.sleep(0.5)
+                self.assertEqual(len(fg._idle), 1)  # success read its answer: its connection went back
+                await fg.allow("v")
+        self.run_async(go())
+        self.assertEqual([r["path"].rsplit("/", 1)[1] for r in self.fake.requests], ["check", "success", "allow"])
+        self.assertEqual(len({r["conn"] for r in self.fake.requests}), 1)
+
     def test_pool_is_bounded(self):
         self.fake.reply = lambda m, p, b: (200, {}, DECISION_OK, 0.02)
 

@@ -355,7 +355,8 @@ class AsyncClient(p._ClientBase[AsyncLease]):
         As Client.call: Denied when the endpoint may not be called, success
         when fn returns, failure when it raises an Exception (re-raised).
         When the task is cancelled (or any other BaseException) a held
-        half-open probe is handed back, even if the cancellation repeats.
+        half-open probe is handed back, even if the cancellation repeats;
+        a report under way when the task is cancelled runs to its end.
         fn may be an async function or a plain one.
         """
         d = await self.check(name, endpoint)
@@ -375,7 +376,9 @@ class AsyncClient(p._ClientBase[AsyncLease]):
                     await self._finish_anyway(self.abandon(name, endpoint, d.token))
             raise
         with contextlib.suppress(FloodgateError):
-            await self.success(name, endpoint)
+            # To its end as well: cut short, a probe stays held (and the
+            # endpoint's recovery unrecorded) until the probe lease ends.
+            await self._finish_anyway(self.success(name, endpoint))
         return result
 
     # -- buckets
