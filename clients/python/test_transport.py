@@ -159,13 +159,21 @@ class ConnectionTest(unittest.TestCase):
             fg.allow("v")
         self.assertEqual(srv.requests, [(1, "POST /v1/users/v/allow")] * 2)
 
-    def test_a_read_is_sent_again_when_the_connection_dropped(self):
-        # The same for a GET, which counts nothing: asked again on a new connection.
-        srv = self.raw(lambda conn, n: "answer" if conn > 1 or n == 1 else "drop")
-        fg = self.make(srv.url)
-        self.assertTrue(fg.allow("v").allowed)
-        fg.peek("v")
-        self.assertEqual(srv.requests, [(1, "POST /v1/users/v/allow"), (1, "GET /v1/users/v"), (2, "GET /v1/users/v")])
+    def test_a_request_that_counts_nothing_is_sent_again_when_the_connection_dropped(self):
+        # The same for a GET, and for the reports that count nothing and
+        # are idempotent (as in the Node client): asked again on a new connection.
+        for call, sent in (
+            (lambda fg: fg.peek("v"), "GET /v1/users/v"),
+            (lambda fg: fg.success("llm", "ep"), "POST /v1/backoff/llm/endpoints/ep/success"),
+            (lambda fg: fg.abandon("llm", "ep", "0123456789abcdef"), "POST /v1/backoff/llm/endpoints/ep/abandon"),
+            (lambda fg: fg.lease("llm", "L1").refresh(), "POST /v1/slots/llm/refresh"),
+        ):
+            with self.subTest(sent):
+                srv = self.raw(lambda conn, n: "answer" if conn > 1 or n == 1 else "drop")
+                fg = self.make(srv.url)
+                self.assertTrue(fg.allow("v").allowed)
+                call(fg)
+                self.assertEqual(srv.requests, [(1, "POST /v1/users/v/allow"), (1, sent), (2, sent)])
 
     def test_per_call_timeout(self):
         fake = FakeServer()

@@ -184,8 +184,8 @@ class AsyncClient(p._ClientBase[AsyncLease]):
     Use it from one event loop. A task cancelled mid-request closes its
     connection instead of pooling it half-read. Connections the server
     closed while idle are noticed before a request is written; a request
-    is sent again only when it provably never reached the server or
-    counts nothing (GET, DELETE).
+    is sent again only when it provably never reached the server or is
+    idempotent (GET, DELETE, success, abandon, refresh).
     """
 
     _lease_type = AsyncLease

@@ -522,8 +522,10 @@ class _Op(Generic[T]):
     wait is the server-side wait the request may take, on top of the
     client's timeout (None: none; -1: the client's max_wait).
     idempotent requests may be resent when a kept-alive connection turns
-    out dead after the request went out; the others (every request that
-    counts) never are.
+    out dead after the request went out: those that count nothing (GET,
+    DELETE) and success, abandon and refresh, whose second arrival changes
+    nothing the first did not (the Node client's set). The others (every
+    request that counts) never are.
     """
 
     __slots__ = ("method", "path", "body", "parse", "on_503", "wait", "idempotent", "conflict")
@@ -692,11 +694,11 @@ def op_failure(name: Id, endpoint: Id) -> _Op[Decision]:
 
 
 def op_success(name: Id, endpoint: Id) -> _Op[None]:
-    return _Op("POST", _ep_path(name, endpoint) + "/success", None, _none)
+    return _Op("POST", _ep_path(name, endpoint) + "/success", None, _none, idempotent=True)
 
 
 def op_abandon(name: Id, endpoint: Id, token: str) -> _Op[None]:
-    return _Op("POST", _ep_path(name, endpoint) + "/abandon", {"token": token}, _none)
+    return _Op("POST", _ep_path(name, endpoint) + "/abandon", {"token": token}, _none, idempotent=True)
 
 
 def op_endpoint(name: Id, endpoint: Id) -> _Op[EndpointStatus]:
@@ -748,8 +750,10 @@ def op_acquire(name: Id, holder: Id, wait: bool, timeout: Optional[float]) -> _O
 
 
 def op_lease(name: Id, token: str, what: str) -> _Op[None]:
-    """what: "refresh" or "release"."""
-    return _Op("POST", "/v1/slots/" + _quote("name", name) + "/" + what, {"token": token}, _none)
+    """what: "refresh" (idempotent) or "release" (not: sent twice, the
+    second would find the lease gone and raise LeaseLost)."""
+    return _Op("POST", "/v1/slots/" + _quote("name", name) + "/" + what, {"token": token}, _none,
+               idempotent=what == "refresh")
 
 
 def op_slots(name: Id) -> _Op[SlotsStatus]:

@@ -174,8 +174,9 @@ class Client(p._ClientBase[Lease]):
     Connections are kept alive and reused. One the server closed while
     idle (its idle timeout, a restart) is noticed before a request is
     written to it; a request is sent again only when it provably did not
-    reach the server (the write failed) or when it counts nothing (GET,
-    DELETE), so no request is ever counted twice.
+    reach the server (the write failed) or when it is idempotent (GET,
+    DELETE, success, abandon, refresh), so no request is ever counted
+    twice.
     HTTP(S)_PROXY variables are ignored: the sidecar is next to the bot.
     """
 
