@@ -341,6 +341,11 @@ class FakeServerTest(unittest.TestCase):
             self.fg.wait("wikipedia", timeout=-1)
         with self.assertRaises(ValueError):
             self.fg.pick("llm")
+        # A holder travels in JSON, as pick's endpoints: bytes must be
+        # UTF-8 (never U+FFFD in its place), and it must not be empty.
+        for holder, err in ((b"\xff", ValueError), ("", ValueError), (7, TypeError)):
+            with self.assertRaises(err):
+                self.fg.acquire("llm", holder, wait=False)  # type: ignore[arg-type]
         self.assertEqual(self.fake.requests, [])
 
     # -- backoff

@@ -730,9 +730,7 @@ def op_wait(name: Id, n: int, timeout: Optional[float]) -> _Op[Decision]:
 def op_acquire(name: Id, holder: Id, wait: bool, timeout: Optional[float]) -> _Op[Union[_Granted, Decision]]:
     t = _timeout_arg("timeout", timeout)
     seg = _quote("name", name)
-    if isinstance(holder, bytes):
-        holder = holder.decode("utf-8", "replace")
-    body: Dict[str, Any] = {"holder": holder, "wait": bool(wait)}
+    body: Dict[str, Any] = {"holder": _json_id("holder", holder), "wait": bool(wait)}
     w = _wait_body(body, t) if wait else None
 
     def parse(d: Any, ra: Optional[float]) -> Union[_Granted, Decision]:
