@@ -833,7 +833,8 @@ const seconds = (ms) => Math.ceil(ms / 1000);
  * Denied (no slot in time, the endpoint probed by another caller): "busy
  * (slots), try again in 4s"; any other FloodgateError: "the rate limiter is
  * unreachable, try again later"; anything askLLM or lookup throws: "the LLM
- * failed, sorry".
+ * failed, sorry". An answer stands when only the slot's release after it
+ * failed (the lease ran out while the LLM answered).
  */
 export class ChatReplies {
   constructor(fg, { endpoints, askLLM, lookup }) {
@@ -866,9 +867,11 @@ export class ChatReplies {
       const { endpoint, decision } = await fg.pick('llm', ...this.endpoints); // skip endpoints backing off
       if (!endpoint) return refusal(`the LLM is resting, try again in ${seconds(decision.retryAfterMs)}s`);
       if (decision.probe) await fg.abandon('llm', endpoint, decision.token); // pick took the probe: call takes it back
-      return answer(await fg.withSlot('llm', user, // at most N viewers in the LLM at once
-        () => fg.call('llm', endpoint, () => this.askLLM(endpoint, rest.join(' '))), // a throw backs it off
-        { timeoutMs: 10_000 }));
+      let text; // stands when only the release after it fails (the lease ran out)
+      await fg.withSlot('llm', user, async () => { // at most N viewers in the LLM at once
+        text = await fg.call('llm', endpoint, () => this.askLLM(endpoint, rest.join(' '))); // a throw backs it off
+      }, { timeoutMs: 10_000 }).catch((err) => { if (text === undefined) throw err; });
+      return answer(text);
     } catch (err) {
       if (err instanceof Denied) return refusal(`busy (${err.reason}), try again in ${seconds(err.retryAfterMs)}s`);
       if (err instanceof FloodgateError) return refusal('the rate limiter is unreachable, try again later');

@@ -63,7 +63,8 @@ class ChatReplies:
        and fg.call (a raise backs the endpoint off). No slot in time, or
        the endpoint probed by another caller: "busy (slots), retry in 4s";
        ask_llm raised (or the server failed meanwhile): "the LLM failed,
-       try again later".
+       try again later". An answer stands when only the slot's release
+       after it failed (the lease ran out while the LLM answered).
 
     typing, when given, is entered around the LLM call (discord.py's
     channel.typing). A FloodgateError of allow, wait or pick (the server
@@ -98,6 +99,7 @@ class ChatReplies:
             return Reply(f"the LLM is resting, retry in {ceil(d.retry_after)}s", False)
         if d.probe:  # pick took the half-open probe: hand it back for call to take
             await self.fg.abandon("llm", endpoint, d.token)
+        answer: Optional[str] = None
         try:
             async with self.fg.slot("llm", user, timeout=10):  # at most N users in the LLM at once
                 async with (typing or _nothing)():
@@ -105,5 +107,7 @@ class ChatReplies:
         except Denied as e:
             return Reply(f"busy ({e.reason}), retry in {ceil(e.retry_after)}s", False)
         except Exception:
+            pass  # ask_llm raised, or only the release after its answer failed (the lease ran out)
+        if answer is None:
             return Reply("the LLM failed, try again later", False)
         return Reply(answer, True)
