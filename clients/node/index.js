@@ -460,10 +460,10 @@ export class Client {
     });
   }
 
-  async _decision(path, body, { timeoutMs, build = (d, h) => decision(d, retryAfterHeader(h)), want = 'a decision', idempotent = false } = {}) {
+  async _decision(path, body, { timeoutMs, build = (d, h) => decision(d, retryAfterHeader(h)), want = 'a decision' } = {}) {
     let got;
     try {
-      got = await this._request('POST', path, body, { timeoutMs, idempotent });
+      got = await this._request('POST', path, body, { timeoutMs }); // every decision counts: never resent
     } catch (err) {
       // A policy that fails closed while Redis is down answers 503 with its
       // denial: that is a decision, not a broken sidecar.
