@@ -452,25 +452,33 @@ class AsyncCancellationTest(unittest.TestCase):
         self.cancel_twice("check", dict(DECISION_OK, probe=True, token="P1"), work, 0, "abandon")
         self.assertIn(b'"P1"', self.fake.last()["body"])
 
-    def test_call_reports_success_to_its_end_when_cancelled_meanwhile(self):
-        # A success cut short would leave the probe held until its lease ends.
-        self.fake.reply = lambda m, p, b: ((204, {}, b"", 0.3) if p.endswith("/success")
-                                           else (200, {}, dict(DECISION_OK, probe=True, token="P1"), 0))
+    def test_a_probe_report_runs_to_its_end_when_cancelled_meanwhile(self):
+        # A success or abandon cut short would leave the probe held until
+        # its lease ends: each must read its answer (its connection then
+        # goes back to the pool and carries the next request).
+        for ops, start in (
+            (["check", "success"], lambda fg: fg.call("llm", "ep", lambda: "answer")),
+            (["abandon"], lambda fg: fg.abandon("llm", "ep", "0123456789abcdef")),
+        ):
+            with self.subTest(ops[-1]):
+                self.fake.requests.clear()
+                self.fake.reply = lambda m, p, b: ((204, {}, b"", 0.3) if p.endswith(("/success", "/abandon"))
+                                                   else (200, {}, dict(DECISION_OK, probe=True, token="P1"), 0))
 
-        async def go():
-            async with floodgate.AsyncClient(self.fake.url, max_connections=1) as fg:
-                t = asyncio.ensure_future(fg.call("llm", "ep", lambda: "answer"))
-                while len(self.fake.requests) < 2:  # success is on its way
-                    await asyncio.sleep(0.01)
-                t.cancel()
-                with self.assertRaises(asyncio.CancelledError):
-                    await t
-                await asyncio.sleep(0.5)
-                self.assertEqual(len(fg._idle), 1)  # success read its answer: its connection went back
-                await fg.allow("v")
-        self.run_async(go())
-        self.assertEqual([r["path"].rsplit("/", 1)[1] for r in self.fake.requests], ["check", "success", "allow"])
-        self.assertEqual(len({r["conn"] for r in self.fake.requests}), 1)
+                async def go():
+                    async with floodgate.AsyncClient(self.fake.url, max_connections=1) as fg:
+                        t = asyncio.ensure_future(start(fg))
+                        while len(self.fake.requests) < len(ops):  # the report is on its way
+                            await asyncio.sleep(0.01)
+                        t.cancel()
+                        with self.assertRaises(asyncio.CancelledError):
+                            await t
+                        await asyncio.sleep(0.5)
+                        self.assertEqual(len(fg._idle), 1)  # it read its answer: its connection went back
+                        await fg.allow("v")
+                self.run_async(go())
+                self.assertEqual([r["path"].rsplit("/", 1)[1] for r in self.fake.requests], ops + ["allow"])
+                self.assertEqual(len({r["conn"] for r in self.fake.requests}), 1)
 
     def test_pool_is_bounded(self):
         self.fake.reply = lambda m, p, b: (200, {}, DECISION_OK, 0.02)

@@ -342,8 +342,10 @@ class AsyncClient(p._ClientBase[AsyncLease]):
         await self._send(p.op_success(name, endpoint), timeout)
 
     async def abandon(self, name: Id, endpoint: Id, token: str, *, timeout: Optional[float] = None) -> None:
-        """Hand back a probe without counting success or failure."""
-        await self._send(p.op_abandon(name, endpoint, token), timeout)
+        """Hand back a probe without counting success or failure. It runs to
+        its end even if the task is cancelled meanwhile: cut short, the
+        probe would stay held until its lease ends."""
+        await self._finish_anyway(self._send(p.op_abandon(name, endpoint, token), timeout))
 
     async def endpoint(self, name: Id, endpoint: Id, *, timeout: Optional[float] = None) -> EndpointStatus:
         """endpoint's backoff state, counting nothing."""
@@ -373,7 +375,7 @@ class AsyncClient(p._ClientBase[AsyncLease]):
         except BaseException:
             if d.probe and d.token:
                 with contextlib.suppress(FloodgateError):
-                    await self._finish_anyway(self.abandon(name, endpoint, d.token))
+                    await self.abandon(name, endpoint, d.token)
             raise
         with contextlib.suppress(FloodgateError):
             # To its end as well: cut short, a probe stays held (and the
