@@ -85,11 +85,12 @@ export class Denied extends Error {
 // ---------------------------------------------------------------- results
 
 const int = (v) => (typeof v === 'number' && Number.isFinite(v) ? v : 0);
+const str = (v, otherwise = '') => (typeof v === 'string' ? v : otherwise);
 
 function decision(d, retryAfterHeaderMs = null) {
   const out = {
     allowed: d.allowed === true,
-    reason: typeof d.reason === 'string' ? d.reason : 'none',
+    reason: str(d.reason, 'none'),
     remaining: int(d.remaining),
     retryAfterMs: d.retry_after_ms != null ? int(d.retry_after_ms) : (retryAfterHeaderMs ?? 0),
     resetAfterMs: int(d.reset_after_ms),
@@ -97,7 +98,7 @@ function decision(d, retryAfterHeaderMs = null) {
     cached: d.cached === true,
   };
   if ('probe' in d) out.probe = d.probe === true;
-  if ('token' in d || 'probe' in d) out.token = typeof d.token === 'string' ? d.token : '';
+  if ('token' in d || 'probe' in d) out.token = str(d.token);
   if (typeof d.reservation === 'string') out.reservation = d.reservation;
   if (typeof d.error === 'string') out.error = d.error;
   return out;
@@ -507,10 +508,10 @@ export class Client {
   async peek(user) {
     const d = await this._get(`/v1/users/${segment('user', user)}`);
     return {
-      user: typeof d.user === 'string' ? d.user : '',
+      user: str(d.user),
       remaining: int(d.remaining),
       retryAfterMs: int(d.retry_after_ms),
-      reason: typeof d.reason === 'string' ? d.reason : 'none',
+      reason: str(d.reason, 'none'),
       cooldownLeftMs: int(d.cooldown_left_ms),
       entries: int(d.entries),
       resetAfterMs: int(d.reset_after_ms),
@@ -564,7 +565,7 @@ export class Client {
   async endpoint(name, endpoint) {
     const d = await this._get(this._ep(name, endpoint));
     return {
-      state: typeof d.state === 'string' ? d.state : '',
+      state: str(d.state),
       opens: int(d.opens),
       failures: int(d.failures),
       delayMs: int(d.delay_ms),
@@ -640,7 +641,7 @@ export class Client {
       timeoutMs: httpMs,
       want: 'an acquire',
       build: (d, h) => (d.acquired === true
-        ? new Lease(this, name, typeof d.token === 'string' ? d.token : '', int(d.lease_ms), d.degraded === true)
+        ? new Lease(this, name, str(d.token), int(d.lease_ms), d.degraded === true)
         : slotDenial(d, retryAfterHeader(h))),
     });
   }
@@ -713,8 +714,8 @@ export class Client {
   async budget(name, user) {
     const d = await this._get(this._budget(name, user));
     return {
-      budget: typeof d.budget === 'string' ? d.budget : '',
-      user: typeof d.user === 'string' ? d.user : '',
+      budget: str(d.budget),
+      user: str(d.user),
       limit: int(d.limit),
       windowMs: int(d.window_ms),
       spent: int(d.spent),
@@ -762,10 +763,10 @@ export class Client {
   async readiness() {
     const d = await this._get('/readyz');
     return {
-      maxmemoryPolicy: typeof d.maxmemory_policy === 'string' ? d.maxmemory_policy : '',
+      maxmemoryPolicy: str(d.maxmemory_policy),
       evictionUnsafe: d.eviction_unsafe === true,
       evictedKeys: int(d.evicted_keys),
-      warning: typeof d.warning === 'string' ? d.warning : '',
+      warning: str(d.warning),
     };
   }
 
@@ -799,7 +800,7 @@ function apiError(status, body, raw, headers, path) {
   let msg = '';
   let dec = null;
   if (body && typeof body === 'object' && !Array.isArray(body)) {
-    msg = typeof body.error === 'string' ? body.error : '';
+    msg = str(body.error);
     if ('allowed' in body) dec = decision(body, ra);
     else if ('acquired' in body) dec = slotDenial(body, ra); // slots: {"acquired": false, "reason": ...}
   }
