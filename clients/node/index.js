@@ -801,8 +801,11 @@ function apiError(status, body, raw, headers, path) {
   let dec = null;
   if (body && typeof body === 'object' && !Array.isArray(body)) {
     msg = str(body.error);
-    if ('allowed' in body) dec = decision(body, ra);
-    else if ('acquired' in body) dec = slotDenial(body, ra); // slots: {"acquired": false, "reason": ...}
+    // error is this message, not a user's failure in an allowMany: the
+    // decision goes without it, as in the Python client.
+    const rest = { ...body, error: undefined };
+    if ('allowed' in body) dec = decision(rest, ra);
+    else if ('acquired' in body) dec = slotDenial(rest, ra); // slots: {"acquired": false, "reason": ...}
   }
   if (!msg) msg = raw.slice(0, 200).trim() || `HTTP ${status}`;
   const conflict = path.startsWith('/v1/budgets/') ? StaleReservation : LeaseLost;

@@ -295,7 +295,7 @@ class FakeServerTest(unittest.TestCase):
                               error="redis: connection refused"), {"Retry-After": "1"})
         d = self.fg.allow("v")
         self.assertFalse(d.allowed)
-        self.assertEqual((d.reason, d.degraded, d.retry_after), ("redis_down", True, 1.0))
+        self.assertEqual((d.reason, d.degraded, d.retry_after, d.error), ("redis_down", True, 1.0, ""))
         ep, d = self.fg.pick("llm", "a")  # pick shares the path: no endpoint, the denial
         self.assertIsNone(ep)
         self.assertEqual((d.allowed, d.reason, d.retry_after), (False, "redis_down", 1.0))

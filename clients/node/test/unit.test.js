@@ -78,6 +78,7 @@ test('denials are decisions; error statuses are classed errors', async () => {
     assert.equal(d.retryAfterMs, 6000);
     const c = await fg.allow('closed');
     assert.deepEqual([c.allowed, c.reason, c.degraded, c.retryAfterMs], [false, 'redis_down', true, 1000]);
+    assert.equal('error' in c, false, 'error is for allowMany entries only');
     await assert.rejects(fg.allow('auth'), (e) => e instanceof FloodgateError && e.status === 401 && e.message === 'missing or wrong bearer token');
     await assert.rejects(fg.lease('p', 'r.x.y').refresh(), (e) => e instanceof LeaseLost && e.status === 409);
     await assert.rejects(fg.wait('b'), (e) => e.status === 429 && e.retryAfterMs === 1000);
@@ -397,7 +398,7 @@ test('withSlot releases on return and on throw; Denied when none is free', async
     assert.deepEqual([d.allowed, d.reason, d.retryAfterMs], [false, 'slots', 29870]);
     acquire = [503, { acquired: false, reason: 'redis_down', retry_after_ms: 1000, error: 'redis unavailable' }];
     const down = await fg.acquire('llm', 'bob');
-    assert.deepEqual([down.allowed, down.reason], [false, 'redis_down']);
+    assert.deepEqual([down.allowed, down.reason, 'error' in down], [false, 'redis_down', false]);
   } finally {
     fg.close();
     await srv.close();
