@@ -90,6 +90,21 @@ export interface BudgetStatus {
   resetAfterMs: number;
 }
 
+/**
+ * /readyz (readiness()): what Redis's maxmemory-policy means for the limits.
+ * Not ready is a FloodgateError (503), not a Readiness.
+ */
+export interface Readiness {
+  /** Redis's policy, e.g. 'noeviction'; '' when Redis would not say (an ACL without +info). */
+  maxmemoryPolicy: string;
+  /** Redis can evict Floodgate's keys (maxmemory set, a policy other than noeviction): limits forgotten silently. */
+  evictionUnsafe: boolean;
+  /** Keys of any program Redis evicted since it started. */
+  evictedKeys: number;
+  /** When unsafe, what happens and the fix; '' otherwise. */
+  warning: string;
+}
+
 export interface ClientOptions {
   /** `http(s)://host:port`, optionally with a path prefix (`https://proxy/floodgate/` sends `/floodgate/v1/...`), or `unix:///path.sock`. Default `http://127.0.0.1:8080`. */
   baseUrl?: string;
@@ -224,6 +239,8 @@ export class Client {
 
   healthy(): Promise<boolean>;
   ready(): Promise<boolean>;
+  /** /readyz in full; FloodgateError (503) when Redis is unreachable. */
+  readiness(): Promise<Readiness>;
 }
 
 /** What ChatReplies.reply() answers: the text, and whether it is an answer (false: why there is none and when to ask again). */

@@ -85,11 +85,12 @@ export class Denied extends Error {
 // ---------------------------------------------------------------- results
 
 const int = (v) => (typeof v === 'number' && Number.isFinite(v) ? v : 0);
+const str = (v, otherwise = '') => (typeof v === 'string' ? v : otherwise);
 
 function decision(d, retryAfterHeaderMs = null) {
   const out = {
     allowed: d.allowed === true,
-    reason: typeof d.reason === 'string' ? d.reason : 'none',
+    reason: str(d.reason, 'none'),
     remaining: int(d.remaining),
     retryAfterMs: d.retry_after_ms != null ? int(d.retry_after_ms) : (retryAfterHeaderMs ?? 0),
     resetAfterMs: int(d.reset_after_ms),
@@ -97,7 +98,7 @@ function decision(d, retryAfterHeaderMs = null) {
     cached: d.cached === true,
   };
   if ('probe' in d) out.probe = d.probe === true;
-  if ('token' in d || 'probe' in d) out.token = typeof d.token === 'string' ? d.token : '';
+  if ('token' in d || 'probe' in d) out.token = str(d.token);
   if (typeof d.reservation === 'string') out.reservation = d.reservation;
   if (typeof d.error === 'string') out.error = d.error;
   return out;
@@ -460,10 +461,10 @@ export class Client {
     });
   }
 
-  async _decision(path, body, { timeoutMs, build = (d, h) => decision(d, retryAfterHeader(h)), want = 'a decision', idempotent = false } = {}) {
+  async _decision(path, body, { timeoutMs, build = (d, h) => decision(d, retryAfterHeader(h)), want = 'a decision' } = {}) {
     let got;
     try {
-      got = await this._request('POST', path, body, { timeoutMs, idempotent });
+      got = await this._request('POST', path, body, { timeoutMs }); // every decision counts: never resent
     } catch (err) {
       // A policy that fails closed while Redis is down answers 503 with its
       // denial: that is a decision, not a broken sidecar.
@@ -507,10 +508,10 @@ export class Client {
   async peek(user) {
     const d = await this._get(`/v1/users/${segment('user', user)}`);
     return {
-      user: typeof d.user === 'string' ? d.user : '',
+      user: str(d.user),
       remaining: int(d.remaining),
       retryAfterMs: int(d.retry_after_ms),
-      reason: typeof d.reason === 'string' ? d.reason : 'none',
+      reason: str(d.reason, 'none'),
       cooldownLeftMs: int(d.cooldown_left_ms),
       entries: int(d.entries),
       resetAfterMs: int(d.reset_after_ms),
@@ -564,7 +565,7 @@ export class Client {
   async endpoint(name, endpoint) {
     const d = await this._get(this._ep(name, endpoint));
     return {
-      state: typeof d.state === 'string' ? d.state : '',
+      state: str(d.state),
       opens: int(d.opens),
       failures: int(d.failures),
       delayMs: int(d.delay_ms),
@@ -640,7 +641,7 @@ export class Client {
       timeoutMs: httpMs,
       want: 'an acquire',
       build: (d, h) => (d.acquired === true
-        ? new Lease(this, name, typeof d.token === 'string' ? d.token : '', int(d.lease_ms), d.degraded === true)
+        ? new Lease(this, name, str(d.token), int(d.lease_ms), d.degraded === true)
         : slotDenial(d, retryAfterHeader(h))),
     });
   }
@@ -713,8 +714,8 @@ export class Client {
   async budget(name, user) {
     const d = await this._get(this._budget(name, user));
     return {
-      budget: typeof d.budget === 'string' ? d.budget : '',
-      user: typeof d.user === 'string' ? d.user : '',
+      budget: str(d.budget),
+      user: str(d.user),
       limit: int(d.limit),
       windowMs: int(d.window_ms),
       spent: int(d.spent),
@@ -755,6 +756,20 @@ export class Client {
     return this._probe('/readyz');
   }
 
+  /**
+   * /readyz in full: Redis's maxmemory-policy and whether it can evict the
+   * limits. FloodgateError (503) when Redis is unreachable.
+   */
+  async readiness() {
+    const d = await this._get('/readyz');
+    return {
+      maxmemoryPolicy: str(d.maxmemory_policy),
+      evictionUnsafe: d.eviction_unsafe === true,
+      evictedKeys: int(d.evicted_keys),
+      warning: str(d.warning),
+    };
+  }
+
   async _probe(path) {
     try {
       await this._request('GET', path);
@@ -785,9 +800,12 @@ function apiError(status, body, raw, headers, path) {
   let msg = '';
   let dec = null;
   if (body && typeof body === 'object' && !Array.isArray(body)) {
-    msg = typeof body.error === 'string' ? body.error : '';
-    if ('allowed' in body) dec = decision(body, ra);
-    else if ('acquired' in body) dec = slotDenial(body, ra); // slots: {"acquired": false, "reason": ...}
+    msg = str(body.error);
+    // error is this message, not a user's failure in an allowMany: the
+    // decision goes without it, as in the Python client.
+    const rest = { ...body, error: undefined };
+    if ('allowed' in body) dec = decision(rest, ra);
+    else if ('acquired' in body) dec = slotDenial(rest, ra); // slots: {"acquired": false, "reason": ...}
   }
   if (!msg) msg = raw.slice(0, 200).trim() || `HTTP ${status}`;
   const conflict = path.startsWith('/v1/budgets/') ? StaleReservation : LeaseLost;
@@ -819,7 +837,8 @@ const seconds = (ms) => Math.ceil(ms / 1000);
  * Denied (no slot in time, the endpoint probed by another caller): "busy
  * (slots), try again in 4s"; any other FloodgateError: "the rate limiter is
  * unreachable, try again later"; anything askLLM or lookup throws: "the LLM
- * failed, sorry".
+ * failed, sorry". An answer stands when only the slot's release after it
+ * failed (the lease ran out while the LLM answered).
  */
 export class ChatReplies {
   constructor(fg, { endpoints, askLLM, lookup }) {
@@ -852,9 +871,11 @@ export class ChatReplies {
       const { endpoint, decision } = await fg.pick('llm', ...this.endpoints); // skip endpoints backing off
       if (!endpoint) return refusal(`the LLM is resting, try again in ${seconds(decision.retryAfterMs)}s`);
       if (decision.probe) await fg.abandon('llm', endpoint, decision.token); // pick took the probe: call takes it back
-      return answer(await fg.withSlot('llm', user, // at most N viewers in the LLM at once
-        () => fg.call('llm', endpoint, () => this.askLLM(endpoint, rest.join(' '))), // a throw backs it off
-        { timeoutMs: 10_000 }));
+      let text; // stands when only the release after it fails (the lease ran out)
+      await fg.withSlot('llm', user, async () => { // at most N viewers in the LLM at once
+        text = await fg.call('llm', endpoint, () => this.askLLM(endpoint, rest.join(' '))); // a throw backs it off
+      }, { timeoutMs: 10_000 }).catch((err) => { if (text === undefined) throw err; });
+      return answer(text);
     } catch (err) {
       if (err instanceof Denied) return refusal(`busy (${err.reason}), try again in ${seconds(err.retryAfterMs)}s`);
       if (err instanceof FloodgateError) return refusal('the rate limiter is unreachable, try again later');

@@ -21,8 +21,8 @@ class StandIn:
     """The AsyncClient calls ChatReplies makes; each answers with what the
     test set (a Decision, or an exception to raise)."""
 
-    def __init__(self, allow=OK, wait=OK, pick=("ep-a", OK), slot=None, call=None):
-        self.answers = dict(allow=allow, wait=wait, pick=pick, slot=slot, call=call)
+    def __init__(self, allow=OK, wait=OK, pick=("ep-a", OK), slot=None, call=None, release=None):
+        self.answers = dict(allow=allow, wait=wait, pick=pick, slot=slot, call=call, release=release)
         self.calls = []
 
     def _answer(self, what, *args):
@@ -45,7 +45,7 @@ class StandIn:
     async def slot(self, name, holder, timeout=None):
         self._answer("slot", name, holder, timeout)
         yield
-        self.calls.append(("release", name, holder))
+        self._answer("release", name, holder)
 
     async def abandon(self, name, endpoint, token):
         self.calls.append(("abandon", name, endpoint, token))
@@ -77,16 +77,20 @@ class ChatRepliesTest(unittest.TestCase):
                                     ("call", "llm", "ep-a"), ("release", "llm", "u1")])
 
     def test_a_denied_user_is_told_the_wait_and_the_reason(self):
-        fg = StandIn(allow=denied("cooldown", 6.2))
+        fg = StandIn(allow=denied("cooldown", 6.0))
         self.assertEqual(reply(fg, "hello"), floodgate.Reply("wait 6s (cooldown)", False))
         self.assertEqual(fg.calls, [("allow", "u1")])
+        # Rounded up: "wait 6s" at 6.2 s left would be refused again, and
+        # 0.3 s left is "1s", never "0s".
+        for left, said in ((6.2, "wait 7s (cooldown)"), (0.3, "wait 1s (cooldown)")):
+            self.assertEqual(reply(StandIn(allow=denied("cooldown", left)), "hello"), floodgate.Reply(said, False))
 
     def test_wiki_takes_a_bucket_token_first(self):
         fg = StandIn()
         self.assertEqual(reply(fg, "!wiki Redis"), floodgate.Reply("wiki: Redis", True))
         self.assertEqual(fg.calls, [("allow", "u1"), ("wait", "wikipedia", 2)])
         fg = StandIn(wait=denied("rate", 1.4))
-        self.assertEqual(reply(fg, "!wiki Redis"), floodgate.Reply("the wiki is busy, retry in 1s", False))
+        self.assertEqual(reply(fg, "!wiki Redis"), floodgate.Reply("the wiki is busy, retry in 2s", False))
 
     def test_without_wiki_a_wiki_command_goes_to_the_llm(self):
         fg = StandIn()
@@ -117,6 +121,13 @@ class ChatRepliesTest(unittest.TestCase):
         self.assertEqual(fg.calls[-1], ("call", "llm", "ep-a"))  # the LLM was asked
         fg = StandIn(slot=floodgate.TransportError("down"))
         self.assertEqual(reply(fg, "hello"), floodgate.Reply("the LLM failed, try again later", False))
+
+    def test_an_answer_stands_when_only_the_release_after_it_failed(self):
+        fg = StandIn(release=floodgate.LeaseLost(409, "lease not held"))
+        self.assertEqual(reply(fg, "hello"), floodgate.Reply("ep-a says hi to 'hello'", True))
+        self.assertEqual(fg.calls[-1], ("release", "llm", "u1"))
+        self.assertEqual(reply(StandIn(release=floodgate.LeaseLost(409, "lease not held")), "fail"),
+                         floodgate.Reply("the LLM failed, try again later", False))
 
     def test_errors_before_the_llm_are_raised(self):
         with self.assertRaises(floodgate.TransportError):

@@ -159,13 +159,21 @@ class ConnectionTest(unittest.TestCase):
             fg.allow("v")
         self.assertEqual(srv.requests, [(1, "POST /v1/users/v/allow")] * 2)
 
-    def test_a_read_is_sent_again_when_the_connection_dropped(self):
-        # The same for a GET, which counts nothing: asked again on a new connection.
-        srv = self.raw(lambda conn, n: "answer" if conn > 1 or n == 1 else "drop")
-        fg = self.make(srv.url)
-        self.assertTrue(fg.allow("v").allowed)
-        fg.peek("v")
-        self.assertEqual(srv.requests, [(1, "POST /v1/users/v/allow"), (1, "GET /v1/users/v"), (2, "GET /v1/users/v")])
+    def test_a_request_that_counts_nothing_is_sent_again_when_the_connection_dropped(self):
+        # The same for a GET, and for the reports that count nothing and
+        # are idempotent (as in the Node client): asked again on a new connection.
+        for call, sent in (
+            (lambda fg: fg.peek("v"), "GET /v1/users/v"),
+            (lambda fg: fg.success("llm", "ep"), "POST /v1/backoff/llm/endpoints/ep/success"),
+            (lambda fg: fg.abandon("llm", "ep", "0123456789abcdef"), "POST /v1/backoff/llm/endpoints/ep/abandon"),
+            (lambda fg: fg.lease("llm", "L1").refresh(), "POST /v1/slots/llm/refresh"),
+        ):
+            with self.subTest(sent):
+                srv = self.raw(lambda conn, n: "answer" if conn > 1 or n == 1 else "drop")
+                fg = self.make(srv.url)
+                self.assertTrue(fg.allow("v").allowed)
+                call(fg)
+                self.assertEqual(srv.requests, [(1, "POST /v1/users/v/allow"), (1, sent), (2, sent)])
 
     def test_per_call_timeout(self):
         fake = FakeServer()
@@ -443,6 +451,34 @@ class AsyncCancellationTest(unittest.TestCase):
             await fg.call("llm", "ep", llm)
         self.cancel_twice("check", dict(DECISION_OK, probe=True, token="P1"), work, 0, "abandon")
         self.assertIn(b'"P1"', self.fake.last()["body"])
+
+    def test_a_probe_report_runs_to_its_end_when_cancelled_meanwhile(self):
+        # A success or abandon cut short would leave the probe held until
+        # its lease ends: each must read its answer (its connection then
+        # goes back to the pool and carries the next request).
+        for ops, start in (
+            (["check", "success"], lambda fg: fg.call("llm", "ep", lambda: "answer")),
+            (["abandon"], lambda fg: fg.abandon("llm", "ep", "0123456789abcdef")),
+        ):
+            with self.subTest(ops[-1]):
+                self.fake.requests.clear()
+                self.fake.reply = lambda m, p, b: ((204, {}, b"", 0.3) if p.endswith(("/success", "/abandon"))
+                                                   else (200, {}, dict(DECISION_OK, probe=True, token="P1"), 0))
+
+                async def go():
+                    async with floodgate.AsyncClient(self.fake.url, max_connections=1) as fg:
+                        t = asyncio.ensure_future(start(fg))
+                        while len(self.fake.requests) < len(ops):  # the report is on its way
+                            await asyncio.sleep(0.01)
+                        t.cancel()
+                        with self.assertRaises(asyncio.CancelledError):
+                            await t
+                        await asyncio.sleep(0.5)
+                        self.assertEqual(len(fg._idle), 1)  # it read its answer: its connection went back
+                        await fg.allow("v")
+                self.run_async(go())
+                self.assertEqual([r["path"].rsplit("/", 1)[1] for r in self.fake.requests], ops + ["allow"])
+                self.assertEqual(len({r["conn"] for r in self.fake.requests}), 1)
 
     def test_pool_is_bounded(self):
         self.fake.reply = lambda m, p, b: (200, {}, DECISION_OK, 0.02)

@@ -12,7 +12,7 @@ const denied = (reason, retryAfterMs) => ({ allowed: false, reason, retryAfterMs
 // (a decision, or an error to throw).
 function standIn(answers = {}) {
   const calls = [];
-  const set = { allow: OK, wait: OK, pick: { endpoint: 'ep-a', decision: OK }, slot: null, ...answers };
+  const set = { allow: OK, wait: OK, pick: { endpoint: 'ep-a', decision: OK }, slot: null, release: null, ...answers };
   const answer = (what, ...args) => {
     calls.push([what, ...args]);
     if (set[what] instanceof Error) throw set[what];
@@ -28,7 +28,7 @@ function standIn(answers = {}) {
       try {
         return await fn();
       } finally {
-        calls.push(['release', name, holder]);
+        answer('release', name, holder);
       }
     },
     abandon: async (name, endpoint, token) => {
@@ -55,6 +55,14 @@ test('ChatReplies: !ask is answered by the LLM inside a slot', async () => {
   const fg = standIn();
   assert.deepEqual(await reply(fg, '!ask why  not'), { text: 'ep-a says: why not', answered: true });
   assert.deepEqual(fg.calls, [['allow', 'u1'], ['pick', 'llm'], ['slot', 'llm', 'u1', 10_000], ['call', 'llm', 'ep-a'], ['release', 'llm', 'u1']]);
+});
+
+test('ChatReplies: an answer stands when only the release after it failed', async () => {
+  const fg = standIn({ release: new Error('lease lost: the LLM outlasted it') });
+  assert.deepEqual(await reply(fg, '!ask hi'), { text: 'ep-a says: hi', answered: true });
+  assert.deepEqual(fg.calls.at(-1), ['release', 'llm', 'u1']);
+  const failed = standIn({ release: new Error('lease lost') });
+  assert.deepEqual(await reply(failed, '!ask fail'), { text: 'the LLM failed, sorry', answered: false });
 });
 
 test('ChatReplies: a message that is not a command gets no reply and counts nothing', async () => {

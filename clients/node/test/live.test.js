@@ -25,6 +25,10 @@ test('live: healthy, ready, and a missing token is a 401', { skip }, async () =>
   const fg = client();
   assert.equal(await fg.healthy(), true);
   assert.equal(await fg.ready(), true);
+  const r = await fg.readiness(); // the test's redis-server: no maxmemory, so nothing to evict
+  assert.notEqual(r.maxmemoryPolicy, '');
+  assert.equal(r.evictionUnsafe, false);
+  assert.equal(r.warning, '');
   fg.close();
   if (token) {
     const anon = new Client({ baseUrl: url });

@@ -78,6 +78,7 @@ test('denials are decisions; error statuses are classed errors', async () => {
     assert.equal(d.retryAfterMs, 6000);
     const c = await fg.allow('closed');
     assert.deepEqual([c.allowed, c.reason, c.degraded, c.retryAfterMs], [false, 'redis_down', true, 1000]);
+    assert.equal('error' in c, false, 'error is for allowMany entries only');
     await assert.rejects(fg.allow('auth'), (e) => e instanceof FloodgateError && e.status === 401 && e.message === 'missing or wrong bearer token');
     await assert.rejects(fg.lease('p', 'r.x.y').refresh(), (e) => e instanceof LeaseLost && e.status === 409);
     await assert.rejects(fg.wait('b'), (e) => e.status === 429 && e.retryAfterMs === 1000);
@@ -119,6 +120,25 @@ test('an unreachable server is a TransportError; healthy() is false', async () =
   await assert.rejects(fg.allow('x'), (e) => e instanceof TransportError && /ECONNREFUSED/.test(e.message));
   assert.equal(await fg.healthy(), false);
   fg.close();
+});
+
+test('readiness(): the eviction risk /readyz carries; a 503 is a FloodgateError', async () => {
+  const warning = "Redis may evict Floodgate's keys: CONFIG SET maxmemory-policy noeviction";
+  let answer = [200, { status: 'ready', maxmemory_policy: 'allkeys-lru', eviction_unsafe: true, evicted_keys: 3, warning }];
+  const srv = await fakeServer(() => answer);
+  const fg = new Client({ baseUrl: srv.url });
+  try {
+    assert.deepEqual(await fg.readiness(), { maxmemoryPolicy: 'allkeys-lru', evictionUnsafe: true, evictedKeys: 3, warning });
+    assert.equal(srv.seen.at(-1).url, '/readyz');
+    answer = [200, { status: 'ready' }]; // Redis would not say (no +info)
+    assert.deepEqual(await fg.readiness(), { maxmemoryPolicy: '', evictionUnsafe: false, evictedKeys: 0, warning: '' });
+    answer = [503, { error: 'redis did not answer PING within FLOODGATE_REDIS_TIMEOUT' }];
+    await assert.rejects(fg.readiness(), (e) => e instanceof FloodgateError && e.status === 503 && /PING/.test(e.message));
+    assert.equal(await fg.ready(), false);
+  } finally {
+    fg.close();
+    await srv.close();
+  }
 });
 
 test('a connection the server closed while idle is not an error and sends the request once', async () => {
@@ -378,7 +398,7 @@ test('withSlot releases on return and on throw; Denied when none is free', async
     assert.deepEqual([d.allowed, d.reason, d.retryAfterMs], [false, 'slots', 29870]);
     acquire = [503, { acquired: false, reason: 'redis_down', retry_after_ms: 1000, error: 'redis unavailable' }];
     const down = await fg.acquire('llm', 'bob');
-    assert.deepEqual([down.allowed, down.reason], [false, 'redis_down']);
+    assert.deepEqual([down.allowed, down.reason, 'error' in down], [false, 'redis_down', false]);
   } finally {
     fg.close();
     await srv.close();

@@ -18,6 +18,7 @@ from ._proto import (
     EndpointStatus,
     FloodgateError,
     Id,
+    Readiness,
     SlotsStatus,
     TransportError,
     UserStatus,
@@ -183,8 +184,8 @@ class AsyncClient(p._ClientBase[AsyncLease]):
     Use it from one event loop. A task cancelled mid-request closes its
     connection instead of pooling it half-read. Connections the server
     closed while idle are noticed before a request is written; a request
-    is sent again only when it provably never reached the server or
-    counts nothing (GET, DELETE).
+    is sent again only when it provably never reached the server or is
+    idempotent (GET, DELETE, success, abandon, refresh).
     """
 
     _lease_type = AsyncLease
@@ -341,8 +342,10 @@ class AsyncClient(p._ClientBase[AsyncLease]):
         await self._send(p.op_success(name, endpoint), timeout)
 
     async def abandon(self, name: Id, endpoint: Id, token: str, *, timeout: Optional[float] = None) -> None:
-        """Hand back a probe without counting success or failure."""
-        await self._send(p.op_abandon(name, endpoint, token), timeout)
+        """Hand back a probe without counting success or failure. It runs to
+        its end even if the task is cancelled meanwhile: cut short, the
+        probe would stay held until its lease ends."""
+        await self._finish_anyway(self._send(p.op_abandon(name, endpoint, token), timeout))
 
     async def endpoint(self, name: Id, endpoint: Id, *, timeout: Optional[float] = None) -> EndpointStatus:
         """endpoint's backoff state, counting nothing."""
@@ -354,7 +357,8 @@ class AsyncClient(p._ClientBase[AsyncLease]):
         As Client.call: Denied when the endpoint may not be called, success
         when fn returns, failure when it raises an Exception (re-raised).
         When the task is cancelled (or any other BaseException) a held
-        half-open probe is handed back, even if the cancellation repeats.
+        half-open probe is handed back, even if the cancellation repeats;
+        a report under way when the task is cancelled runs to its end.
         fn may be an async function or a plain one.
         """
         d = await self.check(name, endpoint)
@@ -371,10 +375,12 @@ class AsyncClient(p._ClientBase[AsyncLease]):
         except BaseException:
             if d.probe and d.token:
                 with contextlib.suppress(FloodgateError):
-                    await self._finish_anyway(self.abandon(name, endpoint, d.token))
+                    await self.abandon(name, endpoint, d.token)
             raise
         with contextlib.suppress(FloodgateError):
-            await self.success(name, endpoint)
+            # To its end as well: cut short, a probe stays held (and the
+            # endpoint's recovery unrecorded) until the probe lease ends.
+            await self._finish_anyway(self.success(name, endpoint))
         return result
 
     # -- buckets
@@ -468,6 +474,11 @@ class AsyncClient(p._ClientBase[AsyncLease]):
     async def ready(self, *, timeout: Optional[float] = None) -> bool:
         """The server answers and reaches Redis (/readyz)."""
         return await self._answers("/readyz", timeout)
+
+    async def readiness(self, *, timeout: Optional[float] = None) -> Readiness:
+        """/readyz in full: Redis's maxmemory-policy and whether it can
+        evict the limits. FloodgateError (503) when Redis is unreachable."""
+        return await self._send(p.op_readiness(), timeout)
 
     async def _answers(self, path: str, timeout: Optional[float]) -> bool:
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from math import ceil
 from typing import TYPE_CHECKING, Any, AsyncContextManager, AsyncIterator, Awaitable, Callable, Optional, Sequence
 
 from ._proto import Denied, Id
@@ -48,7 +49,9 @@ class ChatReplies:
     For one message of user, reply():
 
     1. fg.allow(user), the cooldown and window. Denied:
-       "wait 6s (cooldown)" (the reason, the wait in whole seconds).
+       "wait 6s (cooldown)" (the reason, the wait in whole seconds,
+       rounded up as Retry-After is: a viewer who waits that long is
+       not refused again).
     2. "!wiki <query>": a token of the API bucket "wikipedia", waited for
        on the server up to 2 s, then wiki(query) is the answer; no token
        in time: "the wiki is busy, retry in 1s".
@@ -60,7 +63,8 @@ class ChatReplies:
        and fg.call (a raise backs the endpoint off). No slot in time, or
        the endpoint probed by another caller: "busy (slots), retry in 4s";
        ask_llm raised (or the server failed meanwhile): "the LLM failed,
-       try again later".
+       try again later". An answer stands when only the slot's release
+       after it failed (the lease ran out while the LLM answered).
 
     typing, when given, is entered around the LLM call (discord.py's
     channel.typing). A FloodgateError of allow, wait or pick (the server
@@ -84,23 +88,26 @@ class ChatReplies:
         """What to send back to user's message text."""
         d = await self.fg.allow(user)  # cooldown + window, shared by every replica
         if not d.allowed:
-            return Reply(f"wait {d.retry_after:.0f}s ({d.reason})", False)
+            return Reply(f"wait {ceil(d.retry_after)}s ({d.reason})", False)
         if self.wiki is not None and text.startswith("!wiki "):
             d = await self.fg.wait("wikipedia", timeout=2)  # the API's own rate, for all replicas
             if not d.allowed:
-                return Reply(f"the wiki is busy, retry in {d.retry_after:.0f}s", False)
+                return Reply(f"the wiki is busy, retry in {ceil(d.retry_after)}s", False)
             return Reply(await self.wiki(text[6:]), True)
         endpoint, d = await self.fg.pick("llm", *self.endpoints)  # skip endpoints backing off
         if endpoint is None:
-            return Reply(f"the LLM is resting, retry in {d.retry_after:.0f}s", False)
+            return Reply(f"the LLM is resting, retry in {ceil(d.retry_after)}s", False)
         if d.probe:  # pick took the half-open probe: hand it back for call to take
             await self.fg.abandon("llm", endpoint, d.token)
+        answer: Optional[str] = None
         try:
             async with self.fg.slot("llm", user, timeout=10):  # at most N users in the LLM at once
                 async with (typing or _nothing)():
                     answer = await self.fg.call("llm", endpoint, self.ask_llm, endpoint, text)
         except Denied as e:
-            return Reply(f"busy ({e.reason}), retry in {e.retry_after:.0f}s", False)
+            return Reply(f"busy ({e.reason}), retry in {ceil(e.retry_after)}s", False)
         except Exception:
+            pass  # ask_llm raised, or only the release after its answer failed (the lease ran out)
+        if answer is None:
             return Reply("the LLM failed, try again later", False)
         return Reply(answer, True)

@@ -220,6 +220,26 @@ class BudgetStatus:
 
 
 @dataclass(frozen=True)
+class Readiness:
+    """/readyz: Redis answers PING, and what its maxmemory-policy means for
+    the limits (readiness()). Not ready is a FloodgateError (503), not a
+    Readiness.
+
+    maxmemory_policy: Redis's policy, e.g. "noeviction"; "" when Redis
+        would not say (an ACL without +info), and then the rest is empty.
+    eviction_unsafe: Redis can evict Floodgate's keys (maxmemory set and a
+        policy other than noeviction), which forgets limits silently.
+    evicted_keys: keys of any program Redis evicted since it started.
+    warning: when unsafe, what happens and the fix; "" otherwise.
+    """
+
+    maxmemory_policy: str
+    eviction_unsafe: bool
+    evicted_keys: int
+    warning: str
+
+
+@dataclass(frozen=True)
 class _Granted:
     """An acquire that got a slot; the client turns it into its Lease type."""
 
@@ -502,8 +522,10 @@ class _Op(Generic[T]):
     wait is the server-side wait the request may take, on top of the
     client's timeout (None: none; -1: the client's max_wait).
     idempotent requests may be resent when a kept-alive connection turns
-    out dead after the request went out; the others (every request that
-    counts) never are.
+    out dead after the request went out: those that count nothing (GET,
+    DELETE) and success, abandon and refresh, whose second arrival changes
+    nothing the first did not (the Node client's set). The others (every
+    request that counts) never are.
     """
 
     __slots__ = ("method", "path", "body", "parse", "on_503", "wait", "idempotent", "conflict")
@@ -672,11 +694,11 @@ def op_failure(name: Id, endpoint: Id) -> _Op[Decision]:
 
 
 def op_success(name: Id, endpoint: Id) -> _Op[None]:
-    return _Op("POST", _ep_path(name, endpoint) + "/success", None, _none)
+    return _Op("POST", _ep_path(name, endpoint) + "/success", None, _none, idempotent=True)
 
 
 def op_abandon(name: Id, endpoint: Id, token: str) -> _Op[None]:
-    return _Op("POST", _ep_path(name, endpoint) + "/abandon", {"token": token}, _none)
+    return _Op("POST", _ep_path(name, endpoint) + "/abandon", {"token": token}, _none, idempotent=True)
 
 
 def op_endpoint(name: Id, endpoint: Id) -> _Op[EndpointStatus]:
@@ -708,9 +730,7 @@ def op_wait(name: Id, n: int, timeout: Optional[float]) -> _Op[Decision]:
 def op_acquire(name: Id, holder: Id, wait: bool, timeout: Optional[float]) -> _Op[Union[_Granted, Decision]]:
     t = _timeout_arg("timeout", timeout)
     seg = _quote("name", name)
-    if isinstance(holder, bytes):
-        holder = holder.decode("utf-8", "replace")
-    body: Dict[str, Any] = {"holder": holder, "wait": bool(wait)}
+    body: Dict[str, Any] = {"holder": _json_id("holder", holder), "wait": bool(wait)}
     w = _wait_body(body, t) if wait else None
 
     def parse(d: Any, ra: Optional[float]) -> Union[_Granted, Decision]:
@@ -728,8 +748,10 @@ def op_acquire(name: Id, holder: Id, wait: bool, timeout: Optional[float]) -> _O
 
 
 def op_lease(name: Id, token: str, what: str) -> _Op[None]:
-    """what: "refresh" or "release"."""
-    return _Op("POST", "/v1/slots/" + _quote("name", name) + "/" + what, {"token": token}, _none)
+    """what: "refresh" (idempotent) or "release" (not: sent twice, the
+    second would find the lease gone and raise LeaseLost)."""
+    return _Op("POST", "/v1/slots/" + _quote("name", name) + "/" + what, {"token": token}, _none,
+               idempotent=what == "refresh")
 
 
 def op_slots(name: Id) -> _Op[SlotsStatus]:
@@ -781,6 +803,19 @@ def op_budget(name: Id, user: Id) -> _Op[BudgetStatus]:
         )
 
     return _Op("GET", _budget_path(name, user), None, parse, idempotent=True)
+
+
+def op_readiness() -> _Op[Readiness]:
+    def parse(d: Any, ra: Optional[float]) -> Readiness:
+        d = d or {}
+        return Readiness(
+            maxmemory_policy=str(d.get("maxmemory_policy") or ""),
+            eviction_unsafe=bool(d.get("eviction_unsafe", False)),
+            evicted_keys=int(d.get("evicted_keys", 0)),
+            warning=str(d.get("warning") or ""),
+        )
+
+    return _Op("GET", "/readyz", None, parse, idempotent=True)
 
 
 def op_probe(path: str) -> _Op[None]:

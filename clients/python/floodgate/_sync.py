@@ -17,6 +17,7 @@ from ._proto import (
     EndpointStatus,
     FloodgateError,
     Id,
+    Readiness,
     SlotsStatus,
     TransportError,
     UserStatus,
@@ -173,8 +174,9 @@ class Client(p._ClientBase[Lease]):
     Connections are kept alive and reused. One the server closed while
     idle (its idle timeout, a restart) is noticed before a request is
     written to it; a request is sent again only when it provably did not
-    reach the server (the write failed) or when it counts nothing (GET,
-    DELETE), so no request is ever counted twice.
+    reach the server (the write failed) or when it is idempotent (GET,
+    DELETE, success, abandon, refresh), so no request is ever counted
+    twice.
     HTTP(S)_PROXY variables are ignored: the sidecar is next to the bot.
     """
 
@@ -439,6 +441,11 @@ class Client(p._ClientBase[Lease]):
     def ready(self, *, timeout: Optional[float] = None) -> bool:
         """The server answers and reaches Redis (/readyz)."""
         return self._answers("/readyz", timeout)
+
+    def readiness(self, *, timeout: Optional[float] = None) -> Readiness:
+        """/readyz in full: Redis's maxmemory-policy and whether it can
+        evict the limits. FloodgateError (503) when Redis is unreachable."""
+        return self._send(p.op_readiness(), timeout)
 
     def _answers(self, path: str, timeout: Optional[float]) -> bool:
         try:
