@@ -24,7 +24,7 @@ import (
 // waits.
 
 // quota is what the headers say about one policy's decisions; the zero
-// quota sends none.
+// quota sends no RateLimit fields (a denial still gets Retry-After).
 type quota struct {
 	policy []string // RateLimit-Policy, built once
 	name   string   // the item RateLimit names
@@ -78,8 +78,12 @@ func slotsQuota(cfg limiter.Config) quota {
 
 var backoffQuota = quota{policy: []string{policyItem("backoff", 1, 0)}, name: "backoff", binary: true}
 
-// set adds the headers for d.
+// set adds the headers for d: Retry-After on a denial (whole seconds,
+// rounded up, at least 1), and q's RateLimit fields.
 func (q quota) set(h http.Header, d limiter.Decision) {
+	if !d.Allowed {
+		h["Retry-After"] = []string{strconv.FormatInt(retryAfterSeconds(d.RetryAfter), 10)}
+	}
 	if q.name == "" {
 		return
 	}

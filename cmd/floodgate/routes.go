@@ -291,7 +291,6 @@ const noSlotRetry = time.Second
 // writeNoSlot answers a try that found the pool full or a wait that timed
 // out: a decision, so 200, with Retry-After.
 func (s *server) writeNoSlot(w http.ResponseWriter, retry time.Duration) {
-	w.Header().Set("Retry-After", strconv.FormatInt(retryAfterSeconds(retry), 10))
 	s.slotsQuota.set(w.Header(), limiter.Decision{RetryAfter: retry})
 	writeJSON(w, http.StatusOK, acquireBody{Reason: "slots", RetryAfterMs: ceilMs(retry)})
 }
