@@ -148,17 +148,14 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	writeBody(w, status, append(b, '\n'))
 }
 
-// writeDecision writes a decision with its RateLimit headers (q). A
-// denial carries Retry-After in whole seconds, rounded up (at least 1). A
-// fail-closed denial (Redis down) is a 503 with an "error" besides.
+// writeDecision writes a decision with its headers (q.set: Retry-After
+// on a denial, RateLimit). A fail-closed denial (Redis down) is a 503
+// with an "error" besides.
 func writeDecision(w http.ResponseWriter, d limiter.Decision, body decisionBody, q quota) {
 	status := http.StatusOK
 	if d.Reason == limiter.ReasonRedisDown {
 		status = http.StatusServiceUnavailable
 		body.Error = "redis unavailable and the policy fails closed"
-	}
-	if !d.Allowed {
-		w.Header()["Retry-After"] = []string{strconv.FormatInt(retryAfterSeconds(d.RetryAfter), 10)}
 	}
 	q.set(w.Header(), d)
 	writeBody(w, status, body.appendJSON(make([]byte, 0, 256)))

@@ -24,7 +24,7 @@ import (
 // waits.
 
 // quota is what the headers say about one policy's decisions; the zero
-// quota sends none.
+// quota sends no RateLimit fields (a denial still gets Retry-After).
 type quota struct {
 	policy []string // RateLimit-Policy, built once
 	name   string   // the item RateLimit names
@@ -69,10 +69,21 @@ func budgetQuota(b *limiter.Budget) quota {
 	return quota{policy: []string{policyItem("budget", units, window)}, name: "budget"}
 }
 
+// slotsQuota is a slot acquire's: the pool's size, with r=0 until the
+// retry when none was free. Every pool is built with the default size,
+// Config.MaxConcurrentUsers (limiter.SlotsSettings).
+func slotsQuota(cfg limiter.Config) quota {
+	return quota{policy: []string{policyItem("slots", cfg.MaxConcurrentUsers, 0)}, name: "slots"}
+}
+
 var backoffQuota = quota{policy: []string{policyItem("backoff", 1, 0)}, name: "backoff", binary: true}
 
-// set adds the headers for d.
+// set adds the headers for d: Retry-After on a denial (whole seconds,
+// rounded up, at least 1), and q's RateLimit fields.
 func (q quota) set(h http.Header, d limiter.Decision) {
+	if !d.Allowed {
+		h["Retry-After"] = []string{strconv.FormatInt(retryAfterSeconds(d.RetryAfter), 10)}
+	}
 	if q.name == "" {
 		return
 	}
@@ -99,13 +110,4 @@ func (q quota) set(h http.Header, d limiter.Decision) {
 	v = append(append(append(v, '"'), name...), `";r=`...)
 	v = append(strconv.AppendInt(v, r, 10), ";t="...)
 	h["Ratelimit"] = []string{string(strconv.AppendInt(v, t, 10))}
-}
-
-// setSlotHeaders adds the headers of a slot acquire: the pool's size, and
-// when none was free, r=0 until the retry.
-func setSlotHeaders(h http.Header, size int, acquired bool, retry time.Duration) {
-	h.Set("RateLimit-Policy", policyItem("slots", size, 0))
-	if !acquired {
-		h.Set("RateLimit", fmt.Sprintf(`"slots";r=0;t=%d`, retryAfterSeconds(retry)))
-	}
 }

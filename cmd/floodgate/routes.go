@@ -264,10 +264,11 @@ func (s *server) slotsAcquire(w http.ResponseWriter, r *http.Request, pool *limi
 	nse, noSlot := errors.AsType[*limiter.NoSlotError](err)
 	switch {
 	case err == nil:
-		setSlotHeaders(w.Header(), pool.Size(), true, 0)
+		// Acquired: the policy, no count (RateLimit is for a denial).
+		w.Header()["Ratelimit-Policy"] = s.slotsQuota.policy
 		writeJSON(w, http.StatusOK, acquireBody{Acquired: true, Token: lease.Token(), LeaseMs: ceilMs(s.cfg.SlotLease), Reason: "none", Degraded: lease.Degraded()})
 	case noSlot:
-		writeNoSlot(w, pool.Size(), nse.RetryAfter)
+		s.writeNoSlot(w, nse.RetryAfter)
 	case r.Context().Err() != nil:
 		return err
 	case errors.Is(err, limiter.ErrRedisUnavailable):
@@ -276,7 +277,7 @@ func (s *server) slotsAcquire(w http.ResponseWriter, r *http.Request, pool *limi
 		writeJSON(w, http.StatusServiceUnavailable, acquireBody{Reason: "redis_down", RetryAfterMs: 1000, Error: "redis unavailable and the slots policy fails closed"})
 	case waitEnded(r, ctx, err):
 		// The caller hears "not acquired", retry in noSlotRetry.
-		writeNoSlot(w, pool.Size(), noSlotRetry)
+		s.writeNoSlot(w, noSlotRetry)
 	default:
 		return err
 	}
@@ -289,9 +290,8 @@ const noSlotRetry = time.Second
 
 // writeNoSlot answers a try that found the pool full or a wait that timed
 // out: a decision, so 200, with Retry-After.
-func writeNoSlot(w http.ResponseWriter, size int, retry time.Duration) {
-	w.Header().Set("Retry-After", strconv.FormatInt(retryAfterSeconds(retry), 10))
-	setSlotHeaders(w.Header(), size, false, retry)
+func (s *server) writeNoSlot(w http.ResponseWriter, retry time.Duration) {
+	s.slotsQuota.set(w.Header(), limiter.Decision{RetryAfter: retry})
 	writeJSON(w, http.StatusOK, acquireBody{Reason: "slots", RetryAfterMs: ceilMs(retry)})
 }
 

@@ -40,6 +40,7 @@ type server struct {
 	userQuota    quota
 	bucketQuotas map[string]quota
 	budgetQuota  quota
+	slotsQuota   quota
 	metrics      *metrics.HTTP
 	gather       prometheus.Gatherer
 	// draining ends when shutdown begins: waits answer what they have.
@@ -80,6 +81,7 @@ func newServer(lim *limiter.Limiter, rdb redis.UniversalClient, set httpSettings
 		return lim.Backoff(name, limiter.BackoffSettings{})
 	})
 	s.userQuota = userQuota(s.cfg)
+	s.slotsQuota = slotsQuota(s.cfg)
 	if s.cfg.UserTokenBudget > 0 {
 		if s.budget, err = lim.Budget(budgetName, limiter.BudgetSettings{}); err != nil {
 			return nil, err

@@ -402,10 +402,14 @@ func TestAllowMany(t *testing.T) {
 	cfg.UserCooldown = 0
 	cfg.MaxRequestsPerUserHour = 2
 	ts := newTestServer(t, cfg, testSettings())
-	code, body, _ := ts.do("POST", "/v1/allow-many", `{"users":["a","b","a","a"]}`)
+	code, body, hdr := ts.do("POST", "/v1/allow-many", `{"users":["a","b","a","a"]}`)
 	ds, _ := body["decisions"].([]any)
 	if code != 200 || len(ds) != 4 {
 		t.Fatalf("%d %v", code, body)
+	}
+	// One answer for many users: no RateLimit headers (docs/sidecar.md).
+	if hdr.Get("RateLimit") != "" || hdr.Get("RateLimit-Policy") != "" || hdr.Get("Retry-After") != "" {
+		t.Fatalf("allow-many carries RateLimit headers: %v", hdr)
 	}
 	want := []bool{true, true, true, false}
 	for i, w := range want {

@@ -13,6 +13,7 @@ import (
 	"io"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -33,30 +34,67 @@ func Decode(data []byte, v any) error {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return errors.New("strictjson: more data after the JSON object")
 	}
-	// The keys, exactly as v's fields spell them, once each.
-	t := reflect.TypeOf(v).Elem()
-	dec = json.NewDecoder(bytes.NewReader(data))
-	_, _ = dec.Token() // {
-	seen := map[string]bool{}
-	for dec.More() {
-		tok, _ := dec.Token()
-		key, _ := tok.(string)
-		known := false
-		for i := range t.NumField() {
-			name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
-			known = known || name == key
+	return checkKeys(data, fieldNames(reflect.TypeOf(v).Elem()))
+}
+
+// checkKeys checks that every key of the object in data is one of names,
+// spelt exactly, and given once. data is valid JSON (Decode read it), so
+// its bytes are walked rather than decoded a second time: at depth 1, a
+// string followed by ':' is a key.
+func checkKeys(data []byte, names []string) error {
+	seen := make([]bool, len(names))
+	depth := 0
+	for i := 0; i < len(data); i++ {
+		switch data[i] {
+		case '{', '[':
+			depth++
+		case '}', ']':
+			depth--
+		case '"':
+			end := i + 1
+			for data[end] != '"' {
+				if data[end] == '\\' {
+					end++
+				}
+				end++
+			}
+			quoted := data[i : end+1]
+			i = end
+			if depth != 1 || !followedByColon(data[end+1:]) {
+				continue
+			}
+			key := quoted[1 : len(quoted)-1]
+			if bytes.IndexByte(key, '\\') >= 0 {
+				var s string
+				_ = json.Unmarshal(quoted, &s) // valid: Decode read it
+				key = []byte(s)
+			}
+			at := slices.IndexFunc(names, func(n string) bool { return n == string(key) })
+			switch {
+			case at < 0:
+				return fmt.Errorf("strictjson: unknown field %q (field names are case-sensitive)", key)
+			case seen[at]:
+				return fmt.Errorf("strictjson: field %q given twice", key)
+			}
+			seen[at] = true
 		}
-		switch {
-		case !known:
-			return fmt.Errorf("strictjson: unknown field %q (field names are case-sensitive)", key)
-		case seen[key]:
-			return fmt.Errorf("strictjson: field %q given twice", key)
-		}
-		seen[key] = true
-		var skip json.RawMessage
-		_ = dec.Decode(&skip)
 	}
 	return nil
+}
+
+// followedByColon reports whether b, after white space, starts with ':'.
+func followedByColon(b []byte) bool {
+	b = bytes.TrimLeft(b, " \t\n\r")
+	return len(b) > 0 && b[0] == ':'
+}
+
+// fieldNames returns the json names of struct type t's fields.
+func fieldNames(t reflect.Type) []string {
+	names := make([]string, t.NumField())
+	for i := range names {
+		names[i], _, _ = strings.Cut(t.Field(i).Tag.Get("json"), ",")
+	}
+	return names
 }
 
 var (

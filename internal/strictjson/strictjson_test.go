@@ -1,6 +1,12 @@
 package strictjson
 
 import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -34,6 +40,11 @@ func TestDecode(t *testing.T) {
 		{`{"wait":1}`, `strictjson: "wait" must be true or false, got number`},
 		{`{"holder":1}`, `strictjson: "holder" must be a string, got number`},
 		{`{"users":"a"}`, `strictjson: "users" must be an array, got string`},
+		{`{"\u006e":1}`, ""},
+		{`{"n":1,"\u006e":2}`, `strictjson: field "n" given twice`},
+		{`{"n\"":1}`, `strictjson: unknown field "n\""`},
+		{`{ "users" : ["n", "x:", "wait"], "holder" : "users:" }`, ""},
+		{`{"holder":"a\\","n":1,"users":["\\\"n\":"]}`, ""},
 	} {
 		var req request
 		err := Decode([]byte(tc.body), &req)
@@ -45,4 +56,65 @@ func TestDecode(t *testing.T) {
 	if err := Decode([]byte(`{"users":["a"],"n":3}`), &req); err != nil || len(req.Users) != 1 || req.N != 3 {
 		t.Fatalf("%+v %v", req, err)
 	}
+}
+
+// BenchmarkDecode: a bucket request's body, and an allow-many of 1000 ids.
+func BenchmarkDecode(b *testing.B) {
+	ids := make([]string, 1000)
+	for i := range ids {
+		ids[i] = strconv.Quote("user-" + strconv.Itoa(i))
+	}
+	for _, bc := range []struct{ name, body string }{
+		{"small", `{"n":1}`},
+		{"many", `{"users":[` + strings.Join(ids, ",") + `]}`},
+	} {
+		data := []byte(bc.body)
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				var req request
+				if err := Decode(data, &req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// FuzzCheckKeys holds checkKeys, which walks bytes, to the keys a JSON
+// decoder reads: the same first bad key, or none.
+func FuzzCheckKeys(f *testing.F) {
+	for _, s := range []string{`{"n":1}`, `{"n":1,"n":2}`, `{"\u006e":1,"N":2}`, `{"users":["n",{"x":1}],"wait":{"y":[]}}`, `null`, ` { "holder" : "a\\\":" } `} {
+		f.Add([]byte(s))
+	}
+	names := fieldNames(reflect.TypeFor[request]())
+	f.Fuzz(func(t *testing.T, data []byte) {
+		// What Decode refuses before its keys are looked at.
+		if _, _, bad := badString(data); bad || !json.Valid(data) {
+			return
+		}
+		// The reference: each top-level key as the decoder reads it.
+		var want error
+		dec := json.NewDecoder(bytes.NewReader(data))
+		if tok, _ := dec.Token(); tok != json.Delim('{') {
+			return
+		}
+		seen := map[string]bool{}
+		for dec.More() && want == nil {
+			tok, _ := dec.Token()
+			key := tok.(string)
+			switch {
+			case !slices.Contains(names, key):
+				want = fmt.Errorf("strictjson: unknown field %q (field names are case-sensitive)", key)
+			case seen[key]:
+				want = fmt.Errorf("strictjson: field %q given twice", key)
+			}
+			seen[key] = true
+			var skip json.RawMessage
+			_ = dec.Decode(&skip)
+		}
+		if got := checkKeys(data, names); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("%q: checkKeys = %v, want %v", data, got, want)
+		}
+	})
 }
