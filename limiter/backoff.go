@@ -203,12 +203,7 @@ func (l *Limiter) Backoff(name string, s BackoffSettings) (*Backoff, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Backoff{l: l, name: name, set: set, local: l.fallback.breaker(name), jitter: rand.Float64, now: time.Now, token: newProbeToken}, nil
-}
-
-// newProbeToken draws a probe token: 16 hex digits.
-func newProbeToken() string {
-	return fmt.Sprintf("%016x", rand.Uint64())
+	return &Backoff{l: l, name: name, set: set, local: l.fallback.breaker(name), jitter: rand.Float64, now: time.Now, token: newToken}, nil
 }
 
 // Name returns the Backoff's name.
@@ -406,7 +401,7 @@ func (b *Backoff) Abandon(ctx context.Context, endpoint, token string) error {
 	if token == "" {
 		return nil
 	}
-	if !validProbeToken(token) {
+	if !isToken(token) {
 		return fmt.Errorf("%w: %q is not a probe token", ErrInvalidArgument, token)
 	}
 	b.local.abandon(endpoint, token)
@@ -416,19 +411,6 @@ func (b *Backoff) Abandon(ctx context.Context, endpoint, token string) error {
 		}
 	}
 	return nil
-}
-
-// validProbeToken reports whether t has the form newProbeToken gives.
-func validProbeToken(t string) bool {
-	if len(t) != 16 {
-		return false
-	}
-	for i := 0; i < len(t); i++ {
-		if c := t[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
 }
 
 // Status returns endpoint's shared state in Redis, without changing it.

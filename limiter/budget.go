@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -147,7 +146,7 @@ func (l *Limiter) Budget(name string, s BudgetSettings) (*Budget, error) {
 		window: s.Window,
 		lease:  s.Lease,
 		local:  l.fallback.budget(name),
-		nonce:  newNonce,
+		nonce:  newToken,
 	}, nil
 }
 
@@ -161,9 +160,6 @@ func checkBudgetConfig(errs *[]error, c Config) {
 		}
 	}
 }
-
-// newNonce draws a reservation's nonce: 16 hex digits.
-func newNonce() string { return fmt.Sprintf("%016x", rand.Uint64()) }
 
 // Name returns the budget's name.
 func (b *Budget) Name() string { return b.name }
@@ -378,7 +374,7 @@ func validReservation(t string) bool {
 		return false
 	}
 	units, nonce, ok := strings.Cut(rest, ".")
-	if !ok || len(nonce) != 16 || !isHex(nonce) {
+	if !ok || !isToken(nonce) {
 		return false
 	}
 	s, err := strconv.Atoi(slot)
@@ -391,16 +387,7 @@ func validReservation(t string) bool {
 
 // isLocalToken reports whether t was issued by the FailLocal fallback:
 // "l" and 16 hex digits.
-func isLocalToken(t string) bool { return len(t) == 17 && t[0] == 'l' && isHex(t[1:]) }
-
-func isHex(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
-}
+func isLocalToken(t string) bool { return len(t) == 17 && t[0] == 'l' && isToken(t[1:]) }
 
 // BudgetStatus is what a Budget holds for one user, as Peek reads it.
 // With Limit 20,000 per hour, a viewer who settled one call at 900 at

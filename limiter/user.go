@@ -129,13 +129,7 @@ func userDecision(r []int64) (Decision, error) {
 	if r[0] < 0 {
 		return Decision{}, ErrForeignKey
 	}
-	d := Decision{
-		Allowed:    r[0] == 1,
-		Reason:     Reason(r[1]),
-		Remaining:  int(r[2]),
-		RetryAfter: fromMs(r[3]),
-		ResetAfter: fromMs(r[4]),
-	}
+	d := replyDecision(r)
 	if !d.Allowed {
 		atLeastMinWait(&d)
 	}
