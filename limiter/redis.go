@@ -163,6 +163,19 @@ type evalCall struct {
 func (l *Limiter) evalPipeline(parent context.Context, s script, calls []*evalCall) {
 	ctx, cancel := l.bound(parent)
 	defer cancel()
+	live := l.liveCalls(ctx, s, calls)
+	if len(live) == 0 {
+		return
+	}
+	start := time.Now()
+	evalRetry(ctx, s, l.rdb, live, nil)
+	l.observeRedis(s.name+"_pipeline", start, nodeVerdicts(parent, live))
+}
+
+// liveCalls sets each call's health, that of the node serving its first
+// key, and returns the calls whose node is not marked down; the others
+// get their error (ErrRedisUnavailable) and are not sent.
+func (l *Limiter) liveCalls(ctx context.Context, s script, calls []*evalCall) []*evalCall {
 	live := make([]*evalCall, 0, len(calls))
 	for _, c := range calls {
 		c.h = l.healthOf(ctx, c.keys[0])
@@ -172,23 +185,25 @@ func (l *Limiter) evalPipeline(parent context.Context, s script, calls []*evalCa
 		}
 		live = append(live, c)
 	}
-	if len(live) == 0 {
-		return
-	}
-	start := time.Now()
-	evalRetry(ctx, s, l.rdb, live, nil)
-	// One verdict per node and pipeline: a single stall must count as one
-	// timeout, not one per call it carried.
+	return live
+}
+
+// nodeVerdicts gives each node the calls sent to it one verdict, so that
+// a single stall counts as one timeout, not one per call it carried: down
+// (health.failed) after its first outage, else up. A missing replica
+// acknowledgement (ErrReplicaAck) is no outage: the master answered, its
+// replicas lag. It returns the calls' first error, for the Observer.
+func nodeVerdicts(parent context.Context, calls []*evalCall) error {
 	var firstErr error
 	verdict := map[*health]error{} // the node's first outage error, or nil
-	for _, c := range live {
+	for _, c := range calls {
 		if c.err != nil && firstErr == nil {
 			firstErr = c.err
 		}
 		if _, seen := verdict[c.h]; !seen {
 			verdict[c.h] = nil
 		}
-		if verdict[c.h] == nil && c.err != nil && IsUnavailable(c.err) {
+		if verdict[c.h] == nil && c.err != nil && IsUnavailable(c.err) && !errors.Is(c.err, ErrReplicaAck) {
 			verdict[c.h] = c.err
 		}
 	}
@@ -199,7 +214,7 @@ func (l *Limiter) evalPipeline(parent context.Context, s script, calls []*evalCa
 			h.ok()
 		}
 	}
-	l.observeRedis(s.name+"_pipeline", start, firstErr)
+	return firstErr
 }
 
 // scriptNode is a node evalRetry can pipeline to and load a script on: a
