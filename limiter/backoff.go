@@ -39,11 +39,11 @@ import (
 // the unjittered delay, so jitter does not compound.
 
 var (
-	backoffCheck   = newScript("backoff_check.lua")
-	backoffFailure = newScript("backoff_failure.lua")
-	backoffState   = newScript("backoff_state.lua")
-	backoffAbandon = newScript("backoff_abandon.lua")
-	backoffSuccess = newScript("backoff_success.lua")
+	backoffCheck   = newScript("backoff_check.lua", 6)
+	backoffFailure = newScript("backoff_failure.lua", 5)
+	backoffState   = newScript("backoff_state.lua", 6)
+	backoffAbandon = newScript("backoff_abandon.lua", 1)
+	backoffSuccess = newScript("backoff_success.lua", 1)
 )
 
 // MaxPickEndpoints bounds how many endpoints one Pick may try, so one
@@ -317,7 +317,7 @@ func (b *Backoff) check(ctx context.Context, endpoints []string) (int, Decision,
 		}
 		return i, d, err
 	}
-	if len(r) != 6 || r[0] < 0 || r[0] > int64(len(endpoints)) {
+	if r[0] < 0 || r[0] > int64(len(endpoints)) {
 		return -1, Decision{}, fmt.Errorf("limiter: backoff_check replied %v for %d endpoints", r, len(endpoints))
 	}
 	d := replyDecision(r[1:6])
@@ -354,7 +354,7 @@ func (b *Backoff) Failure(ctx context.Context, endpoint string) (Decision, error
 		// A report, not a decision: not observed.
 		return degraded(b.l.cfg.BackoffOnRedisError, func() Decision { return b.local.failure(b.now(), endpoint, sc, cut) }), nil
 	}
-	if len(r) != 5 || r[1] <= 0 {
+	if r[1] <= 0 {
 		return Decision{}, fmt.Errorf("limiter: backoff_failure replied %v", r)
 	}
 	w := fromMs(r[1])
@@ -422,7 +422,7 @@ func (b *Backoff) Status(ctx context.Context, endpoint string) (BackoffStatus, e
 	if err != nil {
 		return BackoffStatus{}, err
 	}
-	if len(r) != 6 || r[0] < 0 || r[0] > int64(StateOpen) {
+	if r[0] < 0 || r[0] > int64(StateOpen) {
 		return BackoffStatus{}, fmt.Errorf("limiter: backoff_state replied %v", r)
 	}
 	return BackoffStatus{

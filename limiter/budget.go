@@ -23,9 +23,9 @@ import (
 // newest entry.
 
 var (
-	budgetReserve = newScript("budget_reserve.lua")
-	budgetSettle  = newScript("budget_settle.lua")
-	budgetPeek    = newScript("budget_peek.lua")
+	budgetReserve = newScript("budget_reserve.lua", 5)
+	budgetSettle  = newScript("budget_settle.lua", 1)
+	budgetPeek    = newScript("budget_peek.lua", 6)
 )
 
 // PolicyBudget is the Observer's policy name for Budget decisions.
@@ -261,9 +261,6 @@ func (b *Budget) admit(ctx context.Context, user string, n int, reserve bool) (D
 		}
 		return d, err
 	}
-	if len(r) != 5 {
-		return Decision{}, fmt.Errorf("limiter: budget_reserve replied %d values, want 5", len(r))
-	}
 	if r[0] < 0 {
 		return Decision{}, fmt.Errorf("limiter: budget_reserve on %q (budget %q): %w", key, b.name, ErrForeignKey)
 	}
@@ -345,9 +342,6 @@ func (b *Budget) settle(ctx context.Context, op, user, token string, actual int)
 	if err != nil {
 		return err
 	}
-	if len(r) != 1 {
-		return fmt.Errorf("limiter: budget_settle replied %d values, want 1", len(r))
-	}
 	if r[0] == -1 {
 		return fmt.Errorf("limiter: budget_settle on %q (budget %q): %w", key, b.name, ErrForeignKey)
 	}
@@ -427,9 +421,6 @@ func (b *Budget) Peek(ctx context.Context, user string) (BudgetStatus, error) {
 	r, err := b.l.run(ctx, budgetPeek, []string{key}, ms(b.window), ms(b.lease))
 	if err != nil {
 		return BudgetStatus{}, err
-	}
-	if len(r) != 6 {
-		return BudgetStatus{}, fmt.Errorf("limiter: budget_peek replied %d values, want 6", len(r))
 	}
 	if r[0] < 0 {
 		return BudgetStatus{}, fmt.Errorf("limiter: budget_peek on %q (budget %q): %w", key, b.name, ErrForeignKey)

@@ -26,8 +26,8 @@ import (
 // second key would cost per user.
 
 var (
-	userAllow  = newScript("user_allow.lua")
-	userImport = newScript("user_import.lua")
+	userAllow  = newScript("user_allow.lua", 0)
+	userImport = newScript("user_import.lua", 0)
 )
 
 // initUser prepares the arguments every decision sends, once, so the hot
