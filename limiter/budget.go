@@ -86,6 +86,7 @@ type Budget struct {
 	window time.Duration
 	lease  time.Duration
 	local  *localBudget
+	suffix string // ":b:" + name, the end of every user's key
 	// nonce draws a reservation's nonce; tests pin it.
 	nonce func() string
 }
@@ -146,6 +147,7 @@ func (l *Limiter) Budget(name string, s BudgetSettings) (*Budget, error) {
 		window: s.Window,
 		lease:  s.Lease,
 		local:  l.fallback.budget(name),
+		suffix: ":b:" + name,
 		nonce:  newToken,
 	}, nil
 }
@@ -179,7 +181,7 @@ func (b *Budget) UserKey(user string) (string, error) {
 	return b.key(user), nil
 }
 
-func (b *Budget) key(user string) string { return b.l.key("u", user, ":b:"+b.name) }
+func (b *Budget) key(user string) string { return b.l.key("u", user, b.suffix) }
 
 func (b *Budget) check(user string) error {
 	if b == nil || b.l == nil || b.local == nil {
