@@ -477,6 +477,35 @@ func TestBudgetRebase(t *testing.T) {
 	}
 }
 
+// A rebase records the new entry at TIME rounded up, as every other
+// admission does, so that it ages out late, never early: a charge made
+// within a millisecond is recorded at its end.
+func TestBudgetRebaseRecordsRoundedUp(t *testing.T) {
+	b, r := newTestBudget(t, budgetConfig(100, time.Minute), BudgetSettings{})
+	ctx := context.Background()
+	key := "floodgate:{u:s}:b:llm"
+	rebased, base := false, 0.0
+	for i := 0; i < 300; i++ { // 2.5 h: past the rebase at 2^23 ms
+		r.advance(30*time.Second + 500*time.Microsecond)
+		if d, err := b.Charge(ctx, "s", 10); err != nil || !d.Allowed {
+			t.Fatalf("charge %d: %+v, %v", i, d, err)
+		}
+		z, err := r.rdb.ZRangeWithScores(ctx, key, -2, -1).Result()
+		if err != nil || len(z) != 2 || z[1].Member != "b" {
+			t.Fatalf("charge %d: %v, %v", i, z, err)
+		}
+		// Entries stay live throughout: only a rebase moves the base.
+		rebased = rebased || i > 0 && z[1].Score != base
+		base = z[1].Score
+		if at, want := int64(z[1].Score+z[0].Score), (r.now.UnixMicro()+999)/1000; at != want {
+			t.Fatalf("charge %d recorded at %d, want %d (TIME rounded up)", i, at, want)
+		}
+	}
+	if !rebased {
+		t.Fatal("no rebase in 2.5 h")
+	}
+}
+
 // After Redis TIME steps back the key's clock stays at its newest entry:
 // waits stretch by the step, but none outlasts the key's TTL.
 func TestBudgetClockStepsBack(t *testing.T) {

@@ -183,7 +183,7 @@ if rel > 8388607 and rel > 2 * window then
     args[#args + 1] = tonumber(e[i + 1]) + base - nb
     args[#args + 1] = e[i]
   end
-  args[#args + 1] = now - nb
+  args[#args + 1] = stamp - nb
   args[#args + 1] = member(slot)
   redis.call('ZADD', key, unpack(args))
 else
