@@ -631,6 +631,29 @@ func TestBudgetLocalFallback(t *testing.T) {
 	if sum != 300 {
 		t.Fatalf("local entries sum to %d after merging, want 300", sum)
 	}
+	// Live reservations never merge (budget_reserve.lua's rule): with 127
+	// of them the next waits until two leases have ended; with one spend
+	// among them, until one has.
+	t1 := t0.Add(time.Hour)
+	for _, tc := range []struct {
+		user  string
+		spend bool // the first entry is a spend
+	}{{"full", false}, {"half", true}} {
+		for i := 0; i < maxBudgetEntries; i++ {
+			nonce := fmt.Sprintf("%016x", i)
+			if tc.spend && i == 0 {
+				nonce = ""
+			}
+			if d := lb.admit(t1.Add(time.Duration(i)*time.Millisecond), tc.user, 1, nonce, 1000, window, lease); !d.Allowed {
+				t.Fatalf("%s: entry %d: %+v", tc.user, i, d)
+			}
+		}
+		// The second entry's lease ends first among those that must.
+		d := lb.admit(t1.Add(126*time.Millisecond), tc.user, 1, "ffffffffffffffff", 1000, window, lease)
+		if d.Allowed || d.RetryAfter != lease-125*time.Millisecond {
+			t.Fatalf("%s: 128th entry: %+v, want denied for %v", tc.user, d, lease-125*time.Millisecond)
+		}
+	}
 }
 
 // The Observer sees each decision under PolicyBudget.
