@@ -113,6 +113,7 @@ type Backoff struct {
 	name  string
 	set   BackoffSettings // resolved: no zero fields but Jitter
 	local *localBreaker
+	keys  string // <prefix>{e:<name>}:, the start of every endpoint's key
 	// jitter draws the random fraction in [0, 1); tests pin it.
 	jitter func() float64
 	// now is the clock of the FailLocal fallback alone; tests pin it.
@@ -203,7 +204,8 @@ func (l *Limiter) Backoff(name string, s BackoffSettings) (*Backoff, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Backoff{l: l, name: name, set: set, local: l.fallback.breaker(name), jitter: rand.Float64, now: time.Now, token: newToken}, nil
+	return &Backoff{l: l, name: name, set: set, local: l.fallback.breaker(name), keys: l.key("e", name, ":"),
+		jitter: rand.Float64, now: time.Now, token: newToken}, nil
 }
 
 // Name returns the Backoff's name.
@@ -214,10 +216,9 @@ func (b *Backoff) Name() string {
 	return b.name
 }
 
-// key is the state hash of endpoint.
-func (b *Backoff) key(endpoint string) string {
-	return b.l.key("e", b.name, ":"+endpoint)
-}
+// key is the state hash of endpoint: b.keys, built once, and the
+// endpoint, one allocation on every Check and report.
+func (b *Backoff) key(endpoint string) string { return b.keys + endpoint }
 
 func (b *Backoff) validate(endpoints ...string) error {
 	switch {
