@@ -39,13 +39,7 @@ func (l *Limiter) AllowMany(ctx context.Context, users []string) ([]Decision, er
 	ask := make([]string, 0, len(users))
 	index := make([]int, 0, len(users))
 	for i, u := range users {
-		if l.cache != nil {
-			if d, ok := l.cache.get(u, sent); ok {
-				out[i] = l.observe(PolicyUser, d)
-				continue
-			}
-		}
-		if d, ok := l.localPrecheck(ctx, u, sent); ok {
+		if d, ok := l.answerHere(ctx, u, sent); ok {
 			out[i] = l.observe(PolicyUser, d)
 			continue
 		}

@@ -39,11 +39,11 @@ import (
 // the unjittered delay, so jitter does not compound.
 
 var (
-	backoffCheck   = newScript("backoff_check.lua")
-	backoffFailure = newScript("backoff_failure.lua")
-	backoffState   = newScript("backoff_state.lua")
-	backoffAbandon = newScript("backoff_abandon.lua")
-	backoffSuccess = newScript("backoff_success.lua")
+	backoffCheck   = newScript("backoff_check.lua", 6)
+	backoffFailure = newScript("backoff_failure.lua", 5)
+	backoffState   = newScript("backoff_state.lua", 6)
+	backoffAbandon = newScript("backoff_abandon.lua", 1)
+	backoffSuccess = newScript("backoff_success.lua", 1)
 )
 
 // MaxPickEndpoints bounds how many endpoints one Pick may try, so one
@@ -113,6 +113,7 @@ type Backoff struct {
 	name  string
 	set   BackoffSettings // resolved: no zero fields but Jitter
 	local *localBreaker
+	keys  string // <prefix>{e:<name>}:, the start of every endpoint's key
 	// jitter draws the random fraction in [0, 1); tests pin it.
 	jitter func() float64
 	// now is the clock of the FailLocal fallback alone; tests pin it.
@@ -203,12 +204,8 @@ func (l *Limiter) Backoff(name string, s BackoffSettings) (*Backoff, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Backoff{l: l, name: name, set: set, local: l.fallback.breaker(name), jitter: rand.Float64, now: time.Now, token: newProbeToken}, nil
-}
-
-// newProbeToken draws a probe token: 16 hex digits.
-func newProbeToken() string {
-	return fmt.Sprintf("%016x", rand.Uint64())
+	return &Backoff{l: l, name: name, set: set, local: l.fallback.breaker(name), keys: l.key("e", name, ":"),
+		jitter: rand.Float64, now: time.Now, token: newToken}, nil
 }
 
 // Name returns the Backoff's name.
@@ -219,10 +216,9 @@ func (b *Backoff) Name() string {
 	return b.name
 }
 
-// key is the state hash of endpoint.
-func (b *Backoff) key(endpoint string) string {
-	return b.l.key("e", b.name, ":"+endpoint)
-}
+// key is the state hash of endpoint: b.keys, built once, and the
+// endpoint, one allocation on every Check and report.
+func (b *Backoff) key(endpoint string) string { return b.keys + endpoint }
 
 func (b *Backoff) validate(endpoints ...string) error {
 	switch {
@@ -322,7 +318,7 @@ func (b *Backoff) check(ctx context.Context, endpoints []string) (int, Decision,
 		}
 		return i, d, err
 	}
-	if len(r) != 6 || r[0] < 0 || r[0] > int64(len(endpoints)) {
+	if r[0] < 0 || r[0] > int64(len(endpoints)) {
 		return -1, Decision{}, fmt.Errorf("limiter: backoff_check replied %v for %d endpoints", r, len(endpoints))
 	}
 	d := replyDecision(r[1:6])
@@ -359,7 +355,7 @@ func (b *Backoff) Failure(ctx context.Context, endpoint string) (Decision, error
 		// A report, not a decision: not observed.
 		return degraded(b.l.cfg.BackoffOnRedisError, func() Decision { return b.local.failure(b.now(), endpoint, sc, cut) }), nil
 	}
-	if len(r) != 5 || r[1] <= 0 {
+	if r[1] <= 0 {
 		return Decision{}, fmt.Errorf("limiter: backoff_failure replied %v", r)
 	}
 	w := fromMs(r[1])
@@ -406,7 +402,7 @@ func (b *Backoff) Abandon(ctx context.Context, endpoint, token string) error {
 	if token == "" {
 		return nil
 	}
-	if !validProbeToken(token) {
+	if !isToken(token) {
 		return fmt.Errorf("%w: %q is not a probe token", ErrInvalidArgument, token)
 	}
 	b.local.abandon(endpoint, token)
@@ -418,19 +414,6 @@ func (b *Backoff) Abandon(ctx context.Context, endpoint, token string) error {
 	return nil
 }
 
-// validProbeToken reports whether t has the form newProbeToken gives.
-func validProbeToken(t string) bool {
-	if len(t) != 16 {
-		return false
-	}
-	for i := 0; i < len(t); i++ {
-		if c := t[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
-}
-
 // Status returns endpoint's shared state in Redis, without changing it.
 func (b *Backoff) Status(ctx context.Context, endpoint string) (BackoffStatus, error) {
 	if err := b.validate(endpoint); err != nil {
@@ -440,7 +423,7 @@ func (b *Backoff) Status(ctx context.Context, endpoint string) (BackoffStatus, e
 	if err != nil {
 		return BackoffStatus{}, err
 	}
-	if len(r) != 6 || r[0] < 0 || r[0] > int64(StateOpen) {
+	if r[0] < 0 || r[0] > int64(StateOpen) {
 		return BackoffStatus{}, fmt.Errorf("limiter: backoff_state replied %v", r)
 	}
 	return BackoffStatus{

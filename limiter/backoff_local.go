@@ -106,9 +106,9 @@ func (lb *localBreaker) success(endpoint string) {
 	lb.mu.Unlock()
 }
 
-// backoffKeyTTL is the TTL a write gives an endpoint's key (the scripts'
-// ttl): its next deadline dl plus keep, capped at MaxIdleTime, but never
-// below dl itself.
+// backoffKeyTTL is the TTL a write gives an endpoint's key
+// (lib/backoff_ttl.lua's ttl): its next deadline dl plus keep, capped at
+// MaxIdleTime, but never below dl itself.
 func backoffKeyTTL(dl, keep, idle time.Duration) time.Duration {
 	return max(dl, min(dl+keep, idle))
 }

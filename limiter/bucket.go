@@ -18,7 +18,7 @@ import (
 // The key lives only while it matters (its TTL is the time until the
 // bucket is full again), so an idle API costs nothing.
 
-var bucketAllow = newScript("bucket_allow.lua")
+var bucketAllow = newScript("bucket_allow.lua", 4)
 
 const (
 	// maxBucketRefill bounds burst * interval, the time an empty bucket
@@ -155,9 +155,6 @@ func (b *Bucket) AllowN(ctx context.Context, n int) (Decision, error) {
 		return b.l.degrade(ctx, PolicyBucket, b.l.cfg.BucketOnRedisError, err, func() Decision {
 			return b.local.allow(b.interval, b.burst, n)
 		})
-	}
-	if len(r) != 4 {
-		return Decision{}, fmt.Errorf("limiter: bucket_allow replied %d values, want 4", len(r))
 	}
 	if r[0] < 0 {
 		return Decision{}, fmt.Errorf("limiter: bucket_allow on %q (API %q): %w", b.key, b.name, ErrForeignKey)

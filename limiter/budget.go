@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -24,9 +23,9 @@ import (
 // newest entry.
 
 var (
-	budgetReserve = newScript("budget_reserve.lua")
-	budgetSettle  = newScript("budget_settle.lua")
-	budgetPeek    = newScript("budget_peek.lua")
+	budgetReserve = newScript("budget_reserve.lua", 5)
+	budgetSettle  = newScript("budget_settle.lua", 1)
+	budgetPeek    = newScript("budget_peek.lua", 6)
 )
 
 // PolicyBudget is the Observer's policy name for Budget decisions.
@@ -87,6 +86,7 @@ type Budget struct {
 	window time.Duration
 	lease  time.Duration
 	local  *localBudget
+	suffix string // ":b:" + name, the end of every user's key
 	// nonce draws a reservation's nonce; tests pin it.
 	nonce func() string
 }
@@ -147,7 +147,8 @@ func (l *Limiter) Budget(name string, s BudgetSettings) (*Budget, error) {
 		window: s.Window,
 		lease:  s.Lease,
 		local:  l.fallback.budget(name),
-		nonce:  newNonce,
+		suffix: ":b:" + name,
+		nonce:  newToken,
 	}, nil
 }
 
@@ -161,9 +162,6 @@ func checkBudgetConfig(errs *[]error, c Config) {
 		}
 	}
 }
-
-// newNonce draws a reservation's nonce: 16 hex digits.
-func newNonce() string { return fmt.Sprintf("%016x", rand.Uint64()) }
 
 // Name returns the budget's name.
 func (b *Budget) Name() string { return b.name }
@@ -183,7 +181,7 @@ func (b *Budget) UserKey(user string) (string, error) {
 	return b.key(user), nil
 }
 
-func (b *Budget) key(user string) string { return b.l.key("u", user, ":b:"+b.name) }
+func (b *Budget) key(user string) string { return b.l.key("u", user, b.suffix) }
 
 func (b *Budget) check(user string) error {
 	if b == nil || b.l == nil || b.local == nil {
@@ -264,9 +262,6 @@ func (b *Budget) admit(ctx context.Context, user string, n int, reserve bool) (D
 			b.observeUnits(d, n, reserve)
 		}
 		return d, err
-	}
-	if len(r) != 5 {
-		return Decision{}, fmt.Errorf("limiter: budget_reserve replied %d values, want 5", len(r))
 	}
 	if r[0] < 0 {
 		return Decision{}, fmt.Errorf("limiter: budget_reserve on %q (budget %q): %w", key, b.name, ErrForeignKey)
@@ -349,9 +344,6 @@ func (b *Budget) settle(ctx context.Context, op, user, token string, actual int)
 	if err != nil {
 		return err
 	}
-	if len(r) != 1 {
-		return fmt.Errorf("limiter: budget_settle replied %d values, want 1", len(r))
-	}
 	if r[0] == -1 {
 		return fmt.Errorf("limiter: budget_settle on %q (budget %q): %w", key, b.name, ErrForeignKey)
 	}
@@ -378,7 +370,7 @@ func validReservation(t string) bool {
 		return false
 	}
 	units, nonce, ok := strings.Cut(rest, ".")
-	if !ok || len(nonce) != 16 || !isHex(nonce) {
+	if !ok || !isToken(nonce) {
 		return false
 	}
 	s, err := strconv.Atoi(slot)
@@ -391,16 +383,7 @@ func validReservation(t string) bool {
 
 // isLocalToken reports whether t was issued by the FailLocal fallback:
 // "l" and 16 hex digits.
-func isLocalToken(t string) bool { return len(t) == 17 && t[0] == 'l' && isHex(t[1:]) }
-
-func isHex(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
-}
+func isLocalToken(t string) bool { return len(t) == 17 && t[0] == 'l' && isToken(t[1:]) }
 
 // BudgetStatus is what a Budget holds for one user, as Peek reads it.
 // With Limit 20,000 per hour, a viewer who settled one call at 900 at
@@ -440,9 +423,6 @@ func (b *Budget) Peek(ctx context.Context, user string) (BudgetStatus, error) {
 	r, err := b.l.run(ctx, budgetPeek, []string{key}, ms(b.window), ms(b.lease))
 	if err != nil {
 		return BudgetStatus{}, err
-	}
-	if len(r) != 6 {
-		return BudgetStatus{}, fmt.Errorf("limiter: budget_peek replied %d values, want 6", len(r))
 	}
 	if r[0] < 0 {
 		return BudgetStatus{}, fmt.Errorf("limiter: budget_peek on %q (budget %q): %w", key, b.name, ErrForeignKey)

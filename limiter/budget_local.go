@@ -91,7 +91,20 @@ func (lb *localBudget) admit(now time.Time, user string, n int, nonce string, li
 			break
 		}
 		if !merged {
-			return deny(es[0].at.Add(lease).Sub(now))
+			// As the script: wait until enough leases end for two
+			// entries to merge. Entries are in time order, and so are
+			// the live reservations' lease ends.
+			need := 2
+			if a >= 0 {
+				need = 1
+			}
+			for _, e := range es {
+				if e.nonce != "" && e.at.Add(lease).After(now) {
+					if need--; need == 0 {
+						return deny(e.at.Add(lease).Sub(now))
+					}
+				}
+			}
 		}
 	}
 	if len(lb.users) >= maxLocalBudgetUsers && len(es) == 0 {

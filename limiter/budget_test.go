@@ -477,6 +477,35 @@ func TestBudgetRebase(t *testing.T) {
 	}
 }
 
+// A rebase records the new entry at TIME rounded up, as every other
+// admission does, so that it ages out late, never early: a charge made
+// within a millisecond is recorded at its end.
+func TestBudgetRebaseRecordsRoundedUp(t *testing.T) {
+	b, r := newTestBudget(t, budgetConfig(100, time.Minute), BudgetSettings{})
+	ctx := context.Background()
+	key := "floodgate:{u:s}:b:llm"
+	rebased, base := false, 0.0
+	for i := 0; i < 300; i++ { // 2.5 h: past the rebase at 2^23 ms
+		r.advance(30*time.Second + 500*time.Microsecond)
+		if d, err := b.Charge(ctx, "s", 10); err != nil || !d.Allowed {
+			t.Fatalf("charge %d: %+v, %v", i, d, err)
+		}
+		z, err := r.rdb.ZRangeWithScores(ctx, key, -2, -1).Result()
+		if err != nil || len(z) != 2 || z[1].Member != "b" {
+			t.Fatalf("charge %d: %v, %v", i, z, err)
+		}
+		// Entries stay live throughout: only a rebase moves the base.
+		rebased = rebased || i > 0 && z[1].Score != base
+		base = z[1].Score
+		if at, want := int64(z[1].Score+z[0].Score), (r.now.UnixMicro()+999)/1000; at != want {
+			t.Fatalf("charge %d recorded at %d, want %d (TIME rounded up)", i, at, want)
+		}
+	}
+	if !rebased {
+		t.Fatal("no rebase in 2.5 h")
+	}
+}
+
 // After Redis TIME steps back the key's clock stays at its newest entry:
 // waits stretch by the step, but none outlasts the key's TTL.
 func TestBudgetClockStepsBack(t *testing.T) {
@@ -601,6 +630,29 @@ func TestBudgetLocalFallback(t *testing.T) {
 	}
 	if sum != 300 {
 		t.Fatalf("local entries sum to %d after merging, want 300", sum)
+	}
+	// Live reservations never merge (budget_reserve.lua's rule): with 127
+	// of them the next waits until two leases have ended; with one spend
+	// among them, until one has.
+	t1 := t0.Add(time.Hour)
+	for _, tc := range []struct {
+		user  string
+		spend bool // the first entry is a spend
+	}{{"full", false}, {"half", true}} {
+		for i := 0; i < maxBudgetEntries; i++ {
+			nonce := fmt.Sprintf("%016x", i)
+			if tc.spend && i == 0 {
+				nonce = ""
+			}
+			if d := lb.admit(t1.Add(time.Duration(i)*time.Millisecond), tc.user, 1, nonce, 1000, window, lease); !d.Allowed {
+				t.Fatalf("%s: entry %d: %+v", tc.user, i, d)
+			}
+		}
+		// The second entry's lease ends first among those that must.
+		d := lb.admit(t1.Add(126*time.Millisecond), tc.user, 1, "ffffffffffffffff", 1000, window, lease)
+		if d.Allowed || d.RetryAfter != lease-125*time.Millisecond {
+			t.Fatalf("%s: 128th entry: %+v, want denied for %v", tc.user, d, lease-125*time.Millisecond)
+		}
 	}
 }
 

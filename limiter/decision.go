@@ -1,6 +1,7 @@
 package limiter
 
 import (
+	"math/rand/v2"
 	"strconv"
 	"time"
 )
@@ -110,4 +111,31 @@ func replyDecision(r []int64) Decision {
 		RetryAfter: fromMs(r[3]),
 		ResetAfter: fromMs(r[4]),
 	}
+}
+
+// newToken draws the 16 hex digits a Decision.Token is built on: a
+// Backoff probe's token, a Budget reservation's nonce. One allocation,
+// where fmt's %016x takes two and a trip through the formatter.
+func newToken() string {
+	const digits = "0123456789abcdef"
+	var b [16]byte
+	v := rand.Uint64()
+	for i := len(b) - 1; i >= 0; i-- {
+		b[i] = digits[v&15]
+		v >>= 4
+	}
+	return string(b[:])
+}
+
+// isToken reports whether t has the form newToken gives.
+func isToken(t string) bool {
+	if len(t) != 16 {
+		return false
+	}
+	for i := 0; i < len(t); i++ {
+		if c := t[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }

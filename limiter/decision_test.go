@@ -37,3 +37,24 @@ func TestDecisionDocNumbers(t *testing.T) {
 		t.Fatalf("while probing: %+v, %v", d, err)
 	}
 }
+
+// newToken's tokens are what isToken accepts (Abandon and Settle check
+// tokens with it), and differ from draw to draw.
+func TestNewToken(t *testing.T) {
+	seen := map[string]bool{}
+	for range 1000 {
+		tok := newToken()
+		if !isToken(tok) {
+			t.Fatalf("newToken() = %q, not 16 lower-case hex digits", tok)
+		}
+		seen[tok] = true
+	}
+	if len(seen) < 999 {
+		t.Fatalf("1000 draws gave %d distinct tokens", len(seen))
+	}
+	for _, bad := range []string{"", "9f86d081884c7d6", "9f86d081884c7d655", "9F86D081884C7D65", "9f86d081884c7d6g"} {
+		if isToken(bad) {
+			t.Errorf("isToken(%q) = true", bad)
+		}
+	}
+}

@@ -21,14 +21,17 @@ import (
 
 // script is a Lua script from scripts/lua with the name used in metrics.
 type script struct {
-	name string
-	src  string // for EVAL after a NOSCRIPT, where Script.Run is not used
+	name  string
+	src   string // for EVAL after a NOSCRIPT, where Script.Run is not used
+	reply int    // integers in its reply; 0 when that varies
 	*redis.Script
 }
 
-func newScript(file string) script {
+// newScript loads file, whose reply (its header's Returns) is an array of
+// reply integers, or of a varying number when reply is 0.
+func newScript(file string, reply int) script {
 	src := lua.Source(file)
-	return script{name: strings.TrimSuffix(file, ".lua"), src: src, Script: redis.NewScript(src)}
+	return script{name: strings.TrimSuffix(file, ".lua"), src: src, reply: reply, Script: redis.NewScript(src)}
 }
 
 // call runs fn, one Redis operation named op on key (the first key it
@@ -113,7 +116,7 @@ func (l *Limiter) run(ctx context.Context, s script, keys []string, args ...any)
 	if err != nil {
 		return nil, err
 	}
-	return int64s(s.name, res)
+	return s.int64s(res)
 }
 
 // wrapErr wraps err, a failed op on key, as "limiter: <op> on <quoted
@@ -129,17 +132,20 @@ func wrapErr(op, key string, h *health, err error) error {
 	return fmt.Errorf("limiter: %s on %q: %w", op, key, err)
 }
 
-// int64s converts a script's array reply.
-func int64s(name string, res any) ([]int64, error) {
+// int64s converts s's array reply, checking its length.
+func (s script) int64s(res any) ([]int64, error) {
 	arr, ok := res.([]any)
 	if !ok {
-		return nil, fmt.Errorf("limiter: %s replied %T, want an array", name, res)
+		return nil, fmt.Errorf("limiter: %s replied %T, want an array", s.name, res)
+	}
+	if s.reply > 0 && len(arr) != s.reply {
+		return nil, fmt.Errorf("limiter: %s replied %d values, want %d", s.name, len(arr), s.reply)
 	}
 	out := make([]int64, len(arr))
 	for i, v := range arr {
 		n, ok := v.(int64)
 		if !ok {
-			return nil, fmt.Errorf("limiter: %s reply[%d] is %T, want an integer", name, i, v)
+			return nil, fmt.Errorf("limiter: %s reply[%d] is %T, want an integer", s.name, i, v)
 		}
 		out[i] = n
 	}
@@ -163,6 +169,19 @@ type evalCall struct {
 func (l *Limiter) evalPipeline(parent context.Context, s script, calls []*evalCall) {
 	ctx, cancel := l.bound(parent)
 	defer cancel()
+	live := l.liveCalls(ctx, s, calls)
+	if len(live) == 0 {
+		return
+	}
+	start := time.Now()
+	evalRetry(ctx, s, l.rdb, live, nil)
+	l.observeRedis(s.name+"_pipeline", start, nodeVerdicts(parent, live))
+}
+
+// liveCalls sets each call's health, that of the node serving its first
+// key, and returns the calls whose node is not marked down; the others
+// get their error (ErrRedisUnavailable) and are not sent.
+func (l *Limiter) liveCalls(ctx context.Context, s script, calls []*evalCall) []*evalCall {
 	live := make([]*evalCall, 0, len(calls))
 	for _, c := range calls {
 		c.h = l.healthOf(ctx, c.keys[0])
@@ -172,23 +191,25 @@ func (l *Limiter) evalPipeline(parent context.Context, s script, calls []*evalCa
 		}
 		live = append(live, c)
 	}
-	if len(live) == 0 {
-		return
-	}
-	start := time.Now()
-	evalRetry(ctx, s, l.rdb, live, nil)
-	// One verdict per node and pipeline: a single stall must count as one
-	// timeout, not one per call it carried.
+	return live
+}
+
+// nodeVerdicts gives each node the calls sent to it one verdict, so that
+// a single stall counts as one timeout, not one per call it carried: down
+// (health.failed) after its first outage, else up. A missing replica
+// acknowledgement (ErrReplicaAck) is no outage: the master answered, its
+// replicas lag. It returns the calls' first error, for the Observer.
+func nodeVerdicts(parent context.Context, calls []*evalCall) error {
 	var firstErr error
 	verdict := map[*health]error{} // the node's first outage error, or nil
-	for _, c := range live {
+	for _, c := range calls {
 		if c.err != nil && firstErr == nil {
 			firstErr = c.err
 		}
 		if _, seen := verdict[c.h]; !seen {
 			verdict[c.h] = nil
 		}
-		if verdict[c.h] == nil && c.err != nil && IsUnavailable(c.err) {
+		if verdict[c.h] == nil && c.err != nil && IsUnavailable(c.err) && !errors.Is(c.err, ErrReplicaAck) {
 			verdict[c.h] = c.err
 		}
 	}
@@ -199,7 +220,7 @@ func (l *Limiter) evalPipeline(parent context.Context, s script, calls []*evalCa
 			h.ok()
 		}
 	}
-	l.observeRedis(s.name+"_pipeline", start, firstErr)
+	return firstErr
 }
 
 // scriptNode is a node evalRetry can pipeline to and load a script on: a
@@ -237,7 +258,7 @@ func evalRetry(ctx context.Context, s script, node scriptNode, calls []*evalCall
 				c.err = wrapErr(s.name, c.keys[0], c.h, err)
 				continue
 			}
-			if c.res, c.err = int64s(s.name, res); c.err == nil && check != nil {
+			if c.res, c.err = s.int64s(res); c.err == nil && check != nil {
 				check(c)
 			}
 		}

@@ -53,3 +53,29 @@ func TestEveryUserCallOnTheCallPath(t *testing.T) {
 		t.Fatalf("%d commands reached a Redis marked down", n)
 	}
 }
+
+// A script's reply is checked once, on the call path: a reply of the
+// wrong length or type is an error naming the script, never read past.
+func TestScriptReplyChecked(t *testing.T) {
+	fixed, varying := script{name: "fixed", reply: 2}, script{name: "varying"}
+	for _, tc := range []struct {
+		s    script
+		res  any
+		want string // error text; "" for none
+	}{
+		{fixed, []any{int64(1), int64(2)}, ""},
+		{fixed, []any{int64(1)}, "limiter: fixed replied 1 values, want 2"},
+		{fixed, []any{int64(1), int64(2), int64(3)}, "limiter: fixed replied 3 values, want 2"},
+		{fixed, []any{int64(1), "2"}, "limiter: fixed reply[1] is string, want an integer"},
+		{fixed, int64(1), "limiter: fixed replied int64, want an array"},
+		{varying, []any{int64(1), int64(2), int64(3)}, ""},
+	} {
+		r, err := tc.s.int64s(tc.res)
+		switch {
+		case tc.want == "" && (err != nil || len(r) != len(tc.res.([]any))):
+			t.Errorf("%s %v: %v, %v", tc.s.name, tc.res, r, err)
+		case tc.want != "" && (err == nil || err.Error() != tc.want):
+			t.Errorf("%s %v: error %v, want %q", tc.s.name, tc.res, err, tc.want)
+		}
+	}
+}

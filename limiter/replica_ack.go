@@ -2,7 +2,6 @@ package limiter
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -72,12 +71,7 @@ func (l *Limiter) evalAcked(parent context.Context, s script, calls []*evalCall)
 	defer cancel()
 	var order []scriptNode
 	groups := map[scriptNode][]*evalCall{}
-	for _, c := range calls {
-		c.h = l.healthOf(ctx, c.keys[0])
-		if err := c.h.check(); err != nil {
-			c.err = fmt.Errorf("limiter: %s on %q: %w", s.name, c.keys[0], err)
-			continue
-		}
+	for _, c := range l.liveCalls(ctx, s, calls) {
 		var node scriptNode = l.rdb
 		if cc, ok := l.rdb.(*redis.ClusterClient); ok {
 			m, err := cc.MasterForKey(ctx, c.keys[0])
@@ -118,27 +112,7 @@ func (l *Limiter) ackPipeline(ctx, parent context.Context, s script, node script
 			}
 		}
 	})
-	// The node answered unless a call met a real outage; missing
-	// acknowledgements say the replicas lag, not that the master is down.
-	h := calls[0].h
-	var firstErr, outage error
-	for _, c := range calls {
-		if c.err == nil {
-			continue
-		}
-		if firstErr == nil {
-			firstErr = c.err
-		}
-		if outage == nil && IsUnavailable(c.err) && !errors.Is(c.err, ErrReplicaAck) {
-			outage = c.err
-		}
-	}
-	if outage != nil {
-		h.failed(parent, outage)
-	} else {
-		h.ok()
-	}
-	l.observeRedis(s.name+"_acked", start, firstErr)
+	l.observeRedis(s.name+"_acked", start, nodeVerdicts(parent, calls))
 }
 
 // admits reports whether a user_allow reply (5 values per user) admits

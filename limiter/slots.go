@@ -25,11 +25,11 @@ import (
 // time until its last entry expires, so an idle pool costs nothing.
 
 var (
-	slotsAcquire = newScript("slots_acquire.lua")
-	slotsRefresh = newScript("slots_refresh.lua")
-	slotsRelease = newScript("slots_release.lua")
-	slotsLeave   = newScript("slots_leave.lua")
-	slotsInUse   = newScript("slots_inuse.lua")
+	slotsAcquire = newScript("slots_acquire.lua", 4)
+	slotsRefresh = newScript("slots_refresh.lua", 1)
+	slotsRelease = newScript("slots_release.lua", 1)
+	slotsLeave   = newScript("slots_leave.lua", 2)
+	slotsInUse   = newScript("slots_inuse.lua", 2)
 )
 
 // Errors of Slots with stated contracts; test them with errors.Is.
@@ -225,9 +225,6 @@ func (s *Slots) acquireOnce(ctx context.Context, member string, wait bool, arriv
 		s.owed.restore(owed)
 		return acquireReply{}, err
 	}
-	if len(r) != 4 {
-		return acquireReply{}, fmt.Errorf("limiter: slots_acquire replied %d values, want 4", len(r))
-	}
 	if r[0] == 1 {
 		return acquireReply{granted: true, remaining: int(r[1])}, nil
 	}
@@ -401,9 +398,6 @@ func (s *Slots) Usage(ctx context.Context) (held, waiting int, err error) {
 	r, err := s.l.run(ctx, slotsInUse, []string{s.holders, s.alive})
 	if err != nil {
 		return 0, 0, err
-	}
-	if len(r) != 2 {
-		return 0, 0, fmt.Errorf("limiter: slots_inuse replied %d values, want 2", len(r))
 	}
 	return int(r[0]), int(r[1]), nil
 }

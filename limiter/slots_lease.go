@@ -66,7 +66,7 @@ func (l *Lease) act(ctx context.Context, refresh bool) error {
 		if err != nil {
 			return l.redisError(op, err)
 		}
-		held = len(r) == 1 && r[0] == 1
+		held = r[0] == 1
 	}
 	if !held {
 		return l.lost(op)

@@ -26,8 +26,8 @@ import (
 // second key would cost per user.
 
 var (
-	userAllow  = newScript("user_allow.lua")
-	userImport = newScript("user_import.lua")
+	userAllow  = newScript("user_allow.lua", 0)
+	userImport = newScript("user_import.lua", 0)
 )
 
 // initUser prepares the arguments every decision sends, once, so the hot
@@ -89,12 +89,7 @@ func (l *Limiter) Allow(ctx context.Context, user string) (Decision, error) {
 		return l.observe(PolicyUser, Decision{Allowed: true, Remaining: Unlimited}), nil
 	}
 	sent := time.Now()
-	if l.cache != nil {
-		if d, ok := l.cache.get(user, sent); ok {
-			return l.observe(PolicyUser, d), nil
-		}
-	}
-	if d, ok := l.localPrecheck(ctx, user, sent); ok {
+	if d, ok := l.answerHere(ctx, user, sent); ok {
 		return l.observe(PolicyUser, d), nil
 	}
 	rep := l.allowRedis(ctx, user, sent)
@@ -110,10 +105,17 @@ func (l *Limiter) Wait(ctx context.Context, user string) (Decision, error) {
 	return waitFor(ctx, fmt.Sprintf("user %q", user), func() (Decision, error) { return l.Allow(ctx, user) })
 }
 
-// localPrecheck is localUsers.precheck, its denial marked Degraded (not
-// Cached) while the user's Redis node is failing (its last call did not
-// answer): it is then the fallback's own answer.
-func (l *Limiter) localPrecheck(ctx context.Context, user string, now time.Time) (Decision, bool) {
+// answerHere answers a request of user sent at now without Redis when
+// this process can (for Allow and AllowMany alike): a denial from the
+// deny cache, or one localUsers.precheck gives, the latter marked
+// Degraded (not Cached) while the user's Redis node is failing (its last
+// call did not answer): it is then the fallback's own answer.
+func (l *Limiter) answerHere(ctx context.Context, user string, now time.Time) (Decision, bool) {
+	if l.cache != nil {
+		if d, ok := l.cache.get(user, now); ok {
+			return d, true
+		}
+	}
 	d, ok := l.local.precheck(user, now)
 	if ok && l.healthOf(ctx, l.userKey(user)).failing() {
 		d.Cached, d.Degraded = false, true
@@ -129,13 +131,7 @@ func userDecision(r []int64) (Decision, error) {
 	if r[0] < 0 {
 		return Decision{}, ErrForeignKey
 	}
-	d := Decision{
-		Allowed:    r[0] == 1,
-		Reason:     Reason(r[1]),
-		Remaining:  int(r[2]),
-		RetryAfter: fromMs(r[3]),
-		ResetAfter: fromMs(r[4]),
-	}
+	d := replyDecision(r)
 	if !d.Allowed {
 		atLeastMinWait(&d)
 	}

@@ -13,7 +13,7 @@ import (
 // touches as little code and data as it can on both sides of the socket:
 // a bot's decisions rarely find a warm cache.
 
-var userAllowOne = newScript("user_allow_one.lua")
+var userAllowOne = newScript("user_allow_one.lua", 5)
 
 // oneArgs is user_allow_one's EVALSHA command line, every argument but
 // the key formatted once (see initUserOne).

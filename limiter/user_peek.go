@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-var userPeek = newScript("user_peek.lua")
+var userPeek = newScript("user_peek.lua", 7)
 
 // UserStatus is what the per-user policy holds for one user, as Peek reads
 // it. With the defaults (10 s cooldown, 20 per hour), a user whose only
@@ -52,9 +52,6 @@ func (l *Limiter) Peek(ctx context.Context, user string) (UserStatus, error) {
 	r, err := l.run(ctx, userPeek, []string{l.userKey(user)}, l.userArgs...)
 	if err != nil {
 		return UserStatus{}, err
-	}
-	if len(r) != 7 {
-		return UserStatus{}, fmt.Errorf("limiter: user_peek replied %d values, want 7", len(r))
 	}
 	if r[0] < 0 {
 		return UserStatus{}, fmt.Errorf("%w (user %q)", ErrForeignKey, user)

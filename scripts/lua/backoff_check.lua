@@ -41,11 +41,7 @@ local lease = tonumber(ARGV[1])
 local keep = tonumber(ARGV[2])
 local idle = tonumber(ARGV[4])
 -- include: lib/clock.lua
-
--- The TTL a write gives a key whose next deadline is dl ms away.
-local function ttl(dl)
-  return math.max(dl, math.min(dl + keep, idle))
-end
+-- include: lib/backoff_ttl.lua
 
 local best_reason, best_wait = 0, -1
 for i, key in ipairs(KEYS) do

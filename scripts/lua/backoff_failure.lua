@@ -44,10 +44,8 @@ local function idiv(a, b)
   return q
 end
 
--- The TTL a write gives the key when its deadline is dl ms away.
-local function ttl(dl)
-  return math.max(dl, math.min(dl + cap, idle))
-end
+local keep = cap -- the key outlives the open period by the cap
+-- include: lib/backoff_ttl.lua
 
 local h = redis.call('HMGET', key, 'o', 'd', 'u', 'f')
 local opens, d, u = tonumber(h[1]), tonumber(h[2]), tonumber(h[3])

@@ -34,6 +34,7 @@ local base = tonumber(z[#z])
 local newest = base + tonumber(z[2 * n])
 local skew = 0
 if now < newest then skew = newest - now; now = newest end
+-- include: lib/budget_capped.lua
 
 local spent, reserved, count, oldest = 0, 0, 0, nil
 for i = 1, n do
@@ -50,13 +51,6 @@ for i = 1, n do
   end
 end
 if not oldest then return {1, 0, 0, 0, 0, 0} end
-local o, reset = oldest + window - now + skew, newest + window - now + skew
-if skew > 0 then
-  local ttl = redis.call('PTTL', key)
-  if ttl >= 0 then
-    if ttl < 1 then ttl = 1 end
-    if o > ttl then o = ttl end
-    if reset > ttl then reset = ttl end
-  end
-end
-return {1, spent, reserved, count, o, reset}
+-- (capped's 1 ms floor changes nothing here: the oldest entry is inside
+-- the window.)
+return {1, spent, reserved, count, capped(oldest + window - now), capped(newest + window - now)}

@@ -103,19 +103,7 @@ local function entries()
   return ents
 end
 
--- A wait is stretched by the skew but never outlasts the key.
-local function capped(w)
-  w = w + skew
-  if skew > 0 then
-    local ttl = redis.call('PTTL', key)
-    if ttl >= 0 then
-      if ttl < 1 then ttl = 1 end
-      if w > ttl then w = ttl end
-    end
-  end
-  if w < 1 then w = 1 end
-  return w
-end
+-- include: lib/budget_capped.lua
 
 local reset = newest + window - now
 if used + units > limit then
@@ -195,7 +183,7 @@ if rel > 8388607 and rel > 2 * window then
     args[#args + 1] = tonumber(e[i + 1]) + base - nb
     args[#args + 1] = e[i]
   end
-  args[#args + 1] = now - nb
+  args[#args + 1] = stamp - nb
   args[#args + 1] = member(slot)
   redis.call('ZADD', key, unpack(args))
 else

@@ -52,11 +52,12 @@ func TestNamesListsOperationsOnly(t *testing.T) {
 
 // Each piece of logic is written once: the TIME conversion appears only
 // in lib/clock_read.lua and lib/clock_us.lua, the skew clamp only in
-// lib/user_skew.lua.
+// lib/user_skew.lua and lib/budget_capped.lua, a backoff key's TTL only
+// in lib/backoff_ttl.lua.
 func TestSharedLogicWrittenOnce(t *testing.T) {
 	for _, name := range Names() {
 		raw, _ := files.ReadFile(name)
-		for _, dup := range []string{"redis.call('TIME')", "if retry > ttl then", "wwait > cwait"} {
+		for _, dup := range []string{"redis.call('TIME')", "if retry > ttl then", "if w > ttl then", "wwait > cwait", "math.min(dl +"} {
 			if strings.Contains(string(raw), dup) {
 				t.Errorf("%s repeats %q: use the lib file", name, dup)
 			}

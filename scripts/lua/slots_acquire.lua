@@ -62,30 +62,30 @@ local function expire_at_last(key)
 end
 
 -- All of its effects or none: a key of another type fails the call here
--- (WRONGTYPE), before the first write below. ZCARD only reads.
-redis.call('ZCARD', holders)
-redis.call('ZCARD', waiters)
+-- (WRONGTYPE), before the first write below. ZCARD only reads; the
+-- counts then follow what is removed (ZREM and ZREMRANGEBYSCORE reply
+-- how many), so no second ZCARD is needed.
+local held = redis.call('ZCARD', holders)
+local waiting = redis.call('ZCARD', waiters)
 redis.call('ZCARD', alive)
 
 for i = 7, #ARGV do
-  redis.call('ZREM', holders, ARGV[i])
-  redis.call('ZREM', waiters, ARGV[i])
+  held = held - redis.call('ZREM', holders, ARGV[i])
+  waiting = waiting - redis.call('ZREM', waiters, ARGV[i])
   redis.call('ZREM', alive, ARGV[i])
 end
 
-redis.call('ZREMRANGEBYSCORE', holders, '-inf', int(now))
+held = held - redis.call('ZREMRANGEBYSCORE', holders, '-inf', int(now))
 local gone = redis.call('ZRANGEBYSCORE', alive, '-inf', int(now))
 if #gone > 0 then
   -- ZREM in chunks: unpack is bounded by Lua's C stack.
   for i = 1, #gone, 1000 do
-    redis.call('ZREM', waiters, unpack(gone, i, math.min(i + 999, #gone)))
+    waiting = waiting - redis.call('ZREM', waiters, unpack(gone, i, math.min(i + 999, #gone)))
   end
   redis.call('ZREMRANGEBYSCORE', alive, '-inf', int(now))
 end
 
-local held = redis.call('ZCARD', holders)
 local free = size - held
-local waiting = redis.call('ZCARD', waiters)
 
 local function hint()
   if free > 0 then return 0 end
