@@ -123,7 +123,8 @@ var maxTokenLen = 3 + base64.RawURLEncoding.EncodedLen(MaxNameLen) + base64.RawU
 // this process can Refresh or Release it; it does not contact Redis, so a
 // lease that was released or expired meanwhile shows as ErrLeaseLost on
 // first use. A malformed token is an error wrapping ErrInvalidArgument, as
-// is a token of another pool (naming both).
+// is a token of another pool (naming both) and one claiming a fail-open
+// lease when Config.SlotsOnRedisError is not FailOpen.
 func (s *Slots) Lease(token string) (*Lease, error) {
 	if err := s.checkPool(); err != nil {
 		return nil, err
@@ -144,6 +145,13 @@ func (s *Slots) Lease(token string) (*Lease, error) {
 	case tokenLocal:
 		l.local = true
 	case tokenOpen:
+		// A fail-open lease holds nothing, so Refresh and Release would
+		// succeed without asking Redis: from a pool that does not fail
+		// open, such a token was altered (or comes from a Limiter
+		// configured otherwise), and the lease it hides stays held.
+		if s.l.cfg.SlotsOnRedisError != FailOpen {
+			return nil, bad("a fail-open lease, but this pool's SlotsOnRedisError is not FailOpen: altered, or from a Limiter configured otherwise")
+		}
 		l.open = true
 	default:
 		return nil, bad("unknown mode")

@@ -135,11 +135,20 @@ func TestLeaseTokenInvalid(t *testing.T) {
 		{"holder too long", "r." + b64([]byte("llm")) + "." + b64([]byte(id+":"+strings.Repeat("u", MaxUserLen+1))), "grant"},
 		{"huge", strings.Repeat("A", 1<<20), "bytes"},
 		{"other pool", "r." + b64([]byte("images")) + "." + b64([]byte(id+":a")), `"images" given to pool "llm"`},
+		// Altered to claim a fail-open lease, which holds nothing: its
+		// Release would succeed and leave alice's slot held.
+		{"fail-open mode, pool not failing open", "o" + good.Token()[1:], "fail-open"},
 	} {
 		lease, err := s.Lease(c.token)
 		if lease != nil || !refused(err, ErrInvalidArgument, c.mention) {
 			t.Errorf("%s: Lease(%.40q) = %v, %v; want ErrInvalidArgument mentioning %q", c.name, c.token, lease, err, c.mention)
 		}
+	}
+	open := slotsConfig()
+	open.SlotsOnRedisError = FailOpen
+	lo, _ := newTestLimiter(t, open)
+	if lease, err := mustSlots(t, lo, "llm", 1, time.Minute).Lease("o" + good.Token()[1:]); err != nil || !lease.open {
+		t.Errorf("fail-open pool: Lease(o. token) = %+v, %v; want a fail-open lease", lease, err)
 	}
 	var nilSlots *Slots
 	if _, err := nilSlots.Lease(good.Token()); !errors.Is(err, ErrInvalidArgument) {

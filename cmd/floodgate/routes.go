@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/floodgate/floodgate/limiter"
@@ -299,12 +298,6 @@ func (s *server) writeNoSlot(w http.ResponseWriter, retry time.Duration) {
 // body's token names: 204.
 func (s *server) leaseOp(op func(*limiter.Lease, context.Context) error) handlerFunc {
 	return onBody(s.pools.get, func(w http.ResponseWriter, r *http.Request, pool *limiter.Slots, req *tokenRequest) error {
-		// A fail-open lease holds nothing, so refreshing or releasing one
-		// succeeds without asking Redis: unless this server's pools fail
-		// open, a token that says "o." (Lease.Token's mode) was altered.
-		if strings.HasPrefix(req.Token, "o.") && s.cfg.SlotsOnRedisError != limiter.FailOpen {
-			return badRequest("token: a fail-open lease, but FLOODGATE_SLOTS_ON_REDIS_ERROR is not open here: altered or from another server")
-		}
 		lease, err := pool.Lease(req.Token)
 		if err != nil {
 			return err
