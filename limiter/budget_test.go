@@ -452,6 +452,25 @@ func TestBudgetMergesPast127Entries(t *testing.T) {
 	if n := zcard(t, r, "floodgate:{u:full}:b:llm"); n != 128 {
 		t.Fatalf("%d members, want 128", n)
 	}
+	// One settled spend beside 126 in flight fills the set as well: the
+	// next is denied until the first lease ends (the spend can merge
+	// with what that reservation leaves, nothing sooner).
+	r.at(6 * time.Hour)
+	if d, err := b.Charge(ctx, "mixed", 1); err != nil || !d.Allowed {
+		t.Fatalf("spend: %+v, %v", d, err)
+	}
+	for i := 0; i < 126; i++ {
+		r.advance(time.Millisecond)
+		mustReserve(t, b, "mixed", 1)
+	}
+	d = mustReserve(t, b, "mixed", 1)
+	if d.Allowed || d.RetryAfter != b.Lease()-125*time.Millisecond {
+		t.Fatalf("1 spend + 126 in flight, next: %+v, want denied until the first lease ends", d)
+	}
+	r.advance(d.RetryAfter)
+	if d := mustReserve(t, b, "mixed", 1); !d.Allowed {
+		t.Fatalf("after the first lease: %+v", d)
+	}
 }
 
 // A user active for hours keeps small relative scores (rebased), and the
