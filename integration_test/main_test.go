@@ -174,12 +174,7 @@ func prefixedClient(t testing.TB) (*redis.Client, string) {
 // or to serve as a one-node Cluster once given the slots.
 func clusterModeNode(t testing.TB) (addr string, node *redis.Client) {
 	t.Helper()
-	needRedisServer(t)
-	srv, err := redisproc.Start(context.Background(), redisproc.Options{Args: []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
+	srv := startRedis(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
 	node = redis.NewClient(&redis.Options{Addr: srv.Addr})
 	t.Cleanup(func() { node.Close() })
 	return srv.Addr, node
