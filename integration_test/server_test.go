@@ -187,7 +187,7 @@ func TestServeAndLibraryShareLimits(t *testing.T) {
 func TestServeReadinessRedisRestart(t *testing.T) {
 	needRedisServer(t)
 	ctx := context.Background()
-	srv, err := redisproc.Start(ctx, redisproc.Options{Args: []string{"--requirepass", "s3cret-pass"}, Password: "s3cret-pass"})
+	srv, err := redisproc.Start(ctx, redisproc.Options{Args: []string{"--requirepass", "s3cret-pass"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +226,7 @@ func TestServeReadinessRedisRestart(t *testing.T) {
 	if code, _, _ := callJSON(c, "GET", url+"/healthz", ""); code != 200 {
 		t.Fatalf("/healthz while Redis is down: %d", code)
 	}
-	srv, err = redisproc.Start(ctx, redisproc.Options{Port: srv.Port, Dir: srv.Dir(), Args: []string{"--requirepass", "s3cret-pass"}, Password: "s3cret-pass"})
+	srv, err = redisproc.Start(ctx, redisproc.Options{Port: srv.Port, Dir: srv.Dir(), Args: []string{"--requirepass", "s3cret-pass"}})
 	if err != nil {
 		t.Fatal(err)
 	}
