@@ -55,7 +55,7 @@ import (
 //	go test ./integration_test -run '^$' -bench Peers -benchtime 1x
 //	go test ./integration_test -run '^$' -bench 'Peers/allowed/entries=20/' -benchtime 1x
 func BenchmarkPeers(b *testing.B) {
-	rdb := benchClient(b)
+	rdb := client(b)
 	for _, path := range []string{"allowed", "window", "cooldown"} {
 		for _, n := range []int{1, 10, 20, 127} {
 			for _, g := range []int{1, 32} {
@@ -551,7 +551,7 @@ func (t *peerRows) print() {
 //
 //	go test ./integration_test -run '^$' -bench PeersServerTime -benchtime 1x
 func BenchmarkPeersServerTime(b *testing.B) {
-	rdb := benchClient(b)
+	rdb := client(b)
 	ctx := context.Background()
 	userAllow := redis.NewScript(lua.Source("user_allow.lua"))
 	if err := userAllow.Load(ctx, rdb).Err(); err != nil {

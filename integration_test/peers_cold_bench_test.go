@@ -36,8 +36,8 @@ import (
 //	go test ./integration_test -run '^$' -bench PeersCold -benchtime 1x
 //	go test ./integration_test -run '^$' -bench 'PeersCold/evict/' -benchtime 1x
 func BenchmarkPeersCold(b *testing.B) {
-	rdb := benchClient(b)
-	other := benchClient(b)
+	rdb := client(b)
+	other := client(b)
 	var rows []string
 	done := map[string][]peerResult{}
 	for _, mode := range []string{"warm", "sleep", "ping+other", "evict"} {
@@ -168,7 +168,7 @@ func runCold(b *testing.B, rdb, other *redis.Client, mode, path string) []peerRe
 //
 //	go test ./integration_test -run '^$' -bench AllowAllocs -benchmem
 func BenchmarkAllowAllocs(b *testing.B) {
-	rdb := benchClient(b)
+	rdb := client(b)
 	cell := newPeerCell("cooldown", 20)
 	prefix := uniquePrefix(b, rdb)
 	const users = 100
