@@ -19,6 +19,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/floodgate/floodgate/internal/cli"
 	"github.com/floodgate/floodgate/internal/redisproc"
 	"github.com/floodgate/floodgate/limiter"
 )
@@ -32,7 +33,7 @@ var (
 
 func TestMain(m *testing.M) {
 	// go-redis logs each failed dial; outage tests make many on purpose.
-	redis.SetLogger(quietLogger{})
+	redis.SetLogger(cli.QuietLogger{})
 	if role := os.Getenv(workerEnv); role != "" {
 		os.Exit(runWorker(role))
 	}
@@ -234,7 +235,3 @@ func urlLimiter(t testing.TB, cfg limiter.Config) *limiter.Limiter {
 	}
 	return l
 }
-
-type quietLogger struct{}
-
-func (quietLogger) Printf(context.Context, string, ...any) {}
