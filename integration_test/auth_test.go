@@ -13,7 +13,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/floodgate/floodgate/internal/redisproc"
 	"github.com/floodgate/floodgate/limiter"
 	"github.com/floodgate/floodgate/scripts/lua"
 )
@@ -117,13 +116,8 @@ func TestACLCoversScripts(t *testing.T) {
 // an admin client.
 func startAuthServer(t *testing.T) (string, *redis.Client) {
 	t.Helper()
-	needRedisServer(t)
 	ctx := context.Background()
-	srv, err := redisproc.Start(ctx, redisproc.Options{Args: []string{"--requirepass", adminPassword}, Password: adminPassword})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
+	srv := startRedis(t, "--requirepass", adminPassword)
 	admin := redis.NewClient(&redis.Options{Addr: srv.Addr, Password: adminPassword})
 	t.Cleanup(func() { admin.Close() })
 	for _, rule := range [][]any{floodgateACL(t, "floodgate", botPassword), floodgateACL(t, "floodgate-notime", botPassword, "time")} {

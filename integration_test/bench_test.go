@@ -91,12 +91,6 @@ func p50(lat []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
-func benchClient(b *testing.B) *redis.Client {
-	b.Helper()
-	rdb := client(b)
-	return rdb
-}
-
 // uncachedLimiter is a Limiter on rdb with the local cache off: every
 // decision goes to Redis.
 func uncachedLimiter(b *testing.B, rdb *redis.Client) *limiter.Limiter {
@@ -111,7 +105,7 @@ func uncachedLimiter(b *testing.B, rdb *redis.Client) *limiter.Limiter {
 // 32 goroutines. Metrics: allow/s, ping/s, rate_ratio (allow/ping), and at
 // 1 goroutine p50_ratio (Allow p50 / PING p50).
 func BenchmarkAllowVsPing(b *testing.B) {
-	rdb := benchClient(b)
+	rdb := client(b)
 	l := uncachedLimiter(b, rdb)
 	ctx := context.Background()
 	for _, g := range []int{1, 32} {
@@ -141,7 +135,7 @@ func BenchmarkAllowVsPing(b *testing.B) {
 // from 32 goroutines, in decisions per second, against PING from 32
 // goroutines. Target: batch_ratio >= 3.
 func BenchmarkAllowManyVsPing(b *testing.B) {
-	rdb := benchClient(b)
+	rdb := client(b)
 	l := uncachedLimiter(b, rdb)
 	ctx := context.Background()
 	const g, batch = 32, 100

@@ -17,36 +17,23 @@ import (
 
 // Environment of the Bucket and Slots worker processes.
 const (
-	bsPrefixEnv = "FLOODGATE_TEST_BS_PREFIX" // the test's KeyPrefix
-	bsStartEnv  = "FLOODGATE_TEST_BS_START"  // unix ns at which to begin
-	bsForEnv    = "FLOODGATE_TEST_BS_FOR"    // how long to run
+	bsPrefixEnv = "PREFIX"                  // the test's KeyPrefix (workerLimiter)
+	bsStartEnv  = "FLOODGATE_TEST_BS_START" // unix ns at which to begin
+	bsForEnv    = "FLOODGATE_TEST_BS_FOR"   // how long to run
 )
 
 func init() {
 	workers["bucket-flat-out"] = bucketFlatOut
 }
 
-// bsLimiterFromEnv builds a worker's Limiter on REDIS_URL with the test's
-// prefix. Redis trouble fails closed, so a slow Redis can only lower the
-// counts, and gets a generous timeout on a shared, noisy machine.
+// bsLimiterFromEnv is a Bucket or Slots worker's Limiter (workerLimiter,
+// 64 connections). Redis trouble fails closed, so a slow Redis can only
+// lower the counts, and gets a generous timeout on a shared, noisy machine.
 func bsLimiterFromEnv(cfg limiter.Config) (*limiter.Limiter, *redis.Client, error) {
-	opt, err := redis.ParseURL(os.Getenv("REDIS_URL"))
-	if err != nil {
-		return nil, nil, err
-	}
-	opt.PoolSize = 64
-	opt.ContextTimeoutEnabled = true
-	rdb := redis.NewClient(opt)
-	cfg.KeyPrefix = os.Getenv(bsPrefixEnv)
 	cfg.RedisTimeout = 2 * time.Second
 	cfg.BucketOnRedisError = limiter.FailClosed
 	cfg.SlotsOnRedisError = limiter.FailClosed
-	l, err := limiter.New(rdb, cfg)
-	if err != nil {
-		rdb.Close()
-		return nil, nil, err
-	}
-	return l, rdb, nil
+	return workerLimiter(64, cfg)
 }
 
 // bsSchedule reads when to start and for how long, and sleeps until the

@@ -28,7 +28,7 @@ import (
 //
 // Run: go test ./integration_test -run '^$' -bench BudgetVsAllow -benchtime 1x
 func BenchmarkBudgetVsAllow(b *testing.B) {
-	rdb := benchClient(b)
+	rdb := client(b)
 	cfg := limiter.DefaultConfig()
 	cfg.LocalCacheSize = 0
 	cfg.UserCooldown = 0

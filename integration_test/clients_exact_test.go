@@ -4,12 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/floodgate/floodgate/limiter"
 )
 
 // TestClientsAndGoReplicaShareLimits: every door at once on one Redis. A Go
@@ -22,26 +19,9 @@ func TestClientsAndGoReplicaShareLimits(t *testing.T) {
 	// Kept under -short: the fast tier's one real test of both clients.
 	needPython(t)
 	needNode(t)
-	rdb := client(t)
 	const users, limit, attempts = 50, 20, 15
-	const timeout = 5 * time.Second
-	prefix := uniquePrefix(t, rdb)
-	env := map[string]string{
-		"FLOODGATE_KEY_PREFIX":                 prefix,
-		"FLOODGATE_USER_COOLDOWN":              "0",
-		"FLOODGATE_MAX_REQUESTS_PER_USER_HOUR": fmt.Sprint(limit),
-		"FLOODGATE_REDIS_TIMEOUT":              timeout.String(),
-	}
+	env, lim := countingSetup(t, limit)
 	srvA, srvB := startServeProc(t, env), startServeProc(t, env)
-	cfg := limiter.DefaultConfig()
-	cfg.KeyPrefix = prefix
-	cfg.UserCooldown = 0
-	cfg.MaxRequestsPerUserHour = limit
-	cfg.RedisTimeout = timeout
-	lim, err := limiter.New(rdb, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -57,7 +37,6 @@ func TestClientsAndGoReplicaShareLimits(t *testing.T) {
 	io.WriteString(tasksR.stdin, "go\n")
 	bot.send(fmt.Sprintf("hammer %d %d 64", users, attempts))
 	goAllowed := make([]atomic.Int64, users)
-	var goErrs atomic.Int64
 	jobs := make(chan int, users*attempts)
 	for a := 0; a < attempts; a++ {
 		for u := users - 1; u >= 0; u-- { // the clients start from viewer00
@@ -65,25 +44,21 @@ func TestClientsAndGoReplicaShareLimits(t *testing.T) {
 		}
 	}
 	close(jobs)
-	var wg sync.WaitGroup
-	for g := 0; g < 32; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for u := range jobs {
-				d, err := lim.Allow(ctx, fmt.Sprintf("viewer%02d", u))
-				if err != nil || d.Degraded {
-					goErrs.Add(1)
-					continue
-				}
-				if d.Allowed {
-					goAllowed[u].Add(1)
-				}
-				time.Sleep(5 * time.Millisecond)
+	goErr := concurrently(32, func(int) error {
+		for u := range jobs {
+			d, err := lim.Allow(ctx, fmt.Sprintf("viewer%02d", u))
+			switch {
+			case err != nil:
+				return err
+			case d.Degraded:
+				return fmt.Errorf("a degraded decision for viewer%02d", u)
+			case d.Allowed:
+				goAllowed[u].Add(1)
 			}
-		}()
-	}
-	wg.Wait()
+			time.Sleep(5 * time.Millisecond)
+		}
+		return nil
+	})
 	var nodeRes pyReplicaResult // the Node driver prints the same shape
 	bot.read(&nodeRes)
 	results := []struct {
@@ -102,8 +77,8 @@ func TestClientsAndGoReplicaShareLimits(t *testing.T) {
 			t.Errorf("%s reported %d users, want %d", r.name, len(r.res.Allowed), users)
 		}
 	}
-	if goErrs.Load() != 0 {
-		t.Fatalf("Go replica: %d errors or degraded decisions", goErrs.Load())
+	if goErr != nil {
+		t.Fatalf("Go replica: %v", goErr)
 	}
 	totals := make([]int, len(results)+1)
 	for u := 0; u < users; u++ {

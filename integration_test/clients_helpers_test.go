@@ -5,11 +5,13 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/floodgate/floodgate/internal/redisproc"
+	"github.com/floodgate/floodgate/limiter"
 )
 
 // Helpers shared by the Python and Node client tests (python_*_test.go,
@@ -82,6 +84,26 @@ func startSuiteServe(t testing.TB, buckets ...string) (*serveProc, string, *redi
 		t.Fatal(err)
 	}
 	return srv, token, files
+}
+
+// countingSetup is a server config with no cooldown and limit requests
+// per user per hour on a key prefix of the test's own, and a library
+// Limiter on the same keys: a replica beside the servers, and the counts.
+func countingSetup(t testing.TB, limit int) (map[string]string, *limiter.Limiter) {
+	t.Helper()
+	rdb, prefix := prefixedClient(t)
+	env := map[string]string{
+		"FLOODGATE_KEY_PREFIX":                 prefix,
+		"FLOODGATE_USER_COOLDOWN":              "0",
+		"FLOODGATE_MAX_REQUESTS_PER_USER_HOUR": strconv.Itoa(limit),
+		"FLOODGATE_REDIS_TIMEOUT":              clientRedisTimeout.String(),
+	}
+	cfg := limiter.DefaultConfig()
+	cfg.KeyPrefix = prefix
+	cfg.UserCooldown = 0
+	cfg.MaxRequestsPerUserHour = limit
+	cfg.RedisTimeout = clientRedisTimeout
+	return env, newLimiter(t, rdb, cfg)
 }
 
 // wantExampleTally checks what an example bot printed (a JSON tally of

@@ -15,6 +15,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/floodgate/floodgate/internal/cli"
 	"github.com/floodgate/floodgate/internal/redisproc"
 	"github.com/floodgate/floodgate/limiter"
 )
@@ -708,7 +709,7 @@ func (l redisLogCounter) Printf(context.Context, string, ...any) { l.n.Add(1) }
 func quietRedisLogs(t *testing.T) *atomic.Int64 {
 	n := new(atomic.Int64)
 	redis.SetLogger(redisLogCounter{n})
-	t.Cleanup(func() { redis.SetLogger(quietLogger{}) })
+	t.Cleanup(func() { redis.SetLogger(cli.QuietLogger{}) })
 	return n
 }
 

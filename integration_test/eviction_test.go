@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -326,14 +325,8 @@ func TestServeShowsEvictionRisk(t *testing.T) {
 		!strings.Contains(fmt.Sprint(body["warning"]), "noeviction") {
 		t.Errorf("/readyz on a volatile-lru Redis: %d %v %v", code, body, err)
 	}
-	resp, err := c.Get(p.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if !strings.Contains(string(m), "\nfloodgate_redis_eviction_unsafe 1\n") {
-		t.Errorf("/metrics has no floodgate_redis_eviction_unsafe 1")
+	if v, n, err := scrape(context.Background(), p.URL+"/metrics", "floodgate_redis_eviction_unsafe"); err != nil || n != 1 || v != 1 {
+		t.Errorf("/metrics: floodgate_redis_eviction_unsafe %v in %d samples (%v), want 1 in one", v, n, err)
 	}
 	if out := p.Output(); !strings.Contains(out, "WARN") || !strings.Contains(out, "CONFIG SET maxmemory-policy noeviction") {
 		t.Errorf("floodgate serve printed no startup warning with the fix:\n%s", out)

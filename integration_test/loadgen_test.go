@@ -78,22 +78,10 @@ type loadgenReport struct {
 	} `json:"scenarios"`
 }
 
-// envWithout is the environment minus the Redis URL variables, so loadgen
-// goes by its flags (or starts its own server).
-func envWithout() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "REDIS_URL=") && !strings.HasPrefix(kv, "FLOODGATE_REDIS_URL=") {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
-
 func runLoadgen(t *testing.T, bin string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
-	cmd.Env = envWithout()
+	cmd.Env = serveEnv(nil, nil) // loadgen goes by its flags, or starts its own server
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err := cmd.Run()
@@ -369,7 +357,7 @@ func TestLoadgenCtrlC(t *testing.T) {
 	bin := commandBin(t, "loadgen")
 	prefix := uniquePrefix(t, rdb) + "lg:"
 	cmd := exec.Command(bin, "--users", "50000", "--redis-url", redisURL, "--prefix", prefix, "--quiet")
-	cmd.Env = envWithout()
+	cmd.Env = serveEnv(nil, nil) // loadgen goes by its flags, or starts its own server
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
@@ -439,7 +427,7 @@ func TestLoadgenClusterCtrlC(t *testing.T) {
 	needRedisServer(t)
 	bin := commandBin(t, "loadgen")
 	cmd := exec.Command(bin, "--cluster", "3", "--users", "1M", "--tests", "hourly")
-	cmd.Env = envWithout()
+	cmd.Env = serveEnv(nil, nil) // loadgen goes by its flags, or starts its own server
 	var stdout bytes.Buffer
 	stderr := &redisproc.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = &stdout, stderr

@@ -19,6 +19,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/floodgate/floodgate/internal/cli"
 	"github.com/floodgate/floodgate/internal/redisproc"
 	"github.com/floodgate/floodgate/limiter"
 )
@@ -32,7 +33,7 @@ var (
 
 func TestMain(m *testing.M) {
 	// go-redis logs each failed dial; outage tests make many on purpose.
-	redis.SetLogger(quietLogger{})
+	redis.SetLogger(cli.QuietLogger{})
 	if role := os.Getenv(workerEnv); role != "" {
 		os.Exit(runWorker(role))
 	}
@@ -174,12 +175,7 @@ func prefixedClient(t testing.TB) (*redis.Client, string) {
 // or to serve as a one-node Cluster once given the slots.
 func clusterModeNode(t testing.TB) (addr string, node *redis.Client) {
 	t.Helper()
-	needRedisServer(t)
-	srv, err := redisproc.Start(context.Background(), redisproc.Options{Args: []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
+	srv := startRedis(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
 	node = redis.NewClient(&redis.Options{Addr: srv.Addr})
 	t.Cleanup(func() { node.Close() })
 	return srv.Addr, node
@@ -239,7 +235,3 @@ func urlLimiter(t testing.TB, cfg limiter.Config) *limiter.Limiter {
 	}
 	return l
 }
-
-type quietLogger struct{}
-
-func (quietLogger) Printf(context.Context, string, ...any) {}

@@ -212,29 +212,6 @@ func (b *nodeBot) allowBlocked(user string, meanwhile func()) nodeAllow {
 	return r
 }
 
-// countingSetup is a server config with no cooldown and a generous limit,
-// and a library limiter on the same keys to read the counts.
-func countingSetup(t *testing.T) (map[string]string, *limiter.Limiter) {
-	t.Helper()
-	rdb, prefix := prefixedClient(t)
-	env := map[string]string{
-		"FLOODGATE_KEY_PREFIX":                 prefix,
-		"FLOODGATE_USER_COOLDOWN":              "0",
-		"FLOODGATE_MAX_REQUESTS_PER_USER_HOUR": "100",
-		"FLOODGATE_REDIS_TIMEOUT":              clientRedisTimeout.String(),
-	}
-	cfg := limiter.DefaultConfig()
-	cfg.KeyPrefix = prefix
-	cfg.UserCooldown = 0
-	cfg.MaxRequestsPerUserHour = 100
-	cfg.RedisTimeout = clientRedisTimeout
-	lim, err := limiter.New(rdb, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return env, lim
-}
-
 func wantEntries(t *testing.T, lim *limiter.Limiter, user string, want int) {
 	t.Helper()
 	st, err := lim.Peek(context.Background(), user)
@@ -254,7 +231,7 @@ func wantEntries(t *testing.T, lim *limiter.Limiter, user string, want int) {
 func TestNodeRestartCountsOnce(t *testing.T) {
 	skipIfShort(t) // -short: the fast tier keeps a quicker test of this area
 	needNode(t)
-	env, lim := countingSetup(t)
+	env, lim := countingSetup(t, 100)
 	port, err := redisproc.FreePort()
 	if err != nil {
 		t.Fatal(err)
@@ -412,7 +389,7 @@ func (p *idleProxy) serve(c net.Conn, upstream string, idle time.Duration) {
 func TestNodeIdleTimeout(t *testing.T) {
 	skipIfShort(t) // -short keeps TestNodeRestartCountsOnce
 	needNode(t)
-	env, lim := countingSetup(t)
+	env, lim := countingSetup(t, 100)
 	env["FLOODGATE_HTTP_IDLE_TIMEOUT"] = "200ms"
 	srv := startServeProc(t, env)
 	proxy := startIdleProxy(t, strings.TrimPrefix(srv.URL, "http://"), time.Hour)

@@ -418,7 +418,7 @@ func (b *pyBot) allow(step string) {
 func pyCountingSetup(t *testing.T) (map[string]string, *limiter.Limiter, string) {
 	t.Helper()
 	needPython(t)
-	env, lim := countingSetup(t)
+	env, lim := countingSetup(t, 100)
 	token := randomHex(t, 16)
 	env["FLOODGATE_HTTP_TOKEN"] = token
 	return env, lim, token

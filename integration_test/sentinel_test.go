@@ -208,10 +208,7 @@ func sentinelLoadWorker(ctx context.Context) (any, error) {
 		}()
 	}
 	wg.Wait()
-	if len(latencies) > 0 {
-		sort.Slice(latencies, func(i, j int) bool { return latencies[i] < latencies[j] })
-		res.P50Micros = latencies[len(latencies)/2].Microseconds()
-	}
+	res.P50Micros = p50(latencies).Microseconds()
 	return res, nil
 }
 

@@ -21,7 +21,7 @@ import (
 // lives; after kill -9 the stale socket is replaced; a clean stop removes
 // it.
 func TestServeUnixSocket(t *testing.T) {
-	env, lim := countingSetup(t)
+	env, lim := countingSetup(t, 100)
 	sock := filepath.Join(t.TempDir(), "floodgate.sock")
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {

@@ -34,7 +34,7 @@ import (
 // batch=100 run sends 100 users per POST /v1/allow-many and compares its
 // decisions/s with the library's AllowMany and Allow.
 func BenchmarkServe(b *testing.B) {
-	rdb := benchClient(b)
+	rdb := client(b)
 	prefix := uniquePrefix(b, rdb)
 	proc := startServeProc(b, map[string]string{
 		"FLOODGATE_KEY_PREFIX":       prefix,
@@ -212,7 +212,7 @@ func BenchmarkServeVsBaseline(b *testing.B) {
 	if baseline == "" {
 		b.Skip("FLOODGATE_BASELINE_BIN names no floodgate binary to compare with")
 	}
-	rdb := benchClient(b)
+	rdb := client(b)
 	prefix := uniquePrefix(b, rdb)
 	env := map[string]string{"FLOODGATE_KEY_PREFIX": prefix, "FLOODGATE_LOCAL_CACHE_SIZE": "0"}
 	procs := []*serveProc{startServeProc(b, env), startServeBin(b, baseline, env)}

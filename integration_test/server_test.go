@@ -187,7 +187,7 @@ func TestServeAndLibraryShareLimits(t *testing.T) {
 func TestServeReadinessRedisRestart(t *testing.T) {
 	needRedisServer(t)
 	ctx := context.Background()
-	srv, err := redisproc.Start(ctx, redisproc.Options{Args: []string{"--requirepass", "s3cret-pass"}, Password: "s3cret-pass"})
+	srv, err := redisproc.Start(ctx, redisproc.Options{Args: []string{"--requirepass", "s3cret-pass"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +226,7 @@ func TestServeReadinessRedisRestart(t *testing.T) {
 	if code, _, _ := callJSON(c, "GET", url+"/healthz", ""); code != 200 {
 		t.Fatalf("/healthz while Redis is down: %d", code)
 	}
-	srv, err = redisproc.Start(ctx, redisproc.Options{Port: srv.Port, Dir: srv.Dir(), Args: []string{"--requirepass", "s3cret-pass"}, Password: "s3cret-pass"})
+	srv, err = redisproc.Start(ctx, redisproc.Options{Port: srv.Port, Dir: srv.Dir(), Args: []string{"--requirepass", "s3cret-pass"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -385,40 +385,32 @@ func TestServeSlotsAcrossServers(t *testing.T) {
 	c := httpClient(64)
 	defer c.CloseIdleConnections()
 	var held, most, granted atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, 64)
-	for g := 0; g < 32; g++ {
-		wg.Add(1)
-		go func(g int) {
-			defer wg.Done()
-			take, give := a, b
-			if g%2 == 1 {
-				take, give = b, a
+	err := concurrently(32, func(g int) error {
+		take, give := a, b
+		if g%2 == 1 {
+			take, give = b, a
+		}
+		for i := 0; i < 5; i++ {
+			code, d, err := callJSON(c, "POST", take+"/v1/slots/llm/acquire", fmt.Sprintf(`{"holder":"u%d","wait":true,"timeout_ms":10000}`, g))
+			if err != nil || code != 200 || d["acquired"] != true {
+				return fmt.Errorf("acquire: %d %v %v", code, d, err)
 			}
-			for i := 0; i < 5; i++ {
-				code, d, err := callJSON(c, "POST", take+"/v1/slots/llm/acquire", fmt.Sprintf(`{"holder":"u%d","wait":true,"timeout_ms":10000}`, g))
-				if err != nil || code != 200 || d["acquired"] != true {
-					errs <- fmt.Errorf("acquire: %d %v %v", code, d, err)
-					return
-				}
-				n := held.Add(1)
-				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
-				}
-				granted.Add(1)
-				tok := fmt.Sprintf(`{"token":%q}`, d["token"])
-				if code, d, err := callJSON(c, "POST", give+"/v1/slots/llm/refresh", tok); err != nil || code != 204 {
-					errs <- fmt.Errorf("refresh on the other server: %d %v %v", code, d, err)
-				}
-				held.Add(-1) // before the release: the slot may be granted again at once
-				if code, d, err := callJSON(c, "POST", give+"/v1/slots/llm/release", tok); err != nil || code != 204 {
-					errs <- fmt.Errorf("release on the other server: %d %v %v", code, d, err)
-				}
+			n := held.Add(1)
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
 			}
-		}(g)
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+			granted.Add(1)
+			tok := fmt.Sprintf(`{"token":%q}`, d["token"])
+			if code, d, err := callJSON(c, "POST", give+"/v1/slots/llm/refresh", tok); err != nil || code != 204 {
+				return fmt.Errorf("refresh on the other server: %d %v %v", code, d, err)
+			}
+			held.Add(-1) // before the release: the slot may be granted again at once
+			if code, d, err := callJSON(c, "POST", give+"/v1/slots/llm/release", tok); err != nil || code != 204 {
+				return fmt.Errorf("release on the other server: %d %v %v", code, d, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	if most.Load() > 3 || granted.Load() != 160 {

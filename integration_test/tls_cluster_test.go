@@ -47,11 +47,7 @@ func TestTLSCluster(t *testing.T) {
 			"--cluster-enabled", "yes", "--cluster-config-file", fmt.Sprintf("nodes-%d.conf", tlsPort),
 			"--cluster-port", strconv.Itoa(bus), "--cluster-node-timeout", "2000",
 			"--tls-cluster", "yes", "--tls-replication", "yes")
-		srv, err := redisproc.Start(ctx, redisproc.Options{Args: args})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(srv.Stop)
+		srv := startRedis(t, args...)
 		c := redis.NewClient(&redis.Options{Addr: srv.Addr})
 		t.Cleanup(func() { c.Close() })
 		plain = append(plain, c)

@@ -27,7 +27,7 @@ import (
 func TestTLS(t *testing.T) {
 	needRedisServer(t)
 	ctx := context.Background()
-	srv, files, err := redisproc.StartTLS(ctx, redisproc.Options{Args: []string{"--requirepass", botPassword}, Password: botPassword})
+	srv, files, err := redisproc.StartTLS(ctx, redisproc.Options{Args: []string{"--requirepass", botPassword}})
 	if err != nil {
 		if strings.Contains(err.Error(), "tls") || strings.Contains(err.Error(), "TLS") {
 			t.Fatalf("redis-server without TLS support? %v", err)

@@ -47,13 +47,15 @@ func runWorker(role string) int {
 }
 
 // workerClient is a worker process's client on REDIS_URL with a pool of
-// poolSize connections, one per goroutine it runs.
+// poolSize connections, one per goroutine it runs, honouring context
+// deadlines as limiter.NewClient's do.
 func workerClient(poolSize int) (*redis.Client, error) {
 	opt, err := redis.ParseURL(os.Getenv("REDIS_URL"))
 	if err != nil {
 		return nil, err
 	}
 	opt.PoolSize = poolSize
+	opt.ContextTimeoutEnabled = true
 	return redis.NewClient(opt), nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -83,13 +84,9 @@ func StartCluster(ctx context.Context, masters, replicasPerMaster int, extraArgs
 		return nil, ErrNoCLI
 	}
 	c := &Cluster{servers: map[string]*Server{}, args: map[string][]string{}, clients: map[string]*redis.Client{}}
-	for i, a := range extraArgs {
-		if a == "--requirepass" && i+1 < len(extraArgs) {
-			c.password = extraArgs[i+1]
-		}
-	}
+	c.password = requirepass(extraArgs)
 	args := append([]string(nil), extraArgs...)
-	if c.password != "" && !contains(args, "--masterauth") {
+	if c.password != "" && !slices.Contains(args, "--masterauth") {
 		args = append(args, "--masterauth", c.password)
 	}
 	n := masters * (1 + replicasPerMaster)
@@ -124,15 +121,6 @@ func StartCluster(ctx context.Context, masters, replicasPerMaster int, extraArgs
 	return c, nil
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
 // startNode starts one cluster node. The bus port is chosen explicitly
 // (cluster-port) rather than left at port+10000, which may be taken or
 // above 65535; a port grabbed by someone else between FreePort and the
@@ -160,7 +148,7 @@ func (c *Cluster) startNode(ctx context.Context, extra []string) (*Server, []str
 			// promoted: tests kill masters on a noisy machine.
 			"--cluster-replica-validity-factor", "0",
 		}, extra...)
-		s, err := Start(ctx, Options{Port: port, Args: args, Password: c.password})
+		s, err := Start(ctx, Options{Port: port, Args: args})
 		if err == nil {
 			return s, args, nil
 		}
@@ -231,7 +219,7 @@ func (c *Cluster) Restart(ctx context.Context, addr string) error {
 	if c.Alive(addr) {
 		return fmt.Errorf("redisproc: node %s is running", addr)
 	}
-	s, err := Start(ctx, Options{Port: old.Port, Args: c.args[addr], Password: c.password, Dir: old.Dir()})
+	s, err := Start(ctx, Options{Port: old.Port, Args: c.args[addr], Dir: old.Dir()})
 	if err != nil {
 		return err
 	}

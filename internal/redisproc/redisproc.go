@@ -27,10 +27,9 @@ var ErrNotInstalled = errors.New("redisproc: redis-server not found on PATH")
 type Options struct {
 	// Port to listen on; 0 picks a free one.
 	Port int
-	// Args are extra redis-server arguments ("--requirepass", "x").
+	// Args are extra redis-server arguments ("--requirepass", "x": Start
+	// then waits for readiness with that password).
 	Args []string
-	// Password, when the Args set one, so Start can wait for readiness.
-	Password string
 	// Dir is the working directory; empty means a new temporary one,
 	// removed by Stop.
 	Dir string
@@ -108,15 +107,16 @@ func start(ctx context.Context, bin string, opt Options, args func(*Server) ([]s
 		s.cleanDir()
 		return nil, err
 	}
-	if err := s.launch(ctx, bin, argv, opt.Password); err != nil {
+	if err := s.launch(ctx, bin, argv); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-// launch runs bin with args as s and waits until it answers PING. On an
-// error the process is gone and so is a directory s owns.
-func (s *Server) launch(ctx context.Context, bin string, args []string, password string) error {
+// launch runs bin with args as s and waits until it answers PING (with
+// the password args set). On an error the process is gone and so is a
+// directory s owns.
+func (s *Server) launch(ctx context.Context, bin string, args []string) error {
 	s.cmd = exec.Command(bin, args...)
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
 	// Its own process group, so a Ctrl-C aimed at us does not race our Stop.
@@ -126,7 +126,7 @@ func (s *Server) launch(ctx context.Context, bin string, args []string, password
 		return fmt.Errorf("redisproc: starting redis-server: %w", err)
 	}
 	go func() { _ = s.cmd.Wait(); close(s.done) }()
-	if err := s.waitReady(ctx, password); err != nil {
+	if err := s.waitReady(ctx, requirepass(args)); err != nil {
 		s.Kill()
 		s.cleanDir()
 		return err
@@ -155,6 +155,18 @@ func (s *Server) waitReady(ctx context.Context, password string) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// requirepass is the password args set with --requirepass, "" if none:
+// what a client needs to reach the server.
+func requirepass(args []string) string {
+	pass := ""
+	for i, a := range args {
+		if a == "--requirepass" && i+1 < len(args) {
+			pass = args[i+1]
+		}
+	}
+	return pass
 }
 
 // Stop terminates the server (SIGTERM, then SIGKILL after 5 s) and removes

@@ -38,7 +38,6 @@ type Sentinel struct {
 
 	mu        sync.Mutex
 	data      map[string]*Server
-	dirs      []string
 	sentinels []*Server
 	stopped   bool
 }
@@ -83,25 +82,24 @@ func (s *Sentinel) URL() string {
 	return "redis-sentinel://" + strings.Join(s.Sentinels, ",") + "/" + SentinelMasterName
 }
 
+// startData starts a data node, a replica of replicaOf unless that is
+// empty, in a new directory of its own (an empty one for a restart: the
+// killed node's goes with it).
 func (s *Sentinel) startData(ctx context.Context, port int, replicaOf string) (*Server, error) {
-	dir, err := os.MkdirTemp("", "floodgate-sentinel-data-")
-	if err != nil {
-		return nil, fmt.Errorf("redisproc: %w", err)
-	}
-	opt := Options{Port: port, Dir: dir}
+	opt := Options{Port: port}
 	if replicaOf != "" {
 		host, p, _ := net.SplitHostPort(replicaOf)
 		opt.Args = []string{"--replicaof", host, p}
 	}
 	srv, err := Start(ctx, opt)
 	if err != nil {
-		os.RemoveAll(dir)
 		return nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.dirs = append(s.dirs, dir)
-	if _, known := s.data[srv.Addr]; !known {
+	if old, known := s.data[srv.Addr]; known {
+		old.Stop()
+	} else {
 		s.Data = append(s.Data, srv.Addr)
 	}
 	s.data[srv.Addr] = srv
@@ -319,7 +317,7 @@ func (s *Sentinel) Output() string {
 	return b.String()
 }
 
-// Stop kills every process and removes their directories. It is safe to
+// Stop stops every process and removes their directories. It is safe to
 // call more than once.
 func (s *Sentinel) Stop() {
 	s.mu.Lock()
@@ -333,9 +331,6 @@ func (s *Sentinel) Stop() {
 	}
 	for _, srv := range s.data {
 		srv.Stop()
-	}
-	for _, d := range s.dirs {
-		os.RemoveAll(d)
 	}
 }
 

@@ -200,7 +200,7 @@ func StartTLS(ctx context.Context, opt Options) (*Server, *TLSFiles, error) {
 		return nil, nil, err
 	}
 	s.ownDir = ownDir
-	rdb := redis.NewClient(&redis.Options{Addr: s.Addr, Password: opt.Password, MaxRetries: -1})
+	rdb := redis.NewClient(&redis.Options{Addr: s.Addr, Password: requirepass(opt.Args), MaxRetries: -1})
 	defer rdb.Close()
 	if err := rdb.ConfigSet(ctx, "port", "0").Err(); err != nil {
 		s.Stop()
