@@ -11,6 +11,8 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/floodgate/floodgate/internal/cli"
 )
 
 // epoch is where every miniredis clock starts: a round, recent instant.
@@ -106,15 +108,11 @@ func mustAllow(t *testing.T, l *Limiter, user string) Decision {
 
 func init() {
 	// go-redis logs every failed dial; the outage tests make many on purpose.
-	redis.SetLogger(quietLogger{})
+	redis.SetLogger(cli.QuietLogger{})
 	// New's background INFO would land amid the tests' command counts;
 	// eviction_test.go turns it on where it is tested.
 	checkAtStart.Store(false)
 }
-
-type quietLogger struct{}
-
-func (quietLogger) Printf(context.Context, string, ...any) {}
 
 // recordObserver records every decision, with its policy, and every Redis
 // operation.
