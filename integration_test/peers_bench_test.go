@@ -325,7 +325,7 @@ func resetFrom(rdb *redis.Client, tmpl []string, keys [][]string) func(context.C
 	}
 }
 
-func floodgateContender(b *testing.B, rdb *redis.Client, cell peerCell, prefix string, users int) contender {
+func floodgateContender(b testing.TB, rdb *redis.Client, cell peerCell, prefix string, users int) contender {
 	ctx := context.Background()
 	cfg := limiter.DefaultConfig()
 	cfg.KeyPrefix = prefix + "fg:"
@@ -385,7 +385,7 @@ if cooldown > 0 then redis.call('SET', KEYS[2], '1', 'PX', cooldown) end
 return {1, 0, 0}
 `)
 
-func textbookContender(b *testing.B, rdb *redis.Client, cell peerCell, prefix string, users int) contender {
+func textbookContender(b testing.TB, rdb *redis.Client, cell peerCell, prefix string, users int) contender {
 	ctx := context.Background()
 	key := func(u string) []string {
 		return []string{prefix + "tb:{" + u + "}:log", prefix + "tb:{" + u + "}:cd"}
@@ -424,7 +424,7 @@ func textbookContender(b *testing.B, rdb *redis.Client, cell peerCell, prefix st
 	}
 }
 
-func redisRateContender(b *testing.B, rdb *redis.Client, cell peerCell, prefix string, users int) contender {
+func redisRateContender(b testing.TB, rdb *redis.Client, cell peerCell, prefix string, users int) contender {
 	ctx := context.Background()
 	rl := redis_rate.NewLimiter(rdb)
 	limit := redis_rate.PerHour(cell.limit)
